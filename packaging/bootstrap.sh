@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Sets up everything imtalker-cam needs on a fresh Debian machine with only Python present:
+# the Debian packages (PortAudio, Qt's runtime libraries, Xvfb, espeak-ng, PulseAudio for the
+# live-audio tests) and a virtual environment at .venv with the project installed editable.
+# Idempotent: a second run installs nothing that is already there.
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$here"
+
+debs=(
+  libportaudio2                      # sounddevice
+  libegl1 libgl1 libopengl0 libglib2.0-0 libfontconfig1 libdbus-1-3 libxkbcommon0
+  libxkbcommon-x11-0 libxcb-cursor0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
+  libxcb-randr0 libxcb-render-util0 libxcb-shape0 libxcb-xinerama0 libxcb-xkb1
+  libxcb-xfixes0 libxrender1 libxi6 libsm6 libice6 fonts-dejavu-core   # Qt offscreen/xcb
+  xvfb x11-utils                     # screenshots of the real window in tests
+  espeak-ng sox                      # synthetic speech for tests
+  pulseaudio pulseaudio-utils libasound2-plugins   # real-time microphone in tests
+)
+missing=()
+for p in "${debs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  sudo=""; [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+py=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$py" -m venv .venv
+fi
+stamp=.venv/.imtalker-installed
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+  .venv/bin/python -m pip install -q --upgrade pip
+  # The CPU build of torch (a bare 'torch' would pull a multi-GB CUDA build).
+  .venv/bin/python -m pip install -q "torch==2.13.0"
+  .venv/bin/python -m pip install -q -e ".[dev]"
+  touch "$stamp"
+fi

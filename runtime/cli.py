@@ -1,0 +1,63 @@
+"""`imtalker-cam` command line (main thread).
+
+With no arguments it opens the desktop app; subcommands run headless. Each subcommand lives
+in its own module under `runtime.commands` and registers itself with `add_parser`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from runtime.commands import doctor, live, models_cmd, render
+
+logger = logging.getLogger(__name__)
+
+_COMMANDS = (doctor, render, live, models_cmd)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imtalker-cam",
+        description=(
+            "Turn one portrait photo into a live, talking virtual camera. "
+            "Run without a command to open the desktop app."
+        ),
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for command in _COMMANDS:
+        command.add_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        return _run_gui()
+    code: int = args.func(args)
+    return code
+
+
+def _run_gui() -> int:
+    # The GUI is imported lazily by name so that `runtime` keeps no import of Qt.
+    import importlib
+
+    try:
+        app_module = importlib.import_module("desktop_app.app")
+    except ImportError as exc:
+        logger.error("the desktop app cannot start: %s", exc)
+        return 1
+    code: int = app_module.run(sys.argv[:1])
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

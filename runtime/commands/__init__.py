@@ -1,0 +1,1 @@
+"""Subcommands of `imtalker-cam`, one module each (main thread)."""

@@ -1,0 +1,276 @@
+"""The environment report behind `imtalker-cam doctor` (main thread; a few seconds at most).
+
+Every probe reports what it found or the exact error it met; none raises, so the report is
+complete on a machine where everything is missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import io
+import logging
+import os
+import platform
+import sys
+import tempfile
+import warnings
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = (
+    "imtalker-cam",
+    "numpy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "torch",
+    "PySide6-Essentials",
+    "pyvirtualcam",
+    "sounddevice",
+    "opencv-python-headless",
+    "av",
+    "soxr",
+    "Pillow",
+    "huggingface_hub",
+    "platformdirs",
+)
+
+
+@dataclass(frozen=True)
+class ProviderProbe:
+    name: str
+    initialises: bool
+    used: tuple[str, ...]
+    detail: str
+
+
+@dataclass(frozen=True)
+class Report:
+    python: str
+    platform: str
+    packages: dict[str, str | None]
+    providers_compiled: tuple[str, ...]
+    providers: tuple[ProviderProbe, ...]
+    gpu: dict[str, Any]
+    audio_inputs: tuple[str, ...]
+    audio_error: str | None
+    virtual_camera: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def _one_node_model(path: Path) -> None:
+    import onnx
+    from onnx import TensorProto, helper
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
+    node = helper.make_node("Relu", ["x"], ["y"])
+    model = helper.make_model(
+        helper.make_graph([node], "probe", [x], [y]),
+        opset_imports=[helper.make_opsetid("", 17)],
+    )
+    model.ir_version = 8
+    onnx.save(model, str(path))
+
+
+def probe_providers() -> tuple[tuple[str, ...], tuple[ProviderProbe, ...]]:
+    """Build a 1-node graph and run it on each compiled-in provider; report what was used."""
+    try:
+        import numpy as np
+        import onnxruntime as ort
+    except ImportError as exc:
+        return (), (ProviderProbe("onnxruntime", False, (), f"not importable: {exc}"),)
+    compiled = tuple(ort.get_available_providers())
+    probes: list[ProviderProbe] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model = Path(tmp) / "probe.onnx"
+        _one_node_model(model)
+        for provider in compiled:
+            with _captured_native_stderr(Path(tmp) / f"{provider}.log") as log:
+                try:
+                    session = ort.InferenceSession(str(model), providers=[provider])
+                    out = session.run(["y"], {"x": np.array([-1.0, 2.0], dtype=np.float32)})[0]
+                    used = tuple(session.get_providers())
+                    ok = used[0] == provider and bool(np.allclose(out, [0.0, 2.0]))
+                    error = None
+                except Exception as exc:  # any provider failure is a finding, not a crash
+                    used, ok, error = (), False, f"{type(exc).__name__}: {exc}"
+            if ok:
+                detail = "ok"
+            else:
+                reason = _first_error_line(log.read_text(errors="replace")) or error
+                fell_back = f"falls back to {used[0]}" if used else "fails"
+                detail = f"{fell_back}: {reason}" if reason else fell_back
+            probes.append(ProviderProbe(provider, ok, used, detail))
+    return compiled, tuple(probes)
+
+
+@contextlib.contextmanager
+def _captured_native_stderr(path: Path) -> Iterator[Path]:
+    """ONNX Runtime reports provider load failures on the C++ stderr; keep them for the report."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with path.open("wb") as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+                warnings.simplefilter("ignore")
+                yield path
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
+def _first_error_line(log: str) -> str | None:
+    for marker in ("with error: ", "Failed to create", "Please install"):
+        for line in log.splitlines():
+            if marker in line:
+                text = line.split(marker, 1)[1] if marker == "with error: " else line
+                return text.split("[m")[0].strip()
+    return None
+
+
+def probe_gpu() -> dict[str, Any]:
+    """NVIDIA GPU presence from the driver's device nodes and nvidia-smi, without CUDA."""
+    import shutil
+    import subprocess
+
+    info: dict[str, Any] = {"present": False, "devices": [], "detail": ""}
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        info["detail"] = "no NVIDIA driver found (nvidia-smi not on PATH)"
+        return info
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        info["detail"] = f"nvidia-smi failed: {exc}"
+        return info
+    devices = [line.strip() for line in out.splitlines() if line.strip()]
+    info.update(present=bool(devices), devices=devices, detail="ok" if devices else "no GPU")
+    return info
+
+
+def probe_audio(sd: ModuleType | None = None) -> tuple[tuple[str, ...], str | None]:
+    """Input devices as PortAudio sees them, or the exact error it gives."""
+    try:
+        if sd is None:
+            import sounddevice as sd_module
+
+            sd = sd_module
+        devices = sd.query_devices()
+    except Exception as exc:  # PortAudio missing or broken: report its own words
+        return (), f"{type(exc).__name__}: {exc}"
+    inputs = tuple(
+        f"{d['name']} ({int(d['default_samplerate'])} Hz, {d['max_input_channels']} ch)"
+        for d in devices
+        if d.get("max_input_channels", 0) > 0
+    )
+    if inputs:
+        return inputs, None
+    try:
+        sd.query_devices(kind="input")
+    except Exception as exc:
+        return (), f"no audio input device: {exc}"
+    return (), "no audio input device"
+
+
+def probe_virtual_camera() -> dict[str, Any]:
+    """Try to open a small virtual camera; report pyvirtualcam's own message on failure."""
+    result: dict[str, Any] = {"os": platform.system(), "available": False, "backend": None}
+    try:
+        import pyvirtualcam
+    except ImportError as exc:
+        result["detail"] = f"pyvirtualcam not importable: {exc}"
+        return result
+    try:
+        with pyvirtualcam.Camera(width=64, height=64, fps=25) as cam:
+            result.update(available=True, backend=cam.backend, device=cam.device, detail="ok")
+    except Exception as exc:  # pyvirtualcam raises RuntimeError with an install hint
+        result["detail"] = str(exc)
+    return result
+
+
+def probe_models() -> dict[str, Any]:
+    from runtime import paths
+
+    store = paths.model_store_dir()
+    files = {
+        name: (store / name).is_file()
+        for name in (
+            "renderer.ckpt",
+            "generator.ckpt",
+            "wav2vec2-base-960h/config.json",
+            "wav2vec2-base-960h/pytorch_model.bin",
+        )
+    }
+    return {"store": str(store), "files": files, "complete": all(files.values())}
+
+
+def collect() -> Report:
+    compiled, providers = probe_providers()
+    inputs, audio_error = probe_audio()
+    return Report(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        packages=package_versions(),
+        providers_compiled=compiled,
+        providers=providers,
+        gpu=probe_gpu(),
+        audio_inputs=inputs,
+        audio_error=audio_error,
+        virtual_camera=probe_virtual_camera(),
+        models=probe_models(),
+    )
+
+
+def format_report(report: Report) -> str:
+    lines = [f"Python {report.python} on {report.platform}", "", "Packages:"]
+    for name, version in report.packages.items():
+        lines.append(f"  {name:<24} {version or '-'}")
+    lines += ["", "ONNX Runtime providers (compiled in -> initialises?):"]
+    for probe in report.providers:
+        mark = "yes" if probe.initialises else "no"
+        used = ", ".join(probe.used) or "-"
+        lines.append(f"  {probe.name:<28} {mark:<4} used: {used}  ({probe.detail})")
+    gpu = report.gpu
+    lines += ["", f"GPU: {'; '.join(gpu['devices']) if gpu['present'] else 'none'}"]
+    if not gpu["present"]:
+        lines.append(f"  {gpu['detail']}")
+    lines += ["", "Audio inputs:"]
+    lines += [f"  {d}" for d in report.audio_inputs] or [f"  none ({report.audio_error})"]
+    vcam = report.virtual_camera
+    lines += ["", f"Virtual camera ({vcam['os']}):"]
+    if vcam["available"]:
+        lines.append(f"  {vcam['backend']} at {vcam.get('device')}")
+    else:
+        lines.append(f"  unavailable: {vcam['detail']}")
+    models = report.models
+    lines += ["", f"Model files in {models['store']}:"]
+    for name, present in models["files"].items():
+        lines.append(f"  {name:<40} {'present' if present else 'missing'}")
+    return "\n".join(lines)

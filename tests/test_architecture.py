@@ -1,0 +1,54 @@
+"""The package boundaries are enforced by import-linter; prove a violation is caught."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+LINT = Path(sys.executable).with_name("lint-imports")
+
+
+def lint(root: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(LINT), "--no-cache"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env={"PYTHONPATH": str(root), "PATH": str(LINT.parent)},
+    )
+
+
+def copy_tree(dst: Path) -> Path:
+    for name in ("desktop_app", "runtime", "models"):
+        shutil.copytree(ROOT / name, dst / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "pyproject.toml", dst / "pyproject.toml")
+    return dst
+
+
+def test_contracts_hold() -> None:
+    out = lint(ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize(
+    ("package", "statement"),
+    [
+        ("runtime", "import torch"),
+        ("runtime", "import PySide6.QtCore"),
+        ("desktop_app", "import onnxruntime"),
+        ("desktop_app", "import torch"),
+        ("models", "import PySide6"),
+    ],
+)
+def test_breaking_a_contract_fails(tmp_path: Path, package: str, statement: str) -> None:
+    root = copy_tree(tmp_path)
+    (root / package / "_violation.py").write_text(statement + "\n")
+    out = lint(root)
+    assert out.returncode != 0
+    assert "BROKEN" in out.stdout

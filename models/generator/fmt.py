@@ -1,0 +1,197 @@
+"""Flow-matching transformer (FMT) of the IMTalker motion generator.
+
+A DiT-style stack: every block's LayerNorms are modulated per frame by the condition
+sequence (timestep + projected audio/gaze/pose/cam), and self-attention is restricted to a
+local window of frames. Parameter names follow the reference (`fmt.*` in generator.ckpt),
+including the timm-style `Mlp` (`fc1`/`fc2`) and `Attention` (`qkv`/`proj`) layouts.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from models.generator.config import GeneratorConfig
+
+
+def alignment_mask(num_frames: int, window: int) -> torch.Tensor:
+    """(num_frames, num_frames) bool, True where frame i may NOT attend to frame j.
+
+    Frame i sees frames i-window .. i+window (the reference's `enc_dec_mask`).
+    """
+    idx = torch.arange(num_frames)
+    return (idx[None, :] - idx[:, None]).abs() > window  # (T, T)
+
+
+def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
+    """(num_positions, dim) float32 sinusoidal position table.
+
+    The angles are computed in double precision and rounded to float32 *before* sin/cos,
+    because the reference builds them as Python floats and then takes sin/cos of a float32
+    tensor; taking sin/cos in double would differ in the last bits.
+    """
+    pos = torch.arange(num_positions, dtype=torch.float64)[:, None]  # (P, 1)
+    pair = torch.div(torch.arange(dim), 2, rounding_mode="floor").to(torch.float64)
+    angle = (pos / torch.pow(10000.0, 2.0 * pair / dim)[None, :]).to(torch.float32)  # (P, D)
+    table = torch.empty_like(angle)
+    table[:, 0::2] = torch.sin(angle[:, 0::2])
+    table[:, 1::2] = torch.cos(angle[:, 1::2])
+    return table
+
+
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """Per-frame adaLN modulation; all (B, T, D)."""
+    return x * (1 + scale) + shift
+
+
+class Mlp(nn.Module):
+    """Two-layer MLP with tanh-approximated GELU (timm `Mlp` parameter names)."""
+
+    def __init__(self, dim: int, hidden: int) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden)
+        self.act = nn.GELU(approximate="tanh")
+        self.fc2 = nn.Linear(hidden, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.fc2(self.act(self.fc1(x)))
+        return out
+
+
+class Attention(nn.Module):
+    """Multi-head self-attention with a boolean "may attend" mask (timm `Attention` names)."""
+
+    def __init__(self, dim: int, num_heads: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.head_dim = dim // num_heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape  # (B, T, D)
+        qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, Dh)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, Dh)
+        y = y.transpose(1, 2).reshape(b, n, c)  # (B, T, D)
+        out: torch.Tensor = self.proj(y)
+        return out
+
+
+class TimestepEmbedder(nn.Module):
+    """Flow time t -> (N, hidden) via a cos/sin frequency embedding and a 2-layer MLP."""
+
+    def __init__(self, hidden_size: int, frequency_size: int, max_period: float = 10000.0) -> None:
+        super().__init__()
+        self.mlp = nn.Sequential(
+            nn.Linear(frequency_size, hidden_size),
+            nn.SiLU(),
+            nn.Linear(hidden_size, hidden_size),
+        )
+        if frequency_size % 2:
+            raise ValueError("frequency_size must be even")
+        half = frequency_size // 2
+        # Same float32 arithmetic as the reference; not part of the checkpoint.
+        freqs = torch.exp(-math.log(max_period) * torch.arange(half, dtype=torch.float32) / half)
+        self.freqs: torch.Tensor
+        self.register_buffer("freqs", freqs, persistent=False)
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        args = t.reshape(-1, 1).float() * self.freqs[None, :]  # (N, F/2)
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)  # (N, F)
+        out: torch.Tensor = self.mlp(emb)  # (N, D)
+        return out
+
+
+class SequenceEmbed(nn.Module):
+    """Per-frame linear embedding (the reference's norm is an identity, so only `proj`)."""
+
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(in_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.proj(x)
+        return out
+
+
+class FMTBlock(nn.Module):
+    """Attention + MLP, each with adaLN shift/scale before and a gate after."""
+
+    def __init__(self, hidden_size: int, num_heads: int, mlp_ratio: float) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden_size, num_heads)
+        self.norm2 = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        # x, c: (B, T, D); the six modulations are per frame.
+        mods = self.adaLN_modulation(c).chunk(6, dim=-1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), allowed)
+        x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
+        return x
+
+
+class Decoder(nn.Module):
+    """Final modulated LayerNorm + linear head to motion space."""
+
+    def __init__(self, hidden_size: int, out_dim: int) -> None:
+        super().__init__()
+        self.norm_final = nn.LayerNorm(hidden_size, elementwise_affine=False, eps=1e-6)
+        self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 2 * hidden_size))
+        self.linear = nn.Linear(hidden_size, out_dim)
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.adaLN_modulation(c).chunk(2, dim=-1)  # (B, T, D) each
+        out: torch.Tensor = self.linear(modulate(self.norm_final(x), shift, scale))
+        return out
+
+
+class FlowMatchingTransformer(nn.Module):
+    """Velocity of the motion flow for a full window (previous + current frames).
+
+    Buffers `pos_embed` (1, T, D) and `alignment_mask` (T, T) are part of the published
+    state dict; they are rebuilt here exactly as the reference builds them.
+    """
+
+    def __init__(self, config: GeneratorConfig) -> None:
+        super().__init__()
+        self.config = config
+        hidden = config.hidden_size
+        frames = config.total_frames
+        self.x_embedder = SequenceEmbed(2 * config.motion_dim, hidden)
+        self.pos_embed: torch.Tensor
+        self.register_buffer("pos_embed", sinusoid_table(frames, hidden)[None])
+        self.t_embedder = TimestepEmbedder(hidden, config.frequency_embedding_size)
+        self.c_embedder = nn.Linear(config.condition_dim, hidden)
+        self.blocks = nn.ModuleList(
+            FMTBlock(hidden, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
+        )
+        self.decoder = Decoder(hidden, config.motion_dim)
+        self.alignment_mask: torch.Tensor
+        self.register_buffer("alignment_mask", alignment_mask(frames, config.attention_window))
+
+    def forward(
+        self, t: torch.Tensor, x: torch.Tensor, ref_x: torch.Tensor, cond: torch.Tensor
+    ) -> torch.Tensor:
+        """Velocity (B, T, motion_dim) of the window.
+
+        t: (B,) or (1,) flow time; x: (B, T, motion_dim) previous + current motion;
+        ref_x: (B, motion_dim) reference motion; cond: (B, T, condition_dim) the sum of the
+        projected conditions.
+        """
+        t_emb = self.t_embedder(t)[:, None, :]  # (B|1, 1, D)
+        ref = ref_x[:, None, :].expand(-1, x.shape[1], -1)  # (B, T, M)
+        h = self.x_embedder(torch.cat([ref, x], dim=-1)) + self.pos_embed  # (B, T, D)
+        c = t_emb + self.c_embedder(cond)  # (B, T, D)
+        allowed = ~self.alignment_mask  # (T, T)
+        for block in self.blocks:
+            h = block(h, c, allowed)
+        out: torch.Tensor = self.decoder(h, c)  # (B, T, M)
+        return out

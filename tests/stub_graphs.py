@@ -1,0 +1,200 @@
+"""Tiny ONNX stand-ins for every graph of `runtime.contract`, with the real I/O contract.
+
+Names, dtypes and dynamic axes come from the contract itself, so the runtime opens them with
+its real session code. The math is trivial and checkable, so a test can tell what went in
+from what comes out, and the models cost (almost) nothing, so the pipeline's own overhead shows:
+
+- audio_encoder: `features[b, f, :] = RMS of audio frame f` (640 samples), every channel.
+- conditioner: `audio_cond = mean(features)` on every channel; gaze -> channels 0, 1;
+  pose -> channels 2, 3, 4; cam -> channels 5, 6, 7 (linear, no bias).
+- velocity: `gain * (target - x) / (1 - t)` with
+  `target = ref_x + cfg * audio_cond + gaze_cond + pose_cond + cam_cond + PREV_GAIN * mean(prev_x)`;
+  with gain 1 the Euler sampler lands exactly on `target` whatever the noise and steps; a gain
+  below 1 leaves a trace of the noise (to check that the same noise is used).
+- avatar_encoder: `source_motion[0:3]` = mean RGB of the source, zero elsewhere; every
+  per-avatar tensor (id_latent, appearance, cross keys/values) = mean of the source.
+- renderer: `frames[b, c, y, x] = 0.8 * sigmoid(motion[b, c] + id_latent[0, 0] - OFFSET)
+  + 0.2 * x / 511` (a horizontal ramp, so mirroring shows).
+- motion_encoder: `motion[b, 0:3]` = mean RGB of the image, zero elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from runtime import contract as C
+
+PREV_GAIN = 0.5
+OFFSET = 2.0
+RAMP = 0.2
+
+
+def _value_info(spec: C.TensorSpec) -> onnx.ValueInfoProto:
+    dtype = {"float32": TensorProto.FLOAT, "int64": TensorProto.INT64}[spec.dtype]
+    return helper.make_tensor_value_info(spec.name, dtype, list(spec.shape))
+
+
+class _Builder:
+    def __init__(self, spec: C.GraphSpec) -> None:
+        self.spec = spec
+        self.nodes: list[onnx.NodeProto] = []
+        self.inits: list[onnx.TensorProto] = []
+        self._n = 0
+
+    def const(self, value: np.ndarray) -> str:
+        self._n += 1
+        name = f"c{self._n}"
+        self.inits.append(numpy_helper.from_array(np.asarray(value), name))
+        return name
+
+    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs: object) -> str:
+        self._n += 1
+        name = out or f"t{self._n}"
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attrs))
+        return name
+
+    def expand_scalar(self, scalar: str, shape: tuple[int, ...], out: str) -> str:
+        """A (1, 1, ...) tensor broadcast to a fixed shape."""
+        return self.op("Expand", scalar, self.const(np.array(shape, np.int64)), out=out)
+
+    def model(self) -> onnx.ModelProto:
+        graph = helper.make_graph(
+            self.nodes,
+            f"stub_{self.spec.name}",
+            [_value_info(t) for t in self.spec.inputs],
+            [_value_info(t) for t in self.spec.outputs],
+            initializer=self.inits,
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", C.OPSET)])
+        model.ir_version = 8
+        onnx.checker.check_model(model)
+        return model
+
+
+def _selector(rows: int, first_channel: int, width: int) -> np.ndarray:
+    m = np.zeros((rows, width), np.float32)
+    for i in range(rows):
+        m[i, first_channel + i] = 1.0
+    return m
+
+
+def audio_encoder() -> onnx.ModelProto:
+    b = _Builder(C.AUDIO_ENCODER)
+    framed = b.op("Reshape", "audio", b.const(np.array([0, -1, C.SAMPLES_PER_FRAME], np.int64)))
+    power = b.op("ReduceMean", b.op("Mul", framed, framed), axes=[2], keepdims=1)
+    rms = b.op("Sqrt", power)  # (B, F, 1)
+    b.op("Mul", rms, b.const(np.ones(C.AUDIO_FEATURE_DIM, np.float32)), out="features")
+    return b.model()
+
+
+def conditioner() -> onnx.ModelProto:
+    b = _Builder(C.CONDITIONER)
+    level = b.op("ReduceMean", "audio_features", axes=[2], keepdims=1)
+    b.op("Mul", level, b.const(np.ones(C.COND_DIM, np.float32)), out="audio_cond")
+    b.op("MatMul", "gaze", b.const(_selector(2, 0, C.COND_DIM)), out="gaze_cond")
+    b.op("MatMul", "pose", b.const(_selector(3, 2, C.COND_DIM)), out="pose_cond")
+    b.op("MatMul", "cam", b.const(_selector(3, 5, C.COND_DIM)), out="cam_cond")
+    return b.model()
+
+
+def velocity(gain: float = 1.0) -> onnx.ModelProto:
+    b = _Builder(C.VELOCITY)
+    t = b.op("Reshape", "t", b.const(np.array([-1, 1, 1], np.int64)))
+    remaining = b.op("Sub", b.const(np.array(1.0, np.float32)), t)
+    ref = b.op("Unsqueeze", "ref_x", b.const(np.array([1], np.int64)))
+    prev = b.op("ReduceMean", "prev_x", axes=[1], keepdims=1)
+    prev = b.op("Mul", prev, b.const(np.array(PREV_GAIN, np.float32)))
+    audio = b.op("Mul", "audio_cond", "cfg_scale")
+    target = b.op("Add", ref, audio)
+    for name in ("gaze_cond", "pose_cond", "cam_cond"):
+        target = b.op("Add", target, name)
+    target = b.op("Add", target, prev)
+    step = b.op("Div", b.op("Sub", target, "x"), remaining)
+    b.op("Mul", step, b.const(np.array(gain, np.float32)), out="velocity")
+    return b.model()
+
+
+def _mean_rgb_motion(b: _Builder, image: str, out: str) -> None:
+    pooled = b.op("GlobalAveragePool", image)  # (B, 3, 1, 1)
+    rgb = b.op("Reshape", pooled, b.const(np.array([-1, 3], np.int64)))
+    b.op("MatMul", rgb, b.const(_selector(3, 0, C.MOTION_DIM)), out=out)
+
+
+def avatar_encoder() -> onnx.ModelProto:
+    b = _Builder(C.AVATAR_ENCODER)
+    _mean_rgb_motion(b, "source", "source_motion")
+    mean = b.op("ReduceMean", "source", axes=[1, 2, 3], keepdims=1)  # (1, 1, 1, 1)
+    for spec in C.AVATAR_TENSORS:
+        shape = tuple(int(d) for d in spec.shape)
+        scalar = b.op("Reshape", mean, b.const(np.ones(len(shape), np.int64)))
+        b.expand_scalar(scalar, shape, spec.name)
+    return b.model()
+
+
+def renderer() -> onnx.ModelProto:
+    b = _Builder(C.RENDERER)
+    rgb = b.op(
+        "Slice",
+        "motion",
+        b.const(np.array([0], np.int64)),
+        b.const(np.array([3], np.int64)),
+        b.const(np.array([1], np.int64)),
+    )
+    rgb = b.op("Unsqueeze", rgb, b.const(np.array([2, 3], np.int64)))  # (B, 3, 1, 1)
+    ident = b.op(
+        "Slice",
+        "id_latent",
+        b.const(np.array([0], np.int64)),
+        b.const(np.array([1], np.int64)),
+        b.const(np.array([1], np.int64)),
+    )
+    ident = b.op("Reshape", ident, b.const(np.array([1, 1, 1, 1], np.int64)))
+    level = b.op("Sub", b.op("Add", rgb, ident), b.const(np.array(OFFSET, np.float32)))
+    face = b.op("Mul", b.op("Sigmoid", level), b.const(np.array(1.0 - RAMP, np.float32)))
+    ramp = np.linspace(0.0, RAMP, C.FRAME_SIZE, dtype=np.float32).reshape(1, 1, 1, -1)
+    img = b.op("Add", face, b.const(ramp))  # (B, 3, 1, W)
+    batch = b.op("Shape", "motion", start=0, end=1)
+    size = b.const(np.array([3, C.FRAME_SIZE, C.FRAME_SIZE], np.int64))
+    b.op("Expand", img, b.op("Concat", batch, size, axis=0), out="frames")
+    return b.model()
+
+
+def motion_encoder() -> onnx.ModelProto:
+    b = _Builder(C.MOTION_ENCODER)
+    _mean_rgb_motion(b, "image", "motion")
+    return b.model()
+
+
+def write_stub_graphs(folder: Path, *, velocity_gain: float = 1.0) -> Path:
+    """Write all six stub graphs into `folder` (file names from the contract)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    models = {
+        C.AUDIO_ENCODER.name: audio_encoder(),
+        C.CONDITIONER.name: conditioner(),
+        C.VELOCITY.name: velocity(velocity_gain),
+        C.AVATAR_ENCODER.name: avatar_encoder(),
+        C.RENDERER.name: renderer(),
+        C.MOTION_ENCODER.name: motion_encoder(),
+    }
+    for spec in C.GRAPHS:
+        onnx.save(models[spec.name], str(folder / spec.filename))
+    return folder
+
+
+# numpy mirrors of the stub math, for tests that decode what the pipeline did.
+
+
+def frame_level(motion_channel: np.ndarray | float, id_value: float) -> np.ndarray:
+    """Renderer output at ramp 0 (column 0) for a motion channel value."""
+    x = np.asarray(motion_channel, np.float64) + id_value - OFFSET
+    return (1.0 - RAMP) / (1.0 + np.exp(-x))
+
+
+def motion_from_level(level: np.ndarray | float, id_value: float) -> np.ndarray:
+    """Invert `frame_level` (column-0 pixel value in [0, 1]) back to the motion channel."""
+    y = np.clip(np.asarray(level, np.float64) / (1.0 - RAMP), 1e-6, 1 - 1e-6)
+    return np.log(y / (1 - y)) - id_value + OFFSET

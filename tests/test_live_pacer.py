@@ -1,0 +1,188 @@
+"""The pacer holds its rate on absolute deadlines, repeats when late, never bursts; the retimer
+interpolates motion latents to 30 fps."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from runtime.latency import FrameTiming, LatencyMonitor
+from runtime.pacer import LiveFrame, MotionRetimer, Pacer, PacerConfig
+
+IMG = np.zeros((4, 4, 3), np.uint8)
+
+
+class Recorder:
+    def __init__(self, block_once_s: float = 0.0) -> None:
+        self.frames: list[tuple[float, LiveFrame, bool]] = []
+        self.block_once_s = block_once_s
+        self.lock = threading.Lock()
+
+    def __call__(self, frame: LiveFrame, repeat: bool) -> None:
+        with self.lock:
+            self.frames.append((time.perf_counter(), frame, repeat))
+            block = self.block_once_s if len(self.frames) == 10 else 0.0
+        if block:
+            time.sleep(block)
+
+
+def frames_for(first: int, n: int, fps: float, t0: float, ready: float) -> list[LiveFrame]:
+    return [
+        LiveFrame(
+            index=i,
+            image=IMG,
+            timing=FrameTiming(capture=t0 + (i + 1) / fps, pixels=ready),
+        )
+        for i in range(first, first + n)
+    ]
+
+
+def test_bursty_hops_leave_evenly_spaced_in_order() -> None:
+    fps, hop = 25.0, 5
+    mon = LatencyMonitor()
+    rec = Recorder()
+    pacer = Pacer(config=PacerConfig(fps=fps), publish=rec, monitor=mon)
+    pacer.set_idle(IMG)
+    pacer.start()
+    t0 = time.perf_counter()
+    pacer.set_streaming(True)
+    try:
+        for h in range(12):  # 2.4 s of media, one hop of 5 frames every 200 ms, 60 ms compute
+            ready_at = t0 + (h + 1) * hop / fps + 0.06
+            time.sleep(max(0.0, ready_at - time.perf_counter()))
+            pacer.submit(frames_for(h * hop, hop, fps, t0, time.perf_counter()))
+        time.sleep(0.5)
+    finally:
+        assert pacer.stop()
+    shown = [f for _, f, rep in rec.frames if not rep and f.index >= 0]
+    indices = [f.index for f in shown]
+    assert indices == sorted(indices)
+    assert len(set(indices)) == len(indices)
+    # After the delay settles on the first hops, every frame is shown exactly once.
+    assert indices[-30:] == list(range(indices[-1] - 29, indices[-1] + 1))
+    times = np.array([t for t, _, _ in rec.frames])
+    gaps = np.diff(times)
+    assert abs(np.median(gaps) - 1 / fps) < 0.002
+    assert gaps.min() > 0.5 / fps  # never a burst
+    stats = mon.snapshot()
+    # Latency = adaptive playout delay: hop + compute + one frame of margin, about 0.3 s.
+    assert 0.2 < stats.latency_p50_ms / 1e3 < 0.45
+    lat = [f.timing.sent - f.timing.capture for f in shown[-30:]]
+    assert max(lat) - min(lat) < 1.5 / fps  # steady, not ratcheting
+
+
+def test_late_frames_repeat_and_are_counted() -> None:
+    fps = 50.0
+    mon = LatencyMonitor()
+    rec = Recorder()
+    pacer = Pacer(config=PacerConfig(fps=fps, playout_delay_s=0.05), publish=rec, monitor=mon)
+    pacer.start()
+    t0 = time.perf_counter()
+    pacer.set_streaming(True)
+    try:
+        pacer.submit(frames_for(0, 3, fps, t0, t0))
+        time.sleep(0.5)  # nothing more arrives: the last frame repeats
+    finally:
+        pacer.stop()
+    assert [f.index for _, f, rep in rec.frames if not rep] == [0, 1, 2]
+    repeats = [f.index for _, f, rep in rec.frames if rep]
+    assert repeats and set(repeats) == {2}
+    assert mon.counter("late") >= 15
+    assert mon.counter("repeated") == len(repeats)
+
+
+def test_overdue_burst_publishes_newest_once_per_deadline() -> None:
+    fps = 25.0
+    mon = LatencyMonitor()
+    rec = Recorder()
+    pacer = Pacer(config=PacerConfig(fps=fps, playout_delay_s=0.0), publish=rec, monitor=mon)
+    pacer.start()
+    time.sleep(0.1)
+    t0 = time.perf_counter() - 1.0  # all 20 frames are long overdue
+    pacer.submit(frames_for(0, 20, fps, t0, time.perf_counter()))
+    time.sleep(0.3)
+    pacer.stop()
+    firsts = [(t, f.index) for t, f, rep in rec.frames if not rep]
+    assert [i for _, i in firsts] == [19]
+    assert mon.counter("dropped") == 19
+
+
+def test_stalled_thread_skips_deadlines_instead_of_bursting() -> None:
+    fps = 25.0
+    mon = LatencyMonitor()
+    rec = Recorder(block_once_s=0.2)
+    pacer = Pacer(config=PacerConfig(fps=fps), publish=rec, monitor=mon)
+    pacer.set_idle(IMG)
+    pacer.start()
+    time.sleep(1.0)
+    pacer.stop()
+    times = np.array([t for t, _, _ in rec.frames])
+    gaps = np.diff(times)
+    assert gaps.max() > 0.18  # the stall
+    after = gaps[np.argmax(gaps) + 1 :]
+    assert after.min() > 0.5 / fps
+    assert mon.counter("missed_deadlines") >= 4
+
+
+def test_queue_is_bounded_newest_wins() -> None:
+    mon = LatencyMonitor()
+    pacer = Pacer(config=PacerConfig(fps=25, max_queue=8), publish=Recorder(), monitor=mon)
+    t0 = time.perf_counter() + 100  # never due
+    pacer.submit(frames_for(0, 20, 25, t0, t0))
+    assert pacer.queued() == 8
+    assert mon.counter("dropped_queue_full") == 12
+
+
+def test_stop_joins_quickly_and_restarts() -> None:
+    pacer = Pacer(config=PacerConfig(fps=5), publish=Recorder(), monitor=LatencyMonitor())
+    for _ in range(2):
+        pacer.start()
+        time.sleep(0.05)
+        t = time.perf_counter()
+        assert pacer.stop()
+        assert time.perf_counter() - t < 0.1
+
+
+def test_retimer_identity_at_25() -> None:
+    r = MotionRetimer(source_fps=25, output_fps=25)
+    m = np.random.default_rng(0).standard_normal((5, 32)).astype(np.float32)
+    cap = np.arange(5, dtype=np.float64)
+    out = r.push(0, m, cap)
+    assert list(out.indices) == [0, 1, 2, 3, 4]
+    np.testing.assert_array_equal(out.motion, m)
+    out = r.push(5, m + 1, cap + 5)
+    assert list(out.indices) == [5, 6, 7, 8, 9]
+
+
+@pytest.mark.parametrize("hop", [1, 2, 5, 7, 50])
+def test_retimer_interpolates_to_30(hop: int) -> None:
+    """Motion that is a linear ramp in time comes out as the same ramp sampled at 30 fps."""
+    r = MotionRetimer(source_fps=25, output_fps=30)
+    total = 100
+    src_t = np.arange(total) / 25.0
+    motion = np.repeat(src_t[:, None], 32, axis=1).astype(np.float32) * 3.0 + 1.0
+    got_idx, got_mot, got_cap = [], [], []
+    for start in range(0, total, hop):
+        n = min(hop, total - start)
+        out = r.push(start, motion[start : start + n], 10.0 + src_t[start : start + n])
+        got_idx += list(out.indices)
+        got_mot.append(out.motion)
+        got_cap.append(out.capture)
+    idx = np.array(got_idx)
+    assert list(idx) == list(range(len(idx)))
+    out_t = idx / 30.0
+    assert out_t[-1] <= src_t[-1] + 1e-9 and out_t[-1] > src_t[-1] - 1 / 30
+    np.testing.assert_allclose(np.concatenate(got_mot)[:, 0], out_t * 3.0 + 1.0, atol=1e-5)
+    np.testing.assert_allclose(np.concatenate(got_cap), 10.0 + out_t, atol=1e-9)
+
+
+def test_retimer_restarts_after_a_gap() -> None:
+    r = MotionRetimer(source_fps=25, output_fps=30)
+    m = np.zeros((5, 32), np.float32)
+    r.push(0, m, np.zeros(5))
+    out = r.push(50, m + 7, np.full(5, 2.0))  # jumped: 45 source frames skipped
+    assert out.indices[0] == 60  # 50 * 30 / 25
+    assert (out.motion == 7).all()  # no blending across the gap

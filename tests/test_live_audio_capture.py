@@ -1,0 +1,168 @@
+"""Microphone capture: native rate, 16 kHz out with the right capture times, overflows counted,
+unplug detected and recovered, no device reported; file playback ends cleanly."""
+
+from __future__ import annotations
+
+import time
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soxr
+
+from runtime.audio_capture import AudioCapture, CaptureConfig, CaptureState, CaptureStatus
+from runtime.audio_playback import FilePlayback
+from tests.fakes.sound_device import FakeSoundDevice
+
+
+def speech_16k(fixtures_dir: Path, name: str = "audio_1.wav") -> np.ndarray:
+    with wave.open(str(fixtures_dir / name)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+def collect(cap: AudioCapture, seconds: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Read for `seconds`; returns the samples and (end index, end time) per read."""
+    chunks, marks, total = [], [], 0
+    end = time.perf_counter() + seconds
+    while time.perf_counter() < end:
+        got = cap.read()
+        if got.samples.size:
+            chunks.append(got.samples)
+            total += got.samples.size
+            marks.append((total, got.end_time))
+        time.sleep(0.02)
+    return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), marks
+
+
+@pytest.mark.parametrize("native", [48000, 44100])
+def test_native_rate_resampled_with_capture_times(fixtures_dir: Path, native: int) -> None:
+    speech = speech_16k(fixtures_dir)
+    played = soxr.resample(speech, 16000, native).astype(np.float32)
+    dev = FakeSoundDevice(played, native)
+    cap = AudioCapture(sd=dev, config=CaptureConfig())
+    cap.start()
+    try:
+        got, marks = collect(cap, 1.5)
+        status = cap.status()
+    finally:
+        assert cap.stop()
+    assert status.state is CaptureState.RUNNING and status.native_rate == native
+    assert all(s.rate == native for s in dev.streams)
+    first = dev.deliveries[0].first_sample * 16000 // native
+    # The 16 kHz stream is the recording itself (aligned sample for sample).
+    n = min(got.size, 16000)
+    ref = speech[first : first + n]
+    corr = np.corrcoef(got[1000:n], ref[1000:n])[0, 1]
+    assert corr > 0.99
+    # The capture time of the last sample of each read is when the fake handed its block over
+    # (less the samples after it in that block).
+    for end, when in marks[3:]:
+        i = (first + end - 1) * native / 16000  # position in the played recording
+        d = next(d for d in dev.deliveries if d.first_sample + d.frames > i)
+        handed = d.when - (d.first_sample + d.frames - 1 - i) / native
+        assert abs(when - handed) < 0.001, (when, handed)
+        assert abs(when - dev.heard_at(round(i))) < 0.03  # and the fake kept real time
+
+
+def test_unsupported_default_rate_falls_back(fixtures_dir: Path) -> None:
+    dev = FakeSoundDevice(np.zeros(48000, np.float32), 48000, default_rate=96000)
+    cap = AudioCapture(sd=dev, config=CaptureConfig())
+    cap.start()
+    time.sleep(0.2)
+    status = cap.status()
+    cap.stop()
+    assert status.native_rate == 48000 and status.state is CaptureState.RUNNING
+
+
+def test_overflows_are_counted() -> None:
+    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
+    cap = AudioCapture(sd=dev, config=CaptureConfig())
+    cap.start()
+    time.sleep(0.1)
+    dev.inject_overflow()
+    time.sleep(0.1)
+    dev.inject_overflow()
+    time.sleep(0.1)
+    assert cap.status().overflows == 2
+    cap.stop()
+
+
+def test_unplug_detected_then_recovered() -> None:
+    dev = FakeSoundDevice(np.full(16000, 0.1, np.float32), 16000, loop=True)
+    seen: list[tuple[float, CaptureStatus]] = []
+    cfg = CaptureConfig(stall_timeout_s=2.0, retry_backoff_s=(0.3, 0.6))
+    cap = AudioCapture(
+        sd=dev, config=cfg, on_status=lambda s: seen.append((time.perf_counter(), s))
+    )
+    cap.start()
+    try:
+        collect(cap, 0.3)
+        assert cap.state is CaptureState.RUNNING
+        t_unplug = time.perf_counter()
+        dev.unplug()
+        while cap.state is CaptureState.RUNNING and time.perf_counter() - t_unplug < 5:
+            cap.read()
+            time.sleep(0.02)
+        detected = time.perf_counter() - t_unplug
+        assert cap.state in (CaptureState.LOST, CaptureState.NO_DEVICE)
+        assert 1.9 < detected < 3.0
+        time.sleep(1.0)  # retries fail while unplugged
+        assert cap.state in (CaptureState.LOST, CaptureState.NO_DEVICE)
+        assert cap.status().error
+        dev.replug()
+        t_replug = time.perf_counter()
+        while cap.state is not CaptureState.RUNNING and time.perf_counter() - t_replug < 5:
+            time.sleep(0.02)
+        assert cap.state is CaptureState.RUNNING
+        assert time.perf_counter() - t_replug < 1.5  # within one backoff step
+        got = cap.read()
+        while got.samples.size == 0:
+            got = cap.read()
+        assert got.restarted
+        assert cap.status().restarts >= 1
+    finally:
+        assert cap.stop()
+    states = [s.state for _, s in seen]
+    assert CaptureState.LOST in states
+    assert states[-1] is CaptureState.STOPPED
+    assert states.index(CaptureState.LOST) < len(states) - 1 - states[::-1].index(
+        CaptureState.RUNNING
+    )
+
+
+def test_no_input_device_is_reported() -> None:
+    dev = FakeSoundDevice(np.zeros(100, np.float32), 16000)
+    dev.remove_device()
+    cap = AudioCapture(sd=dev, config=CaptureConfig())
+    cap.start()
+    status = cap.status()
+    assert status.state is CaptureState.NO_DEVICE
+    assert status.error and "no audio input device" in status.error
+    assert cap.read().samples.size == 0
+    t = time.perf_counter()
+    assert cap.stop()
+    assert time.perf_counter() - t < 1.0
+
+
+def test_file_playback_plays_everything_then_ends(fixtures_dir: Path) -> None:
+    speech = speech_16k(fixtures_dir)[:16000]
+    for rate, audio in ((16000, speech), (44100, soxr.resample(speech, 16000, 44100))):
+        source = FilePlayback(audio.astype(np.float32), rate)
+        cap = AudioCapture(sd=source, config=CaptureConfig(finite=True))
+        t = time.perf_counter()
+        cap.start()
+        chunks = []
+        while cap.state is not CaptureState.ENDED and time.perf_counter() - t < 3:
+            chunks.append(cap.read().samples)
+            time.sleep(0.02)
+        chunks.append(cap.read().samples)
+        elapsed = time.perf_counter() - t
+        cap.stop()
+        got = np.concatenate(chunks)
+        assert cap.status().state is CaptureState.STOPPED
+        assert 0.95 < elapsed < 1.4  # real time
+        assert abs(got.size - 16000) <= 2
+        assert np.corrcoef(got[:15000], speech[:15000])[0, 1] > 0.99

@@ -56,7 +56,13 @@ def test_doctor_json_reports_this_machine(tmp_path: Path) -> None:
 def test_doctor_human_output() -> None:
     out = run_cli("doctor")
     assert out.returncode == 0
-    for heading in ("ONNX Runtime providers", "GPU:", "Audio inputs:", "Virtual camera", "Model files"):
+    for heading in (
+        "ONNX Runtime providers",
+        "GPU:",
+        "Audio inputs:",
+        "Virtual camera",
+        "Model files",
+    ):
         assert heading in out.stdout
 
 

@@ -27,7 +27,16 @@ def xvfb(width: int, height: int) -> Iterator[str]:
         raise RuntimeError("Xvfb is not installed (packaging/bootstrap.sh installs it)")
     read_fd, write_fd = os.pipe()
     proc = subprocess.Popen(
-        [binary, "-displayfd", str(write_fd), "-screen", "0", f"{width}x{height}x24", "-nolisten", "tcp"],
+        [
+            binary,
+            "-displayfd",
+            str(write_fd),
+            "-screen",
+            "0",
+            f"{width}x{height}x24",
+            "-nolisten",
+            "tcp",
+        ],
         pass_fds=(write_fd,),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,

@@ -1,0 +1,178 @@
+"""Sinks: virtual camera composition and backend reasons, isolation of failing sinks, preview,
+and the MP4 recorder with audio placed by media time."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+
+from runtime.latency import FrameTiming
+from runtime.pacer import LiveFrame
+from runtime.sinks import SinkSet
+from runtime.sinks.preview import PreviewSink
+from runtime.sinks.recorder import RecorderConfig, RecorderSink
+from runtime.sinks.virtual_camera import FrameComposer, VirtualCameraConfig, VirtualCameraSink
+from tests.fakes import virtual_camera as fakecam
+
+
+def face(value: int = 200) -> np.ndarray:
+    img = np.full((512, 512, 3), value, np.uint8)
+    img[:, :256, 0] = 10  # left half has little red: mirroring shows
+    return img
+
+
+def frame(index: int, image: np.ndarray | None = None) -> LiveFrame:
+    return LiveFrame(
+        index=index,
+        image=face() if image is None else image,
+        timing=FrameTiming(capture=time.perf_counter()),
+    )
+
+
+def test_composer_fits_face_on_background_and_mirrors() -> None:
+    comp = FrameComposer(width=1280, height=720, background=(0, 0, 255))
+    out = comp.compose(face())
+    assert out.shape == (720, 1280, 3)
+    assert (out[:, :280] == [0, 0, 255]).all() and (out[:, 1000:] == [0, 0, 255]).all()
+    assert out[360, 300, 0] == 10 and out[360, 980, 0] == 200
+    mirrored = FrameComposer(width=1280, height=720, mirror=True).compose(face())
+    assert mirrored[360, 300, 0] == 200 and mirrored[360, 980, 0] == 10
+    square = FrameComposer(width=512, height=512).compose(face())
+    assert np.array_equal(square, face())
+
+
+def test_virtual_camera_sends_to_registered_backend() -> None:
+    fakecam.register()
+    sink = VirtualCameraSink(VirtualCameraConfig(width=640, height=360, backend="fake"))
+    sink.open(fps=25)
+    assert sink.backend == "fake" and sink.device == "FakeCam 0"
+    for i in range(3):
+        sink.send(frame(i), False)
+    sink.close()
+    cam = fakecam.RecordingBackend.instances[-1]
+    assert cam.closed and len(cam.times) == 3 and cam.fps == 25
+    assert cam.probes[0].shape == (45, 80, 3)
+
+
+def test_no_backend_reports_pyvirtualcam_reason() -> None:
+    fakecam.register()
+    sinks = SinkSet(
+        [VirtualCameraSink(VirtualCameraConfig(backend="fake-busy")), PreviewSink(lambda f: None)]
+    )
+    errors: list[tuple[str, str]] = []
+    sinks._on_error = lambda n, m: errors.append((n, m))
+    sinks.open_all(fps=25)
+    vcam, preview = sinks.statuses()
+    assert not vcam.open and vcam.unavailable
+    assert "in use by another application" in vcam.unavailable
+    assert errors and errors[0][0] == "virtual camera"
+    assert preview.open
+    sinks.send(frame(0), False)
+    assert sinks.statuses()[1].frames == 1
+
+
+def test_default_backends_reason_on_this_machine() -> None:
+    """With every stock backend failing here (no v4l2loopback), the reason names it."""
+    import pyvirtualcam
+
+    stock = {k: v for k, v in pyvirtualcam.camera.BACKENDS.items() if not k.startswith("fake")}
+    saved = dict(pyvirtualcam.camera.BACKENDS)
+    pyvirtualcam.camera.BACKENDS.clear()
+    pyvirtualcam.camera.BACKENDS.update(stock)
+    try:
+        sink = VirtualCameraSink(VirtualCameraConfig())
+        try:
+            sink.open(fps=25)
+        except Exception as exc:
+            assert any(name in str(exc) for name in stock), str(exc)
+        else:
+            sink.close()
+            pytest.skip("a real virtual camera is available on this machine")
+    finally:
+        pyvirtualcam.camera.BACKENDS.clear()
+        pyvirtualcam.camera.BACKENDS.update(saved)
+
+
+def test_failing_sink_is_isolated() -> None:
+    fakecam.register()
+    fakecam.FailingBackend.fail_after = 2
+    got: list[int] = []
+
+    def boom(f: LiveFrame) -> None:
+        raise ValueError("preview consumer crashed")
+
+    sinks = SinkSet(
+        [
+            PreviewSink(boom),
+            VirtualCameraSink(VirtualCameraConfig(width=64, height=64, backend="fake-failing")),
+            PreviewSink(lambda f: got.append(f.index)),
+        ]
+    )
+    sinks.open_all(fps=25)
+    for i in range(5):
+        sinks.send(frame(i), False)
+    sinks.close_all()
+    crashing, failing_cam, _ = sinks.statuses()
+    assert crashing.errors == 5 and "preview consumer crashed" in (crashing.last_error or "")
+    assert failing_cam.frames == 2 and failing_cam.errors == 3
+    assert got == [0, 1, 2, 3, 4]
+
+
+def decode(path: Path) -> tuple[list[float], np.ndarray, list[np.ndarray], float]:
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        a = c.streams.audio[0]
+        times, frames = [], []
+        for f in c.decode(v):
+            times.append(float(f.pts * v.time_base))
+            frames.append(f.to_ndarray(format="rgb24"))
+    with av.open(str(path)) as c:
+        a = c.streams.audio[0]
+        audio = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(a)])
+        rate = a.rate
+    return times, audio, frames, rate
+
+
+def test_recorder_places_frames_and_audio_by_media_time(tmp_path: Path) -> None:
+    """Frames 10..59 at 25 fps over a timeline where a 440 Hz tone starts at frame 30: in the
+    file, the tone starts at 0.8 s and the bright frames start at 0.8 s too."""
+    out = tmp_path / "rec.mp4"
+    rec = RecorderSink(RecorderConfig(path=out))
+    rec.open(fps=25)
+    sr = 16000
+    t = np.arange(sr * 3) / sr
+    audio = np.where(t >= 30 / 25, 0.5 * np.sin(2 * math.pi * 440 * t), 0.0).astype(np.float32)
+    # Audio arrives early and in odd chunks, frames later; a repeat and a dropped index too.
+    for s in range(0, audio.size, 700):
+        rec.add_audio(s, audio[s : s + 700])
+    for i in range(10, 60):
+        if i == 40:
+            continue  # dropped by the pacer
+        img = np.full((512, 512, 3), 230 if i >= 30 else 20, np.uint8)
+        rec.send(frame(i, img), False)
+        if i == 20:
+            rec.send(frame(i, img), True)  # a repeat is not recorded
+    rec.close(timeout=5)
+    assert rec.error is None and out.exists() and not list(tmp_path.glob(".*part"))
+    times, sound, frames, rate = decode(out)
+    assert rate == sr and rec.frames_written == 49
+    assert times[0] == 0.0
+    bright = [tt for tt, f in zip(times, frames, strict=True) if f.mean() > 128]
+    assert abs(bright[0] - 0.8) < 1e-6
+    assert 39 / 25 - 0.05 < times[-1] < 50 / 25
+    env = np.abs(sound)
+    onset = np.argmax(env > 0.2) / sr
+    assert abs(onset - 0.8) < 0.03  # AAC priming aside, the tone starts with the bright frames
+    assert abs(sound.size / sr - 2.0) < 0.1
+
+
+def test_recorder_unwritable_folder_is_unavailable(tmp_path: Path) -> None:
+    sinks = SinkSet([RecorderSink(RecorderConfig(path=tmp_path / "nope" / "x.mp4"))])
+    sinks.open_all(fps=25)
+    (status,) = sinks.statuses()
+    assert not status.open and "does not exist" in (status.unavailable or "")

@@ -1,4 +1,4 @@
-"""Desktop app entry point (GUI thread): builds the QApplication and the main window."""
+"""Desktop app entry point (GUI thread): builds the QApplication, the services and the window."""
 
 from __future__ import annotations
 
@@ -6,9 +6,16 @@ import logging
 import sys
 from collections.abc import Sequence
 
+from PySide6.QtCore import QTimer
+from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
+from desktop_app import assets, theme
+from desktop_app.backend import AvatarTools, Backend
+from desktop_app.gallery import Gallery
 from desktop_app.main_window import MainWindow
+from desktop_app.settings import SettingsStore
+from runtime import paths
 
 logger = logging.getLogger(__name__)
 
@@ -22,13 +29,48 @@ def create_app(argv: Sequence[str]) -> QApplication:
     app.setApplicationName(APP_NAME)
     app.setApplicationDisplayName(APP_NAME)
     app.setOrganizationName(APP_NAME)
+    app.setDesktopFileName(APP_NAME)
+    app.setWindowIcon(QIcon(str(assets.icon_path())))
+    theme.apply(app)
     return app
 
 
-def run(argv: Sequence[str] | None = None) -> int:
+def add_sample_avatar(gallery: Gallery, avatars: AvatarTools) -> None:
+    """On the very first run, put the built-in illustrated avatar in the gallery."""
+    if not gallery.needs_sample():
+        return
+    sample = assets.sample_avatar()
+    try:
+        photo = avatars.load_photo(sample.photo)
+        gallery.add(
+            name=sample.name, photo=photo, crop=sample.crop, avatar=avatars.crop(photo, sample.crop)
+        )
+    except Exception:  # a broken sample must not stop the app
+        logger.exception("could not add the sample avatar")
+    gallery.mark_sample_added()
+
+
+def build_window(backend: Backend) -> MainWindow:
+    """The main window over `backend`, with the user's settings, gallery and sample avatar."""
+    store = SettingsStore(paths.config_dir())
+    settings, notice = store.load()
+    gallery = Gallery(paths.data_dir() / "avatars")
+    add_sample_avatar(gallery, backend.avatars)
+    return MainWindow(
+        backend=backend, settings_store=store, gallery=gallery, settings=settings, notice=notice
+    )
+
+
+def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) -> int:
+    """Start the app. `backend` replaces the real runtime (tests pass fakes for hardware)."""
     app = create_app(sys.argv if argv is None else argv)
-    window = MainWindow()
+    if backend is None:
+        from desktop_app.runtime_backend import runtime_backend
+
+        backend = runtime_backend()
+    window = build_window(backend)
     window.show()
+    QTimer.singleShot(0, window.check_models)
     return app.exec()
 
 

@@ -1,24 +1,627 @@
-"""The main window (GUI thread)."""
+"""The main window (GUI thread): avatars on the left, the live preview in the middle, source
+and controls on the right, Go Live below the preview, the virtual camera in the status bar.
+
+Everything slow happens elsewhere: the engine on the bridge's worker thread, model set-up on
+the dialog's worker. This window only reacts to their signals.
+"""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtWidgets import QLabel, QMainWindow, QVBoxLayout, QWidget
+import logging
+import time
+from dataclasses import replace
+from pathlib import Path
+
+from PySide6.QtCore import QByteArray, QStandardPaths, Qt, QTimer, QUrl
+from PySide6.QtGui import (
+    QAction,
+    QCloseEvent,
+    QDesktopServices,
+    QDragEnterEvent,
+    QDropEvent,
+    QImage,
+    QKeySequence,
+    QShortcut,
+)
+from PySide6.QtWidgets import (
+    QFrame,
+    QHBoxLayout,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QScrollArea,
+    QTabWidget,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop_app.avatar_panel import AvatarPanel, dropped_photo
+from desktop_app.backend import Backend, LiveConfig, LiveStats, UserError, VirtualCameraInfo
+from desktop_app.controls_panel import ControlsPanel
+from desktop_app.crop_dialog import CropDialog
+from desktop_app.engine_bridge import EngineBridge, LiveState
+from desktop_app.gallery import Gallery
+from desktop_app.images import rgb_to_qimage
+from desktop_app.model_setup import ModelSetupDialog
+from desktop_app.preview import PreviewStats, PreviewWidget
+from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
+from desktop_app.source_panel import SourcePanel
+from desktop_app.vcam_help import VirtualCameraHelp
+
+logger = logging.getLogger(__name__)
 
 WINDOW_TITLE = "imtalker-cam"
+SAVE_DELAY_MS = 400
+
+
+def _side_panel(title: str, body: QWidget, parent: QWidget) -> QFrame:
+    frame = QFrame(parent)
+    frame.setObjectName("SidePanel")
+    heading = QLabel(title, frame)
+    heading.setObjectName("PanelTitle")
+    layout = QVBoxLayout(frame)
+    layout.setContentsMargins(12, 10, 12, 12)
+    layout.addWidget(heading)
+    layout.addWidget(body, 1)
+    return frame
 
 
 class MainWindow(QMainWindow):
-    def __init__(self) -> None:
+    def __init__(
+        self,
+        *,
+        backend: Backend,
+        settings_store: SettingsStore,
+        gallery: Gallery,
+        settings: Settings | None = None,
+        notice: str | None = None,
+    ) -> None:
         super().__init__()
+        self.backend = backend
+        self.settings_store = settings_store
+        self.gallery = gallery
+        self.settings = settings or Settings()
         self.setWindowTitle(WINDOW_TITLE)
-        self.resize(1100, 720)
+        self.setAcceptDrops(True)
+        self.resize(1240, 760)
+        self.setMinimumSize(960, 600)
+        self.bridge = EngineBridge(backend.engine, self)
+        self.model_dialog: ModelSetupDialog | None = None
+        self.last_snapshot: Path | None = None
+        self._vcam: VirtualCameraInfo | None = None
+        self._closing = False
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.setInterval(SAVE_DELAY_MS)
+        self._save_timer.timeout.connect(self.save_settings)
+
+        self._build(notice)
+        self._build_actions()
+        self._connect()
+        self._restore_geometry()
+        self._select_initial_avatar()
+        self._sync_live_ui()
+        QTimer.singleShot(0, self.check_virtual_camera)
+
+    # ------------------------------------------------------------------ layout
+
+    def _build(self, notice: str | None) -> None:
+        s = self.settings
         central = QWidget(self)
-        layout = QVBoxLayout(central)
-        self.preview = QLabel("No avatar yet", central)
-        self.preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.preview.setMinimumSize(512, 512)
-        self.preview.setAccessibleName("Live preview")
-        layout.addWidget(self.preview)
+        # Left: avatars.
+        self.avatars = AvatarPanel(self.gallery, central)
+        left = _side_panel("Avatars", self.avatars, central)
+        left.setFixedWidth(262)
+        # Middle: notices, preview, live controls.
+        self.notice = QFrame(central)
+        self.notice.setObjectName("NoticeBanner")
+        self.notice_label = QLabel(notice or "", self.notice)
+        self.notice_label.setWordWrap(True)
+        notice_close = QPushButton("OK", self.notice)
+        notice_close.setAccessibleName("Dismiss the notice")
+        notice_close.clicked.connect(self.notice.hide)
+        row = QHBoxLayout(self.notice)
+        row.setContentsMargins(12, 6, 8, 6)
+        row.addWidget(self.notice_label, 1)
+        row.addWidget(notice_close)
+        self.notice.setVisible(bool(notice))
+        self.vcam_help = VirtualCameraHelp(central)
+        self.vcam_help.hide()
+        self.preview = PreviewWidget(central)
+        self.preview.set_overlay_visible(s.show_overlay)
+
+        self.live_button = QPushButton("Go Live", central)
+        self.live_button.setObjectName("GoLive")
+        self.live_button.setAccessibleName("Go live")
+        self.live_button.setToolTip("Start or stop sending the avatar to the virtual camera  (F5)")
+        self.record_button = QPushButton("● &Record", central)
+        self.record_button.setObjectName("Recording")
+        self.record_button.setCheckable(True)
+        self.record_button.setAccessibleName("Record to a video file")
+        self.record_button.setToolTip("Record the live output with the microphone audio  (Ctrl+R)")
+        self.snapshot_button = QPushButton("S&napshot", central)
+        self.snapshot_button.setAccessibleName("Save a snapshot")
+        self.snapshot_button.setToolTip("Save the current picture as a PNG  (Ctrl+Shift+S)")
+        self.overlay_button = QPushButton("&Stats", central)
+        self.overlay_button.setCheckable(True)
+        self.overlay_button.setChecked(s.show_overlay)
+        self.overlay_button.setAccessibleName("Show fps, latency and provider on the preview")
+        self.overlay_button.setToolTip("Show fps, latency and provider on the preview  (Ctrl+I)")
+        self.live_info = QLabel(central)
+        self.live_info.setObjectName("Muted")
+        bar = QHBoxLayout()
+        bar.addWidget(self.live_button)
+        bar.addSpacing(8)
+        bar.addWidget(self.record_button)
+        bar.addWidget(self.snapshot_button)
+        bar.addWidget(self.overlay_button)
+        bar.addStretch(1)
+        bar.addWidget(self.live_info)
+        middle = QVBoxLayout()
+        middle.addWidget(self.notice)
+        middle.addWidget(self.vcam_help)
+        middle.addWidget(self.preview, 1)
+        middle.addLayout(bar)
+        # Right: source and controls.
+        self.source = SourcePanel(
+            self.backend.devices, kind=s.source, microphone=s.microphone, webcam=s.webcam
+        )
+        self.controls = ControlsPanel(pose=s.pose, quality=s.quality, output=s.output)
+        self.tabs = QTabWidget(central)
+        self.tabs.setAccessibleName("Source and controls")
+        self.tabs.addTab(self._scrolling(self.source), "Source")
+        self.tabs.addTab(self._scrolling(self.controls), "Controls")
+        right = _side_panel("Settings", self.tabs, central)
+        right.setFixedWidth(372)
+
+        layout = QHBoxLayout(central)
+        layout.setContentsMargins(10, 10, 10, 6)
+        layout.setSpacing(10)
+        layout.addWidget(left)
+        layout.addLayout(middle, 1)
+        layout.addWidget(right)
         self.setCentralWidget(central)
-        self.statusBar().showMessage("Virtual camera: not started")
+
+        # Status bar: the virtual camera, the provider, the avatar.
+        self.vcam_status = QLabel("Virtual camera: checking…", self)
+        self.vcam_status.setAccessibleName("Virtual camera status")
+        self.provider_status = QLabel("", self)
+        self.provider_status.setAccessibleName("Execution provider")
+        self.statusBar().addWidget(self.vcam_status, 1)
+        self.statusBar().addPermanentWidget(self.provider_status)
+
+    def _scrolling(self, body: QWidget) -> QScrollArea:
+        area = QScrollArea(self)
+        area.setObjectName("PanelScroll")
+        area.setWidgetResizable(True)
+        area.setFrameShape(QFrame.Shape.NoFrame)
+        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        area.setWidget(body)
+        body.setContentsMargins(0, 8, 6, 0)
+        return area
+
+    def _build_actions(self) -> None:
+        def action(text: str, keys: list[QKeySequence.StandardKey | str], slot: object) -> QAction:
+            act = QAction(text, self)
+            act.setShortcuts([QKeySequence(k) for k in keys])
+            act.triggered.connect(slot)
+            self.addAction(act)
+            return act
+
+        self.live_action = action("&Go Live / Stop", ["F5", "Ctrl+L"], self.toggle_live)
+        self.add_action = action(
+            "&Add photo…", [QKeySequence.StandardKey.Open], self.avatars.choose_photo
+        )
+        self.record_action = action("&Record", ["Ctrl+R"], self.record_button.click)
+        self.snapshot_action = action("Snaps&hot", ["Ctrl+Shift+S"], self.snapshot)
+        self.overlay_action = action("Show &stats overlay", ["Ctrl+I"], self.overlay_button.click)
+        self.reset_action = action("&Reset pose", ["Ctrl+0"], self.controls.reset)
+        self.models_action = action("&Model set-up…", [], self.open_model_setup)
+        self.vcam_action = action("&Virtual camera help", [], self.show_vcam_help)
+        self.quit_action = action("&Quit", [QKeySequence.StandardKey.Quit], self.close)
+        rename = QShortcut(QKeySequence("F2"), self.avatars.list, self.avatars.rename_selected)
+        rename.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        delete = QShortcut(
+            QKeySequence.StandardKey.Delete, self.avatars.list, self.avatars.delete_selected
+        )
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
+        self.avatar_keys = []
+        for number in range(1, 10):
+            key = QShortcut(QKeySequence(str(number)), self)
+            key.activated.connect(lambda n=number: self.avatars.select_number(n))
+            self.avatar_keys.append(key)
+
+        menu = self.menuBar()
+        file_menu = menu.addMenu("&File")
+        file_menu.addAction(self.add_action)
+        file_menu.addAction(self.snapshot_action)
+        open_folder = file_menu.addAction("Open &recordings folder")
+        open_folder.triggered.connect(
+            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.recordings_dir())))
+        )
+        file_menu.addSeparator()
+        file_menu.addAction(self.quit_action)
+        live_menu = menu.addMenu("&Live")
+        live_menu.addAction(self.live_action)
+        live_menu.addAction(self.record_action)
+        live_menu.addAction(self.reset_action)
+        view_menu = menu.addMenu("&View")
+        view_menu.addAction(self.overlay_action)
+        help_menu = menu.addMenu("&Help")
+        help_menu.addAction(self.models_action)
+        help_menu.addAction(self.vcam_action)
+
+    def _connect(self) -> None:
+        self.avatars.photo_requested.connect(self.add_photo)
+        self.avatars.avatar_selected.connect(self._avatar_selected)
+        self.avatars.recrop_requested.connect(self.recrop)
+        self.avatars.avatar_deleted.connect(self._avatar_deleted)
+        self.live_button.clicked.connect(self.toggle_live)
+        self.record_button.toggled.connect(self._record_toggled)
+        self.snapshot_button.clicked.connect(self.snapshot)
+        self.overlay_button.toggled.connect(self._overlay_toggled)
+        self.source.source_changed.connect(self._source_changed)
+        self.controls.pose_changed.connect(self._pose_changed)
+        self.controls.quality_changed.connect(self._quality_changed)
+        self.controls.output_changed.connect(self._output_changed)
+        self.vcam_help.recheck_requested.connect(self.check_virtual_camera)
+        self.vcam_help.hide_button.clicked.connect(self._vcam_help_dismissed)
+        bridge = self.bridge
+        bridge.state_changed.connect(self._state_changed)
+        bridge.frame_ready.connect(self.preview.show_frame)
+        bridge.stats_updated.connect(self._stats_updated)
+        bridge.error.connect(self.show_error)
+        bridge.recording_changed.connect(self._recording_changed)
+        bridge.virtual_camera_changed.connect(self._show_vcam)
+        bridge.avatar_switched.connect(self._avatar_switched)
+
+    # ------------------------------------------------------------------ settings
+
+    def _update_settings(self, **changes: object) -> None:
+        self.settings = replace(self.settings, **changes)  # type: ignore[arg-type]
+        self._save_timer.start()
+
+    def save_settings(self) -> None:
+        try:
+            self.settings_store.save(self.settings)
+        except OSError as exc:
+            logger.error("could not save settings: %s", exc)
+            self.statusBar().showMessage(f"Could not save settings: {exc}", 8000)
+
+    def _restore_geometry(self) -> None:
+        if self.settings.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
+        else:
+            screen = self.screen().availableGeometry()
+            self.resize(
+                max(960, min(1600, round(screen.width() * 0.92))),
+                max(600, min(1000, round(screen.height() * 0.92))),
+            )
+        if self.settings.window_state:
+            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
+
+    # ------------------------------------------------------------------ avatars
+
+    def _select_initial_avatar(self) -> None:
+        wanted = self.settings.avatar_id
+        if not (wanted and self.avatars.select(wanted)) and self.avatars.entries:
+            self.avatars.select(self.avatars.entries[0].id)
+        self._show_still()
+
+    def _show_still(self) -> None:
+        avatar_id = self.avatars.selected_id()
+        entry = self.gallery.get(avatar_id) if avatar_id else None
+        self.preview.show_still(QImage(str(entry.avatar_path)) if entry else None)
+        if self.bridge.state == LiveState.IDLE:
+            self.preview.clear_live(
+                "Press Go Live to start" if entry else "Add a portrait photo to begin"
+            )
+
+    def add_photo(self, path: Path) -> str | None:
+        """Load a photo, let the user crop it, save it to the gallery; returns the new id."""
+        try:
+            photo = self.backend.avatars.load_photo(path)
+        except (UserError, ValueError) as exc:
+            self.show_error(str(exc))
+            return None
+        square = self.backend.avatars.detect_face(photo)
+        dialog = CropDialog(rgb_to_qimage(photo), detected=square, name=path.stem, parent=self)
+        if dialog.exec() != CropDialog.DialogCode.Accepted:
+            return None
+        avatar = self.backend.avatars.crop(photo, dialog.square)
+        entry = self.gallery.add(name=dialog.name, photo=photo, crop=dialog.square, avatar=avatar)
+        self.avatars.refresh()
+        self.avatars.select(entry.id)
+        self.statusBar().showMessage(f"Added avatar “{entry.name}”", 5000)
+        return entry.id
+
+    def recrop(self, avatar_id: str) -> None:
+        entry = self.gallery.get(avatar_id)
+        if entry is None:
+            return
+        photo = self.gallery.load_photo(avatar_id)
+        dialog = CropDialog(
+            rgb_to_qimage(photo),
+            detected=self.backend.avatars.detect_face(photo),
+            initial=entry.crop,
+            name=entry.name,
+            parent=self,
+        )
+        if dialog.exec() != CropDialog.DialogCode.Accepted:
+            return
+        avatar = self.backend.avatars.crop(photo, dialog.square)
+        self.gallery.recrop(avatar_id, crop=dialog.square, avatar=avatar)
+        if dialog.name != entry.name:
+            self.gallery.rename(avatar_id, dialog.name)
+        self.avatars.refresh(select=avatar_id)
+        self._avatar_selected(avatar_id)
+
+    def _avatar_selected(self, avatar_id: str) -> None:
+        self._update_settings(avatar_id=avatar_id)
+        self._show_still()
+        if self.bridge.state in (LiveState.STARTING, LiveState.LIVE):
+            try:
+                avatar = self.gallery.load_avatar(avatar_id)
+            except (OSError, KeyError) as exc:
+                self.show_error(f"Cannot read that avatar: {exc}")
+                return
+            self.bridge.switch_avatar(avatar_id, avatar)
+            self.live_info.setText("Switching avatar…")
+
+    def _avatar_switched(self, avatar_id: str) -> None:
+        entry = self.gallery.get(avatar_id)
+        self.live_info.setText(f"Live as {entry.name}" if entry else "")
+
+    def _avatar_deleted(self, avatar_id: str) -> None:
+        if self.settings.avatar_id == avatar_id:
+            self._update_settings(avatar_id=None)
+        self._show_still()
+
+    # ------------------------------------------------------------------ live
+
+    def toggle_live(self) -> None:
+        state = self.bridge.state
+        if state in (LiveState.LIVE, LiveState.STARTING):
+            self.bridge.stop()
+        elif state == LiveState.IDLE:
+            self.go_live()
+
+    def go_live(self) -> bool:
+        models = self.backend.models.model_state()
+        if not models.ready:
+            self.open_model_setup()
+            return False
+        avatar_id = self.avatars.selected_id()
+        if avatar_id is None:
+            self.show_error("Add or pick an avatar first.")
+            return False
+        try:
+            avatar = self.gallery.load_avatar(avatar_id)
+        except (OSError, KeyError) as exc:
+            self.show_error(f"Cannot read that avatar: {exc}")
+            return False
+        self.source.set_live(True)
+        s = self.settings
+        self.bridge.start(
+            LiveConfig(
+                avatar=avatar,
+                source=self.source.kind,
+                microphone=self.source.microphone,
+                webcam=self.source.webcam,
+                pose=s.pose,
+                quality=s.quality,
+                output=s.output,
+                virtual_camera=bool(self._vcam and self._vcam.available),
+            )
+        )
+        return True
+
+    def _state_changed(self, state: LiveState) -> None:
+        if state == LiveState.IDLE:
+            self.source.set_live(False)
+            self.preview.set_stats(None)
+            self._show_still()
+            self.provider_status.setText("")
+        elif state == LiveState.STARTING:
+            self.preview.clear_live("Starting… loading the model and your avatar")
+        elif state == LiveState.LIVE:
+            entry = self.gallery.get(self.avatars.selected_id() or "")
+            self.live_info.setText(f"Live as {entry.name}" if entry else "Live")
+        self._sync_live_ui()
+        self._show_vcam(self._vcam)
+
+    def _sync_live_ui(self) -> None:
+        state = self.bridge.state
+        live = state == LiveState.LIVE
+        texts = {
+            LiveState.IDLE: "Go Live",
+            LiveState.STARTING: "Starting…",
+            LiveState.LIVE: "Stop",
+            LiveState.STOPPING: "Stopping…",
+        }
+        self.live_button.setText(texts[state])
+        self.live_button.setAccessibleName("Stop" if state != LiveState.IDLE else "Go live")
+        self.live_button.setProperty("live", state in (LiveState.LIVE, LiveState.STARTING))
+        self.live_button.setEnabled(state != LiveState.STOPPING)
+        self.live_button.style().unpolish(self.live_button)
+        self.live_button.style().polish(self.live_button)
+        self.record_button.setEnabled(live)
+        self.snapshot_button.setEnabled(live or self.avatars.selected_id() is not None)
+        if state == LiveState.IDLE:
+            self.live_info.setText("")
+            self.record_button.blockSignals(True)
+            self.record_button.setChecked(False)
+            self.record_button.blockSignals(False)
+
+    def _stats_updated(self, stats: LiveStats) -> None:
+        self.preview.set_stats(
+            PreviewStats(
+                fps=stats.fps,
+                latency_ms=stats.latency_ms,
+                provider=stats.provider,
+                realtime=stats.realtime,
+            )
+        )
+        self.provider_status.setText(
+            f"Running on {stats.provider}" + ("" if stats.realtime else " (not real time)")
+        )
+        if stats.audio_level is not None:
+            self.source.show_level(stats.audio_level)
+
+    # ------------------------------------------------------------------ controls
+
+    def _pose_changed(self, pose: Pose) -> None:
+        self.bridge.set_pose(pose)
+        self._update_settings(pose=pose)
+
+    def _quality_changed(self, quality: Quality) -> None:
+        self.bridge.set_quality(quality)
+        self._update_settings(quality=quality)
+
+    def _output_changed(self, output: Output) -> None:
+        self.bridge.set_output(output)
+        self._update_settings(output=output)
+
+    def _source_changed(self, kind: str, device: str | None) -> None:
+        if kind == "webcam":
+            self._update_settings(source="webcam", webcam=device)
+        else:
+            self._update_settings(source="microphone", microphone=device)
+
+    def _overlay_toggled(self, shown: bool) -> None:
+        self.preview.set_overlay_visible(shown)
+        self._update_settings(show_overlay=shown)
+
+    # ------------------------------------------------------------------ record and snapshot
+
+    def recordings_dir(self) -> Path:
+        if self.settings.recordings_dir:
+            return Path(self.settings.recordings_dir)
+        movies = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.MoviesLocation)
+        return Path(movies or Path.home()) / "imtalker-cam"
+
+    def _record_toggled(self, on: bool) -> None:
+        if on:
+            folder = self.recordings_dir()
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / time.strftime("imtalker-%Y%m%d-%H%M%S.mp4")
+            self.bridge.start_recording(path)
+        else:
+            self.bridge.stop_recording()
+
+    def _recording_changed(self, recording: bool, path: str) -> None:
+        self.record_button.blockSignals(True)
+        self.record_button.setChecked(recording)
+        self.record_button.blockSignals(False)
+        self.record_button.setText("■ Stop &recording" if recording else "● &Record")
+        if recording:
+            self.statusBar().showMessage(f"Recording to {path}")
+        elif path:
+            self.statusBar().showMessage(f"Saved the recording to {path}", 10000)
+
+    def snapshot(self) -> Path | None:
+        image = self.preview.current_frame
+        if image is None:
+            avatar_id = self.avatars.selected_id()
+            entry = self.gallery.get(avatar_id) if avatar_id else None
+            image = QImage(str(entry.avatar_path)) if entry else None
+        if image is None or image.isNull():
+            return None
+        folder = self.recordings_dir()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / time.strftime("imtalker-%Y%m%d-%H%M%S.png")
+        counter = 1
+        while path.exists():
+            path = path.with_name(f"{path.stem.split('_')[0]}_{counter}.png")
+            counter += 1
+        if not image.save(str(path)):  # PNG, from the suffix
+            self.show_error(f"Could not save the snapshot to {path}")
+            return None
+        self.last_snapshot = path
+        self.statusBar().showMessage(f"Snapshot saved to {path}", 8000)
+        return path
+
+    # ------------------------------------------------------------------ virtual camera
+
+    def check_virtual_camera(self) -> None:
+        self.bridge.check_virtual_camera()
+
+    def _show_vcam(self, info: VirtualCameraInfo | None) -> None:
+        self._vcam = info
+        if info is None:
+            return
+        state = self.bridge.state
+        if info.available:
+            name = info.device or info.backend or "virtual camera"
+            doing = "sending" if state == LiveState.LIVE else "ready"
+            self.vcam_status.setText(f"Virtual camera: {name} · {doing}")
+            self.vcam_help.hide()
+        else:
+            self.vcam_status.setText("Virtual camera: not available · preview and recording only")
+            self.vcam_help.set_reason(info.reason)
+            if not self.settings.vcam_help_dismissed:
+                self.vcam_help.show()
+
+    def show_vcam_help(self) -> None:
+        self.vcam_help.show()
+        self.vcam_help.toggle.setChecked(True)
+
+    def _vcam_help_dismissed(self) -> None:
+        self._update_settings(vcam_help_dismissed=True)
+
+    # ------------------------------------------------------------------ models
+
+    def open_model_setup(self) -> ModelSetupDialog:
+        if self.model_dialog is None:
+            self.model_dialog = ModelSetupDialog(self.backend.models, self)
+            self.model_dialog.finished.connect(self._model_dialog_closed)
+        self.model_dialog.open()
+        return self.model_dialog
+
+    def _model_dialog_closed(self) -> None:
+        dialog, self.model_dialog = self.model_dialog, None
+        if dialog is not None:
+            dialog.deleteLater()
+
+    def check_models(self) -> None:
+        """First run (or missing weights): open the set-up dialog."""
+        if not self.backend.models.model_state().ready:
+            self.open_model_setup()
+
+    # ------------------------------------------------------------------ messages
+
+    def show_error(self, message: str) -> None:
+        logger.warning("%s", message)
+        if self._closing:
+            return
+        box = QMessageBox(QMessageBox.Icon.Warning, WINDOW_TITLE, message, parent=self)
+        box.setAccessibleName("Error")
+        box.open()
+
+    # ------------------------------------------------------------------ drag and drop, closing
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        if dropped_photo(event) is not None:
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        path = dropped_photo(event)
+        if path is not None:
+            event.acceptProposedAction()
+            QTimer.singleShot(0, lambda: self.add_photo(path))
+
+    def closeEvent(self, event: QCloseEvent) -> None:
+        self._closing = True
+        self._save_timer.stop()
+        self.source.stop_test()
+        if self.model_dialog is not None:
+            self.model_dialog.reject()
+        self.bridge.shutdown()
+        self.settings = replace(
+            self.settings,
+            window_geometry=bytes(self.saveGeometry().toBase64().data()).decode(),
+            window_state=bytes(self.saveState().toBase64().data()).decode(),
+        )
+        self.save_settings()
+        event.accept()

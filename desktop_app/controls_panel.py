@@ -1,0 +1,326 @@
+"""Live controls (GUI thread): head pose and gaze, expressiveness, quality/speed and output.
+
+Each group reports a whole frozen value (`Pose`, `Quality`, `Output`) when any of its
+widgets changes, so the receiver never sees half an update.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QColor
+from PySide6.QtWidgets import (
+    QCheckBox,
+    QColorDialog,
+    QComboBox,
+    QFormLayout,
+    QGroupBox,
+    QHBoxLayout,
+    QLabel,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop_app.settings import (
+    HOP_CHOICES,
+    POSE_LIMITS,
+    RESOLUTIONS,
+    STEPS_CHOICES,
+    BackgroundMode,
+    Output,
+    Pose,
+    Quality,
+)
+
+# Slider units per unit of the value: degrees are whole, gaze and cfg get two decimals.
+_POSE_UNITS = {"yaw": 1, "pitch": 1, "roll": 1, "gaze_x": 100, "gaze_y": 100}
+_POSE_LABELS = {
+    "yaw": ("Head &yaw", "Turn the head left or right (degrees)"),
+    "pitch": ("Head &pitch", "Tilt the head up or down (degrees)"),
+    "roll": ("Head &roll", "Lean the head sideways (degrees)"),
+    "gaze_x": ("&Gaze left/right", "Where the eyes look, left to right"),
+    "gaze_y": ("Ga&ze up/down", "Where the eyes look, up to down"),
+}
+_CFG_UNITS = 10
+_STEPS_LABELS = {1: "1 (fastest)", 2: "2", 3: "3 (balanced)", 5: "5", 10: "10 (best)"}
+_HOP_LABELS = {
+    5: "5 frames (lowest latency)",
+    10: "10 frames",
+    20: "20 frames",
+    25: "25 frames (smoothest)",
+}
+_BACKGROUNDS: tuple[tuple[BackgroundMode, str], ...] = (
+    ("blur", "Blurred picture"),
+    ("colour", "Solid colour"),
+    ("none", "Black bars"),
+)
+
+
+def _format_pose(name: str, value: float) -> str:
+    return f"{value:+.0f}°" if _POSE_UNITS[name] == 1 else f"{value:+.2f}"
+
+
+class _ValueSlider(QWidget):
+    """A slider with its current value written beside it."""
+
+    def __init__(
+        self, minimum: int, maximum: int, fmt: object, name: str, parent: QWidget | None
+    ) -> None:
+        super().__init__(parent)
+        self.slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.slider.setRange(minimum, maximum)
+        self.slider.setAccessibleName(name)
+        self.slider.setPageStep(max(1, (maximum - minimum) // 10))
+        self.value_label = QLabel(self)
+        self.value_label.setMinimumWidth(48)
+        self.value_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        self._fmt = fmt
+        layout = QHBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.slider, 1)
+        layout.addWidget(self.value_label)
+        self.slider.valueChanged.connect(self._show)
+        self._show(self.slider.value())
+
+    def _show(self, raw: int) -> None:
+        text = self._fmt(raw)  # type: ignore[operator]
+        self.value_label.setText(text)
+        self.slider.setAccessibleDescription(text)
+
+
+class ControlsPanel(QWidget):
+    pose_changed = Signal(object)  # Pose
+    quality_changed = Signal(object)  # Quality
+    output_changed = Signal(object)  # Output
+
+    def __init__(
+        self, *, pose: Pose, quality: Quality, output: Output, parent: QWidget | None = None
+    ) -> None:
+        super().__init__(parent)
+        self._pose = pose
+        self._quality = quality
+        self._output = output
+        self._loading = False
+
+        # ---- pose and gaze
+        pose_box = QGroupBox("Head pose and gaze", self)
+        self.natural = QCheckBox("&Natural (let the voice drive head and eyes)", pose_box)
+        self.natural.setAccessibleName("Natural head motion")
+        self.natural.setToolTip(
+            "On: the model moves the head and eyes by itself. Off: the sliders steer them."
+        )
+        self.pose_sliders: dict[str, QSlider] = {}
+        pose_form = QFormLayout()
+        pose_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for name, (label, tip) in _POSE_LABELS.items():
+            limit = round(POSE_LIMITS[name] * _POSE_UNITS[name])
+            units = _POSE_UNITS[name]
+            row = _ValueSlider(
+                -limit,
+                limit,
+                lambda raw, n=name, u=units: _format_pose(n, raw / u),
+                label.replace("&", ""),
+                pose_box,
+            )
+            row.slider.setToolTip(tip)
+            text = QLabel(label, pose_box)
+            text.setBuddy(row.slider)
+            pose_form.addRow(text, row)
+            self.pose_sliders[name] = row.slider
+        self.reset_pose = QPushButton("R&eset pose", pose_box)
+        self.reset_pose.setAccessibleName("Reset head pose and gaze")
+        pose_layout = QVBoxLayout(pose_box)
+        pose_layout.addWidget(self.natural)
+        pose_layout.addLayout(pose_form)
+        pose_layout.addWidget(self.reset_pose, 0, Qt.AlignmentFlag.AlignRight)
+
+        # ---- expressiveness and quality/speed
+        quality_box = QGroupBox("Expression and quality", self)
+        self._cfg_row = _ValueSlider(
+            1 * _CFG_UNITS,
+            4 * _CFG_UNITS,
+            lambda raw: f"{raw / _CFG_UNITS:.1f}",
+            "Expressiveness",
+            quality_box,
+        )
+        self.cfg = self._cfg_row.slider
+        self.cfg.setToolTip("How strongly the voice drives the face (audio guidance scale)")
+        self.steps = QComboBox(quality_box)
+        self.steps.setAccessibleName("Sampler steps")
+        self.steps.setToolTip("More steps: smoother motion, more work per frame")
+        for s in STEPS_CHOICES:
+            self.steps.addItem(_STEPS_LABELS[s], s)
+        self.hop = QComboBox(quality_box)
+        self.hop.setAccessibleName("Hop size")
+        self.hop.setToolTip("Frames made per step: fewer = lower latency, more = less work")
+        for h in HOP_CHOICES:
+            self.hop.addItem(_HOP_LABELS[h], h)
+        quality_form = QFormLayout(quality_box)
+        quality_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        for label, widget in (
+            ("E&xpressiveness", self._cfg_row),
+            ("&Steps", self.steps),
+            ("&Hop", self.hop),
+        ):
+            text = QLabel(label, quality_box)
+            text.setBuddy(self.cfg if widget is self._cfg_row else widget)
+            quality_form.addRow(text, widget)
+
+        # ---- output
+        output_box = QGroupBox("Output", self)
+        self.mirror = QCheckBox("&Mirror the picture", output_box)
+        self.mirror.setAccessibleName("Mirror")
+        self.resolution = QComboBox(output_box)
+        self.resolution.setAccessibleName("Output resolution")
+        for w, h in RESOLUTIONS:
+            self.resolution.addItem(f"{w} × {h}", f"{w}x{h}")
+        self.background = QComboBox(output_box)
+        self.background.setAccessibleName("Background")
+        self.background.setToolTip("What fills the sides when the output is wider than the face")
+        for mode, title in _BACKGROUNDS:
+            self.background.addItem(title, mode)
+        self.colour = QPushButton(output_box)
+        self.colour.setAccessibleName("Background colour")
+        self.colour.setToolTip("Choose the background colour")
+        output_form = QFormLayout(output_box)
+        output_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        output_rows: tuple[tuple[str, QWidget], ...] = (
+            ("Reso&lution", self.resolution),
+            ("&Background", self.background),
+            ("Colo&ur", self.colour),
+        )
+        for label, field in output_rows:
+            caption = QLabel(label, output_box)
+            caption.setBuddy(field)
+            output_form.addRow(caption, field)
+        output_form.addRow(self.mirror)
+
+        root = QVBoxLayout(self)
+        root.setContentsMargins(0, 0, 0, 0)
+        root.addWidget(pose_box)
+        root.addWidget(quality_box)
+        root.addWidget(output_box)
+        root.addStretch(1)
+
+        self.set_values(pose=pose, quality=quality, output=output)
+        self.natural.toggled.connect(self._pose_edited)
+        for slider in self.pose_sliders.values():
+            slider.valueChanged.connect(self._pose_edited)
+        self.reset_pose.clicked.connect(self.reset)
+        self.cfg.valueChanged.connect(self._quality_edited)
+        self.steps.currentIndexChanged.connect(self._quality_edited)
+        self.hop.currentIndexChanged.connect(self._quality_edited)
+        self.mirror.toggled.connect(self._output_edited)
+        self.resolution.currentIndexChanged.connect(self._output_edited)
+        self.background.currentIndexChanged.connect(self._output_edited)
+        self.colour.clicked.connect(self._pick_colour)
+
+    # ---- values
+
+    @property
+    def pose(self) -> Pose:
+        return self._pose
+
+    @property
+    def quality(self) -> Quality:
+        return self._quality
+
+    @property
+    def output(self) -> Output:
+        return self._output
+
+    def set_values(self, *, pose: Pose, quality: Quality, output: Output) -> None:
+        """Show these values without emitting change signals."""
+        self._loading = True
+        try:
+            self.natural.setChecked(pose.natural)
+            for name, slider in self.pose_sliders.items():
+                slider.setValue(round(getattr(pose, name) * _POSE_UNITS[name]))
+            self.cfg.setValue(round(quality.cfg_scale * _CFG_UNITS))
+            self.steps.setCurrentIndex(max(0, self.steps.findData(quality.steps)))
+            self.hop.setCurrentIndex(max(0, self.hop.findData(quality.hop)))
+            self.mirror.setChecked(output.mirror)
+            size = f"{output.width}x{output.height}"
+            index = self.resolution.findData(size)
+            if index < 0:
+                self.resolution.addItem(f"{output.width} × {output.height}", size)
+                index = self.resolution.count() - 1
+            self.resolution.setCurrentIndex(index)
+            self.background.setCurrentIndex(max(0, self.background.findData(output.background)))
+            self._show_colour(output.background_colour)
+        finally:
+            self._loading = False
+        self._pose, self._quality, self._output = pose, quality, output
+        self._sync_enabled()
+
+    def reset(self) -> None:
+        """Centre every pose and gaze slider (the natural toggle is left as it is)."""
+        self._loading = True
+        try:
+            for slider in self.pose_sliders.values():
+                slider.setValue(0)
+        finally:
+            self._loading = False
+        self._pose_edited()
+
+    def _sync_enabled(self) -> None:
+        steer = not self.natural.isChecked()
+        for slider in self.pose_sliders.values():
+            slider.setEnabled(steer)
+        self.colour.setEnabled(self._output.background == "colour")
+
+    def _pose_edited(self) -> None:
+        if self._loading:
+            return
+        values = {
+            name: slider.value() / _POSE_UNITS[name] for name, slider in self.pose_sliders.items()
+        }
+        self._pose = Pose(natural=self.natural.isChecked(), **values)
+        self._sync_enabled()
+        self.pose_changed.emit(self._pose)
+
+    def _quality_edited(self) -> None:
+        if self._loading:
+            return
+        self._quality = Quality(
+            cfg_scale=self.cfg.value() / _CFG_UNITS,
+            steps=int(self.steps.currentData()),
+            hop=int(self.hop.currentData()),
+        )
+        self.quality_changed.emit(self._quality)
+
+    def _output_edited(self) -> None:
+        if self._loading or self.resolution.currentIndex() < 0:
+            return
+        # Item data is "WxH": PySide6 cannot keep a tuple in an item.
+        width, height = str(self.resolution.currentData()).split("x")
+        self._output = replace(
+            self._output,
+            width=int(width),
+            height=int(height),
+            mirror=self.mirror.isChecked(),
+            background=self.background.currentData(),
+        )
+        self._sync_enabled()
+        self.output_changed.emit(self._output)
+
+    def _pick_colour(self) -> None:
+        chosen = QColorDialog.getColor(
+            QColor(self._output.background_colour), self, "Background colour"
+        )
+        if chosen.isValid():
+            self.set_background_colour(chosen.name())
+
+    def set_background_colour(self, colour: str) -> None:
+        self._show_colour(colour)
+        self._output = replace(self._output, background_colour=colour)
+        self.output_changed.emit(self._output)
+
+    def _show_colour(self, colour: str) -> None:
+        self.colour.setText(colour.upper())
+        self.colour.setStyleSheet(
+            f"QPushButton {{ border-left: 18px solid {colour}; text-align: left; }}"
+        )

@@ -1,0 +1,154 @@
+"""The large live preview (GUI thread): the latest frame, scaled to fit, with a stats overlay.
+
+Frames arrive as QImages through a signal; painting only ever shows the newest one, so a
+slow repaint drops frames instead of queueing them. The overlay shows fps, end-to-end
+latency and the execution provider actually in use; on the CPU it says plainly that the
+output will not be real time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from PySide6.QtCore import QRect, QRectF, QSize, Qt
+from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
+from PySide6.QtWidgets import QSizePolicy, QWidget
+
+
+@dataclass(frozen=True)
+class PreviewStats:
+    fps: float
+    latency_ms: float | None
+    provider: str  # short name, e.g. "CUDA" or "CPU"
+    realtime: bool
+
+
+class PreviewWidget(QWidget):
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setAccessibleName("Live preview")
+        self.setAccessibleDescription("The picture the virtual camera sends")
+        self.setMinimumSize(360, 270)
+        self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self._frame: QImage | None = None
+        self._still: QImage | None = None  # the selected avatar, shown while not live
+        self._stats: PreviewStats | None = None
+        self._message = "Pick an avatar, then press Go Live"
+        self._overlay = True
+        self.frames_shown = 0
+
+    def sizeHint(self) -> QSize:
+        return QSize(720, 540)
+
+    # ---- inputs (GUI thread)
+
+    def show_frame(self, frame: QImage) -> None:
+        self._frame = frame
+        self.frames_shown += 1
+        self.update()
+
+    def show_still(self, image: QImage | None) -> None:
+        self._still = image
+        self.update()
+
+    def clear_live(self, message: str) -> None:
+        self._frame = None
+        self._stats = None
+        self._message = message
+        self.update()
+
+    def set_stats(self, stats: PreviewStats | None) -> None:
+        self._stats = stats
+        self.update()
+
+    def set_overlay_visible(self, visible: bool) -> None:
+        self._overlay = visible
+        self.update()
+
+    @property
+    def overlay_visible(self) -> bool:
+        return self._overlay
+
+    @property
+    def current_frame(self) -> QImage | None:
+        return self._frame
+
+    def overlay_text(self) -> str:
+        """The overlay as one line (what is painted, and what screen readers get)."""
+        s = self._stats
+        if s is None:
+            return ""
+        parts = [f"{s.fps:.1f} fps"]
+        if s.latency_ms is not None:
+            parts.append(f"{s.latency_ms:.0f} ms")
+        parts.append(s.provider if s.realtime else f"{s.provider} - not real time")
+        return "  ·  ".join(parts)
+
+    # ---- painting
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        p = QPainter(self)
+        p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.fillRect(self.rect(), QColor(10, 11, 14))
+        image = self._frame if self._frame is not None else self._still
+        if image is not None and not image.isNull():
+            target = self._fit(image.size())
+            p.drawImage(target, image)
+            if self._frame is None:
+                p.fillRect(target, QColor(10, 11, 14, 120))  # the still is dimmed: not live
+        if self._frame is None:
+            self._paint_message(p)
+        elif self._overlay and self._stats is not None:
+            self._paint_overlay(p)
+        p.end()
+
+    def _fit(self, size: QSize) -> QRect:
+        scaled = size.scaled(self.size(), Qt.AspectRatioMode.KeepAspectRatio)
+        x = (self.width() - scaled.width()) // 2
+        y = (self.height() - scaled.height()) // 2
+        return QRect(x, y, scaled.width(), scaled.height())
+
+    def _paint_message(self, p: QPainter) -> None:
+        font = QFont(self.font())
+        font.setPointSizeF(max(12.0, self.height() / 40))
+        font.setWeight(QFont.Weight.DemiBold)
+        p.setFont(font)
+        metrics = p.fontMetrics()
+        box = metrics.boundingRect(
+            QRect(0, 0, self.width() - 80, self.height()),
+            Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter,
+            self._message,
+        )
+        pad = 18
+        panel = QRectF(
+            (self.width() - box.width()) / 2 - pad,
+            (self.height() - box.height()) / 2 - pad * 0.7,
+            box.width() + 2 * pad,
+            box.height() + 1.4 * pad,
+        )
+        p.setPen(Qt.PenStyle.NoPen)
+        p.setBrush(QColor(20, 22, 28, 215))
+        p.drawRoundedRect(panel, 12, 12)
+        p.setPen(QColor(232, 235, 241))
+        p.drawText(panel, Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter, self._message)
+
+    def _paint_overlay(self, p: QPainter) -> None:
+        s = self._stats
+        assert s is not None
+        font = QFont(self.font())
+        font.setPointSizeF(max(10.0, self.height() / 55))
+        font.setWeight(QFont.Weight.DemiBold)
+        p.setFont(font)
+        text = self.overlay_text()
+        metrics = p.fontMetrics()
+        width = metrics.horizontalAdvance(text) + 24
+        height = metrics.height() + 12
+        box = QRectF(12, 12, width, height)
+        warn = not s.realtime
+        p.setPen(QPen(QColor(245, 165, 36) if warn else QColor(0, 0, 0, 0), 1.5))
+        p.setBrush(QColor(80, 50, 10, 220) if warn else QColor(0, 0, 0, 170))
+        p.drawRoundedRect(box, 8, 8)
+        p.setPen(QColor(255, 216, 154) if warn else QColor(240, 243, 248))
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)

@@ -1,0 +1,184 @@
+"""The GUI's backend implemented with `runtime/` (the one module of the app that calls it).
+
+Functions here run on whichever thread calls them: the GUI thread for quick queries, a worker
+thread for downloads, conversions and the engine. Progress and frame callbacks are passed
+through unchanged, so they arrive on runtime threads; the GUI turns them into signals.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from desktop_app.backend import (
+    Backend,
+    Cancelled,
+    ModelState,
+    Offline,
+    Progress,
+    ProgressFn,
+    UserError,
+)
+from desktop_app.gallery import CropSquare
+from desktop_app.images import RGB
+from runtime import avatar_image, compiled_cache, face_crop, model_download, model_store
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- avatars
+
+
+class RuntimeAvatars:
+    def load_photo(self, path: Path) -> RGB:
+        try:
+            return avatar_image.load_avatar_image(path)
+        except avatar_image.AvatarImageError as exc:
+            raise UserError(str(exc)) from None
+
+    def detect_face(self, photo: RGB) -> CropSquare | None:
+        faces = face_crop.detect_faces(photo)
+        if not faces:
+            return None
+        box = face_crop.crop_box_for_face(faces[0])
+        left, top, right, _ = box.pixel_bounds()
+        return CropSquare(x=left, y=top, size=right - left)
+
+    def crop(self, photo: RGB, square: CropSquare) -> RGB:
+        box = face_crop.CropBox.from_corner(square.x, square.y, square.size)
+        return face_crop.crop_to_box(photo, box)
+
+
+# ---------------------------------------------------------------- models
+
+
+def _progress_from_transfer(p: model_store.TransferProgress) -> Progress:
+    verb = {"download": "Downloading", "copy": "Importing", "verify": "Checking"}[p.phase]
+    done = model_store.human_bytes(p.done)
+    total = model_store.human_bytes(p.total) if p.total is not None else "?"
+    return Progress(
+        phase=p.phase,
+        label=f"{verb} {p.path} ({p.file_index + 1}/{p.file_count}) · {done} of {total}",
+        fraction=p.fraction,
+        speed=p.speed,
+        eta=p.eta,
+    )
+
+
+def _progress_from_conversion(p: compiled_cache.ConversionProgress) -> Progress:
+    return Progress(
+        phase="convert",
+        label=f"Converting {p.graph} ({p.done}/{p.total})",
+        fraction=p.done / p.total if p.total else None,
+    )
+
+
+class RuntimeModels:
+    """The model store, its download/import and the compiled-graph cache.
+
+    `graphs_dir` short-cuts all of it (tests and developers point it at ready graphs).
+    """
+
+    def __init__(
+        self, *, store: model_store.ModelStore | None = None, graphs_dir: Path | None = None
+    ):
+        self.store = store or model_store.ModelStore()
+        self.graphs_dir = graphs_dir
+
+    def model_state(self) -> ModelState:
+        if self.graphs_dir is not None:
+            return ModelState(
+                True, self.graphs_dir, (), False, f"Using the graphs in {self.graphs_dir}."
+            )
+        status = self.store.status()
+        if not status.complete:
+            return ModelState(
+                False, None, status.missing, True, f"The model files go to {self.store.root}."
+            )
+        converted = compiled_cache.converted_dir(self.store)
+        if converted is None:
+            return ModelState(False, None, (), True, "The model still needs converting.")
+        return ModelState(True, converted, (), False, f"Converted graphs in {converted}.")
+
+    def download(self, *, progress: ProgressFn, cancel: threading.Event) -> None:
+        try:
+            model_download.download_model(
+                self.store,
+                progress=lambda p: progress(_progress_from_transfer(p)),
+                cancel=cancel,
+            )
+        except model_download.OfflineError as exc:
+            raise Offline(str(exc).split("\n")[0]) from None
+        except model_store.Cancelled:
+            raise Cancelled("cancelled") from None
+        except model_store.ModelStoreError as exc:
+            raise UserError(str(exc)) from None
+
+    def import_files(
+        self, paths: Sequence[Path], *, progress: ProgressFn, cancel: threading.Event
+    ) -> tuple[str, ...]:
+        try:
+            result = self.store.import_files(
+                list(paths),
+                progress=lambda p: progress(_progress_from_transfer(p)),
+                cancel=cancel,
+            )
+        except model_store.Cancelled:
+            raise Cancelled("cancelled") from None
+        except model_store.ModelStoreError as exc:
+            raise UserError(str(exc)) from None
+        return result.missing
+
+    def convert(self, *, progress: ProgressFn, cancel: threading.Event) -> Path:
+        try:
+            return compiled_cache.convert(
+                self.store,
+                progress=lambda p: progress(_progress_from_conversion(p)),
+                cancel=cancel,
+            )
+        except model_store.Cancelled:
+            raise Cancelled("cancelled") from None
+        except model_store.ModelStoreError as exc:
+            raise UserError(str(exc)) from None
+
+    def offline_help(self) -> str:
+        options = model_download.DownloadOptions()
+        revision = model_download.resolve_revision(self.store, options)
+        steps = model_download.manual_steps(self.store, options=options, revision=revision)
+        lines = [
+            "  3. In this window, press “Import files…” and choose that folder."
+            if line.lstrip().startswith("3.")
+            else line
+            for line in steps.splitlines()
+        ]
+        return "\n".join(lines)
+
+
+# ---------------------------------------------------------------- engine and devices
+
+
+def _live_module() -> Any:
+    # The live engine imports onnxruntime. The app runs it but never imports onnxruntime
+    # itself: the engine side is loaded by name, so the import-linter boundary
+    # (desktop_app never imports onnxruntime) stays checkable, as runtime/cli.py does for
+    # the GUI.
+    return importlib.import_module("desktop_app.runtime_live")
+
+
+def runtime_backend(
+    *,
+    graphs_dir: Path | None = None,
+    sound_device: Any = None,
+    vcam_backend: str | None = None,
+) -> Backend:
+    """The real backend. Tests pass a fake sound device module, a registered fake
+    pyvirtualcam backend and stub graphs; the app passes nothing."""
+    live = _live_module()
+    models = RuntimeModels(graphs_dir=graphs_dir)
+    devices = live.RuntimeDevices(sd=sound_device)
+    engine = live.RuntimeEngine(models=models, devices=devices, vcam_backend=vcam_backend)
+    return Backend(avatars=RuntimeAvatars(), devices=devices, models=models, engine=engine)

@@ -1,0 +1,296 @@
+"""What drives the face (GUI thread): a microphone with a level meter, or a webcam.
+
+Device lists come from the backend; the chosen device is remembered by name. "Test" opens
+the microphone (or webcam) without going live: levels and frames arrive on device threads
+and reach the widgets only through signals. While live the engine owns the device, so the
+test stops and the meter shows the engine's own level.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+
+from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtGui import QImage, QPixmap
+from PySide6.QtWidgets import (
+    QButtonGroup,
+    QComboBox,
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QRadioButton,
+    QVBoxLayout,
+    QWidget,
+)
+
+from desktop_app.backend import Closable, Devices
+from desktop_app.images import rgb_to_qimage
+from desktop_app.settings import SourceKind
+
+logger = logging.getLogger(__name__)
+
+WEBCAM_PREVIEW = 160
+DEFAULT_LABEL = "System default"
+
+
+class _DeviceSignals(QObject):
+    """Carries device-thread callbacks to the GUI thread."""
+
+    level = Signal(float)
+    frame = Signal(QImage)
+    failed = Signal(str)
+
+
+class SourcePanel(QWidget):
+    source_changed = Signal(str, object)  # kind, device name (None: system default)
+
+    def __init__(
+        self,
+        devices: Devices,
+        *,
+        kind: SourceKind,
+        microphone: str | None,
+        webcam: str | None,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.devices = devices
+        self._signals = _DeviceSignals(self)
+        self._probe: Closable | None = None
+        self._live = False
+        self._wanted_mic = microphone
+        self._wanted_cam = webcam
+
+        self.mic_radio = QRadioButton("&Microphone", self)
+        self.mic_radio.setAccessibleName("Use the microphone")
+        self.cam_radio = QRadioButton("&Webcam (your face drives the avatar)", self)
+        self.cam_radio.setAccessibleName("Use the webcam")
+        group = QButtonGroup(self)
+        group.addButton(self.mic_radio)
+        group.addButton(self.cam_radio)
+
+        self.mic_combo = QComboBox(self)
+        self.mic_combo.setAccessibleName("Microphone")
+        self.mic_combo.setMinimumContentsLength(14)
+        self.mic_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.cam_combo = QComboBox(self)
+        self.cam_combo.setAccessibleName("Webcam")
+        self.cam_combo.setMinimumContentsLength(14)
+        self.cam_combo.setSizeAdjustPolicy(
+            QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+        )
+        self.refresh_button = QPushButton("Re&fresh", self)
+        self.refresh_button.setAccessibleName("Refresh the device lists")
+        self.test_button = QPushButton("&Test", self)
+        self.test_button.setCheckable(True)
+        self.test_button.setAccessibleName("Test the source without going live")
+        self.test_button.setToolTip(
+            "Show the microphone level (or the webcam crop) without going live"
+        )
+        self.level = QProgressBar(self)
+        self.level.setObjectName("LevelMeter")
+        self.level.setRange(0, 100)
+        self.level.setTextVisible(False)
+        self.level.setAccessibleName("Microphone level")
+        self.cam_preview = QLabel(self)
+        self.cam_preview.setFixedSize(WEBCAM_PREVIEW, WEBCAM_PREVIEW)
+        self.cam_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.cam_preview.setAccessibleName("Webcam face crop")
+        self.cam_preview.setText("Test to see\nthe face crop")
+        self.cam_preview.setStyleSheet(
+            "border: 1px solid #363c48; border-radius: 6px; color: #a3abba;"
+        )
+        self.status = QLabel(self)
+        self.status.setObjectName("Hint")
+        self.status.setWordWrap(True)
+
+        form = QFormLayout()
+        form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        mic_label = QLabel("Mi&crophone", self)
+        mic_label.setBuddy(self.mic_combo)
+        cam_label = QLabel("Web&cam", self)
+        cam_label.setBuddy(self.cam_combo)
+        form.addRow(mic_label, self.mic_combo)
+        form.addRow("Level", self.level)
+        form.addRow(cam_label, self.cam_combo)
+        buttons = QHBoxLayout()
+        buttons.addWidget(self.test_button)
+        buttons.addWidget(self.refresh_button)
+        buttons.addStretch(1)
+        layout = QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.addWidget(self.mic_radio)
+        layout.addWidget(self.cam_radio)
+        layout.addLayout(form)
+        layout.addLayout(buttons)
+        layout.addWidget(self.cam_preview, 0, Qt.AlignmentFlag.AlignHCenter)
+        layout.addWidget(self.status)
+        layout.addStretch(1)
+
+        (self.cam_radio if kind == "webcam" else self.mic_radio).setChecked(True)
+        self.refresh()
+        self._sync()
+        self.mic_radio.toggled.connect(self._kind_changed)
+        self.mic_combo.currentIndexChanged.connect(self._device_changed)
+        self.cam_combo.currentIndexChanged.connect(self._device_changed)
+        self.refresh_button.clicked.connect(self.refresh)
+        self.test_button.toggled.connect(self._test_toggled)
+        self._signals.level.connect(self.show_level)
+        self._signals.frame.connect(self._show_frame)
+        self._signals.failed.connect(self._probe_failed)
+
+    # ---- values
+
+    @property
+    def kind(self) -> SourceKind:
+        return "webcam" if self.cam_radio.isChecked() else "microphone"
+
+    @property
+    def microphone(self) -> str | None:
+        data = self.mic_combo.currentData()
+        return None if data is None else str(data)
+
+    @property
+    def webcam(self) -> str | None:
+        data = self.cam_combo.currentData()
+        return None if data is None else str(data)
+
+    def refresh(self) -> None:
+        """Re-read the device lists, keeping the chosen devices when they are still there."""
+        mic_names = self._list(self.devices.microphones)
+        cam_names = self._list(self.devices.webcams)
+        self._fill(self.mic_combo, mic_names, self._wanted_mic, True)
+        self._fill(self.cam_combo, cam_names, self._wanted_cam, False)
+        mics, cams = len(mic_names), len(cam_names)
+        self.status.setText(
+            f"{mics} microphone{'s' if mics != 1 else ''} and {cams} "
+            f"webcam{'s' if cams != 1 else ''} found."
+        )
+        self._sync()
+
+    def _list(self, lister: Callable[[], list[str]]) -> list[str]:
+        try:
+            return list(lister())
+        except Exception as exc:  # a missing audio system must not break the panel
+            logger.warning("cannot list devices: %s", exc)
+            self.status.setText(f"Cannot list devices: {exc}")
+            return []
+
+    @staticmethod
+    def _fill(combo: QComboBox, names: list[str], wanted: str | None, with_default: bool) -> None:
+        combo.blockSignals(True)
+        try:
+            combo.clear()
+            if with_default:
+                combo.addItem(DEFAULT_LABEL, None)
+            for name in names:
+                combo.addItem(name, name)
+            index = combo.findData(wanted) if wanted is not None else 0
+            if wanted is not None and index < 0:
+                combo.addItem(f"{wanted} (not connected)", wanted)
+                index = combo.count() - 1
+            combo.setCurrentIndex(max(0, index))
+            combo.setPlaceholderText("None found")
+        finally:
+            combo.blockSignals(False)
+
+    # ---- live state
+
+    def set_live(self, live: bool) -> None:
+        """While live the engine owns the device: stop testing, lock the choice."""
+        self._live = live
+        if live:
+            self.test_button.setChecked(False)
+        self._sync()
+        if not live:
+            self.level.setValue(0)
+
+    def show_level(self, level: float) -> None:
+        self.level.setValue(round(100 * min(1.0, max(0.0, level))))
+
+    def stop_test(self) -> None:
+        """Close the test device (also called when the window closes)."""
+        self.test_button.setChecked(False)
+        self._close_probe()
+
+    # ---- internals
+
+    def _sync(self) -> None:
+        mic = self.kind == "microphone"
+        for widget in (self.mic_radio, self.cam_radio, self.refresh_button):
+            widget.setEnabled(not self._live)
+        self.mic_combo.setEnabled(mic and not self._live)
+        self.cam_combo.setEnabled(not mic and not self._live)
+        self.level.setEnabled(mic)
+        self.cam_preview.setVisible(not mic)
+        self.test_button.setEnabled(not self._live and (mic or self.cam_combo.count() > 0))
+
+    def _kind_changed(self) -> None:
+        self.stop_test()
+        self._sync()
+        self._emit()
+
+    def _device_changed(self) -> None:
+        self._wanted_mic = self.microphone
+        self._wanted_cam = self.webcam
+        if self.test_button.isChecked():
+            self._close_probe()
+            self._open_probe()
+        self._emit()
+
+    def _emit(self) -> None:
+        device = self.microphone if self.kind == "microphone" else self.webcam
+        self.source_changed.emit(self.kind, device)
+
+    def _test_toggled(self, on: bool) -> None:
+        if on:
+            self._open_probe()
+        else:
+            self._close_probe()
+
+    def _open_probe(self) -> None:
+        self._close_probe()
+        signals = self._signals
+        try:
+            if self.kind == "microphone":
+                self._probe = self.devices.monitor_microphone(self.microphone, signals.level.emit)
+                self.status.setText("Speak: the bar shows what the microphone hears.")
+            else:
+                camera = self.webcam
+                if camera is None:
+                    raise RuntimeError("no webcam selected")
+                self._probe = self.devices.preview_webcam(
+                    camera, lambda rgb: signals.frame.emit(rgb_to_qimage(rgb))
+                )
+                self.status.setText("Look at the camera: the box shows the face crop.")
+        except Exception as exc:
+            signals.failed.emit(str(exc))
+
+    def _close_probe(self) -> None:
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.close()
+        self.level.setValue(0)
+
+    def _probe_failed(self, message: str) -> None:
+        self.test_button.setChecked(False)
+        self.status.setText(f"Cannot open the device: {message}")
+
+    def _show_frame(self, image: QImage) -> None:
+        if self._probe is None:
+            return
+        self.cam_preview.setPixmap(
+            QPixmap.fromImage(
+                image.scaled(
+                    WEBCAM_PREVIEW,
+                    WEBCAM_PREVIEW,
+                    Qt.AspectRatioMode.KeepAspectRatio,
+                    Qt.TransformationMode.SmoothTransformation,
+                )
+            )
+        )

@@ -1,0 +1,68 @@
+"""Run the real desktop app with hardware fakes (sound card, virtual camera) and stub graphs.
+
+    python -m tests.support.gui_app --graphs DIR [--audio WAV] [--go-live]
+
+The Xvfb screenshot tests start this in a child process. It prints one line per milestone on
+stdout ("ready", "live <frames>") so the test knows when to grab the screen.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QTimer
+
+from desktop_app import app as desktop
+from desktop_app.runtime_backend import runtime_backend
+from runtime.audio_file import load_audio
+from tests.fakes import virtual_camera as fakecam
+from tests.fakes.sound_device import FakeSoundDevice
+
+LIVE_FRAMES = 20
+
+
+def _say(line: str) -> None:
+    sys.stdout.write(line + "\n")
+    sys.stdout.flush()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--graphs", type=Path, default=None)
+    parser.add_argument("--audio", type=Path, default=None)
+    parser.add_argument("--go-live", action="store_true")
+    parser.add_argument("--size", default="1240x760")
+    args = parser.parse_args(argv)
+
+    speech = load_audio(args.audio) if args.audio is not None else np.zeros(16000, np.float32)
+    sound = FakeSoundDevice(speech, 16_000, name="Fake USB Mic", loop=True)
+    fakecam.register()
+    backend = runtime_backend(graphs_dir=args.graphs, sound_device=sound, vcam_backend="fake")
+
+    application = desktop.create_app(sys.argv[:1])
+    window = desktop.build_window(backend)
+    width, height = (int(v) for v in args.size.split("x"))
+    window.resize(width, height)
+    window.show()
+    QTimer.singleShot(0, window.check_models)
+    QTimer.singleShot(500, lambda: _say("ready"))
+
+    if args.go_live:
+        QTimer.singleShot(800, window.go_live)
+        poll = QTimer(window)
+
+        def check() -> None:
+            if window.preview.frames_shown >= LIVE_FRAMES:
+                _say(f"live {window.preview.frames_shown}")
+                poll.stop()
+
+        poll.timeout.connect(check)
+        poll.start(100)
+    return application.exec()
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

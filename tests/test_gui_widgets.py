@@ -1,0 +1,145 @@
+"""Widgets on their own: controls panel values, preview overlay, the task runner, vcam help."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from pytestqt.qtbot import QtBot
+
+from desktop_app.controls_panel import ControlsPanel
+from desktop_app.images import qimage_to_rgb, rgb_to_qimage
+from desktop_app.preview import PreviewStats, PreviewWidget
+from desktop_app.settings import Output, Pose, Quality
+from desktop_app.tasks import TaskRunner
+from desktop_app.vcam_help import VirtualCameraHelp, instructions
+from tests.support.gui import unnamed, user_controls
+
+
+def test_rgb_qimage_round_trip() -> None:
+    rgb = np.random.default_rng(0).integers(0, 255, (37, 51, 3), dtype=np.uint8)
+    assert np.array_equal(qimage_to_rgb(rgb_to_qimage(rgb)), rgb)
+    with pytest.raises(ValueError):
+        rgb_to_qimage(np.zeros((4, 4), np.uint8))
+
+
+def test_controls_emit_whole_values(qtbot: QtBot) -> None:
+    panel = ControlsPanel(pose=Pose(), quality=Quality(), output=Output())
+    qtbot.addWidget(panel)
+    poses: list[Pose] = []
+    panel.pose_changed.connect(poses.append)
+    # Natural on: the sliders are disabled until it is switched off.
+    assert not panel.pose_sliders["yaw"].isEnabled()
+    panel.natural.setChecked(False)
+    assert panel.pose_sliders["yaw"].isEnabled()
+    panel.pose_sliders["yaw"].setValue(15)
+    panel.pose_sliders["gaze_y"].setValue(-40)
+    assert poses[-1] == Pose(yaw=15.0, gaze_y=-0.4, natural=False)
+    panel.reset()
+    assert poses[-1] == Pose(natural=False)
+
+    qualities: list[Quality] = []
+    panel.quality_changed.connect(qualities.append)
+    panel.cfg.setValue(35)
+    panel.steps.setCurrentIndex(panel.steps.findData(5))
+    panel.hop.setCurrentIndex(panel.hop.findData(5))
+    assert qualities[-1] == Quality(cfg_scale=3.5, steps=5, hop=5)
+
+    outputs: list[Output] = []
+    panel.output_changed.connect(outputs.append)
+    assert not panel.colour.isEnabled()
+    panel.background.setCurrentIndex(panel.background.findData("colour"))
+    assert panel.colour.isEnabled()
+    panel.set_background_colour("#00ff00")
+    panel.mirror.setChecked(True)
+    panel.resolution.setCurrentIndex(panel.resolution.findData("640x480"))
+    assert outputs[-1] == Output(
+        width=640, height=480, mirror=True, background="colour", background_colour="#00ff00"
+    )
+
+    # Loading values shows them without echoing change signals.
+    count = len(poses)
+    panel.set_values(pose=Pose(roll=-7.0, natural=False), quality=Quality(), output=Output())
+    assert panel.pose_sliders["roll"].value() == -7 and len(poses) == count
+
+
+def test_every_control_has_an_accessible_name(qtbot: QtBot) -> None:
+    panel = ControlsPanel(pose=Pose(), quality=Quality(), output=Output())
+    qtbot.addWidget(panel)
+    assert len(user_controls(panel)) >= 14
+    assert unnamed(panel) == []
+
+
+def test_preview_overlay_text_and_cpu_warning(qtbot: QtBot) -> None:
+    preview = PreviewWidget()
+    qtbot.addWidget(preview)
+    preview.resize(640, 480)
+    preview.show()
+    assert preview.overlay_text() == ""
+    preview.show_frame(rgb_to_qimage(np.zeros((512, 512, 3), np.uint8)))
+    preview.set_stats(PreviewStats(fps=25.0, latency_ms=180.4, provider="CUDA", realtime=True))
+    assert preview.overlay_text() == "25.0 fps  ·  180 ms  ·  CUDA"
+    preview.set_stats(PreviewStats(fps=3.2, latency_ms=None, provider="CPU", realtime=False))
+    assert preview.overlay_text() == "3.2 fps  ·  CPU - not real time"
+    preview.grab()  # paints without error, overlay on
+    preview.set_overlay_visible(False)
+    preview.grab()
+
+
+def test_task_runner_runs_in_order_off_the_gui_thread(qtbot: QtBot) -> None:
+    runner = TaskRunner("test")
+    gui = threading.get_ident()
+    seen: list[tuple[str, object]] = []
+    threads: list[int] = []
+
+    def work(n: int) -> int:
+        threads.append(threading.get_ident())
+        time.sleep(0.01)
+        return n * n
+
+    def boom() -> None:
+        raise ValueError("no")
+
+    for n in range(3):
+        runner.submit(lambda n=n: work(n), on_done=lambda r: seen.append(("done", r)))
+    runner.submit(boom, on_error=lambda e: seen.append(("error", str(e))))
+    qtbot.waitUntil(lambda: len(seen) == 4, timeout=5000)
+    assert seen == [("done", 0), ("done", 1), ("done", 4), ("error", "no")]
+    assert gui not in threads
+    assert not runner.busy
+    assert runner.shutdown(timeout=5)
+    with pytest.raises(RuntimeError):
+        runner.submit(lambda: None)
+
+
+def test_shutdown_waits_for_the_running_task(qtbot: QtBot) -> None:
+    runner = TaskRunner("slow")
+    finished = threading.Event()
+
+    def slow() -> None:
+        time.sleep(0.3)
+        finished.set()
+
+    runner.submit(slow)
+    assert runner.shutdown(timeout=5)
+    assert finished.is_set()
+
+
+def test_vcam_help_puts_this_system_first(qtbot: QtBot) -> None:
+    assert instructions("linux").index("v4l2loopback") < instructions("linux").index("OBS")
+    assert instructions("win32").index("OBS Virtual Camera") < instructions("win32").index("v4l2")
+    assert instructions("darwin").startswith("\n<p><b>macOS")
+    assert "exclusive_caps=1" in instructions("linux")
+    help_panel = VirtualCameraHelp()
+    qtbot.addWidget(help_panel)
+    help_panel.show()
+    help_panel.set_reason("no loopback device <found>")
+    assert help_panel.headline.toolTip() == "no loopback device <found>"
+    assert "no loopback device <found>" in help_panel.details.toPlainText()
+    assert not help_panel.details.isVisible()
+    help_panel.toggle.click()
+    assert help_panel.details.isVisible()
+    with qtbot.waitSignal(help_panel.recheck_requested, timeout=1000):
+        help_panel.recheck.click()

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 OPSET = 17
 """The ONNX opset every graph is exported with."""
 
-EXPORTER_VERSION = 1
+EXPORTER_VERSION = 2
 """Bump when a graph's contract or export recipe changes; part of the compiled-cache key."""
 
 SAMPLE_RATE = 16_000
@@ -108,9 +108,17 @@ def cross_value_name(level: int) -> str:
 
 
 def _avatar_tensors() -> tuple[TensorSpec, ...]:
-    """Per-avatar tensors the frame renderer needs for every frame (batch 1, broadcast)."""
+    """Per-avatar tensors the frame renderer needs for every frame (batch 1, broadcast).
+
+    The coarse levels enter only through their precomputed cross-attention keys/values; the
+    fine levels (>= 128 px) are resampled directly, so only they ship as appearance maps.
+    """
     specs = [_f("id_latent", 1, ID_DIM)]
-    specs += [_f(appearance_name(i), 1, c, s, s) for i, (c, s) in enumerate(APPEARANCE_LEVELS)]
+    specs += [
+        _f(appearance_name(i), 1, c, s, s)
+        for i, (c, s) in enumerate(APPEARANCE_LEVELS)
+        if i >= COARSE_LEVELS
+    ]
     for i, (c, s) in enumerate(APPEARANCE_LEVELS[:COARSE_LEVELS]):
         specs.append(_f(cross_key_name(i), 1, s * s, c))
         specs.append(_f(cross_value_name(i), 1, s * s, c))

@@ -36,3 +36,39 @@ def output_dir() -> Path:
     """Artifacts tests leave for a human to look at (screenshots, videos)."""
     OUTPUT.mkdir(parents=True, exist_ok=True)
     return OUTPUT
+
+
+@pytest.fixture(scope="session")
+def recipe_weights(tmp_path_factory: pytest.TempPathFactory, golden_dir: Path) -> Path:
+    """Recipe-weight checkpoints in the published file formats (with Lightning extras)."""
+    from models.recipe_checkpoints import write_recipe_checkpoints
+
+    out = tmp_path_factory.mktemp("recipe_weights")
+    write_recipe_checkpoints(out, golden_dir=golden_dir, extras=True)
+    return out
+
+
+@pytest.fixture(scope="session")
+def recipe_graphs(tmp_path_factory: pytest.TempPathFactory, recipe_weights: Path) -> Path:
+    """Full-size ONNX graphs exported from the recipe checkpoints, in a child process as the
+    app does it."""
+    import subprocess
+    import sys
+
+    out = tmp_path_factory.mktemp("recipe_graphs")
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "models.export",
+            "--weights",
+            str(recipe_weights),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert done.returncode == 0, done.stderr
+    return out

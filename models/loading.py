@@ -1,0 +1,50 @@
+"""Build the three PyTorch models from a folder laid out like the published model repository
+(`renderer.ckpt`, `generator.ckpt`, `wav2vec2-base-960h/`), strictly and safely (main thread of
+the conversion process)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from models.audio_encoder import AudioEncoder
+from models.checkpoint import (
+    generator_state_dicts,
+    load_strict,
+    renderer_state_dict,
+    wav2vec2_state_dict,
+)
+from models.generator.generator import FMGenerator
+from models.renderer.renderer import IMTRenderer
+
+RENDERER_FILE = "renderer.ckpt"
+GENERATOR_FILE = "generator.ckpt"
+WAV2VEC2_DIR = "wav2vec2-base-960h"
+
+
+@dataclass(frozen=True)
+class LoadedModels:
+    renderer: IMTRenderer
+    generator: FMGenerator
+    audio_encoder: AudioEncoder
+
+
+def load_models(weights: Path) -> LoadedModels:
+    """All three models in eval mode. The wav2vec2 folder's weights win over a copy inside
+    generator.ckpt (the published files hold equal copies)."""
+    renderer = IMTRenderer()
+    load_strict(renderer, renderer_state_dict(weights / RENDERER_FILE))
+    generator = FMGenerator()
+    gen_weights = generator_state_dicts(weights / GENERATOR_FILE)
+    load_strict(generator, gen_weights.model)
+    audio_encoder = AudioEncoder()
+    folder = weights / WAV2VEC2_DIR
+    audio_weights = (
+        wav2vec2_state_dict(folder)
+        if folder.exists() or gen_weights.audio_encoder is None
+        else gen_weights.audio_encoder
+    )
+    load_strict(audio_encoder, audio_weights)
+    return LoadedModels(
+        renderer=renderer.eval(), generator=generator.eval(), audio_encoder=audio_encoder.eval()
+    )

@@ -6,8 +6,9 @@ of what they depict; a frame is shown when `capture + playout delay` has come, s
 arrive in bursts (one hop at a time) leave evenly spaced. The delay adapts to how late frames
 arrive (a jitter buffer): it rises at once and comes down slowly. When no frame is due the last
 one repeats (counted late if a frame was expected); when several are due the newest wins and the
-older ones are dropped; a thread that wakes more than a period late skips the missed deadlines
-instead of catching up in a burst. The queue is bounded, newest wins.
+older ones are dropped. A tick delayed by a busy machine still happens and the following ones
+come back onto the grid, never closer than half a period; after a longer stall the missed
+deadlines are skipped instead of caught up in a burst. The queue is bounded, newest wins.
 """
 
 from __future__ import annotations
@@ -53,8 +54,14 @@ class PacerConfig:
     min_delay_s: float = 0.0
     max_delay_s: float = 5.0
     margin_frames: float = 1.0
-    adapt_window_s: float = 4.0
-    decay_per_s: float = 0.04
+    adapt_window_s: float = 8.0
+    """Arrival delays over this long set the delay (95th percentile): a lone slow hop in it
+    does not raise the delay, a recurring one does."""
+    decay_per_s: float = 0.08
+    catch_up_frames: float = 2.0
+    """A tick this late or less still happens (then the next ones, no closer than
+    `min_gap_frames`, bring the clock back on its grid); later ones are skipped."""
+    min_gap_frames: float = 0.5
     """How fast an adaptive delay comes back down (seconds of delay per second)."""
 
 
@@ -161,17 +168,22 @@ class Pacer:
     def _run(self) -> None:
         t0 = self._clock()
         k = 0
+        last_sent = -math.inf
+        min_gap = self.config.min_gap_frames * self._period
+        max_late = self.config.catch_up_frames * self._period
         while not self._stop.is_set():
             deadline = t0 + k * self._period
-            wait = deadline - self._clock()
+            wait = max(deadline, last_sent + min_gap) - self._clock()
             if wait > 0 and self._stop.wait(wait):
                 break
             late_by = self._clock() - deadline
-            if late_by > self._period:
+            if late_by > max_late:
+                # A long stall: skip the missed deadlines rather than burst to catch up.
                 missed = int(late_by / self._period)
                 k += missed
                 deadline = t0 + k * self._period
                 self._monitor.count("missed_deadlines", missed)
+            last_sent = self._clock()
             self._tick(deadline)
             k += 1
 

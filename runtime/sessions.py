@@ -78,7 +78,14 @@ class GraphSession:
                 f"outputs {got_out}; expected {self.spec.input_names} -> {self.spec.output_names}"
             )
 
-    def run(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Array]:
+    def run(
+        self,
+        inputs: Mapping[str, npt.NDArray[np.generic]],
+        *,
+        run_options: ort.RunOptions | None = None,
+    ) -> dict[str, Array]:
+        """Run once. `run_options.terminate = True` from another thread cancels a run in
+        flight (it then raises), which is how the live engine stops within a second."""
         missing = set(self.spec.input_names) - set(inputs)
         if missing:
             raise KeyError(f"{self.spec.name}: missing inputs {sorted(missing)}")
@@ -86,7 +93,7 @@ class GraphSession:
             name: np.ascontiguousarray(inputs[name], dtype=self.spec.input(name).dtype)
             for name in self.spec.input_names
         }
-        outs = self._session.run(list(self.spec.output_names), feeds)
+        outs = self._session.run(list(self.spec.output_names), feeds, run_options)
         return {name: np.asarray(o) for name, o in zip(self.spec.output_names, outs, strict=True)}
 
 

@@ -186,3 +186,21 @@ def test_retimer_restarts_after_a_gap() -> None:
     out = r.push(50, m + 7, np.full(5, 2.0))  # jumped: 45 source frames skipped
     assert out.indices[0] == 60  # 50 * 30 / 25
     assert (out.motion == 7).all()  # no blending across the gap
+
+
+def test_short_stall_is_caught_up_without_bunching() -> None:
+    """A 60 ms hiccup (one and a half periods) loses no tick: the next ones come back onto the
+    grid, never closer than half a period."""
+    fps = 25.0
+    mon = LatencyMonitor()
+    rec = Recorder(block_once_s=0.06)
+    pacer = Pacer(config=PacerConfig(fps=fps), publish=rec, monitor=mon)
+    pacer.set_idle(IMG)
+    pacer.start()
+    time.sleep(1.0)
+    pacer.stop()
+    times = np.array([t for t, _, _ in rec.frames])
+    gaps = np.diff(times)
+    assert mon.counter("missed_deadlines") == 0
+    assert gaps.min() >= 0.5 / fps - 0.002
+    assert abs(len(times) - 25) <= 1

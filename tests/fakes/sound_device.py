@@ -72,8 +72,9 @@ class FakeStream:
     def _play(self) -> None:
         dev = self.device
         t0 = dev.epoch()
-        # Start at the next block boundary of the recording's wall-clock timeline.
-        pos = int(np.ceil((time.perf_counter() - t0) * self.rate / self.block)) * self.block
+        # Start at the nearest block boundary of the recording's wall-clock timeline (the
+        # very first stream starts at sample 0).
+        pos = round((time.perf_counter() - t0) * self.rate / self.block) * self.block
         while not self.stop_event.is_set():
             due = t0 + (pos + self.block) / self.rate
             wait = due - time.perf_counter()

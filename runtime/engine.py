@@ -1,0 +1,781 @@
+"""The live engine: microphone (or a file, or a webcam) in, a talking avatar out, steadily.
+
+Threads (all started by `start`, all joined by `stop`):
+- audio: PortAudio's callback thread copies blocks into a ring buffer, the `audio-watchdog`
+  thread reopens a lost device (`runtime.audio_capture`); or `webcam` reads camera frames;
+- `live-worker` (inference): pulls audio into the 16 kHz timeline, and every hop of H frames
+  encodes a sliding window of audio, samples motion for those frames, retimes it to the output
+  rate, renders it against the cached avatar and hands the frames to the pacer;
+- `pacer`: publishes one frame per deadline to the sinks (`runtime.pacer`);
+- `recorder`: encodes the MP4 when recording.
+
+The public methods are called from any thread (GUI or CLI main thread). Listener callbacks run
+on the engine's threads and must not block; the GUI wraps them in queued Qt signals.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from runtime.audio_capture import (
+    AudioCapture,
+    CaptureConfig,
+    CaptureState,
+    CaptureStatus,
+    SoundDeviceLike,
+)
+from runtime.audio_playback import FilePlayback
+from runtime.audio_timeline import AudioTimeline
+from runtime.contract import CLIP_FRAMES, FPS, MOTION_DIM, SAMPLE_RATE, SAMPLES_PER_FRAME
+from runtime.features import encoder_from_session, utterance_features, window_features
+from runtime.latency import Clock, FrameTiming, LatencyMonitor, LatencyStats
+from runtime.live_avatar import LiveAvatar, image_to_source, render, to_uint8
+from runtime.live_generator import LiveGenerator
+from runtime.motion_sampler import (
+    NoiseFn,
+    RawConditions,
+    conditioner_from_session,
+    fixed_noise,
+    random_noise,
+    velocity_from_session,
+)
+from runtime.pacer import LiveFrame, MotionRetimer, Pacer, PacerConfig
+from runtime.sessions import GraphSession, ModelSet
+from runtime.sinks import Sink, SinkSet, SinkStatus
+from runtime.sinks.recorder import RecorderSink
+from runtime.webcam import WebcamConfig, WebcamSource, WebcamState
+
+logger = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.float32]
+
+QUALITY_HOP = CLIP_FRAMES
+
+
+# -- controls --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Head rotation in degrees (the model's pose condition is axis-angle in radians:
+    x = pitch, y = yaw, z = roll)."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+
+    def as_condition(self) -> tuple[float, float, float]:
+        return (math.radians(self.pitch), math.radians(self.yaw), math.radians(self.roll))
+
+
+@dataclass(frozen=True)
+class Gaze:
+    """Gaze direction in the model's units (about -0.7 .. 0.7)."""
+
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass(frozen=True)
+class LiveControls:
+    """Everything the user can change while live; applies from the next hop.
+
+    None for pose/gaze/cam is "natural": no condition, the model's own motion.
+    """
+
+    pose: HeadPose | None = None
+    gaze: Gaze | None = None
+    cam: tuple[float, float, float] | None = None
+    cfg_scale: float = 3.0  # expressiveness: audio classifier-free guidance
+    nfe: int = 10  # time-grid points of the Euler sampler (nfe - 1 evaluations)
+    hop: int = 5  # frames generated per hop (200 ms); ignored in quality mode
+
+    def __post_init__(self) -> None:
+        if self.nfe < 2:
+            raise ValueError("nfe must be at least 2")
+        if not 1 <= self.hop <= CLIP_FRAMES:
+            raise ValueError(f"hop must be 1..{CLIP_FRAMES}")
+
+    def raw_conditions(self, frames: int) -> RawConditions:
+        def rows(values: tuple[float, ...] | None) -> Array | None:
+            if values is None:
+                return None
+            return np.tile(np.asarray(values, np.float32), (frames, 1))
+
+        return RawConditions(
+            gaze=rows(None if self.gaze is None else (self.gaze.x, self.gaze.y)),
+            pose=rows(None if self.pose is None else self.pose.as_condition()),
+            cam=rows(self.cam),
+        )
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MicrophoneInput:
+    sd: SoundDeviceLike  # the `sounddevice` module (or a fake)
+    device: int | str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FileInput:
+    """A recording fed through the microphone path in real time."""
+
+    audio: Array  # mono float32 at `rate`
+    rate: int = SAMPLE_RATE
+    name: str = "audio file"
+
+
+@dataclass(frozen=True)
+class WebcamInput:
+    cv2: Any  # the `cv2` module (or a fake)
+    config: WebcamConfig = field(default_factory=WebcamConfig)
+    cropper: Callable[[], Any] | None = None
+    """Makes the face cropper (`update(rgb) -> 256x256 rgb`); default FaceTracker."""
+
+
+Source = MicrophoneInput | FileInput | WebcamInput
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    fps: int = 25  # output rate: 25 native, 30 by interpolating motion latents
+    lookahead: int = 2  # frames of audio after the hop fed to the encoder (80 ms)
+    context_s: float = 2.0  # audio before the hop in each encoder window
+    quality: bool = False
+    """Hop 50, no lookahead, fixed noise: every hop is one reference chunk. With a file input
+    the features are the whole file's (as offline), so the output equals the offline sampler."""
+    seed: int | None = 25  # fixed per-chunk noise like the reference; None: fresh noise per hop
+    max_backlog_s: float = 1.0  # further behind real time than this: skip to the newest audio
+    playout_delay_s: float | None = None  # None: adaptive
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    silence_fill_s: float = 0.2  # with no input, fill time with silence in steps of this
+    stats_window_s: float = 10.0
+    stop_timeout_s: float = 1.0
+    max_queue: int = 120  # frames waiting in the pacer
+
+    def __post_init__(self) -> None:
+        if self.fps not in (25, 30):
+            raise ValueError("fps must be 25 or 30")
+        if not 0 <= self.lookahead < CLIP_FRAMES:
+            raise ValueError("lookahead out of range")
+
+
+# -- what the engine tells -------------------------------------------------------------------
+
+
+class EngineState(enum.Enum):
+    STOPPED = "stopped"
+    RUNNING = "running"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    kind: str
+    """started, stopped, audio (input state changed), audio_ended, webcam, sink (a sink failed
+    or is unavailable), avatar (switched), error (the worker failed; the engine stops)."""
+    message: str
+    when: float
+
+
+@dataclass(frozen=True, eq=False)
+class HopRecord:
+    """What one hop did (for tests, diagnostics, and a GUI's meters)."""
+
+    first_frame: int  # 25 fps timeline index of the first emitted frame
+    emitted: int
+    real_frames: int  # frames with real features (emitted + lookahead available)
+    skipped_before: int  # frames skipped to catch up with real time just before this hop
+    features: Array  # (real_frames, 768)
+    raw: RawConditions  # the raw conditions given to the conditioner
+    controls: LiveControls
+    avatar: str
+    motion: Array  # (emitted, 32)
+    capture: npt.NDArray[np.float64]  # (emitted,) capture time of each frame's audio
+    started: float
+    finished: float
+
+
+@dataclass(frozen=True)
+class EngineListener:
+    on_event: Callable[[EngineEvent], None] | None = None
+    on_hop: Callable[[HopRecord], None] | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    state: EngineState
+    latency: LatencyStats
+    playout_delay_ms: float
+    audio: CaptureStatus | None
+    webcam: str | None
+    sinks: list[SinkStatus]
+    hops: int
+    skipped_frames: int
+    controls: LiveControls
+    avatar: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "latency": self.latency.as_dict(),
+            "playout_delay_ms": self.playout_delay_ms,
+            "audio": None
+            if self.audio is None
+            else {**self.audio.__dict__, "state": self.audio.state.value},
+            "webcam": self.webcam,
+            "sinks": [s.__dict__ for s in self.sinks],
+            "hops": self.hops,
+            "skipped_frames": self.skipped_frames,
+            "avatar": self.avatar,
+        }
+
+    def line(self) -> str:
+        """One human line for `live --stats`."""
+        lat = self.latency
+        c = lat.counters
+        audio = "-" if self.audio is None else self.audio.state.value
+        return (
+            f"fps {lat.output_fps:5.1f} | latency p50 {lat.latency_p50_ms:6.0f} ms "
+            f"p95 {lat.latency_p95_ms:6.0f} ms | rtf {lat.real_time_factor:5.2f} | "
+            f"features {lat.compute['features'].mean_ms:5.1f} ms motion "
+            f"{lat.compute['motion'].mean_ms:6.1f} ms render {lat.compute['render'].mean_ms:6.1f}"
+            f" ms | late {c.get('late', 0)} dropped {c.get('dropped', 0)} skipped "
+            f"{self.skipped_frames} | audio {audio} overflows "
+            f"{0 if self.audio is None else self.audio.overflows}"
+        )
+
+
+class _Stopped(Exception):
+    """The engine is stopping: abandon the hop in flight."""
+
+
+class _Graph:
+    """A session whose runs end promptly when the engine stops (ORT run termination)."""
+
+    def __init__(self, session: GraphSession, options: ort.RunOptions, stop: threading.Event):
+        self._session, self._options, self._stop = session, options, stop
+
+    def run(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Array]:
+        if self._stop.is_set():
+            raise _Stopped
+        try:
+            return self._session.run(inputs, run_options=self._options)
+        except Exception:
+            if self._stop.is_set():
+                raise _Stopped from None
+            raise
+
+
+# -- the engine ------------------------------------------------------------------------------
+
+
+class LiveEngine:
+    def __init__(
+        self,
+        *,
+        models: ModelSet,
+        source: Source,
+        config: EngineConfig = EngineConfig(),
+        sinks: Sequence[Sink] = (),
+        listener: EngineListener = EngineListener(),
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self._models = models
+        self.source = source
+        self.config = config
+        self._listener = listener
+        self._clock = clock
+        self._sinks = SinkSet(sinks, on_error=lambda n, m: self._emit("sink", f"{n}: {m}"))
+        self.monitor = LatencyMonitor(window_s=config.stats_window_s, clock=clock)
+        self._lock = threading.Lock()
+        self._controls = LiveControls()
+        self._avatar: LiveAvatar | None = None
+        self._pending_avatar: LiveAvatar | None = None
+        self._state = EngineState.STOPPED
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._pacer: Pacer | None = None
+        self._capture: AudioCapture | None = None
+        self._webcam: WebcamSource | None = None
+        self._run_options: ort.RunOptions | None = None
+        self._hops = 0
+        self._skipped = 0
+        self._audio_ended = threading.Event()
+        self._recorders = [s for s in sinks if isinstance(s, RecorderSink)]
+
+    # -- public API (any thread) -------------------------------------------------------------
+
+    @property
+    def state(self) -> EngineState:
+        return self._state
+
+    @property
+    def running(self) -> bool:
+        return self._state is EngineState.RUNNING
+
+    @property
+    def controls(self) -> LiveControls:
+        with self._lock:
+            return self._controls
+
+    def set_controls(self, controls: LiveControls) -> None:
+        """Pose/gaze/cam, expressiveness, steps, hop: taken by the next hop."""
+        with self._lock:
+            self._controls = controls
+
+    def set_avatar(self, avatar: LiveAvatar) -> None:
+        """Switch avatar while live (from the next hop), or set the one `start` will use."""
+        with self._lock:
+            if self._state is EngineState.RUNNING:
+                self._pending_avatar = avatar
+            else:
+                self._avatar = avatar
+
+    def start(self, avatar: LiveAvatar | None = None, controls: LiveControls | None = None) -> None:
+        if self._state is EngineState.RUNNING:
+            raise RuntimeError("the engine is already running")
+        with self._lock:
+            if avatar is not None:
+                self._avatar = avatar
+            if controls is not None:
+                self._controls = controls
+            if self._avatar is None:
+                raise ValueError("no avatar: pass one to start() or call set_avatar() first")
+            self._pending_avatar = None
+        self._stop.clear()
+        self._audio_ended.clear()
+        self._hops = self._skipped = 0
+        self.monitor.reset()
+        self._run_options = ort.RunOptions()
+        self._sinks.open_all(fps=self.config.fps)
+        self._pacer = Pacer(
+            config=PacerConfig(
+                fps=float(self.config.fps),
+                max_queue=self.config.max_queue,
+                playout_delay_s=self.config.playout_delay_s,
+            ),
+            publish=self._sinks.send,
+            monitor=self.monitor,
+            clock=self._clock,
+        )
+        self._state = EngineState.RUNNING
+        target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
+        self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
+        self._pacer.start()
+        self._worker.start()
+        self._emit("started", f"live at {self.config.fps} fps")
+
+    def stop(self) -> bool:
+        """Stop everything; True when every thread ended within `stop_timeout_s` (1 s)."""
+        t_end = self._clock() + self.config.stop_timeout_s
+        self._stop.set()
+        if self._run_options is not None:
+            self._run_options.terminate = True
+        ok = True
+        worker, self._worker = self._worker, None
+        if worker is not None and worker is not threading.current_thread():
+            worker.join(max(0.0, t_end - self._clock() - 0.3))
+            ok &= not worker.is_alive()
+        if self._capture is not None:
+            ok &= self._capture.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
+            self._capture = None
+        if self._webcam is not None:
+            ok &= self._webcam.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
+            self._webcam = None
+        if self._pacer is not None:
+            ok &= self._pacer.stop(timeout=max(0.05, t_end - self._clock() - 0.2))
+        self._sinks.close_all(timeout=max(0.05, t_end - self._clock()))
+        was = self._state
+        if self._state is EngineState.RUNNING:
+            self._state = EngineState.STOPPED
+        if was is not EngineState.STOPPED:
+            self._emit("stopped", "stopped" if ok else "stopped (a thread did not end in time)")
+        return ok
+
+    def wait_audio_ended(self, timeout: float | None = None) -> bool:
+        """For a file input: wait until its last frame has been generated."""
+        return self._audio_ended.wait(timeout)
+
+    def stats(self) -> EngineStats:
+        capture = self._capture
+        webcam = self._webcam
+        pacer = self._pacer
+        with self._lock:
+            controls, avatar = self._controls, self._avatar
+        return EngineStats(
+            state=self._state,
+            latency=self.monitor.snapshot(),
+            playout_delay_ms=(pacer.delay_s * 1e3) if pacer is not None else math.nan,
+            audio=capture.status() if capture is not None else None,
+            webcam=None if webcam is None else webcam.state.value,
+            sinks=self._sinks.statuses(),
+            hops=self._hops,
+            skipped_frames=self._skipped,
+            controls=controls,
+            avatar=avatar.name if avatar is not None else "",
+        )
+
+    # -- shared worker helpers ---------------------------------------------------------------
+
+    def _guard(self, body: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                body()
+            except _Stopped:
+                pass
+            except Exception as exc:
+                if self._stop.is_set():
+                    return
+                logger.exception("the live engine failed")
+                self._state = EngineState.FAILED
+                self._emit("error", f"{type(exc).__name__}: {exc}")
+
+        return run
+
+    def _emit(self, kind: str, message: str) -> None:
+        if kind in ("audio", "webcam", "sink", "error"):
+            logger.info("%s: %s", kind, message)
+        callback = self._listener.on_event
+        if callback is None:
+            return
+        try:
+            callback(EngineEvent(kind=kind, message=message, when=self._clock()))
+        except Exception:
+            logger.exception("engine event listener failed")
+
+    def _graph(self, name: str) -> _Graph:
+        assert self._run_options is not None
+        return _Graph(self._models[name], self._run_options, self._stop)
+
+    def _take_avatar(self, renderer: _Graph) -> LiveAvatar:
+        """The avatar for this hop; a pending switch takes effect here (idle frame too)."""
+        with self._lock:
+            pending, self._pending_avatar = self._pending_avatar, None
+            if pending is not None:
+                self._avatar = pending
+            avatar = self._avatar
+        assert avatar is not None
+        if pending is not None:
+            self._set_idle(renderer, avatar)
+            self._emit("avatar", f"avatar {avatar.name}")
+        return avatar
+
+    def _set_idle(self, renderer: _Graph, avatar: LiveAvatar) -> None:
+        assert self._pacer is not None
+        idle = to_uint8(render(renderer, avatar, avatar.source_motion[None]))[0]
+        self._pacer.set_idle(idle)
+
+    # -- audio-driven worker -----------------------------------------------------------------
+
+    def _audio_worker(self) -> None:
+        cfg = self.config
+        assert self._pacer is not None
+        renderer = self._graph("renderer")
+        encode = encoder_from_session(self._graph("audio_encoder"))
+        noise: NoiseFn = (
+            fixed_noise(cfg.seed) if cfg.seed is not None else random_noise(np.random.default_rng())
+        )
+        generator = LiveGenerator(
+            velocity=velocity_from_session(self._graph("velocity")),
+            conditioner=conditioner_from_session(self._graph("conditioner")),
+            noise=noise,
+        )
+        avatar = self._take_avatar(renderer)
+        self._set_idle(renderer, avatar)
+        precomputed: Array | None = None
+        source = self.source
+        if isinstance(source, FileInput):
+            playback = FilePlayback(source.audio, source.rate, name=source.name, clock=self._clock)
+            sd: SoundDeviceLike = playback
+            capture_cfg = replace(cfg.capture, finite=True, device=None)
+            if cfg.quality:
+                audio16k = source.audio
+                if source.rate != SAMPLE_RATE:
+                    import soxr
+
+                    audio16k = soxr.resample(source.audio, source.rate, SAMPLE_RATE, "HQ")
+                precomputed = utterance_features(encode, np.asarray(audio16k, np.float32))
+        else:
+            assert isinstance(source, MicrophoneInput)
+            sd = source.sd
+            capture_cfg = replace(cfg.capture, device=source.device)
+        timeline = AudioTimeline(keep_seconds=max(12.0, cfg.context_s + 4 * cfg.max_backlog_s))
+        retimer = MotionRetimer(source_fps=FPS, output_fps=cfg.fps)
+        capture = AudioCapture(
+            sd=sd, config=capture_cfg, clock=self._clock, on_status=self._on_capture
+        )
+        self._capture = capture
+        if self._stop.is_set():
+            return
+        capture.start()
+        started = self._clock()
+        next_frame = 0
+        ended = False  # the finite input ended and its last frames were generated
+        self._pacer.set_streaming(True)
+        while not self._stop.is_set():
+            # ENDED is only set after the last block arrived: a read that follows it and
+            # finds nothing new means the whole file is in the timeline.
+            ending = not ended and capture.state is CaptureState.ENDED
+            got = self._pull_audio(capture, timeline, started, ended)
+            controls = self.controls
+            hop = QUALITY_HOP if cfg.quality else controls.hop
+            look = 0 if cfg.quality else cfg.lookahead
+            if ending and not got:
+                timeline.pad_last_frame()
+                final = timeline.frames
+                while next_frame < final and not self._stop.is_set():
+                    controls = self.controls
+                    hop = QUALITY_HOP if cfg.quality else controls.hop
+                    real = min(hop + look, final - next_frame)
+                    emit = min(hop, real)
+                    avatar = self._take_avatar(renderer)
+                    self._hop(
+                        next_frame,
+                        emit,
+                        real,
+                        0,
+                        timeline,
+                        encode,
+                        precomputed,
+                        generator,
+                        retimer,
+                        avatar,
+                        renderer,
+                        controls,
+                    )
+                    next_frame += emit
+                ended = True
+                self._audio_ended.set()
+                self._emit("audio_ended", "the audio file has been played")
+                continue
+            available = timeline.frames
+            if available < next_frame + hop + look:
+                self._stop.wait(0.005)
+                continue
+            skipped = 0
+            backlog = available - (next_frame + hop + look)
+            limit = round(cfg.max_backlog_s * FPS)
+            oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
+            if (not cfg.quality and backlog > limit) or next_frame < oldest_usable:
+                skipped = max(backlog, oldest_usable - next_frame)
+                next_frame += skipped
+                self._skipped += skipped
+                self.monitor.count("skipped_frames", skipped)
+            avatar = self._take_avatar(renderer)
+            self._hop(
+                next_frame,
+                hop,
+                hop + look,
+                skipped,
+                timeline,
+                encode,
+                precomputed,
+                generator,
+                retimer,
+                avatar,
+                renderer,
+                controls,
+            )
+            next_frame += hop
+
+    def _pull_audio(
+        self, capture: AudioCapture, timeline: AudioTimeline, started: float, ended: bool
+    ) -> bool:
+        """Move new input into the timeline; True if there was any."""
+        got = capture.read()
+        if got.samples.size:
+            first = timeline.append(got.samples, got.end_time, new_segment=got.restarted)
+            for rec in self._recorders:
+                rec.add_audio(first, got.samples)
+            return True
+        state = capture.state
+        if state in (CaptureState.RUNNING, CaptureState.STARTING):
+            return False
+        if state is CaptureState.ENDED and not ended:
+            return False  # the last frames of the file come first
+        # No input (lost, no device, the file is over): keep time moving with silence so the
+        # avatar idles on and the frame clock holds.
+        now = self._clock()
+        end = timeline.end_time if timeline.total else started
+        step = self.config.silence_fill_s
+        if now - end >= step:
+            n = int((now - end) * SAMPLE_RATE) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
+            first = timeline.append_silence(n, end + n / SAMPLE_RATE)
+            for rec in self._recorders:
+                rec.add_audio(first, np.zeros(n, np.float32))
+        return False
+
+    def _features(
+        self,
+        first: int,
+        real: int,
+        timeline: AudioTimeline,
+        encode: Callable[[Array], Array],
+        precomputed: Array | None,
+    ) -> Array:
+        if precomputed is not None and first + real <= precomputed.shape[0]:
+            return precomputed[first : first + real]
+        stop = first + real
+        start = max(first - round(self.config.context_s * FPS), 0)
+        start = max(start, -(-timeline.oldest // SAMPLES_PER_FRAME))
+        window = timeline.samples(start * SAMPLES_PER_FRAME, stop * SAMPLES_PER_FRAME)
+        return window_features(encode, window, last_frames=real)
+
+    def _hop(
+        self,
+        first: int,
+        emit: int,
+        real: int,
+        skipped: int,
+        timeline: AudioTimeline,
+        encode: Callable[[Array], Array],
+        precomputed: Array | None,
+        generator: LiveGenerator,
+        retimer: MotionRetimer,
+        avatar: LiveAvatar,
+        renderer: _Graph,
+        controls: LiveControls,
+    ) -> None:
+        assert self._pacer is not None
+        t0 = self._clock()
+        features = self._features(first, real, timeline, encode, precomputed)
+        t_feat = self._clock()
+        raw = controls.raw_conditions(real)
+        out = generator.step(
+            features=features,
+            raw=raw,
+            emit=emit,
+            ref_motion=avatar.source_motion,
+            cfg_scale=controls.cfg_scale,
+            nfe=controls.nfe,
+        )
+        t_motion = self._clock()
+        capture = np.array(
+            [timeline.frame_capture_time(k) for k in range(first, first + emit)], np.float64
+        )
+        retimed = retimer.push(first, out.motion, capture)
+        frames = self._render_frames(renderer, avatar, retimed.motion)
+        t_pix = self._clock()
+        self._pacer.submit(
+            [
+                LiveFrame(
+                    index=int(j),
+                    image=frames[i],
+                    timing=FrameTiming(
+                        capture=float(retimed.capture[i]),
+                        features=t_feat,
+                        motion=t_motion,
+                        pixels=t_pix,
+                    ),
+                )
+                for i, j in enumerate(retimed.indices)
+            ]
+        )
+        self.monitor.record_compute("features", t_feat - t0)
+        self.monitor.record_compute("motion", t_motion - t_feat)
+        self.monitor.record_compute("render", t_pix - t_motion)
+        self.monitor.record_compute("hop", t_pix - t0)
+        self.monitor.record_media(emit / FPS)
+        self._hops += 1
+        if self._listener.on_hop is not None:
+            record = HopRecord(
+                first_frame=first,
+                emitted=emit,
+                real_frames=real,
+                skipped_before=skipped,
+                features=features,
+                raw=raw,
+                controls=controls,
+                avatar=avatar.name,
+                motion=out.motion,
+                capture=capture,
+                started=t0,
+                finished=t_pix,
+            )
+            try:
+                self._listener.on_hop(record)
+            except Exception:
+                logger.exception("hop listener failed")
+
+    def _render_frames(self, renderer: _Graph, avatar: LiveAvatar, motion: Array) -> Any:
+        if motion.shape[0] == 0:
+            return np.zeros((0, 1, 1, 3), np.uint8)
+        return to_uint8(render(renderer, avatar, motion))
+
+    def _on_capture(self, status: CaptureStatus) -> None:
+        text = status.state.value
+        if status.error:
+            text += f": {status.error}"
+        self._emit("audio", text)
+
+    # -- video-driven worker -----------------------------------------------------------------
+
+    def _video_worker(self) -> None:
+        source = self.source
+        assert isinstance(source, WebcamInput) and self._pacer is not None
+        renderer = self._graph("renderer")
+        encoder = self._graph("motion_encoder")
+        avatar = self._take_avatar(renderer)
+        self._set_idle(renderer, avatar)
+        if source.cropper is not None:
+            cropper = source.cropper()
+        else:
+            from runtime.face_crop import FaceTracker
+
+            cropper = FaceTracker()
+        webcam = WebcamSource(
+            cv2=source.cv2,
+            config=source.config,
+            clock=self._clock,
+            on_state=lambda s, e: self._emit("webcam", s.value + (f": {e}" if e else "")),
+        )
+        self._webcam = webcam
+        if self._stop.is_set():
+            return
+        webcam.start()
+        self._pacer.set_streaming(True)
+        last = 0
+        while not self._stop.is_set():
+            grab = webcam.latest(after=last, timeout=0.1)
+            if grab is None:
+                self._pacer.set_streaming(webcam.state is WebcamState.RUNNING)
+                continue
+            last = grab.seq
+            avatar = self._take_avatar(renderer)
+            t0 = self._clock()
+            crop = cropper.update(grab.rgb)
+            motion = encoder.run({"image": image_to_source(np.asarray(crop, np.uint8))})["motion"]
+            t_motion = self._clock()
+            frame = to_uint8(render(renderer, avatar, motion.reshape(1, MOTION_DIM)))[0]
+            t_pix = self._clock()
+            self._pacer.submit(
+                [
+                    LiveFrame(
+                        index=grab.seq,
+                        image=frame,
+                        timing=FrameTiming(
+                            capture=grab.capture, features=t0, motion=t_motion, pixels=t_pix
+                        ),
+                    )
+                ]
+            )
+            self.monitor.record_compute("features", 0.0)
+            self.monitor.record_compute("motion", t_motion - t0)
+            self.monitor.record_compute("render", t_pix - t_motion)
+            self.monitor.record_compute("hop", t_pix - t0)
+            self.monitor.record_media(1.0 / source.config.fps)
+            self._hops += 1

@@ -1,0 +1,83 @@
+"""Shared pieces of the live-engine tests: stub models, avatars, fixture speech, recorders."""
+
+from __future__ import annotations
+
+import threading
+import time
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from runtime.engine import EngineEvent, EngineListener, HopRecord
+from runtime.live_avatar import LiveAvatar, encode_avatar
+from runtime.pacer import LiveFrame
+from runtime.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.sinks.preview import PreviewSink
+from tests.stub_graphs import write_stub_graphs
+
+CPU = SessionOptions(providers=("CPUExecutionProvider",), intra_op_threads=1)
+
+
+def stub_models(folder: Path, *, velocity_gain: float = 1.0) -> ModelSet:
+    return open_model_set(write_stub_graphs(folder, velocity_gain=velocity_gain), options=CPU)
+
+
+def grey_avatar(models: ModelSet, level: int, name: str | None = None) -> LiveAvatar:
+    """A flat avatar: with the stub encoder its id value is level / 255."""
+    image = np.full((256, 256, 3), level, np.uint8)
+    return encode_avatar(models["avatar_encoder"], image, name=name or f"grey{level}")
+
+
+def wav_16k(path: Path) -> np.ndarray:
+    with wave.open(str(path)) as w:
+        assert w.getframerate() == 16000 and w.getnchannels() == 1
+        pcm = np.frombuffer(w.readframes(w.getnframes()), np.int16)
+    return pcm.astype(np.float32) / 32768.0
+
+
+@dataclass
+class Tap:
+    """Collects what the engine tells: events, hops, and every published frame (preview)."""
+
+    events: list[EngineEvent] = field(default_factory=list)
+    hops: list[HopRecord] = field(default_factory=list)
+    frames: list[tuple[float, LiveFrame]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    keep_images: bool = False
+
+    def listener(self) -> EngineListener:
+        return EngineListener(on_event=self._event, on_hop=self._hop)
+
+    def preview(self) -> PreviewSink:
+        return PreviewSink(self._frame)
+
+    def _event(self, e: EngineEvent) -> None:
+        with self.lock:
+            self.events.append(e)
+
+    def _hop(self, h: HopRecord) -> None:
+        with self.lock:
+            self.hops.append(h)
+
+    def _frame(self, f: LiveFrame) -> None:
+        image = f.image if self.keep_images else f.image[::64, ::64].copy()
+        with self.lock:
+            self.frames.append((time.perf_counter(), LiveFrame(f.index, image, f.timing)))
+
+    def kinds(self, kind: str) -> list[str]:
+        with self.lock:
+            return [e.message for e in self.events if e.kind == kind]
+
+    def wait_event(self, kind: str, contains: str, timeout: float) -> float | None:
+        """perf_counter time of the first matching event, waiting up to `timeout`."""
+        end = time.perf_counter() + timeout
+        while True:
+            with self.lock:
+                for e in self.events:
+                    if e.kind == kind and contains in e.message:
+                        return e.when
+            if time.perf_counter() >= end:
+                return None
+            time.sleep(0.01)

@@ -128,6 +128,7 @@ class Models(Protocol):
 @dataclass(frozen=True)
 class LiveConfig:
     avatar: RGB  # the model-ready square crop
+    avatar_id: str  # the gallery's id (names the avatar in the engine's reports)
     source: SourceKind
     microphone: str | None
     webcam: str | None
@@ -159,7 +160,7 @@ class LiveCallbacks:
 class LiveSession(Protocol):
     virtual_camera: VirtualCameraInfo
 
-    def set_avatar(self, avatar: RGB) -> None:
+    def set_avatar(self, avatar: RGB, avatar_id: str) -> None:
         """Switch avatars while running (slow: encodes the avatar; call off the GUI thread)."""
         ...
 

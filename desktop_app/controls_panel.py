@@ -25,6 +25,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.settings import (
+    CFG_RANGE,
     HOP_CHOICES,
     POSE_LIMITS,
     RESOLUTIONS,
@@ -45,12 +46,11 @@ _POSE_LABELS = {
     "gaze_y": ("Ga&ze up/down", "Where the eyes look, up to down"),
 }
 _CFG_UNITS = 10
-_STEPS_LABELS = {1: "1 (fastest)", 2: "2", 3: "3 (balanced)", 5: "5", 10: "10 (best)"}
+_STEPS_LABELS = {1: "1 (fastest)", 2: "2", 4: "4 (balanced)", 9: "9 (reference quality)"}
 _HOP_LABELS = {
     5: "5 frames (lowest latency)",
     10: "10 frames",
-    20: "20 frames",
-    25: "25 frames (smoothest)",
+    25: "25 frames (least work)",
 }
 _BACKGROUNDS: tuple[tuple[BackgroundMode, str], ...] = (
     ("blur", "Blurred picture"),
@@ -140,8 +140,8 @@ class ControlsPanel(QWidget):
         # ---- expressiveness and quality/speed
         quality_box = QGroupBox("Expression and quality", self)
         self._cfg_row = _ValueSlider(
-            1 * _CFG_UNITS,
-            4 * _CFG_UNITS,
+            round(CFG_RANGE[0] * _CFG_UNITS),
+            round(CFG_RANGE[1] * _CFG_UNITS),
             lambda raw: f"{raw / _CFG_UNITS:.1f}",
             "Expressiveness",
             quality_box,

@@ -208,7 +208,7 @@ class EngineBridge(QObject):
         def job() -> str:
             session = box.session
             if session is not None:
-                session.set_avatar(avatar)
+                session.set_avatar(avatar, avatar_id)
             return avatar_id
 
         self._runner.submit(

@@ -318,8 +318,8 @@ class MainWindow(QMainWindow):
                 "Press Go Live to start" if entry else "Add a portrait photo to begin"
             )
 
-    def add_photo(self, path: Path) -> str | None:
-        """Load a photo, let the user crop it, save it to the gallery; returns the new id."""
+    def add_photo(self, path: Path) -> CropDialog | None:
+        """Load a photo and open the crop dialog; accepting it saves the new avatar."""
         try:
             photo = self.backend.avatars.load_photo(path)
         except (UserError, ValueError) as exc:
@@ -327,19 +327,25 @@ class MainWindow(QMainWindow):
             return None
         square = self.backend.avatars.detect_face(photo)
         dialog = CropDialog(rgb_to_qimage(photo), detected=square, name=path.stem, parent=self)
-        if dialog.exec() != CropDialog.DialogCode.Accepted:
-            return None
-        avatar = self.backend.avatars.crop(photo, dialog.square)
-        entry = self.gallery.add(name=dialog.name, photo=photo, crop=dialog.square, avatar=avatar)
-        self.avatars.refresh()
-        self.avatars.select(entry.id)
-        self.statusBar().showMessage(f"Added avatar “{entry.name}”", 5000)
-        return entry.id
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
 
-    def recrop(self, avatar_id: str) -> None:
+        def accepted() -> None:
+            avatar = self.backend.avatars.crop(photo, dialog.square)
+            entry = self.gallery.add(
+                name=dialog.name, photo=photo, crop=dialog.square, avatar=avatar
+            )
+            self.avatars.refresh()
+            self.avatars.select(entry.id)
+            self.statusBar().showMessage(f"Added avatar “{entry.name}”", 5000)
+
+        dialog.accepted.connect(accepted)
+        dialog.open()
+        return dialog
+
+    def recrop(self, avatar_id: str) -> CropDialog | None:
         entry = self.gallery.get(avatar_id)
         if entry is None:
-            return
+            return None
         photo = self.gallery.load_photo(avatar_id)
         dialog = CropDialog(
             rgb_to_qimage(photo),
@@ -348,14 +354,19 @@ class MainWindow(QMainWindow):
             name=entry.name,
             parent=self,
         )
-        if dialog.exec() != CropDialog.DialogCode.Accepted:
-            return
-        avatar = self.backend.avatars.crop(photo, dialog.square)
-        self.gallery.recrop(avatar_id, crop=dialog.square, avatar=avatar)
-        if dialog.name != entry.name:
-            self.gallery.rename(avatar_id, dialog.name)
-        self.avatars.refresh(select=avatar_id)
-        self._avatar_selected(avatar_id)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+        def accepted() -> None:
+            avatar = self.backend.avatars.crop(photo, dialog.square)
+            self.gallery.recrop(avatar_id, crop=dialog.square, avatar=avatar)
+            if dialog.name != entry.name:
+                self.gallery.rename(avatar_id, dialog.name)
+            self.avatars.refresh(select=avatar_id)
+            self._avatar_selected(avatar_id)
+
+        dialog.accepted.connect(accepted)
+        dialog.open()
+        return dialog
 
     def _avatar_selected(self, avatar_id: str) -> None:
         self._update_settings(avatar_id=avatar_id)
@@ -406,6 +417,7 @@ class MainWindow(QMainWindow):
         self.bridge.start(
             LiveConfig(
                 avatar=avatar,
+                avatar_id=avatar_id,
                 source=self.source.kind,
                 microphone=self.source.microphone,
                 webcam=self.source.webcam,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -173,12 +173,20 @@ def runtime_backend(
     *,
     graphs_dir: Path | None = None,
     sound_device: Any = None,
+    camera_module: Any = None,
+    webcam_lister: Callable[[], list[str]] | None = None,
     vcam_backend: str | None = None,
+    on_hop: Callable[[Any], None] | None = None,
 ) -> Backend:
-    """The real backend. Tests pass a fake sound device module, a registered fake
-    pyvirtualcam backend and stub graphs; the app passes nothing."""
+    """The real backend. The app passes nothing; tests pass hardware fakes (a sound device
+    module, an OpenCV-like camera module and its device list, a registered pyvirtualcam
+    backend), stub graphs, and a hop listener to watch the engine."""
     live = _live_module()
     models = RuntimeModels(graphs_dir=graphs_dir)
-    devices = live.RuntimeDevices(sd=sound_device)
-    engine = live.RuntimeEngine(models=models, devices=devices, vcam_backend=vcam_backend)
+    devices = live.RuntimeDevices(
+        sd=sound_device, cv2_module=camera_module, webcam_lister=webcam_lister
+    )
+    engine = live.RuntimeEngine(
+        models=models, devices=devices, vcam_backend=vcam_backend, on_hop=on_hop
+    )
     return Backend(avatars=RuntimeAvatars(), devices=devices, models=models, engine=engine)

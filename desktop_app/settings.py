@@ -28,8 +28,9 @@ SourceKind = Literal["microphone", "webcam"]
 BackgroundMode = Literal["none", "colour", "blur"]
 
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
-STEPS_CHOICES: tuple[int, ...] = (1, 2, 3, 5, 10)
-HOP_CHOICES: tuple[int, ...] = (5, 10, 20, 25)
+STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
+CFG_RANGE = (1.0, 5.0)
+HOP_CHOICES: tuple[int, ...] = (5, 10, 25)  # frames per engine step: 200, 400, 1000 ms
 
 
 @dataclass(frozen=True)
@@ -64,9 +65,9 @@ class Output:
 
 @dataclass(frozen=True)
 class Quality:
-    cfg_scale: float = 2.0  # expressiveness: audio classifier-free guidance, 1..4
-    steps: int = 3  # flow-matching Euler steps
-    hop: int = 10  # frames produced per engine step
+    cfg_scale: float = 3.0  # expressiveness: audio classifier-free guidance, 1..5
+    steps: int = 9  # flow-matching Euler steps
+    hop: int = 5  # frames produced per engine step
 
 
 @dataclass(frozen=True)
@@ -101,7 +102,7 @@ def _valid(name: str, value: Any) -> bool:
     if name == "hop":
         return value in HOP_CHOICES
     if name == "cfg_scale":
-        return bool(1.0 <= value <= 4.0)
+        return bool(CFG_RANGE[0] <= value <= CFG_RANGE[1])
     if name in ("width", "height"):
         return bool(16 <= value <= 4096)
     if name == "background_colour":

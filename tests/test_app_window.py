@@ -146,3 +146,39 @@ def test_main_window_idle_under_xvfb(
             grab_screen(display, shot)
             assert "Set up the model" not in _windows(env)  # graphs are there: no set-up
     _check_painted(shot, width, height)
+
+
+@pytest.mark.parametrize(("width", "height"), SIZES)
+def test_main_window_live_under_xvfb(
+    output_dir: Path, tmp_path: Path, fixtures_dir: Path, width: int, height: int
+) -> None:
+    """Live with stub graphs and fixture speech; closing the window mid-inference exits 0
+    without Qt thread warnings."""
+    from tests.stub_graphs import write_stub_graphs
+
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    shot = output_dir / f"main_window_live_{width}x{height}.png"
+    args = [
+        sys.executable,
+        "-m",
+        "tests.support.gui_app",
+        "--graphs",
+        str(graphs),
+        "--size",
+        f"{width}x{height}",
+        "--audio",
+        str(fixtures_dir / "audio_1.wav"),
+        "--go-live",
+        "--quit-when-live",
+    ]
+    with xvfb(width, height) as display:
+        env = _env(display, tmp_path)
+        with _running(args, env) as app:
+            app.wait_for("live")
+            grab_screen(display, shot)
+            code = app.proc.wait(timeout=30)
+    _check_painted(shot, width, height)
+    log = "\n".join(app.log)
+    assert code == 0, log
+    for warning in ("QThread", "Destroyed while", "QObject::", "Traceback"):
+        assert warning not in log, log

@@ -43,9 +43,9 @@ def test_controls_emit_whole_values(qtbot: QtBot) -> None:
     qualities: list[Quality] = []
     panel.quality_changed.connect(qualities.append)
     panel.cfg.setValue(35)
-    panel.steps.setCurrentIndex(panel.steps.findData(5))
-    panel.hop.setCurrentIndex(panel.hop.findData(5))
-    assert qualities[-1] == Quality(cfg_scale=3.5, steps=5, hop=5)
+    panel.steps.setCurrentIndex(panel.steps.findData(4))
+    panel.hop.setCurrentIndex(panel.hop.findData(10))
+    assert qualities[-1] == Quality(cfg_scale=3.5, steps=4, hop=10)
 
     outputs: list[Output] = []
     panel.output_changed.connect(outputs.append)

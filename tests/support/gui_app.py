@@ -1,9 +1,10 @@
 """Run the real desktop app with hardware fakes (sound card, virtual camera) and stub graphs.
 
-    python -m tests.support.gui_app --graphs DIR [--audio WAV] [--go-live]
+    python -m tests.support.gui_app --graphs DIR [--audio WAV] [--go-live] [--quit-when-live]
 
 The Xvfb screenshot tests start this in a child process. It prints one line per milestone on
-stdout ("ready", "live <frames>") so the test knows when to grab the screen.
+stdout ("ready", "live <frames>") so the test knows when to grab the screen; with
+--quit-when-live it closes the window while the engine runs, and the exit code is the app's.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from desktop_app import app as desktop
 from desktop_app.runtime_backend import runtime_backend
 from runtime.audio_file import load_audio
 from tests.fakes import virtual_camera as fakecam
+from tests.fakes.camera import FakeCv2
 from tests.fakes.sound_device import FakeSoundDevice
 
 LIVE_FRAMES = 20
@@ -34,13 +36,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--graphs", type=Path, default=None)
     parser.add_argument("--audio", type=Path, default=None)
     parser.add_argument("--go-live", action="store_true")
+    parser.add_argument("--quit-when-live", action="store_true")
     parser.add_argument("--size", default="1240x760")
     args = parser.parse_args(argv)
 
     speech = load_audio(args.audio) if args.audio is not None else np.zeros(16000, np.float32)
     sound = FakeSoundDevice(speech, 16_000, name="Fake USB Mic", loop=True)
     fakecam.register()
-    backend = runtime_backend(graphs_dir=args.graphs, sound_device=sound, vcam_backend="fake")
+    backend = runtime_backend(
+        graphs_dir=args.graphs,
+        sound_device=sound,
+        camera_module=FakeCv2(),
+        webcam_lister=lambda: ["0: Fake Camera"],
+        vcam_backend="fake",
+    )
 
     application = desktop.create_app(sys.argv[:1])
     window = desktop.build_window(backend)
@@ -58,6 +67,8 @@ def main(argv: list[str] | None = None) -> int:
             if window.preview.frames_shown >= LIVE_FRAMES:
                 _say(f"live {window.preview.frames_shown}")
                 poll.stop()
+                if args.quit_when_live:
+                    QTimer.singleShot(1500, window.close)  # mid-inference
 
         poll.timeout.connect(check)
         poll.start(100)

@@ -1,19 +1,274 @@
-"""`imtalker-cam live` (main thread). Not available yet: a later issue fills it in."""
+"""`imtalker-cam live`: the live engine without the GUI (main thread; the engine runs its own).
+
+Talk into the microphone (or feed `--audio-file` through the very same path in real time, or
+drive the avatar with `--webcam N`) and the photo talks in the virtual camera. `--stats` prints
+the engine's health once a second. Ctrl-C stops; with `--audio-file` it also stops by itself
+once the file has played and its last frames are out.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
+
+from runtime.engine import (
+    EngineConfig,
+    EngineEvent,
+    EngineListener,
+    FileInput,
+    Gaze,
+    HeadPose,
+    LiveControls,
+    LiveEngine,
+    MicrophoneInput,
+    Source,
+    WebcamInput,
+)
+from runtime.sinks import Sink
+from runtime.sinks.recorder import RecorderConfig, RecorderSink
+from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
+from runtime.webcam import WebcamConfig
 
 logger = logging.getLogger(__name__)
 
+EXIT_INPUT = 1
+EXIT_ENGINE = 3
+EXIT_INTERRUPTED = 130
+FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
+
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
-    parser = sub.add_parser("live", help="(not available yet)")
-    parser.set_defaults(func=run)
+    p = sub.add_parser(
+        "live",
+        help="run the live avatar headless: microphone (or file, or webcam) -> virtual camera",
+        description=(
+            "Make a portrait talk live: what the microphone hears is lip-synced in the virtual "
+            "camera a fraction of a second later. Runs until Ctrl-C."
+        ),
+    )
+    p.add_argument("--avatar", type=Path, required=True, metavar="PHOTO")
+    p.add_argument("--no-crop", action="store_true", help="use the whole photo, no face crop")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument(
+        "--audio-file", type=Path, metavar="FILE", help="play a recording through the live path"
+    )
+    src.add_argument("--webcam", type=int, metavar="N", help="drive the avatar with webcam N")
+    p.add_argument("--device", help="audio input device (index or name; default: the system's)")
+    p.add_argument("--stats", action="store_true", help="print health once a second")
+    p.add_argument("--stats-json", action="store_true", help="the same, as JSON lines")
+    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
+    p.add_argument("--fps", type=int, choices=(25, 30), default=25, help="output frame rate")
+    p.add_argument("--hop", type=int, default=5, help="frames generated per step (latency)")
+    p.add_argument("--lookahead", type=int, default=2, help="frames of audio lookahead")
+    p.add_argument("--quality", action="store_true", help="hop 50, as offline (high latency)")
+    p.add_argument("--cfg", type=float, default=3.0, help="expressiveness (audio guidance)")
+    p.add_argument("--nfe", type=int, default=10, help="Euler time-grid points (speed/quality)")
+    p.add_argument("--seed", type=int, default=25, help="noise seed (-1: fresh noise)")
+    pose = p.add_argument_group("head pose and gaze (omit for natural motion)")
+    pose.add_argument("--yaw", type=float, help="degrees")
+    pose.add_argument("--pitch", type=float, help="degrees")
+    pose.add_argument("--roll", type=float, help="degrees")
+    pose.add_argument("--gaze-x", type=float)
+    pose.add_argument("--gaze-y", type=float)
+    out = p.add_argument_group("outputs")
+    out.add_argument("--no-vcam", action="store_true", help="no virtual camera")
+    out.add_argument("--vcam-size", default="1280x720", metavar="WxH", help="camera frame size")
+    out.add_argument("--mirror", action="store_true", help="mirror the camera image")
+    out.add_argument("--vcam-backend", help="pyvirtualcam backend (default: any)")
+    out.add_argument("--vcam-device", help="virtual camera device")
+    out.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record to an MP4")
+    models = p.add_argument_group("model")
+    models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")
+    models.add_argument("--weights", type=Path, metavar="DIR", help="checkpoints folder")
+    models.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    p.set_defaults(func=run)
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"--vcam-size must look like 1280x720, not {text!r}") from None
+    if w < 64 or h < 64 or w % 2 or h % 2:
+        raise ValueError(f"--vcam-size {text}: even sizes of at least 64 pixels, please")
+    return w, h
+
+
+def controls_from_args(args: argparse.Namespace) -> LiveControls:
+    pose = None
+    if any(v is not None for v in (args.yaw, args.pitch, args.roll)):
+        pose = HeadPose(yaw=args.yaw or 0.0, pitch=args.pitch or 0.0, roll=args.roll or 0.0)
+    gaze = None
+    if args.gaze_x is not None or args.gaze_y is not None:
+        gaze = Gaze(x=args.gaze_x or 0.0, y=args.gaze_y or 0.0)
+    return LiveControls(pose=pose, gaze=gaze, cfg_scale=args.cfg, nfe=args.nfe, hop=args.hop)
+
+
+def _source(args: argparse.Namespace) -> Source:
+    if args.webcam is not None:
+        import cv2
+
+        return WebcamInput(cv2=cv2, config=WebcamConfig(index=args.webcam))
+    if args.audio_file is not None:
+        from runtime.audio_file import load_audio
+
+        return FileInput(audio=load_audio(args.audio_file), name=args.audio_file.name)
+    try:
+        import sounddevice
+    except OSError as exc:  # PortAudio itself is missing
+        raise ValueError(f"no audio input is possible here: {exc}") from exc
+    device: int | str | None = args.device
+    if isinstance(device, str) and device.isdigit():
+        device = int(device)
+    try:
+        info = sounddevice.query_devices(device, kind="input")
+        logger.info("audio input: %s", info["name"])
+    except Exception as exc:
+        logger.error(
+            "no audio input device (%s); the avatar will idle until one appears. Use "
+            "--audio-file FILE or --webcam N instead.",
+            exc,
+        )
+    return MicrophoneInput(sd=sounddevice, device=device)
+
+
+def _sinks(args: argparse.Namespace) -> list[Sink]:
+    sinks: list[Sink] = []
+    if not args.no_vcam:
+        w, h = _size(args.vcam_size)
+        sinks.append(
+            VirtualCameraSink(
+                VirtualCameraConfig(
+                    width=w,
+                    height=h,
+                    mirror=args.mirror,
+                    backend=args.vcam_backend,
+                    device=args.vcam_device,
+                )
+            )
+        )
+    if args.record is not None:
+        if args.record.suffix.lower() != ".mp4":
+            raise ValueError(f"--record must name an .mp4 file, not {args.record.name}")
+        sinks.append(RecorderSink(RecorderConfig(path=args.record)))
+    return sinks
+
+
+def _graphs(args: argparse.Namespace) -> Path:
+    if args.graphs is not None:
+        return Path(args.graphs)
+    from runtime.weights import resolve_graphs
+
+    return resolve_graphs(args.weights)
 
 
 def run(args: argparse.Namespace) -> int:
-    logger.error("`imtalker-cam live` is not available yet in this version")
-    return 2
+    from runtime.avatar_image import AvatarImageError
+    from runtime.face_crop import prepare_avatar
+    from runtime.live_avatar import encode_avatar
+    from runtime.model_store import ModelStoreError
+    from runtime.sessions import SessionOptions, open_model_set
+
+    failed = threading.Event()
+
+    def on_event(event: EngineEvent) -> None:
+        if event.kind == "error":
+            logger.error("the live engine failed: %s", event.message)
+            failed.set()
+        elif event.kind in ("audio", "webcam", "avatar", "audio_ended"):
+            logger.info("%s: %s", event.kind, event.message)
+        # Sinks report their own failures (runtime.sinks logs them).
+
+    try:
+        if args.nfe < 2:
+            raise ValueError("--nfe must be at least 2")
+        if not 1 <= args.hop <= 50:
+            raise ValueError("--hop must be 1..50")
+        controls = controls_from_args(args)
+        prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
+        source = _source(args)
+        sinks = _sinks(args)
+        models = open_model_set(
+            _graphs(args), options=SessionOptions(intra_op_threads=args.threads)
+        )
+        logger.info("running on %s", ", ".join(models.providers))
+        avatar = encode_avatar(models["avatar_encoder"], prepared.image, name=args.avatar.name)
+        config = EngineConfig(
+            fps=args.fps,
+            lookahead=args.lookahead,
+            quality=args.quality,
+            seed=None if args.seed < 0 else args.seed,
+        )
+        engine = LiveEngine(
+            models=models,
+            source=source,
+            config=config,
+            sinks=sinks,
+            listener=EngineListener(on_event=on_event),
+        )
+    except (AvatarImageError, ModelStoreError, ValueError, OSError) as exc:
+        logger.error("%s", exc)
+        return EXIT_INPUT
+    engine.start(avatar, controls)
+    code = 0
+    try:
+        code = _supervise(engine, args, failed)
+    except KeyboardInterrupt:
+        code = EXIT_INTERRUPTED
+    finally:
+        final = engine.stats()
+        if not engine.stop():
+            logger.warning("a live-engine thread did not stop within a second")
+        lat = final.latency
+        logger.info(
+            "published %d frames (%d new), latency p50 %.0f ms p95 %.0f ms, late %d, dropped %d",
+            lat.frames_published,
+            lat.frames_unique,
+            lat.latency_p50_ms,
+            lat.latency_p95_ms,
+            lat.counters.get("late", 0),
+            lat.counters.get("dropped", 0),
+        )
+    return code
+
+
+def _supervise(engine: LiveEngine, args: argparse.Namespace, failed: threading.Event) -> int:
+    started = time.monotonic()
+    next_stats = started + 1.0
+    ended_at: float | None = None
+    while True:
+        time.sleep(0.05)
+        now = time.monotonic()
+        if failed.is_set():
+            return EXIT_ENGINE
+        if args.duration is not None and now - started >= args.duration:
+            return 0
+        if args.audio_file is not None and ended_at is None and engine.wait_audio_ended(0):
+            ended_at = now
+        if ended_at is not None and now - ended_at >= FLUSH_S:
+            return 0
+        if (args.stats or args.stats_json) and now >= next_stats:
+            next_stats += 1.0
+            stats = engine.stats()
+            line = json.dumps(_finite(stats.as_dict())) if args.stats_json else stats.line()
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
+
+
+def _finite(value: Any) -> Any:
+    """JSON has no NaN: not-yet-measured numbers become null."""
+    if isinstance(value, float):
+        return value if value == value and abs(value) != float("inf") else None
+    if isinstance(value, dict):
+        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    if isinstance(value, str | int | bool) or value is None:
+        return value
+    return str(value)

@@ -1,0 +1,123 @@
+"""`imtalker-cam live` headless: a file through the live path, stats, recording, reasons."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import av
+import pytest
+
+from runtime import cli
+from runtime.commands.live import controls_from_args
+from tests.stub_graphs import write_stub_graphs
+
+
+def short_wav(src: Path, dst: Path, seconds: float) -> Path:
+    with wave.open(str(src)) as w:
+        data = w.readframes(int(w.getframerate() * seconds))
+        params = w.getparams()
+    with wave.open(str(dst), "wb") as o:
+        o.setparams(params)
+        o.writeframes(data)
+    return dst
+
+
+def live(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "live", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+    )
+
+
+def test_audio_file_with_stats_and_recording(tmp_path: Path, fixtures_dir: Path) -> None:
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    audio = short_wav(fixtures_dir / "audio_1.wav", tmp_path / "a.wav", 2.5)
+    out = tmp_path / "rec.mp4"
+    done = live(
+        "--avatar",
+        str(fixtures_dir / "source_1.png"),
+        "--audio-file",
+        str(audio),
+        "--graphs",
+        str(graphs),
+        "--stats-json",
+        "--record",
+        str(out),
+        "--fps",
+        "30",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = [json.loads(x) for x in done.stdout.splitlines()]
+    assert len(lines) >= 2
+    last = lines[-1]
+    assert last["state"] == "running"
+    assert 28 < last["latency"]["output_fps"] < 32
+    assert last["latency"]["latency_p50_ms"] > 0
+    assert last["audio"]["native_rate"] == 16000
+    vcam = next(s for s in last["sinks"] if s["name"] == "virtual camera")
+    assert not vcam["open"] and "backend" in vcam["unavailable"]  # pyvirtualcam's own reason
+    assert "virtual camera unavailable" in done.stderr
+    with av.open(str(out)) as c:
+        assert c.streams.video[0].base_rate == 30  # (frames the pacer dropped leave gaps)
+        assert c.streams.audio and c.streams.audio[0].rate == 16000
+        frames = sum(1 for _ in c.decode(video=0))
+    assert 2.4 * 30 <= frames <= 4.5 * 30
+
+
+def test_human_stats_line_and_duration(tmp_path: Path, fixtures_dir: Path) -> None:
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    audio = short_wav(fixtures_dir / "audio_1.wav", tmp_path / "a.wav", 5.0)
+    done = live(
+        "--avatar",
+        str(fixtures_dir / "source_1.png"),
+        "--audio-file",
+        str(audio),
+        "--graphs",
+        str(graphs),
+        "--no-vcam",
+        "--stats",
+        "--duration",
+        "2.2",
+        "--yaw",
+        "15",
+    )
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 2 and all(line.startswith("fps ") for line in lines)
+    assert "latency p50" in lines[-1] and "rtf" in lines[-1] and "overflows 0" in lines[-1]
+
+
+def test_bad_inputs_fail_fast_with_a_reason(tmp_path: Path, fixtures_dir: Path) -> None:
+    done = live("--avatar", str(tmp_path / "nope.png"), "--no-vcam", "--graphs", str(tmp_path))
+    assert done.returncode == 1 and "nope.png" in done.stderr
+    done = live(
+        "--avatar", str(fixtures_dir / "source_1.png"), "--graphs", str(tmp_path), "--nfe", "1"
+    )
+    assert done.returncode == 1 and "--nfe" in done.stderr
+
+
+def test_controls_from_flags() -> None:
+    args = cli.build_parser().parse_args(
+        ["live", "--avatar", "x.png", "--yaw", "20", "--gaze-y", "0.1", "--cfg", "2", "--hop", "3"]
+    )
+    c = controls_from_args(args)
+    assert c.pose is not None and c.pose.yaw == 20 and c.pose.pitch == 0
+    assert c.gaze is not None and c.gaze.y == 0.1 and c.gaze.x == 0
+    assert c.cam is None and c.cfg_scale == 2 and c.hop == 3
+    natural = controls_from_args(cli.build_parser().parse_args(["live", "--avatar", "x.png"]))
+    assert natural.pose is None and natural.gaze is None
+
+
+def test_sources_are_exclusive() -> None:
+    with pytest.raises(SystemExit):
+        cli.build_parser().parse_args(
+            ["live", "--avatar", "x.png", "--webcam", "0", "--audio-file", "f.wav"]
+        )

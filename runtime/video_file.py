@@ -108,7 +108,7 @@ class Mp4Writer:
         self._codecs = tuple(codecs)
         self._audio, self._audio_rate = _prepare_audio(audio, audio_rate)
         self._audio_sent = 0
-        _check_destination(self.path)
+        check_destination(self.path)
         self.codec_name: str | None = None
         self.frames_written = 0
         self._tmp_path: Path | None = None
@@ -330,7 +330,7 @@ def _encoder_problem(name: str, *, width: int, height: int, fps: int) -> str | N
     return None
 
 
-def _check_destination(path: Path) -> None:
+def check_destination(path: Path) -> None:
     folder = path.parent if str(path.parent) else Path(".")
     if path.is_dir():
         raise OutputPathError(f"{path} is a folder; give a file name such as {path / 'out.mp4'}")

@@ -49,26 +49,18 @@ def recipe_weights(tmp_path_factory: pytest.TempPathFactory, golden_dir: Path) -
 
 
 @pytest.fixture(scope="session")
-def recipe_graphs(tmp_path_factory: pytest.TempPathFactory, recipe_weights: Path) -> Path:
-    """Full-size ONNX graphs exported from the recipe checkpoints, in a child process as the
-    app does it."""
-    import subprocess
-    import sys
+def recipe_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An `IMTALKER_CACHE_DIR` holding the compiled graphs of `recipe_weights`."""
+    return tmp_path_factory.mktemp("cache_home")
 
-    out = tmp_path_factory.mktemp("recipe_graphs")
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "models.export",
-            "--weights",
-            str(recipe_weights),
-            "--out",
-            str(out),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=1200,
+
+@pytest.fixture(scope="session")
+def recipe_graphs(recipe_weights: Path, recipe_cache_home: Path) -> Path:
+    """Full-size ONNX graphs of the recipe checkpoints, compiled as the app compiles them: the
+    exporter in a child process, the result sealed in the compiled-model cache."""
+    from runtime import compiled_cache
+    from runtime.weights import WeightsFolder
+
+    return compiled_cache.convert(
+        WeightsFolder(recipe_weights), root=recipe_cache_home / "compiled"
     )
-    assert done.returncode == 0, done.stderr
-    return out

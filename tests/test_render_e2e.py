@@ -1,0 +1,204 @@
+"""`imtalker-cam render` end to end on recipe-weight checkpoints in the published formats:
+the MP4 is right (frames, size, fps, audio) and its pictures are the PyTorch path's."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from models.loading import LoadedModels, load_models
+from runtime.audio_file import load_audio, normalize_utterance, pad_to_frames
+from runtime.face_crop import prepare_avatar
+from runtime.motion_sampler import RawConditions
+from runtime.offline import AudioRenderSettings, OfflineRenderer, image_to_tensor
+from runtime.sessions import SessionOptions, open_model_set
+from runtime.video_file import Mp4Writer, VideoReader
+
+pytestmark = pytest.mark.slow
+
+
+def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
+
+
+def assert_frames_close(got: np.ndarray, ref: np.ndarray) -> None:
+    d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
+    assert d.mean() <= 1e-4, f"mean |d| {d.mean():.2e}"
+    assert np.percentile(d, 99) <= 2e-3, f"p99 |d| {np.percentile(d, 99):.2e}"
+
+
+def run_render(*args: str, cache_home: Path, data_home: Path) -> subprocess.CompletedProcess[str]:
+    env = {
+        **os.environ,
+        "IMTALKER_CACHE_DIR": str(cache_home),
+        "IMTALKER_DATA_DIR": str(data_home),
+    }
+    return subprocess.run(
+        [sys.executable, "-m", "runtime.cli", "render", *args],
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        env=env,
+    )
+
+
+def probe(path: Path) -> dict[str, object]:
+    with av.open(str(path)) as c:
+        video = c.streams.video[0]
+        audio = c.streams.audio[0] if c.streams.audio else None
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video)]
+        info: dict[str, object] = {
+            "codec": video.codec_context.name,
+            "pix_fmt": video.codec_context.pix_fmt,
+            "size": (video.width, video.height),
+            "fps": float(video.average_rate),
+            "frames": frames,
+        }
+    with av.open(str(path)) as c:
+        if audio is not None:
+            samples = sum(f.samples for f in c.decode(c.streams.audio[0]))
+            info["audio_seconds"] = samples / c.streams.audio[0].rate
+    return info
+
+
+@pytest.fixture(scope="module")
+def torch_models(recipe_weights: Path) -> LoadedModels:
+    return load_models(recipe_weights)
+
+
+@pytest.fixture(scope="module")
+def one_second(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """The first second of real fixture speech, as 44.1 kHz stereo FLAC (not the model's rate)."""
+    speech = load_audio(fixtures_dir / "audio_1.wav")[:16000]
+    path = tmp_path_factory.mktemp("speech") / "speech.flac"
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("flac", rate=44100, layout="stereo")
+        resampled = np.interp(np.arange(44100) / 44100, np.arange(16000) / 16000, speech).astype(
+            np.float32
+        )
+        frame = av.AudioFrame.from_ndarray(
+            np.stack([resampled, resampled])[None].reshape(1, -1), format="flt", layout="stereo"
+        )
+        frame.rate = 44100
+        for packet in stream.encode(frame):
+            c.mux(packet)
+        for packet in stream.encode(None):
+            c.mux(packet)
+    return path
+
+
+def test_audio_render_matches_pytorch(
+    tmp_path: Path,
+    fixtures_dir: Path,
+    one_second: Path,
+    recipe_weights: Path,
+    recipe_graphs: Path,
+    recipe_cache_home: Path,
+    torch_models: LoadedModels,
+) -> None:
+    out = tmp_path / "talk.mp4"
+    portrait = fixtures_dir / "source_3.jpg"
+    done = run_render(
+        "--avatar", str(portrait), "--audio", str(one_second), "--out", str(out),
+        "--weights", str(recipe_weights), "--nfe", "5", "--seed", "7",
+        cache_home=recipe_cache_home, data_home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = probe(out)
+    assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
+    assert info["size"] == (512, 512) and info["fps"] == 25.0
+    frames = info["frames"]
+    assert isinstance(frames, list) and len(frames) == 25
+    assert abs(float(info["audio_seconds"]) - 1.0) <= 0.04  # type: ignore[arg-type]
+
+    # The same job through ONNX Runtime in-process (what the CLI ran) and through PyTorch.
+    avatar = prepare_avatar(portrait)
+    speech = load_audio(one_second)
+    ort_models = open_model_set(recipe_graphs, options=SessionOptions())
+    ort = OfflineRenderer(ort_models, avatar.image)
+    settings = AudioRenderSettings(nfe=5, seed=7)
+    ort_motion = ort.motion_from_audio(speech, conditions=RawConditions(), settings=settings)
+
+    tm = torch_models
+    with torch.no_grad():
+        source = torch.from_numpy(image_to_tensor(avatar.image))
+        encoding = tm.renderer.encode_source(source)
+        audio = torch.from_numpy(pad_to_frames(normalize_utterance(speech)))[None]
+        features = tm.audio_encoder(audio)
+        torch_motion = tm.generator.sample(features, encoding.motion, cfg_scale=3.0, nfe=5, seed=7)[
+            0
+        ].numpy()
+    assert rel_err(ort_motion, torch_motion) <= 1e-3
+
+    picks = [0, 12, 24]
+    with torch.no_grad():
+        torch_frames = tm.renderer.render(torch.from_numpy(ort_motion[picks]), encoding).numpy()
+    ort_frames = ort_models["renderer"].run({"motion": ort_motion[picks], **ort.avatar})["frames"]
+    assert_frames_close(ort_frames, torch_frames)
+    # What is in the file is those frames, up to H.264 at CRF 18.
+    for k, i in enumerate(picks):
+        expected = np.rint(np.clip(ort_frames[k], 0, 1).transpose(1, 2, 0) * 255)
+        assert np.abs(frames[i].astype(np.float64) - expected).mean() < 3.0
+
+
+def test_driving_render_matches_pytorch(
+    tmp_path: Path,
+    fixtures_dir: Path,
+    recipe_weights: Path,
+    recipe_graphs: Path,
+    recipe_cache_home: Path,
+    torch_models: LoadedModels,
+) -> None:
+    # Ten frames (0.4 s) of the real driving video, with its sound.
+    clip = tmp_path / "driving.mp4"
+    with VideoReader(fixtures_dir / "driving_1.mp4") as reader:
+        driving = [f for _, f in zip(range(10), reader, strict=False)]
+    sound = load_audio(fixtures_dir / "driving_1.mp4")[: 10 * 640]
+    with Mp4Writer(clip, width=512, height=512, fps=25, audio=sound, crf=10) as w:
+        for f in driving:
+            w.write(f)
+    with VideoReader(clip) as reader:
+        driving = list(reader)  # what the CLI will decode
+
+    out = tmp_path / "reenact.mp4"
+    portrait = fixtures_dir / "source_1.png"
+    done = run_render(
+        "--avatar", str(portrait), "--driving", str(clip), "--out", str(out),
+        "--weights", str(recipe_weights),
+        cache_home=recipe_cache_home, data_home=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    info = probe(out)
+    frames = info["frames"]
+    assert isinstance(frames, list) and len(frames) == 10
+    assert info["size"] == (512, 512) and info["fps"] == 25.0
+    assert abs(float(info["audio_seconds"]) - 0.4) <= 0.04  # type: ignore[arg-type]
+
+    avatar = prepare_avatar(portrait)
+    ort_models = open_model_set(recipe_graphs, options=SessionOptions())
+    ort = OfflineRenderer(ort_models, avatar.image)
+    picks = [0, 9]
+    crops = [driving[i] for i in picks]
+    from runtime.offline import resize_driving_frame
+
+    crops = [resize_driving_frame(c) for c in crops]
+    ort_motion = next(ort.motion_from_frames(crops, batch_size=2))
+    tm = torch_models
+    with torch.no_grad():
+        batch = torch.from_numpy(np.concatenate([image_to_tensor(c) for c in crops]))
+        torch_motion = tm.renderer.encode_motion(batch)
+        encoding = tm.renderer.encode_source(torch.from_numpy(image_to_tensor(avatar.image)))
+        torch_frames = tm.renderer.render(torch_motion, encoding).numpy()
+    assert rel_err(ort_motion, torch_motion.numpy()) <= 1e-4
+    ort_frames = ort_models["renderer"].run({"motion": ort_motion, **ort.avatar})["frames"]
+    assert_frames_close(ort_frames, torch_frames)
+    for k, i in enumerate(picks):
+        expected = np.rint(np.clip(ort_frames[k], 0, 1).transpose(1, 2, 0) * 255)
+        assert np.abs(frames[i].astype(np.float64) - expected).mean() < 3.0

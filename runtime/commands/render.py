@@ -30,8 +30,13 @@ from runtime.offline import (
 )
 from runtime.progress import ProgressBar
 from runtime.sessions import SessionOptions, open_model_set
-from runtime.video_file import SUPPORTED_FPS, Mp4Writer, VideoFileError, VideoReader
-from runtime.video_file import check_destination
+from runtime.video_file import (
+    SUPPORTED_FPS,
+    Mp4Writer,
+    VideoFileError,
+    VideoReader,
+    check_destination,
+)
 from runtime.weights import resolve_graphs
 
 logger = logging.getLogger(__name__)

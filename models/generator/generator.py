@@ -40,8 +40,9 @@ class Conditions(NamedTuple):
         return Conditions(*(torch.cat([c, c[:, -1:].expand(-1, missing, -1)], dim=1) for c in self))
 
     @staticmethod
-    def zeros(batch: int, frames: int, dim: int) -> Conditions:
-        return Conditions(*(torch.zeros(batch, frames, dim) for _ in range(4)))
+    def zeros(like: torch.Tensor, batch: int, frames: int, dim: int) -> Conditions:
+        """All-zero conditions with `like`'s dtype and device."""
+        return Conditions(*(like.new_zeros(batch, frames, dim) for _ in range(4)))
 
 
 def _projection(in_dim: int, out_dim: int) -> nn.Sequential:
@@ -79,11 +80,12 @@ class FMGenerator(nn.Module):
     # ---- conditions -------------------------------------------------------------------
 
     def _project_raw(
-        self, proj: nn.Module, raw: torch.Tensor | None, batch: int, frames: int
+        self, proj: nn.Module, raw: torch.Tensor | None, like: torch.Tensor
     ) -> torch.Tensor:
+        batch, frames = like.shape[:2]
         if raw is None:
             # The reference feeds zero embeddings (not a projection of zeros) when absent.
-            return torch.zeros(batch, frames, self.config.condition_dim)
+            return like.new_zeros(batch, frames, self.config.condition_dim)
         aligned = align_sequence(raw, frames)
         if aligned.dim() == 2:
             aligned = aligned[None].expand(batch, -1, -1)  # (B, T, C)
@@ -103,12 +105,12 @@ class FMGenerator(nn.Module):
         Raw conditions may also be batched (B, T', C); they are cropped or zero-padded to T
         before projection. A missing condition becomes a zero embedding.
         """
-        b, frames, _ = audio_features.shape
+        like = audio_features
         return Conditions(
             audio=self.audio_projection(audio_features),
-            gaze=self._project_raw(self.gaze_projection, gaze, b, frames),
-            pose=self._project_raw(self.pose_projection, pose, b, frames),
-            cam=self._project_raw(self.cam_projection, cam, b, frames),
+            gaze=self._project_raw(self.gaze_projection, gaze, like),
+            pose=self._project_raw(self.pose_projection, pose, like),
+            cam=self._project_raw(self.cam_projection, cam, like),
         )
 
     # ---- velocity ---------------------------------------------------------------------
@@ -198,7 +200,7 @@ class FMGenerator(nn.Module):
         Euler on the grid linspace(0, 1, nfe): nfe - 1 velocity evaluations (torchdiffeq's
         fixed-grid 'euler' evaluates at every grid point except the last).
         """
-        steps = torch.linspace(0.0, 1.0, nfe)
+        steps = torch.linspace(0.0, 1.0, nfe, device=x0.device)
         x = x0
         for i in range(nfe - 1):
             t0 = steps[i : i + 1]  # (1,)
@@ -243,16 +245,17 @@ class FMGenerator(nn.Module):
             raise ValueError(f"noise must be {(num_chunks, b, clip, dim)}, got {noise.shape}")
 
         conds = self.project_conditions(audio_features, gaze=gaze, pose=pose, cam=cam)
-        previous = Conditions.zeros(b, prev, cfg.condition_dim)
-        prev_x = torch.zeros(b, prev, dim)
+        like = audio_features
+        previous = Conditions.zeros(like, b, prev, cfg.condition_dim)
+        prev_x = like.new_zeros(b, prev, dim)
         chunks: list[torch.Tensor] = []
         for k in range(num_chunks):
             if noise is not None:
-                x0 = noise[k]
+                x0 = noise[k].to(like)
             elif seed is not None:
-                x0 = fixed_chunk_noise(seed, b, clip, dim)
+                x0 = fixed_chunk_noise(seed, b, clip, dim).to(like)
             else:
-                x0 = torch.randn(b, clip, dim)
+                x0 = torch.randn(b, clip, dim).to(like)
             current = conds.window(k * clip, (k + 1) * clip).pad_to(clip)
             x1 = self.sample_chunk(
                 x0, ref_x, current, previous, prev_x, cfg_scale=cfg_scale, nfe=nfe

@@ -80,14 +80,23 @@ def _progress_from_conversion(p: compiled_cache.ConversionProgress) -> Progress:
 class RuntimeModels:
     """The model store, its download/import and the compiled-graph cache.
 
-    `graphs_dir` short-cuts all of it (tests and developers point it at ready graphs).
+    `graphs_dir` short-cuts all of it (tests and developers point it at ready graphs);
+    `download_options` and `convert_command` are passed on to the runtime (a local hub and a
+    stand-in exporter in tests).
     """
 
     def __init__(
-        self, *, store: model_store.ModelStore | None = None, graphs_dir: Path | None = None
+        self,
+        *,
+        store: model_store.ModelStore | None = None,
+        graphs_dir: Path | None = None,
+        download_options: model_download.DownloadOptions | None = None,
+        convert_command: Sequence[str] | None = None,
     ):
         self.store = store or model_store.ModelStore()
         self.graphs_dir = graphs_dir
+        self.download_options = download_options or model_download.DownloadOptions()
+        self.convert_command = convert_command
 
     def model_state(self) -> ModelState:
         if self.graphs_dir is not None:
@@ -108,6 +117,7 @@ class RuntimeModels:
         try:
             model_download.download_model(
                 self.store,
+                options=self.download_options,
                 progress=lambda p: progress(_progress_from_transfer(p)),
                 cancel=cancel,
             )
@@ -139,6 +149,7 @@ class RuntimeModels:
                 self.store,
                 progress=lambda p: progress(_progress_from_conversion(p)),
                 cancel=cancel,
+                command=self.convert_command,
             )
         except model_store.Cancelled:
             raise Cancelled("cancelled") from None
@@ -146,15 +157,18 @@ class RuntimeModels:
             raise UserError(str(exc)) from None
 
     def offline_help(self) -> str:
-        options = model_download.DownloadOptions()
+        options = self.download_options
         revision = model_download.resolve_revision(self.store, options)
         steps = model_download.manual_steps(self.store, options=options, revision=revision)
-        lines = [
-            "  3. In this window, press “Import files…” and choose that folder."
-            if line.lstrip().startswith("3.")
-            else line
-            for line in steps.splitlines()
-        ]
+        # The runtime's steps end with the terminal's import command; here the next step is
+        # the dialog's own button.
+        lines = []
+        for line in steps.splitlines():
+            if line.lstrip().startswith("3."):
+                line = "  3. In this window, press “Import files…” and choose that folder."
+            elif "import command" in line:
+                continue
+            lines.append(line)
         return "\n".join(lines)
 
 
@@ -177,12 +191,13 @@ def runtime_backend(
     webcam_lister: Callable[[], list[str]] | None = None,
     vcam_backend: str | None = None,
     on_hop: Callable[[Any], None] | None = None,
+    models: RuntimeModels | None = None,
 ) -> Backend:
     """The real backend. The app passes nothing; tests pass hardware fakes (a sound device
     module, an OpenCV-like camera module and its device list, a registered pyvirtualcam
     backend), stub graphs, and a hop listener to watch the engine."""
     live = _live_module()
-    models = RuntimeModels(graphs_dir=graphs_dir)
+    models = models or RuntimeModels(graphs_dir=graphs_dir)
     devices = live.RuntimeDevices(
         sd=sound_device, cv2_module=camera_module, webcam_lister=webcam_lister
     )

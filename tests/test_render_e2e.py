@@ -202,3 +202,30 @@ def test_driving_render_matches_pytorch(
     for k, i in enumerate(picks):
         expected = np.rint(np.clip(ort_frames[k], 0, 1).transpose(1, 2, 0) * 255)
         assert np.abs(frames[i].astype(np.float64) - expected).mean() < 3.0
+
+
+def test_models_convert_weights_folder(
+    tmp_path: Path, recipe_weights: Path, recipe_graphs: Path, recipe_cache_home: Path
+) -> None:
+    """`models convert --weights DIR` finds the folder's sealed entry and lists what it holds."""
+    import json
+
+    env = {
+        **os.environ,
+        "IMTALKER_CACHE_DIR": str(recipe_cache_home),
+        "IMTALKER_DATA_DIR": str(tmp_path),
+    }
+    command = ["models", "convert", "--weights", str(recipe_weights), "--json"]
+    done = subprocess.run(
+        [sys.executable, "-m", "runtime.cli", *command],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    doc = json.loads(done.stdout)
+    assert Path(doc["compiled_dir"]) == recipe_graphs
+    assert set(doc["graphs"]) == {f"{g}.onnx" for g in (
+        "audio_encoder", "conditioner", "velocity", "avatar_encoder", "renderer", "motion_encoder"
+    )}  # fmt: skip

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 
 from runtime import compiled_cache
 from runtime.compiled_cache import ConversionError, ConversionProgress
+from runtime.contract import GRAPHS
 from runtime.model_download import DownloadOptions, OfflineError, download_model
 from runtime.model_store import (
     Cancelled,
@@ -30,6 +31,7 @@ from runtime.model_store import (
     human_bytes,
     human_duration,
 )
+from runtime.weights import ModelNotReadyError, WeightsFolder
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +106,13 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "convert", parents=[common], help="compile the checkpoints to ONNX graphs"
     )
     convert.add_argument("--force", action="store_true", help="convert again even if done")
+    convert.add_argument(
+        "--weights",
+        type=Path,
+        metavar="DIR",
+        help="convert a folder laid out like the published repository instead of the store "
+        "(used in place, never written to)",
+    )
 
     remove = actions.add_parser(
         "remove", parents=[common], help="delete the model files and compiled graphs"
@@ -335,6 +344,15 @@ def _do_import(args: argparse.Namespace, store: ModelStore) -> int:
 
 
 def _do_convert(args: argparse.Namespace, store: ModelStore) -> int:
+    if args.weights is not None:
+        folder = WeightsFolder(args.weights)
+        missing = folder.missing()
+        if missing:
+            raise ModelNotReadyError(
+                f"{args.weights} is not laid out like the model repository; missing: "
+                + ", ".join(missing)
+            )
+        store = folder
     line = _ProgressLine(sys.stderr)
     try:
         path = compiled_cache.convert(store, progress=line.conversion, force=args.force)
@@ -342,10 +360,17 @@ def _do_convert(args: argparse.Namespace, store: ModelStore) -> int:
         line.close()
         raise
     line.close()
+    built = {
+        g.filename: (path / g.filename).stat().st_size
+        for g in GRAPHS
+        if (path / g.filename).is_file()
+    }
     if args.json:
-        _emit_json({"ok": True, "converted": True, "compiled_dir": str(path)})
+        _emit_json({"ok": True, "converted": True, "compiled_dir": str(path), "graphs": built})
     else:
         _out(f"Compiled graphs ready in {path}")
+        for name, size in built.items():
+            _out(f"  {name:<22} {human_bytes(size)}")
     return EXIT_OK
 
 

@@ -4,8 +4,8 @@ Samples get absolute indices from the engine's start (frame k at 25 fps is sampl
 [640 k, 640 k + 640)), so features, frames and the recording agree on one timeline. The
 capture time of sample i is `base + (i + 1) / 16000`; `base` is the smallest offset seen over
 the last couple of seconds, because a block can only be reported late, never early: this removes
-the callback scheduling jitter and follows slow clock drift. A new stream (device reconnect) or
-synthetic silence starts a new clock segment.
+the callback scheduling jitter and follows slow clock drift. One continuous stream is one clock
+segment with one base; a new stream (device reconnect) or synthetic silence starts another.
 """
 
 from __future__ import annotations
@@ -56,9 +56,8 @@ class AudioTimeline:
         self._observed.append((end_time, base))
         while self._observed and self._observed[0][0] < end_time - self._clock_window:
             self._observed.popleft()
-        smooth = min(b for _, b in self._observed)
-        if smooth != self._seg_base[-1]:
-            self._new_segment(first, smooth)
+        # One continuous stream has one clock: the estimate applies to all of it.
+        self._seg_base[-1] = min(b for _, b in self._observed)
         return first
 
     def append_silence(self, n: int, end_time: float) -> int:

@@ -393,8 +393,7 @@ def test_slower_than_real_time_holds_rate_and_bounds_latency(models: ModelSet) -
             self.inner = inner
 
         def run(self, inputs: dict[str, np.ndarray], *, run_options: object = None) -> object:
-            if inputs["motion"].shape[0] > 1:
-                time.sleep(0.35)
+            time.sleep(0.07 * inputs["motion"].shape[0])  # 350 ms per 5-frame hop
             return self.inner.run(inputs, run_options=run_options)  # type: ignore[attr-defined]
 
     slow = ModelSet(sessions={**models.sessions, "renderer": SlowRenderer(models["renderer"])})

@@ -163,6 +163,7 @@ class AudioCapture:
         self._resampler: Any = None
         self._out_total = 0
         self._ring_overruns = 0
+        self._outbox: deque[CaptureStatus] = deque()
 
     # -- control (any thread) ----------------------------------------------------------------
 
@@ -173,6 +174,7 @@ class AudioCapture:
             self._stop.clear()
             self._attempt = 0
             self._open_locked()
+        self._deliver()
         self._watchdog = threading.Thread(target=self._watch, name="audio-watchdog", daemon=True)
         self._watchdog.start()
 
@@ -180,12 +182,13 @@ class AudioCapture:
         self._stop.set()
         thread, self._watchdog = self._watchdog, None
         ok = True
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             ok = not thread.is_alive()
         with self._lock:
             self._close_locked()
             self._set_state_locked(CaptureState.STOPPED, None)
+        self._deliver()
         return ok
 
     def status(self) -> CaptureStatus:
@@ -309,6 +312,7 @@ class AudioCapture:
         while not self._stop.wait(self.config.watchdog_period_s):
             with self._lock:
                 self._check_locked()
+            self._deliver()
 
     def _check_locked(self) -> None:
         now = self._clock()
@@ -425,7 +429,15 @@ class AudioCapture:
         changed = state is not self._state or error != self._error
         self._state, self._error = state, error
         if changed and self._on_status is not None:
-            status = self._status_locked()
+            self._outbox.append(self._status_locked())
+
+    def _deliver(self) -> None:
+        """Report state changes outside the lock, so a listener may call back in (stop...)."""
+        while self._outbox and self._on_status is not None:
+            try:
+                status = self._outbox.popleft()
+            except IndexError:
+                return
             try:
                 self._on_status(status)
             except Exception:

@@ -144,8 +144,8 @@ class Pacer:
         """Stop and join; True if the thread ended within `timeout`."""
         self._stop.set()
         thread, self._thread = self._thread, None
-        if thread is None:
-            return True
+        if thread is None or thread is threading.current_thread():
+            return True  # stopping from a publish callback: the loop ends after it returns
         thread.join(timeout)
         return not thread.is_alive()
 

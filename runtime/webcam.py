@@ -82,7 +82,7 @@ class WebcamSource:
             self._cond.notify_all()
         thread, self._thread = self._thread, None
         ok = True
-        if thread is not None:
+        if thread is not None and thread is not threading.current_thread():
             thread.join(timeout)
             ok = not thread.is_alive()
         self._set(WebcamState.STOPPED, None)

@@ -17,7 +17,6 @@ import torch
 
 from runtime import motion_sampler as ms
 from runtime.contract import CLIP_FRAMES, COND_DIM, MOTION_DIM, PREV_FRAMES
-from tests.recipe_graphs import recipe_graph_dir
 
 RNG = np.random.default_rng(7)
 W_AUDIO = RNG.standard_normal((768, COND_DIM)).astype(np.float32) * 0.05
@@ -225,15 +224,15 @@ def test_padding_repeats_the_last_frame() -> None:
     assert padded.frames == 6 and (padded.audio[:, 0] == [0, 1, 2, 2, 2, 2]).all()
 
 
-def test_golden_samples_with_recipe_graphs(golden_dir: Path) -> None:
-    """Needs full-size recipe-weight graphs from the exporter (skips until it exists)."""
+@pytest.mark.slow
+def test_golden_samples_with_recipe_graphs(golden_dir: Path, recipe_graphs: Path) -> None:
+    """Full-size recipe-weight graphs (exported by the `recipe_graphs` fixture)."""
     from runtime.features import encoder_from_session, utterance_features
     from runtime.sessions import SessionOptions, open_model_set
 
-    graphs = recipe_graph_dir(("audio_encoder", "conditioner", "velocity"))
     models = open_model_set(
-        graphs,
-        options=SessionOptions(),
+        recipe_graphs,
+        options=SessionOptions(providers=("CPUExecutionProvider",)),
         names=("audio_encoder", "conditioner", "velocity"),
     )
     g = np.load(golden_dir / "generator_golden.npz")

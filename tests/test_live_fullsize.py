@@ -12,7 +12,6 @@ import pytest
 
 from runtime.engine import EngineConfig, FileInput, LiveControls, LiveEngine
 from runtime.live_avatar import LiveAvatar
-from runtime.offline import OfflineRenderer
 from runtime.sessions import ModelSet, SessionOptions, open_model_set
 from tests.live_support import CPU, Tap, wav_16k
 from tests.stub_graphs import write_stub_graphs
@@ -65,6 +64,7 @@ def test_live_frames_equal_the_offline_render(recipe_graphs: Path, fixtures_dir:
     published is the offline renderer's frame for the motion the engine generated."""
     from runtime.face_crop import prepare_avatar
     from runtime.live_avatar import encode_avatar
+    from runtime.offline import OfflineRenderer
 
     models = open_model_set(recipe_graphs, options=FULL)
     image = prepare_avatar(fixtures_dir / "source_1.png").image

@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "--batch", type=int, default=1, help="frames per renderer call (memory: ~1.7 GB each)"
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    p.add_argument(
+        "--crf", type=int, default=18, help="H.264 quality, 0 (lossless) to 51 (default 18)"
+    )
     pose = p.add_argument_group("head pose and gaze (audio mode; omit for natural motion)")
     pose.add_argument("--yaw", type=float, help="degrees, + turns to the viewer's left")
     pose.add_argument("--pitch", type=float, help="degrees")
@@ -106,6 +109,8 @@ def _validate(args: argparse.Namespace) -> None:
         raise ValueError("--nfe must be at least 2 (one Euler step)")
     if args.batch < 1:
         raise ValueError("--batch must be at least 1")
+    if not 0 <= args.crf <= 51:
+        raise ValueError("--crf must be between 0 and 51")
     if args.out.suffix.lower() != ".mp4":
         raise ValueError(f"--out must name an .mp4 file, not {args.out.name}")
 
@@ -173,6 +178,7 @@ def _render_audio(
         fps=contract.FPS,
         audio=speech,
         audio_rate=contract.SAMPLE_RATE,
+        crf=args.crf,
     ) as writer:
         for frame in renderer.render_all([motion], batch_size=args.batch, progress=bar.update):
             writer.write(frame)
@@ -194,7 +200,13 @@ def _render_driving(
     motion = renderer.motion_from_frames(crops, batch_size=args.batch)
     size = contract.FRAME_SIZE
     with Mp4Writer(
-        args.out, width=size, height=size, fps=fps, audio=speech, audio_rate=contract.SAMPLE_RATE
+        args.out,
+        width=size,
+        height=size,
+        fps=fps,
+        audio=speech,
+        audio_rate=contract.SAMPLE_RATE,
+        crf=args.crf,
     ) as writer:
         for batch in motion:
             for frame in renderer.render(batch):

@@ -52,8 +52,7 @@ from runtime.motion_sampler import (
 )
 from runtime.pacer import LiveFrame, MotionRetimer, Pacer, PacerConfig
 from runtime.sessions import GraphSession, ModelSet
-from runtime.sinks import Sink, SinkSet, SinkStatus
-from runtime.sinks.recorder import RecorderSink
+from runtime.sinks import AudioSink, Sink, SinkSet, SinkStatus
 from runtime.webcam import WebcamConfig, WebcamSource, WebcamState
 
 logger = logging.getLogger(__name__)
@@ -318,7 +317,8 @@ class LiveEngine:
         self._hops = 0
         self._skipped = 0
         self._audio_ended = threading.Event()
-        self._recorders = [s for s in sinks if isinstance(s, RecorderSink)]
+        # Sinks that also take the audio (the recorder, meters): `add_audio(first, samples)`.
+        self._audio_sinks: list[AudioSink] = [s for s in sinks if isinstance(s, AudioSink)]
 
     # -- public API (any thread) -------------------------------------------------------------
 
@@ -601,8 +601,7 @@ class LiveEngine:
         got = capture.read()
         if got.samples.size:
             first = timeline.append(got.samples, got.end_time, new_segment=got.restarted)
-            for rec in self._recorders:
-                rec.add_audio(first, got.samples)
+            self._feed_audio(first, got.samples)
             return True
         state = capture.state
         if state in (CaptureState.RUNNING, CaptureState.STARTING):
@@ -617,9 +616,18 @@ class LiveEngine:
         if now - end >= step:
             n = int((now - end) * SAMPLE_RATE) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
             first = timeline.append_silence(n, end + n / SAMPLE_RATE)
-            for rec in self._recorders:
-                rec.add_audio(first, np.zeros(n, np.float32))
+            self._feed_audio(first, np.zeros(n, np.float32))
         return False
+
+    def _feed_audio(self, first: int, samples: Array) -> None:
+        for sink in self._audio_sinks:
+            try:
+                sink.add_audio(first, samples)
+            except Exception as exc:  # a sink never stops the engine
+                self.monitor.count("audio_sink_errors")
+                if self.monitor.counter("audio_sink_errors") == 1:
+                    logger.exception("a sink failed to take audio")
+                    self._emit("sink", f"{type(exc).__name__}: {exc}")
 
     def _features(
         self,

@@ -520,3 +520,58 @@ def test_stub_level_decoding_matches_the_stub_math() -> None:
     for m in (-1.0, 0.5, 2.0, 4.0):
         lvl = stub_graphs.frame_level(m, 0.4)
         assert abs(stub_graphs.motion_from_level(lvl, 0.4) - m) < 1e-9
+
+
+def test_recording_keeps_lips_in_sync_with_the_microphone(models: ModelSet, tmp_path: Path) -> None:
+    """A burst starting at 16 kHz frame 50 (2.0 s): in the recorded MP4 the first bright frame
+    and the start of the sound coincide, although the frames were published ~0.3 s after the
+    sound was captured. An audio sink that raises does not stop anything."""
+    import av
+
+    from runtime.sinks.recorder import RecorderConfig, RecorderSink
+
+    class BrokenMeter:
+        name = "meter"
+
+        def open(self, *, fps: float) -> None:
+            pass
+
+        def send(self, frame: object, repeat: bool) -> None:
+            pass
+
+        def add_audio(self, first_sample: int, samples: np.ndarray) -> None:
+            raise ValueError("meter broke")
+
+        def close(self, timeout: float = 1.0) -> None:
+            pass
+
+    rate = 16000
+    audio = np.zeros(rate * 5, np.float32)
+    burst = np.arange(rate * 2) / rate
+    audio[50 * SAMPLES_PER_FRAME : 50 * SAMPLES_PER_FRAME + burst.size] = 0.4 * np.sin(
+        2 * np.pi * 300 * burst
+    )
+    dev = FakeSoundDevice(audio, rate)
+    out = tmp_path / "live.mp4"
+    tap = Tap()
+    engine = LiveEngine(
+        models=models,
+        source=MicrophoneInput(sd=dev),
+        sinks=[RecorderSink(RecorderConfig(path=out)), BrokenMeter(), tap.preview()],
+        listener=tap.listener(),
+    )
+    engine.start(grey_avatar(models, 100))
+    time.sleep(3.5)
+    assert engine.stop()
+    assert any("meter broke" in m for m in tap.kinds("sink"))
+    assert engine.stats().latency.frames_published > 80
+    with av.open(str(out)) as c:
+        v = c.streams.video[0]
+        frames = [(float(f.pts * v.time_base), f.to_ndarray(format="rgb24")) for f in c.decode(v)]
+    with av.open(str(out)) as c:
+        a = c.streams.audio[0]
+        sound = np.concatenate([f.to_ndarray().reshape(-1) for f in c.decode(a)])
+        assert a.rate == rate
+    bright = next(t for t, img in frames if img[:, :8, 0].mean() > 0.45 * 255)
+    onset = np.argmax(np.abs(sound) > 0.2) / rate
+    assert abs(bright - onset) <= 0.045, (bright, onset)  # within a frame (AAC priming aside)

@@ -12,7 +12,10 @@ import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+import numpy.typing as npt
 
 from runtime.pacer import LiveFrame
 
@@ -33,6 +36,15 @@ class Sink(Protocol):
     def send(self, frame: LiveFrame, repeat: bool) -> None: ...
 
     def close(self, timeout: float = 1.0) -> None: ...
+
+
+@runtime_checkable
+class AudioSink(Protocol):
+    """A sink that also wants the input audio (the recorder muxes it, a GUI meters it). Called
+    on the inference worker with 16 kHz samples starting at `first_sample` of the engine's
+    audio timeline (frame k of the output at 25 fps depicts samples 640 k .. 640 k + 639)."""
+
+    def add_audio(self, first_sample: int, samples: npt.NDArray[np.float32]) -> None: ...
 
 
 @dataclass(frozen=True)

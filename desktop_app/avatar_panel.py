@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.gallery import AvatarEntry, Gallery
+from desktop_app.signals import emit
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,9 @@ class AvatarPanel(QWidget):
         self.recrop_button.clicked.connect(self._recrop_selected)
         self.delete_button.clicked.connect(self.delete_selected)
         self.list.currentItemChanged.connect(self._current_changed)
-        self.list.itemActivated.connect(lambda item: self.avatar_selected.emit(item.data(_ID_ROLE)))
+        self.list.itemActivated.connect(
+            lambda item: emit(self.avatar_selected, item.data(_ID_ROLE))
+        )
         self._entries: list[AvatarEntry] = []
         self.refresh()
 
@@ -174,7 +177,7 @@ class AvatarPanel(QWidget):
     def choose_photo(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a portrait photo", "", PHOTO_FILTER)
         if path:
-            self.photo_requested.emit(Path(path))
+            emit(self.photo_requested, Path(path))
 
     def rename_selected(self) -> None:
         avatar_id = self.selected_id()
@@ -208,19 +211,19 @@ class AvatarPanel(QWidget):
         row = next((i for i, e in enumerate(self._entries) if e.id == avatar_id), 0)
         self.gallery.delete(avatar_id)
         self.refresh()
-        self.avatar_deleted.emit(avatar_id)
+        emit(self.avatar_deleted, avatar_id)
         if self._entries:
             self.select(self._entries[min(row, len(self._entries) - 1)].id)
 
     def _recrop_selected(self) -> None:
         avatar_id = self.selected_id()
         if avatar_id is not None:
-            self.recrop_requested.emit(avatar_id)
+            emit(self.recrop_requested, avatar_id)
 
     def _current_changed(self, current: QListWidgetItem | None, _previous: object) -> None:
         self._sync_buttons()
         if current is not None:
-            self.avatar_selected.emit(str(current.data(_ID_ROLE)))
+            emit(self.avatar_selected, str(current.data(_ID_ROLE)))
 
     def _sync_buttons(self) -> None:
         has = self.list.currentItem() is not None
@@ -237,4 +240,4 @@ class AvatarPanel(QWidget):
         path = dropped_photo(event)
         if path is not None:
             event.acceptProposedAction()
-            self.photo_requested.emit(path)
+            emit(self.photo_requested, path)

@@ -35,6 +35,7 @@ from desktop_app.settings import (
     Pose,
     Quality,
 )
+from desktop_app.signals import emit
 
 # Slider units per unit of the value: degrees are whole, gaze and cfg get two decimals.
 _POSE_UNITS = {"yaw": 1, "pitch": 1, "roll": 1, "gaze_x": 100, "gaze_y": 100}
@@ -218,6 +219,21 @@ class ControlsPanel(QWidget):
         self.background.currentIndexChanged.connect(self._output_edited)
         self.colour.clicked.connect(self._pick_colour)
 
+    def tab_chain(self) -> list[QWidget]:
+        """The panel's controls in keyboard order (top to bottom as shown)."""
+        return [
+            self.natural,
+            *self.pose_sliders.values(),
+            self.reset_pose,
+            self.cfg,
+            self.steps,
+            self.hop,
+            self.resolution,
+            self.background,
+            self.colour,
+            self.mirror,
+        ]
+
     # ---- values
 
     @property
@@ -280,7 +296,7 @@ class ControlsPanel(QWidget):
         }
         self._pose = Pose(natural=self.natural.isChecked(), **values)
         self._sync_enabled()
-        self.pose_changed.emit(self._pose)
+        emit(self.pose_changed, self._pose)
 
     def _quality_edited(self) -> None:
         if self._loading:
@@ -290,7 +306,7 @@ class ControlsPanel(QWidget):
             steps=int(self.steps.currentData()),
             hop=int(self.hop.currentData()),
         )
-        self.quality_changed.emit(self._quality)
+        emit(self.quality_changed, self._quality)
 
     def _output_edited(self) -> None:
         if self._loading or self.resolution.currentIndex() < 0:
@@ -305,7 +321,7 @@ class ControlsPanel(QWidget):
             background=self.background.currentData(),
         )
         self._sync_enabled()
-        self.output_changed.emit(self._output)
+        emit(self.output_changed, self._output)
 
     def _pick_colour(self) -> None:
         chosen = QColorDialog.getColor(
@@ -317,7 +333,7 @@ class ControlsPanel(QWidget):
     def set_background_colour(self, colour: str) -> None:
         self._show_colour(colour)
         self._output = replace(self._output, background_colour=colour)
-        self.output_changed.emit(self._output)
+        emit(self.output_changed, self._output)
 
     def _show_colour(self, colour: str) -> None:
         self.colour.setText(colour.upper())

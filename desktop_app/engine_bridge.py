@@ -29,6 +29,7 @@ from desktop_app.backend import (
 )
 from desktop_app.images import RGB, rgb_to_qimage
 from desktop_app.settings import Output, Pose, Quality
+from desktop_app.signals import emit, emitter
 from desktop_app.tasks import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -123,7 +124,7 @@ class EngineBridge(QObject):
     def _set_state(self, state: LiveState) -> None:
         if state != self._state:
             self._state = state
-            self.state_changed.emit(state)
+            emit(self.state_changed, state)
 
     # ---- start and stop
 
@@ -132,7 +133,7 @@ class EngineBridge(QObject):
             return
         self._pose, self._quality, self._output = config.pose, config.quality, config.output
         self._set_state(LiveState.STARTING)
-        callbacks = LiveCallbacks(on_frame=self._on_frame, on_error=self._engine_failed.emit)
+        callbacks = LiveCallbacks(on_frame=self._on_frame, on_error=emitter(self._engine_failed))
         box, engine = self._box, self.engine
 
         def job() -> LiveSession:
@@ -171,21 +172,21 @@ class EngineBridge(QObject):
             session.set_quality(self._quality)
         if self._output is not None:
             session.set_output(self._output)
-        self.virtual_camera_changed.emit(session.virtual_camera)
+        emit(self.virtual_camera_changed, session.virtual_camera)
         self._set_state(LiveState.LIVE)
         self._stats_timer.start()
 
     def _start_failed(self, exc: BaseException) -> None:
         self._session = None
         self._set_state(LiveState.IDLE)
-        self.error.emit(f"Could not go live: {exc}")
+        emit(self.error, f"Could not go live: {exc}")
 
     def _stopped(self, saved: Path | None) -> None:
         self._session = None
         self._slot.take()
         if self._recording is not None:
             self._recording = None
-            self.recording_changed.emit(False, str(saved or ""))
+            emit(self.recording_changed, False, str(saved or ""))
         self._set_state(LiveState.IDLE)
 
     def _stop_failed(self, exc: BaseException) -> None:
@@ -194,7 +195,7 @@ class EngineBridge(QObject):
 
     def _on_engine_failed(self, message: str) -> None:
         if self._state in (LiveState.STARTING, LiveState.LIVE):
-            self.error.emit(message)
+            emit(self.error, message)
             self.stop()
 
     # ---- live changes
@@ -213,8 +214,8 @@ class EngineBridge(QObject):
 
         self._runner.submit(
             job,
-            on_done=self.avatar_switched.emit,
-            on_error=lambda exc: self.error.emit(f"Could not switch the avatar: {exc}"),
+            on_done=emitter(self.avatar_switched),
+            on_error=lambda exc: emit(self.error, f"Could not switch the avatar: {exc}"),
         )
 
     def set_pose(self, pose: Pose) -> None:
@@ -247,7 +248,7 @@ class EngineBridge(QObject):
                 logger.exception("virtual camera check failed")
                 return VirtualCameraInfo(False, None, None, str(exc))
 
-        self._runner.submit(probe, on_done=self.virtual_camera_changed.emit)
+        self._runner.submit(probe, on_done=emitter(self.virtual_camera_changed))
 
     # ---- recording
 
@@ -265,7 +266,7 @@ class EngineBridge(QObject):
 
         self._runner.submit(
             job,
-            on_done=lambda p: self.recording_changed.emit(True, str(p)),
+            on_done=lambda p: emit(self.recording_changed, True, str(p)),
             on_error=self._recording_failed,
         )
 
@@ -281,12 +282,12 @@ class EngineBridge(QObject):
 
     def _recording_stopped(self, saved: Path | None) -> None:
         self._recording = None
-        self.recording_changed.emit(False, str(saved or ""))
+        emit(self.recording_changed, False, str(saved or ""))
 
     def _recording_failed(self, exc: BaseException) -> None:
         self._recording = None
-        self.recording_changed.emit(False, "")
-        self.error.emit(f"Recording failed: {exc}")
+        emit(self.recording_changed, False, "")
+        emit(self.error, f"Recording failed: {exc}")
 
     # ---- frames and stats
 
@@ -295,12 +296,12 @@ class EngineBridge(QObject):
         if self._closed:
             return
         if self._slot.put(rgb_to_qimage(rgb)):
-            self._frame_available.emit()
+            emit(self._frame_available)
 
     def _deliver_frame(self) -> None:
         frame = self._slot.take()
         if frame is not None and self._state == LiveState.LIVE:
-            self.frame_ready.emit(frame)
+            emit(self.frame_ready, frame)
 
     def _poll_stats(self) -> None:
         if self._session is None:
@@ -310,7 +311,7 @@ class EngineBridge(QObject):
         except Exception as exc:
             logger.debug("stats unavailable: %s", exc)
             return
-        self.stats_updated.emit(stats)
+        emit(self.stats_updated, stats)
 
     # ---- closing
 

@@ -7,6 +7,7 @@ the dialog's worker. This window only reacts to their signals.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 from dataclasses import replace
@@ -99,6 +100,7 @@ class MainWindow(QMainWindow):
         self._build(notice)
         self._build_actions()
         self._connect()
+        self._tab_order()
         self._restore_geometry()
         self._select_initial_avatar()
         self._sync_live_ui()
@@ -194,6 +196,7 @@ class MainWindow(QMainWindow):
     def _scrolling(self, body: QWidget) -> QScrollArea:
         area = QScrollArea(self)
         area.setObjectName("PanelScroll")
+        area.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes straight to its controls
         area.setWidgetResizable(True)
         area.setFrameShape(QFrame.Shape.NoFrame)
         area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
@@ -251,6 +254,29 @@ class MainWindow(QMainWindow):
         help_menu = menu.addMenu("&Help")
         help_menu.addAction(self.models_action)
         help_menu.addAction(self.vcam_action)
+
+    def _tab_order(self) -> None:
+        """Keyboard order: gallery, the live bar, then the settings tabs and the banners."""
+        chain: list[QWidget] = [
+            self.avatars.add_button,
+            self.avatars.list,
+            self.avatars.rename_button,
+            self.avatars.recrop_button,
+            self.avatars.delete_button,
+            self.live_button,
+            self.record_button,
+            self.snapshot_button,
+            self.overlay_button,
+            self.tabs,
+            *self.source.tab_chain(),
+            *self.controls.tab_chain(),
+            self.vcam_help.toggle,
+            self.vcam_help.recheck,
+            self.vcam_help.hide_button,
+        ]
+        for first, second in itertools.pairwise(chain):
+            QWidget.setTabOrder(first, second)
+        self.avatars.list.setFocus()
 
     def _connect(self) -> None:
         self.avatars.photo_requested.connect(self.add_photo)

@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.backend import Cancelled, Models, ModelState, Offline, Progress
+from desktop_app.signals import emit
 from desktop_app.tasks import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -71,7 +72,31 @@ def describe(progress: Progress) -> str:
 
 
 class _Relay(QObject):
-    progress = Signal(object)  # Progress, from the worker thread
+    """Progress from the worker thread: the newest report waits here and a bare signal says
+    one is there (a queued signal carrying a Python object can crash PySide6 at exit)."""
+
+    available = Signal()
+    progress = Signal(object)  # Progress, emitted on the GUI thread
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._latest: Progress | None = None
+        self.available.connect(self._deliver)
+
+    def put(self, progress: Progress) -> None:
+        """Worker thread."""
+        with self._lock:
+            notify = self._latest is None
+            self._latest = progress
+        if notify:
+            emit(self.available)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            progress, self._latest = self._latest, None
+        if progress is not None:
+            emit(self.progress, progress)
 
 
 class ModelSetupDialog(QDialog):
@@ -184,7 +209,7 @@ class ModelSetupDialog(QDialog):
             self.progress.setVisible(state.ready)
         self._sync()
         if state.ready and state.graphs_dir is not None:
-            self.ready.emit(state.graphs_dir)
+            emit(self.ready, state.graphs_dir)
         return state
 
     def _sync(self) -> None:
@@ -250,7 +275,7 @@ class ModelSetupDialog(QDialog):
         self.progress.setRange(0, 0)  # busy until the first progress report
         self.progress.setVisible(True)
         self._sync()
-        cancel, emit = self._cancel, self._relay.progress.emit
+        cancel, emit = self._cancel, self._relay.put
 
         def job() -> object:
             result = work(emit, cancel)

@@ -3,7 +3,9 @@
 `TaskRunner` owns one plain Python worker thread and runs submitted callables on it in order,
 so engine operations (start, switch avatar, stop) never overlap. A task's result or error
 comes back to the GUI thread as a Qt signal (queued across threads), which then calls the
-callback given at submission: worker threads never touch a widget.
+callback given at submission: worker threads never touch a widget. The signal carries only
+the task's ticket; the result waits in a dict. (A queued signal that carries a Python object
+and is still pending when the app exits can crash PySide6 while the interpreter finalises.)
 
 `shutdown()` stops accepting work, lets the queue drain and joins the thread, so closing the
 window mid-task ends cleanly; after it no signal is emitted.
@@ -21,6 +23,8 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
+from desktop_app.signals import emit
+
 logger = logging.getLogger(__name__)
 
 OnDone = Callable[[Any], None]
@@ -37,8 +41,7 @@ _STOP = object()
 
 
 class TaskRunner(QObject):
-    _succeeded = Signal(int, object)
-    _failed = Signal(int, object)
+    _finished = Signal(int)  # ticket; the outcome is in self._outcomes
     busy_changed = Signal(bool)
 
     def __init__(self, name: str, parent: QObject | None = None) -> None:
@@ -47,11 +50,12 @@ class TaskRunner(QObject):
         self._queue: queue.Queue[_Job | object] = queue.Queue()
         self._tickets = itertools.count(1)
         self._callbacks: dict[int, tuple[OnDone | None, OnError | None]] = {}
+        self._outcomes: dict[int, tuple[bool, Any]] = {}  # ticket -> (succeeded, value)
+        self._outcomes_lock = threading.Lock()
         self._closed = threading.Event()
         self._pending = 0
         self._thread = threading.Thread(target=self._work, name=f"imtalker-{name}", daemon=True)
-        self._succeeded.connect(self._deliver_result)
-        self._failed.connect(self._deliver_error)
+        self._finished.connect(self._deliver)
         self._thread.start()
 
     @property
@@ -72,7 +76,7 @@ class TaskRunner(QObject):
         self._callbacks[ticket] = (on_done, on_error)
         self._pending += 1
         if self._pending == 1:
-            self.busy_changed.emit(True)
+            emit(self.busy_changed, True)
         self._queue.put(_Job(ticket, fn))
         return ticket
 
@@ -94,31 +98,29 @@ class TaskRunner(QObject):
             job = self._queue.get()
             if job is _STOP or not isinstance(job, _Job):
                 return
+            outcome: tuple[bool, Any]
             try:
-                result = job.fn()
+                outcome = (True, job.fn())
             except BaseException as exc:  # reported to the GUI, which decides what to show
                 logger.debug("task %d on %s failed", job.ticket, self._name, exc_info=True)
-                if not self._closed.is_set():
-                    self._failed.emit(job.ticket, exc)
-            else:
-                if not self._closed.is_set():
-                    self._succeeded.emit(job.ticket, result)
+                outcome = (False, exc.with_traceback(None))
+            if self._closed.is_set():
+                continue
+            with self._outcomes_lock:
+                self._outcomes[job.ticket] = outcome
+            emit(self._finished, job.ticket)
 
-    def _finish(self, ticket: int) -> tuple[OnDone | None, OnError | None]:
-        callbacks = self._callbacks.pop(ticket, (None, None))
+    def _deliver(self, ticket: int) -> None:
+        with self._outcomes_lock:
+            succeeded, value = self._outcomes.pop(ticket, (False, None))
+        on_done, on_error = self._callbacks.pop(ticket, (None, None))
         self._pending -= 1
         if self._pending == 0:
-            self.busy_changed.emit(False)
-        return callbacks
-
-    def _deliver_result(self, ticket: int, result: Any) -> None:
-        on_done, _ = self._finish(ticket)
-        if on_done is not None:
-            on_done(result)
-
-    def _deliver_error(self, ticket: int, exc: BaseException) -> None:
-        _, on_error = self._finish(ticket)
-        if on_error is not None:
-            on_error(exc)
+            emit(self.busy_changed, False)
+        if succeeded:
+            if on_done is not None:
+                on_done(value)
+        elif on_error is not None:
+            on_error(value)
         else:
-            logger.error("background task failed: %s", exc)
+            logger.error("background task failed: %s", value)

@@ -2,17 +2,22 @@
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
+from PySide6.QtCore import QObject, Signal
 from pytestqt.qtbot import QtBot
 
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.images import qimage_to_rgb, rgb_to_qimage
 from desktop_app.preview import PreviewStats, PreviewWidget
 from desktop_app.settings import Output, Pose, Quality
+from desktop_app.signals import emit
 from desktop_app.tasks import TaskRunner
 from desktop_app.vcam_help import VirtualCameraHelp, instructions
 from tests.support.gui import unnamed, user_controls
@@ -143,3 +148,33 @@ def test_vcam_help_puts_this_system_first(qtbot: QtBot) -> None:
     assert help_panel.details.isVisible()
     with qtbot.waitSignal(help_panel.recheck_requested, timeout=1000):
         help_panel.recheck.click()
+
+
+def test_emitting_keeps_the_interpreter_alive() -> None:
+    """PySide6 6.12.0's emit() drops a reference to True per call (on Python 3.11 the
+    interpreter aborts after ~1800): `desktop_app.signals.emit` must not."""
+
+    class Source(QObject):
+        fired = Signal(int)
+
+    source = Source()
+    got: list[int] = []
+    source.fired.connect(got.append)
+    before = sys.getrefcount(True)
+    for n in range(5000):
+        emit(source.fired, n)
+    assert len(got) == 5000
+    assert abs(sys.getrefcount(True) - before) < 50
+
+
+def test_the_app_never_calls_emit_directly() -> None:
+    """Every emit goes through desktop_app.signals (see above)."""
+    root = Path(__file__).resolve().parents[1] / "desktop_app"
+    offenders = [
+        f"{path.name}:{n}"
+        for path in sorted(root.glob("*.py"))
+        if path.name != "signals.py"
+        for n, line in enumerate(path.read_text().splitlines(), start=1)
+        if re.search(r"\.emit\b", line)
+    ]
+    assert offenders == []

@@ -164,9 +164,10 @@ class EngineConfig:
     stats_window_s: float = 10.0
     stop_timeout_s: float = 1.0
     max_queue: int = 120  # frames waiting in the pacer
-    render_batch: int = 1
-    """Frames per renderer call. On a CPU batching gains little and the full-size renderer
-    needs about 1.7 GB of working memory per frame; on a GPU a whole hop at once is faster."""
+    render_batch: int | None = None
+    """Frames per renderer call; None: the whole hop in one batch on a GPU, one at a time on
+    the CPU (where batching gains little and the full-size renderer needs about 1.7 GB of
+    working memory per frame)."""
 
     def __post_init__(self) -> None:
         if self.fps not in (25, 30):
@@ -724,12 +725,18 @@ class LiveEngine:
     def _render_frames(self, renderer: _Graph, avatar: LiveAvatar, motion: Array) -> Any:
         if motion.shape[0] == 0:
             return np.zeros((0, 1, 1, 3), np.uint8)
-        step = max(1, self.config.render_batch)
+        step = self.config.render_batch or (motion.shape[0] if self._on_gpu() else 1)
         parts = [
             to_uint8(render(renderer, avatar, motion[i : i + step]))
             for i in range(0, motion.shape[0], step)
         ]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def _on_gpu(self) -> bool:
+        try:
+            return self._models.providers[0] != "CPUExecutionProvider"
+        except (AttributeError, IndexError):  # sessions without provider information
+            return False
 
     def _on_capture(self, status: CaptureStatus) -> None:
         text = status.state.value

@@ -23,6 +23,9 @@ from runtime.video_file import Mp4Writer, VideoReader
 
 pytestmark = pytest.mark.slow
 
+AAC_SLACK = 1024 / 16000 + 1e-3
+"""AAC codes whole 1024-sample frames, so decoded sound may run up to one frame long."""
+
 
 def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
     return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
@@ -123,7 +126,7 @@ def test_audio_render_matches_pytorch(
     assert info["size"] == (512, 512) and info["fps"] == 25.0
     frames = info["frames"]
     assert isinstance(frames, list) and len(frames) == 25
-    assert abs(float(info["audio_seconds"]) - 1.0) <= 0.04  # type: ignore[arg-type]
+    assert 1.0 - 1e-3 <= float(info["audio_seconds"]) <= 1.0 + AAC_SLACK  # type: ignore[arg-type]
 
     # The same job through ONNX Runtime in-process (what the CLI ran) and through PyTorch.
     avatar = prepare_avatar(portrait)
@@ -186,7 +189,7 @@ def test_driving_render_matches_pytorch(
     frames = info["frames"]
     assert isinstance(frames, list) and len(frames) == 10
     assert info["size"] == (512, 512) and info["fps"] == 25.0
-    assert abs(float(info["audio_seconds"]) - 0.4) <= 0.04  # type: ignore[arg-type]
+    assert 0.4 - 1e-3 <= float(info["audio_seconds"]) <= 0.4 + AAC_SLACK  # type: ignore[arg-type]
 
     avatar = prepare_avatar(portrait)
     ort_models = open_model_set(recipe_graphs, options=SessionOptions())

@@ -195,6 +195,9 @@ def _render_driving(
         speech = None  # a driving video without (audible) sound gives a silent MP4
     expected = reader.info.frame_count
     total = round(expected * fps / reader.fps) if expected else 0
+    if speech is not None and total:
+        # The sound track may run past the last picture (codec padding); the video sets the end.
+        speech = speech[: round(total / fps * contract.SAMPLE_RATE)]
     bar = ProgressBar(total, label="rendering")
     crops = (resize_driving_frame(f) for f in retime(reader, source_fps=reader.fps, target_fps=fps))
     motion = renderer.motion_from_frames(crops, batch_size=args.batch)

@@ -80,6 +80,10 @@ class CaptureConfig:
     resample_quality: str = "HQ"
     finite: bool = False
     """A source that ends (file playback): its end is ENDED, not LOST."""
+    refresh_devices: bool = False
+    """Restart PortAudio before each retry so a re-plugged device is seen. Only when nothing
+    else in the process uses PortAudio at the time (the headless CLI); a GUI listing devices
+    on another thread must not have the library restarted under it."""
 
 
 @dataclass(frozen=True)
@@ -334,7 +338,23 @@ class AudioCapture:
                 self._set_state_locked(CaptureState.RUNNING, None)
         elif state in (CaptureState.LOST, CaptureState.NO_DEVICE) and now >= self._retry_at:
             self._restarts += 1
+            if self.config.refresh_devices:
+                self._refresh_devices()
             self._open_locked()
+
+    def _refresh_devices(self) -> None:
+        """PortAudio lists devices once, when it starts: a microphone plugged back in (or
+        plugged in late) only shows after a restart of the library. sounddevice has no public
+        call for it; its private pair is used when present."""
+        terminate = getattr(self._sd, "_terminate", None)
+        initialize = getattr(self._sd, "_initialize", None)
+        if terminate is None or initialize is None:
+            return
+        try:
+            terminate()
+            initialize()
+        except Exception as exc:
+            logger.warning("could not refresh the audio device list: %s", exc)
 
     def _lose_locked(self, why: str) -> None:
         logger.warning("audio input lost: %s; retrying", why)

@@ -166,3 +166,26 @@ def test_file_playback_plays_everything_then_ends(fixtures_dir: Path) -> None:
         assert 0.95 < elapsed < 1.4  # real time
         assert abs(got.size - 16000) <= 2
         assert np.corrcoef(got[:15000], speech[:15000])[0, 1] > 0.99
+
+
+def test_device_list_refreshed_before_retries_when_asked() -> None:
+    """A microphone that appears only after the start is found once PortAudio re-lists."""
+    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
+    dev.remove_device()
+    cfg = CaptureConfig(retry_backoff_s=(0.2,), refresh_devices=True)
+    cap = AudioCapture(sd=dev, config=cfg)
+    cap.start()
+    time.sleep(0.5)
+    assert cap.state is CaptureState.NO_DEVICE
+    assert dev.terminated >= 1 and dev.initialized == dev.terminated
+    dev.present = dev.plugged = True
+    time.sleep(0.5)
+    assert cap.state is CaptureState.RUNNING
+    cap.stop()
+    quiet = FakeSoundDevice(np.zeros(16000, np.float32), 16000)
+    quiet.remove_device()
+    cap = AudioCapture(sd=quiet, config=CaptureConfig(retry_backoff_s=(0.1,)))
+    cap.start()
+    time.sleep(0.4)
+    cap.stop()
+    assert quiet.terminated == 0  # not by default: a GUI may be using PortAudio

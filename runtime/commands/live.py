@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.audio_capture import CaptureConfig
 from runtime.engine import (
     EngineConfig,
     EngineEvent,
@@ -200,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
         logger.info("running on %s", ", ".join(models.providers))
         avatar = encode_avatar(models["avatar_encoder"], prepared.image, name=args.avatar.name)
         config = EngineConfig(
+            # Headless, nothing else uses PortAudio: restart it on retries so a microphone
+            # plugged back in is found.
+            capture=CaptureConfig(refresh_devices=True),
             fps=args.fps,
             lookahead=args.lookahead,
             quality=args.quality,

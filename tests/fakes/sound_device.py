@@ -121,6 +121,8 @@ class FakeSoundDevice:
         self._t0: float | None = None
         self._overflow = False
         self._lock = threading.Lock()
+        self.terminated = 0
+        self.initialized = 0
 
     # controls
     def unplug(self) -> None:
@@ -160,6 +162,13 @@ class FakeSoundDevice:
         """When sample `sample` of the recording was heard (and, if plugged, delivered)."""
         assert self._t0 is not None
         return self._t0 + (sample + 1) / self.rate
+
+    # sounddevice's private PortAudio restart (re-lists devices)
+    def _terminate(self) -> None:
+        self.terminated += 1
+
+    def _initialize(self) -> None:
+        self.initialized += 1
 
     # the sounddevice API
     def query_devices(self, device: Any = None, kind: str | None = None) -> Any:

@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.gallery import AvatarEntry, Gallery
-from desktop_app.signals import emit
 
 logger = logging.getLogger(__name__)
 
@@ -106,9 +105,7 @@ class AvatarPanel(QWidget):
         self.recrop_button.clicked.connect(self._recrop_selected)
         self.delete_button.clicked.connect(self.delete_selected)
         self.list.currentItemChanged.connect(self._current_changed)
-        self.list.itemActivated.connect(
-            lambda item: emit(self.avatar_selected, item.data(_ID_ROLE))
-        )
+        self.list.itemActivated.connect(lambda item: self.avatar_selected.emit(item.data(_ID_ROLE)))
         self._entries: list[AvatarEntry] = []
         self.refresh()
 
@@ -177,7 +174,7 @@ class AvatarPanel(QWidget):
     def choose_photo(self) -> None:
         path, _ = QFileDialog.getOpenFileName(self, "Open a portrait photo", "", PHOTO_FILTER)
         if path:
-            emit(self.photo_requested, Path(path))
+            self.photo_requested.emit(Path(path))
 
     def rename_selected(self) -> None:
         avatar_id = self.selected_id()
@@ -211,19 +208,19 @@ class AvatarPanel(QWidget):
         row = next((i for i, e in enumerate(self._entries) if e.id == avatar_id), 0)
         self.gallery.delete(avatar_id)
         self.refresh()
-        emit(self.avatar_deleted, avatar_id)
+        self.avatar_deleted.emit(avatar_id)
         if self._entries:
             self.select(self._entries[min(row, len(self._entries) - 1)].id)
 
     def _recrop_selected(self) -> None:
         avatar_id = self.selected_id()
         if avatar_id is not None:
-            emit(self.recrop_requested, avatar_id)
+            self.recrop_requested.emit(avatar_id)
 
     def _current_changed(self, current: QListWidgetItem | None, _previous: object) -> None:
         self._sync_buttons()
         if current is not None:
-            emit(self.avatar_selected, str(current.data(_ID_ROLE)))
+            self.avatar_selected.emit(str(current.data(_ID_ROLE)))
 
     def _sync_buttons(self) -> None:
         has = self.list.currentItem() is not None
@@ -240,4 +237,4 @@ class AvatarPanel(QWidget):
         path = dropped_photo(event)
         if path is not None:
             event.acceptProposedAction()
-            emit(self.photo_requested, path)
+            self.photo_requested.emit(path)

@@ -35,7 +35,6 @@ from desktop_app.settings import (
     Pose,
     Quality,
 )
-from desktop_app.signals import emit
 
 # Slider units per unit of the value: degrees are whole, gaze and cfg get two decimals.
 _POSE_UNITS = {"yaw": 1, "pitch": 1, "roll": 1, "gaze_x": 100, "gaze_y": 100}
@@ -296,7 +295,7 @@ class ControlsPanel(QWidget):
         }
         self._pose = Pose(natural=self.natural.isChecked(), **values)
         self._sync_enabled()
-        emit(self.pose_changed, self._pose)
+        self.pose_changed.emit(self._pose)
 
     def _quality_edited(self) -> None:
         if self._loading:
@@ -306,7 +305,7 @@ class ControlsPanel(QWidget):
             steps=int(self.steps.currentData()),
             hop=int(self.hop.currentData()),
         )
-        emit(self.quality_changed, self._quality)
+        self.quality_changed.emit(self._quality)
 
     def _output_edited(self) -> None:
         if self._loading or self.resolution.currentIndex() < 0:
@@ -321,7 +320,7 @@ class ControlsPanel(QWidget):
             background=self.background.currentData(),
         )
         self._sync_enabled()
-        emit(self.output_changed, self._output)
+        self.output_changed.emit(self._output)
 
     def _pick_colour(self) -> None:
         chosen = QColorDialog.getColor(
@@ -333,7 +332,7 @@ class ControlsPanel(QWidget):
     def set_background_colour(self, colour: str) -> None:
         self._show_colour(colour)
         self._output = replace(self._output, background_colour=colour)
-        emit(self.output_changed, self._output)
+        self.output_changed.emit(self._output)
 
     def _show_colour(self, colour: str) -> None:
         self.colour.setText(colour.upper())

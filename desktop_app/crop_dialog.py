@@ -39,7 +39,6 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.gallery import CropSquare, clean_name
-from desktop_app.signals import emit
 
 MIN_SIDE = 64
 PREVIEW_SIDE = 160
@@ -114,7 +113,7 @@ class CropView(QWidget):
         square = clamp_square(square, self._bounds)
         if square != self._square:
             self._square = square
-            emit(self.square_changed, square)
+            self.square_changed.emit(square)
             self.update()
 
     def zoom_to(self, size: int) -> None:

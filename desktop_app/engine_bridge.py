@@ -29,7 +29,6 @@ from desktop_app.backend import (
 )
 from desktop_app.images import RGB, rgb_to_qimage
 from desktop_app.settings import Output, Pose, Quality
-from desktop_app.signals import emit, emitter
 from desktop_app.tasks import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -124,7 +123,7 @@ class EngineBridge(QObject):
     def _set_state(self, state: LiveState) -> None:
         if state != self._state:
             self._state = state
-            emit(self.state_changed, state)
+            self.state_changed.emit(state)
 
     # ---- start and stop
 
@@ -133,7 +132,7 @@ class EngineBridge(QObject):
             return
         self._pose, self._quality, self._output = config.pose, config.quality, config.output
         self._set_state(LiveState.STARTING)
-        callbacks = LiveCallbacks(on_frame=self._on_frame, on_error=emitter(self._engine_failed))
+        callbacks = LiveCallbacks(on_frame=self._on_frame, on_error=self._engine_failed.emit)
         box, engine = self._box, self.engine
 
         def job() -> LiveSession:
@@ -172,21 +171,21 @@ class EngineBridge(QObject):
             session.set_quality(self._quality)
         if self._output is not None:
             session.set_output(self._output)
-        emit(self.virtual_camera_changed, session.virtual_camera)
+        self.virtual_camera_changed.emit(session.virtual_camera)
         self._set_state(LiveState.LIVE)
         self._stats_timer.start()
 
     def _start_failed(self, exc: BaseException) -> None:
         self._session = None
         self._set_state(LiveState.IDLE)
-        emit(self.error, f"Could not go live: {exc}")
+        self.error.emit(f"Could not go live: {exc}")
 
     def _stopped(self, saved: Path | None) -> None:
         self._session = None
         self._slot.take()
         if self._recording is not None:
             self._recording = None
-            emit(self.recording_changed, False, str(saved or ""))
+            self.recording_changed.emit(False, str(saved or ""))
         self._set_state(LiveState.IDLE)
 
     def _stop_failed(self, exc: BaseException) -> None:
@@ -195,7 +194,7 @@ class EngineBridge(QObject):
 
     def _on_engine_failed(self, message: str) -> None:
         if self._state in (LiveState.STARTING, LiveState.LIVE):
-            emit(self.error, message)
+            self.error.emit(message)
             self.stop()
 
     # ---- live changes
@@ -214,8 +213,8 @@ class EngineBridge(QObject):
 
         self._runner.submit(
             job,
-            on_done=emitter(self.avatar_switched),
-            on_error=lambda exc: emit(self.error, f"Could not switch the avatar: {exc}"),
+            on_done=self.avatar_switched.emit,
+            on_error=lambda exc: self.error.emit(f"Could not switch the avatar: {exc}"),
         )
 
     def set_pose(self, pose: Pose) -> None:
@@ -248,7 +247,7 @@ class EngineBridge(QObject):
                 logger.exception("virtual camera check failed")
                 return VirtualCameraInfo(False, None, None, str(exc))
 
-        self._runner.submit(probe, on_done=emitter(self.virtual_camera_changed))
+        self._runner.submit(probe, on_done=self.virtual_camera_changed.emit)
 
     # ---- recording
 
@@ -266,7 +265,7 @@ class EngineBridge(QObject):
 
         self._runner.submit(
             job,
-            on_done=lambda p: emit(self.recording_changed, True, str(p)),
+            on_done=lambda p: self.recording_changed.emit(True, str(p)),
             on_error=self._recording_failed,
         )
 
@@ -282,12 +281,12 @@ class EngineBridge(QObject):
 
     def _recording_stopped(self, saved: Path | None) -> None:
         self._recording = None
-        emit(self.recording_changed, False, str(saved or ""))
+        self.recording_changed.emit(False, str(saved or ""))
 
     def _recording_failed(self, exc: BaseException) -> None:
         self._recording = None
-        emit(self.recording_changed, False, "")
-        emit(self.error, f"Recording failed: {exc}")
+        self.recording_changed.emit(False, "")
+        self.error.emit(f"Recording failed: {exc}")
 
     # ---- frames and stats
 
@@ -296,12 +295,12 @@ class EngineBridge(QObject):
         if self._closed:
             return
         if self._slot.put(rgb_to_qimage(rgb)):
-            emit(self._frame_available)
+            self._frame_available.emit()
 
     def _deliver_frame(self) -> None:
         frame = self._slot.take()
         if frame is not None and self._state == LiveState.LIVE:
-            emit(self.frame_ready, frame)
+            self.frame_ready.emit(frame)
 
     def _poll_stats(self) -> None:
         if self._session is None:
@@ -311,7 +310,7 @@ class EngineBridge(QObject):
         except Exception as exc:
             logger.debug("stats unavailable: %s", exc)
             return
-        emit(self.stats_updated, stats)
+        self.stats_updated.emit(stats)
 
     # ---- closing
 

@@ -28,7 +28,6 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.backend import Cancelled, Models, ModelState, Offline, Progress
-from desktop_app.signals import emit
 from desktop_app.tasks import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -90,13 +89,13 @@ class _Relay(QObject):
             notify = self._latest is None
             self._latest = progress
         if notify:
-            emit(self.available)
+            self.available.emit()
 
     def _deliver(self) -> None:
         with self._lock:
             progress, self._latest = self._latest, None
         if progress is not None:
-            emit(self.progress, progress)
+            self.progress.emit(progress)
 
 
 class ModelSetupDialog(QDialog):
@@ -209,7 +208,7 @@ class ModelSetupDialog(QDialog):
             self.progress.setVisible(state.ready)
         self._sync()
         if state.ready and state.graphs_dir is not None:
-            emit(self.ready, state.graphs_dir)
+            self.ready.emit(state.graphs_dir)
         return state
 
     def _sync(self) -> None:

@@ -29,7 +29,6 @@ from PySide6.QtWidgets import (
 from desktop_app.backend import Closable, Devices
 from desktop_app.images import rgb_to_qimage
 from desktop_app.settings import SourceKind
-from desktop_app.signals import emit, emitter
 
 logger = logging.getLogger(__name__)
 
@@ -257,7 +256,7 @@ class SourcePanel(QWidget):
 
     def _emit(self) -> None:
         device = self.microphone if self.kind == "microphone" else self.webcam
-        emit(self.source_changed, self.kind, device)
+        self.source_changed.emit(self.kind, device)
 
     def _test_toggled(self, on: bool) -> None:
         if on:
@@ -270,20 +269,18 @@ class SourcePanel(QWidget):
         signals = self._signals
         try:
             if self.kind == "microphone":
-                self._probe = self.devices.monitor_microphone(
-                    self.microphone, emitter(signals.level)
-                )
+                self._probe = self.devices.monitor_microphone(self.microphone, signals.level.emit)
                 self.status.setText("Speak: the bar shows what the microphone hears.")
             else:
                 camera = self.webcam
                 if camera is None:
                     raise RuntimeError("no webcam selected")
                 self._probe = self.devices.preview_webcam(
-                    camera, lambda rgb: emit(signals.frame, rgb_to_qimage(rgb))
+                    camera, lambda rgb: signals.frame.emit(rgb_to_qimage(rgb))
                 )
                 self.status.setText("Look at the camera: the box shows the face crop.")
         except Exception as exc:
-            emit(signals.failed, str(exc))
+            signals.failed.emit(str(exc))
 
     def _close_probe(self) -> None:
         probe, self._probe = self._probe, None

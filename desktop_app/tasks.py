@@ -23,8 +23,6 @@ from typing import Any
 
 from PySide6.QtCore import QObject, Signal
 
-from desktop_app.signals import emit
-
 logger = logging.getLogger(__name__)
 
 OnDone = Callable[[Any], None]
@@ -76,7 +74,7 @@ class TaskRunner(QObject):
         self._callbacks[ticket] = (on_done, on_error)
         self._pending += 1
         if self._pending == 1:
-            emit(self.busy_changed, True)
+            self.busy_changed.emit(True)
         self._queue.put(_Job(ticket, fn))
         return ticket
 
@@ -108,7 +106,7 @@ class TaskRunner(QObject):
                 continue
             with self._outcomes_lock:
                 self._outcomes[job.ticket] = outcome
-            emit(self._finished, job.ticket)
+            self._finished.emit(job.ticket)
 
     def _deliver(self, ticket: int) -> None:
         with self._outcomes_lock:
@@ -116,7 +114,7 @@ class TaskRunner(QObject):
         on_done, on_error = self._callbacks.pop(ticket, (None, None))
         self._pending -= 1
         if self._pending == 0:
-            emit(self.busy_changed, False)
+            self.busy_changed.emit(False)
         if succeeded:
             if on_done is not None:
                 on_done(value)

@@ -19,8 +19,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.signals import emitter
-
 LINUX = """
 <p><b>Linux</b> needs the <code>v4l2loopback</code> kernel module, loaded with
 <code>exclusive_caps=1</code> so that browsers and video-call apps list the camera:</p>
@@ -98,7 +96,7 @@ class VirtualCameraHelp(QFrame):
         layout.addWidget(self.details)
 
         self.toggle.toggled.connect(self._show_details)
-        self.recheck.clicked.connect(emitter(self.recheck_requested))
+        self.recheck.clicked.connect(self.recheck_requested.emit)
         self.hide_button.clicked.connect(self.hide)
         self.set_reason(None)
 

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import re
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
+from desktop_app import pyside_guard
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.images import qimage_to_rgb, rgb_to_qimage
 from desktop_app.preview import PreviewStats, PreviewWidget
 from desktop_app.settings import Output, Pose, Quality
-from desktop_app.signals import emit
 from desktop_app.tasks import TaskRunner
 from desktop_app.vcam_help import VirtualCameraHelp, instructions
 from tests.support.gui import unnamed, user_controls
@@ -150,9 +149,11 @@ def test_vcam_help_puts_this_system_first(qtbot: QtBot) -> None:
         help_panel.recheck.click()
 
 
-def test_emitting_keeps_the_interpreter_alive() -> None:
-    """PySide6 6.12.0's emit() drops a reference to True per call (on Python 3.11 the
-    interpreter aborts after ~1800): `desktop_app.signals.emit` must not."""
+def test_pyside_reference_leak_cannot_abort_the_interpreter() -> None:
+    """PySide6 6.12.0 on Python 3.11 loses a reference to None per void call and to True per
+    emit; the interpreter used to abort after ~1800 emits (a minute of live preview). With
+    whatever PySide6 is installed, a burst far beyond that must leave None and True alive."""
+    pyside_guard.install()
 
     class Source(QObject):
         fired = Signal(int)
@@ -160,21 +161,12 @@ def test_emitting_keeps_the_interpreter_alive() -> None:
     source = Source()
     got: list[int] = []
     source.fired.connect(got.append)
-    before = sys.getrefcount(True)
-    for n in range(5000):
-        emit(source.fired, n)
-    assert len(got) == 5000
-    assert abs(sys.getrefcount(True) - before) < 50
-
-
-def test_the_app_never_calls_emit_directly() -> None:
-    """Every emit goes through desktop_app.signals (see above)."""
-    root = Path(__file__).resolve().parents[1] / "desktop_app"
-    offenders = [
-        f"{path.name}:{n}"
-        for path in sorted(root.glob("*.py"))
-        if path.name != "signals.py"
-        for n, line in enumerate(path.read_text().splitlines(), start=1)
-        if re.search(r"\.emit\b", line)
-    ]
-    assert offenders == []
+    label = QLabel()
+    for n in range(50_000):
+        source.fired.emit(n)
+        label.setText("x")
+    assert len(got) == 50_000
+    assert sys.getrefcount(None) > 0 and sys.getrefcount(True) > 0
+    if pyside_guard.pyside_leaks():
+        assert pyside_guard.install()  # a leaking PySide6 is detected and neutralised
+        assert sys.getrefcount(None) > pyside_guard.BOOST // 2

@@ -86,7 +86,6 @@ class ModelState:
     ready: bool  # converted graphs exist and can be opened
     graphs_dir: Path | None
     weights_missing: tuple[str, ...]  # files of the model still to download or import
-    needs_conversion: bool
     detail: str  # one sentence for the user
 
 
@@ -144,8 +143,6 @@ class LiveStats:
     latency_ms: float | None
     provider: str  # short name of the provider doing the work: "CUDA", "CPU", ...
     realtime: bool
-    frames: int
-    dropped: int
     audio_level: float | None  # 0..1 microphone level, when the source is a microphone
 
 

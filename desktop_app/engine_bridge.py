@@ -109,10 +109,6 @@ class EngineBridge(QObject):
         return self._state
 
     @property
-    def busy(self) -> bool:
-        return self._runner.busy
-
-    @property
     def recording(self) -> Path | None:
         return self._recording
 

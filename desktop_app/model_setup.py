@@ -29,25 +29,9 @@ from PySide6.QtWidgets import (
 
 from desktop_app.backend import Cancelled, Models, ModelState, Offline, Progress
 from desktop_app.tasks import TaskRunner
+from runtime.model_store import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
-
-
-def human_bytes(n: float) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if abs(n) < 1000 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1000
-    return f"{n:.1f} GB"
-
-
-def human_duration(seconds: float) -> str:
-    s = round(seconds)
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60:02d} s"
-    return f"{s // 3600} h {(s % 3600) // 60:02d} min"
 
 
 def summarise_missing(paths: tuple[str, ...]) -> str:
@@ -187,7 +171,7 @@ class ModelSetupDialog(QDialog):
             state = self.models.model_state()
         except Exception as exc:
             logger.exception("cannot read the model state")
-            state = ModelState(False, None, (), False, f"The model store cannot be read: {exc}")
+            state = ModelState(False, None, (), f"The model store cannot be read: {exc}")
         self._state = state
         if state.ready:
             self.summary.setText("The model is installed and converted. You are ready to go live.")

@@ -100,18 +100,16 @@ class RuntimeModels:
 
     def model_state(self) -> ModelState:
         if self.graphs_dir is not None:
-            return ModelState(
-                True, self.graphs_dir, (), False, f"Using the graphs in {self.graphs_dir}."
-            )
+            return ModelState(True, self.graphs_dir, (), f"Using the graphs in {self.graphs_dir}.")
         status = self.store.status()
         if not status.complete:
             return ModelState(
-                False, None, status.missing, True, f"The model files go to {self.store.root}."
+                False, None, status.missing, f"The model files go to {self.store.root}."
             )
         converted = compiled_cache.converted_dir(self.store)
         if converted is None:
-            return ModelState(False, None, (), True, "The model still needs converting.")
-        return ModelState(True, converted, (), False, f"Converted graphs in {converted}.")
+            return ModelState(False, None, (), "The model still needs converting.")
+        return ModelState(True, converted, (), f"Converted graphs in {converted}.")
 
     def download(self, *, progress: ProgressFn, cancel: threading.Event) -> None:
         try:

@@ -488,8 +488,6 @@ class RuntimeSession:
             latency_ms=lat.latency_p50_ms if math.isfinite(lat.latency_p50_ms) else None,
             provider=self.provider,
             realtime=realtime,
-            frames=lat.frames_published,
-            dropped=int(lat.counters.get("dropped", 0)),
             audio_level=self._tap.level if stats.audio is not None else None,
         )
 

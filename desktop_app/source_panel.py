@@ -176,6 +176,8 @@ class SourcePanel(QWidget):
         mic_names = self._list(self.devices.microphones)
         cam_names = self._list(self.devices.webcams)
         self._fill(self.mic_combo, mic_names, self._wanted_mic, True)
+        default = self._default_name()
+        self.mic_combo.setItemText(0, f"{DEFAULT_LABEL} ({default})" if default else DEFAULT_LABEL)
         self._fill(self.cam_combo, cam_names, self._wanted_cam, False)
         mics, cams = len(mic_names), len(cam_names)
         self.status.setText(
@@ -183,6 +185,12 @@ class SourcePanel(QWidget):
             f"webcam{'s' if cams != 1 else ''} found."
         )
         self._sync()
+
+    def _default_name(self) -> str | None:
+        try:
+            return self.devices.default_microphone()
+        except Exception:  # as for the lists: never break the panel
+            return None
 
     def _list(self, lister: Callable[[], list[str]]) -> list[str]:
         try:

@@ -40,7 +40,6 @@ _STOP = object()
 
 class TaskRunner(QObject):
     _finished = Signal(int)  # ticket; the outcome is in self._outcomes
-    busy_changed = Signal(bool)
 
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -73,8 +72,6 @@ class TaskRunner(QObject):
         ticket = next(self._tickets)
         self._callbacks[ticket] = (on_done, on_error)
         self._pending += 1
-        if self._pending == 1:
-            self.busy_changed.emit(True)
         self._queue.put(_Job(ticket, fn))
         return ticket
 
@@ -113,8 +110,6 @@ class TaskRunner(QObject):
             succeeded, value = self._outcomes.pop(ticket, (False, None))
         on_done, on_error = self._callbacks.pop(ticket, (None, None))
         self._pending -= 1
-        if self._pending == 0:
-            self.busy_changed.emit(False)
         if succeeded:
             if on_done is not None:
                 on_done(value)

@@ -321,14 +321,10 @@ def draw_chevron(side: int = 32) -> QImage:
 
 def sample_crop(image: QImage) -> tuple[int, dict[str, int]]:
     """How many faces the app's face finder sees, and the crop it suggests for the largest."""
-    import numpy as np
-
+    from desktop_app.images import qimage_to_rgb
     from runtime import face_crop
 
-    rgb_image = image.convertToFormat(QImage.Format.Format_RGB888)
-    width, height, stride = rgb_image.width(), rgb_image.height(), rgb_image.bytesPerLine()
-    raw = np.frombuffer(rgb_image.constBits(), dtype=np.uint8, count=stride * height)
-    rgb = raw.reshape(height, stride)[:, : 3 * width].reshape(height, width, 3).copy()
+    rgb = qimage_to_rgb(image)
     faces = face_crop.detect_faces(rgb)
     if not faces:
         return 0, {}

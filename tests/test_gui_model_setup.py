@@ -69,7 +69,7 @@ def test_texts() -> None:
     )
     assert summarise_missing(missing) == "renderer.ckpt, wav2vec2-base-960h (2 files)"
     line = describe(Progress("download", "Downloading x", 0.5, speed=2_000_000, eta=125))
-    assert line == "Downloading x  ·  50%  ·  2.0 MB/s  ·  2 min 05 s left"
+    assert line == "Downloading x  ·  50%  ·  2.0 MB/s  ·  2m05s left"
 
 
 def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> None:

@@ -6,20 +6,15 @@ complete on a machine where everything is missing.
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
-import io
 import logging
-import os
 import platform
 import sys
-import tempfile
-import warnings
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from types import ModuleType
 from typing import Any
+
+from runtime.providers import ProviderProbe, ProviderReport, provider_report
 
 logger = logging.getLogger(__name__)
 
@@ -40,14 +35,6 @@ PACKAGES = (
     "huggingface_hub",
     "platformdirs",
 )
-
-
-@dataclass(frozen=True)
-class ProviderProbe:
-    name: str
-    initialises: bool
-    used: tuple[str, ...]
-    detail: str
 
 
 @dataclass(frozen=True)
@@ -77,76 +64,10 @@ def package_versions() -> dict[str, str | None]:
     return versions
 
 
-def _one_node_model(path: Path) -> None:
-    import onnx
-    from onnx import TensorProto, helper
-
-    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2])
-    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2])
-    node = helper.make_node("Relu", ["x"], ["y"])
-    model = helper.make_model(
-        helper.make_graph([node], "probe", [x], [y]),
-        opset_imports=[helper.make_opsetid("", 17)],
-    )
-    model.ir_version = 8
-    onnx.save(model, str(path))
-
-
 def probe_providers() -> tuple[tuple[str, ...], tuple[ProviderProbe, ...]]:
-    """Build a 1-node graph and run it on each compiled-in provider; report what was used."""
-    try:
-        import numpy as np
-        import onnxruntime as ort
-    except ImportError as exc:
-        return (), (ProviderProbe("onnxruntime", False, (), f"not importable: {exc}"),)
-    compiled = tuple(ort.get_available_providers())
-    probes: list[ProviderProbe] = []
-    with tempfile.TemporaryDirectory() as tmp:
-        model = Path(tmp) / "probe.onnx"
-        _one_node_model(model)
-        for provider in compiled:
-            with _captured_native_stderr(Path(tmp) / f"{provider}.log") as log:
-                try:
-                    session = ort.InferenceSession(str(model), providers=[provider])
-                    out = session.run(["y"], {"x": np.array([-1.0, 2.0], dtype=np.float32)})[0]
-                    used = tuple(session.get_providers())
-                    ok = used[0] == provider and bool(np.allclose(out, [0.0, 2.0]))
-                    error = None
-                except Exception as exc:  # any provider failure is a finding, not a crash
-                    used, ok, error = (), False, f"{type(exc).__name__}: {exc}"
-            if ok:
-                detail = "ok"
-            else:
-                reason = _first_error_line(log.read_text(errors="replace")) or error
-                fell_back = f"falls back to {used[0]}" if used else "fails"
-                detail = f"{fell_back}: {reason}" if reason else fell_back
-            probes.append(ProviderProbe(provider, ok, used, detail))
-    return compiled, tuple(probes)
-
-
-@contextlib.contextmanager
-def _captured_native_stderr(path: Path) -> Iterator[Path]:
-    """ONNX Runtime reports provider load failures on the C++ stderr; keep them for the report."""
-    sys.stderr.flush()
-    saved = os.dup(2)
-    with path.open("wb") as sink:
-        os.dup2(sink.fileno(), 2)
-        try:
-            with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-                warnings.simplefilter("ignore")
-                yield path
-        finally:
-            os.dup2(saved, 2)
-            os.close(saved)
-
-
-def _first_error_line(log: str) -> str | None:
-    for marker in ("with error: ", "Failed to create", "Please install"):
-        for line in log.splitlines():
-            if marker in line:
-                text = line.split(marker, 1)[1] if marker == "with error: " else line
-                return text.split("[m")[0].strip()
-    return None
+    """Every compiled-in provider run on a 1-node graph (`runtime.providers`, cached)."""
+    report = provider_report()
+    return report.compiled, report.probes
 
 
 def probe_gpu() -> dict[str, Any]:
@@ -257,6 +178,8 @@ def format_report(report: Report) -> str:
         mark = "yes" if probe.initialises else "no"
         used = ", ".join(probe.used) or "-"
         lines.append(f"  {probe.name:<28} {mark:<4} used: {used}  ({probe.detail})")
+    in_use = ProviderReport(compiled=report.providers_compiled, probes=report.providers)
+    lines.append(f"  usable: {in_use.summary()}")
     gpu = report.gpu
     lines += ["", f"GPU: {'; '.join(gpu['devices']) if gpu['present'] else 'none'}"]
     if not gpu["present"]:

@@ -174,10 +174,8 @@ class RuntimeModels:
 
 
 def _live_module() -> Any:
-    # The live engine imports onnxruntime. The app runs it but never imports onnxruntime
-    # itself: the engine side is loaded by name, so the import-linter boundary
-    # (desktop_app never imports onnxruntime) stays checkable, as runtime/cli.py does for
-    # the GUI.
+    # Loaded on first use: importing the engine loads ONNX Runtime (a few hundred ms), which
+    # the window does not need to appear.
     return importlib.import_module("desktop_app.runtime_live")
 
 

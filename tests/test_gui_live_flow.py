@@ -147,7 +147,7 @@ def test_photo_to_live_to_quit(
     assert window.gallery.get(photo_id or "").name == "Portrait"  # type: ignore[union-attr]
 
     # Go Live: the engine starts on the bridge's worker; frames reach the preview.
-    refs = (sys.getrefcount(None), sys.getrefcount(True))  # see desktop_app/pyside_guard.py
+    refs = (sys.getrefcount(None), sys.getrefcount(True))  # see test_gui_widgets.py
     qtbot.mouseClick(window.live_button, Qt.MouseButton.LeftButton)
     assert window.bridge.state in (LiveState.STARTING, LiveState.LIVE)
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)

@@ -12,7 +12,6 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtWidgets import QLabel
 from pytestqt.qtbot import QtBot
 
-from desktop_app import pyside_guard
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.images import qimage_to_rgb, rgb_to_qimage
 from desktop_app.preview import PreviewStats, PreviewWidget
@@ -149,11 +148,10 @@ def test_vcam_help_puts_this_system_first(qtbot: QtBot) -> None:
         help_panel.recheck.click()
 
 
-def test_pyside_reference_leak_cannot_abort_the_interpreter() -> None:
+def test_installed_pyside_keeps_references_to_none_and_true() -> None:
     """PySide6 6.12.0 on Python 3.11 loses a reference to None per void call and to True per
-    emit; the interpreter used to abort after ~1800 emits (a minute of live preview). With
-    whatever PySide6 is installed, a burst far beyond that must leave None and True alive."""
-    pyside_guard.install()
+    emit, and the interpreter aborts after a minute of live preview; pyproject.toml keeps it
+    out. Whatever PySide6 is installed must not lose references."""
 
     class Source(QObject):
         fired = Signal(int)
@@ -162,11 +160,12 @@ def test_pyside_reference_leak_cannot_abort_the_interpreter() -> None:
     got: list[int] = []
     source.fired.connect(got.append)
     label = QLabel()
-    for n in range(50_000):
+    rounds = 2_000
+    before = (sys.getrefcount(None), sys.getrefcount(True))
+    for n in range(rounds):
         source.fired.emit(n)
         label.setText("x")
-    assert len(got) == 50_000
-    assert sys.getrefcount(None) > 0 and sys.getrefcount(True) > 0
-    if pyside_guard.pyside_leaks():
-        assert pyside_guard.install()  # a leaking PySide6 is detected and neutralised
-        assert sys.getrefcount(None) > pyside_guard.BOOST // 2
+    after = (sys.getrefcount(None), sys.getrefcount(True))
+    assert len(got) == rounds
+    assert before[0] - after[0] < rounds // 2, "PySide6 loses references to None"
+    assert before[1] - after[1] < rounds // 2, "PySide6 loses references to True"

@@ -321,9 +321,15 @@ def test_stop_is_fast_and_start_stop_start_works(models: ModelSet) -> None:
         listener=tap.listener(),
     )
     avatar = grey_avatar(models, 100)
-    for _ in range(3):
+    for run in range(3):
         engine.start(avatar)
-        time.sleep(0.7)
+        # Each run publishes: wait (bounded) for frames rather than trusting a loaded machine.
+        deadline = time.perf_counter() + 10.0
+        while time.perf_counter() < deadline:
+            cams = fakecam.RecordingBackend.instances
+            if len(cams) == run + 1 and len(cams[-1].times) > 10:
+                break
+            time.sleep(0.05)
         t = time.perf_counter()
         assert engine.stop()
         assert time.perf_counter() - t < 1.0

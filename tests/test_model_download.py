@@ -7,6 +7,7 @@ import errno
 import json
 import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -108,6 +109,9 @@ def test_full_download_verifies_records_and_reports_progress(store: ModelStore) 
         if p.file_total is not None and p.file_done < p.file_total:
             assert not store.path(p.path).exists()
         events.append(p)
+        # A loopback transfer of stand-in files is over before a speed can be measured
+        # (0.2 s); a slow listener makes the transfer last long enough to show speed and ETA.
+        time.sleep(0.03)
 
     with FakeHub(files) as hub:
         result = download_model(store, options=options(hub), progress=on_progress)
@@ -127,7 +131,7 @@ def test_full_download_verifies_records_and_reports_progress(store: ModelStore) 
     assert events[-1].done == events[-1].total == result.bytes_transferred
     assert {e.path for e in events} == set(ALL)
     assert all(e.speed is None or e.speed >= 0 for e in events)
-    assert any(e.speed and e.eta is not None for e in events) or len(events) < 10
+    assert any(e.speed and e.eta is not None for e in events)
 
 
 def test_cdn_redirect_download_and_pinned_commit(store: ModelStore) -> None:

@@ -16,15 +16,9 @@ from models.audio_encoder import (
     pad_audio,
 )
 from models.recipe import Manifest, read_manifest, recipe_state_dict
+from tests.support.golden import rel_err
 
 FEATURE_TOL = 1e-4
-
-
-def rel_err(actual: torch.Tensor | np.ndarray, expected: np.ndarray) -> float:
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    return float(np.linalg.norm(a - e) / np.linalg.norm(e))
 
 
 @pytest.fixture(scope="module")

@@ -13,20 +13,14 @@ from models.audio_encoder import AudioEncoder, audio_encoder_state_dict, pad_aud
 from models.generator import FMGenerator, GeneratorConfig
 from models.generator.generator import align_sequence, fixed_chunk_noise
 from models.recipe import Manifest, read_manifest, recipe_state_dict
+from tests.support.golden import LATENT_REL_TOL as VELOCITY_TOL
+from tests.support.golden import SAMPLER_REL_TOL as SAMPLER_TOL
+from tests.support.golden import rel_err
 
-VELOCITY_TOL = 1e-4
-SAMPLER_TOL = 1e-3
 STEP_KEYS = (
     "x", "prev_x", "ref_x", "a", "prev_a", "gaze", "prev_gaze",
     "pose", "prev_pose", "cam", "prev_cam",
 )  # fmt: skip
-
-
-def rel_err(actual: torch.Tensor | np.ndarray, expected: np.ndarray) -> float:
-    a = np.asarray(actual, dtype=np.float64)
-    e = np.asarray(expected, dtype=np.float64)
-    assert a.shape == e.shape, (a.shape, e.shape)
-    return float(np.linalg.norm(a - e) / np.linalg.norm(e))
 
 
 @pytest.fixture(scope="module")

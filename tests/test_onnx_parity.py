@@ -12,18 +12,9 @@ import torch
 from models.loading import LoadedModels, load_models
 from runtime import contract
 from runtime.sessions import GraphSession, SessionOptions
+from tests.support.golden import assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow
-
-
-def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-
-
-def assert_frames_close(got: np.ndarray, ref: np.ndarray) -> None:
-    d = np.abs(got - ref)
-    assert d.mean() <= 1e-4, f"mean |d| {d.mean():.2e}"
-    assert np.percentile(d, 99) <= 2e-3, f"p99 |d| {np.percentile(d, 99):.2e}"
 
 
 @pytest.fixture(scope="module")

@@ -20,21 +20,12 @@ from runtime.motion_sampler import RawConditions
 from runtime.offline import AudioRenderSettings, OfflineRenderer, image_to_tensor
 from runtime.sessions import SessionOptions, open_model_set
 from runtime.video_file import Mp4Writer, VideoReader
+from tests.support.golden import assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow
 
 AAC_SLACK = 1024 / 16000 + 1e-3
 """AAC codes whole 1024-sample frames, so decoded sound may run up to one frame long."""
-
-
-def rel_err(got: np.ndarray, ref: np.ndarray) -> float:
-    return float(np.linalg.norm(got - ref) / np.linalg.norm(ref))
-
-
-def assert_frames_close(got: np.ndarray, ref: np.ndarray) -> None:
-    d = np.abs(got.astype(np.float64) - ref.astype(np.float64))
-    assert d.mean() <= 1e-4, f"mean |d| {d.mean():.2e}"
-    assert np.percentile(d, 99) <= 2e-3, f"p99 |d| {np.percentile(d, 99):.2e}"
 
 
 def run_render(*args: str, cache_home: Path, data_home: Path) -> subprocess.CompletedProcess[str]:

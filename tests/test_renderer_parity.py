@@ -18,10 +18,7 @@ import torch
 from models.recipe import Manifest, read_manifest, recipe_state_dict
 from models.renderer import IMTRenderer, RendererConfig, SourceCache, SourceEncoding
 from runtime import contract
-
-LATENT_REL_TOL = 1e-4
-FRAME_MEAN_TOL = 1e-4
-FRAME_P99_TOL = 2e-3
+from tests.support.golden import LATENT_REL_TOL, assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow
 
@@ -56,22 +53,12 @@ def _t(golden: dict[str, np.ndarray], key: str) -> torch.Tensor:
     return torch.from_numpy(golden[key])
 
 
-def _rel_err(ours: torch.Tensor, ref: np.ndarray) -> float:
-    diff = ours.detach().numpy().astype(np.float64) - ref
-    return float(np.linalg.norm(diff) / np.linalg.norm(ref))
-
-
 def _assert_latent(ours: torch.Tensor, ref: np.ndarray) -> None:
     assert tuple(ours.shape) == ref.shape
-    assert _rel_err(ours, ref) <= LATENT_REL_TOL
+    assert rel_err(ours, ref) <= LATENT_REL_TOL
 
 
-def _assert_frames(ours: torch.Tensor, ref: np.ndarray) -> None:
-    assert tuple(ours.shape) == ref.shape
-    d = np.abs(ours.detach().numpy().astype(np.float64) - ref)
-    mean, p99 = float(d.mean()), float(np.percentile(d, 99))
-    assert mean <= FRAME_MEAN_TOL, f"mean |d| {mean:.3g}"
-    assert p99 <= FRAME_P99_TOL, f"99th percentile |d| {p99:.3g}"
+_assert_frames = assert_frames_close
 
 
 def _stats(tensors: Sequence[torch.Tensor]) -> np.ndarray:

@@ -483,6 +483,23 @@ class ModelStore:
             files=files,
         )
 
+    def _record_verified(self, relpath: str, *, sha256: str, size: int, source: str) -> None:
+        """Record a file now verified at its final path (caller holds the lock); the date it
+        was first verified survives re-verification."""
+        record = self.read_record()
+        previous = record.files.get(relpath)
+        files = dict(record.files)
+        files[relpath] = FileRecord(
+            sha256=sha256,
+            size=size,
+            mtime_ns=self.path(relpath).stat().st_mtime_ns,
+            first_verified=previous.first_verified if previous else _utc_now(),
+            source=source,
+        )
+        self._write_record(
+            StoreRecord(repo_id=record.repo_id, revision=record.revision, files=files)
+        )
+
     def _write_record(self, record: StoreRecord) -> None:
         data = json.dumps(record.to_json(), indent=2).encode() + b"\n"
         atomic_write_bytes(self.record_path, data)
@@ -543,19 +560,7 @@ class ModelStore:
         with self._lock:
             os.replace(candidate, final)
             fsync_dir(final.parent)
-            record = self.read_record()
-            previous = record.files.get(relpath)
-            files = dict(record.files)
-            files[relpath] = FileRecord(
-                sha256=sha256,
-                size=size,
-                mtime_ns=final.stat().st_mtime_ns,
-                first_verified=previous.first_verified if previous else _utc_now(),
-                source=source,
-            )
-            self._write_record(
-                StoreRecord(repo_id=record.repo_id, revision=record.revision, files=files)
-            )
+            self._record_verified(relpath, sha256=sha256, size=size, source=source)
         logger.info("verified and stored %s (sha256 %s)", relpath, sha256)
 
     # ---- status
@@ -781,19 +786,7 @@ class ModelStore:
             # The user's own file (it is at the store's path): say so, never delete it.
             raise VerificationError(f"{relpath}: {problem}")
         with self._lock:
-            record = self.read_record()
-            previous = record.files.get(relpath)
-            files = dict(record.files)
-            files[relpath] = FileRecord(
-                sha256=sha,
-                size=size,
-                mtime_ns=final.stat().st_mtime_ns,
-                first_verified=previous.first_verified if previous else _utc_now(),
-                source="import (in place)",
-            )
-            self._write_record(
-                StoreRecord(repo_id=record.repo_id, revision=record.revision, files=files)
-            )
+            self._record_verified(relpath, sha256=sha, size=size, source="import (in place)")
         reporter.done += size
         reporter.report(
             phase="verify",

@@ -220,7 +220,12 @@ def _captured_native_stderr(path: Path) -> Iterator[Path]:
     lands in the log too. Python-level warnings and stdout chatter are swallowed as well.
     """
     sys.stderr.flush()
-    saved = os.dup(2)
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all (a windowed app): nothing to capture or to spray on
+        path.touch()
+        yield path
+        return
     try:
         with path.open("wb") as sink:
             os.dup2(sink.fileno(), 2)
@@ -240,7 +245,7 @@ _ANSI = re.compile(r"\x1b\[[0-9;]*m|\[[0-9;]*m")
 def _first_error_line(log: str) -> str | None:
     """ONNX Runtime's own explanation from its native log, without colour codes."""
     clean = _ANSI.sub("", log)
-    for marker in ("with error: ", "Failed to create", "Please install"):
+    for marker in ("with error: ", "LoadLibrary failed", "Failed to create", "Please install"):
         for line in clean.splitlines():
             if marker in line:
                 text = line.split(marker, 1)[1] if marker == "with error: " else line
@@ -249,7 +254,7 @@ def _first_error_line(log: str) -> str | None:
 
 
 _MISSING_LIB = re.compile(r"([\w.+-]+\.so[\w.]*): cannot open shared object file")
-_MISSING_DLL = re.compile(r"LoadLibrary failed with error \d+ \"[^\"]*\" when trying to load")
+_MISSING_DLL = re.compile(r"LoadLibrary failed with error 126\b")
 
 
 def short_reason(detail: str) -> str:
@@ -258,7 +263,7 @@ def short_reason(detail: str) -> str:
     if missing:
         return f"{missing.group(1)} missing"
     if _MISSING_DLL.search(detail):
-        return "a CUDA/cuDNN DLL is missing"
+        return "a CUDA or cuDNN DLL is missing"
     head, sep, tail = detail.partition(": ")
     text = tail if sep and head.startswith(("falls back", "fails")) else detail
     return text.strip() or "unknown reason"

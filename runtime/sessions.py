@@ -9,8 +9,8 @@ that work are requested; a compiled-in but broken one is logged once as a single
 a session actually runs on is read back with `get_providers()` and kept in
 `GraphSession.providers` / `ModelSet.providers` / `ModelSet.summary()` for `doctor` and the GUI.
 
-Threads are explicit: on the CPU one intra-op thread per usable core and one inter-op thread
-(graphs run sequentially); on a GPU two intra-op threads without spin-waiting, so the CPU
+Threads are explicit: on the CPU one intra-op thread per usable physical core and one inter-op
+thread (graphs run sequentially); on a GPU two intra-op threads without spin-waiting, so the CPU
 stays free for audio capture, the GUI and the virtual camera.
 
 `BoundRenderer` binds one avatar's per-frame renderer inputs (about 30 MB) once, as OrtValues
@@ -80,11 +80,11 @@ _OPTIMIZATION = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class SessionOptions:
     """How sessions are built.
 
-    intra_op_threads: 0 = automatic (CPU: one per usable core; GPU: 2).
+    intra_op_threads: 0 = automatic (CPU: one per usable physical core; GPU: 2).
     inter_op_threads: only used by parallel execution, which these linear graphs do not gain
         from; 1 keeps the thread count predictable.
     providers: explicit provider list (each still probed); None = `PREFERENCE`.
@@ -121,11 +121,24 @@ class SessionOptions:
 
 
 def usable_cores() -> int:
-    """Cores this process may run on (the affinity mask, e.g. a container's CPU limit)."""
+    """Physical cores this process may run on, or 0 where that is unknown (ORT then picks).
+
+    Counted from the affinity mask (a container's CPU limit counts) with SMT siblings folded
+    together: a second hardware thread on a busy core adds little to these compute-bound
+    kernels and takes time from the audio and GUI threads.
+    """
     try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # macOS, Windows
-        return max(1, os.cpu_count() or 1)
+        cpus = os.sched_getaffinity(0)
+    except AttributeError:  # macOS, Windows: ORT's own default is one thread per physical core
+        return 0
+    siblings = set()
+    for cpu in cpus:
+        topology = Path(f"/sys/devices/system/cpu/cpu{cpu}/topology/thread_siblings_list")
+        try:
+            siblings.add(topology.read_text().strip())
+        except OSError:
+            return max(1, len(cpus))
+    return max(1, len(siblings))
 
 
 def wanted_providers(options: SessionOptions) -> tuple[str, ...]:
@@ -229,8 +242,10 @@ class GraphSession:
         self.requested: list[str] = requested_providers(options)
         self.unusable: tuple[ProviderProbe, ...] = _dropped(options, self.requested)
         on_gpu = self.requested[0] != CPU
+        cores = usable_cores()
+        # 0 where the core count is unknown: ONNX Runtime then picks (one per physical core).
         self.intra_op_threads = options.intra_op_threads or (
-            min(GPU_INTRA_OP_THREADS, usable_cores()) if on_gpu else usable_cores()
+            min(GPU_INTRA_OP_THREADS, cores or GPU_INTRA_OP_THREADS) if on_gpu else cores
         )
         spinning = (not on_gpu) if options.allow_spinning is None else options.allow_spinning
         self.memory_pattern = (
@@ -288,8 +303,8 @@ class GraphSession:
     def summary(self) -> str:
         """One line: ``CPU, 2 threads (CUDA unusable: libcublasLt.so.13 missing)``."""
         threads = self.intra_op_threads
-        text = f"{SHORT_NAMES.get(self.provider, self.provider)}, {threads} thread"
-        text += "" if threads == 1 else "s"
+        count = "automatic threads" if threads == 0 else f"{threads} thread" + "s" * (threads > 1)
+        text = f"{SHORT_NAMES.get(self.provider, self.provider)}, {count}"
         broken = [f"{SHORT_NAMES.get(p.name, p.name)} unusable: {p.reason}" for p in self.unusable]
         return text + (f" ({'; '.join(broken)})" if broken else "")
 

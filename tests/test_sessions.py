@@ -15,7 +15,7 @@ import pytest
 
 from runtime import contract as C
 from runtime import providers
-from runtime.providers import provider_report, short_reason
+from runtime.providers import ProviderProbe, provider_report, short_reason
 from runtime.sessions import (
     BoundRenderer,
     ContractError,
@@ -311,6 +311,36 @@ def test_tensorrt_is_requested_only_when_asked() -> None:
 )
 def test_short_reason(detail: str, reason: str) -> None:
     assert short_reason(detail) == reason
+
+
+LINUX_LOG = (
+    "\x1b[1;31m2026-11-22 00:14:28.42 [E:onnxruntime:Default, provider_bridge_ort.cc:2458 "
+    "operator()] ... [ONNXRuntimeError] : 1 : FAIL : Failed to load library "
+    "/x/libonnxruntime_providers_cuda.so with error: libcublasLt.so.13: cannot open shared "
+    "object file: No such file or directory\n\x1b[m\n\x1b[0;93m2026-11-22 [W:onnxruntime:Default,"
+    " onnxruntime_pybind_state.cc:1295 CreateExecutionProviderFactoryInstance] Failed to create "
+    "CUDAExecutionProvider. Require cuDNN 9.* and CUDA 13.*.\x1b[m\n"
+)
+WINDOWS_LOG = (
+    "2026-11-22 [E:onnxruntime:Default, provider_bridge_ort.cc:1862 "
+    "onnxruntime::TryGetProviderInfo_CUDA] provider_bridge_ort.cc:1539 "
+    "onnxruntime::ProviderLibrary::Get [ONNXRuntimeError] : 1 : FAIL : LoadLibrary failed with "
+    'error 126 "" when trying to load "C:\\app\\onnxruntime_providers_cuda.dll"\n'
+    "2026-11-22 [W:onnxruntime:Default, onnxruntime_pybind_state.cc:965 "
+    "onnxruntime::python::CreateExecutionProviderInstance] Failed to create "
+    "CUDAExecutionProvider. Require cuDNN 9.* and CUDA 12.*.\n"
+)
+
+
+@pytest.mark.parametrize(
+    ("log", "reason"),
+    [(LINUX_LOG, "libcublasLt.so.13 missing"), (WINDOWS_LOG, "a CUDA or cuDNN DLL is missing")],
+)
+def test_reason_from_onnx_runtime_native_log(log: str, reason: str) -> None:
+    line = providers._first_error_line(log)
+    assert line is not None and "\x1b" not in line and "[m" not in line
+    probe = ProviderProbe("CUDAExecutionProvider", False, (), f"falls back to CPU: {line}")
+    assert probe.reason == reason
 
 
 # -- threads ----------------------------------------------------------------------------------

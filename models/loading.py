@@ -20,6 +20,10 @@ from models.renderer.renderer import IMTRenderer
 RENDERER_FILE = "renderer.ckpt"
 GENERATOR_FILE = "generator.ckpt"
 WAV2VEC2_DIR = "wav2vec2-base-960h"
+# Written by `python -m models.to_safetensors`; preferred when present (no unpickling at all).
+RENDERER_SAFETENSORS = "renderer.safetensors"
+GENERATOR_SAFETENSORS = "generator.safetensors"
+WAV2VEC2_SAFETENSORS = f"{WAV2VEC2_DIR}/model.safetensors"
 
 
 @dataclass(frozen=True)
@@ -29,13 +33,20 @@ class LoadedModels:
     audio_encoder: AudioEncoder
 
 
+def _prefer(weights: Path, safetensors_name: str, published_name: str) -> Path:
+    safe = weights / safetensors_name
+    return safe if safe.is_file() else weights / published_name
+
+
 def load_models(weights: Path) -> LoadedModels:
     """All three models in eval mode. The wav2vec2 folder's weights win over a copy inside
     generator.ckpt (the published files hold equal copies)."""
     renderer = IMTRenderer()
-    load_strict(renderer, renderer_state_dict(weights / RENDERER_FILE))
+    load_strict(
+        renderer, renderer_state_dict(_prefer(weights, RENDERER_SAFETENSORS, RENDERER_FILE))
+    )
     generator = FMGenerator()
-    gen_weights = generator_state_dicts(weights / GENERATOR_FILE)
+    gen_weights = generator_state_dicts(_prefer(weights, GENERATOR_SAFETENSORS, GENERATOR_FILE))
     load_strict(generator, gen_weights.model)
     audio_encoder = AudioEncoder()
     folder = weights / WAV2VEC2_DIR

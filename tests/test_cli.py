@@ -8,8 +8,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from runtime import cli
 
 
@@ -70,11 +68,3 @@ def test_parser_builds_in_process() -> None:
     parser = cli.build_parser()
     args = parser.parse_args(["doctor", "--json"])
     assert args.command == "doctor" and args.json
-
-
-@pytest.mark.parametrize("command", ["models"])
-def test_placeholder_commands_say_not_available(command: str) -> None:
-    out = run_cli(command)
-    if "not available yet" not in out.stderr:
-        pytest.skip(f"`{command}` is implemented now")
-    assert out.returncode == 2

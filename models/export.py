@@ -174,8 +174,6 @@ def export_graph(module: nn.Module, spec: GraphSpec, path: Path) -> None:
     """Trace `module` to `path` with the contract's names and dynamic axes, then check it."""
     sizes = {"batch": 2, "samples": 7 * contract.SAMPLES_PER_FRAME, "frames": 7}
     example = _example(spec, sizes)
-    if spec.name == contract.AUDIO_ENCODER.name:
-        example = (torch.randn(2, 7 * contract.SAMPLES_PER_FRAME, generator=torch.Generator()),)
     dynamic_axes = {t.name: t.dynamic_axes for t in (*spec.inputs, *spec.outputs) if t.dynamic_axes}
     with warnings.catch_warnings(), torch.no_grad():
         # The legacy exporter's deprecation notice and tracer warnings about shape arithmetic

@@ -38,6 +38,18 @@ class WeightsFolder(ModelStore):
     def missing(self) -> list[str]:
         return [e.path for e in self.manifest if not (self.root / e.path).is_file()]
 
+    @classmethod
+    def complete(cls, root: Path) -> WeightsFolder:
+        """The folder at `root`, or ModelNotReadyError naming every missing file."""
+        folder = cls(root)
+        missing = folder.missing()
+        if missing:
+            raise ModelNotReadyError(
+                f"{root} is not laid out like the IMTalker model repository; missing: "
+                + ", ".join(missing)
+            )
+        return folder
+
 
 def resolve_graphs(
     weights: Path | None = None,
@@ -46,14 +58,7 @@ def resolve_graphs(
 ) -> Path:
     """The folder of verified compiled graphs, converting once if needed."""
     if weights is not None:
-        folder = WeightsFolder(weights)
-        missing = folder.missing()
-        if missing:
-            raise ModelNotReadyError(
-                f"{weights} is not laid out like the IMTalker model repository; missing: "
-                + ", ".join(missing)
-            )
-        return compiled_cache.convert(folder, progress=progress)
+        return compiled_cache.convert(WeightsFolder.complete(weights), progress=progress)
     store = ModelStore()
     ready = compiled_cache.converted_dir(store)
     if ready is not None:

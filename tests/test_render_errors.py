@@ -29,6 +29,15 @@ def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
+def render_job(
+    tmp_path: Path, avatar: Path, audio: Path, out: Path, *extra: str
+) -> subprocess.CompletedProcess[str]:
+    """`render --avatar AVATAR --audio AUDIO --out OUT [extra...]`."""
+    return render(
+        tmp_path, "--avatar", str(avatar), "--audio", str(audio), "--out", str(out), *extra
+    )
+
+
 @pytest.fixture
 def portrait(fixtures_dir: Path) -> Path:
     return fixtures_dir / "source_4.png"
@@ -54,7 +63,7 @@ def test_not_an_image(tmp_path: Path, speech: Path) -> None:
     bogus.write_bytes(os.urandom(4096))
     out = tmp_path / "out.mp4"
     check_failed(
-        render(tmp_path, "--avatar", str(bogus), "--audio", str(speech), "--out", str(out)),
+        render_job(tmp_path, bogus, speech, out),
         out,
         "photo.png",
     )
@@ -62,9 +71,7 @@ def test_not_an_image(tmp_path: Path, speech: Path) -> None:
 
 def test_missing_photo(tmp_path: Path, speech: Path) -> None:
     out = tmp_path / "out.mp4"
-    done = render(
-        tmp_path, "--avatar", str(tmp_path / "nope.jpg"), "--audio", str(speech), "--out", str(out)
-    )
+    done = render_job(tmp_path, tmp_path / "nope.jpg", speech, out)
     check_failed(done, out, "nope.jpg")
 
 
@@ -74,7 +81,7 @@ def test_oversized_photo(tmp_path: Path, speech: Path) -> None:
     Image.new("L", (20000, 20000)).save(big, optimize=False, compress_level=9)
     out = tmp_path / "out.mp4"
     check_failed(
-        render(tmp_path, "--avatar", str(big), "--audio", str(speech), "--out", str(out)),
+        render_job(tmp_path, big, speech, out),
         out,
         "limit",
     )
@@ -85,7 +92,7 @@ def test_photo_without_face(tmp_path: Path, speech: Path) -> None:
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((400, 400, 3)) * 40 + 100).astype(np.uint8)).save(flat)
     out = tmp_path / "out.mp4"
-    done = render(tmp_path, "--avatar", str(flat), "--audio", str(speech), "--out", str(out))
+    done = render_job(tmp_path, flat, speech, out)
     check_failed(done, out, "no face", "--no-crop")
 
 
@@ -96,7 +103,7 @@ def test_silent_audio(tmp_path: Path, portrait: Path) -> None:
     )
     out = tmp_path / "out.mp4"
     check_failed(
-        render(tmp_path, "--avatar", str(portrait), "--audio", str(silent), "--out", str(out)),
+        render_job(tmp_path, portrait, silent, out),
         out,
         "silent",
     )
@@ -107,7 +114,7 @@ def test_corrupt_audio(tmp_path: Path, portrait: Path) -> None:
     corrupt.write_bytes(b"ID3" + os.urandom(2000))
     out = tmp_path / "out.mp4"
     check_failed(
-        render(tmp_path, "--avatar", str(portrait), "--audio", str(corrupt), "--out", str(out)),
+        render_job(tmp_path, portrait, corrupt, out),
         out,
         "speech.mp3",
     )
@@ -115,16 +122,14 @@ def test_corrupt_audio(tmp_path: Path, portrait: Path) -> None:
 
 def test_output_folder_missing(tmp_path: Path, portrait: Path, speech: Path) -> None:
     out = tmp_path / "no" / "such" / "dir" / "out.mp4"
-    done = render(tmp_path, "--avatar", str(portrait), "--audio", str(speech), "--out", str(out))
+    done = render_job(tmp_path, portrait, speech, out)
     assert done.returncode == 1
     assert "does not exist" in done.stderr
     assert not out.exists()
 
 
 def test_output_is_a_folder(tmp_path: Path, portrait: Path, speech: Path) -> None:
-    done = render(
-        tmp_path, "--avatar", str(portrait), "--audio", str(speech), "--out", str(tmp_path)
-    )
+    done = render_job(tmp_path, portrait, speech, tmp_path)
     assert done.returncode == 1
     assert "mp4" in done.stderr
 
@@ -136,9 +141,7 @@ def test_unwritable_output(tmp_path: Path, portrait: Path, speech: Path) -> None
     locked.chmod(0o500)
     out = locked / "out.mp4"
     try:
-        done = render(
-            tmp_path, "--avatar", str(portrait), "--audio", str(speech), "--out", str(out)
-        )
+        done = render_job(tmp_path, portrait, speech, out)
     finally:
         locked.chmod(0o700)
     check_failed(done, out, "not writable")
@@ -146,7 +149,7 @@ def test_unwritable_output(tmp_path: Path, portrait: Path, speech: Path) -> None
 
 def test_model_not_installed(tmp_path: Path, portrait: Path, speech: Path) -> None:
     out = tmp_path / "out.mp4"
-    done = render(tmp_path, "--avatar", str(portrait), "--audio", str(speech), "--out", str(out))
+    done = render_job(tmp_path, portrait, speech, out)
     check_failed(done, out, "models download")
 
 
@@ -155,17 +158,7 @@ def test_weights_folder_incomplete(tmp_path: Path, portrait: Path, speech: Path)
     weights.mkdir()
     (weights / "renderer.ckpt").write_bytes(b"not really")
     out = tmp_path / "out.mp4"
-    done = render(
-        tmp_path,
-        "--avatar",
-        str(portrait),
-        "--audio",
-        str(speech),
-        "--out",
-        str(out),
-        "--weights",
-        str(weights),
-    )
+    done = render_job(tmp_path, portrait, speech, out, "--weights", str(weights))
     check_failed(done, out, "generator.ckpt", "wav2vec2-base-960h/config.json")
 
 
@@ -186,17 +179,7 @@ def test_tampered_weights(
         else:
             target.write_bytes(f.read_bytes())
     out = tmp_path / "out.mp4"
-    done = render(
-        tmp_path,
-        "--avatar",
-        str(portrait),
-        "--audio",
-        str(speech),
-        "--out",
-        str(out),
-        "--weights",
-        str(weights),
-    )
+    done = render_job(tmp_path, portrait, speech, out, "--weights", str(weights))
     check_failed(done, out, "pytorch_model.bin")
 
 
@@ -207,7 +190,7 @@ def test_existing_output_survives_a_failure(tmp_path: Path, speech: Path) -> Non
     before = out.read_bytes()
     bogus = tmp_path / "x.png"
     bogus.write_bytes(b"nope")
-    done = render(tmp_path, "--avatar", str(bogus), "--audio", str(speech), "--out", str(out))
+    done = render_job(tmp_path, bogus, speech, out)
     assert done.returncode == 1
     assert out.read_bytes() == before
 
@@ -215,6 +198,6 @@ def test_existing_output_survives_a_failure(tmp_path: Path, speech: Path) -> Non
 def test_unwritable_system_folder(tmp_path: Path, portrait: Path, speech: Path) -> None:
     """Works as root too: /proc/self refuses new files for everyone."""
     out = Path("/proc/self/out.mp4")
-    done = render(tmp_path, "--avatar", str(portrait), "--audio", str(speech), "--out", str(out))
+    done = render_job(tmp_path, portrait, speech, out)
     assert done.returncode == 1
     assert "not writable" in done.stderr

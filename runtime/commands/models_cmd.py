@@ -31,7 +31,7 @@ from runtime.model_store import (
     human_bytes,
     human_duration,
 )
-from runtime.weights import ModelNotReadyError, WeightsFolder
+from runtime.weights import WeightsFolder
 
 logger = logging.getLogger(__name__)
 
@@ -345,14 +345,7 @@ def _do_import(args: argparse.Namespace, store: ModelStore) -> int:
 
 def _do_convert(args: argparse.Namespace, store: ModelStore) -> int:
     if args.weights is not None:
-        folder = WeightsFolder(args.weights)
-        missing = folder.missing()
-        if missing:
-            raise ModelNotReadyError(
-                f"{args.weights} is not laid out like the model repository; missing: "
-                + ", ".join(missing)
-            )
-        store = folder
+        store = WeightsFolder.complete(args.weights)
     line = _ProgressLine(sys.stderr)
     try:
         path = compiled_cache.convert(store, progress=line.conversion, force=args.force)

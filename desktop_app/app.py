@@ -11,11 +11,11 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from desktop_app import assets, theme
-from desktop_app.backend import AvatarTools, Backend
 from desktop_app.gallery import Gallery
 from desktop_app.main_window import MainWindow
+from desktop_app.services import AvatarTools, Backend
 from desktop_app.settings import SettingsStore
-from runtime import paths
+from runtime.core import paths
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) ->
     """Start the app. `backend` replaces the real runtime (tests pass fakes for hardware)."""
     app = create_app(sys.argv if argv is None else argv)
     if backend is None:
-        from desktop_app.runtime_backend import runtime_backend
+        from desktop_app.runtime_services import runtime_backend
 
         backend = runtime_backend()
     window = build_window(backend)

@@ -38,14 +38,14 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.avatar_panel import AvatarPanel, dropped_photo
-from desktop_app.backend import Backend, LiveConfig, LiveStats, UserError, VirtualCameraInfo
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.crop_dialog import CropDialog
-from desktop_app.engine_bridge import EngineBridge, LiveState
 from desktop_app.gallery import Gallery
 from desktop_app.images import rgb_to_qimage
+from desktop_app.live_bridge import EngineBridge, LiveState
 from desktop_app.model_setup import ModelSetupDialog
 from desktop_app.preview import PreviewStats, PreviewWidget
+from desktop_app.services import Backend, LiveConfig, LiveStats, UserError, VirtualCameraInfo
 from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
 from desktop_app.source_panel import SourcePanel
 from desktop_app.vcam_help import VirtualCameraHelp

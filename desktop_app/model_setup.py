@@ -27,9 +27,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.backend import Cancelled, Models, ModelState, Offline, Progress
+from desktop_app.services import Cancelled, Models, ModelState, Offline, Progress
 from desktop_app.tasks import TaskRunner
-from runtime.model_store import human_bytes, human_duration
+from runtime.core.units import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
 

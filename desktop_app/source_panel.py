@@ -26,8 +26,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.backend import Closable, Devices
 from desktop_app.images import rgb_to_qimage
+from desktop_app.services import Closable, Devices
 from desktop_app.settings import SourceKind
 
 logger = logging.getLogger(__name__)

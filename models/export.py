@@ -1,4 +1,4 @@
-"""ONNX export of every graph in `runtime.contract` (its own process: `python -m models.export`).
+"""ONNX export of every graph in `runtime.model.contract` (own process: `python -m models.export`).
 
 Run as a child of the app so that unpickling checkpoints and torch never touch the app process.
 Progress goes to stdout as JSON lines `{"graph": name, "done": i, "total": n}`; errors go to
@@ -30,8 +30,8 @@ from models.audio_encoder import AudioEncoder
 from models.generator.generator import FMGenerator
 from models.loading import LoadedModels, load_models
 from models.renderer.renderer import IMTRenderer, SourceCache
-from runtime import contract
-from runtime.contract import GraphSpec
+from runtime.model import contract
+from runtime.model.contract import GraphSpec
 
 logger = logging.getLogger(__name__)
 

@@ -6,7 +6,7 @@ shapes below, so the sample avatar ships under the project's own licence.
 
 The sample portrait is drawn the way a photo is lit (soft key light from the upper left,
 darker eye sockets, a lighter nose bridge) because the face finder the app uses (OpenCV's
-Haar cascade, via `runtime.face_crop`) looks for exactly those light/dark patterns. The
+Haar cascade, via `runtime.media.face_crop`) looks for exactly those light/dark patterns. The
 script refuses to write a sample in which it does not find exactly one face, and stores the
 crop it suggests next to the picture.
 """
@@ -322,7 +322,7 @@ def draw_chevron(side: int = 32) -> QImage:
 def sample_crop(image: QImage) -> tuple[int, dict[str, int]]:
     """How many faces the app's face finder sees, and the crop it suggests for the largest."""
     from desktop_app.images import qimage_to_rgb
-    from runtime import face_crop
+    from runtime.media import face_crop
 
     rgb = qimage_to_rgb(image)
     faces = face_crop.detect_faces(rgb)

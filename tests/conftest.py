@@ -58,8 +58,8 @@ def recipe_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def recipe_graphs(recipe_weights: Path, recipe_cache_home: Path) -> Path:
     """Full-size ONNX graphs of the recipe checkpoints, compiled as the app compiles them: the
     exporter in a child process, the result sealed in the compiled-model cache."""
-    from runtime import compiled_cache
-    from runtime.weights import WeightsFolder
+    from runtime.model import compiled_cache
+    from runtime.model.weights import WeightsFolder
 
     return compiled_cache.convert(
         WeightsFolder(recipe_weights), root=recipe_cache_home / "compiled"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engine import EngineEvent, EngineListener, HopRecord
-from runtime.live_avatar import LiveAvatar, encode_avatar
-from runtime.pacer import LiveFrame
-from runtime.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.engine.live import EngineEvent, EngineListener, HopRecord
+from runtime.engine.live_avatar import LiveAvatar, encode_avatar
+from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink
 from tests.stub_graphs import write_stub_graphs
 

@@ -1,4 +1,4 @@
-"""Tiny ONNX stand-ins for every graph of `runtime.contract`, with the real I/O contract.
+"""Tiny ONNX stand-ins for every graph of `runtime.model.contract`, with the real I/O contract.
 
 Names, dtypes and dynamic axes come from the contract itself, so the runtime opens them with
 its real session code. The math is trivial and checkable, so a test can tell what went in
@@ -26,7 +26,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from runtime import contract as C
+from runtime.model import contract as C
 
 PREV_GAIN = 0.5
 OFFSET = 2.0

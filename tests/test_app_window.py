@@ -108,7 +108,7 @@ def test_first_run_opens_the_model_setup_under_xvfb(
     shot = output_dir / f"model_setup_{width}x{height}.png"
     with xvfb(width, height) as display:
         env = _env(display, tmp_path)
-        with _running([sys.executable, "-m", "runtime.cli"], env) as app:
+        with _running([sys.executable, "-m", "runtime.commands.cli"], env) as app:
             _wait_for_window(env, "imtalker-cam", app)
             # Qt adds the app's name to a dialog's title on X11.
             _wait_for_window(env, "Set up the model — imtalker-cam", app)

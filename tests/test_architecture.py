@@ -52,3 +52,23 @@ def test_breaking_a_contract_fails(tmp_path: Path, package: str, statement: str)
     out = lint(root)
     assert out.returncode != 0
     assert "BROKEN" in out.stdout
+
+
+@pytest.mark.parametrize(
+    ("module", "statement"),
+    [
+        # A lower layer of runtime/ reaching up, one hop and two.
+        ("runtime/model/_violation.py", "import runtime.engine.live\n"),
+        ("runtime/media/_violation.py", "from runtime.sinks import SinkSet\n"),
+        ("runtime/core/_violation.py", "from runtime.model import contract\n"),
+        ("runtime/sinks/_violation.py", "from runtime.commands import cli\n"),
+        # A widget importing the runtime implementation instead of the services protocols.
+        ("desktop_app/_violation.py", "from desktop_app.runtime_services import devices\n"),
+    ],
+)
+def test_breaking_a_layer_fails(tmp_path: Path, module: str, statement: str) -> None:
+    root = copy_tree(tmp_path)
+    (root / module).write_text(statement)
+    out = lint(root)
+    assert out.returncode != 0
+    assert "BROKEN" in out.stdout

@@ -11,7 +11,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from runtime.audio_file import (
+from runtime.media.audio_file import (
     SAMPLE_RATE,
     SAMPLES_PER_FRAME,
     AudioFileError,
@@ -21,7 +21,7 @@ from runtime.audio_file import (
     num_frames,
     pad_to_frames,
 )
-from runtime.video_file import Mp4Writer
+from runtime.media.video_file import Mp4Writer
 
 
 def _tone(rate: int, seconds: float, freq: float = 440.0) -> npt.NDArray[np.float32]:

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.avatar_image import (
+from runtime.media.avatar_image import (
     BACKGROUND_RGB,
     MAX_PIXELS,
     AvatarImageError,

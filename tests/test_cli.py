@@ -8,12 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
-from runtime import cli
+from runtime.commands import cli
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *args],
+        [sys.executable, "-m", "runtime.commands.cli", *args],
         capture_output=True,
         text=True,
         timeout=120,

@@ -12,8 +12,8 @@ import numpy.typing as npt
 import pytest
 from PIL import Image
 
-from runtime.avatar_image import AvatarImageError, load_avatar_image
-from runtime.face_crop import (
+from runtime.media.avatar_image import AvatarImageError, load_avatar_image
+from runtime.media.face_crop import (
     AVATAR_SIZE,
     CROP_SCALE,
     HAAR_CENTER_SHIFT_Y,

@@ -14,7 +14,7 @@ from desktop_app import theme
 from desktop_app.crop_dialog import Bounds, CropDialog, bounds_for, clamp_square
 from desktop_app.gallery import CropSquare
 from desktop_app.images import rgb_to_qimage
-from desktop_app.runtime_backend import RuntimeAvatars
+from desktop_app.runtime_services.models import RuntimeAvatars
 
 
 def test_clamp_keeps_the_square_inside_the_bounds() -> None:

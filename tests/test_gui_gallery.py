@@ -11,7 +11,7 @@ from desktop_app import assets
 from desktop_app.app import add_sample_avatar
 from desktop_app.gallery import CropSquare, Gallery
 from desktop_app.images import load_png
-from desktop_app.runtime_backend import RuntimeAvatars
+from desktop_app.runtime_services.models import RuntimeAvatars
 
 
 def _image(value: int, side: int = 256) -> np.ndarray:

@@ -26,11 +26,11 @@ from pytestqt.qtbot import QtBot
 
 from desktop_app.app import build_window
 from desktop_app.crop_dialog import CropDialog
-from desktop_app.engine_bridge import LiveState
 from desktop_app.images import qimage_to_rgb
+from desktop_app.live_bridge import LiveState
 from desktop_app.main_window import MainWindow
-from desktop_app.runtime_backend import runtime_backend
-from runtime.audio_file import load_audio
+from desktop_app.runtime_services import runtime_backend
+from runtime.media.audio_file import load_audio
 from tests.fakes import virtual_camera as fakecam
 from tests.fakes.camera import FakeCv2
 from tests.fakes.sound_device import FakeSoundDevice

@@ -18,10 +18,10 @@ from PySide6.QtWidgets import QApplication
 from pytestqt.qtbot import QtBot
 
 from desktop_app import theme
-from desktop_app.backend import Progress
 from desktop_app.model_setup import ModelSetupDialog, describe, summarise_missing
-from desktop_app.runtime_backend import RuntimeModels
-from runtime.model_download import DownloadOptions
+from desktop_app.runtime_services.models import RuntimeModels
+from desktop_app.services import Progress
+from runtime.model.download import DownloadOptions
 from tests.hub_server import FakeHub, closed_port, standin_files, write_tree
 from tests.support.gui import unnamed
 

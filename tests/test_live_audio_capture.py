@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import soxr
 
-from runtime.audio_capture import AudioCapture, CaptureConfig, CaptureState, CaptureStatus
-from runtime.audio_playback import FilePlayback
+from runtime.media.audio_capture import AudioCapture, CaptureConfig, CaptureState, CaptureStatus
+from runtime.media.audio_playback import FilePlayback
 from tests.fakes.sound_device import FakeSoundDevice
 
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import pytest
 
-from runtime import cli
+from runtime.commands import cli
 from runtime.commands.live import controls_from_args
 from tests.stub_graphs import write_stub_graphs
 
@@ -29,7 +29,7 @@ def short_wav(src: Path, dst: Path, seconds: float) -> Path:
 
 def live(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "live", *args],
+        [sys.executable, "-m", "runtime.commands.cli", "live", *args],
         capture_output=True,
         text=True,
         timeout=60,

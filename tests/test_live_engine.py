@@ -20,8 +20,8 @@ import numpy as np
 import pytest
 import soxr
 
-from runtime.contract import SAMPLES_PER_FRAME
-from runtime.engine import (
+from runtime.engine.features import encoder_from_session, utterance_features
+from runtime.engine.live import (
     EngineConfig,
     FileInput,
     HeadPose,
@@ -29,15 +29,15 @@ from runtime.engine import (
     LiveEngine,
     MicrophoneInput,
 )
-from runtime.features import encoder_from_session, utterance_features
-from runtime.motion_sampler import (
+from runtime.engine.motion_sampler import (
     RawConditions,
     conditioner_from_session,
     fixed_noise,
     sample_motion,
     velocity_from_session,
 )
-from runtime.sessions import ModelSet
+from runtime.model.contract import SAMPLES_PER_FRAME
+from runtime.model.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests import stub_graphs
 from tests.fakes import virtual_camera as fakecam

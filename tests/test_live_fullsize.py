@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine import EngineConfig, FileInput, LiveControls, LiveEngine
-from runtime.live_avatar import LiveAvatar
-from runtime.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.engine.live import EngineConfig, FileInput, LiveControls, LiveEngine
+from runtime.engine.live_avatar import LiveAvatar
+from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
 from tests.live_support import CPU, Tap, wav_16k
 from tests.stub_graphs import write_stub_graphs
 
@@ -62,9 +62,9 @@ def test_quality_mode_reproduces_the_golden_sampler(
 def test_live_frames_equal_the_offline_render(recipe_graphs: Path, fixtures_dir: Path) -> None:
     """All six real graphs, live for as long as a few frames take; each frame the engine
     published is the offline renderer's frame for the motion the engine generated."""
-    from runtime.face_crop import prepare_avatar
-    from runtime.live_avatar import encode_avatar
-    from runtime.offline import OfflineRenderer
+    from runtime.engine.live_avatar import encode_avatar
+    from runtime.engine.offline import OfflineRenderer
+    from runtime.media.face_crop import prepare_avatar
 
     models = open_model_set(recipe_graphs, options=FULL)
     image = prepare_avatar(fixtures_dir / "source_1.png").image

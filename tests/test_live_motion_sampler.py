@@ -15,8 +15,8 @@ import numpy as np
 import pytest
 import torch
 
-from runtime import motion_sampler as ms
-from runtime.contract import CLIP_FRAMES, COND_DIM, MOTION_DIM, PREV_FRAMES
+from runtime.engine import motion_sampler as ms
+from runtime.model.contract import CLIP_FRAMES, COND_DIM, MOTION_DIM, PREV_FRAMES
 
 RNG = np.random.default_rng(7)
 W_AUDIO = RNG.standard_normal((768, COND_DIM)).astype(np.float32) * 0.05
@@ -227,8 +227,8 @@ def test_padding_repeats_the_last_frame() -> None:
 @pytest.mark.slow
 def test_golden_samples_with_recipe_graphs(golden_dir: Path, recipe_graphs: Path) -> None:
     """Full-size recipe-weight graphs (exported by the `recipe_graphs` fixture)."""
-    from runtime.features import encoder_from_session, utterance_features
-    from runtime.sessions import SessionOptions, open_model_set
+    from runtime.engine.features import encoder_from_session, utterance_features
+    from runtime.model.sessions import SessionOptions, open_model_set
 
     models = open_model_set(
         recipe_graphs,

@@ -9,8 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from runtime.latency import FrameTiming, LatencyMonitor
-from runtime.pacer import LiveFrame, MotionRetimer, Pacer, PacerConfig
+from runtime.core.timing import FrameTiming
+from runtime.engine.latency import LatencyMonitor
+from runtime.engine.pacer import MotionRetimer, Pacer, PacerConfig
+from runtime.sinks.frame import LiveFrame
 
 IMG = np.zeros((4, 4, 3), np.uint8)
 

@@ -11,9 +11,9 @@ import av
 import numpy as np
 import pytest
 
-from runtime.latency import FrameTiming
-from runtime.pacer import LiveFrame
+from runtime.core.timing import FrameTiming
 from runtime.sinks import SinkSet
+from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import FrameComposer, VirtualCameraConfig, VirtualCameraSink

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.audio_timeline import AudioTimeline
-from runtime.features import (
+from runtime.engine.audio_timeline import AudioTimeline
+from runtime.engine.features import (
     frames_for_samples,
     normalize,
     pad_to_frames,
@@ -77,10 +77,10 @@ def test_normalisation_and_padding_match_the_reference_recipe(golden_dir: Path) 
 
 
 def test_window_features_take_the_last_frames(tmp_path: Path) -> None:
-    from runtime.sessions import open_model_set
+    from runtime.model.sessions import open_model_set
 
     models = open_model_set(write_stub_graphs(tmp_path), options=CPU, names=("audio_encoder",))
-    from runtime.features import encoder_from_session
+    from runtime.engine.features import encoder_from_session
 
     encode = encoder_from_session(models["audio_encoder"])
     audio = np.random.default_rng(1).standard_normal(640 * 10).astype(np.float32)

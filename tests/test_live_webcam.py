@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine import LiveEngine, WebcamInput
-from runtime.sessions import ModelSet
+from runtime.engine.live import LiveEngine, WebcamInput
+from runtime.media.webcam import WebcamConfig, WebcamSource, WebcamState
+from runtime.model.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
-from runtime.webcam import WebcamConfig, WebcamSource, WebcamState
 from tests import stub_graphs
 from tests.fakes import virtual_camera as fakecam
 from tests.fakes.camera import FakeCv2

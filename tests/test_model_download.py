@@ -14,23 +14,18 @@ from pathlib import Path
 import pytest
 from huggingface_hub import close_session
 
-from runtime import model_download, model_store
 from runtime.commands import models_cmd
-from runtime.model_download import (
+from runtime.model import download as model_download
+from runtime.model.download import (
     DownloadError,
     DownloadOptions,
     OfflineError,
     download_model,
 )
-from runtime.model_store import (
-    MANIFEST,
-    Cancelled,
-    DiskFullError,
-    ExpectedFile,
-    ModelStore,
-    TransferProgress,
-    VerificationError,
-)
+from runtime.model.store import ModelStore
+from runtime.model.store_errors import Cancelled, DiskFullError, VerificationError
+from runtime.model.store_records import MANIFEST, ExpectedFile
+from runtime.model.transfer import TransferProgress
 from tests.hub_server import COMMIT, FakeHub, closed_port, sha256, standin_files
 
 ALL = [e.path for e in MANIFEST]
@@ -263,7 +258,7 @@ def test_disk_full_during_write_leaves_the_previous_store_intact(
         record_before = recorded_digests(store)
 
         written = 0
-        real_write_all = model_store.write_all
+        real_write_all = model_download.write_all
 
         def filling_write_all(f: object, data: bytes) -> None:
             nonlocal written

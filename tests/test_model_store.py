@@ -14,9 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from runtime import compiled_cache, model_store
 from runtime.commands import models_cmd
-from runtime.compiled_cache import (
+from runtime.core.files import temp_path
+from runtime.model import compiled_cache
+from runtime.model import store as model_store
+from runtime.model.compiled_cache import (
     ConversionError,
     ConversionProgress,
     ExporterUnavailable,
@@ -25,16 +27,11 @@ from runtime.compiled_cache import (
     convert,
     is_converted,
 )
-from runtime.contract import GRAPHS
-from runtime.model_store import (
-    MANIFEST,
-    Cancelled,
-    DiskFullError,
-    ModelStore,
-    ModelStoreError,
-    TransferProgress,
-    VerificationError,
-)
+from runtime.model.contract import GRAPHS
+from runtime.model.store import ModelStore
+from runtime.model.store_errors import Cancelled, DiskFullError, ModelStoreError, VerificationError
+from runtime.model.store_records import MANIFEST
+from runtime.model.transfer import TransferProgress
 from tests.hub_server import sha256, standin_files, write_tree
 
 ALL = [e.path for e in MANIFEST]
@@ -235,7 +232,7 @@ def test_remove_deletes_only_the_stores_own_files(store: ModelStore, user_folder
     # Leftovers of an interrupted download and of a crashed copy are the store's own.
     store.partial_path("renderer.ckpt").write_bytes(b"partial")
     store.partial_info_path("renderer.ckpt").write_text("{}")
-    crashed = model_store.temp_path(store.path("generator.ckpt"), "import")
+    crashed = temp_path(store.path("generator.ckpt"), "import")
     crashed.write_bytes(b"x")
 
     result = store.remove()

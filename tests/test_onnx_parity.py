@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from models.loading import LoadedModels, load_models
-from runtime import contract
-from runtime.sessions import GraphSession, SessionOptions
+from runtime.model import contract
+from runtime.model.sessions import GraphSession, SessionOptions
 from tests.support.golden import assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow

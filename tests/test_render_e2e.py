@@ -14,12 +14,12 @@ import pytest
 import torch
 
 from models.loading import LoadedModels, load_models
-from runtime.audio_file import load_audio, normalize_utterance, pad_to_frames
-from runtime.face_crop import prepare_avatar
-from runtime.motion_sampler import RawConditions
-from runtime.offline import AudioRenderSettings, OfflineRenderer, image_to_tensor
-from runtime.sessions import SessionOptions, open_model_set
-from runtime.video_file import Mp4Writer, VideoReader
+from runtime.engine.motion_sampler import RawConditions
+from runtime.engine.offline import AudioRenderSettings, OfflineRenderer, image_to_tensor
+from runtime.media.audio_file import load_audio, normalize_utterance, pad_to_frames
+from runtime.media.face_crop import prepare_avatar
+from runtime.media.video_file import Mp4Writer, VideoReader
+from runtime.model.sessions import SessionOptions, open_model_set
 from tests.support.golden import assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow
@@ -35,7 +35,7 @@ def run_render(*args: str, cache_home: Path, data_home: Path) -> subprocess.Comp
         "IMTALKER_DATA_DIR": str(data_home),
     }
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "render", *args],
+        [sys.executable, "-m", "runtime.commands.cli", "render", *args],
         capture_output=True,
         text=True,
         timeout=1800,
@@ -187,7 +187,7 @@ def test_driving_render_matches_pytorch(
     ort = OfflineRenderer(ort_models, avatar.image)
     picks = [0, 9]
     crops = [driving[i] for i in picks]
-    from runtime.offline import resize_driving_frame
+    from runtime.engine.offline import resize_driving_frame
 
     crops = [resize_driving_frame(c) for c in crops]
     ort_motion = next(ort.motion_from_frames(crops, batch_size=2))
@@ -217,7 +217,7 @@ def test_models_convert_weights_folder(
     }
     command = ["models", "convert", "--weights", str(recipe_weights), "--json"]
     done = subprocess.run(
-        [sys.executable, "-m", "runtime.cli", *command],
+        [sys.executable, "-m", "runtime.commands.cli", *command],
         capture_output=True,
         text=True,
         timeout=600,

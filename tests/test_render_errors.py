@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from runtime.video_file import Mp4Writer
+from runtime.media.video_file import Mp4Writer
 
 
 def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
@@ -21,7 +21,7 @@ def render(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
         "IMTALKER_CACHE_DIR": str(tmp_path / "cache"),
     }
     return subprocess.run(
-        [sys.executable, "-m", "runtime.cli", "render", *args],
+        [sys.executable, "-m", "runtime.commands.cli", "render", *args],
         capture_output=True,
         text=True,
         timeout=600,

@@ -17,7 +17,7 @@ import torch
 
 from models.recipe import Manifest, read_manifest, recipe_state_dict
 from models.renderer import IMTRenderer, RendererConfig, SourceCache, SourceEncoding
-from runtime import contract
+from runtime.model import contract
 from tests.support.golden import LATENT_REL_TOL, assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow

@@ -13,10 +13,10 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from runtime import contract as C
-from runtime import providers
-from runtime.providers import ProviderProbe, provider_report, short_reason
-from runtime.sessions import (
+from runtime.model import contract as C
+from runtime.model import providers
+from runtime.model.providers import ProviderProbe, provider_report, short_reason
+from runtime.model.sessions import (
     BoundRenderer,
     ContractError,
     GraphSession,

@@ -14,8 +14,8 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-import runtime.video_file as video_file
-from runtime.video_file import (
+import runtime.media.video_file as video_file
+from runtime.media.video_file import (
     DiskFullError,
     Mp4Writer,
     OutputPathError,
@@ -290,7 +290,7 @@ def test_falls_back_to_mpeg4_with_a_warning(
 ) -> None:
     path = tmp_path / "fallback.mp4"
     with (
-        caplog.at_level(logging.WARNING, logger="runtime.video_file"),
+        caplog.at_level(logging.WARNING, logger="runtime.media.video_file"),
         Mp4Writer(path, width=64, height=48, codecs=("no_such_h264", "mpeg4")) as writer,
     ):
         for frame in _frames(5):

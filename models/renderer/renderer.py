@@ -71,7 +71,7 @@ class SourceCache:
 
     def named(self) -> dict[str, torch.Tensor]:
         """The tensors under the runtime contract's names and in its order
-        (`runtime.contract.AVATAR_TENSORS`): `id_latent`, `appearance_<level>` for the fine
+        (`runtime.model.contract.AVATAR_TENSORS`): `id_latent`, `appearance_<level>` for the fine
         levels (pyramid index, coarsest = 0), then `cross_key_<i>`, `cross_value_<i>`."""
         coarse = len(self.cross_keys)
         out = {"id_latent": self.id_latent}

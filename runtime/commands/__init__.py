@@ -1,1 +1,4 @@
-"""Subcommands of `imtalker-cam`, one module each (main thread)."""
+"""Subcommands of `imtalker-cam`, one module each, and the entry point `cli` (main thread).
+
+The top layer: may use every other `runtime` subpackage; nothing in `runtime` imports it.
+"""

@@ -7,7 +7,7 @@ import json
 import sys
 from typing import Any
 
-from runtime import doctor
+from runtime.commands import doctor_report as doctor
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:

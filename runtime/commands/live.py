@@ -17,8 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from runtime.audio_capture import CaptureConfig
-from runtime.engine import (
+from runtime.engine.live import (
     EngineConfig,
     EngineEvent,
     EngineListener,
@@ -31,10 +30,11 @@ from runtime.engine import (
     Source,
     WebcamInput,
 )
+from runtime.media.audio_capture import CaptureConfig
+from runtime.media.webcam import WebcamConfig
 from runtime.sinks import Sink
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
-from runtime.webcam import WebcamConfig
 
 logger = logging.getLogger(__name__)
 
@@ -117,7 +117,7 @@ def _source(args: argparse.Namespace) -> Source:
 
         return WebcamInput(cv2=cv2, config=WebcamConfig(index=args.webcam))
     if args.audio_file is not None:
-        from runtime.audio_file import load_audio
+        from runtime.media.audio_file import load_audio
 
         return FileInput(audio=load_audio(args.audio_file), name=args.audio_file.name)
     try:
@@ -164,17 +164,17 @@ def _sinks(args: argparse.Namespace) -> list[Sink]:
 def _graphs(args: argparse.Namespace) -> Path:
     if args.graphs is not None:
         return Path(args.graphs)
-    from runtime.weights import resolve_graphs
+    from runtime.model.weights import resolve_graphs
 
     return resolve_graphs(args.weights)
 
 
 def run(args: argparse.Namespace) -> int:
-    from runtime.avatar_image import AvatarImageError
-    from runtime.face_crop import prepare_avatar
-    from runtime.live_avatar import encode_avatar
-    from runtime.model_store import ModelStoreError
-    from runtime.sessions import SessionOptions, open_model_set
+    from runtime.engine.live_avatar import encode_avatar
+    from runtime.media.avatar_image import AvatarImageError
+    from runtime.media.face_crop import prepare_avatar
+    from runtime.model.sessions import SessionOptions, open_model_set
+    from runtime.model.store_errors import ModelStoreError
 
     failed = threading.Event()
 

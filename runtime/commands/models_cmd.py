@@ -17,21 +17,16 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
-from runtime import compiled_cache
-from runtime.compiled_cache import ConversionError, ConversionProgress
-from runtime.contract import GRAPHS
-from runtime.model_download import DownloadOptions, OfflineError, download_model
-from runtime.model_store import (
-    Cancelled,
-    ModelStore,
-    ModelStoreError,
-    StoreStatus,
-    TransferProgress,
-    format_progress,
-    human_bytes,
-    human_duration,
-)
-from runtime.weights import WeightsFolder
+from runtime.core.units import human_bytes, human_duration
+from runtime.model import compiled_cache
+from runtime.model.compiled_cache import ConversionError, ConversionProgress
+from runtime.model.contract import GRAPHS
+from runtime.model.download import DownloadOptions, OfflineError, download_model
+from runtime.model.store import ModelStore
+from runtime.model.store_errors import Cancelled, ModelStoreError
+from runtime.model.store_records import StoreStatus
+from runtime.model.transfer import TransferProgress, format_progress
+from runtime.model.weights import WeightsFolder
 
 logger = logging.getLogger(__name__)
 
@@ -184,7 +179,7 @@ class _ProgressLine:
 
 def _providers() -> list[str]:
     try:
-        from runtime.sessions import SessionOptions, requested_providers
+        from runtime.model.sessions import SessionOptions, requested_providers
     except ImportError as exc:  # onnxruntime missing or broken
         logger.debug("cannot list providers: %s", exc)
         return []

@@ -15,29 +15,29 @@ from typing import Any
 
 import numpy as np
 
-from runtime import contract
-from runtime.audio_file import AudioFileError, load_audio, num_frames
-from runtime.avatar_image import AvatarImageError
-from runtime.conditions_track import TrackFileError, constant_conditions, read_track
-from runtime.face_crop import prepare_avatar
-from runtime.model_store import ModelStoreError
-from runtime.motion_sampler import RawConditions
-from runtime.offline import (
+from runtime.commands.progress import ProgressBar
+from runtime.engine.conditions_track import TrackFileError, constant_conditions, read_track
+from runtime.engine.motion_sampler import RawConditions
+from runtime.engine.offline import (
     AudioRenderSettings,
     OfflineRenderer,
     resize_driving_frame,
     retime,
 )
-from runtime.progress import ProgressBar
-from runtime.sessions import SessionOptions, open_model_set
-from runtime.video_file import (
+from runtime.media.audio_file import AudioFileError, load_audio, num_frames
+from runtime.media.avatar_image import AvatarImageError
+from runtime.media.face_crop import prepare_avatar
+from runtime.media.video_file import (
     SUPPORTED_FPS,
     Mp4Writer,
     VideoFileError,
     VideoReader,
     check_destination,
 )
-from runtime.weights import resolve_graphs
+from runtime.model import contract
+from runtime.model.sessions import SessionOptions, open_model_set
+from runtime.model.store_errors import ModelStoreError
+from runtime.model.weights import resolve_graphs
 
 logger = logging.getLogger(__name__)
 

@@ -4,6 +4,8 @@
 counted and logged (rate-limited) and keeps being offered frames; it never stops the engine.
 A sink that cannot open (no virtual-camera backend, unwritable file) is reported with its
 reason and left out; the others run.
+
+May use `runtime.media`, `runtime.model` and `runtime.core`; the engine above hands frames in.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import numpy.typing as npt
 
-from runtime.pacer import LiveFrame
+from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
 

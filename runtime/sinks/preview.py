@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from runtime.pacer import LiveFrame
+from runtime.sinks.frame import LiveFrame
 
 
 class PreviewSink:

@@ -26,9 +26,9 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from runtime.contract import SAMPLE_RATE
-from runtime.pacer import LiveFrame
+from runtime.model.contract import SAMPLE_RATE
 from runtime.sinks import SinkUnavailable
+from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
 

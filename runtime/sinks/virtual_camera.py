@@ -16,8 +16,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from runtime.pacer import LiveFrame
 from runtime.sinks import SinkUnavailable
+from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
 

@@ -37,11 +37,10 @@ import soxr
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runtime.contract import AUDIO_FEATURE_DIM, CLIP_FRAMES, FPS, SAMPLES_PER_FRAME  # noqa: E402
-from runtime.engine import EngineConfig, LiveEngine, MicrophoneInput  # noqa: E402
-from runtime.features import encoder_from_session, window_features  # noqa: E402
-from runtime.live_avatar import encode_avatar, render, to_uint8  # noqa: E402
-from runtime.motion_sampler import (  # noqa: E402
+from runtime.engine.features import encoder_from_session, window_features  # noqa: E402
+from runtime.engine.live import EngineConfig, LiveEngine, MicrophoneInput  # noqa: E402
+from runtime.engine.live_avatar import encode_avatar, render, to_uint8  # noqa: E402
+from runtime.engine.motion_sampler import (  # noqa: E402
     ChunkContext,
     RawConditions,
     conditioner_from_session,
@@ -50,7 +49,8 @@ from runtime.motion_sampler import (  # noqa: E402
     sample_chunk,
     velocity_from_session,
 )
-from runtime.sessions import SessionOptions, open_model_set  # noqa: E402
+from runtime.model.contract import AUDIO_FEATURE_DIM, CLIP_FRAMES, FPS, SAMPLES_PER_FRAME  # noqa: E402
+from runtime.model.sessions import SessionOptions, open_model_set  # noqa: E402
 from runtime.sinks.preview import PreviewSink  # noqa: E402
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink  # noqa: E402
 from tests.fakes import virtual_camera as fakecam  # noqa: E402
@@ -146,7 +146,7 @@ def full_size(
 ) -> dict[str, Any]:
     """One hop's stages with full-size graphs, called exactly as the engine calls them."""
     models = open_model_set(graphs, options=SessionOptions(providers=("CPUExecutionProvider",)))
-    from runtime.face_crop import prepare_avatar
+    from runtime.media.face_crop import prepare_avatar
 
     image = prepare_avatar(FIXTURES / "source_1.png").image
     avatar = encode_avatar(models["avatar_encoder"], image)

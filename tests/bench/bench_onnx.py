@@ -9,12 +9,12 @@ Recipe checkpoints (`models.recipe_checkpoints`) and the graphs exported from th
 unless they are already there, or taken from --weights / --graphs; so repeated runs are quick.
 The PyTorch models are loaded from the same checkpoints the graphs were exported from.
 
-Stages (ORT runs through `runtime.sessions`, the app's own session code):
+Stages (ORT runs through `runtime.model.sessions`, the app's own session code):
 - renderer per frame at batch 1 and 4 (8 with `--batches 1,4,8` and ~20 GB free): ORT
   `BoundRenderer` (avatar bound once) vs `IMTRenderer.render_precomputed`; plus ORT IOBinding
   vs a plain `GraphSession.run`
 - sampler per 50-frame chunk, nfe 10 (the reference default: 9 Euler steps), CFG 3: ORT = the
-  app's numpy loop over the velocity graph (`runtime.motion_sampler.sample_chunk`) vs
+  app's numpy loop over the velocity graph (`runtime.engine.motion_sampler.sample_chunk`) vs
   `FMGenerator.sample_chunk`
 - audio encoder on 2 s of audio, reported per second of audio
 - avatar encoding (one source photo): ORT `avatar_encoder` vs `encode_source + precompute_source`
@@ -58,14 +58,14 @@ if str(ROOT) not in sys.path:  # run as a script: make `tests.bench` importable
 from models.generator.generator import Conditions  # noqa: E402
 from models.loading import LoadedModels, load_models  # noqa: E402
 from models.recipe_checkpoints import write_recipe_checkpoints  # noqa: E402
-from runtime import contract  # noqa: E402
-from runtime.motion_sampler import (  # noqa: E402
+from runtime.engine.motion_sampler import (  # noqa: E402
     ChunkContext,
     ProjectedConditions,
     sample_chunk,
     velocity_from_session,
 )
-from runtime.sessions import BoundRenderer, GraphSession, SessionOptions  # noqa: E402
+from runtime.model import contract  # noqa: E402
+from runtime.model.sessions import BoundRenderer, GraphSession, SessionOptions  # noqa: E402
 from tests.bench.bench_pytorch import count_flops, matmul_peak_gflops  # noqa: E402
 from tests.stub_graphs import write_stub_graphs  # noqa: E402
 
@@ -673,7 +673,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "of a batch-2 (CFG) transformer forward; ORT runs the app's numpy Euler loop",
         "FLOPs: FlopCounterMode on the PyTorch call (matmul, conv, attention; elementwise ops "
         "not counted), the same work as the ONNX graph",
-        "renderer ORT path: runtime.sessions.BoundRenderer (IOBinding, avatar tensors bound "
+        "renderer ORT path: runtime.model.sessions.BoundRenderer (IOBinding, avatar tensors bound "
         "once per avatar)",
         "the conditioner (four Linear+LayerNorm projections, < 1 ms) is left out of the end "
         "to end sum",

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.contract import GRAPHS
+from runtime.model.contract import GRAPHS
 from tests.stub_graphs import write_stub_graphs
 
 

@@ -17,8 +17,8 @@ import numpy as np
 from PySide6.QtCore import QTimer
 
 from desktop_app import app as desktop
-from desktop_app.runtime_backend import runtime_backend
-from runtime.audio_file import load_audio
+from desktop_app.runtime_services import runtime_backend
+from runtime.media.audio_file import load_audio
 from tests.fakes import virtual_camera as fakecam
 from tests.fakes.camera import FakeCv2
 from tests.fakes.sound_device import FakeSoundDevice

@@ -1,0 +1,45 @@
+"""The one implementation of `desktop_app.services` with `runtime/`: avatars and the model store
+(`models`), microphones and webcams (`devices`), live sessions (`live`).
+
+Only `desktop_app.app` imports this package (`lint-imports` enforces it); widgets are written
+against the protocols in `desktop_app.services` and get an implementation handed in.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from desktop_app.runtime_services.devices import RuntimeDevices
+from desktop_app.runtime_services.models import RuntimeAvatars, RuntimeModels
+from desktop_app.services import Backend
+
+
+def _live_module() -> Any:
+    # Loaded on first use: importing the engine loads ONNX Runtime (a few hundred ms), which
+    # the window does not need to appear.
+    return importlib.import_module("desktop_app.runtime_services.live")
+
+
+def runtime_backend(
+    *,
+    graphs_dir: Path | None = None,
+    sound_device: Any = None,
+    camera_module: Any = None,
+    webcam_lister: Callable[[], list[str]] | None = None,
+    vcam_backend: str | None = None,
+    on_hop: Callable[[Any], None] | None = None,
+    models: RuntimeModels | None = None,
+) -> Backend:
+    """The real backend. The app passes nothing; tests pass hardware fakes (a sound device
+    module, an OpenCV-like camera module and its device list, a registered pyvirtualcam
+    backend), stub graphs, and a hop listener to watch the engine."""
+    live = _live_module()
+    models = models or RuntimeModels(graphs_dir=graphs_dir)
+    devices = RuntimeDevices(sd=sound_device, cv2_module=camera_module, webcam_lister=webcam_lister)
+    engine = live.RuntimeEngine(
+        models=models, devices=devices, vcam_backend=vcam_backend, on_hop=on_hop
+    )
+    return Backend(avatars=RuntimeAvatars(), devices=devices, models=models, engine=engine)

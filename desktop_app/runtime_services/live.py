@@ -1,0 +1,432 @@
+"""The live engine for the GUI, built on `runtime/`: sessions start and stop on the bridge's
+worker; callbacks arrive on runtime threads.
+
+Hardware is passed in: the devices (`runtime_services.devices`) and the pyvirtualcam backend
+name (fakes in tests). Nothing here touches Qt.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from desktop_app.images import RGB
+from desktop_app.runtime_services.devices import RuntimeDevices, level_of, webcam_index
+from desktop_app.services import (
+    LiveCallbacks,
+    LiveConfig,
+    LiveSession,
+    LiveStats,
+    Models,
+    UserError,
+    VirtualCameraInfo,
+)
+from desktop_app.settings import Output, Pose, Quality
+from runtime.engine import live as engine_api
+from runtime.engine.live_avatar import LiveAvatar, encode_avatar
+from runtime.media.webcam import WebcamConfig
+from runtime.model import sessions as sessions_api
+from runtime.sinks import SinkUnavailable
+from runtime.sinks.recorder import RecorderConfig, RecorderSink
+from runtime.sinks.virtual_camera import FrameComposer, VirtualCameraConfig, VirtualCameraSink
+
+logger = logging.getLogger(__name__)
+
+
+GAZE_RANGE = 0.7
+"""The model's gaze condition spans about -0.7..0.7; the sliders' -1..1 map onto it."""
+
+
+def _engine_api() -> Any:
+    return engine_api
+
+
+def _sessions_api() -> Any:
+    return sessions_api
+
+
+def short_provider(name: str) -> str:
+    """'CUDAExecutionProvider' -> 'CUDA'."""
+    return name.removesuffix("ExecutionProvider") or name
+
+
+def controls_for(pose: Pose, quality: Quality) -> Any:
+    """The engine's LiveControls for the GUI's pose and quality settings."""
+    api = _engine_api()
+    natural = pose.natural
+    return api.LiveControls(
+        pose=None if natural else api.HeadPose(yaw=pose.yaw, pitch=pose.pitch, roll=pose.roll),
+        gaze=None if natural else api.Gaze(x=pose.gaze_x * GAZE_RANGE, y=pose.gaze_y * GAZE_RANGE),
+        cfg_scale=quality.cfg_scale,
+        nfe=quality.steps + 1,  # nfe time-grid points = steps + 1
+        hop=quality.hop,
+    )
+
+
+def hex_rgb(colour: str) -> tuple[int, int, int]:
+    return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
+
+
+def blurred_backdrop(image: RGB, width: int, height: int) -> RGB:
+    """The avatar, scaled to cover the output, heavily blurred and darkened (the 'blur' mode)."""
+    small_w, small_h = max(8, width // 8), max(8, height // 8)
+    h, w = image.shape[:2]
+    scale = max(small_w / w, small_h / h)
+    size = (max(small_w, round(w * scale)), max(small_h, round(h * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    top, left = (size[1] - small_h) // 2, (size[0] - small_w) // 2
+    cropped = resized[top : top + small_h, left : left + small_w]
+    blurred = cv2.GaussianBlur(cropped, (0, 0), sigmaX=max(2.0, small_w / 40))
+    big = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
+    return np.ascontiguousarray((big.astype(np.float32) * 0.7).astype(np.uint8))
+
+
+def composer_for(output: Output, avatar: RGB) -> FrameComposer:
+    """How the face is placed on the output picture (shared by the camera and the preview)."""
+    backdrop = None
+    if output.background == "blur":
+        backdrop = blurred_backdrop(avatar, output.width, output.height)
+    colour = hex_rgb(output.background_colour) if output.background == "colour" else (0, 0, 0)
+    return FrameComposer(
+        width=output.width,
+        height=output.height,
+        mirror=output.mirror,
+        background=colour,
+        background_image=backdrop,
+    )
+
+
+class _Look:
+    """The current output settings and composer, swapped whole under a lock (any thread)."""
+
+    def __init__(self, output: Output, avatar: RGB) -> None:
+        self._lock = threading.Lock()
+        self._output = output
+        self._avatar = avatar
+        self._composer = composer_for(output, avatar)
+        self.version = 0
+
+    def get(self) -> tuple[Output, FrameComposer, int]:
+        with self._lock:
+            return self._output, self._composer, self.version
+
+    def update(self, *, output: Output | None = None, avatar: RGB | None = None) -> None:
+        with self._lock:
+            self._output = output or self._output
+            self._avatar = self._avatar if avatar is None else avatar
+            self._composer = composer_for(self._output, self._avatar)
+            self.version += 1
+
+
+class _PreviewOut:
+    """The preview sink: composes the output picture and hands it to the GUI (pacer thread)."""
+
+    name = "preview"
+
+    def __init__(self, look: _Look, on_frame: Callable[[RGB], None]) -> None:
+        self._look = look
+        self._on_frame = on_frame
+
+    def open(self, *, fps: float) -> None:
+        pass
+
+    def send(self, frame: Any, repeat: bool) -> None:
+        if repeat:
+            return
+        _, composer, _ = self._look.get()
+        self._on_frame(composer.compose(frame.image))
+
+    def close(self, timeout: float = 1.0) -> None:
+        pass
+
+
+class _CameraOut:
+    """The virtual camera with live output changes (pacer thread).
+
+    Mirror and background change in place; a new resolution reopens the camera (pyvirtualcam
+    cannot resize one), which the next frame does.
+    """
+
+    name = "virtual camera"
+
+    def __init__(self, look: _Look, backend: str | None) -> None:
+        self._look = look
+        self._backend = backend
+        self._fps = 25.0
+        self._sink: VirtualCameraSink | None = None
+        self._size: tuple[int, int] = (0, 0)
+        self._version = -1
+        self.device: str | None = None
+        self.backend_name: str | None = None
+
+    def open(self, *, fps: float) -> None:
+        self._fps = fps
+        output, composer, version = self._look.get()
+        self._open(output)
+        self._use(composer, version)
+
+    def _open(self, output: Output) -> None:
+        config = VirtualCameraConfig(
+            width=output.width, height=output.height, backend=self._backend
+        )
+        sink = VirtualCameraSink(config)
+        sink.open(fps=self._fps)  # raises SinkUnavailable with the backend's reason
+        self._sink, self._size = sink, (output.width, output.height)
+        self.device, self.backend_name = sink.device, sink.backend
+
+    def _use(self, composer: FrameComposer, version: int) -> None:
+        assert self._sink is not None
+        # The runtime sink builds its composer from its config; it has no setter for a new
+        # look, so the app swaps it (mirror and background must change without reopening).
+        self._sink._composer = composer
+        self._version = version
+
+    def send(self, frame: Any, repeat: bool) -> None:
+        output, composer, version = self._look.get()
+        if version != self._version:
+            if (output.width, output.height) != self._size:
+                self.close()
+                self._open(output)
+            self._use(composer, version)
+        if self._sink is None:
+            raise RuntimeError("virtual camera is not open")
+        self._sink.send(frame, repeat)
+
+    def close(self, timeout: float = 1.0) -> None:
+        sink, self._sink = self._sink, None
+        if sink is not None:
+            sink.close(timeout)
+
+
+class RecorderTap(RecorderSink):
+    """A recorder the engine always has (it feeds audio only to the RecorderSinks it was built
+    with), recording only between begin() and end(); it also meters the audio it sees.
+    Frames come on the pacer thread, audio on the inference worker, begin/end on the bridge's
+    worker."""
+
+    def __init__(self) -> None:
+        super().__init__(RecorderConfig(path=Path("unused.mp4")))
+        self._tap_lock = threading.Lock()
+        self._inner: RecorderSink | None = None
+        self._tap_fps = 25.0
+        self.level = 0.0
+
+    @property
+    def name(self) -> str:
+        return "recording"
+
+    def open(self, *, fps: float) -> None:
+        self._tap_fps = fps
+
+    def send(self, frame: Any, repeat: bool) -> None:
+        with self._tap_lock:
+            inner = self._inner
+        if inner is not None:
+            inner.send(frame, repeat)
+
+    def add_audio(self, first_sample: int, samples: Any) -> None:
+        self.level = level_of(samples)
+        with self._tap_lock:
+            inner = self._inner
+        if inner is not None:
+            inner.add_audio(first_sample, samples)
+
+    def begin(self, path: Path) -> None:
+        recorder = RecorderSink(RecorderConfig(path=path))
+        recorder.open(fps=self._tap_fps)  # SinkUnavailable says why it cannot
+        with self._tap_lock:
+            previous, self._inner = self._inner, recorder
+        if previous is not None:
+            previous.close(timeout=10.0)
+
+    def end(self) -> Path | None:
+        with self._tap_lock:
+            inner, self._inner = self._inner, None
+        if inner is None:
+            return None
+        inner.close(timeout=10.0)
+        if inner.error:
+            raise UserError(f"the recording failed: {inner.error}")
+        return inner.finished_path or inner.config.path
+
+    def close(self, timeout: float = 1.0) -> None:
+        self.end()
+
+
+class RuntimeSession:
+    """One live session: the runtime engine with its preview, camera and recorder sinks."""
+
+    def __init__(
+        self,
+        *,
+        engine: Any,
+        models: Any,
+        look: _Look,
+        camera: _CameraOut,
+        tap: RecorderTap,
+        pose: Pose,
+        quality: Quality,
+    ) -> None:
+        self._engine = engine
+        self._models = models
+        self._look = look
+        self._camera = camera
+        self._tap = tap
+        self._lock = threading.Lock()
+        self._pose = pose
+        self._quality = quality
+        self.provider = short_provider(models.providers[0])
+        self.virtual_camera = self._camera_info()
+
+    @property
+    def engine(self) -> Any:
+        return self._engine
+
+    def _camera_info(self) -> VirtualCameraInfo:
+        for status in self._engine.stats().sinks:
+            if status.name == _CameraOut.name:
+                if status.open:
+                    return VirtualCameraInfo(
+                        True, self._camera.backend_name, self._camera.device, None
+                    )
+                return VirtualCameraInfo(False, None, None, status.unavailable)
+        return VirtualCameraInfo(False, None, None, "no virtual camera")
+
+    def set_avatar(self, avatar: RGB, avatar_id: str) -> None:
+        live = _engine_live_avatar(self._models, avatar, avatar_id)
+        self._engine.set_avatar(live)
+        self._look.update(avatar=avatar)
+
+    def set_pose(self, pose: Pose) -> None:
+        with self._lock:
+            self._pose = pose
+            controls = controls_for(self._pose, self._quality)
+        self._engine.set_controls(controls)
+
+    def set_quality(self, quality: Quality) -> None:
+        with self._lock:
+            self._quality = quality
+            controls = controls_for(self._pose, self._quality)
+        self._engine.set_controls(controls)
+
+    def set_output(self, output: Output) -> None:
+        self._look.update(output=output)
+
+    def stats(self) -> LiveStats:
+        stats = self._engine.stats()
+        lat = stats.latency
+        rtf = lat.real_time_factor
+        measured = math.isfinite(rtf) and lat.frames_unique > 0
+        realtime = rtf <= 1.0 if measured else self.provider != "CPU"
+        return LiveStats(
+            fps=lat.output_fps if math.isfinite(lat.output_fps) else 0.0,
+            latency_ms=lat.latency_p50_ms if math.isfinite(lat.latency_p50_ms) else None,
+            provider=self.provider,
+            realtime=realtime,
+            audio_level=self._tap.level if stats.audio is not None else None,
+        )
+
+    def start_recording(self, path: Path) -> None:
+        self._tap.begin(path)
+
+    def stop_recording(self) -> Path | None:
+        result: Path | None = self._tap.end()
+        return result
+
+    def stop(self) -> None:
+        try:
+            self._tap.end()
+        finally:
+            if not self._engine.stop():
+                logger.warning("a live-engine thread did not end in time")
+
+
+def _engine_live_avatar(models: Any, image: RGB, name: str) -> LiveAvatar:
+    return encode_avatar(models["avatar_encoder"], image, name=name)
+
+
+class RuntimeEngine:
+    """Starts live sessions over the runtime engine; probes the virtual camera."""
+
+    def __init__(
+        self,
+        *,
+        models: Models,
+        devices: RuntimeDevices,
+        vcam_backend: str | None = None,
+        on_hop: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.models = models
+        self.devices = devices
+        self.vcam_backend = vcam_backend
+        self.on_hop = on_hop  # diagnostics and tests: every hop the engine makes
+        self._model_set: Any = None
+        self._model_dir: Path | None = None
+
+    def virtual_camera_status(self) -> VirtualCameraInfo:
+        """Open the virtual camera for a moment: the only reliable way to know it works."""
+        config = VirtualCameraConfig(width=640, height=360, backend=self.vcam_backend)
+        sink = VirtualCameraSink(config)
+        try:
+            sink.open(fps=25)
+        except SinkUnavailable as exc:
+            return VirtualCameraInfo(False, None, None, str(exc))
+        device, backend = sink.device, sink.backend
+        sink.close()
+        return VirtualCameraInfo(True, backend, device, None)
+
+    def _open_models(self) -> Any:
+        state = self.models.model_state()
+        if not state.ready or state.graphs_dir is None:
+            raise UserError("the model is not set up yet (Help > Model set-up)")
+        if self._model_set is None or self._model_dir != state.graphs_dir:
+            sessions = _sessions_api()
+            self._model_set = sessions.open_model_set(
+                state.graphs_dir, options=sessions.SessionOptions()
+            )
+            self._model_dir = state.graphs_dir
+        return self._model_set
+
+    def _source(self, config: LiveConfig) -> Any:
+        api = _engine_api()
+        if config.source == "webcam":
+            index = webcam_index(config.webcam)
+            return api.WebcamInput(cv2=self.devices.cv2, config=WebcamConfig(index=index))
+        return api.MicrophoneInput(sd=self.devices.sd, device=config.microphone)
+
+    def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:
+        api = _engine_api()
+        models = self._open_models()
+        avatar = _engine_live_avatar(models, config.avatar, config.avatar_id)
+        look = _Look(config.output, config.avatar)
+        camera = _CameraOut(look, self.vcam_backend)
+        tap = RecorderTap()
+
+        def on_event(event: Any) -> None:
+            if event.kind == "error":
+                callbacks.on_error(f"The live engine stopped: {event.message}")
+
+        engine = api.LiveEngine(
+            models=models,
+            source=self._source(config),
+            sinks=[_PreviewOut(look, callbacks.on_frame), camera, tap],
+            listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
+        )
+        engine.start(avatar, controls_for(config.pose, config.quality))
+        session = RuntimeSession(
+            engine=engine,
+            models=models,
+            look=look,
+            camera=camera,
+            tap=tap,
+            pose=config.pose,
+            quality=config.quality,
+        )
+        return session

@@ -1,0 +1,171 @@
+"""The GUI's backend implemented with `runtime/` (the one module of the app that calls it).
+
+Functions here run on whichever thread calls them: the GUI thread for quick queries, a worker
+thread for downloads, conversions and the engine. Progress and frame callbacks are passed
+through unchanged, so they arrive on runtime threads; the GUI turns them into signals.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+
+from desktop_app.gallery import CropSquare
+from desktop_app.images import RGB
+from desktop_app.services import (
+    Cancelled,
+    ModelState,
+    Offline,
+    Progress,
+    ProgressFn,
+    UserError,
+)
+from runtime.core import units
+from runtime.media import avatar_image, face_crop
+from runtime.model import compiled_cache, store_errors, transfer
+from runtime.model import download as model_download
+from runtime.model import store as model_store
+
+logger = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------- avatars
+
+
+class RuntimeAvatars:
+    def load_photo(self, path: Path) -> RGB:
+        try:
+            return avatar_image.load_avatar_image(path)
+        except avatar_image.AvatarImageError as exc:
+            raise UserError(str(exc)) from None
+
+    def detect_face(self, photo: RGB) -> CropSquare | None:
+        faces = face_crop.detect_faces(photo)
+        if not faces:
+            return None
+        box = face_crop.crop_box_for_face(faces[0])
+        left, top, right, _ = box.pixel_bounds()
+        return CropSquare(x=left, y=top, size=right - left)
+
+    def crop(self, photo: RGB, square: CropSquare) -> RGB:
+        box = face_crop.CropBox.from_corner(square.x, square.y, square.size)
+        return face_crop.crop_to_box(photo, box)
+
+
+# ---------------------------------------------------------------- models
+
+
+def _progress_from_transfer(p: transfer.TransferProgress) -> Progress:
+    verb = {"download": "Downloading", "copy": "Importing", "verify": "Checking"}[p.phase]
+    done = units.human_bytes(p.done)
+    total = units.human_bytes(p.total) if p.total is not None else "?"
+    return Progress(
+        phase=p.phase,
+        label=f"{verb} {p.path} ({p.file_index + 1}/{p.file_count}) · {done} of {total}",
+        fraction=p.fraction,
+        speed=p.speed,
+        eta=p.eta,
+    )
+
+
+def _progress_from_conversion(p: compiled_cache.ConversionProgress) -> Progress:
+    return Progress(
+        phase="convert",
+        label=f"Converting {p.graph} ({p.done}/{p.total})",
+        fraction=p.done / p.total if p.total else None,
+    )
+
+
+class RuntimeModels:
+    """The model store, its download/import and the compiled-graph cache.
+
+    `graphs_dir` short-cuts all of it (tests and developers point it at ready graphs);
+    `download_options` and `convert_command` are passed on to the runtime (a local hub and a
+    stand-in exporter in tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        store: model_store.ModelStore | None = None,
+        graphs_dir: Path | None = None,
+        download_options: model_download.DownloadOptions | None = None,
+        convert_command: Sequence[str] | None = None,
+    ):
+        self.store = store or model_store.ModelStore()
+        self.graphs_dir = graphs_dir
+        self.download_options = download_options or model_download.DownloadOptions()
+        self.convert_command = convert_command
+
+    def model_state(self) -> ModelState:
+        if self.graphs_dir is not None:
+            return ModelState(True, self.graphs_dir, (), f"Using the graphs in {self.graphs_dir}.")
+        status = self.store.status()
+        if not status.complete:
+            return ModelState(
+                False, None, status.missing, f"The model files go to {self.store.root}."
+            )
+        converted = compiled_cache.converted_dir(self.store)
+        if converted is None:
+            return ModelState(False, None, (), "The model still needs converting.")
+        return ModelState(True, converted, (), f"Converted graphs in {converted}.")
+
+    def download(self, *, progress: ProgressFn, cancel: threading.Event) -> None:
+        try:
+            model_download.download_model(
+                self.store,
+                options=self.download_options,
+                progress=lambda p: progress(_progress_from_transfer(p)),
+                cancel=cancel,
+            )
+        except model_download.OfflineError as exc:
+            raise Offline(str(exc).split("\n")[0]) from None
+        except store_errors.Cancelled:
+            raise Cancelled("cancelled") from None
+        except store_errors.ModelStoreError as exc:
+            raise UserError(str(exc)) from None
+
+    def import_files(
+        self, paths: Sequence[Path], *, progress: ProgressFn, cancel: threading.Event
+    ) -> tuple[str, ...]:
+        try:
+            result = self.store.import_files(
+                list(paths),
+                progress=lambda p: progress(_progress_from_transfer(p)),
+                cancel=cancel,
+            )
+        except store_errors.Cancelled:
+            raise Cancelled("cancelled") from None
+        except store_errors.ModelStoreError as exc:
+            raise UserError(str(exc)) from None
+        return result.missing
+
+    def convert(self, *, progress: ProgressFn, cancel: threading.Event) -> Path:
+        try:
+            return compiled_cache.convert(
+                self.store,
+                progress=lambda p: progress(_progress_from_conversion(p)),
+                cancel=cancel,
+                command=self.convert_command,
+            )
+        except store_errors.Cancelled:
+            raise Cancelled("cancelled") from None
+        except store_errors.ModelStoreError as exc:
+            raise UserError(str(exc)) from None
+
+    def offline_help(self) -> str:
+        options = self.download_options
+        revision = model_download.resolve_revision(self.store, options)
+        steps = model_download.manual_steps(self.store, options=options, revision=revision)
+        # The runtime's steps end with the terminal's import command; here the next step is
+        # the dialog's own button.
+        lines = []
+        for line in steps.splitlines():
+            if line.lstrip().startswith("3."):
+                line = "  3. In this window, press “Import files…” and choose that folder."
+            elif "import command" in line:
+                continue
+            lines.append(line)
+        return "\n".join(lines)

@@ -1,0 +1,199 @@
+"""The environment report behind `imtalker-cam doctor` (main thread; a few seconds at most).
+
+Every probe reports what it found or the exact error it met; none raises, so the report is
+complete on a machine where everything is missing.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+import platform
+import sys
+from dataclasses import asdict, dataclass, field
+from types import ModuleType
+from typing import Any
+
+from runtime.model.providers import ProviderProbe, ProviderReport, provider_report
+
+logger = logging.getLogger(__name__)
+
+PACKAGES = (
+    "imtalker-cam",
+    "numpy",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "onnx",
+    "torch",
+    "PySide6-Essentials",
+    "pyvirtualcam",
+    "sounddevice",
+    "opencv-python-headless",
+    "av",
+    "soxr",
+    "Pillow",
+    "huggingface_hub",
+    "platformdirs",
+)
+
+
+@dataclass(frozen=True)
+class Report:
+    python: str
+    platform: str
+    packages: dict[str, str | None]
+    providers_compiled: tuple[str, ...]
+    providers: tuple[ProviderProbe, ...]
+    gpu: dict[str, Any]
+    audio_inputs: tuple[str, ...]
+    audio_error: str | None
+    virtual_camera: dict[str, Any]
+    models: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def package_versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for name in PACKAGES:
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
+
+
+def probe_providers() -> tuple[tuple[str, ...], tuple[ProviderProbe, ...]]:
+    """Every compiled-in provider run on a 1-node graph (`runtime.model.providers`, cached)."""
+    report = provider_report()
+    return report.compiled, report.probes
+
+
+def probe_gpu() -> dict[str, Any]:
+    """NVIDIA GPU presence from the driver's device nodes and nvidia-smi, without CUDA."""
+    import shutil
+    import subprocess
+
+    info: dict[str, Any] = {"present": False, "devices": [], "detail": ""}
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        info["detail"] = "no NVIDIA driver found (nvidia-smi not on PATH)"
+        return info
+    try:
+        out = subprocess.run(
+            [smi, "--query-gpu=name,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        info["detail"] = f"nvidia-smi failed: {exc}"
+        return info
+    devices = [line.strip() for line in out.splitlines() if line.strip()]
+    info.update(present=bool(devices), devices=devices, detail="ok" if devices else "no GPU")
+    return info
+
+
+def probe_audio(sd: ModuleType | None = None) -> tuple[tuple[str, ...], str | None]:
+    """Input devices as PortAudio sees them, or the exact error it gives."""
+    try:
+        if sd is None:
+            import sounddevice as sd_module
+
+            sd = sd_module
+        devices = sd.query_devices()
+    except Exception as exc:  # PortAudio missing or broken: report its own words
+        return (), f"{type(exc).__name__}: {exc}"
+    inputs = tuple(
+        f"{d['name']} ({int(d['default_samplerate'])} Hz, {d['max_input_channels']} ch)"
+        for d in devices
+        if d.get("max_input_channels", 0) > 0
+    )
+    if inputs:
+        return inputs, None
+    try:
+        sd.query_devices(kind="input")
+    except Exception as exc:
+        return (), f"no audio input device: {exc}"
+    return (), "no audio input device"
+
+
+def probe_virtual_camera() -> dict[str, Any]:
+    """Try to open a small virtual camera; report pyvirtualcam's own message on failure."""
+    result: dict[str, Any] = {"os": platform.system(), "available": False, "backend": None}
+    try:
+        import pyvirtualcam
+    except ImportError as exc:
+        result["detail"] = f"pyvirtualcam not importable: {exc}"
+        return result
+    try:
+        with pyvirtualcam.Camera(width=64, height=64, fps=25) as cam:
+            result.update(available=True, backend=cam.backend, device=cam.device, detail="ok")
+    except Exception as exc:  # pyvirtualcam raises RuntimeError with an install hint
+        result["detail"] = str(exc)
+    return result
+
+
+def probe_models() -> dict[str, Any]:
+    from runtime.core import paths
+
+    store = paths.model_store_dir()
+    files = {
+        name: (store / name).is_file()
+        for name in (
+            "renderer.ckpt",
+            "generator.ckpt",
+            "wav2vec2-base-960h/config.json",
+            "wav2vec2-base-960h/pytorch_model.bin",
+        )
+    }
+    return {"store": str(store), "files": files, "complete": all(files.values())}
+
+
+def collect() -> Report:
+    compiled, providers = probe_providers()
+    inputs, audio_error = probe_audio()
+    return Report(
+        python=sys.version.split()[0],
+        platform=platform.platform(),
+        packages=package_versions(),
+        providers_compiled=compiled,
+        providers=providers,
+        gpu=probe_gpu(),
+        audio_inputs=inputs,
+        audio_error=audio_error,
+        virtual_camera=probe_virtual_camera(),
+        models=probe_models(),
+    )
+
+
+def format_report(report: Report) -> str:
+    lines = [f"Python {report.python} on {report.platform}", "", "Packages:"]
+    for name, version in report.packages.items():
+        lines.append(f"  {name:<24} {version or '-'}")
+    lines += ["", "ONNX Runtime providers (compiled in -> initialises?):"]
+    for probe in report.providers:
+        mark = "yes" if probe.initialises else "no"
+        used = ", ".join(probe.used) or "-"
+        lines.append(f"  {probe.name:<28} {mark:<4} used: {used}  ({probe.detail})")
+    in_use = ProviderReport(compiled=report.providers_compiled, probes=report.providers)
+    lines.append(f"  usable: {in_use.summary()}")
+    gpu = report.gpu
+    lines += ["", f"GPU: {'; '.join(gpu['devices']) if gpu['present'] else 'none'}"]
+    if not gpu["present"]:
+        lines.append(f"  {gpu['detail']}")
+    lines += ["", "Audio inputs:"]
+    lines += [f"  {d}" for d in report.audio_inputs] or [f"  none ({report.audio_error})"]
+    vcam = report.virtual_camera
+    lines += ["", f"Virtual camera ({vcam['os']}):"]
+    if vcam["available"]:
+        lines.append(f"  {vcam['backend']} at {vcam.get('device')}")
+    else:
+        lines.append(f"  unavailable: {vcam['detail']}")
+    models = report.models
+    lines += ["", f"Model files in {models['store']}:"]
+    for name, present in models["files"].items():
+        lines.append(f"  {name:<40} {'present' if present else 'missing'}")
+    return "\n".join(lines)

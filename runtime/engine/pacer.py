@@ -1,0 +1,281 @@
+"""Steady frame output on absolute deadlines (the pacer thread), and motion retiming to the
+output rate (called on the inference worker).
+
+The pacer publishes exactly one frame per deadline `t0 + k / fps`. Frames carry the capture time
+of what they depict; a frame is shown when `capture + playout delay` has come, so frames that
+arrive in bursts (one hop at a time) leave evenly spaced. The delay adapts to how late frames
+arrive (a jitter buffer): it rises at once and comes down slowly. When no frame is due the last
+one repeats (counted late if a frame was expected); when several are due the newest wins and the
+older ones are dropped. A tick delayed by a busy machine still happens and the following ones
+come back onto the grid, never closer than half a period; after a longer stall the missed
+deadlines are skipped instead of caught up in a burst. The queue is bounded, newest wins.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.core.timing import Clock, FrameTiming
+from runtime.engine.latency import LatencyMonitor
+from runtime.sinks.frame import LiveFrame, PublishFn
+
+logger = logging.getLogger(__name__)
+
+Image = npt.NDArray[np.uint8]
+Array = npt.NDArray[np.float32]
+
+
+@dataclass(frozen=True)
+class PacerConfig:
+    fps: float = 25.0
+    max_queue: int = 64
+    playout_delay_s: float | None = None
+    """Fixed delay from capture to display; None adapts it to how late frames arrive."""
+    min_delay_s: float = 0.0
+    max_delay_s: float = 5.0
+    margin_frames: float = 1.0
+    adapt_window_s: float = 8.0
+    """Arrival delays over this long set the delay (95th percentile): a lone slow hop in it
+    does not raise the delay, a recurring one does."""
+    decay_per_s: float = 0.08
+    catch_up_frames: float = 2.0
+    """A tick this late or less still happens (then the next ones, no closer than
+    `min_gap_frames`, bring the clock back on its grid); later ones are skipped."""
+    min_gap_frames: float = 0.5
+    """How fast an adaptive delay comes back down (seconds of delay per second)."""
+
+
+class Pacer:
+    def __init__(
+        self,
+        *,
+        config: PacerConfig,
+        publish: PublishFn,
+        monitor: LatencyMonitor,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        if config.fps <= 0:
+            raise ValueError("fps must be positive")
+        self.config = config
+        self._publish = publish
+        self._monitor = monitor
+        self._clock = clock
+        self._period = 1.0 / config.fps
+        self._lock = threading.Lock()
+        self._queue: deque[LiveFrame] = deque()
+        self._idle: LiveFrame | None = None
+        self._last: LiveFrame | None = None  # last stream frame shown
+        self._streaming = False
+        fixed = config.playout_delay_s
+        self._delay = fixed if fixed is not None else config.min_delay_s
+        self._target = self._delay
+        self._arrivals: deque[tuple[float, float]] = deque()  # (when, pixels - capture)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # -- any thread -------------------------------------------------------------------------
+
+    @property
+    def delay_s(self) -> float:
+        with self._lock:
+            return self._delay
+
+    def submit(self, frames: Sequence[LiveFrame]) -> None:
+        now = self._clock()
+        with self._lock:
+            for frame in frames:
+                if len(self._queue) >= self.config.max_queue:
+                    self._queue.popleft()
+                    self._monitor.count("dropped")
+                    self._monitor.count("dropped_queue_full")
+                self._queue.append(frame)
+                self._arrivals.append((now, frame.timing.pixels - frame.timing.capture))
+            self._update_target(now)
+
+    def set_idle(self, image: Image) -> None:
+        """The frame shown when there is no stream (before the first frame, after `show_idle`)."""
+        with self._lock:
+            self._idle = LiveFrame(index=-1, image=image, timing=FrameTiming(capture=math.nan))
+
+    def show_idle(self) -> None:
+        """Forget the current stream (queued frames too) and show the idle frame."""
+        with self._lock:
+            self._queue.clear()
+            self._last = None
+            self._streaming = False
+
+    def set_streaming(self, active: bool) -> None:
+        """Whether frames are expected (a missing frame then counts as late)."""
+        with self._lock:
+            self._streaming = active
+
+    def queued(self) -> int:
+        with self._lock:
+            return len(self._queue)
+
+    def start(self) -> None:
+        if self._thread is not None:
+            raise RuntimeError("pacer already running")
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="pacer", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        """Stop and join; True if the thread ended within `timeout`."""
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is None or thread is threading.current_thread():
+            return True  # stopping from a publish callback: the loop ends after it returns
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    # -- pacer thread -----------------------------------------------------------------------
+
+    def _update_target(self, now: float) -> None:
+        if self.config.playout_delay_s is not None:
+            return
+        horizon = now - self.config.adapt_window_s
+        while self._arrivals and self._arrivals[0][0] < horizon:
+            self._arrivals.popleft()
+        delays = [d for _, d in self._arrivals if math.isfinite(d)]
+        if not delays:
+            return
+        target = float(np.percentile(delays, 95)) + self.config.margin_frames * self._period
+        self._target = min(max(target, self.config.min_delay_s), self.config.max_delay_s)
+        if self._target > self._delay:
+            self._delay = self._target
+
+    def _run(self) -> None:
+        t0 = self._clock()
+        k = 0
+        last_sent = -math.inf
+        min_gap = self.config.min_gap_frames * self._period
+        max_late = self.config.catch_up_frames * self._period
+        while not self._stop.is_set():
+            deadline = t0 + k * self._period
+            wait = max(deadline, last_sent + min_gap) - self._clock()
+            if wait > 0 and self._stop.wait(wait):
+                break
+            late_by = self._clock() - deadline
+            if late_by > max_late:
+                # A long stall: skip the missed deadlines rather than burst to catch up.
+                missed = int(late_by / self._period)
+                k += missed
+                deadline = t0 + k * self._period
+                self._monitor.count("missed_deadlines", missed)
+            last_sent = self._clock()
+            self._tick(deadline)
+            k += 1
+
+    def _tick(self, deadline: float) -> None:
+        tolerance = 0.5 * self._period
+        with self._lock:
+            if self.config.playout_delay_s is None and self._delay > self._target:
+                self._delay = max(
+                    self._target, self._delay - self.config.decay_per_s * self._period
+                )
+            due_before = deadline + tolerance - self._delay
+            due: list[LiveFrame] = []
+            while self._queue and self._queue[0].timing.capture <= due_before:
+                due.append(self._queue.popleft())
+            expected_late = (
+                self._streaming
+                and not due
+                and not self._queue
+                and self._last is not None
+                and self._last.timing.capture + self._period <= due_before
+            )
+            if due:
+                frame, repeat = due[-1], False
+                self._last = frame
+            else:
+                shown = self._last if self._last is not None else self._idle
+                if shown is None:
+                    return
+                frame, repeat = shown, True
+        if len(due) > 1:
+            self._monitor.count("dropped", len(due) - 1)
+        if expected_late:
+            self._monitor.count("late")
+        if repeat:
+            self._monitor.count("repeated")
+        sent = self._clock()
+        out = LiveFrame(index=frame.index, image=frame.image, timing=frame.timing.with_sent(sent))
+        self._monitor.record_published(
+            out.timing, first=not repeat and math.isfinite(out.timing.capture)
+        )
+        try:
+            self._publish(out, repeat)
+        except Exception:
+            self._monitor.count("publish_errors")
+            logger.exception("publishing a frame failed")
+
+
+@dataclass(frozen=True)
+class RetimedMotion:
+    """Motion at the output rate: output indices (m,), latents (m, 32), capture times (m,)."""
+
+    indices: npt.NDArray[np.int64]
+    motion: Array
+    capture: npt.NDArray[np.float64]
+
+
+class MotionRetimer:
+    """25 fps motion latents -> output-rate latents by linear interpolation (inference worker).
+
+    Output frame j sits at source position j * source_fps / output_fps; it is emitted once the
+    source frame after that position exists. A jump in source indices (skipped audio, a new
+    stream) restarts the interpolation instead of blending across the gap.
+    """
+
+    def __init__(self, *, source_fps: float, output_fps: float) -> None:
+        self.ratio = source_fps / output_fps
+        self.output_fps = output_fps
+        self._prev: tuple[int, Array, float] | None = None  # last source frame
+        self._next_out = 0
+
+    def reset(self) -> None:
+        self._prev = None
+
+    def push(
+        self, first_index: int, motion: Array, capture: npt.NDArray[np.float64]
+    ) -> RetimedMotion:
+        n = motion.shape[0]
+        if capture.shape[0] != n:
+            raise ValueError("one capture time per motion frame")
+        if self._prev is not None and self._prev[0] + 1 != first_index:
+            self._prev = None
+        if self._prev is None:
+            self._next_out = math.ceil(first_index / self.ratio - 1e-9)
+            src_idx = np.arange(first_index, first_index + n)
+            src_mot, src_cap = motion, capture
+        else:
+            p_idx, p_mot, p_cap = self._prev
+            src_idx = np.arange(p_idx, first_index + n)
+            src_mot = np.concatenate([p_mot[None], motion])
+            src_cap = np.concatenate([[p_cap], capture])
+        last = int(src_idx[-1])
+        out_idx = []
+        j = self._next_out
+        while j * self.ratio <= last + 1e-9:
+            out_idx.append(j)
+            j += 1
+        self._next_out = j
+        self._prev = (last, motion[-1].copy(), float(capture[-1]))
+        idx = np.asarray(out_idx, np.int64)
+        pos = idx * self.ratio - src_idx[0]
+        lo = np.clip(np.floor(pos + 1e-9).astype(np.int64), 0, len(src_idx) - 1)
+        hi = np.minimum(lo + 1, len(src_idx) - 1)
+        w = (pos - lo).clip(0.0, 1.0)
+        mot = (src_mot[lo] * (1 - w)[:, None] + src_mot[hi] * w[:, None]).astype(np.float32)
+        cap = src_cap[lo] * (1 - w) + src_cap[hi] * w
+        return RetimedMotion(indices=idx, motion=mot, capture=cap)

@@ -1,0 +1,225 @@
+"""What the live engine is told and what it tells: controls, inputs, configuration, events,
+per-hop records and stats (plain immutable values; built on any thread, read on any thread).
+
+`runtime.engine.live` re-exports every name here, so callers import them from there.
+"""
+
+from __future__ import annotations
+
+import enum
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.engine.latency import LatencyStats
+from runtime.engine.motion_sampler import RawConditions
+from runtime.media.audio_capture import CaptureConfig, CaptureStatus, SoundDeviceLike
+from runtime.media.webcam import WebcamConfig
+from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE
+from runtime.sinks import SinkStatus
+
+Array = npt.NDArray[np.float32]
+
+
+# -- controls --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class HeadPose:
+    """Head rotation in degrees (the model's pose condition is axis-angle in radians:
+    x = pitch, y = yaw, z = roll)."""
+
+    yaw: float = 0.0
+    pitch: float = 0.0
+    roll: float = 0.0
+
+    def as_condition(self) -> tuple[float, float, float]:
+        return (math.radians(self.pitch), math.radians(self.yaw), math.radians(self.roll))
+
+
+@dataclass(frozen=True)
+class Gaze:
+    """Gaze direction in the model's units (about -0.7 .. 0.7)."""
+
+    x: float = 0.0
+    y: float = 0.0
+
+
+@dataclass(frozen=True)
+class LiveControls:
+    """Everything the user can change while live; applies from the next hop.
+
+    None for pose/gaze/cam is "natural": no condition, the model's own motion.
+    """
+
+    pose: HeadPose | None = None
+    gaze: Gaze | None = None
+    cam: tuple[float, float, float] | None = None
+    cfg_scale: float = 3.0  # expressiveness: audio classifier-free guidance
+    nfe: int = 10  # time-grid points of the Euler sampler (nfe - 1 evaluations)
+    hop: int = 5  # frames generated per hop (200 ms); ignored in quality mode
+
+    def __post_init__(self) -> None:
+        if self.nfe < 2:
+            raise ValueError("nfe must be at least 2")
+        if not 1 <= self.hop <= CLIP_FRAMES:
+            raise ValueError(f"hop must be 1..{CLIP_FRAMES}")
+
+    def raw_conditions(self, frames: int) -> RawConditions:
+        def rows(values: tuple[float, ...] | None) -> Array | None:
+            if values is None:
+                return None
+            return np.tile(np.asarray(values, np.float32), (frames, 1))
+
+        return RawConditions(
+            gaze=rows(None if self.gaze is None else (self.gaze.x, self.gaze.y)),
+            pose=rows(None if self.pose is None else self.pose.as_condition()),
+            cam=rows(self.cam),
+        )
+
+
+# -- inputs ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class MicrophoneInput:
+    sd: SoundDeviceLike  # the `sounddevice` module (or a fake)
+    device: int | str | None = None
+
+
+@dataclass(frozen=True, eq=False)
+class FileInput:
+    """A recording fed through the microphone path in real time."""
+
+    audio: Array  # mono float32 at `rate`
+    rate: int = SAMPLE_RATE
+    name: str = "audio file"
+
+
+@dataclass(frozen=True)
+class WebcamInput:
+    cv2: Any  # the `cv2` module (or a fake)
+    config: WebcamConfig = field(default_factory=WebcamConfig)
+    cropper: Callable[[], Any] | None = None
+    """Makes the face cropper (`update(rgb) -> 256x256 rgb`); default FaceTracker."""
+
+
+Source = MicrophoneInput | FileInput | WebcamInput
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    fps: int = 25  # output rate: 25 native, 30 by interpolating motion latents
+    lookahead: int = 2  # frames of audio after the hop fed to the encoder (80 ms)
+    context_s: float = 2.0  # audio before the hop in each encoder window
+    quality: bool = False
+    """Hop 50, no lookahead, fixed noise: every hop is one reference chunk. With a file input
+    the features are the whole file's (as offline), so the output equals the offline sampler."""
+    seed: int | None = 25  # fixed per-chunk noise like the reference; None: fresh noise per hop
+    max_backlog_s: float = 1.0  # further behind real time than this: skip to the newest audio
+    playout_delay_s: float | None = None  # None: adaptive
+    capture: CaptureConfig = field(default_factory=CaptureConfig)
+    silence_fill_s: float = 0.2  # with no input, fill time with silence in steps of this
+    stats_window_s: float = 10.0
+    stop_timeout_s: float = 1.0
+    max_queue: int = 120  # frames waiting in the pacer
+    render_batch: int | None = None
+    """Frames per renderer call; None: the whole hop in one batch on a GPU, one at a time on
+    the CPU (where batching gains little and the full-size renderer needs about 1.7 GB of
+    working memory per frame)."""
+
+    def __post_init__(self) -> None:
+        if self.fps not in (25, 30):
+            raise ValueError("fps must be 25 or 30")
+        if not 0 <= self.lookahead < CLIP_FRAMES:
+            raise ValueError("lookahead out of range")
+
+
+# -- what the engine tells -------------------------------------------------------------------
+
+
+class EngineState(enum.Enum):
+    STOPPED = "stopped"
+    RUNNING = "running"
+    FAILED = "failed"
+
+
+@dataclass(frozen=True)
+class EngineEvent:
+    kind: str
+    """started, stopped, audio (input state changed), audio_ended, webcam, sink (a sink failed
+    or is unavailable), avatar (switched), error (the worker failed; the engine stops)."""
+    message: str
+    when: float
+
+
+@dataclass(frozen=True, eq=False)
+class HopRecord:
+    """What one hop did (for tests, diagnostics, and a GUI's meters)."""
+
+    first_frame: int  # 25 fps timeline index of the first emitted frame
+    emitted: int
+    real_frames: int  # frames with real features (emitted + lookahead available)
+    skipped_before: int  # frames skipped to catch up with real time just before this hop
+    features: Array  # (real_frames, 768)
+    raw: RawConditions  # the raw conditions given to the conditioner
+    controls: LiveControls
+    avatar: str
+    motion: Array  # (emitted, 32)
+    capture: npt.NDArray[np.float64]  # (emitted,) capture time of each frame's audio
+    started: float
+    finished: float
+
+
+@dataclass(frozen=True)
+class EngineListener:
+    on_event: Callable[[EngineEvent], None] | None = None
+    on_hop: Callable[[HopRecord], None] | None = None
+
+
+@dataclass(frozen=True)
+class EngineStats:
+    state: EngineState
+    latency: LatencyStats
+    playout_delay_ms: float
+    audio: CaptureStatus | None
+    webcam: str | None
+    sinks: list[SinkStatus]
+    hops: int
+    skipped_frames: int
+    controls: LiveControls
+    avatar: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "state": self.state.value,
+            "latency": self.latency.as_dict(),
+            "playout_delay_ms": self.playout_delay_ms,
+            "audio": None
+            if self.audio is None
+            else {**self.audio.__dict__, "state": self.audio.state.value},
+            "webcam": self.webcam,
+            "sinks": [s.__dict__ for s in self.sinks],
+            "hops": self.hops,
+            "skipped_frames": self.skipped_frames,
+            "avatar": self.avatar,
+        }
+
+    def line(self) -> str:
+        """One human line for `live --stats`."""
+        lat = self.latency
+        c = lat.counters
+        audio = "-" if self.audio is None else self.audio.state.value
+        return (
+            f"fps {lat.output_fps:5.1f} | latency p50 {lat.latency_p50_ms:6.0f} ms "
+            f"p95 {lat.latency_p95_ms:6.0f} ms | rtf {lat.real_time_factor:5.2f} | "
+            f"features {lat.compute['features'].mean_ms:5.1f} ms motion "
+            f"{lat.compute['motion'].mean_ms:6.1f} ms render {lat.compute['render'].mean_ms:6.1f}"
+            f" ms | late {c.get('late', 0)} dropped {c.get('dropped', 0)} skipped "
+            f"{self.skipped_frames} | audio {audio} overflows "
+            f"{0 if self.audio is None else self.audio.overflows}"
+        )

@@ -1,0 +1,441 @@
+"""The compiled-graph cache: the ONNX graphs exported once from the store's checkpoints.
+
+Runs on the calling thread. Conversion runs the exporter (`models.export`, the only code that
+needs torch) in a child process; two reader threads drain its output and the calling thread
+gets the progress callbacks.
+
+Layout: `<cache>/<key>/` holds `<graph>.onnx` and `<graph>.json` for every graph of
+`runtime.model.contract.GRAPHS` (plus any external-data files the exporter writes) and
+`manifest.json`, which records the SHA-256 and size of every file. The key is a hash of the
+source checkpoints' SHA-256s, `EXPORTER_VERSION` and `OPSET`, so new weights or a new export
+recipe get a new entry. An entry whose files do not match its manifest is not converted: it
+is rebuilt, never loaded.
+
+Exporter interface (the child process):
+    python -m models.export --weights STORE_DIR --out OUT_DIR
+writes the graphs into OUT_DIR (an empty temp dir; renamed into place only after it succeeds
+and its files are hashed) and prints progress to stdout as JSON lines
+`{"graph": "renderer", "done": 3, "total": 6}`; other lines are logged. Exit code 0 = success.
+"""
+
+from __future__ import annotations
+
+import collections
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import logging
+import os
+import queue
+import secrets
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from importlib import util as importlib_util
+from pathlib import Path
+from typing import IO, Any
+
+from runtime.core import paths
+from runtime.core.files import atomic_write_bytes, fsync_dir
+from runtime.model.contract import EXPORTER_VERSION, GRAPHS, OPSET
+from runtime.model.files import sha256_file
+from runtime.model.store import ModelStore
+from runtime.model.store_errors import Cancelled, ModelStoreError
+
+logger = logging.getLogger(__name__)
+
+EXPORTER_MODULE = "models.export"
+MANIFEST_FILE = "manifest.json"
+ENTRY_FORMAT = 1
+_TMP_PREFIX = ".tmp-"
+_TRASH_PREFIX = ".trash-"
+_STALE_TMP_SECONDS = 24 * 3600
+
+
+class ConversionError(ModelStoreError):
+    """Conversion failed; no entry was written (a previous valid entry is kept)."""
+
+
+class ExporterUnavailable(ConversionError):
+    """This installation has no ONNX exporter (`models.export`)."""
+
+
+@dataclass(frozen=True)
+class ConversionProgress:
+    graph: str
+    done: int
+    total: int
+    elapsed: float  # seconds since the child process started
+
+
+ConversionCallback = Callable[[ConversionProgress], None]
+
+
+@dataclass(frozen=True)
+class EntryCheck:
+    path: Path
+    ok: bool
+    problems: tuple[str, ...]
+
+
+def cache_root() -> Path:
+    """`<user cache dir>/compiled`; `IMTALKER_CACHE_DIR` replaces the user cache dir."""
+    return paths.cache_dir() / "compiled"
+
+
+def cache_key(source_digests: Mapping[str, str]) -> str:
+    payload = json.dumps(
+        {
+            "sources": dict(sorted(source_digests.items())),
+            "exporter_version": EXPORTER_VERSION,
+            "opset": OPSET,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def required_files() -> tuple[str, ...]:
+    return tuple(name for g in GRAPHS for name in (g.filename, g.config_filename))
+
+
+# Hashing a GB of graphs on every check is wasteful; a file whose size and mtime are unchanged
+# since this process hashed it is not re-read.
+_digest_memo: dict[tuple[str, int, int], str] = {}
+_memo_lock = threading.Lock()
+
+
+def _file_digest(path: Path) -> str:
+    st = path.stat()
+    key = (str(path), st.st_size, st.st_mtime_ns)
+    with _memo_lock:
+        known = _digest_memo.get(key)
+    if known is not None:
+        return known
+    digest = sha256_file(path)
+    with _memo_lock:
+        _digest_memo[key] = digest
+    return digest
+
+
+def check_entry(path: Path, *, key: str | None = None) -> EntryCheck:
+    """Whether `path` is a complete entry whose files match the hashes it recorded."""
+    problems: list[str] = []
+    try:
+        manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+        files = dict(manifest["files"])
+    except FileNotFoundError:
+        return EntryCheck(path, False, ("not converted",))
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return EntryCheck(path, False, (f"unreadable {MANIFEST_FILE}: {exc}",))
+    if manifest.get("format") != ENTRY_FORMAT:
+        problems.append(f"entry format {manifest.get('format')!r}, expected {ENTRY_FORMAT}")
+    if key is not None and manifest.get("key") != key:
+        problems.append("entry belongs to other weights or another exporter version")
+    for name in required_files():
+        if name not in files:
+            problems.append(f"{name} missing from the manifest")
+    for name, meta in sorted(files.items()):
+        file = path / name
+        try:
+            if file.stat().st_size != int(meta["size"]):
+                problems.append(f"{name}: size differs from the manifest")
+            elif _file_digest(file) != meta["sha256"]:
+                problems.append(f"{name}: SHA-256 differs from the manifest")
+        except FileNotFoundError:
+            problems.append(f"{name}: missing")
+        except (OSError, KeyError, TypeError, ValueError) as exc:
+            problems.append(f"{name}: {exc}")
+    return EntryCheck(path, not problems, tuple(problems))
+
+
+def entry_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
+    """Where the store's graphs are (or would be); None while the store is incomplete."""
+    digests = store.verified_digests()
+    if digests is None:
+        return None
+    return (root or cache_root()) / cache_key(digests)
+
+
+def converted_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
+    """The verified entry to load graphs from, or None if the store is not converted."""
+    path = entry_dir(store, root=root)
+    if path is None:
+        return None
+    check = check_entry(path, key=path.name)
+    if not check.ok:
+        if path.exists():
+            logger.warning(
+                "compiled graphs in %s are not usable: %s", path, "; ".join(check.problems)
+            )
+        return None
+    return path
+
+
+def is_converted(store: ModelStore, *, root: Path | None = None) -> bool:
+    return converted_dir(store, root=root) is not None
+
+
+def _project_root() -> Path:
+    return Path(__file__).resolve().parents[1]
+
+
+def exporter_available() -> bool:
+    """Whether `models.export` can be run, found without importing anything."""
+    if (_project_root() / "models" / "export.py").is_file():
+        return True
+    spec = importlib_util.find_spec("models")
+    locations = spec.submodule_search_locations if spec is not None else None
+    return any((Path(loc) / "export.py").is_file() for loc in locations or ())
+
+
+def _child_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONUNBUFFERED"] = "1"
+    root = _project_root()
+    if (root / "models").is_dir():
+        # Running from a source tree: let the child import `models` as the parent would.
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
+    return env
+
+
+def _pump(stream: IO[str], sink: Callable[[str], None]) -> None:
+    for line in stream:
+        sink(line.rstrip("\r\n"))
+
+
+def _parse_progress(line: str, started: float) -> ConversionProgress | None:
+    try:
+        raw: Any = json.loads(line)
+        return ConversionProgress(
+            graph=str(raw["graph"]),
+            done=int(raw["done"]),
+            total=int(raw["total"]),
+            elapsed=time.monotonic() - started,
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _run_exporter(
+    argv: Sequence[str],
+    *,
+    progress: ConversionCallback | None,
+    cancel: threading.Event | None,
+) -> None:
+    logger.info("converting: %s", " ".join(argv))
+    started = time.monotonic()
+    lines: queue.Queue[str | None] = queue.Queue()
+    tail: collections.deque[str] = collections.deque(maxlen=40)
+
+    def keep_stderr(line: str) -> None:
+        tail.append(line)
+        logger.debug("exporter: %s", line)
+
+    with subprocess.Popen(
+        list(argv),
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        encoding="utf-8",
+        errors="replace",
+        env=_child_env(),
+    ) as proc:
+        code = _supervise(proc, lines, keep_stderr, started, progress=progress, cancel=cancel)
+    if code != 0:
+        detail = "\n".join(tail) or "(no error output)"
+        raise ConversionError(f"the exporter failed (exit code {code}):\n{detail}")
+
+
+def _supervise(
+    proc: subprocess.Popen[str],
+    lines: queue.Queue[str | None],
+    keep_stderr: Callable[[str], None],
+    started: float,
+    *,
+    progress: ConversionCallback | None,
+    cancel: threading.Event | None,
+) -> int:
+    """Relay the child's progress until it exits; stop it on cancel or on any error here."""
+    assert proc.stdout is not None and proc.stderr is not None
+    stdout, stderr = proc.stdout, proc.stderr
+
+    def pump_stdout() -> None:
+        try:
+            _pump(stdout, lines.put)
+        finally:
+            lines.put(None)
+
+    readers = [
+        threading.Thread(target=pump_stdout, name="exporter-stdout", daemon=True),
+        threading.Thread(
+            target=_pump, args=(stderr, keep_stderr), name="exporter-stderr", daemon=True
+        ),
+    ]
+    for reader in readers:
+        reader.start()
+    try:
+        finished = False
+        while not finished:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("conversion cancelled")
+            try:
+                line = lines.get(timeout=0.1)
+            except queue.Empty:
+                continue
+            if line is None:
+                finished = True
+                continue
+            event = _parse_progress(line, started)
+            if event is None:
+                logger.info("exporter: %s", line)
+            elif progress is not None:
+                progress(event)
+        return proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        for reader in readers:
+            reader.join(timeout=5)
+
+
+def _seal(tmp: Path, *, key: str, sources: Mapping[str, str]) -> None:
+    """Hash what the exporter wrote and record it, making the files durable first."""
+    missing = [name for name in required_files() if not (tmp / name).is_file()]
+    if missing:
+        raise ConversionError(f"the exporter did not write {', '.join(missing)}")
+    files: dict[str, dict[str, Any]] = {}
+    for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
+        name = path.relative_to(tmp).as_posix()
+        if name == MANIFEST_FILE:
+            continue
+        with open(path, "rb") as f:
+            os.fsync(f.fileno())
+        files[name] = {"sha256": sha256_file(path), "size": path.stat().st_size}
+    manifest = {
+        "format": ENTRY_FORMAT,
+        "key": key,
+        "exporter_version": EXPORTER_VERSION,
+        "opset": OPSET,
+        "sources": dict(sorted(sources.items())),
+        "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "files": files,
+    }
+    atomic_write_bytes(tmp / MANIFEST_FILE, json.dumps(manifest, indent=2).encode() + b"\n")
+
+
+def _place(tmp: Path, final: Path) -> None:
+    """Rename the sealed temp dir to its final name, replacing a bad entry if any."""
+    if final.exists():
+        trash = final.with_name(f"{_TRASH_PREFIX}{final.name}-{secrets.token_hex(4)}")
+        os.replace(final, trash)
+        shutil.rmtree(trash, ignore_errors=True)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
+def _own_entries(root: Path) -> Iterable[Path]:
+    if not root.is_dir():
+        return []
+    out = []
+    for path in root.iterdir():
+        if not path.is_dir():
+            continue
+        if path.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
+            out.append(path)
+            continue
+        with contextlib.suppress(OSError, ValueError):
+            manifest = json.loads((path / MANIFEST_FILE).read_text(encoding="utf-8"))
+            if isinstance(manifest, dict) and "format" in manifest and "files" in manifest:
+                out.append(path)
+    return out
+
+
+def _prune(root: Path, *, keep: Path) -> None:
+    """Drop other entries (older weights or exporter versions) and abandoned temp dirs."""
+    now = time.time()
+    for path in _own_entries(root):
+        if path == keep:
+            continue
+        if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime < _STALE_TMP_SECONDS:
+            continue  # maybe another conversion in progress
+        logger.info("removing stale compiled graphs %s", path)
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_entries(*, root: Path | None = None) -> list[Path]:
+    """Delete every compiled entry this app wrote under the cache root (nothing else)."""
+    root = root or cache_root()
+    removed = []
+    for path in _own_entries(root):
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    with contextlib.suppress(OSError):
+        root.rmdir()
+    return removed
+
+
+def convert(
+    store: ModelStore,
+    *,
+    progress: ConversionCallback | None = None,
+    cancel: threading.Event | None = None,
+    root: Path | None = None,
+    force: bool = False,
+    command: Sequence[str] | None = None,
+) -> Path:
+    """Export the store's checkpoints to ONNX once; returns the verified entry directory.
+
+    `command` replaces `[sys.executable, "-m", "models.export"]` (the arguments `--weights`
+    and `--out` are appended). Raises `ExporterUnavailable`, `ConversionError`, `Cancelled`.
+    """
+    digests = store.verified_digests()
+    if digests is None:
+        missing = ", ".join(store.status().missing)
+        raise ConversionError(
+            f"the model files are not all present and verified (missing or unverified: "
+            f"{missing}); run `imtalker-cam models download` or `models import` first"
+        )
+    root = root or cache_root()
+    key = cache_key(digests)
+    final = root / key
+    if not force and check_entry(final, key=key).ok:
+        return final
+    if command is None:
+        if not exporter_available():
+            raise ExporterUnavailable(
+                "the ONNX exporter (models.export) is not available in this installation, "
+                "so the model cannot be converted yet"
+            )
+        command = [sys.executable, "-m", EXPORTER_MODULE]
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = root / f"{_TMP_PREFIX}{key}-{secrets.token_hex(4)}"
+    tmp.mkdir()
+    try:
+        _run_exporter(
+            [*command, "--weights", str(store.root), "--out", str(tmp)],
+            progress=progress,
+            cancel=cancel,
+        )
+        _seal(tmp, key=key, sources=digests)
+        _place(tmp, final)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    check = check_entry(final, key=key)
+    if not check.ok:
+        raise ConversionError(f"the converted graphs failed their check: {check.problems}")
+    _prune(root, keep=final)
+    logger.info("compiled graphs ready in %s", final)
+    return final

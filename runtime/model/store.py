@@ -1,0 +1,497 @@
+"""The model store: where the published IMTalker checkpoints live and how they are trusted.
+
+Runs on whichever thread calls it (the CLI's main thread, or the GUI's worker thread); the
+progress callback is called on that same thread. One store is used by one process at a time;
+a concurrent writer cannot corrupt it (every file is checked before it is moved into place),
+it can only waste work.
+
+Layout (exactly the published repository's, so a hand-made copy of it can be imported):
+
+    <store>/renderer.ckpt
+    <store>/generator.ckpt
+    <store>/wav2vec2-base-960h/{config.json, pytorch_model.bin,
+                                 preprocessor_config.json, feature_extractor_config.json}
+    <store>/store.json        digests recorded when each file was first verified
+
+Trust: a file is verified when its size and SHA-256 match the digests pinned in `MANIFEST`
+(where known) and the digest recorded in `store.json` when the file was first verified
+(trust on first use). Nothing is ever written at a final path: files are written to a temp
+file in the same directory, flushed, fsync'ed, checked, then `os.replace`d into place.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from runtime.core import paths
+from runtime.core.files import (
+    atomic_write_bytes,
+    fsync_dir,
+    glob_escape,
+    is_disk_full,
+    temp_path,
+    write_all,
+)
+from runtime.core.units import human_bytes
+from runtime.model.files import sha256_file, structure_problem
+from runtime.model.store_errors import (
+    Cancelled,
+    DiskFullError,
+    ModelStoreError,
+    VerificationError,
+)
+from runtime.model.store_records import (
+    MANIFEST,
+    STORE_FILE,
+    WAV2VEC_DIR,
+    ExpectedFile,
+    FileRecord,
+    FileStatus,
+    ImportResult,
+    RemoveResult,
+    StoreRecord,
+    StoreStatus,
+    utc_now,
+)
+from runtime.model.transfer import ProgressCallback, ProgressReporter
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = paths.APP_NAME
+
+
+_HASH_CHUNK = 8 << 20
+
+
+# No digest is pinned yet: the published repository lists none and this project has not
+# downloaded it through a trusted channel. Until then the hub's own content hash (the LFS
+# ETag, checked on every download) and the digest recorded at first verification in
+# `store.json` are what a file is checked against. Pin sizes and digests here once known.
+
+
+# --------------------------------------------------------------------------- locations
+
+
+def default_store_dir() -> Path:
+    """`<user data dir>/models`; `IMTALKER_DATA_DIR` replaces the user data dir."""
+    return paths.model_store_dir()
+
+
+# --------------------------------------------------------------------------- file helpers
+
+
+# --------------------------------------------------------------------------- status
+
+
+class ModelStore:
+    """The checkpoints of one model, laid out as the published repository lays them out."""
+
+    def __init__(self, root: Path | None = None, *, manifest: Sequence[ExpectedFile] = MANIFEST):
+        self.root = Path(root) if root is not None else default_store_dir()
+        self.manifest: tuple[ExpectedFile, ...] = tuple(manifest)
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        return f"ModelStore({str(self.root)!r})"
+
+    # ---- paths
+
+    def expected(self, relpath: str) -> ExpectedFile:
+        for entry in self.manifest:
+            if entry.path == relpath:
+                return entry
+        raise KeyError(f"{relpath!r} is not a file of the model")
+
+    def path(self, relpath: str) -> Path:
+        self.expected(relpath)
+        return self.root.joinpath(*PurePosixPath(relpath).parts)
+
+    def partial_path(self, relpath: str) -> Path:
+        """Where a resumable download of `relpath` accumulates."""
+        final = self.path(relpath)
+        return final.with_name(f".{final.name}.incomplete")
+
+    def partial_info_path(self, relpath: str) -> Path:
+        final = self.path(relpath)
+        return final.with_name(f".{final.name}.incomplete.json")
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / STORE_FILE
+
+    # ---- record
+
+    def read_record(self) -> StoreRecord:
+        try:
+            raw = json.loads(self.record_path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return StoreRecord()
+        except (OSError, ValueError) as exc:
+            logger.warning("ignoring unreadable %s: %s", self.record_path, exc)
+            return StoreRecord()
+        files: dict[str, FileRecord] = {}
+        for name, entry in dict(raw.get("files") or {}).items():
+            try:
+                files[str(name)] = FileRecord.from_json(entry)
+            except (KeyError, TypeError, ValueError):
+                logger.warning("ignoring a damaged entry for %s in %s", name, self.record_path)
+        return StoreRecord(
+            repo_id=raw.get("repo_id"),
+            revision=raw.get("revision"),
+            files=files,
+        )
+
+    def _record_verified(self, relpath: str, *, sha256: str, size: int, source: str) -> None:
+        """Record a file now verified at its final path (caller holds the lock); the date it
+        was first verified survives re-verification."""
+        record = self.read_record()
+        previous = record.files.get(relpath)
+        files = dict(record.files)
+        files[relpath] = FileRecord(
+            sha256=sha256,
+            size=size,
+            mtime_ns=self.path(relpath).stat().st_mtime_ns,
+            first_verified=previous.first_verified if previous else utc_now(),
+            source=source,
+        )
+        self._write_record(
+            StoreRecord(repo_id=record.repo_id, revision=record.revision, files=files)
+        )
+
+    def _write_record(self, record: StoreRecord) -> None:
+        data = json.dumps(record.to_json(), indent=2).encode() + b"\n"
+        atomic_write_bytes(self.record_path, data)
+
+    def set_origin(self, *, repo_id: str, revision: str) -> None:
+        """Remember which commit the store came from, so later downloads stay on it."""
+        with self._lock:
+            record = self.read_record()
+            if record.repo_id == repo_id and record.revision == revision:
+                return
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._write_record(
+                StoreRecord(repo_id=repo_id, revision=revision, files=dict(record.files))
+            )
+
+    # ---- trust
+
+    def pinned_sha256(self, relpath: str) -> str | None:
+        """The digest a file must have: pinned in the manifest, else first verified."""
+        entry = self.expected(relpath)
+        if entry.sha256 is not None:
+            return entry.sha256
+        recorded = self.read_record().files.get(relpath)
+        return recorded.sha256 if recorded is not None else None
+
+    def _candidate_problem(self, relpath: str, candidate: Path, *, sha256: str, size: int) -> str:
+        entry = self.expected(relpath)
+        if entry.size is not None and size != entry.size:
+            return f"size {size} bytes, expected {entry.size}"
+        if entry.sha256 is not None and sha256 != entry.sha256:
+            return f"SHA-256 {sha256}, expected the published {entry.sha256}"
+        recorded = self.read_record().files.get(relpath)
+        if recorded is not None and recorded.sha256 != sha256:
+            return (
+                f"SHA-256 {sha256} differs from {recorded.sha256}, recorded when this file was "
+                f"first verified on {recorded.first_verified}; to replace the model with a "
+                "different version, run `imtalker-cam models remove` first"
+            )
+        problem = structure_problem(candidate, entry.kind)
+        return problem or ""
+
+    def install(
+        self, relpath: str, candidate: Path, *, sha256: str, size: int, source: str
+    ) -> None:
+        """Check a fully written temp file (next to its final path) and move it into place.
+
+        `sha256`/`size` are of `candidate`'s bytes, computed by the caller while writing. On a
+        mismatch the candidate is deleted and `VerificationError` says why.
+        """
+        final = self.path(relpath)
+        if candidate.parent != final.parent:
+            raise ValueError("candidate must sit next to its final path for an atomic rename")
+        problem = self._candidate_problem(relpath, candidate, sha256=sha256, size=size)
+        if problem:
+            with contextlib.suppress(OSError):
+                candidate.unlink()
+            raise VerificationError(f"{relpath}: {problem}. The file was deleted.")
+        with self._lock:
+            os.replace(candidate, final)
+            fsync_dir(final.parent)
+            self._record_verified(relpath, sha256=sha256, size=size, source=source)
+        logger.info("verified and stored %s (sha256 %s)", relpath, sha256)
+
+    # ---- status
+
+    def status(self, *, deep: bool = False, cancel: threading.Event | None = None) -> StoreStatus:
+        """What is present and verified. `deep` re-hashes every file instead of trusting
+        an unchanged size and modification time since it was last verified."""
+        record = self.read_record()
+        out: list[FileStatus] = []
+        refreshed: dict[str, FileRecord] = {}
+        for entry in self.manifest:
+            final = self.path(entry.path)
+            recorded = record.files.get(entry.path)
+            try:
+                st = final.stat()
+            except FileNotFoundError:
+                out.append(FileStatus(entry.path, False, False, None, None, "missing"))
+                continue
+            digest = recorded.sha256 if recorded is not None else None
+            problem = None
+            if recorded is None:
+                problem = "not verified (not downloaded or imported by imtalker-cam)"
+            elif entry.sha256 is not None and recorded.sha256 != entry.sha256:
+                problem = "does not match the published digest"
+            elif entry.size is not None and st.st_size != entry.size:
+                problem = "does not match the published size"
+            elif st.st_size != recorded.size:
+                problem = "changed since it was verified (size differs)"
+            elif deep:
+                actual = sha256_file(final, cancel=cancel)
+                if actual != recorded.sha256:
+                    problem = "changed since it was verified (SHA-256 differs)"
+                elif st.st_mtime_ns != recorded.mtime_ns:
+                    refreshed[entry.path] = FileRecord(
+                        sha256=recorded.sha256,
+                        size=recorded.size,
+                        mtime_ns=st.st_mtime_ns,
+                        first_verified=recorded.first_verified,
+                        source=recorded.source,
+                    )
+            elif st.st_mtime_ns != recorded.mtime_ns:
+                problem = "modified since it was verified (run `models status --deep`)"
+            out.append(FileStatus(entry.path, True, problem is None, st.st_size, digest, problem))
+        if refreshed:
+            with self._lock:
+                current = self.read_record()
+                files = {**current.files, **refreshed}
+                self._write_record(
+                    StoreRecord(repo_id=current.repo_id, revision=current.revision, files=files)
+                )
+        return StoreStatus(
+            root=self.root, repo_id=record.repo_id, revision=record.revision, files=tuple(out)
+        )
+
+    def file_status(self, relpath: str) -> FileStatus:
+        for status in self.status().files:
+            if status.path == relpath:
+                return status
+        raise KeyError(relpath)
+
+    def verified_digests(self) -> dict[str, str] | None:
+        """SHA-256 of every file when all are present and verified, else None."""
+        status = self.status()
+        if not status.complete:
+            return None
+        return {f.path: f.sha256 for f in status.files if f.sha256 is not None}
+
+    # ---- import
+
+    def locate(self, sources: Sequence[Path]) -> dict[str, Path]:
+        """Map expected files to the user's files: folders laid out like the repository (or
+        holding it up to three levels down, as a Hugging Face cache does, or the wav2vec2
+        folder itself), or single files named as in the repository."""
+        found: dict[str, Path] = {}
+        by_name = {e.name: e.path for e in self.manifest}
+        for source in sources:
+            source = Path(source)
+            if source.is_file():
+                relpath = by_name.get(source.name)
+                if relpath is None:
+                    expected = ", ".join(sorted(by_name))
+                    raise ModelStoreError(
+                        f"{source}: not a file of the model (expected one of: {expected})"
+                    )
+                found.setdefault(relpath, source)
+            elif source.is_dir():
+                for relpath, path in self._locate_in(source).items():
+                    found.setdefault(relpath, path)
+            else:
+                raise ModelStoreError(f"{source}: no such file or folder")
+        return found
+
+    def _locate_in(self, folder: Path) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for entry in self.manifest:
+            parts = PurePosixPath(entry.path).parts
+            candidates = [folder.joinpath(*parts)]
+            if len(parts) > 1 and folder.name == parts[0]:
+                candidates.append(folder.joinpath(*parts[1:]))
+            hits = [c for c in candidates if c.is_file()]
+            if not hits:
+                pattern = "/".join(parts)
+                hits = sorted(
+                    p
+                    for depth in ("*/", "*/*/", "*/*/*/")
+                    for p in folder.glob(depth + pattern)
+                    if p.is_file() and not any(q.startswith(".") for q in p.parts[-len(parts) :])
+                )
+            if len(hits) > 1:
+                listed = ", ".join(str(h) for h in hits)
+                raise ModelStoreError(f"{entry.path}: found more than one copy ({listed})")
+            if hits:
+                found[entry.path] = hits[0]
+        return found
+
+    def import_files(
+        self,
+        sources: Sequence[Path],
+        *,
+        progress: ProgressCallback | None = None,
+        cancel: threading.Event | None = None,
+    ) -> ImportResult:
+        """Copy the user's files into the store (never moving them), verifying each."""
+        located = self.locate(sources)
+        if not located:
+            raise ModelStoreError(
+                "none of the model's files were found in "
+                + ", ".join(str(s) for s in sources)
+                + "; expected: "
+                + ", ".join(e.path for e in self.manifest)
+            )
+        order = [e.path for e in self.manifest if e.path in located]
+        sizes = {rel: located[rel].stat().st_size for rel in order}
+        reporter = ProgressReporter(progress, total=sum(sizes.values()), file_count=len(order))
+        imported: list[str] = []
+        unchanged: list[str] = []
+        for index, relpath in enumerate(order):
+            source = located[relpath]
+            final = self.path(relpath)
+            if final.exists() and final.samefile(source):
+                # Importing the store's own file: verify it where it is.
+                self._adopt_in_place(relpath, reporter, index, cancel)
+                imported.append(relpath)
+                continue
+            self.root.mkdir(parents=True, exist_ok=True)
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = temp_path(final, "import")
+            try:
+                sha, size = self._copy_hashing(source, tmp, relpath, index, reporter, cancel)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                raise
+            current = self.file_status(relpath)
+            if current.verified and current.sha256 == sha:
+                tmp.unlink()
+                unchanged.append(relpath)
+                continue
+            self.install(relpath, tmp, sha256=sha, size=size, source=f"import {source}")
+            imported.append(relpath)
+        missing = tuple(e.path for e in self.manifest if e.path not in located)
+        return ImportResult(tuple(imported), tuple(unchanged), missing)
+
+    def _copy_hashing(
+        self,
+        source: Path,
+        tmp: Path,
+        relpath: str,
+        index: int,
+        reporter: ProgressReporter,
+        cancel: threading.Event | None,
+    ) -> tuple[str, int]:
+        h = hashlib.sha256()
+        size = 0
+        total = source.stat().st_size
+        try:
+            with open(source, "rb") as src, open(tmp, "wb") as dst:
+                while chunk := src.read(_HASH_CHUNK):
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("import cancelled")
+                    write_all(dst, chunk)
+                    h.update(chunk)
+                    size += len(chunk)
+                    reporter.done += len(chunk)
+                    reporter.report(
+                        phase="copy",
+                        path=relpath,
+                        file_index=index,
+                        file_done=size,
+                        file_total=total,
+                    )
+                dst.flush()
+                os.fsync(dst.fileno())
+        except OSError as exc:
+            if is_disk_full(exc):
+                raise DiskFullError(
+                    f"not enough disk space in {self.root} to import {relpath} "
+                    f"({human_bytes(total)}); the store was left as it was"
+                ) from exc
+            raise ModelStoreError(f"could not copy {source}: {exc}") from exc
+        reporter.report(
+            phase="copy",
+            path=relpath,
+            file_index=index,
+            file_done=size,
+            file_total=total,
+            force=True,
+        )
+        return h.hexdigest(), size
+
+    def _adopt_in_place(
+        self,
+        relpath: str,
+        reporter: ProgressReporter,
+        index: int,
+        cancel: threading.Event | None,
+    ) -> None:
+        final = self.path(relpath)
+        size = final.stat().st_size
+        sha = sha256_file(final, cancel=cancel)
+        problem = self._candidate_problem(relpath, final, sha256=sha, size=size)
+        if problem:
+            # The user's own file (it is at the store's path): say so, never delete it.
+            raise VerificationError(f"{relpath}: {problem}")
+        with self._lock:
+            self._record_verified(relpath, sha256=sha, size=size, source="import (in place)")
+        reporter.done += size
+        reporter.report(
+            phase="verify",
+            path=relpath,
+            file_index=index,
+            file_done=size,
+            file_total=size,
+            force=True,
+        )
+
+    # ---- remove
+
+    def own_files(self) -> list[Path]:
+        """Every file of the store that exists: checkpoints, partial downloads, temp files
+        and the record. Nothing else in the directory is the store's."""
+        own: list[Path] = []
+        for entry in self.manifest:
+            final = self.path(entry.path)
+            own.append(final)
+            own.append(self.partial_path(entry.path))
+            own.append(self.partial_info_path(entry.path))
+            if final.parent.is_dir():
+                own.extend(final.parent.glob(f".{glob_escape(final.name)}.*.tmp"))
+        own.append(self.record_path)
+        if self.root.is_dir():
+            own.extend(self.root.glob(f".{STORE_FILE}.*.tmp"))
+        return [p for p in own if p.is_file() or p.is_symlink()]
+
+    def remove(self) -> RemoveResult:
+        removed: list[Path] = []
+        with self._lock:
+            for path in self.own_files():
+                path.unlink()
+                removed.append(path)
+        kept: list[Path] = []
+        for folder in (self.root / WAV2VEC_DIR, self.root):
+            if not folder.is_dir():
+                continue
+            try:
+                folder.rmdir()
+            except OSError:
+                kept.extend(p for p in folder.iterdir() if p.is_file())
+        return RemoveResult(tuple(removed), tuple(kept))

@@ -234,9 +234,7 @@ class FlowMatchingTransformer(nn.Module):
         self.decoder = Decoder(hidden, config.motion_dim)
         if self.banded:
             self.alignment_mask: torch.Tensor
-            self.register_buffer(
-                "alignment_mask", alignment_mask(frames, config.attention_window)
-            )
+            self.register_buffer("alignment_mask", alignment_mask(frames, config.attention_window))
 
     def forward(
         self, t: torch.Tensor, x: torch.Tensor, ref_x: torch.Tensor, cond: torch.Tensor

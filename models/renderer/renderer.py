@@ -121,7 +121,8 @@ class IMTRenderer(nn.Module):
     # -- encoders ------------------------------------------------------------------------
 
     def encode_appearance(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(B, 3, S, S) in [0, 1] (S = config.image_size) -> (pyramid coarsest first, identity latent (B, 512))."""
+        """(B, 3, S, S) in [0, 1] (S = config.image_size) -> (pyramid coarsest first,
+        identity latent (B, 512))."""
         pyramid, id_latent = self.dense_feature_encoder(image)
         return cast(list[torch.Tensor], pyramid), cast(torch.Tensor, id_latent)
 

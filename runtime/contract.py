@@ -189,6 +189,7 @@ VELOCITY = GraphSpec(
     ),
 )
 
+
 def source_size(version: ModelVersion) -> int:
     """Side of the square source and driving images `version`'s encoders read."""
     return version.source_size
@@ -216,6 +217,7 @@ RENDERER = GraphSpec(
         "RGB frames in [0, 1], 512x512."
     ),
 )
+
 
 def motion_encoder_spec(version: ModelVersion) -> GraphSpec:
     size = source_size(version)

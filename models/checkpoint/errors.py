@@ -110,9 +110,10 @@ class UnknownModelVersionError(ModelVersionError):
 
     def __init__(self, part: ModelPart, resemblance: Resemblance) -> None:
         r = resemblance
+        differ = "1 key differs" if r.differing == 1 else f"{r.differing} keys differ"
         super().__init__(
             f"The {part} checkpoint matches no IMTalker version this app knows: it most resembles "
-            f"{r.version.name}, but {r.differing} keys differ ({len(r.missing)} missing, "
+            f"{r.version.name}, but {differ} ({len(r.missing)} missing, "
             f"{len(r.unexpected)} unexpected). Re-download the model, or update imtalker-cam "
             "if the file comes from a newer IMTalker release."
         )

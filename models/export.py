@@ -3,7 +3,9 @@
 Run as a child of the app so that unpickling checkpoints and torch never touch the app process.
 Progress goes to stdout as JSON lines `{"graph": name, "done": i, "total": n}`; errors go to
 stderr and the exit code is non-zero. Each graph is written with its architecture config as
-JSON beside it (`<graph>.onnx` + `<graph>.json`).
+JSON beside it (`<graph>.onnx` + `<graph>.json`), which names the model version
+(`"model_version": "v1" | "v2"`, detected from the checkpoints' keys); the graphs' input shapes
+are that version's (`runtime.model.contract.graphs(version)`).
 
 The legacy TorchScript exporter is used (`dynamo=False`): it needs no onnxscript, handles the
 dynamic batch/length axes these graphs need directly, and was measured to give graphs ONNX
@@ -105,7 +107,7 @@ class AvatarEncoderGraph(nn.Module):
         super().__init__()
         self.renderer = renderer
 
-    def forward(self, source: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (1, 3, 256, 256)
+    def forward(self, source: torch.Tensor) -> tuple[torch.Tensor, ...]:  # (1, 3, S, S)
         encoding = self.renderer.encode_source(source)
         named = self.renderer.precompute_source(encoding).named()
         return (encoding.motion, *(named[n] for n in _avatar_names()))
@@ -130,7 +132,7 @@ class MotionEncoderGraph(nn.Module):
         super().__init__()
         self.renderer = renderer
 
-    def forward(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, 256, 256) -> (B, 32)
+    def forward(self, image: torch.Tensor) -> torch.Tensor:  # (B, 3, S, S) -> (B, 32)
         return self.renderer.encode_motion(image)
 
 
@@ -159,6 +161,7 @@ def graph_modules(models: LoadedModels) -> dict[str, nn.Module]:
 def architecture_config(models: LoadedModels, spec: GraphSpec) -> dict[str, Any]:
     return {
         "graph": spec.name,
+        "model_version": models.version.name,
         "exporter_version": contract.EXPORTER_VERSION,
         "opset": contract.OPSET,
         "torch": torch.__version__,
@@ -167,6 +170,7 @@ def architecture_config(models: LoadedModels, spec: GraphSpec) -> dict[str, Any]
         "renderer": models.renderer.config.to_dict(),
         "generator": models.generator.config.to_dict(),
         "audio_encoder": dataclasses.asdict(models.audio_encoder.config),
+        "version": dataclasses.asdict(models.version),
     }
 
 
@@ -210,7 +214,7 @@ def export_all(
 ) -> list[Path]:
     """Export the chosen graphs (all by default) into `out_dir`; returns the .onnx paths."""
     modules = graph_modules(models)
-    specs = [s for s in contract.GRAPHS if names is None or s.name in names]
+    specs = [s for s in contract.graphs(models.version) if names is None or s.name in names]
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     for i, spec in enumerate(specs):

@@ -4,11 +4,16 @@ the conversion process)."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
+from torch import nn
+
 from models.audio_encoder import AudioEncoder
 from models.checkpoint import (
+    StateDict,
+    StateDictMismatchError,
     generator_state_dicts,
     load_strict,
     renderer_state_dict,
@@ -16,6 +21,10 @@ from models.checkpoint import (
 )
 from models.generator.generator import FMGenerator
 from models.renderer.renderer import IMTRenderer
+from models.versioning import build_generator, build_renderer, pair_version
+from runtime.model.versions import ModelVersion
+
+logger = logging.getLogger(__name__)
 
 RENDERER_FILE = "renderer.ckpt"
 GENERATOR_FILE = "generator.ckpt"
@@ -31,6 +40,8 @@ class LoadedModels:
     renderer: IMTRenderer
     generator: FMGenerator
     audio_encoder: AudioEncoder
+    version: ModelVersion
+    """Detected from the checkpoints' keys (never from file names)."""
 
 
 def _prefer(weights: Path, safetensors_name: str, published_name: str) -> Path:
@@ -38,16 +49,31 @@ def _prefer(weights: Path, safetensors_name: str, published_name: str) -> Path:
     return safe if safe.is_file() else weights / published_name
 
 
+def _load(module: nn.Module, state_dict: StateDict) -> None:
+    """load_strict, with the full key lists in the debug log (the exception stays short)."""
+    try:
+        load_strict(module, state_dict)
+    except StateDictMismatchError as exc:
+        logger.debug("%s", exc.details)
+        raise
+
+
 def load_models(weights: Path) -> LoadedModels:
-    """All three models in eval mode. The wav2vec2 folder's weights win over a copy inside
-    generator.ckpt (the published files hold equal copies)."""
-    renderer = IMTRenderer()
-    load_strict(
-        renderer, renderer_state_dict(_prefer(weights, RENDERER_SAFETENSORS, RENDERER_FILE))
-    )
-    generator = FMGenerator()
+    """All three models in eval mode, built for the version the checkpoints' keys say.
+
+    A renderer and a generator of different versions raise ModelVersionMismatchError, a
+    checkpoint of no known version UnknownModelVersionError, both before any model is built.
+    The wav2vec2 folder's weights win over a copy inside generator.ckpt (the published files
+    hold equal copies).
+    """
+    renderer_weights = renderer_state_dict(_prefer(weights, RENDERER_SAFETENSORS, RENDERER_FILE))
     gen_weights = generator_state_dicts(_prefer(weights, GENERATOR_SAFETENSORS, GENERATOR_FILE))
-    load_strict(generator, gen_weights.model)
+    version = pair_version(renderer_weights, gen_weights.model)
+    logger.info("model version %s", version.name)
+    renderer = build_renderer(version)
+    _load(renderer, renderer_weights)
+    generator = build_generator(version)
+    _load(generator, gen_weights.model)
     audio_encoder = AudioEncoder()
     folder = weights / WAV2VEC2_DIR
     audio_weights = (
@@ -55,7 +81,10 @@ def load_models(weights: Path) -> LoadedModels:
         if folder.exists() or gen_weights.audio_encoder is None
         else gen_weights.audio_encoder
     )
-    load_strict(audio_encoder, audio_weights)
+    _load(audio_encoder, audio_weights)
     return LoadedModels(
-        renderer=renderer.eval(), generator=generator.eval(), audio_encoder=audio_encoder.eval()
+        renderer=renderer.eval(),
+        generator=generator.eval(),
+        audio_encoder=audio_encoder.eval(),
+        version=version,
     )

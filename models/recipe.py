@@ -15,6 +15,8 @@ from typing import Any
 
 import torch
 
+from runtime.model.versions import V1, ModelVersion, version
+
 _DTYPES: Mapping[str, torch.dtype] = {
     "float32": torch.float32,
     "torch.float32": torch.float32,
@@ -50,6 +52,13 @@ class Manifest:
     @property
     def computed_keys(self) -> tuple[str, ...]:
         return tuple(e.key for e in self.entries if e.recipe == "computed")
+
+
+def golden_version_dir(golden_dir: Path, model_version: str | ModelVersion) -> Path:
+    """Folder of one version's manifests and golden outputs under the golden root: the first
+    release's sit in the root itself, every later version's in the subfolder of its name."""
+    v = version(model_version) if isinstance(model_version, str) else model_version
+    return golden_dir if v == V1 else golden_dir / v.name
 
 
 def read_manifest(path: Path) -> Manifest:

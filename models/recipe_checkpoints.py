@@ -1,10 +1,12 @@
 """Write recipe-weight checkpoints in the published IMTalker file formats.
 
-    python -m models.recipe_checkpoints OUT_DIR [--extras] [--golden-dir DIR]
+    python -m models.recipe_checkpoints OUT_DIR [--extras] [--golden-dir DIR] [--version v1|v2]
 
 writes OUT_DIR/renderer.ckpt, OUT_DIR/generator.ckpt and OUT_DIR/wav2vec2-base-960h/ holding
 the deterministic recipe weights of ../shared/golden (see models/recipe.py), laid out exactly
-like the published files, so the loading path can be tested end to end without the real ones.
+like the published files of the chosen model version. `--golden-dir` is always the golden root
+(../shared/golden): v1's manifests sit in it, every later version's in the subfolder of its
+name (`golden_version_dir`), so the loading path can be tested end to end without the real ones.
 Every manifest entry is written, "computed" buffers included (a real checkpoint carries its
 persistent buffers): their values are built here from the reference's definitions.
 
@@ -33,7 +35,9 @@ from pathlib import Path
 
 import torch
 
-from models.recipe import Manifest, ManifestEntry, read_manifest, recipe_tensor
+from models.generator.fmt import rope_inv_freq
+from models.recipe import Manifest, ManifestEntry, golden_version_dir, read_manifest, recipe_tensor
+from runtime.model.versions import V1, V2, VERSIONS, ModelVersion, version
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ DEFAULT_GOLDEN_DIR = Path(os.environ.get("IMTALKER_SHARED", REPO_ROOT.parent / "
 ATTRIBUTE_DICT_GLOBAL = "pytorch_lightning.utilities.parsing.AttributeDict"
 WAV2VEC2_FOLDER = "wav2vec2-base-960h"
 FMT_ATTENTION_WINDOW = 5  # reference default (`--attention_window`)
+FMT_HEAD_DIM = 64  # hidden 512 over 8 heads
 
 # transformers' Wav2Vec2Config for facebook/wav2vec2-base-960h (a 32-token CTC model).
 WAV2VEC2_CONFIG: dict[str, object] = {
@@ -168,6 +173,9 @@ def computed_value(entry: ManifestEntry) -> torch.Tensor:
         value = sinusoid_table(shape[1], shape[2])[None]
     elif key == "fmt.alignment_mask":
         value = alignment_mask(shape[0], FMT_ATTENTION_WINDOW)
+    elif key == "fmt.rotary_emb.inv_freq" and V2.rope_base is not None:
+        # Every RoPE version so far uses v2's base; a new base means a new rule here.
+        value = rope_inv_freq(FMT_HEAD_DIM, V2.rope_base)
     else:
         raise ValueError(f"no rule for computed entry {key!r}")
     if tuple(value.shape) != shape or str(value.dtype).removeprefix("torch.") != entry.dtype:
@@ -271,11 +279,15 @@ def write_recipe_checkpoints(
     golden_dir: Path = DEFAULT_GOLDEN_DIR,
     extras: bool = False,
     attribute_dict_global: str = ATTRIBUTE_DICT_GLOBAL,
+    version: str | ModelVersion = V1,
 ) -> RecipeCheckpointPaths:
-    """Write renderer.ckpt, generator.ckpt and wav2vec2-base-960h/ into `out_dir`."""
-    renderer_m = read_manifest(golden_dir / "renderer_manifest.json")
-    generator_m = read_manifest(golden_dir / "generator_manifest.json")
-    wav2vec2_m = read_manifest(golden_dir / "wav2vec2_manifest.json")
+    """Write renderer.ckpt, generator.ckpt and wav2vec2-base-960h/ of model `version` ("v1",
+    "v2" or a ModelVersion) into `out_dir`. `golden_dir` is the golden root; the version's
+    manifests are read from `golden_version_dir(golden_dir, version)`."""
+    manifests = golden_version_dir(golden_dir, version)
+    renderer_m = read_manifest(manifests / "renderer_manifest.json")
+    generator_m = read_manifest(manifests / "generator_manifest.json")
+    wav2vec2_m = read_manifest(manifests / "wav2vec2_manifest.json")
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = RecipeCheckpointPaths(
         renderer=out_dir / "renderer.ckpt",
@@ -326,10 +338,15 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("out_dir", type=Path)
     parser.add_argument("--extras", action="store_true", help="add Lightning training state")
-    parser.add_argument("--golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR)
+    parser.add_argument(
+        "--golden-dir", type=Path, default=DEFAULT_GOLDEN_DIR, help="the golden root folder"
+    )
+    parser.add_argument("--version", choices=sorted(VERSIONS), default=V1.name)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    paths = write_recipe_checkpoints(args.out_dir, golden_dir=args.golden_dir, extras=args.extras)
+    paths = write_recipe_checkpoints(
+        args.out_dir, golden_dir=args.golden_dir, extras=args.extras, version=version(args.version)
+    )
     for path in (paths.renderer, paths.generator, paths.wav2vec2_dir):
         logger.info("wrote %s", path)
     return 0

@@ -13,12 +13,19 @@ import argparse
 import logging
 import shutil
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from torch import nn
+
 from models.audio_encoder import AudioEncoder
-from models.checkpoint import CheckpointError, convert_to_safetensors
-from models.generator.generator import FMGenerator
+from models.checkpoint import (
+    CheckpointError,
+    CheckpointKind,
+    ModelVersionMismatchError,
+    StateDict,
+    convert_to_safetensors,
+)
 from models.loading import (
     GENERATOR_FILE,
     GENERATOR_SAFETENSORS,
@@ -27,22 +34,39 @@ from models.loading import (
     WAV2VEC2_DIR,
     WAV2VEC2_SAFETENSORS,
 )
-from models.renderer.renderer import IMTRenderer
+from models.versioning import build_generator, build_renderer, checkpoint_version
+from runtime.model.versions import ModelVersion
 
 logger = logging.getLogger(__name__)
 
+ModuleOrFactory = nn.Module | Callable[[StateDict], nn.Module]
+
 
 def convert_folder(weights: Path, out: Path) -> list[Path]:
-    """Convert all three checkpoints; returns the files written."""
+    """Convert all three checkpoints, each verified against the modules of the version its keys
+    say (a renderer and generator of different versions are refused); returns the files
+    written."""
     (out / WAV2VEC2_DIR).mkdir(parents=True, exist_ok=True)
-    jobs = (
-        (weights / RENDERER_FILE, out / RENDERER_SAFETENSORS, "renderer", IMTRenderer()),
-        (weights / GENERATOR_FILE, out / GENERATOR_SAFETENSORS, "generator", FMGenerator()),
+    versions: dict[str, ModelVersion] = {}
+
+    def renderer_for(state: StateDict) -> nn.Module:
+        versions["renderer"] = checkpoint_version("renderer", state)
+        return build_renderer(versions["renderer"])
+
+    def generator_for(state: StateDict) -> nn.Module:
+        found = checkpoint_version("generator", state)
+        if found != versions["renderer"]:
+            raise ModelVersionMismatchError(renderer=versions["renderer"], generator=found)
+        return build_generator(found)
+
+    jobs: tuple[tuple[Path, Path, CheckpointKind, ModuleOrFactory], ...] = (
+        (weights / RENDERER_FILE, out / RENDERER_SAFETENSORS, "renderer", renderer_for),
+        (weights / GENERATOR_FILE, out / GENERATOR_SAFETENSORS, "generator", generator_for),
         (weights / WAV2VEC2_DIR, out / WAV2VEC2_SAFETENSORS, "wav2vec2", AudioEncoder()),
     )
     written = []
     for src, dst, kind, module in jobs:
-        convert_to_safetensors(src, dst, kind=kind, module=module)  # type: ignore[arg-type]
+        convert_to_safetensors(src, dst, kind=kind, module=module)
         written.append(dst)
     for config in sorted((weights / WAV2VEC2_DIR).glob("*.json")):
         target = out / WAV2VEC2_DIR / config.name

@@ -49,6 +49,16 @@ def recipe_weights(tmp_path_factory: pytest.TempPathFactory, golden_dir: Path) -
 
 
 @pytest.fixture(scope="session")
+def recipe_weights_v2(tmp_path_factory: pytest.TempPathFactory, golden_dir: Path) -> Path:
+    """`recipe_weights` for model version v2 (manifests from golden/v2)."""
+    from models.recipe_checkpoints import write_recipe_checkpoints
+
+    out = tmp_path_factory.mktemp("recipe_weights_v2")
+    write_recipe_checkpoints(out, golden_dir=golden_dir, extras=True, version="v2")
+    return out
+
+
+@pytest.fixture(scope="session")
 def recipe_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """An `IMTALKER_CACHE_DIR` holding the compiled graphs of `recipe_weights`."""
     return tmp_path_factory.mktemp("cache_home")
@@ -63,4 +73,15 @@ def recipe_graphs(recipe_weights: Path, recipe_cache_home: Path) -> Path:
 
     return compiled_cache.convert(
         WeightsFolder(recipe_weights), root=recipe_cache_home / "compiled"
+    )
+
+
+@pytest.fixture(scope="session")
+def recipe_graphs_v2(recipe_weights_v2: Path, recipe_cache_home: Path) -> Path:
+    """`recipe_graphs` for model version v2 (same cache; the key differs by checkpoint hash)."""
+    from runtime.model import compiled_cache
+    from runtime.model.weights import WeightsFolder
+
+    return compiled_cache.convert(
+        WeightsFolder(recipe_weights_v2), root=recipe_cache_home / "compiled"
     )

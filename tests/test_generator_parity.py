@@ -1,4 +1,5 @@
-"""The motion generator port reproduces the reference's golden velocities and samples."""
+"""The motion generator port reproduces the reference's golden velocities and samples, for every
+model version (v1: ../shared/golden, v2: ../shared/golden/v2)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,10 @@ import torch
 
 from models.audio_encoder import AudioEncoder, audio_encoder_state_dict, pad_audio
 from models.generator import FMGenerator, GeneratorConfig
+from models.generator.fmt import rope_inv_freq
 from models.generator.generator import align_sequence, fixed_chunk_noise
-from models.recipe import Manifest, read_manifest, recipe_state_dict
+from models.recipe import Manifest, golden_version_dir, read_manifest, recipe_state_dict
+from runtime.model.versions import V1, V2, VERSIONS, ModelVersion
 from tests.support.golden import LATENT_REL_TOL as VELOCITY_TOL
 from tests.support.golden import SAMPLER_REL_TOL as SAMPLER_TOL
 from tests.support.golden import rel_err
@@ -23,20 +26,25 @@ STEP_KEYS = (
 )  # fmt: skip
 
 
+@pytest.fixture(scope="module", params=sorted(VERSIONS))
+def version(request: pytest.FixtureRequest) -> ModelVersion:
+    return VERSIONS[request.param]
+
+
 @pytest.fixture(scope="module")
-def golden(golden_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(golden_dir / "generator_golden.npz") as data:
+def golden(golden_dir: Path, version: ModelVersion) -> dict[str, np.ndarray]:
+    with np.load(golden_version_dir(golden_dir, version) / "generator_golden.npz") as data:
         return {k: data[k] for k in data.files}
 
 
 @pytest.fixture(scope="module")
-def manifest(golden_dir: Path) -> Manifest:
-    return read_manifest(golden_dir / "generator_manifest.json")
+def manifest(golden_dir: Path, version: ModelVersion) -> Manifest:
+    return read_manifest(golden_version_dir(golden_dir, version) / "generator_manifest.json")
 
 
 @pytest.fixture(scope="module")
-def generator(manifest: Manifest) -> FMGenerator:
-    model = FMGenerator().eval()
+def generator(manifest: Manifest, version: ModelVersion) -> FMGenerator:
+    model = FMGenerator(GeneratorConfig.for_version(version)).eval()
     state = model.state_dict()
     state.update(recipe_state_dict(manifest))
     model.load_state_dict(state, strict=True)
@@ -62,19 +70,35 @@ def test_config_defaults_and_json_roundtrip() -> None:
     assert (cfg.motion_dim, cfg.condition_dim, cfg.attention_window) == (32, 32, 5)
     assert (cfg.fps, cfg.sampling_rate, cfg.samples_per_frame) == (25.0, 16_000, 640)
     assert (cfg.ode_method, cfg.nfe, cfg.a_cfg_scale) == ("euler", 10, 3.0)
+    assert cfg == GeneratorConfig.for_version(V1)
     assert GeneratorConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
+    v2 = GeneratorConfig.for_version(V2)
+    assert (v2.position_scheme, v2.rope_base, v2.a_cfg_scale) == ("rope", 10_000.0, 2.0)
+    assert GeneratorConfig.from_dict(json.loads(json.dumps(v2.to_dict()))) == v2
     with pytest.raises(ValueError):
         GeneratorConfig.from_dict({"bogus": 1})
 
 
-def test_state_dict_matches_manifest(manifest: Manifest) -> None:
+COMPUTED = {"v1": {"fmt.pos_embed", "fmt.alignment_mask"}, "v2": {"fmt.rotary_emb.inv_freq"}}
+
+
+def test_state_dict_matches_manifest(manifest: Manifest, version: ModelVersion) -> None:
     expected = {e.key: e.shape for e in manifest.entries}
-    actual = {k: tuple(v.shape) for k, v in FMGenerator().state_dict().items()}
+    model = FMGenerator(GeneratorConfig.for_version(version))
+    actual = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     assert actual == expected
-    assert set(manifest.computed_keys) == {"fmt.pos_embed", "fmt.alignment_mask"}
+    assert list(model.state_dict()) == [e.key for e in manifest.entries]
+    assert set(manifest.computed_keys) == COMPUTED[version.name]
 
 
-def test_computed_buffers_match_straightforward_reconstruction(generator: FMGenerator) -> None:
+def test_computed_buffers_match_straightforward_reconstruction(
+    generator: FMGenerator, version: ModelVersion
+) -> None:
+    if version.position_scheme == "rope":
+        expected = torch.tensor([1.0 / 10000 ** (2 * i / 64) for i in range(32)])
+        torch.testing.assert_close(generator.fmt.rotary_emb.inv_freq, expected)
+        assert torch.equal(generator.fmt.rotary_emb.inv_freq, rope_inv_freq(64, 10_000.0))
+        return
     frames, dim, window = 60, 512, 5
     table = torch.tensor(
         [[p / (10000 ** (2 * (j // 2) / dim)) for j in range(dim)] for p in range(frames)],
@@ -120,6 +144,27 @@ def test_cfg_scale_changes_velocity(
     assert rel_err(v3, v1.numpy()) > 1e-2
     # The guidance is affine in the scale.
     torch.testing.assert_close(v2, (v1 + v3) / 2, rtol=1e-4, atol=1e-4)
+
+
+def test_rope_attends_beyond_the_v1_band(
+    generator: FMGenerator,
+    golden: dict[str, np.ndarray],
+    step_inputs: list[torch.Tensor],
+    version: ModelVersion,
+) -> None:
+    """v1 frames see 5 neighbours each side; v2 attention is full, so changing the last frame
+    moves the velocity of the first."""
+    t = _t(golden, "step_t")
+    changed = [x.clone() for x in step_inputs]
+    changed[0][:, -1] += 1.0  # x: the last current frame
+    with torch.no_grad():
+        before = generator.velocity_window(t, *step_inputs, 1.0)
+        after = generator.velocity_window(t, *changed, 1.0)
+    moved = float((after[:, 0] - before[:, 0]).abs().max())
+    if version.position_scheme == "rope":
+        assert moved > 1e-4
+    else:
+        assert moved == 0.0
 
 
 def test_velocity_batch_two_equals_two_batch_one_calls(
@@ -170,11 +215,12 @@ def test_missing_conditions_are_zero_embeddings(generator: FMGenerator) -> None:
 
 
 def test_sample_with_conditions_matches_golden_end_to_end(
-    generator: FMGenerator, golden: dict[str, np.ndarray], golden_dir: Path
+    generator: FMGenerator, golden: dict[str, np.ndarray], golden_dir: Path, version: ModelVersion
 ) -> None:
     """Normalised audio -> audio encoder -> sampler (CFG 3, 10 evaluations, seed 25)."""
     encoder = AudioEncoder().eval()
-    wav2vec2 = recipe_state_dict(read_manifest(golden_dir / "wav2vec2_manifest.json"))
+    manifests = golden_version_dir(golden_dir, version)
+    wav2vec2 = recipe_state_dict(read_manifest(manifests / "wav2vec2_manifest.json"))
     encoder.load_state_dict(audio_encoder_state_dict(wav2vec2), strict=True)
     with torch.no_grad():
         feats = encoder(pad_audio(_t(golden, "audio_normalized")[None], 75))

@@ -1,5 +1,6 @@
 """ONNX Runtime vs the golden reference outputs and the PyTorch port, for every exported graph,
-at batch 1 and batch > 1 (full-size graphs exported from recipe checkpoints)."""
+at batch 1 and batch > 1, for every model version (full-size graphs exported from recipe
+checkpoints; one export per version per session, shared through conftest)."""
 
 from __future__ import annotations
 
@@ -10,26 +11,52 @@ import pytest
 import torch
 
 from models.loading import LoadedModels, load_models
+from models.recipe import golden_version_dir
 from runtime.model import contract
 from runtime.model.sessions import GraphSession, SessionOptions
+from runtime.model.versions import VERSIONS, ModelVersion
 from tests.support.golden import assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow
 
+# Each version's conftest fixtures (recipe checkpoints, then their compiled graphs).
+FIXTURES = {
+    "v1": ("recipe_weights", "recipe_graphs"),
+    "v2": ("recipe_weights_v2", "recipe_graphs_v2"),
+}
+
+
+@pytest.fixture(scope="module", params=sorted(VERSIONS))
+def version(request: pytest.FixtureRequest) -> ModelVersion:
+    return VERSIONS[request.param]
+
 
 @pytest.fixture(scope="module")
-def golden_g(golden_dir: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(golden_dir / "generator_golden.npz"))
+def graphs_dir(request: pytest.FixtureRequest, version: ModelVersion) -> Path:
+    path: Path = request.getfixturevalue(FIXTURES[version.name][1])
+    return path
 
 
 @pytest.fixture(scope="module")
-def golden_r(golden_dir: Path) -> dict[str, np.ndarray]:
-    return dict(np.load(golden_dir / "renderer_golden.npz"))
+def golden_g(golden_dir: Path, version: ModelVersion) -> dict[str, np.ndarray]:
+    return dict(np.load(golden_version_dir(golden_dir, version) / "generator_golden.npz"))
 
 
 @pytest.fixture(scope="module")
-def torch_models(recipe_weights: Path) -> LoadedModels:
-    return load_models(recipe_weights)
+def golden_r(golden_dir: Path, version: ModelVersion) -> dict[str, np.ndarray]:
+    return dict(np.load(golden_version_dir(golden_dir, version) / "renderer_golden.npz"))
+
+
+@pytest.fixture(scope="module")
+def torch_models(request: pytest.FixtureRequest, version: ModelVersion) -> LoadedModels:
+    models = load_models(request.getfixturevalue(FIXTURES[version.name][0]))
+    assert models.version == version
+    return models
+
+
+@pytest.fixture(scope="module")
+def specs(version: ModelVersion) -> dict[str, contract.GraphSpec]:
+    return {spec.name: spec for spec in contract.graphs(version)}
 
 
 def session(graphs: Path, spec: contract.GraphSpec) -> GraphSession:
@@ -38,20 +65,25 @@ def session(graphs: Path, spec: contract.GraphSpec) -> GraphSession:
     )
 
 
-def test_every_graph_has_its_config_json(recipe_graphs: Path) -> None:
+def test_every_graph_has_its_config_json(graphs_dir: Path, version: ModelVersion) -> None:
     import json
 
-    for spec in contract.GRAPHS:
-        config = json.loads((recipe_graphs / spec.config_filename).read_text())
+    for spec in contract.graphs(version):
+        config = json.loads((graphs_dir / spec.config_filename).read_text())
         assert config["graph"] == spec.name
+        assert config["model_version"] == version.name
+        assert config["renderer"]["image_size"] == version.source_size
+        assert config["inputs"] == {
+            t.name: {"dtype": t.dtype, "shape": list(t.shape)} for t in spec.inputs
+        }
         assert config["opset"] == contract.OPSET
         assert config["exporter_version"] == contract.EXPORTER_VERSION
         assert config["renderer"]["feature_dims"] == [32, 64, 128, 256, 512, 512]
         assert config["generator"]["depth"] == 8
 
 
-def test_audio_encoder(recipe_graphs: Path, golden_g: dict[str, np.ndarray]) -> None:
-    s = session(recipe_graphs, contract.AUDIO_ENCODER)
+def test_audio_encoder(graphs_dir: Path, golden_g: dict[str, np.ndarray]) -> None:
+    s = session(graphs_dir, contract.AUDIO_ENCODER)
     audio = golden_g["audio_normalized"][None]  # (1, 48000) = 75 frames exactly
     got = s.run({"audio": audio})["features"]
     assert got.shape == (1, 75, 768)
@@ -66,9 +98,9 @@ def test_audio_encoder(recipe_graphs: Path, golden_g: dict[str, np.ndarray]) -> 
 
 
 def test_conditioner(
-    recipe_graphs: Path, golden_g: dict[str, np.ndarray], torch_models: LoadedModels
+    graphs_dir: Path, golden_g: dict[str, np.ndarray], torch_models: LoadedModels
 ) -> None:
-    s = session(recipe_graphs, contract.CONDITIONER)
+    s = session(graphs_dir, contract.CONDITIONER)
     feats = golden_g["audio_features"]
     inputs = {
         "audio_features": np.concatenate([feats, feats[:, ::-1]]),
@@ -110,17 +142,17 @@ def _step_inputs(g: dict[str, np.ndarray], cfg: float) -> dict[str, np.ndarray]:
 
 @pytest.mark.parametrize("cfg", [1.0, 3.0])
 def test_velocity_matches_golden(
-    recipe_graphs: Path, golden_g: dict[str, np.ndarray], cfg: float
+    graphs_dir: Path, golden_g: dict[str, np.ndarray], cfg: float
 ) -> None:
-    s = session(recipe_graphs, contract.VELOCITY)
+    s = session(graphs_dir, contract.VELOCITY)
     got = s.run(_step_inputs(golden_g, cfg))["velocity"]
     ref = golden_g[f"step_velocity_cfg{int(cfg)}"][:, contract.PREV_FRAMES :]
     assert got.shape == (1, 50, 32)
     assert rel_err(got, ref) <= 1e-4
 
 
-def test_velocity_batch_two(recipe_graphs: Path, golden_g: dict[str, np.ndarray]) -> None:
-    s = session(recipe_graphs, contract.VELOCITY)
+def test_velocity_batch_two(graphs_dir: Path, golden_g: dict[str, np.ndarray]) -> None:
+    s = session(graphs_dir, contract.VELOCITY)
     one = _step_inputs(golden_g, 3.0)
     other = {k: (v if k == "cfg_scale" else v[..., ::-1].copy()) for k, v in one.items()}
     other["t"] = np.array([0.3], dtype=np.float32)
@@ -131,9 +163,12 @@ def test_velocity_batch_two(recipe_graphs: Path, golden_g: dict[str, np.ndarray]
 
 
 def test_avatar_encoder(
-    recipe_graphs: Path, golden_r: dict[str, np.ndarray], torch_models: LoadedModels
+    graphs_dir: Path,
+    golden_r: dict[str, np.ndarray],
+    torch_models: LoadedModels,
+    specs: dict[str, contract.GraphSpec],
 ) -> None:
-    s = session(recipe_graphs, contract.AVATAR_ENCODER)
+    s = session(graphs_dir, specs["avatar_encoder"])
     got = s.run({"source": golden_r["source"]})
     assert rel_err(got["id_latent"], golden_r["id_latent"]) <= 1e-4
     assert rel_err(got["source_motion"], golden_r["source_motion"]) <= 1e-4
@@ -146,14 +181,16 @@ def test_avatar_encoder(
 
 
 @pytest.fixture(scope="module")
-def avatar(recipe_graphs: Path, golden_r: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    return session(recipe_graphs, contract.AVATAR_ENCODER).run({"source": golden_r["source"]})
+def avatar(
+    graphs_dir: Path, golden_r: dict[str, np.ndarray], specs: dict[str, contract.GraphSpec]
+) -> dict[str, np.ndarray]:
+    return session(graphs_dir, specs["avatar_encoder"]).run({"source": golden_r["source"]})
 
 
 def test_renderer_batch_two_matches_golden_frames(
-    recipe_graphs: Path, golden_r: dict[str, np.ndarray], avatar: dict[str, np.ndarray]
+    graphs_dir: Path, golden_r: dict[str, np.ndarray], avatar: dict[str, np.ndarray]
 ) -> None:
-    s = session(recipe_graphs, contract.RENDERER)
+    s = session(graphs_dir, contract.RENDERER)
     feeds = {t.name: avatar[t.name] for t in contract.AVATAR_TENSORS}
     got = s.run({"motion": golden_r["motion_latents"], **feeds})["frames"]
     assert got.shape == (2, 3, 512, 512)
@@ -161,17 +198,19 @@ def test_renderer_batch_two_matches_golden_frames(
 
 
 def test_renderer_batch_one_matches_golden_forward(
-    recipe_graphs: Path, golden_r: dict[str, np.ndarray], avatar: dict[str, np.ndarray]
+    graphs_dir: Path, golden_r: dict[str, np.ndarray], avatar: dict[str, np.ndarray]
 ) -> None:
-    s = session(recipe_graphs, contract.RENDERER)
+    s = session(graphs_dir, contract.RENDERER)
     feeds = {t.name: avatar[t.name] for t in contract.AVATAR_TENSORS}
     got = s.run({"motion": golden_r["driving_motion"], **feeds})["frames"]
     assert got.shape == (1, 3, 512, 512)
     assert_frames_close(got, golden_r["forward_frame"])
 
 
-def test_motion_encoder(recipe_graphs: Path, golden_r: dict[str, np.ndarray]) -> None:
-    s = session(recipe_graphs, contract.MOTION_ENCODER)
+def test_motion_encoder(
+    graphs_dir: Path, golden_r: dict[str, np.ndarray], specs: dict[str, contract.GraphSpec]
+) -> None:
+    s = session(graphs_dir, specs["motion_encoder"])
     one = s.run({"image": golden_r["driving"]})["motion"]
     assert rel_err(one, golden_r["driving_motion"]) <= 1e-4
     both = s.run({"image": np.concatenate([golden_r["driving"], golden_r["source"]])})["motion"]

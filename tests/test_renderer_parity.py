@@ -1,6 +1,7 @@
-"""The renderer port reproduces the reference IMTalker renderer under the golden recipe weights.
+"""The renderer port reproduces the reference IMTalker renderer under the golden recipe weights,
+for every model version (v1: ../shared/golden, v2: ../shared/golden/v2).
 
-Every array of ../shared/golden/renderer_golden.npz is compared with the README tolerances;
+Every array of each version's renderer_golden.npz is compared with the README tolerances;
 the precomputed (per-avatar cached) render path is checked against the plain one and across
 batch sizes. Frames at 512 px take seconds each on CPU, so every heavy result is computed once
 per module.
@@ -15,22 +16,34 @@ import numpy as np
 import pytest
 import torch
 
-from models.recipe import Manifest, read_manifest, recipe_state_dict
+from models.recipe import Manifest, golden_version_dir, read_manifest, recipe_state_dict
 from models.renderer import IMTRenderer, RendererConfig, SourceCache, SourceEncoding
 from runtime.model import contract
+from runtime.model.versions import VERSIONS, ModelVersion
 from tests.support.golden import LATENT_REL_TOL, assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def manifest(golden_dir: Path) -> Manifest:
-    return read_manifest(golden_dir / "renderer_manifest.json")
+# Module scope + params: pytest finishes one version's tests before building the next model.
+@pytest.fixture(scope="module", params=sorted(VERSIONS))
+def version(request: pytest.FixtureRequest) -> ModelVersion:
+    return VERSIONS[request.param]
 
 
 @pytest.fixture(scope="module")
-def golden(golden_dir: Path) -> dict[str, np.ndarray]:
-    with np.load(golden_dir / "renderer_golden.npz") as data:
+def config(version: ModelVersion) -> RendererConfig:
+    return RendererConfig.for_version(version)
+
+
+@pytest.fixture(scope="module")
+def manifest(golden_dir: Path, version: ModelVersion) -> Manifest:
+    return read_manifest(golden_version_dir(golden_dir, version) / "renderer_manifest.json")
+
+
+@pytest.fixture(scope="module")
+def golden(golden_dir: Path, version: ModelVersion) -> dict[str, np.ndarray]:
+    with np.load(golden_version_dir(golden_dir, version) / "renderer_golden.npz") as data:
         return {k: data[k] for k in data.files}
 
 
@@ -40,8 +53,10 @@ def recipe(manifest: Manifest) -> dict[str, torch.Tensor]:
 
 
 @pytest.fixture(scope="module")
-def renderer(manifest: Manifest, recipe: dict[str, torch.Tensor]) -> IMTRenderer:
-    model = IMTRenderer(RendererConfig())
+def renderer(
+    manifest: Manifest, recipe: dict[str, torch.Tensor], config: RendererConfig
+) -> IMTRenderer:
+    model = IMTRenderer(config)
     result = model.load_state_dict(recipe, strict=False)
     assert not result.unexpected_keys
     assert set(result.missing_keys) <= set(manifest.computed_keys)
@@ -103,14 +118,23 @@ def test_state_dict_matches_manifest(manifest: Manifest, renderer: IMTRenderer) 
 
 
 def test_checkpoint_with_computed_buffers_loads_strictly(
-    manifest: Manifest, recipe: dict[str, torch.Tensor]
+    manifest: Manifest, recipe: dict[str, torch.Tensor], config: RendererConfig
 ) -> None:
     # A published checkpoint carries the computed buffers too; with them, loading is strict.
-    model = IMTRenderer()
+    model = IMTRenderer(config)
     full = dict(recipe)
     full.update({k: v for k, v in model.state_dict().items() if k in manifest.computed_keys})
     assert set(full) == {e.key for e in manifest.entries}
     model.load_state_dict(full, strict=True)
+
+
+def test_inputs_have_the_version_s_source_size(
+    golden: dict[str, np.ndarray], version: ModelVersion
+) -> None:
+    side = contract.source_size(version)
+    assert golden["source"].shape == golden["driving"].shape == (1, 3, side, side)
+    spec = contract.graph("avatar_encoder", version).input("source")
+    assert spec.shape == golden["source"].shape
 
 
 def test_identity_and_motion_latents(
@@ -176,12 +200,12 @@ def test_precomputed_batch_one_matches_batch_two(
     _assert_frames(single, frames_cached[1:].numpy())
 
 
-def test_cache_matches_runtime_contract(cache: SourceCache) -> None:
+def test_cache_matches_runtime_contract(cache: SourceCache, config: RendererConfig) -> None:
     named = cache.named()
     assert list(named) == [spec.name for spec in contract.AVATAR_TENSORS]
     for spec in contract.AVATAR_TENSORS:
         assert tuple(named[spec.name].shape) == spec.shape, spec.name
         assert str(named[spec.name].dtype).removeprefix("torch.") == spec.dtype
-    rebuilt = SourceCache.from_named(named, RendererConfig())
+    rebuilt = SourceCache.from_named(named, config)
     assert rebuilt.named().keys() == named.keys()
     assert all(rebuilt.named()[k] is v for k, v in named.items())

@@ -16,7 +16,10 @@ from models.checkpoint.errors import (
     CheckpointLayoutError,
     CheckpointNotFoundError,
     CorruptCheckpointError,
+    ModelVersionError,
+    ModelVersionMismatchError,
     StateDictMismatchError,
+    UnknownModelVersionError,
     UnsafeCheckpointError,
 )
 from models.checkpoint.layouts import (
@@ -45,8 +48,11 @@ __all__ = [
     "CorruptCheckpointError",
     "GeneratorWeights",
     "InertNamespace",
+    "ModelVersionError",
+    "ModelVersionMismatchError",
     "StateDict",
     "StateDictMismatchError",
+    "UnknownModelVersionError",
     "UnsafeCheckpointError",
     "computed_buffer_names",
     "convert_to_safetensors",

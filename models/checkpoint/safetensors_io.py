@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Literal
 
@@ -88,13 +88,15 @@ def convert_to_safetensors(
     dst: Path,
     *,
     kind: CheckpointKind,
-    module: nn.Module | None = None,
+    module: nn.Module | Callable[[StateDict], nn.Module] | None = None,
     computed_buffers: frozenset[str] | None = None,
 ) -> StateDict:
     """Read `src` safely, optionally verify it against `module`, and write it to `dst`.
 
     `module` (if given) must strictly accept the main part: the renderer, the generator without
-    its audio encoder, or the audio encoder. Returns the main part's state dict.
+    its audio encoder, or the audio encoder. It may also be a factory called with the main
+    part's state dict (to build the module of the version the keys say). Returns the main
+    part's state dict.
     """
     published: StateDict
     if kind == "renderer":
@@ -110,6 +112,7 @@ def convert_to_safetensors(
         main = wav2vec2_state_dict(src)
         published = {WAV2VEC2_PREFIX + k: v for k, v in main.items()}
     if module is not None:
-        load_strict(module, main, computed_buffers=computed_buffers)
+        target = module if isinstance(module, nn.Module) else module(main)
+        load_strict(target, main, computed_buffers=computed_buffers)
     write_safetensors(published, dst, metadata={"format": "pt", "kind": kind, "source": src.name})
     return main

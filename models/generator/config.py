@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from runtime.model.versions import V1, ModelVersion, PositionScheme
+
 
 @dataclass(frozen=True)
 class GeneratorConfig:
@@ -29,6 +31,10 @@ class GeneratorConfig:
     ode_method: str = "euler"
     nfe: int = 10
     a_cfg_scale: float = 3.0
+    position_scheme: PositionScheme = "sinusoidal_banded"
+    """How the transformer sees frame positions (`runtime.model.versions.ModelVersion`)."""
+    rope_base: float = 10_000.0
+    """RoPE frequency base (used only with position_scheme "rope")."""
 
     def __post_init__(self) -> None:
         if self.hidden_size % self.num_heads:
@@ -37,6 +43,19 @@ class GeneratorConfig:
             raise ValueError(f"only the euler sampler is implemented, not {self.ode_method!r}")
         if self.nfe < 1:
             raise ValueError("nfe must be at least 1")
+        if self.position_scheme not in ("sinusoidal_banded", "rope"):
+            raise ValueError(f"unknown position_scheme {self.position_scheme!r}")
+        if self.position_scheme == "rope" and (self.hidden_size // self.num_heads) % 2:
+            raise ValueError("RoPE needs an even head size")
+
+    @classmethod
+    def for_version(cls, version: ModelVersion = V1) -> GeneratorConfig:
+        """The published architecture and sampler defaults of `version`."""
+        return cls(
+            a_cfg_scale=version.default_cfg,
+            position_scheme=version.position_scheme,
+            rope_base=version.rope_base if version.rope_base is not None else cls.rope_base,
+        )
 
     @property
     def clip_frames(self) -> int:

@@ -2,13 +2,15 @@
 
 A DiT-style stack: every block's LayerNorms are modulated per frame by the condition
 sequence (timestep + projected audio/gaze/pose/cam), and self-attention is restricted to a
-local window of frames. Parameter names follow the reference (`fmt.*` in generator.ckpt),
+local window of frames (v1: absolute sinusoidal positions) or not restricted at all (v2: rotary
+position embeddings on q and k). Parameter names follow the reference (`fmt.*` in generator.ckpt),
 including the timm-style `Mlp` (`fc1`/`fc2`) and `Attention` (`qkv`/`proj`) layouts.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -42,9 +44,54 @@ def sinusoid_table(num_positions: int, dim: int) -> torch.Tensor:
     return table
 
 
+def rope_inv_freq(head_dim: int, base: float) -> torch.Tensor:
+    """(head_dim / 2,) float32 inverse frequencies 1 / base^(2i / head_dim) (v2 `inv_freq`)."""
+    exponent = torch.arange(0, head_dim, 2, dtype=torch.int64).float() / head_dim
+    return 1.0 / (base**exponent)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """(..., D) -> (..., D): the halves (x1, x2) become (-x2, x1)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+class RotaryEmbedding(nn.Module):
+    """Rotate-half RoPE over a head's full size, positions 0..T-1 of the window.
+
+    `inv_freq` is a persistent buffer (`fmt.rotary_emb.inv_freq` in the v2 checkpoint); the
+    angles are rebuilt from it on every call, so a loaded value is the one used.
+    """
+
+    def __init__(self, head_dim: int, base: float) -> None:
+        super().__init__()
+        self.inv_freq: torch.Tensor
+        self.register_buffer("inv_freq", rope_inv_freq(head_dim, base))
+
+    def forward(self, frames: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """cos and sin tables, each (T, Dh)."""
+        pos = torch.arange(frames, device=self.inv_freq.device).to(self.inv_freq.dtype)  # (T,)
+        freqs = pos[:, None] * self.inv_freq[None, :]  # (T, Dh/2)
+        angles = torch.cat([freqs, freqs], dim=-1)  # (T, Dh)
+        return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """x (B, H, T, Dh) rotated by the (T, Dh) tables."""
+    return x * cos + rotate_half(x) * sin
+
+
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """Per-frame adaLN modulation; all (B, T, D)."""
     return x * (1 + scale) + shift
+
+
+class Positions(NamedTuple):
+    """How attention sees frame order: a (T, T) "may attend" mask (None: full attention) and/or
+    RoPE (cos, sin) tables, each (T, Dh)."""
+
+    allowed: torch.Tensor | None
+    rope: tuple[torch.Tensor, torch.Tensor] | None
 
 
 class Mlp(nn.Module):
@@ -62,7 +109,9 @@ class Mlp(nn.Module):
 
 
 class Attention(nn.Module):
-    """Multi-head self-attention with a boolean "may attend" mask (timm `Attention` names)."""
+    """Multi-head self-attention (timm `Attention` names): with a boolean "may attend" mask
+    (v1), or full attention with q and k rotated by RoPE (v2). The reference's q/k norms are
+    identities (no parameters in either checkpoint), so RoPE applies to the projections."""
 
     def __init__(self, dim: int, num_heads: int) -> None:
         super().__init__()
@@ -71,11 +120,14 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, dim * 3)
         self.proj = nn.Linear(dim, dim)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, positions: Positions) -> torch.Tensor:
         b, n, c = x.shape  # (B, T, D)
         qkv = self.qkv(x).reshape(b, n, 3, self.num_heads, self.head_dim)
         q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, T, Dh)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=allowed)  # (B, H, T, Dh)
+        if positions.rope is not None:
+            cos, sin = positions.rope  # (T, Dh) each
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=positions.allowed)  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(b, n, c)  # (B, T, D)
         out: torch.Tensor = self.proj(y)
         return out
@@ -129,11 +181,11 @@ class FMTBlock(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward(self, x: torch.Tensor, c: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, c: torch.Tensor, positions: Positions) -> torch.Tensor:
         # x, c: (B, T, D); the six modulations are per frame.
         mods = self.adaLN_modulation(c).chunk(6, dim=-1)
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = mods
-        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), allowed)
+        x = x + gate_msa * self.attn(modulate(self.norm1(x), shift_msa, scale_msa), positions)
         x = x + gate_mlp * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))
         return x
 
@@ -156,8 +208,9 @@ class Decoder(nn.Module):
 class FlowMatchingTransformer(nn.Module):
     """Velocity of the motion flow for a full window (previous + current frames).
 
-    Buffers `pos_embed` (1, T, D) and `alignment_mask` (T, T) are part of the published
-    state dict; they are rebuilt here exactly as the reference builds them.
+    v1: buffers `pos_embed` (1, T, D) and `alignment_mask` (T, T); v2: `rotary_emb.inv_freq`
+    (Dh / 2,). They are part of the published state dict and rebuilt here exactly as the
+    reference builds them.
     """
 
     def __init__(self, config: GeneratorConfig) -> None:
@@ -166,16 +219,22 @@ class FlowMatchingTransformer(nn.Module):
         hidden = config.hidden_size
         frames = config.total_frames
         self.x_embedder = SequenceEmbed(2 * config.motion_dim, hidden)
-        self.pos_embed: torch.Tensor
-        self.register_buffer("pos_embed", sinusoid_table(frames, hidden)[None])
+        self.banded = config.position_scheme == "sinusoidal_banded"
+        # Registration order = the checkpoint's key order (each version's manifest).
+        if self.banded:
+            self.pos_embed: torch.Tensor
+            self.register_buffer("pos_embed", sinusoid_table(frames, hidden)[None])
+        else:
+            self.rotary_emb = RotaryEmbedding(hidden // config.num_heads, config.rope_base)
         self.t_embedder = TimestepEmbedder(hidden, config.frequency_embedding_size)
         self.c_embedder = nn.Linear(config.condition_dim, hidden)
         self.blocks = nn.ModuleList(
             FMTBlock(hidden, config.num_heads, config.mlp_ratio) for _ in range(config.depth)
         )
         self.decoder = Decoder(hidden, config.motion_dim)
-        self.alignment_mask: torch.Tensor
-        self.register_buffer("alignment_mask", alignment_mask(frames, config.attention_window))
+        if self.banded:
+            self.alignment_mask: torch.Tensor
+            self.register_buffer("alignment_mask", alignment_mask(frames, config.attention_window))
 
     def forward(
         self, t: torch.Tensor, x: torch.Tensor, ref_x: torch.Tensor, cond: torch.Tensor
@@ -188,10 +247,14 @@ class FlowMatchingTransformer(nn.Module):
         """
         t_emb = self.t_embedder(t)[:, None, :]  # (B|1, 1, D)
         ref = ref_x[:, None, :].expand(-1, x.shape[1], -1)  # (B, T, M)
-        h = self.x_embedder(torch.cat([ref, x], dim=-1)) + self.pos_embed  # (B, T, D)
+        h = self.x_embedder(torch.cat([ref, x], dim=-1))  # (B, T, D)
+        if self.banded:
+            h = h + self.pos_embed
+            positions = Positions(allowed=~self.alignment_mask, rope=None)  # (T, T)
+        else:
+            positions = Positions(allowed=None, rope=self.rotary_emb(x.shape[1]))
         c = t_emb + self.c_embedder(cond)  # (B, T, D)
-        allowed = ~self.alignment_mask  # (T, T)
         for block in self.blocks:
-            h = block(h, c, allowed)
+            h = block(h, c, positions)
         out: torch.Tensor = self.decoder(h, c)  # (B, T, M)
         return out

@@ -10,6 +10,8 @@ import itertools
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from runtime.model.versions import V1, ModelVersion
+
 
 @dataclass(frozen=True, kw_only=True)
 class RendererConfig:
@@ -17,6 +19,9 @@ class RendererConfig:
 
     image_size: int = 256
     """Side of the square RGB input (source and driving crops), values in [0, 1]."""
+    identity_extra_down_blocks: int = 0
+    """Downsampling blocks between the identity encoder's stem and the finest pyramid level
+    (`down_block_<i>`, v2: one, for its 512 px input)."""
     feature_dims: tuple[int, ...] = (32, 64, 128, 256, 512, 512)
     """Channels of the appearance pyramid, finest level first."""
     spatial_dims: tuple[int, ...] = (256, 128, 64, 32, 16, 8)
@@ -51,8 +56,11 @@ class RendererConfig:
         for finer, coarser in itertools.pairwise(self.spatial_dims):
             if finer != 2 * coarser:
                 raise ValueError(f"spatial_dims must halve level by level, got {self.spatial_dims}")
-        if self.spatial_dims[0] != self.image_size:
-            raise ValueError("the finest appearance level must have the input image's side")
+        if self.spatial_dims[0] * 2**self.identity_extra_down_blocks != self.image_size:
+            raise ValueError(
+                "the finest appearance level must have the input image's side, halved once per "
+                "extra identity down block"
+            )
         if self.num_coarse_levels < 1:
             raise ValueError("at least one level must be below swin_res_threshold")
         coarse_side = self.coarse_map_side
@@ -66,6 +74,14 @@ class RendererConfig:
         for dim in self.feature_dims:
             if dim % self.num_heads:
                 raise ValueError(f"{dim} channels are not divisible by {self.num_heads} heads")
+
+    @classmethod
+    def for_version(cls, version: ModelVersion = V1) -> RendererConfig:
+        """The published architecture of `version`."""
+        return cls(
+            image_size=version.source_size,
+            identity_extra_down_blocks=version.identity_extra_down_blocks,
+        )
 
     # Derived values, coarsest level first (the order the decoder walks the pyramid in).
 

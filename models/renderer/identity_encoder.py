@@ -32,6 +32,13 @@ class IdentityEncoder(nn.Module):
             nn.BatchNorm2d(dims[0]),
             nn.ReLU(),
         )
+        # v2 reads 512 px: its extra stem blocks bring the input to the finest level's side.
+        # Registered before `down_blocks` so the state dict keeps the checkpoint's key order.
+        self.extra_down_blocks = [
+            f"down_block_{i}" for i in range(config.identity_extra_down_blocks)
+        ]
+        for name in self.extra_down_blocks:
+            self.add_module(name, DownConvResBlock(dims[0], dims[0]))
         self.down_blocks = nn.ModuleList(
             DownConvResBlock(c_in, c_out) for c_in, c_out in itertools.pairwise(dims)
         )
@@ -40,9 +47,11 @@ class IdentityEncoder(nn.Module):
         self.final_linear = EqualLinear(top, config.identity_dim)
 
     def forward(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        # image: (B, 3, 256, 256) RGB in [0, 1]
-        x: torch.Tensor = self.initial_conv(image)  # (B, 32, 256, 256)
-        pyramid = [x]
+        # image: (B, 3, S, S) RGB in [0, 1], S = 256 (v1) or 512 (v2)
+        x: torch.Tensor = self.initial_conv(image)  # (B, 32, S, S)
+        for name in self.extra_down_blocks:
+            x = self.get_submodule(name)(x)  # (B, 32, S/2, S/2)
+        pyramid = [x]  # finest level: (B, 32, 256, 256)
         for block in self.down_blocks:
             x = block(x)  # (B, C_l, H/2, W/2)
             pyramid.append(x)

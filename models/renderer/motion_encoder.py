@@ -32,8 +32,8 @@ class MotionEncoder(nn.Module):
         self.final_linear = EqualLinear(top, config.motion_dim)
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        # image: (B, 3, 256, 256) RGB in [0, 1]
-        x = F.leaky_relu(self.conv1(image), SLOPE)  # (B, 64, 256, 256)
+        # image: (B, 3, S, S) RGB in [0, 1], S = 256 (v1) or 512 (v2)
+        x = F.leaky_relu(self.conv1(image), SLOPE)  # (B, 64, S, S)
         for block in self.res_blocks:
             x = block(x)  # (B, C_l, H/2, W/2) ... (B, 512, 8, 8)
         x = self.equalconv(x)  # (B, 512, 8, 8)

@@ -121,12 +121,13 @@ class IMTRenderer(nn.Module):
     # -- encoders ------------------------------------------------------------------------
 
     def encode_appearance(self, image: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """(B, 3, 256, 256) in [0, 1] -> (pyramid coarsest first, identity latent (B, 512))."""
+        """(B, 3, S, S) in [0, 1] (S = config.image_size) -> (pyramid coarsest first,
+        identity latent (B, 512))."""
         pyramid, id_latent = self.dense_feature_encoder(image)
         return cast(list[torch.Tensor], pyramid), cast(torch.Tensor, id_latent)
 
     def encode_motion(self, images: torch.Tensor) -> torch.Tensor:
-        """(B, 3, 256, 256) in [0, 1] -> motion latents (B, 32)."""
+        """(B, 3, S, S) in [0, 1] (S = config.image_size) -> motion latents (B, 32)."""
         out: torch.Tensor = self.latent_token_encoder(images)
         return out
 
@@ -143,7 +144,7 @@ class IMTRenderer(nn.Module):
         return maps
 
     def encode_source(self, image: torch.Tensor) -> SourceEncoding:
-        """Source image (1, 3, 256, 256) in [0, 1] -> its SourceEncoding."""
+        """Source image (1, 3, S, S) in [0, 1] -> its SourceEncoding."""
         appearance, id_latent = self.encode_appearance(image)
         motion = self.encode_motion(image)
         adapted = self.adapt_motion(motion, id_latent)
@@ -229,7 +230,7 @@ class IMTRenderer(nn.Module):
     def forward(
         self, x_current: torch.Tensor, x_reference: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Reference call: driving images (B, 3, 256, 256), source images (B, 3, 256, 256)
+        """Reference call: driving images (B, 3, S, S), source images (B, 3, S, S)
         -> (frames (B, 3, 512, 512), driving motion latents (B, 32))."""
         appearance, id_latent = self.encode_appearance(x_reference)
         source_motion = self.encode_motion(x_reference)

@@ -4,16 +4,22 @@ Dependency-free on purpose (standard library only): the exporter (`models/`), th
 sessions (`runtime/`) and the stub graphs of the tests all import this one module, so a
 renamed tensor is a failing test, not a silent mismatch. Read outputs by name, never by
 position. Shapes use ints for fixed axes and strings for dynamic (named) axes.
+
+Graphs whose shapes depend on the model version (the source/driving image side) come from
+`graphs(version)` / `graph(name, version)`; the module-level `AVATAR_ENCODER`,
+`MOTION_ENCODER`, `GRAPHS` and `SOURCE_SIZE` are v1's, kept for callers that predate versions.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+from runtime.model.versions import V1, ModelVersion
+
 OPSET = 17
 """The ONNX opset every graph is exported with."""
 
-EXPORTER_VERSION = 2
+EXPORTER_VERSION = 3
 """Bump when a graph's contract or export recipe changes; part of the compiled-cache key."""
 
 SAMPLE_RATE = 16_000
@@ -25,7 +31,8 @@ MOTION_DIM = 32
 COND_DIM = 32
 AUDIO_FEATURE_DIM = 768
 ID_DIM = 512
-SOURCE_SIZE = 256
+SOURCE_SIZE = V1.source_size
+"""v1's input side; prefer `source_size(version)`."""
 FRAME_SIZE = 512
 
 # The renderer's appearance pyramid, coarsest first: (channels, side).
@@ -182,15 +189,24 @@ VELOCITY = GraphSpec(
     ),
 )
 
-AVATAR_ENCODER = GraphSpec(
-    name="avatar_encoder",
-    inputs=(_f("source", 1, 3, SOURCE_SIZE, SOURCE_SIZE),),
-    outputs=(_f("source_motion", 1, MOTION_DIM), *AVATAR_TENSORS),
-    doc=(
-        "Source image (RGB in [0, 1], 256x256) -> its motion latent and every per-avatar "
-        "tensor the frame renderer needs, computed once per avatar."
-    ),
-)
+
+def source_size(version: ModelVersion) -> int:
+    """Side of the square source and driving images `version`'s encoders read."""
+    return version.source_size
+
+
+def avatar_encoder_spec(version: ModelVersion) -> GraphSpec:
+    size = source_size(version)
+    return GraphSpec(
+        name="avatar_encoder",
+        inputs=(_f("source", 1, 3, size, size),),
+        outputs=(_f("source_motion", 1, MOTION_DIM), *AVATAR_TENSORS),
+        doc=(
+            f"Source image (RGB in [0, 1], {size}x{size}) -> its motion latent and every "
+            "per-avatar tensor the frame renderer needs, computed once per avatar."
+        ),
+    )
+
 
 RENDERER = GraphSpec(
     name="renderer",
@@ -202,25 +218,37 @@ RENDERER = GraphSpec(
     ),
 )
 
-MOTION_ENCODER = GraphSpec(
-    name="motion_encoder",
-    inputs=(_f("image", "batch", 3, SOURCE_SIZE, SOURCE_SIZE),),
-    outputs=(_f("motion", "batch", MOTION_DIM),),
-    doc="Driving face crops (RGB in [0, 1], 256x256) -> motion latents (video-driven mode).",
-)
 
-GRAPHS: tuple[GraphSpec, ...] = (
-    AUDIO_ENCODER,
-    CONDITIONER,
-    VELOCITY,
-    AVATAR_ENCODER,
-    RENDERER,
-    MOTION_ENCODER,
-)
+def motion_encoder_spec(version: ModelVersion) -> GraphSpec:
+    size = source_size(version)
+    return GraphSpec(
+        name="motion_encoder",
+        inputs=(_f("image", "batch", 3, size, size),),
+        outputs=(_f("motion", "batch", MOTION_DIM),),
+        doc=f"Driving face crops (RGB in [0, 1], {size}x{size}) -> motion latents (video mode).",
+    )
 
 
-def graph(name: str) -> GraphSpec:
-    for spec in GRAPHS:
+def graphs(version: ModelVersion) -> tuple[GraphSpec, ...]:
+    """Every graph of `version`, in export order."""
+    return (
+        AUDIO_ENCODER,
+        CONDITIONER,
+        VELOCITY,
+        avatar_encoder_spec(version),
+        RENDERER,
+        motion_encoder_spec(version),
+    )
+
+
+def graph(name: str, version: ModelVersion = V1) -> GraphSpec:
+    for spec in graphs(version):
         if spec.name == name:
             return spec
     raise KeyError(f"no graph named {name!r}")
+
+
+AVATAR_ENCODER = avatar_encoder_spec(V1)
+MOTION_ENCODER = motion_encoder_spec(V1)
+GRAPHS: tuple[GraphSpec, ...] = graphs(V1)
+"""v1's graphs; the names (and every version-independent shape) are the same for all versions."""

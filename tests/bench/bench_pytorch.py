@@ -1,6 +1,7 @@
 """PyTorch eager CPU benchmark of the IMTalker pipeline stages (recipe weights).
 
     .venv/bin/python tests/bench/bench_pytorch.py [--repeats N] [--threads N] [--out DIR]
+                                                  [--versions v1,v2]
 
 Times each stage (min and median of N runs after one warm-up), counts its FLOPs with
 torch.utils.flop_counter.FlopCounterMode, and reports achieved GFLOP/s against a float32
@@ -9,9 +10,11 @@ matmul peak (2048x2048, best of several measurements in the same run). Stages:
 - audio encoder on 2 s of 16 kHz audio (50 frames)
 - one generator velocity evaluation (batch 1, CFG => internally batch 2)
 - one sampler call: 50 frames, nfe 10 (9 Euler evaluations), CFG 3
-- renderer source encoding (encode_source + precompute_source), if models.renderer exists
-- renderer frames at batch 1 and 4 (render_precomputed), per frame, if models.renderer exists
+- renderer avatar encoding (encode_source + precompute_source), per avatar
+- renderer motion encoding of driving frames at batch 1 and 4, per frame
+- renderer frames at batch 1 and 4 (render_precomputed), per frame
 
+every stage for each model version (v2: 512 px encoder input, RoPE generator), side by side.
 Prints a table and writes results/pytorch_eager.json and results/pytorch_eager.md.
 """
 
@@ -33,8 +36,9 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from models.audio_encoder import AudioEncoder, audio_encoder_state_dict
-from models.generator import FMGenerator
-from models.recipe import read_manifest, recipe_state_dict
+from models.generator import FMGenerator, GeneratorConfig
+from models.recipe import golden_version_dir, read_manifest, recipe_state_dict
+from runtime.model.versions import VERSIONS, ModelVersion
 
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT.parent / "shared" / "golden"
@@ -43,6 +47,7 @@ FRAME_BUDGET_MS = 40.0  # 25 fps
 
 @dataclass
 class Result:
+    version: str
     stage: str
     batch: int
     median_ms: float
@@ -83,9 +88,10 @@ def matmul_peak_gflops(repeats: int, n: int = 2048) -> float:
     return peak
 
 
-def load_recipe(model: torch.nn.Module, manifest_name: str) -> None:
+def load_recipe(model: torch.nn.Module, version: ModelVersion, manifest_name: str) -> None:
     state = model.state_dict()
-    state.update(recipe_state_dict(read_manifest(GOLDEN / manifest_name)))
+    manifest = read_manifest(golden_version_dir(GOLDEN, version) / manifest_name)
+    state.update(recipe_state_dict(manifest))
     model.load_state_dict(state, strict=True)
     # FlopCounterMode's module tracker trips over parameters that require grad.
     model.requires_grad_(False)
@@ -93,6 +99,7 @@ def load_recipe(model: torch.nn.Module, manifest_name: str) -> None:
 
 def bench(
     results: list[Result],
+    version: ModelVersion,
     stage: str,
     fn: Callable[[], object],
     *,
@@ -107,6 +114,7 @@ def bench(
     best = min(times)
     results.append(
         Result(
+            version=version.name,
             stage=stage,
             batch=batch,
             median_ms=statistics.median(times),
@@ -116,20 +124,23 @@ def bench(
             gflops_achieved=flops / (best / 1e3) / 1e9,
         )
     )
-    print(f"  {stage}: min {best:.1f} ms, median {statistics.median(times):.1f} ms", flush=True)
+    print(
+        f"  {version.name} {stage}: min {best:.1f} ms, median {statistics.median(times):.1f} ms",
+        flush=True,
+    )
 
 
-def bench_generator(results: list[Result], repeats: int) -> None:
-    golden = np.load(GOLDEN / "generator_golden.npz")
+def bench_generator(results: list[Result], repeats: int, version: ModelVersion) -> None:
+    golden = np.load(golden_version_dir(GOLDEN, version) / "generator_golden.npz")
     audio = torch.from_numpy(golden["audio_normalized"][:32_000])[None]  # 2 s, already normalised
     encoder = AudioEncoder().eval()
     wav2vec2 = recipe_state_dict(read_manifest(GOLDEN / "wav2vec2_manifest.json"))
     encoder.load_state_dict(audio_encoder_state_dict(wav2vec2), strict=True)
     encoder.requires_grad_(False)
-    bench(results, "audio_encoder_2s", lambda: encoder(audio), repeats=repeats)
+    bench(results, version, "audio_encoder_2s", lambda: encoder(audio), repeats=repeats)
 
-    gen = FMGenerator().eval()
-    load_recipe(gen, "generator_manifest.json")
+    gen = FMGenerator(GeneratorConfig.for_version(version)).eval()
+    load_recipe(gen, version, "generator_manifest.json")
     with torch.no_grad():
         feats = encoder(audio)  # (1, 50, 768)
     ref = torch.from_numpy(golden["ref_motion"])
@@ -137,12 +148,14 @@ def bench_generator(results: list[Result], repeats: int) -> None:
     t = torch.from_numpy(golden["step_t"])
     bench(
         results,
+        version,
         "generator_velocity_cfg",
         lambda: gen.velocity(t, *step, 3.0),
         repeats=repeats,
     )
     bench(
         results,
+        version,
         "generator_sample_50f_nfe10_cfg3",
         lambda: gen.sample(feats, ref, cfg_scale=3.0, nfe=10, seed=25),
         repeats=repeats,
@@ -156,23 +169,36 @@ _STEP_KEYS = (
 )  # fmt: skip
 
 
-def bench_renderer(results: list[Result], repeats: int) -> str | None:
+def bench_renderer(results: list[Result], repeats: int, version: ModelVersion) -> str | None:
     """Returns a note when the renderer could not be benchmarked."""
     try:
         from models.renderer import IMTRenderer, RendererConfig
     except ImportError as exc:
         return f"models.renderer not importable ({exc}); renderer not benchmarked"
-    renderer = IMTRenderer(RendererConfig()).eval()
+    renderer = IMTRenderer(RendererConfig.for_version(version)).eval()
     try:
-        load_recipe(renderer, "renderer_manifest.json")
+        load_recipe(renderer, version, "renderer_manifest.json")
     except RuntimeError as exc:
-        return f"renderer recipe weights do not load strictly ({exc}); renderer not benchmarked"
-    source = torch.from_numpy(np.load(GOLDEN / "renderer_golden.npz")["source"])
+        return f"{version.name} renderer recipe weights do not load strictly ({exc})"
+    golden = np.load(golden_version_dir(GOLDEN, version) / "renderer_golden.npz")
+    source = torch.from_numpy(golden["source"])
+    driving = torch.from_numpy(golden["driving"])
 
     def encode() -> object:
         return renderer.precompute_source(renderer.encode_source(source))
 
-    bench(results, "renderer_encode_source", encode, repeats=repeats)
+    bench(results, version, "avatar_encoding", encode, repeats=repeats)
+    for batch in (1, 4):
+        frames = driving.expand(batch, -1, -1, -1).contiguous()
+        bench(
+            results,
+            version,
+            f"motion_encoding_b{batch}",
+            lambda f=frames: renderer.encode_motion(f),
+            repeats=repeats,
+            batch=batch,
+            frames=batch,
+        )
     with torch.no_grad():
         cache = renderer.precompute_source(renderer.encode_source(source))
     g = torch.Generator().manual_seed(0)
@@ -180,6 +206,7 @@ def bench_renderer(results: list[Result], repeats: int) -> str | None:
         motion = torch.randn(batch, 32, generator=g)
         bench(
             results,
+            version,
             f"renderer_render_b{batch}",
             lambda m=motion: renderer.render_precomputed(m, cache),
             repeats=repeats,
@@ -187,6 +214,25 @@ def bench_renderer(results: list[Result], repeats: int) -> str | None:
             frames=batch,
         )
     return None
+
+
+def side_by_side(results: list[Result]) -> list[str]:
+    """One row per stage, one column per version: per-frame ms (else call ms), fastest run."""
+    versions = list(dict.fromkeys(r.version for r in results))
+    stages = list(dict.fromkeys(r.stage for r in results))
+    by_key = {(r.version, r.stage): r for r in results}
+    lines = [
+        "| stage | " + " | ".join(f"{v} ms" for v in versions) + " |",
+        "|---|" + "---:|" * len(versions),
+    ]
+    for stage in stages:
+        cells = []
+        for v in versions:
+            r = by_key.get((v, stage))
+            value = None if r is None else (r.per_frame_ms or r.min_ms)
+            cells.append("" if value is None else f"{value:.1f}")
+        lines.append(f"| {stage} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def markdown(results: list[Result], meta: dict[str, Any]) -> str:
@@ -198,13 +244,19 @@ def markdown(results: list[Result], meta: dict[str, Any]) -> str:
         f"{meta['repeats']} runs after one warm-up; GFLOP/s and per-frame times from the "
         "fastest run (the machine is shared). Recipe weights.",
         "",
-        "| stage | batch | min ms | median ms | per frame ms | GFLOP | GFLOP/s | % of peak |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "Side by side (per frame for the per-frame stages, else per call; fastest run):",
+        "",
+        *side_by_side(results),
+        "",
+        "| version | stage | batch | min ms | median ms | per frame ms | GFLOP | GFLOP/s "
+        "| % of peak |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         per_frame = f"{r.per_frame_ms:.1f}" if r.per_frame_ms is not None else ""
         lines.append(
-            f"| {r.stage} | {r.batch} | {r.min_ms:.1f} | {r.median_ms:.1f} | {per_frame} "
+            f"| {r.version} | {r.stage} | {r.batch} | {r.min_ms:.1f} | {r.median_ms:.1f} "
+            f"| {per_frame} "
             f"| {r.gflop:.2f} "
             f"| {r.gflops_achieved:.1f} | {100 * r.peak_fraction:.0f} |"
         )
@@ -219,6 +271,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parent / "results")
     parser.add_argument("--skip-renderer", action="store_true")
+    parser.add_argument("--skip-generator", action="store_true")
+    parser.add_argument("--versions", default=",".join(VERSIONS), help="e.g. v1,v2 or v2")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -229,13 +283,18 @@ def main() -> None:
     print(f"float32 matmul peak: {peak_before:.1f} GFLOP/s", flush=True)
     results: list[Result] = []
     notes: list[str] = []
-    bench_generator(results, args.repeats)
-    if args.skip_renderer:
-        notes.append("renderer skipped (--skip-renderer)")
-    else:
-        note = bench_renderer(results, args.repeats)
-        if note:
-            notes.append(note)
+    versions = [VERSIONS[name] for name in args.versions.split(",")]
+    for version in versions:
+        if args.skip_generator:
+            notes.append(f"{version.name} generator skipped (--skip-generator)")
+        else:
+            bench_generator(results, args.repeats, version)
+        if args.skip_renderer:
+            notes.append(f"{version.name} renderer skipped (--skip-renderer)")
+        else:
+            note = bench_renderer(results, args.repeats, version)
+            if note:
+                notes.append(note)
     peak_after = matmul_peak_gflops(args.repeats)
     peak = max(PEAKS)
     for r in results:

@@ -142,7 +142,7 @@ def test_existing_output_needs_overwrite(tmp_path: Path) -> None:
 
 
 def test_output_folder_and_kind(tmp_path: Path) -> None:
-    with pytest.raises(ValidationError, match=r"--record folder .*: folder not found"):
+    with pytest.raises(ValidationError, match=r"--record folder .* does not exist"):
         v.check_output_file(tmp_path / "nope" / "r.mp4", label="--record")
     with pytest.raises(ValidationError, match=r"must name a \.mp4 file"):
         v.check_output_file(tmp_path / "r.avi", label="--out", suffix=".mp4")

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from runtime.commands import doctor, live, models_cmd, render
+from runtime.commands.boundary import guarded
 
 logger = logging.getLogger(__name__)
 
@@ -42,8 +43,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     if args.command is None:
         return _run_gui()
-    code: int = args.func(args)
-    return code
+
+    def run() -> int:
+        code: int = args.func(args)
+        return code
+
+    return guarded(args.command, run, argv=list(argv) if argv is not None else None)
 
 
 def _run_gui() -> int:

@@ -4,6 +4,12 @@ Talk into the microphone (or feed `--audio-file` through the very same path in r
 drive the avatar with `--webcam N`) and the photo talks in the virtual camera. `--stats` prints
 the engine's health once a second. Ctrl-C stops; with `--audio-file` it also stops by itself
 once the file has played and its last frames are out.
+
+All checks of values and paths are in `validate_args`, the command's one validation layer,
+built on `runtime.core.validate`: out-of-range or non-finite numbers, a `--record` file in a
+missing folder, one that would replace an input, or an existing one without `--overwrite` are
+refused before the engine starts. SIGTERM and SIGHUP stop a session like Ctrl-C (the
+recording is closed and kept) and exit 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -17,6 +23,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from runtime.commands.app_folders import check_app_folders
+from runtime.commands.boundary import Terminated
+from runtime.core import validate as v
 from runtime.engine.live import (
     EngineConfig,
     EngineEvent,
@@ -63,20 +72,41 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--device", help="audio input device (index or name; default: the system's)")
     p.add_argument("--stats", action="store_true", help="print health once a second")
     p.add_argument("--stats-json", action="store_true", help="the same, as JSON lines")
-    p.add_argument("--duration", type=float, metavar="S", help="stop after S seconds")
-    p.add_argument("--fps", type=int, choices=(25, 30), default=25, help="output frame rate")
-    p.add_argument("--hop", type=int, default=5, help="frames generated per step (latency)")
-    p.add_argument("--lookahead", type=int, default=2, help="frames of audio lookahead")
+    p.add_argument(
+        "--duration", type=float, metavar="S", help=f"stop after S seconds, {v.DURATION.describe()}"
+    )
+    p.add_argument("--fps", type=int, choices=v.FPS_CHOICES, default=25, help="output frame rate")
+    p.add_argument(
+        "--hop",
+        type=int,
+        default=5,
+        help=f"frames generated per step (latency), {v.HOP.describe()}",
+    )
+    p.add_argument(
+        "--lookahead",
+        type=int,
+        default=2,
+        help=f"frames of audio lookahead, {v.LOOKAHEAD.describe()}",
+    )
     p.add_argument("--quality", action="store_true", help="hop 50, as offline (high latency)")
-    p.add_argument("--cfg", type=float, default=3.0, help="expressiveness (audio guidance)")
-    p.add_argument("--nfe", type=int, default=10, help="Euler time-grid points (speed/quality)")
-    p.add_argument("--seed", type=int, default=25, help="noise seed (-1: fresh noise)")
+    p.add_argument(
+        "--cfg",
+        type=float,
+        default=3.0,
+        help=f"expressiveness (audio guidance), {v.CFG.describe()}",
+    )
+    p.add_argument(
+        "--nfe", type=int, default=10, help=f"Euler time-grid points, {v.NFE.describe()}"
+    )
+    p.add_argument(
+        "--seed", type=int, default=25, help=f"noise seed, {v.SEED.describe()} (-1: fresh noise)"
+    )
     pose = p.add_argument_group("head pose and gaze (omit for natural motion)")
-    pose.add_argument("--yaw", type=float, help="degrees")
-    pose.add_argument("--pitch", type=float, help="degrees")
-    pose.add_argument("--roll", type=float, help="degrees")
-    pose.add_argument("--gaze-x", type=float)
-    pose.add_argument("--gaze-y", type=float)
+    pose.add_argument("--yaw", type=float, help=v.YAW.describe())
+    pose.add_argument("--pitch", type=float, help=v.PITCH.describe())
+    pose.add_argument("--roll", type=float, help=v.ROLL.describe())
+    pose.add_argument("--gaze-x", type=float, help=v.GAZE_X.describe())
+    pose.add_argument("--gaze-y", type=float, help=v.GAZE_Y.describe())
     out = p.add_argument_group("outputs")
     out.add_argument("--no-vcam", action="store_true", help="no virtual camera")
     out.add_argument("--vcam-size", default="1280x720", metavar="WxH", help="camera frame size")
@@ -84,6 +114,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     out.add_argument("--vcam-backend", help="pyvirtualcam backend (default: any)")
     out.add_argument("--vcam-device", help="virtual camera device")
     out.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record to an MP4")
+    out.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
     models = p.add_argument_group("model")
     models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")
     models.add_argument("--weights", type=Path, metavar="DIR", help="checkpoints folder")
@@ -93,12 +124,58 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 def _size(text: str) -> tuple[int, int]:
     try:
-        w, h = (int(v) for v in text.lower().split("x"))
+        w, h = (int(n) for n in text.lower().split("x"))
     except ValueError:
-        raise ValueError(f"--vcam-size must look like 1280x720, not {text!r}") from None
-    if w < 64 or h < 64 or w % 2 or h % 2:
-        raise ValueError(f"--vcam-size {text}: even sizes of at least 64 pixels, please")
-    return w, h
+        raise v.ValidationError(
+            f"--vcam-size must look like 1280x720, not {text!r}", subject="--vcam-size"
+        ) from None
+    return v.check_frame_size(w, h, label="--vcam-size")
+
+
+_POSE_OPTIONS = (
+    ("--yaw", "yaw", v.YAW),
+    ("--pitch", "pitch", v.PITCH),
+    ("--roll", "roll", v.ROLL),
+    ("--gaze-x", "gaze_x", v.GAZE_X),
+    ("--gaze-y", "gaze_y", v.GAZE_Y),
+)
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every value and path of `live`, checked before anything starts (ValidationError)."""
+    v.CFG.check(args.cfg, label="--cfg")
+    v.NFE.check(args.nfe, label="--nfe")
+    v.SEED.check(args.seed, label="--seed")
+    v.HOP.check(args.hop, label="--hop")
+    v.LOOKAHEAD.check(args.lookahead, label="--lookahead")
+    v.THREADS.check(args.threads, label="--threads")
+    v.check_choice(args.fps, v.FPS_CHOICES, label="--fps")
+    if args.duration is not None:
+        v.DURATION.check(args.duration, label="--duration")
+    if args.webcam is not None:
+        v.WEBCAM_INDEX.check(args.webcam, label="--webcam")
+    for option, attr, rng in _POSE_OPTIONS:
+        value = getattr(args, attr)
+        if value is not None:
+            rng.check(value, label=option)
+    if not args.no_vcam:
+        _size(args.vcam_size)
+    inputs: list[tuple[str, Path | None]] = [
+        ("--avatar", args.avatar),
+        ("--audio-file", args.audio_file),
+    ]
+    for label, path in inputs:
+        if path is not None:
+            v.check_input_file(path, label=label)
+    for label, folder in (("--graphs", args.graphs), ("--weights", args.weights)):
+        if folder is not None:
+            v.check_folder(folder, label=label, writable=False)
+    if args.record is not None:
+        v.check_output_file(
+            args.record, label="--record", inputs=inputs, overwrite=args.overwrite, suffix=".mp4"
+        )
+    if args.graphs is None:
+        check_app_folders()
 
 
 def controls_from_args(args: argparse.Namespace) -> LiveControls:
@@ -155,8 +232,6 @@ def _sinks(args: argparse.Namespace) -> list[Sink]:
             )
         )
     if args.record is not None:
-        if args.record.suffix.lower() != ".mp4":
-            raise ValueError(f"--record must name an .mp4 file, not {args.record.name}")
         sinks.append(RecorderSink(RecorderConfig(path=args.record)))
     return sinks
 
@@ -187,10 +262,7 @@ def run(args: argparse.Namespace) -> int:
         # Sinks report their own failures (runtime.sinks logs them).
 
     try:
-        if args.nfe < 2:
-            raise ValueError("--nfe must be at least 2")
-        if not 1 <= args.hop <= 50:
-            raise ValueError("--hop must be 1..50")
+        validate_args(args)
         controls = controls_from_args(args)
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
@@ -225,6 +297,9 @@ def run(args: argparse.Namespace) -> int:
         code = _supervise(engine, args, failed)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
+    except Terminated as exc:
+        logger.error("%s", exc)
+        code = exc.exit_code
     finally:
         final = engine.stats()
         if not engine.stop():

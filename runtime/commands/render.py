@@ -3,7 +3,12 @@
 Inputs are read and checked before any model work, so a bad photo, audio file or output path
 fails in a second with a specific message. The MP4 is written to a temporary file beside OUT
 and renamed into place only when complete: Ctrl-C, a full disk or any error leaves nothing at
-OUT (and an existing file there untouched).
+OUT (and an existing file there untouched). An existing OUT is replaced only with
+`--overwrite`, and never when it is one of the inputs under any name (symlink, hard link, `..`).
+
+All checks of values and paths are in `validate_args`, the command's one validation layer,
+built on `runtime.core.validate`. SIGTERM and SIGHUP stop a render like Ctrl-C does (the
+temporary file is deleted, nothing is left at OUT) and exit 128 + the signal number.
 """
 
 from __future__ import annotations
@@ -15,7 +20,10 @@ from typing import Any
 
 import numpy as np
 
+from runtime.commands.app_folders import check_app_folders
+from runtime.commands.boundary import Terminated
 from runtime.commands.progress import ProgressBar
+from runtime.core import validate as v
 from runtime.engine.conditions_track import TrackFileError, constant_conditions, read_track
 from runtime.engine.motion_sampler import RawConditions
 from runtime.engine.offline import (
@@ -60,6 +68,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     src.add_argument("--driving", type=Path, metavar="VIDEO", help="face video to re-enact")
     p.add_argument("--out", type=Path, required=True, metavar="OUT.mp4")
     p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT (never one of the inputs)",
+    )
+    p.add_argument(
         "--weights",
         type=Path,
         metavar="DIR",
@@ -70,26 +83,36 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "--graphs", type=Path, metavar="DIR", help="use already compiled graphs from DIR"
     )
     p.add_argument("--no-crop", action="store_true", help="use the whole photo, no face crop")
-    p.add_argument("--cfg", type=float, default=3.0, help="audio guidance (expressiveness)")
-    p.add_argument("--nfe", type=int, default=10, help="Euler time-grid points (quality/speed)")
-    p.add_argument("--seed", type=int, default=25, help="noise seed (-1: random)")
+    p.add_argument(
+        "--cfg", type=float, default=3.0, help=f"audio guidance (expressiveness) {v.CFG.describe()}"
+    )
+    p.add_argument(
+        "--nfe",
+        type=int,
+        default=10,
+        help=f"Euler time-grid points (quality/speed), {v.NFE.describe()}",
+    )
+    p.add_argument(
+        "--seed", type=int, default=25, help=f"noise seed, {v.SEED.describe()} (-1: random)"
+    )
     p.add_argument(
         "--batch",
         type=int,
         default=1,
-        help="frames per renderer call (default 1; on a CPU larger batches gain under 10%% "
-        "per frame and need about 1.7 GB of memory per frame; on a GPU try the hop size)",
+        help=f"frames per renderer call, {v.BATCH.describe()} (default 1; on a CPU larger "
+        "batches gain under 10%% per frame and need about 1.7 GB of memory per frame, checked "
+        "against the memory available; on a GPU try the hop size)",
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
     p.add_argument(
         "--crf", type=int, default=18, help="H.264 quality, 0 (lossless) to 51 (default 18)"
     )
     pose = p.add_argument_group("head pose and gaze (audio mode; omit for natural motion)")
-    pose.add_argument("--yaw", type=float, help="degrees, + turns to the viewer's left")
-    pose.add_argument("--pitch", type=float, help="degrees")
-    pose.add_argument("--roll", type=float, help="degrees")
-    pose.add_argument("--gaze-x", type=float)
-    pose.add_argument("--gaze-y", type=float)
+    pose.add_argument("--yaw", type=float, help=f"{v.YAW.describe()}, + turns to the viewer's left")
+    pose.add_argument("--pitch", type=float, help=v.PITCH.describe())
+    pose.add_argument("--roll", type=float, help=v.ROLL.describe())
+    pose.add_argument("--gaze-x", type=float, help=v.GAZE_X.describe())
+    pose.add_argument("--gaze-y", type=float, help=v.GAZE_Y.describe())
     pose.add_argument(
         "--track", type=Path, metavar="FILE", help="per-frame pose/gaze (.npz or .csv)"
     )
@@ -108,20 +131,56 @@ def _conditions(args: argparse.Namespace, frames: int) -> RawConditions:
     return constant_conditions(frames, yaw=args.yaw, pitch=args.pitch, roll=args.roll, gaze=gaze)
 
 
-def _validate(args: argparse.Namespace) -> None:
-    if args.nfe < 2:
-        raise ValueError("--nfe must be at least 2 (one Euler step)")
-    if args.batch < 1:
-        raise ValueError("--batch must be at least 1")
-    if not 0 <= args.crf <= 51:
-        raise ValueError("--crf must be between 0 and 51")
-    if args.out.suffix.lower() != ".mp4":
-        raise ValueError(f"--out must name an .mp4 file, not {args.out.name}")
+#: Working memory of one frame in a CPU renderer call (the 64x64 cross-attention maps).
+RENDERER_BYTES_PER_FRAME = int(1.7 * 2**30)
+
+_POSE_OPTIONS = (("--yaw", "yaw", v.YAW), ("--pitch", "pitch", v.PITCH), ("--roll", "roll", v.ROLL))
+_GAZE_OPTIONS = (("--gaze-x", "gaze_x", v.GAZE_X), ("--gaze-y", "gaze_y", v.GAZE_Y))
+
+
+def validate_args(args: argparse.Namespace) -> None:
+    """Every value and path of `render`, checked before any work (ValidationError)."""
+    v.CFG.check(args.cfg, label="--cfg")
+    v.NFE.check(args.nfe, label="--nfe")
+    v.SEED.check(args.seed, label="--seed")
+    v.BATCH.check(args.batch, label="--batch")
+    v.THREADS.check(args.threads, label="--threads")
+    v.CRF.check(args.crf, label="--crf")
+    for option, attr, rng in _POSE_OPTIONS + _GAZE_OPTIONS:
+        value = getattr(args, attr)
+        if value is not None:
+            rng.check(value, label=option)
+    inputs: list[tuple[str, Path | None]] = [
+        ("--avatar", args.avatar),
+        ("--audio", args.audio),
+        ("--driving", args.driving),
+        ("--track", args.track),
+    ]
+    for label, path in inputs:
+        if path is not None:
+            v.check_input_file(path, label=label)
+    for label, folder in (("--graphs", args.graphs), ("--weights", args.weights)):
+        if folder is not None:
+            v.check_folder(folder, label=label, writable=False)
+    v.check_output_file(
+        args.out, label="--out", inputs=inputs, overwrite=args.overwrite, suffix=".mp4"
+    )
+    if args.graphs is None:
+        check_app_folders()
+
+
+def check_render_memory(batch: int, providers: list[str], *, available: int | None = None) -> None:
+    """On the CPU the renderer's working memory grows with the batch: refuse a batch that
+    cannot fit before allocating it. (On a GPU, ONNX Runtime's own allocator reports it.)"""
+    if providers and providers[0] == "CPUExecutionProvider":
+        v.check_memory(
+            batch * RENDERER_BYTES_PER_FRAME, what=f"--batch {batch}", available=available
+        )
 
 
 def run(args: argparse.Namespace) -> int:
     try:
-        _validate(args)
+        validate_args(args)
         check_destination(args.out)
         avatar = prepare_avatar(args.avatar, crop=not args.no_crop)
         if args.audio is not None:
@@ -132,6 +191,7 @@ def run(args: argparse.Namespace) -> int:
         graphs = args.graphs or resolve_graphs(args.weights, progress=_conversion_progress)
         models = open_model_set(graphs, options=SessionOptions(intra_op_threads=args.threads))
         logger.info("running on %s", ", ".join(models.providers))
+        check_render_memory(args.batch, list(models.providers))
         renderer = OfflineRenderer(models, avatar.image)
         if args.audio is not None:
             _render_audio(args, renderer, speech, conditions)
@@ -141,6 +201,9 @@ def run(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         logger.error("interrupted; nothing was written to %s", args.out)
         return EXIT_INTERRUPTED
+    except Terminated as exc:
+        logger.error("%s; nothing was written to %s", exc, args.out)
+        return exc.exit_code
     except (
         AvatarImageError,
         AudioFileError,

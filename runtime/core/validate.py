@@ -240,7 +240,7 @@ def check_folder(path: Path, *, label: str, writable: bool = True) -> Path:
     try:
         st = os.stat(path)
     except FileNotFoundError:
-        raise ValidationError(f"{label} {path}: folder not found", subject=label) from None
+        raise ValidationError(f"{label} {path} does not exist", subject=label) from None
     except NotADirectoryError:
         raise ValidationError(
             f"{label} {path}: a part of the path is a file, not a folder", subject=label

@@ -29,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from runtime.core.validate import ValidationError, check_input_file
+
 logger = logging.getLogger(__name__)
 
 #: The model's audio rate and frame rate; one video frame spans SAMPLES_PER_FRAME samples.
@@ -128,6 +130,11 @@ def _check_file(file: Path) -> None:
         raise AudioFileError(f"audio file not found: {file}")
     if file.is_dir():
         raise AudioFileError(f"{file} is a folder, not an audio file")
+    try:
+        # Before its size: a FIFO or device reports 0 bytes, and opening a FIFO blocks.
+        check_input_file(file, label="audio file")
+    except ValidationError as exc:
+        raise AudioFileError(str(exc)) from None
     try:
         size = file.stat().st_size
     except OSError as exc:

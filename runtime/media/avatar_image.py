@@ -23,12 +23,15 @@ import logging
 import os
 import struct
 import warnings
+import zlib
 from pathlib import Path
 from typing import Final
 
 import numpy as np
 import numpy.typing as npt
 from PIL import Image, ImageOps, UnidentifiedImageError
+
+from runtime.core.validate import ValidationError, check_input_file
 
 logger = logging.getLogger(__name__)
 
@@ -104,6 +107,8 @@ def load_avatar_image(
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(file, formats=SUPPORTED_FORMATS) as img:
                 _check_header(file, img, max_pixels=max_pixels)
+                if img.format == "PNG":
+                    _check_png_checksums(file)
                 img.load()
                 upright = _apply_exif_orientation(img)
                 return _to_rgb_array(upright, background=background, name=file.name)
@@ -132,8 +137,10 @@ def _check_file(file: Path) -> None:
         raise AvatarImageError(f"avatar image not found: {file}")
     if file.is_dir():
         raise AvatarImageError(f"{file} is a folder, not an image file")
-    if not file.is_file():
-        raise AvatarImageError(f"{file} is not a regular file")
+    try:
+        check_input_file(file, label="avatar image")
+    except ValidationError as exc:
+        raise AvatarImageError(str(exc)) from None
     try:
         size = file.stat().st_size
     except OSError as exc:
@@ -232,6 +239,41 @@ def _composite(
     bg = np.asarray(background, dtype=np.float32).reshape(1, 1, 3)
     out = color * alpha + bg * (1.0 - alpha)
     return np.ascontiguousarray(np.clip(np.rint(out), 0, 255).astype(np.uint8))
+
+
+_PNG_SIGNATURE: Final = b"\x89PNG\r\n\x1a\n"
+
+
+def _check_png_checksums(file: Path) -> None:
+    """Every PNG chunk's CRC must match: Pillow skips the image-data checksums, so a flipped
+    byte would otherwise decode into a garbage picture (and then "no face found")."""
+    with file.open("rb") as fh:
+        if fh.read(8) != _PNG_SIGNATURE:
+            raise AvatarImageError(f"{file.name} is damaged: not a PNG signature")
+        while True:
+            header = fh.read(8)
+            if not header:
+                raise AvatarImageError(f"{file.name} is damaged or truncated: no IEND chunk")
+            if len(header) < 8:
+                raise AvatarImageError(f"{file.name} is damaged or truncated mid-chunk")
+            length, kind = struct.unpack(">I4s", header)
+            crc = zlib.crc32(kind)
+            left = length
+            while left:
+                block = fh.read(min(left, 1 << 20))
+                if not block:
+                    raise AvatarImageError(f"{file.name} is damaged or truncated mid-chunk")
+                crc = zlib.crc32(block, crc)
+                left -= len(block)
+            stored = fh.read(4)
+            if len(stored) < 4 or struct.unpack(">I", stored)[0] != crc:
+                name = kind.decode("latin-1")
+                raise AvatarImageError(
+                    f"{file.name} is damaged: the checksum of its {name!r} chunk does not match "
+                    "(the file was altered or corrupted in transfer)"
+                )
+            if kind == b"IEND":
+                return
 
 
 def _unsupported_message(file: Path, detected: str | None = None) -> str:

@@ -29,6 +29,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from runtime.core.validate import ValidationError, check_input_file
+
 logger = logging.getLogger(__name__)
 
 #: Video encoders tried in order. libx264 ships in PyAV's wheels; the platform H.264 encoders
@@ -391,6 +393,11 @@ class VideoReader:
             raise VideoReadError(f"video file not found: {self.path}")
         if self.path.is_dir():
             raise VideoReadError(f"{self.path} is a folder, not a video file")
+        try:
+            # A FIFO would block FFmpeg's open forever; devices and sockets are no videos.
+            check_input_file(self.path, label="video file")
+        except ValidationError as exc:
+            raise VideoReadError(str(exc)) from None
         try:
             self._container: av.container.InputContainer = av.open(str(self.path), mode="r")
         except av.error.FFmpegError as exc:

@@ -65,6 +65,8 @@ def _raise_terminated(signum: int, frame: FrameType | None) -> None:
 @contextlib.contextmanager
 def stop_signals() -> Iterator[None]:
     """SIGTERM/SIGHUP raise `Terminated` in the main thread while the block runs."""
+    global _terminating
+    _terminating = False
     wanted = [signal.SIGTERM] + ([signal.SIGHUP] if hasattr(signal, "SIGHUP") else [])
     previous = {}
     for sig in wanted:

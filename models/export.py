@@ -32,7 +32,7 @@ from models.audio_encoder import AudioEncoder
 from models.generator.generator import FMGenerator
 from models.loading import LoadedModels, load_models
 from models.renderer.renderer import IMTRenderer, SourceCache
-from runtime.model import contract
+from runtime.model import contract, loader_files
 from runtime.model.contract import GraphSpec
 
 logger = logging.getLogger(__name__)
@@ -216,6 +216,9 @@ def export_all(
     modules = graph_modules(models)
     specs = [s for s in contract.graphs(models.version) if names is None or s.name in names]
     out_dir.mkdir(parents=True, exist_ok=True)
+    # Which files built these graphs, so the cache can refuse graphs from files it did not key.
+    sources = json.dumps(dict(sorted(models.sources.items())), indent=2)
+    (out_dir / loader_files.SOURCES_FILE).write_text(sources + "\n")
     written = []
     for i, spec in enumerate(specs):
         path = out_dir / spec.filename

@@ -4,14 +4,16 @@ the conversion process)."""
 
 from __future__ import annotations
 
+import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from torch import nn
 
 from models.audio_encoder import AudioEncoder
 from models.checkpoint import (
+    CheckpointNotFoundError,
     StateDict,
     StateDictMismatchError,
     generator_state_dicts,
@@ -22,6 +24,7 @@ from models.checkpoint import (
 from models.generator.generator import FMGenerator
 from models.renderer.renderer import IMTRenderer
 from models.versioning import build_generator, build_renderer, pair_version
+from runtime.model import loader_files
 from runtime.model.versions import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -30,6 +33,7 @@ RENDERER_FILE = "renderer.ckpt"
 GENERATOR_FILE = "generator.ckpt"
 WAV2VEC2_DIR = "wav2vec2-base-960h"
 # Written by `python -m models.to_safetensors`; preferred when present (no unpickling at all).
+# Which file is read for each part is decided by runtime.model.loader_files alone.
 RENDERER_SAFETENSORS = "renderer.safetensors"
 GENERATOR_SAFETENSORS = "generator.safetensors"
 WAV2VEC2_SAFETENSORS = f"{WAV2VEC2_DIR}/model.safetensors"
@@ -42,11 +46,28 @@ class LoadedModels:
     audio_encoder: AudioEncoder
     version: ModelVersion
     """Detected from the checkpoints' keys (never from file names)."""
+    sources: dict[str, str] = field(default_factory=dict)
+    """SHA-256 of every file read, by path relative to the weights folder (hashed just
+    before it was read), so the compiled-graph cache can prove which files built it."""
 
 
-def _prefer(weights: Path, safetensors_name: str, published_name: str) -> Path:
-    safe = weights / safetensors_name
-    return safe if safe.is_file() else weights / published_name
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(8 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _read(weights: Path, part: str, chosen: dict[str, str], sources: dict[str, str]) -> Path:
+    """The file the loader reads for `part`, hashed into `sources` first."""
+    relpath = chosen.get(part)
+    if relpath is None:
+        candidates = next(p.candidates for p in loader_files.PARTS if p.name == part)
+        raise CheckpointNotFoundError(loader_files.local_path(weights, candidates[-1]))
+    path = loader_files.local_path(weights, relpath)
+    sources[relpath] = _sha256(path)
+    return path
 
 
 def _load(module: nn.Module, state_dict: StateDict) -> None:
@@ -66,8 +87,10 @@ def load_models(weights: Path) -> LoadedModels:
     The wav2vec2 folder's weights win over a copy inside generator.ckpt (the published files
     hold equal copies).
     """
-    renderer_weights = renderer_state_dict(_prefer(weights, RENDERER_SAFETENSORS, RENDERER_FILE))
-    gen_weights = generator_state_dicts(_prefer(weights, GENERATOR_SAFETENSORS, GENERATOR_FILE))
+    chosen = loader_files.chosen(weights)
+    sources: dict[str, str] = {}
+    renderer_weights = renderer_state_dict(_read(weights, "renderer", chosen, sources))
+    gen_weights = generator_state_dicts(_read(weights, "generator", chosen, sources))
     version = pair_version(renderer_weights, gen_weights.model)
     logger.info("model version %s", version.name)
     renderer = build_renderer(version)
@@ -77,7 +100,7 @@ def load_models(weights: Path) -> LoadedModels:
     audio_encoder = AudioEncoder()
     folder = weights / WAV2VEC2_DIR
     audio_weights = (
-        wav2vec2_state_dict(folder)
+        wav2vec2_state_dict(_read(weights, "audio_encoder", chosen, sources))
         if folder.exists() or gen_weights.audio_encoder is None
         else gen_weights.audio_encoder
     )
@@ -87,4 +110,5 @@ def load_models(weights: Path) -> LoadedModels:
         generator=generator.eval(),
         audio_encoder=audio_encoder.eval(),
         version=version,
+        sources=sources,
     )

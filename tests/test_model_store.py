@@ -271,6 +271,9 @@ STANDIN_EXPORTER = textwrap.dedent(
     assert os.path.isfile(os.path.join(a.weights, "renderer.ckpt"))
     assert os.listdir(a.out) == []
     print("loading checkpoints", flush=True)
+    from pathlib import Path
+    from tests.support.fake_exporter import report_sources
+    report_sources(Path(a.weights), Path(a.out))
     for i, name in enumerate(names):
         if mode == "fail" and i == 2:
             print("RuntimeError: export of " + name + " failed", file=sys.stderr)

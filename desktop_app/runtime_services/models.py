@@ -103,14 +103,16 @@ class RuntimeModels:
         if self.graphs_dir is not None:
             return ModelState(True, self.graphs_dir, (), f"Using the graphs in {self.graphs_dir}.")
         status = self.store.status()
+        # A rebuilt store.json is told in the detail line, before what it means now.
+        told = f"{status.notice} " if status.notice else ""
         if not status.complete:
             return ModelState(
-                False, None, status.missing, f"The model files go to {self.store.root}."
+                False, None, status.missing, f"{told}The model files go to {self.store.root}."
             )
         converted = compiled_cache.converted_dir(self.store)
         if converted is None:
-            return ModelState(False, None, (), "The model still needs converting.")
-        return ModelState(True, converted, (), f"Converted graphs in {converted}.")
+            return ModelState(False, None, (), f"{told}The model still needs converting.")
+        return ModelState(True, converted, (), f"{told}Converted graphs in {converted}.")
 
     def download(self, *, progress: ProgressFn, cancel: threading.Event) -> None:
         try:

@@ -203,6 +203,7 @@ def _status_doc(store: ModelStore, status: StoreStatus) -> dict[str, Any]:
             for f in status.files
         },
         "complete": status.complete,
+        "notice": status.notice,
         "converted": compiled is not None,
         "compiled_dir": str(compiled) if compiled is not None else None,
         "exporter_available": compiled_cache.exporter_available(),
@@ -211,6 +212,8 @@ def _status_doc(store: ModelStore, status: StoreStatus) -> dict[str, Any]:
 
 
 def _print_status(doc: dict[str, Any]) -> None:
+    if doc["notice"]:
+        _out(f"Notice           {doc['notice']}")
     _out(f"Model store      {doc['store']}")
     if doc["revision"]:
         _out(f"Source           {doc['repo_id']} @ {doc['revision']}")
@@ -378,7 +381,9 @@ def _do_remove(args: argparse.Namespace, store: ModelStore) -> int:
     if not args.yes and not _confirm(f"Delete {what}?"):
         _err("Nothing was deleted (pass --yes to delete without asking).")
         return EXIT_FAILED
-    removed_files = [] if args.compiled_only else list(store.remove().removed)
+    result = None if args.compiled_only else store.remove()
+    removed_files = list(result.removed) if result else []
+    not_recorded = list(result.not_recorded) if result else []
     kept = [] if args.compiled_only else [p for p in store.root.rglob("*") if p.is_file()]
     removed_compiled = compiled_cache.remove_entries()
     if args.json:
@@ -388,6 +393,7 @@ def _do_remove(args: argparse.Namespace, store: ModelStore) -> int:
                 "removed": [str(p) for p in removed_files],
                 "removed_compiled": [str(p) for p in removed_compiled],
                 "kept": [str(p) for p in kept],
+                "not_recorded": [str(p) for p in not_recorded],
             }
         )
     else:
@@ -395,8 +401,14 @@ def _do_remove(args: argparse.Namespace, store: ModelStore) -> int:
             f"Deleted {len(removed_files)} model file(s) and "
             f"{len(removed_compiled)} compiled graph folder(s)."
         )
-        if kept:
-            _out("Left alone (not the store's): " + ", ".join(str(p) for p in kept))
+        if not_recorded:
+            _out(
+                "Left alone (named like model files, but not downloaded or imported by "
+                "imtalker-cam, or changed since): " + ", ".join(str(p) for p in not_recorded)
+            )
+        others = [p for p in kept if p not in not_recorded]
+        if others:
+            _out("Left alone (not the store's): " + ", ".join(str(p) for p in others))
     return EXIT_OK
 
 

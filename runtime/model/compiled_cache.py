@@ -7,9 +7,12 @@ gets the progress callbacks.
 Layout: `<cache>/<key>/` holds `<graph>.onnx` and `<graph>.json` for every graph of
 `runtime.model.contract.GRAPHS` (plus any external-data files the exporter writes) and
 `manifest.json`, which records the SHA-256 and size of every file. The key is a hash of the
-source checkpoints' SHA-256s, `EXPORTER_VERSION` and `OPSET`, so new weights or a new export
-recipe get a new entry. An entry whose files do not match its manifest is not converted: it
-is rebuilt, never loaded.
+SHA-256 of every file the loader reads (the verified published files plus any safetensors
+conversion the loader prefers, `runtime.model.loader_files`), `EXPORTER_VERSION` and `OPSET`,
+so new weights, a stray file or a new export recipe get a new entry. The exporter reports the
+digest of each file it read (`sources.json`); graphs built from any file the key does not cover
+are refused. An entry whose files do not match its manifest is not converted: it is rebuilt,
+never loaded.
 
 Exporter interface (the child process):
     python -m models.export --weights STORE_DIR --out OUT_DIR
@@ -42,6 +45,7 @@ from typing import IO, Any
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
+from runtime.model import loader_files
 from runtime.model.contract import EXPORTER_VERSION, GRAPHS, OPSET
 from runtime.model.files import sha256_file
 from runtime.model.store import ModelStore
@@ -154,9 +158,21 @@ def check_entry(path: Path, *, key: str | None = None) -> EntryCheck:
     return EntryCheck(path, not problems, tuple(problems))
 
 
+def source_digests(store: ModelStore) -> dict[str, str] | None:
+    """SHA-256 of every file the loader would read from the store (None while it is
+    incomplete): the verified published files plus any file the loader prefers to them."""
+    digests = store.verified_digests()
+    if digests is None:
+        return None
+    for relpath in loader_files.chosen(store.root).values():
+        if relpath not in digests:
+            digests[relpath] = _file_digest(loader_files.local_path(store.root, relpath))
+    return digests
+
+
 def entry_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
     """Where the store's graphs are (or would be); None while the store is incomplete."""
-    digests = store.verified_digests()
+    digests = source_digests(store)
     if digests is None:
         return None
     return (root or cache_root()) / cache_key(digests)
@@ -310,11 +326,35 @@ def _supervise(
             reader.join(timeout=5)
 
 
+def _check_sources(tmp: Path, sources: Mapping[str, str]) -> None:
+    """The exporter must have read only files the key covers, with the digests it covers."""
+    try:
+        raw = json.loads((tmp / loader_files.SOURCES_FILE).read_text(encoding="utf-8"))
+        read = {str(k): str(v) for k, v in dict(raw).items()}
+    except (OSError, ValueError, TypeError) as exc:
+        raise ConversionError(
+            f"the exporter did not say which files it read ({loader_files.SOURCES_FILE}: "
+            f"{exc}); its graphs were not kept"
+        ) from exc
+    for relpath, digest in sorted(read.items()):
+        if relpath not in sources:
+            raise ConversionError(
+                f"the exporter read {relpath}, which is not among the files the compiled "
+                "graphs are keyed by; its graphs were not kept"
+            )
+        if sources[relpath] != digest:
+            raise ConversionError(
+                f"{relpath} changed while it was being converted; its graphs were not kept. "
+                "Run the conversion again."
+            )
+
+
 def _seal(tmp: Path, *, key: str, sources: Mapping[str, str]) -> None:
     """Hash what the exporter wrote and record it, making the files durable first."""
     missing = [name for name in required_files() if not (tmp / name).is_file()]
     if missing:
         raise ConversionError(f"the exporter did not write {', '.join(missing)}")
+    _check_sources(tmp, sources)
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         name = path.relative_to(tmp).as_posix()
@@ -400,7 +440,7 @@ def convert(
     `command` replaces `[sys.executable, "-m", "models.export"]` (the arguments `--weights`
     and `--out` are appended). Raises `ExporterUnavailable`, `ConversionError`, `Cancelled`.
     """
-    digests = store.verified_digests()
+    digests = source_digests(store)
     if digests is None:
         missing = ", ".join(store.status().missing)
         raise ConversionError(

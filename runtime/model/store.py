@@ -47,10 +47,12 @@ from runtime.model.store_errors import (
     ModelStoreError,
     VerificationError,
 )
+from runtime.model.store_locate import locate
 from runtime.model.store_records import (
     MANIFEST,
     STORE_FILE,
     WAV2VEC_DIR,
+    DamagedRecordError,
     ExpectedFile,
     FileRecord,
     FileStatus,
@@ -58,8 +60,10 @@ from runtime.model.store_records import (
     RemoveResult,
     StoreRecord,
     StoreStatus,
+    parse_record,
     utc_now,
 )
+from runtime.model.store_recovery import DAMAGED_PREFIX, rebuild_record
 from runtime.model.transfer import ProgressCallback, ProgressReporter
 
 logger = logging.getLogger(__name__)
@@ -96,7 +100,10 @@ class ModelStore:
     def __init__(self, root: Path | None = None, *, manifest: Sequence[ExpectedFile] = MANIFEST):
         self.root = Path(root) if root is not None else default_store_dir()
         self.manifest: tuple[ExpectedFile, ...] = tuple(manifest)
-        self._lock = threading.Lock()
+        # Re-entrant: the record is read (and may be rebuilt) while the lock is held.
+        self._lock = threading.RLock()
+        self.notice: str | None = None
+        self._rebuilt: tuple[bytes, StoreRecord] | None = None
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -129,24 +136,25 @@ class ModelStore:
     # ---- record
 
     def read_record(self) -> StoreRecord:
+        """The record; a damaged one is set aside and rebuilt from the files present
+        (`store_recovery`), and `notice` then tells the user so."""
         try:
-            raw = json.loads(self.record_path.read_text(encoding="utf-8"))
+            data = self.record_path.read_bytes()
         except FileNotFoundError:
             return StoreRecord()
-        except (OSError, ValueError) as exc:
-            logger.warning("ignoring unreadable %s: %s", self.record_path, exc)
-            return StoreRecord()
-        files: dict[str, FileRecord] = {}
-        for name, entry in dict(raw.get("files") or {}).items():
-            try:
-                files[str(name)] = FileRecord.from_json(entry)
-            except (KeyError, TypeError, ValueError):
-                logger.warning("ignoring a damaged entry for %s in %s", name, self.record_path)
-        return StoreRecord(
-            repo_id=raw.get("repo_id"),
-            revision=raw.get("revision"),
-            files=files,
-        )
+        except OSError as exc:
+            raise ModelStoreError(
+                f"cannot read the model store's record {self.record_path}: {exc.strerror or exc}"
+            ) from exc
+        try:
+            return parse_record(data)
+        except DamagedRecordError as damage:
+            with self._lock:
+                if self._rebuilt is not None and self._rebuilt[0] == data:
+                    return self._rebuilt[1]  # could not be replaced on disk: do not re-hash
+                record, self.notice = rebuild_record(self, damage)
+                self._rebuilt = (data, record)
+                return record
 
     def _record_verified(self, relpath: str, *, sha256: str, size: int, source: str) -> None:
         """Record a file now verified at its final path (caller holds the lock); the date it
@@ -221,7 +229,15 @@ class ModelStore:
         if problem:
             with contextlib.suppress(OSError):
                 candidate.unlink()
-            raise VerificationError(f"{relpath}: {problem}. The file was deleted.")
+            if source.startswith("import "):
+                # Never let "deleted" read as the user's file: only our copy of it went.
+                what = (
+                    f"The copy made in the store was deleted; your file {source[7:]} was "
+                    "not touched."
+                )
+            else:
+                what = "The downloaded file was deleted."
+            raise VerificationError(f"{relpath}: {problem}. {what}")
         with self._lock:
             os.replace(candidate, final)
             fsync_dir(final.parent)
@@ -277,7 +293,11 @@ class ModelStore:
                     StoreRecord(repo_id=current.repo_id, revision=current.revision, files=files)
                 )
         return StoreStatus(
-            root=self.root, repo_id=record.repo_id, revision=record.revision, files=tuple(out)
+            root=self.root,
+            repo_id=record.repo_id,
+            revision=record.revision,
+            files=tuple(out),
+            notice=self.notice,
         )
 
     def file_status(self, relpath: str) -> FileStatus:
@@ -296,50 +316,8 @@ class ModelStore:
     # ---- import
 
     def locate(self, sources: Sequence[Path]) -> dict[str, Path]:
-        """Map expected files to the user's files: folders laid out like the repository (or
-        holding it up to three levels down, as a Hugging Face cache does, or the wav2vec2
-        folder itself), or single files named as in the repository."""
-        found: dict[str, Path] = {}
-        by_name = {e.name: e.path for e in self.manifest}
-        for source in sources:
-            source = Path(source)
-            if source.is_file():
-                relpath = by_name.get(source.name)
-                if relpath is None:
-                    expected = ", ".join(sorted(by_name))
-                    raise ModelStoreError(
-                        f"{source}: not a file of the model (expected one of: {expected})"
-                    )
-                found.setdefault(relpath, source)
-            elif source.is_dir():
-                for relpath, path in self._locate_in(source).items():
-                    found.setdefault(relpath, path)
-            else:
-                raise ModelStoreError(f"{source}: no such file or folder")
-        return found
-
-    def _locate_in(self, folder: Path) -> dict[str, Path]:
-        found: dict[str, Path] = {}
-        for entry in self.manifest:
-            parts = PurePosixPath(entry.path).parts
-            candidates = [folder.joinpath(*parts)]
-            if len(parts) > 1 and folder.name == parts[0]:
-                candidates.append(folder.joinpath(*parts[1:]))
-            hits = [c for c in candidates if c.is_file()]
-            if not hits:
-                pattern = "/".join(parts)
-                hits = sorted(
-                    p
-                    for depth in ("*/", "*/*/", "*/*/*/")
-                    for p in folder.glob(depth + pattern)
-                    if p.is_file() and not any(q.startswith(".") for q in p.parts[-len(parts) :])
-                )
-            if len(hits) > 1:
-                listed = ", ".join(str(h) for h in hits)
-                raise ModelStoreError(f"{entry.path}: found more than one copy ({listed})")
-            if hits:
-                found[entry.path] = hits[0]
-        return found
+        """Map expected files to the user's files (`store_locate.locate`)."""
+        return locate(self.manifest, sources)
 
     def import_files(
         self,
@@ -464,13 +442,28 @@ class ModelStore:
 
     # ---- remove
 
+    def _still_recorded(self, relpath: str, record: StoreRecord) -> bool:
+        """Whether the file at `relpath` is the one the store recorded (same size and mtime,
+        or, when only the mtime moved, the same SHA-256): only that one is the store's."""
+        recorded = record.files.get(relpath)
+        final = self.path(relpath)
+        if recorded is None or final.is_symlink() or not final.is_file():
+            return False
+        st = final.stat()
+        if st.st_size != recorded.size:
+            return False
+        return st.st_mtime_ns == recorded.mtime_ns or sha256_file(final) == recorded.sha256
+
     def own_files(self) -> list[Path]:
-        """Every file of the store that exists: checkpoints, partial downloads, temp files
-        and the record. Nothing else in the directory is the store's."""
+        """Every file of the store that exists: the checkpoints it recorded (and that are
+        still what it recorded), partial downloads, temp files and the record. Nothing else in
+        the directory is the store's, not even a file named like a checkpoint."""
+        record = self.read_record()
         own: list[Path] = []
         for entry in self.manifest:
             final = self.path(entry.path)
-            own.append(final)
+            if self._still_recorded(entry.path, record):
+                own.append(final)
             own.append(self.partial_path(entry.path))
             own.append(self.partial_info_path(entry.path))
             if final.parent.is_dir():
@@ -478,14 +471,23 @@ class ModelStore:
         own.append(self.record_path)
         if self.root.is_dir():
             own.extend(self.root.glob(f".{STORE_FILE}.*.tmp"))
+            own.extend(self.root.glob(f"{glob_escape(DAMAGED_PREFIX)}*"))
         return [p for p in own if p.is_file() or p.is_symlink()]
 
     def remove(self) -> RemoveResult:
         removed: list[Path] = []
         with self._lock:
-            for path in self.own_files():
+            own = self.own_files()
+            not_recorded = tuple(
+                p
+                for e in self.manifest
+                if (p := self.path(e.path)) not in own and (p.is_file() or p.is_symlink())
+            )
+            for path in own:
                 path.unlink()
                 removed.append(path)
+            self.notice = None
+            self._rebuilt = None
         kept: list[Path] = []
         for folder in (self.root / WAV2VEC_DIR, self.root):
             if not folder.is_dir():
@@ -494,4 +496,4 @@ class ModelStore:
                 folder.rmdir()
             except OSError:
                 kept.extend(p for p in folder.iterdir() if p.is_file())
-        return RemoveResult(tuple(removed), tuple(kept))
+        return RemoveResult(tuple(removed), tuple(kept), not_recorded)

@@ -5,6 +5,8 @@ record of what was verified, and status/result types (pure data, any thread).
 from __future__ import annotations
 
 import datetime as dt
+import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
@@ -72,13 +74,36 @@ class FileRecord:
 
     @staticmethod
     def from_json(raw: Any) -> FileRecord:
+        """Strictly: a SHA-256 of 64 hex digits, whole non-negative sizes, text dates.
+        Raises DamagedRecordError naming what is wrong."""
+        if not isinstance(raw, dict):
+            raise DamagedRecordError(f"{type(raw).__name__}, not an object")
+        sha = raw.get("sha256")
+        if not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+            raise DamagedRecordError("sha256 is not 64 hex digits")
+        size, mtime = raw.get("size"), raw.get("mtime_ns")
+        for name, value in (("size", size), ("mtime_ns", mtime)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise DamagedRecordError(f"{name} is not a whole number >= 0")
+        first, source = raw.get("first_verified"), raw.get("source", "")
+        if not isinstance(first, str) or not isinstance(source, str):
+            raise DamagedRecordError("first_verified or source is not text")
+        assert isinstance(size, int) and isinstance(mtime, int)
         return FileRecord(
-            sha256=str(raw["sha256"]),
-            size=int(raw["size"]),
-            mtime_ns=int(raw["mtime_ns"]),
-            first_verified=str(raw["first_verified"]),
-            source=str(raw.get("source", "")),
+            sha256=sha.lower(), size=size, mtime_ns=mtime, first_verified=first, source=source
         )
+
+
+_SHA256 = re.compile(r"[0-9a-fA-F]{64}")
+
+
+class DamagedRecordError(ValueError):
+    """`store.json` cannot be trusted as a whole; `salvaged` holds the entries that parsed."""
+
+    def __init__(self, reason: str, salvaged: StoreRecord | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.salvaged = salvaged
 
 
 @dataclass(frozen=True)
@@ -98,6 +123,49 @@ class StoreRecord:
         }
 
 
+def parse_record(data: bytes) -> StoreRecord:
+    """`store.json`'s bytes as a record; DamagedRecordError says why they are not one (not
+    UTF-8, not JSON, nested too deeply, wrong types), with whatever entries could be read."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DamagedRecordError(f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise DamagedRecordError("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise DamagedRecordError(f"not valid JSON ({exc})") from None
+    if not isinstance(raw, dict):
+        raise DamagedRecordError(f"a JSON {type(raw).__name__}, not an object")
+    problems: list[str] = []
+    origin: dict[str, str | None] = {}
+    for key in ("repo_id", "revision"):
+        value = raw.get(key)
+        if value is not None and not isinstance(value, str):
+            problems.append(f"{key} is not text")
+            value = None
+        origin[key] = value
+    files_raw = raw.get("files") or {}
+    files: dict[str, FileRecord] = {}
+    if not isinstance(files_raw, dict):
+        problems.append("files is not an object")
+        files_raw = {}
+    known = {e.path for e in MANIFEST}
+    for name, entry in files_raw.items():
+        if name not in known:
+            problems.append(f"{name!r} is not a file of the model")
+            continue
+        try:
+            files[name] = FileRecord.from_json(entry)
+        except DamagedRecordError as exc:
+            problems.append(f"{name}: {exc.reason}")
+    record = StoreRecord(repo_id=origin["repo_id"], revision=origin["revision"], files=files)
+    if problems:
+        raise DamagedRecordError("; ".join(problems[:3]), salvaged=record)
+    return record
+
+
 @dataclass(frozen=True)
 class FileStatus:
     path: str
@@ -114,6 +182,7 @@ class StoreStatus:
     repo_id: str | None
     revision: str | None
     files: tuple[FileStatus, ...]
+    notice: str | None = None  # something the user must be told (a rebuilt store.json)
 
     @property
     def complete(self) -> bool:
@@ -135,3 +204,4 @@ class ImportResult:
 class RemoveResult:
     removed: tuple[Path, ...]
     kept: tuple[Path, ...]  # files in the store directory that are not the store's
+    not_recorded: tuple[Path, ...] = ()  # model-named files the store never recorded (kept)

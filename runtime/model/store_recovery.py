@@ -1,0 +1,102 @@
+"""Rebuilding a damaged `store.json` from the files present (caller's thread, holding the
+store's lock; re-hashing takes seconds per GB).
+
+A record that cannot be read as a whole (not UTF-8, not JSON, nested too deeply, wrong
+types) is never silently ignored, which would make every verified file look unverified: it is
+renamed aside (`store.json.damaged-<time>`, kept for inspection) and a new one is written for
+the files that can be re-verified now: each present file is re-hashed and structure-checked,
+and must match a digest pinned in the manifest and any entry of the damaged record that could
+still be read. A file that fails stays unverified and the notice says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from runtime.model.files import sha256_file, structure_problem
+from runtime.model.store_records import (
+    STORE_FILE,
+    DamagedRecordError,
+    FileRecord,
+    StoreRecord,
+    utc_now,
+)
+
+if TYPE_CHECKING:
+    from runtime.model.store import ModelStore
+
+logger = logging.getLogger(__name__)
+
+DAMAGED_PREFIX = f"{STORE_FILE}.damaged-"
+REVERIFIED_SOURCE = "re-verified after store.json was damaged"
+
+
+def set_aside(path: Path) -> Path | None:
+    """Rename a damaged file to `<name>.damaged-<time>` beside it (never overwriting)."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    for n in range(100):
+        aside = path.with_name(f"{path.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
+        if aside.exists():
+            continue
+        try:
+            os.replace(path, aside)
+        except OSError as exc:
+            logger.warning("cannot set the damaged %s aside: %s", path, exc)
+            return None
+        return aside
+    return None
+
+
+def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[StoreRecord, str]:
+    """Set the damaged record aside, write one re-verified from the files present, and
+    return it with a notice for the user."""
+    salvaged = damage.salvaged or StoreRecord()
+    aside = set_aside(store.record_path)
+    files: dict[str, FileRecord] = {}
+    failed: list[str] = []
+    for entry in store.manifest:
+        path = store.path(entry.path)
+        try:
+            if not path.is_file():
+                continue
+            st = path.stat()
+            sha = sha256_file(path)
+        except OSError as exc:
+            failed.append(f"{entry.path} (unreadable: {exc.strerror or exc})")
+            continue
+        earlier = salvaged.files.get(entry.path)
+        problem = None
+        if entry.sha256 is not None and sha != entry.sha256:
+            problem = "differs from the published digest"
+        elif earlier is not None and earlier.sha256 != sha:
+            problem = "differs from the digest recorded when it was first verified"
+        else:
+            problem = structure_problem(path, entry.kind)
+        if problem:
+            failed.append(f"{entry.path} ({problem})")
+            continue
+        files[entry.path] = FileRecord(
+            sha256=sha,
+            size=st.st_size,
+            mtime_ns=st.st_mtime_ns,
+            first_verified=earlier.first_verified if earlier else utc_now(),
+            source=earlier.source if earlier else REVERIFIED_SOURCE,
+        )
+    record = StoreRecord(repo_id=salvaged.repo_id, revision=salvaged.revision, files=files)
+    with contextlib.suppress(OSError):
+        store._write_record(record)
+    kept = f" (the damaged file was kept as {aside.name})" if aside is not None else ""
+    notice = (
+        f"The model store's record {store.record_path} was damaged: {damage.reason}{kept}. "
+        f"It was rebuilt from the files present: {len(files)} file(s) re-verified by SHA-256"
+    )
+    if failed:
+        notice += "; not verified: " + ", ".join(failed)
+    notice += "."
+    logger.warning("%s", notice)
+    return record, notice

@@ -16,6 +16,7 @@ from huggingface_hub import close_session
 
 from runtime.commands import models_cmd
 from runtime.model import download as model_download
+from runtime.model import hub_fetch
 from runtime.model.download import (
     DownloadError,
     DownloadOptions,
@@ -258,7 +259,7 @@ def test_disk_full_during_write_leaves_the_previous_store_intact(
         record_before = recorded_digests(store)
 
         written = 0
-        real_write_all = model_download.write_all
+        real_write_all = hub_fetch.write_all
 
         def filling_write_all(f: object, data: bytes) -> None:
             nonlocal written
@@ -267,7 +268,7 @@ def test_disk_full_during_write_leaves_the_previous_store_intact(
                 raise OSError(errno.ENOSPC, "No space left on device")
             real_write_all(f, data)  # type: ignore[arg-type]
 
-        monkeypatch.setattr(model_download, "write_all", filling_write_all)
+        monkeypatch.setattr(hub_fetch, "write_all", filling_write_all)
         with pytest.raises(DiskFullError, match="left as they were"):
             download_model(store, options=options(hub, force=True))
     # A forced re-download replaced some files by identical ones before the disk filled up:

@@ -1,10 +1,12 @@
 """The app's settings (GUI thread): a frozen dataclass saved as JSON in the config dir.
 
 Saving is atomic (write a sibling temp file, fsync, rename over), so a crash mid-save leaves
-the previous file intact. A file that cannot be read as settings is renamed aside
-(`settings.corrupt-<time>.json`), defaults load, and `load()` returns a notice for the user.
-A field with a wrong type or out-of-range value falls back to its default on its own, so one
-bad value does not cost the user every other choice.
+the previous file intact. A file that cannot be read as settings at all (not UTF-8, not JSON,
+nested too deeply, not a settings object) is renamed aside (`settings.corrupt-<time>.json`),
+defaults load, and `load()` returns a notice for the user. A field with a wrong type or an
+out-of-range value (the ranges are `runtime.core.validate`'s, the ones the sliders show) falls
+back to its default on its own, so one bad value does not cost the user every other choice;
+the file is then kept aside too and the notice names each setting that was reset.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from runtime.core import validate
+from runtime.core.validate import Range, ValidationError
+
 logger = logging.getLogger(__name__)
 
 FILENAME = "settings.json"
@@ -29,7 +34,7 @@ BackgroundMode = Literal["none", "colour", "blur"]
 
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
 STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
-CFG_RANGE = (1.0, 5.0)
+CFG_RANGE = (validate.CFG.lo, validate.CFG.hi)
 HOP_CHOICES: tuple[int, ...] = (5, 10, 25)  # frames per engine step: 200, 400, 1000 ms
 
 
@@ -45,13 +50,14 @@ class Pose:
     natural: bool = True
 
 
-POSE_LIMITS: dict[str, float] = {
-    "yaw": 30.0,
-    "pitch": 20.0,
-    "roll": 20.0,
-    "gaze_x": 1.0,
-    "gaze_y": 1.0,
+POSE_RANGES: dict[str, Range] = {
+    "yaw": validate.YAW,
+    "pitch": validate.PITCH,
+    "roll": validate.ROLL,
+    "gaze_x": validate.GAZE_X,
+    "gaze_y": validate.GAZE_Y,
 }
+POSE_LIMITS: dict[str, float] = {name: r.hi for name, r in POSE_RANGES.items()}
 
 
 @dataclass(frozen=True)
@@ -87,33 +93,39 @@ class Settings:
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")
+_MAX_TEXT = 65_536  # characters: device names, folders and base64 window layouts are far shorter
 
 
-def _valid(name: str, value: Any) -> bool:
-    """Per-field checks beyond the type (called after it): the choices and ranges widgets show."""
-    if name in POSE_LIMITS:
-        return bool(abs(value) <= POSE_LIMITS[name])
-    if name == "source":
-        return value in ("microphone", "webcam")
-    if name == "background":
-        return value in ("none", "colour", "blur")
-    if name == "steps":
-        return value in STEPS_CHOICES
-    if name == "hop":
-        return value in HOP_CHOICES
-    if name == "cfg_scale":
-        return bool(CFG_RANGE[0] <= value <= CFG_RANGE[1])
-    if name in ("width", "height"):
-        return bool(16 <= value <= 4096)
-    if name == "background_colour":
-        return len(value) == 7 and value[0] == "#" and set(value[1:]) <= _HEX
-    return True
+def _check(name: str, value: Any) -> None:
+    """Per-field checks beyond the type (called after it): the choices and ranges widgets
+    show, as `runtime.core.validate` states them. Raises ValidationError naming the value."""
+    if name in POSE_RANGES:
+        POSE_RANGES[name].check(value, label=name)
+    elif name == "cfg_scale":
+        validate.CFG.check(value, label=name)
+    elif name in ("width", "height"):
+        validate.FRAME_SIDE.check(value, label=name)
+    elif name == "steps":
+        validate.check_choice(value, STEPS_CHOICES, label=name)
+    elif name == "hop":
+        validate.check_choice(value, HOP_CHOICES, label=name)
+    elif name in ("source", "background"):
+        choices = ("microphone", "webcam") if name == "source" else ("none", "colour", "blur")
+        if value not in choices:
+            raise ValidationError(f"{name} must be one of {', '.join(choices)}", subject=name)
+    elif name == "background_colour":
+        if not (len(value) == 7 and value[0] == "#" and set(value[1:]) <= _HEX):
+            raise ValidationError(f"{name} must be a colour like #1e2430", subject=name)
+    elif isinstance(value, str) and (len(value) > _MAX_TEXT or "\x00" in value):
+        raise ValidationError(f"{name} is not a usable text value", subject=name)
 
 
-def _coerce(cls: type[Any], raw: Any) -> Any:
-    """Build dataclass `cls` from parsed JSON, field by field, defaulting what is invalid."""
+def _coerce(cls: type[Any], raw: Any, problems: list[str], prefix: str = "") -> Any:
+    """Build dataclass `cls` from parsed JSON, field by field, defaulting what is invalid and
+    appending one line per reset setting to `problems`."""
     default = cls()
     if not isinstance(raw, dict):
+        problems.append(f"{prefix.rstrip('.') or 'settings'} (not a group of settings)")
         return default
     values: dict[str, Any] = {}
     for f in fields(cls):
@@ -121,16 +133,19 @@ def _coerce(cls: type[Any], raw: Any) -> Any:
             continue
         current = getattr(default, f.name)
         value = raw[f.name]
+        label = prefix + f.name
         if hasattr(current, "__dataclass_fields__"):
-            values[f.name] = _coerce(type(current), value)
+            values[f.name] = _coerce(type(current), value, problems, f"{label}.")
             continue
         if not _type_ok(current, value, "None" in str(f.type)):
-            logger.warning("settings: ignoring %s=%r (wrong type)", f.name, value)
+            problems.append(f"{label} (wrong type: {type(value).__name__})")
             continue
         if isinstance(current, float) and isinstance(value, int):
             value = float(value)
-        if not _valid(f.name, value):
-            logger.warning("settings: ignoring %s=%r (out of range)", f.name, value)
+        try:
+            _check(f.name, value)
+        except ValidationError as exc:
+            problems.append(f"{label} ({exc})")
             continue
         values[f.name] = value
     return replace(default, **values)
@@ -150,6 +165,24 @@ def _type_ok(default: Any, value: Any, optional: bool) -> bool:
     return isinstance(value, type(default))
 
 
+def _parse(data: bytes) -> dict[str, Any]:
+    """The settings object of a settings file; ValueError says why there is none."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
+    try:
+        raw = json.loads(text)
+    except RecursionError:
+        raise ValueError("JSON nested too deeply") from None
+    except ValueError as exc:
+        raise ValueError(f"not valid JSON ({exc})") from None
+    if not isinstance(raw, dict) or not isinstance(raw.get("settings"), dict):
+        raise ValueError("not a settings file")
+    settings: dict[str, Any] = raw["settings"]
+    return settings
+
+
 class SettingsStore:
     """Loads and saves `Settings` in one directory (the platformdirs config dir in the app)."""
 
@@ -158,24 +191,41 @@ class SettingsStore:
         self.path = directory / FILENAME
 
     def load(self) -> tuple[Settings, str | None]:
-        """The saved settings (defaults when there are none) and a notice for the user, if any."""
+        """The saved settings (defaults when there are none) and a notice for the user, if any.
+        Never raises: whatever the file holds, the app starts."""
         try:
-            text = self.path.read_text(encoding="utf-8")
+            data = self.path.read_bytes()
         except FileNotFoundError:
             return Settings(), None
         except OSError as exc:
             logger.warning("cannot read %s: %s", self.path, exc)
-            return Settings(), f"Your settings could not be read ({exc}); using defaults."
+            reason = exc.strerror or str(exc)
+            return (
+                Settings(),
+                f"Your settings file {self.path} could not be read ({reason}); using defaults.",
+            )
         try:
-            raw = json.loads(text)
-            if not isinstance(raw, dict) or not isinstance(raw.get("settings"), dict):
-                raise ValueError("not a settings file")
+            raw = _parse(data)
         except ValueError as exc:
             aside = self._set_aside()
             logger.warning("settings file %s is corrupt (%s); moved to %s", self.path, exc, aside)
             where = f" The damaged file was kept as {aside.name}." if aside else ""
-            return Settings(), f"Your settings file was damaged, so defaults are in use.{where}"
-        return _coerce(Settings, raw["settings"]), None
+            return (
+                Settings(),
+                f"Your settings file was damaged ({exc}), so defaults are in use.{where}",
+            )
+        problems: list[str] = []
+        settings = _coerce(Settings, raw, problems)
+        if not problems:
+            return settings, None
+        for problem in problems:
+            logger.warning("settings: reset %s", problem)
+        aside = self._set_aside()
+        where = f" The original file was kept as {aside.name}." if aside else ""
+        shown = "; ".join(problems[:3]) + (
+            f"; and {len(problems) - 3} more" if len(problems) > 3 else ""
+        )
+        return settings, f"Some settings were not valid and were reset to defaults: {shown}.{where}"
 
     def save(self, settings: Settings) -> None:
         self.directory.mkdir(parents=True, exist_ok=True)
@@ -193,11 +243,16 @@ class SettingsStore:
             raise
 
     def _set_aside(self) -> Path | None:
+        """Rename the file to `settings.corrupt-<time>[-n].json`, never over an earlier one."""
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        aside = self.path.with_name(f"settings.corrupt-{stamp}.json")
-        try:
-            os.replace(self.path, aside)
-        except OSError as exc:
-            logger.warning("cannot move the damaged settings aside: %s", exc)
-            return None
-        return aside
+        for n in range(100):
+            aside = self.path.with_name(f"settings.corrupt-{stamp}{f'-{n}' if n else ''}.json")
+            if aside.exists():
+                continue
+            try:
+                os.replace(self.path, aside)
+            except OSError as exc:
+                logger.warning("cannot move the damaged settings aside: %s", exc)
+                return None
+            return aside
+        return None

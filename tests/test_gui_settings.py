@@ -81,7 +81,9 @@ def test_a_bad_field_falls_back_alone(tmp_path: Path) -> None:
     }
     store.path.write_text(json.dumps(raw))
     settings, notice = store.load()
-    assert notice is None
+    # The user is told which settings were reset, and the original file is kept aside.
+    assert notice is not None and "pose.yaw" in notice and "source" in notice
+    assert len(list(tmp_path.glob("settings.corrupt-*.json"))) == 1
     assert settings.source == "microphone"
     assert settings.microphone == "Desk Mic"
     assert settings.pose == Pose(pitch=4.0)

@@ -69,10 +69,8 @@ def test_unreadable_settings_are_set_aside_and_defaults_load(tmp_path: Path, dat
 def test_non_finite_and_out_of_range_pose_is_reset_with_a_notice(
     tmp_path: Path, field: str, value: str, says: str
 ) -> None:
-    text = '{"version": 1, "settings": {"microphone": "Desk", "pose": {"%s": %s}}}' % (
-        field,
-        value,
-    )
+    pose = '{"' + field + '": ' + value + "}"  # raw JSON tokens: NaN, Infinity, -1e400
+    text = '{"version": 1, "settings": {"microphone": "Desk", "pose": ' + pose + "}}"
     settings, notice = load_bytes(tmp_path, text.encode())
     assert settings == Settings(microphone="Desk"), "the valid rest is kept"
     assert notice is not None and f"pose.{field}" in notice and says in notice

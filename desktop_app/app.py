@@ -8,14 +8,16 @@ from collections.abc import Sequence
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from desktop_app import assets, theme
+from desktop_app.error_boundary import ErrorBoundary, report
 from desktop_app.gallery import Gallery
 from desktop_app.main_window import MainWindow
 from desktop_app.services import AvatarTools, Backend
 from desktop_app.settings import SettingsStore
 from runtime.core import paths
+from runtime.core.validate import ValidationError
 
 logger = logging.getLogger(__name__)
 
@@ -61,17 +63,45 @@ def build_window(backend: Backend) -> MainWindow:
     )
 
 
+def _cannot_start(app: QApplication, boundary: ErrorBoundary, text: str) -> int:
+    """Say why the app cannot start (one sentence) and exit 1 once the user has read it."""
+    boundary.shown.connect(lambda _text: _quit_when_closed(app))
+    boundary.tell(text)
+    app.exec()
+    return 1
+
+
+def _quit_when_closed(app: QApplication) -> None:
+    box = next((w for w in app.topLevelWidgets() if isinstance(w, QMessageBox)), None)
+    if box is None:
+        app.quit()
+    else:
+        box.finished.connect(app.quit)
+
+
 def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) -> int:
     """Start the app. `backend` replaces the real runtime (tests pass fakes for hardware)."""
     app = create_app(sys.argv if argv is None else argv)
-    if backend is None:
-        from desktop_app.runtime_services import runtime_backend
+    boundary = ErrorBoundary().install()
+    try:
+        try:
+            paths.check_app_roots(config=True)
+        except ValidationError as exc:
+            logger.error("%s", exc)
+            return _cannot_start(app, boundary, f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+        try:
+            if backend is None:
+                from desktop_app.runtime_services import runtime_backend
 
-        backend = runtime_backend()
-    window = build_window(backend)
-    window.show()
-    QTimer.singleShot(0, window.check_models)
-    return app.exec()
+                backend = runtime_backend()
+            window = build_window(backend)
+        except Exception as exc:
+            return _cannot_start(app, boundary, report(exc, context="starting the app"))
+        window.show()
+        QTimer.singleShot(0, window.check_models)
+        return app.exec()
+    finally:
+        boundary.uninstall()
 
 
 if __name__ == "__main__":

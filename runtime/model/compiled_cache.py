@@ -459,6 +459,7 @@ def convert(
                 "so the model cannot be converted yet"
             )
         command = [sys.executable, "-m", EXPORTER_MODULE]
+    paths.check_root(root, what=paths.label("compiled-graph cache", paths.CACHE_ENV))
     root.mkdir(parents=True, exist_ok=True)
     tmp = root / f"{_TMP_PREFIX}{key}-{secrets.token_hex(4)}"
     tmp.mkdir()

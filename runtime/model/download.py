@@ -65,6 +65,7 @@ def download_model(
     identical to the hub's are kept. Raises `OfflineError` (with manual steps),
     `DownloadError`, `VerificationError`, `DiskFullError` or `Cancelled`."""
     options = options or DownloadOptions()
+    store.check_root()
     fetcher = _Fetcher(store, options, cancel)
     remotes = [fetcher.head(entry.path) for entry in store.manifest]
     commit = fetcher.revision

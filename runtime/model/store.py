@@ -88,12 +88,6 @@ def default_store_dir() -> Path:
     return paths.model_store_dir()
 
 
-# --------------------------------------------------------------------------- file helpers
-
-
-# --------------------------------------------------------------------------- status
-
-
 class ModelStore:
     """The checkpoints of one model, laid out as the published repository lays them out."""
 
@@ -109,6 +103,13 @@ class ModelStore:
         return f"ModelStore({str(self.root)!r})"
 
     # ---- paths
+
+    def check_root(self, *, writable: bool = True) -> None:
+        """ValidationError when the store folder cannot be used (a file in its place, named
+        with IMTALKER_DATA_DIR when that put it there) instead of NotADirectoryError later."""
+        default = self.root == paths.model_store_dir()
+        what = paths.label("model store", paths.DATA_ENV) if default else "model store"
+        paths.check_root(self.root, what=what, writable=writable)
 
     def expected(self, relpath: str) -> ExpectedFile:
         for entry in self.manifest:
@@ -183,6 +184,7 @@ class ModelStore:
             record = self.read_record()
             if record.repo_id == repo_id and record.revision == revision:
                 return
+            self.check_root()
             self.root.mkdir(parents=True, exist_ok=True)
             self._write_record(
                 StoreRecord(repo_id=repo_id, revision=revision, files=dict(record.files))
@@ -249,6 +251,7 @@ class ModelStore:
     def status(self, *, deep: bool = False, cancel: threading.Event | None = None) -> StoreStatus:
         """What is present and verified. `deep` re-hashes every file instead of trusting
         an unchanged size and modification time since it was last verified."""
+        self.check_root(writable=False)
         record = self.read_record()
         out: list[FileStatus] = []
         refreshed: dict[str, FileRecord] = {}
@@ -327,6 +330,7 @@ class ModelStore:
         cancel: threading.Event | None = None,
     ) -> ImportResult:
         """Copy the user's files into the store (never moving them), verifying each."""
+        self.check_root()
         located = self.locate(sources)
         if not located:
             raise ModelStoreError(

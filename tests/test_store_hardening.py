@@ -250,3 +250,40 @@ def test_import_refusal_says_the_copy_was_deleted_not_the_users_file(
     assert "copy made in the store was deleted" in message
     assert str(other / "renderer.ckpt") in message and "not touched" in message
     assert (other / "renderer.ckpt").is_file()
+
+
+# --------------------------------------------------------------------------- folders
+
+
+def test_data_dir_pointing_at_a_file_is_one_sentence_for_every_models_action(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, user_folder: Path
+) -> None:
+    import subprocess
+
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("x")
+    env = {**os.environ, "IMTALKER_DATA_DIR": str(blocker), "PYTHONPATH": str(Path.cwd())}
+    for action in (["status"], ["import", str(user_folder), "--no-convert"], ["remove", "--yes"]):
+        done = subprocess.run(
+            [sys.executable, "-m", "runtime.commands.cli", "models", *action],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 1, (action, done.stderr)
+        assert "Traceback" not in done.stderr and "IMTALKER_DATA_DIR" in done.stderr, done.stderr
+        assert "is a file, not a folder" in done.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_cache_dir_pointing_at_a_file_stops_conversion_with_a_sentence(
+    full_store: ModelStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.core.validate import ValidationError
+
+    blocker = tmp_path / "cache-file"
+    blocker.write_text("x")
+    monkeypatch.setenv("IMTALKER_CACHE_DIR", str(blocker))
+    with pytest.raises(ValidationError, match=r"IMTALKER_CACHE_DIR.*is a file, not a folder"):
+        convert(full_store, command=EXPORTER)

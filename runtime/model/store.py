@@ -144,6 +144,7 @@ class ModelStore:
         except FileNotFoundError:
             return StoreRecord()
         except OSError as exc:
+            self.check_root(writable=False)  # a file in the folder's place: say which
             raise ModelStoreError(
                 f"cannot read the model store's record {self.record_path}: {exc.strerror or exc}"
             ) from exc

@@ -8,10 +8,10 @@ from collections.abc import Sequence
 
 from PySide6.QtCore import QTimer
 from PySide6.QtGui import QIcon
-from PySide6.QtWidgets import QApplication, QMessageBox
+from PySide6.QtWidgets import QApplication
 
 from desktop_app import assets, theme
-from desktop_app.error_boundary import ErrorBoundary, report
+from desktop_app.error_boundary import ErrorBoundary, message_box, report
 from desktop_app.gallery import Gallery
 from desktop_app.main_window import MainWindow
 from desktop_app.services import AvatarTools, Backend
@@ -63,20 +63,10 @@ def build_window(backend: Backend) -> MainWindow:
     )
 
 
-def _cannot_start(app: QApplication, boundary: ErrorBoundary, text: str) -> int:
+def _cannot_start(text: str) -> int:
     """Say why the app cannot start (one sentence) and exit 1 once the user has read it."""
-    boundary.shown.connect(lambda _text: _quit_when_closed(app))
-    boundary.tell(text)
-    app.exec()
+    message_box(None, text).exec()
     return 1
-
-
-def _quit_when_closed(app: QApplication) -> None:
-    box = next((w for w in app.topLevelWidgets() if isinstance(w, QMessageBox)), None)
-    if box is None:
-        app.quit()
-    else:
-        box.finished.connect(app.quit)
 
 
 def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) -> int:
@@ -88,7 +78,7 @@ def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) ->
             paths.check_app_roots(config=True)
         except ValidationError as exc:
             logger.error("%s", exc)
-            return _cannot_start(app, boundary, f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
+            return _cannot_start(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
         try:
             if backend is None:
                 from desktop_app.runtime_services import runtime_backend
@@ -96,7 +86,7 @@ def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) ->
                 backend = runtime_backend()
             window = build_window(backend)
         except Exception as exc:
-            return _cannot_start(app, boundary, report(exc, context="starting the app"))
+            return _cannot_start(report(exc, context="starting the app"))
         window.show()
         QTimer.singleShot(0, window.check_models)
         return app.exec()

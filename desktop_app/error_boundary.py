@@ -52,6 +52,17 @@ def report(exc: BaseException, *, context: str) -> str:
     return text
 
 
+def message_box(parent: QWidget | None, text: str) -> QMessageBox:
+    """The box the boundary shows `text` in (deleted when closed)."""
+    box = QMessageBox(parent)
+    box.setIcon(QMessageBox.Icon.Critical)
+    box.setWindowTitle(TITLE)
+    box.setText(text)
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    return box
+
+
 class ErrorBoundary(QObject):
     """Installs `sys.excepthook` and `threading.excepthook`; shows at most one message box at
     a time (errors that arrive while it is open are logged, each to its own file)."""
@@ -110,12 +121,7 @@ class ErrorBoundary(QObject):
         self.messages.append(text)
         if self._box is not None and self._box.isVisible():
             return
-        box = QMessageBox(self._parent_window())
-        box.setIcon(QMessageBox.Icon.Critical)
-        box.setWindowTitle(TITLE)
-        box.setText(text)
-        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box = message_box(self._parent_window(), text)
         box.destroyed.connect(self._forget)
         self._box = box
         box.open()  # window-modal, never blocks the event loop

@@ -287,3 +287,17 @@ def test_cache_dir_pointing_at_a_file_stops_conversion_with_a_sentence(
     monkeypatch.setenv("IMTALKER_CACHE_DIR", str(blocker))
     with pytest.raises(ValidationError, match=r"IMTALKER_CACHE_DIR.*is a file, not a folder"):
         convert(full_store, command=EXPORTER)
+
+
+def test_a_weights_folder_is_never_written_even_with_a_damaged_store_json(
+    tmp_path: Path,
+) -> None:
+    from runtime.model.weights import WeightsFolder
+
+    root = write_tree(tmp_path / "weights", standin_files())
+    (root / "store.json").write_bytes(b"\xff damaged")
+    before = {p: p.read_bytes() for p in root.rglob("*") if p.is_file()}
+    folder = WeightsFolder.complete(root)
+    assert folder.verified_digests() is not None
+    folder.status()
+    assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before

@@ -17,6 +17,7 @@ from runtime.model.compiled_cache import ConversionCallback
 from runtime.model.files import sha256_file
 from runtime.model.store import ModelStore
 from runtime.model.store_errors import ModelStoreError
+from runtime.model.store_records import StoreRecord
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +28,11 @@ class ModelNotReadyError(ModelStoreError):
 
 class WeightsFolder(ModelStore):
     """A read-only folder of checkpoints in the published layout."""
+
+    def read_record(self) -> StoreRecord:
+        # Never the store's record: a `store.json` in the user's folder is not ours to read,
+        # set aside or rebuild (the folder is never written to); its files are hashed instead.
+        return StoreRecord()
 
     def verified_digests(self) -> dict[str, str] | None:
         digests: dict[str, str] = {}

@@ -285,6 +285,24 @@ def test_data_and_cache_folder_pointing_at_a_file(work: Path, speech: Path) -> N
     done = cli(work, *base, IMTALKER_CACHE_DIR=str(blocker / "sub"))
     refused(done, "IMTALKER_CACHE_DIR", "is a file, not a folder")
     no_output(out)
+    done = cli(work, "models", "status", IMTALKER_DATA_DIR=str(blocker))
+    refused(done, "IMTALKER_DATA_DIR", "is a file, not a folder")
+    done = cli(
+        work, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech), "--no-vcam",
+        IMTALKER_DATA_DIR=str(blocker),
+    )  # fmt: skip
+    refused(done, "IMTALKER_DATA_DIR", "is a file, not a folder")
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads and writes regardless of permissions")
+def test_unreadable_photo_and_audio(work: Path, speech: Path) -> None:
+    locked = work / "locked.png"
+    locked.write_bytes((work / "me.png").read_bytes())
+    locked.chmod(0)
+    out = work / "out.mp4"
+    done = cli(work, "render", "--avatar", str(locked), "--audio", str(speech), "--out", str(out))
+    refused(done, "locked.png", "permission denied")
+    no_output(out)
 
 
 def test_graphs_folder_missing(work: Path, speech: Path) -> None:

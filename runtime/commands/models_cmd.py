@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
+from runtime.commands.app_folders import check_app_folders
 from runtime.core.units import human_bytes, human_duration
 from runtime.model import compiled_cache
 from runtime.model.compiled_cache import ConversionError, ConversionProgress
@@ -422,6 +423,9 @@ _ACTIONS: dict[str, Callable[[argparse.Namespace, ModelStore], int]] = {
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.store is None:
+        # A file where the data or cache folder should be: one line naming the variable.
+        check_app_folders()
     store = ModelStore(args.store)
     if args.models_action is None:
         args.models_action = "status"

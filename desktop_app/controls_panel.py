@@ -1,14 +1,16 @@
 """Live controls (GUI thread): head pose and gaze, expressiveness, quality/speed and output.
 
 Each group reports a whole frozen value (`Pose`, `Quality`, `Output`) when any of its
-widgets changes, so the receiver never sees half an update.
+widgets changes, so the receiver never sees half an update. The pose sliders stay usable while
+"Natural" is on (a line under it says why they are dimmed): moving one switches Natural off,
+as users expect. While live, `show_apply_note` says when a change will be seen.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import Qt, QTimer, Signal
 from PySide6.QtGui import QColor
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -41,12 +43,15 @@ _POSE_UNITS = {"yaw": 1, "pitch": 1, "roll": 1, "gaze_x": 100, "gaze_y": 100}
 _POSE_LABELS = {
     "yaw": ("Head &yaw", "Turn the head left or right (degrees)"),
     "pitch": ("Head &pitch", "Tilt the head up or down (degrees)"),
-    "roll": ("Head &roll", "Lean the head sideways (degrees)"),
+    "roll": ("Head r&oll", "Lean the head sideways (degrees)"),
     "gaze_x": ("&Gaze left/right", "Where the eyes look, left to right"),
     "gaze_y": ("Ga&ze up/down", "Where the eyes look, up to down"),
 }
 _CFG_UNITS = 10
 _STEPS_LABELS = {1: "1 (fastest)", 2: "2", 4: "4 (balanced)", 9: "9 (reference quality)"}
+APPLY_NOTE_MS = 5000
+NATURAL_HINT = "Natural is on: the voice moves the head and eyes. Move a slider to steer them."
+STEER_HINT = "The sliders steer the head and eyes. Tick Natural to let the voice do it."
 _HOP_LABELS = {
     5: "5 frames (lowest latency)",
     10: "10 frames",
@@ -107,11 +112,23 @@ class ControlsPanel(QWidget):
 
         # ---- pose and gaze
         pose_box = QGroupBox("Head pose and gaze", self)
-        self.natural = QCheckBox("&Natural (let the voice drive head and eyes)", pose_box)
+        self.apply_note = QLabel(self)
+        self.apply_note.setObjectName("ApplyNote")
+        self.apply_note.setWordWrap(True)
+        self.apply_note.setAccessibleName("When changes apply")
+        self.apply_note.hide()
+        self._note_timer = QTimer(self)
+        self._note_timer.setSingleShot(True)
+        self._note_timer.setInterval(APPLY_NOTE_MS)
+        self._note_timer.timeout.connect(self.apply_note.hide)
+        self.natural = QCheckBox("&Natural head motion", pose_box)
         self.natural.setAccessibleName("Natural head motion")
         self.natural.setToolTip(
             "On: the model moves the head and eyes by itself. Off: the sliders steer them."
         )
+        self.natural_hint = QLabel(NATURAL_HINT, pose_box)
+        self.natural_hint.setObjectName("Hint")
+        self.natural_hint.setWordWrap(True)
         self.pose_sliders: dict[str, QSlider] = {}
         pose_form = QFormLayout()
         pose_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
@@ -134,6 +151,7 @@ class ControlsPanel(QWidget):
         self.reset_pose.setAccessibleName("Reset head pose and gaze")
         pose_layout = QVBoxLayout(pose_box)
         pose_layout.addWidget(self.natural)
+        pose_layout.addWidget(self.natural_hint)
         pose_layout.addLayout(pose_form)
         pose_layout.addWidget(self.reset_pose, 0, Qt.AlignmentFlag.AlignRight)
 
@@ -162,8 +180,8 @@ class ControlsPanel(QWidget):
         quality_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         for label, widget in (
             ("E&xpressiveness", self._cfg_row),
-            ("&Steps", self.steps),
-            ("&Hop", self.hop),
+            ("Steps", self.steps),
+            ("Hop", self.hop),
         ):
             text = QLabel(label, quality_box)
             text.setBuddy(self.cfg if widget is self._cfg_row else widget)
@@ -171,7 +189,7 @@ class ControlsPanel(QWidget):
 
         # ---- output
         output_box = QGroupBox("Output", self)
-        self.mirror = QCheckBox("&Mirror the picture", output_box)
+        self.mirror = QCheckBox("M&irror the picture", output_box)
         self.mirror.setAccessibleName("Mirror")
         self.resolution = QComboBox(output_box)
         self.resolution.setAccessibleName("Output resolution")
@@ -188,9 +206,9 @@ class ControlsPanel(QWidget):
         output_form = QFormLayout(output_box)
         output_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         output_rows: tuple[tuple[str, QWidget], ...] = (
-            ("Reso&lution", self.resolution),
+            ("Resol&ution", self.resolution),
             ("&Background", self.background),
-            ("Colo&ur", self.colour),
+            ("&Colour", self.colour),
         )
         for label, field in output_rows:
             caption = QLabel(label, output_box)
@@ -200,6 +218,7 @@ class ControlsPanel(QWidget):
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
+        root.addWidget(self.apply_note)
         root.addWidget(pose_box)
         root.addWidget(quality_box)
         root.addWidget(output_box)
@@ -208,7 +227,7 @@ class ControlsPanel(QWidget):
         self.set_values(pose=pose, quality=quality, output=output)
         self.natural.toggled.connect(self._pose_edited)
         for slider in self.pose_sliders.values():
-            slider.valueChanged.connect(self._pose_edited)
+            slider.valueChanged.connect(self._slider_moved)
         self.reset_pose.clicked.connect(self.reset)
         self.cfg.valueChanged.connect(self._quality_edited)
         self.steps.currentIndexChanged.connect(self._quality_edited)
@@ -272,20 +291,42 @@ class ControlsPanel(QWidget):
         self._sync_enabled()
 
     def reset(self) -> None:
-        """Centre every pose and gaze slider (the natural toggle is left as it is)."""
+        """Back to the default pose: Natural on and every slider centred, whatever it was."""
         self._loading = True
         try:
+            self.natural.setChecked(True)
             for slider in self.pose_sliders.values():
                 slider.setValue(0)
         finally:
             self._loading = False
         self._pose_edited()
 
+    def show_apply_note(self, seconds: float) -> None:
+        """Say that a change shows only after the pipeline's latency (for a few seconds)."""
+        self.apply_note.setText(f"Changes show in about {seconds:.0f} s (the live delay).")
+        self.apply_note.show()
+        self._note_timer.start()
+
     def _sync_enabled(self) -> None:
-        steer = not self.natural.isChecked()
+        natural = self.natural.isChecked()
+        self.natural_hint.setText(NATURAL_HINT if natural else STEER_HINT)
         for slider in self.pose_sliders.values():
-            slider.setEnabled(steer)
+            # Dimmed, not disabled: moving one is how the user takes over from Natural.
+            slider.setProperty("inactive", natural)
+            slider.style().unpolish(slider)
+            slider.style().polish(slider)
         self.colour.setEnabled(self._output.background == "colour")
+
+    def _slider_moved(self) -> None:
+        if self._loading:
+            return
+        if self.natural.isChecked():
+            self._loading = True
+            try:
+                self.natural.setChecked(False)
+            finally:
+                self._loading = False
+        self._pose_edited()
 
     def _pose_edited(self) -> None:
         if self._loading:

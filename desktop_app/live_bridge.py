@@ -7,12 +7,18 @@ frame and emits at most one pending notification, so a busy GUI shows fewer fram
 queueing them. Pose, quality and output settings are cheap, thread-safe setters and are
 applied straight away. `shutdown()` stops the session and joins the worker, so closing the
 window mid-inference ends cleanly.
+
+Problems come out as `problem` (a source that cannot open, a model that cannot load, the engine
+stopping) and `source_health` (the source lost and retrying, or back): the engine's source
+events only wake the GUI thread (a bare signal), which then reads the session's state. The
+microphone level is read from the session's capture-side meter 30 times a second.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
@@ -26,14 +32,27 @@ from desktop_app.services import (
     LiveEngine,
     LiveSession,
     LiveStats,
+    ModelLoadFailed,
+    SourceHealth,
+    SourceUnavailable,
     VirtualCameraInfo,
 )
-from desktop_app.settings import Output, Pose, Quality
+from desktop_app.settings import Output, Pose, Quality, SourceKind
 from desktop_app.tasks import TaskRunner
 
 logger = logging.getLogger(__name__)
 
 STATS_INTERVAL_MS = 500
+LEVEL_INTERVAL_MS = 33  # the meter follows the microphone 30 times a second
+
+
+@dataclass(frozen=True)
+class LiveProblem:
+    """Why going live failed or stopped, for the window's alert bar."""
+
+    topic: str  # "source", "model" or "engine"
+    message: str
+    source: SourceKind | None = None  # for "source": which kind could not be opened
 
 
 class LiveState(Enum):
@@ -80,8 +99,12 @@ class EngineBridge(QObject):
     avatar_switched = Signal(str)  # avatar id
     recording_changed = Signal(bool, str)  # recording?, path
     virtual_camera_changed = Signal(object)  # VirtualCameraInfo
+    problem = Signal(object)  # LiveProblem
+    source_health = Signal(object)  # SourceHealth, when it changes
+    level_updated = Signal(object)  # AudioLevel
     _frame_available = Signal()
     _engine_failed = Signal(str)
+    _source_event = Signal()
 
     def __init__(self, engine: LiveEngine, parent: QObject | None = None) -> None:
         super().__init__(parent)
@@ -99,8 +122,13 @@ class EngineBridge(QObject):
         self._stats_timer = QTimer(self)
         self._stats_timer.setInterval(STATS_INTERVAL_MS)
         self._stats_timer.timeout.connect(self._poll_stats)
+        self._level_timer = QTimer(self)
+        self._level_timer.setInterval(LEVEL_INTERVAL_MS)
+        self._level_timer.timeout.connect(self._poll_level)
+        self._health: SourceHealth | None = None
         self._frame_available.connect(self._deliver_frame)
         self._engine_failed.connect(self._on_engine_failed)
+        self._source_event.connect(self._poll_stats)
 
     # ---- state
 
@@ -128,7 +156,12 @@ class EngineBridge(QObject):
             return
         self._pose, self._quality, self._output = config.pose, config.quality, config.output
         self._set_state(LiveState.STARTING)
-        callbacks = LiveCallbacks(on_frame=self._on_frame, on_error=self._engine_failed.emit)
+        self._health = None
+        callbacks = LiveCallbacks(
+            on_frame=self._on_frame,
+            on_error=self._engine_failed.emit,
+            on_source=self._source_event.emit,
+        )
         box, engine = self._box, self.engine
 
         def job() -> LiveSession:
@@ -142,6 +175,7 @@ class EngineBridge(QObject):
             return
         self._set_state(LiveState.STOPPING)
         self._stats_timer.stop()
+        self._level_timer.stop()
         self._runner.submit(self._stop_job, on_done=self._stopped, on_error=self._stop_failed)
 
     def _stop_job(self) -> Path | None:
@@ -170,11 +204,18 @@ class EngineBridge(QObject):
         self.virtual_camera_changed.emit(session.virtual_camera)
         self._set_state(LiveState.LIVE)
         self._stats_timer.start()
+        self._level_timer.start()
+        self._poll_stats()
 
     def _start_failed(self, exc: BaseException) -> None:
         self._session = None
         self._set_state(LiveState.IDLE)
-        self.error.emit(f"Could not go live: {exc}")
+        if isinstance(exc, SourceUnavailable):
+            self.problem.emit(LiveProblem("source", str(exc), exc.kind))
+        elif isinstance(exc, ModelLoadFailed):
+            self.problem.emit(LiveProblem("model", str(exc)))
+        else:
+            self.error.emit(f"Could not go live: {exc}")
 
     def _stopped(self, saved: Path | None) -> None:
         self._session = None
@@ -190,7 +231,7 @@ class EngineBridge(QObject):
 
     def _on_engine_failed(self, message: str) -> None:
         if self._state in (LiveState.STARTING, LiveState.LIVE):
-            self.error.emit(message)
+            self.problem.emit(LiveProblem("engine", message))
             self.stop()
 
     # ---- live changes
@@ -307,6 +348,20 @@ class EngineBridge(QObject):
             logger.debug("stats unavailable: %s", exc)
             return
         self.stats_updated.emit(stats)
+        if stats.source is not None and stats.source != self._health:
+            self._health = stats.source
+            self.source_health.emit(stats.source)
+
+    def _poll_level(self) -> None:
+        if self._session is None:
+            return
+        try:
+            level = self._session.audio_level()
+        except Exception as exc:
+            logger.debug("level unavailable: %s", exc)
+            return
+        if level is not None:
+            self.level_updated.emit(level)
 
     # ---- closing
 
@@ -315,6 +370,7 @@ class EngineBridge(QObject):
         if self._closed:
             return True
         self._stats_timer.stop()
+        self._level_timer.stop()
         if self._state != LiveState.IDLE:
             self._runner.submit(self._stop_job)
         self._closed = True

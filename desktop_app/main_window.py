@@ -2,73 +2,65 @@
 and controls on the right, Go Live below the preview, the virtual camera in the status bar.
 
 Everything slow happens elsewhere: the engine on the bridge's worker thread, model set-up on
-the dialog's worker. This window only reacts to their signals.
+the dialog's worker. This window only reacts to their signals. Going live and its problems
+are in `live_status`, recording and snapshots in `recording`, menus in `window_menus`.
+
+The layout fits a 1024x640 window: the side panels narrow (down to their minimum) before
+anything is clipped, the settings scroll, the banners shorten, and buttons are never
+narrower than their text in any of their states.
 """
 
 from __future__ import annotations
 
 import itertools
 import logging
-import time
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QStandardPaths, Qt, QTimer, QUrl
-from PySide6.QtGui import (
-    QAction,
-    QCloseEvent,
-    QDesktopServices,
-    QDragEnterEvent,
-    QDropEvent,
-    QImage,
-    QKeySequence,
-    QShortcut,
-)
+from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import (
+    QDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
     QMessageBox,
     QPushButton,
-    QScrollArea,
+    QSizePolicy,
     QTabWidget,
     QVBoxLayout,
     QWidget,
 )
 
+from desktop_app.alerts import AlertBar
 from desktop_app.avatar_panel import AvatarPanel, dropped_photo
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.crop_dialog import CropDialog
 from desktop_app.gallery import Gallery
 from desktop_app.images import rgb_to_qimage
 from desktop_app.live_bridge import EngineBridge, LiveState
+from desktop_app.live_status import LIVE_TEXTS, LiveStatusMixin
 from desktop_app.model_setup import ModelSetupDialog
-from desktop_app.preview import PreviewStats, PreviewWidget
-from desktop_app.services import Backend, LiveConfig, LiveStats, UserError, VirtualCameraInfo
+from desktop_app.panels import SidePanel, fit_text_width, scrolling
+from desktop_app.preview import PreviewWidget
+from desktop_app.recording import RECORD_TEXT, STOP_RECORD_TEXT, RecordingMixin
+from desktop_app.services import Backend, UserError, VirtualCameraInfo
 from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
 from desktop_app.source_panel import SourcePanel
 from desktop_app.vcam_help import VirtualCameraHelp
+from desktop_app.window_menus import build_actions
 
 logger = logging.getLogger(__name__)
 
 WINDOW_TITLE = "imtalker-cam"
 SAVE_DELAY_MS = 400
+MIN_SIZE = QSize(1000, 600)
+DEFAULT_SIZE = QSize(1240, 760)
+STATS_TEXT, STATS_ON_TEXT = "&Stats", "✓ &Stats"
 
 
-def _side_panel(title: str, body: QWidget, parent: QWidget) -> QFrame:
-    frame = QFrame(parent)
-    frame.setObjectName("SidePanel")
-    heading = QLabel(title, frame)
-    heading.setObjectName("PanelTitle")
-    layout = QVBoxLayout(frame)
-    layout.setContentsMargins(12, 10, 12, 12)
-    layout.addWidget(heading)
-    layout.addWidget(body, 1)
-    return frame
-
-
-class MainWindow(QMainWindow):
+class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
     def __init__(
         self,
         *,
@@ -85,12 +77,16 @@ class MainWindow(QMainWindow):
         self.settings = settings or Settings()
         self.setWindowTitle(WINDOW_TITLE)
         self.setAcceptDrops(True)
-        self.resize(1240, 760)
-        self.setMinimumSize(960, 600)
+        self.setMinimumSize(MIN_SIZE)
+        self.resize(DEFAULT_SIZE)
         self.bridge = EngineBridge(backend.engine, self)
         self.model_dialog: ModelSetupDialog | None = None
+        self.about_box: QMessageBox | None = None
+        self.shortcuts_dialog: QDialog | None = None
         self.last_snapshot: Path | None = None
         self._vcam: VirtualCameraInfo | None = None
+        self._latency_s: float | None = None
+        self._relive_with_microphone = False
         self._closing = False
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
@@ -98,7 +94,7 @@ class MainWindow(QMainWindow):
         self._save_timer.timeout.connect(self.save_settings)
 
         self._build(notice)
-        self._build_actions()
+        self.actions_ = build_actions(self)
         self._connect()
         self._tab_order()
         self._restore_geometry()
@@ -113,13 +109,14 @@ class MainWindow(QMainWindow):
         central = QWidget(self)
         # Left: avatars.
         self.avatars = AvatarPanel(self.gallery, central)
-        left = _side_panel("Avatars", self.avatars, central)
-        left.setFixedWidth(262)
-        # Middle: notices, preview, live controls.
+        left = SidePanel("Avatars", self.avatars, central, width=250, minimum=180)
+        # Middle: problems, notices, preview, live controls.
+        self.alerts = AlertBar(central)
         self.notice = QFrame(central)
         self.notice.setObjectName("NoticeBanner")
         self.notice_label = QLabel(notice or "", self.notice)
         self.notice_label.setWordWrap(True)
+        self.notice_label.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         notice_close = QPushButton("OK", self.notice)
         notice_close.setAccessibleName("Dismiss the notice")
         notice_close.clicked.connect(self.notice.hide)
@@ -132,35 +129,38 @@ class MainWindow(QMainWindow):
         self.vcam_help.hide()
         self.preview = PreviewWidget(central)
         self.preview.set_overlay_visible(s.show_overlay)
+        self.preview.set_output(s.output)
 
-        self.live_button = QPushButton("Go Live", central)
+        self.live_button = QPushButton(LIVE_TEXTS[LiveState.IDLE], central)
         self.live_button.setObjectName("GoLive")
         self.live_button.setAccessibleName("Go live")
         self.live_button.setToolTip("Start or stop sending the avatar to the virtual camera  (F5)")
-        self.record_button = QPushButton("● &Record", central)
+        self.record_button = QPushButton(RECORD_TEXT, central)
         self.record_button.setObjectName("Recording")
         self.record_button.setCheckable(True)
         self.record_button.setAccessibleName("Record to a video file")
         self.record_button.setToolTip("Record the live output with the microphone audio  (Ctrl+R)")
-        self.snapshot_button = QPushButton("S&napshot", central)
+        self.snapshot_button = QPushButton("Snapshot", central)
         self.snapshot_button.setAccessibleName("Save a snapshot")
         self.snapshot_button.setToolTip("Save the current picture as a PNG  (Ctrl+Shift+S)")
-        self.overlay_button = QPushButton("&Stats", central)
+        self.overlay_button = QPushButton(STATS_ON_TEXT if s.show_overlay else STATS_TEXT, central)
         self.overlay_button.setCheckable(True)
         self.overlay_button.setChecked(s.show_overlay)
         self.overlay_button.setAccessibleName("Show fps, latency and provider on the preview")
         self.overlay_button.setToolTip("Show fps, latency and provider on the preview  (Ctrl+I)")
         self.live_info = QLabel(central)
         self.live_info.setObjectName("Muted")
+        self.live_info.setWordWrap(True)
+        self.live_info.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         bar = QHBoxLayout()
         bar.addWidget(self.live_button)
-        bar.addSpacing(8)
+        bar.addSpacing(6)
         bar.addWidget(self.record_button)
         bar.addWidget(self.snapshot_button)
         bar.addWidget(self.overlay_button)
-        bar.addStretch(1)
-        bar.addWidget(self.live_info)
+        bar.addWidget(self.live_info, 1)
         middle = QVBoxLayout()
+        middle.addWidget(self.alerts)
         middle.addWidget(self.notice)
         middle.addWidget(self.vcam_help)
         middle.addWidget(self.preview, 1)
@@ -172,88 +172,35 @@ class MainWindow(QMainWindow):
         self.controls = ControlsPanel(pose=s.pose, quality=s.quality, output=s.output)
         self.tabs = QTabWidget(central)
         self.tabs.setAccessibleName("Source and controls")
-        self.tabs.addTab(self._scrolling(self.source), "Source")
-        self.tabs.addTab(self._scrolling(self.controls), "Controls")
-        right = _side_panel("Settings", self.tabs, central)
-        right.setFixedWidth(372)
+        self.tabs.addTab(scrolling(self.source, self), "Source")
+        self.tabs.addTab(scrolling(self.controls, self), "Controls")
+        right = SidePanel("Settings", self.tabs, central, width=360, minimum=290)
 
         layout = QHBoxLayout(central)
-        layout.setContentsMargins(10, 10, 10, 6)
-        layout.setSpacing(10)
+        layout.setContentsMargins(8, 8, 8, 4)
+        layout.setSpacing(8)
         layout.addWidget(left)
         layout.addLayout(middle, 1)
         layout.addWidget(right)
         self.setCentralWidget(central)
 
+        for button, texts in (
+            (self.live_button, tuple(LIVE_TEXTS.values())),
+            (self.record_button, (RECORD_TEXT, STOP_RECORD_TEXT)),
+            (self.snapshot_button, ("Snapshot",)),
+            (self.overlay_button, (STATS_TEXT, STATS_ON_TEXT)),
+        ):
+            button.ensurePolished()
+            fit_text_width(button, *texts)
+
         # Status bar: the virtual camera, the provider, the avatar.
         self.vcam_status = QLabel("Virtual camera: checking…", self)
         self.vcam_status.setAccessibleName("Virtual camera status")
+        self.vcam_status.setSizePolicy(QSizePolicy.Policy.Ignored, QSizePolicy.Policy.Preferred)
         self.provider_status = QLabel("", self)
         self.provider_status.setAccessibleName("Execution provider")
         self.statusBar().addWidget(self.vcam_status, 1)
         self.statusBar().addPermanentWidget(self.provider_status)
-
-    def _scrolling(self, body: QWidget) -> QScrollArea:
-        area = QScrollArea(self)
-        area.setObjectName("PanelScroll")
-        area.setFocusPolicy(Qt.FocusPolicy.NoFocus)  # Tab goes straight to its controls
-        area.setWidgetResizable(True)
-        area.setFrameShape(QFrame.Shape.NoFrame)
-        area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
-        area.setWidget(body)
-        body.setContentsMargins(0, 8, 6, 0)
-        return area
-
-    def _build_actions(self) -> None:
-        def action(text: str, keys: list[QKeySequence.StandardKey | str], slot: object) -> QAction:
-            act = QAction(text, self)
-            act.setShortcuts([QKeySequence(k) for k in keys])
-            act.triggered.connect(slot)
-            self.addAction(act)
-            return act
-
-        self.live_action = action("&Go Live / Stop", ["F5", "Ctrl+L"], self.toggle_live)
-        self.add_action = action(
-            "&Add photo…", [QKeySequence.StandardKey.Open], self.avatars.choose_photo
-        )
-        self.record_action = action("&Record", ["Ctrl+R"], self.record_button.click)
-        self.snapshot_action = action("Snaps&hot", ["Ctrl+Shift+S"], self.snapshot)
-        self.overlay_action = action("Show &stats overlay", ["Ctrl+I"], self.overlay_button.click)
-        self.reset_action = action("&Reset pose", ["Ctrl+0"], self.controls.reset)
-        self.models_action = action("&Model set-up…", [], self.open_model_setup)
-        self.vcam_action = action("&Virtual camera help", [], self.show_vcam_help)
-        self.quit_action = action("&Quit", [QKeySequence.StandardKey.Quit], self.close)
-        rename = QShortcut(QKeySequence("F2"), self.avatars.list, self.avatars.rename_selected)
-        rename.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        delete = QShortcut(
-            QKeySequence.StandardKey.Delete, self.avatars.list, self.avatars.delete_selected
-        )
-        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
-        self.avatar_keys = []
-        for number in range(1, 10):
-            key = QShortcut(QKeySequence(str(number)), self)
-            key.activated.connect(lambda n=number: self.avatars.select_number(n))
-            self.avatar_keys.append(key)
-
-        menu = self.menuBar()
-        file_menu = menu.addMenu("&File")
-        file_menu.addAction(self.add_action)
-        file_menu.addAction(self.snapshot_action)
-        open_folder = file_menu.addAction("Open &recordings folder")
-        open_folder.triggered.connect(
-            lambda: QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.recordings_dir())))
-        )
-        file_menu.addSeparator()
-        file_menu.addAction(self.quit_action)
-        live_menu = menu.addMenu("&Live")
-        live_menu.addAction(self.live_action)
-        live_menu.addAction(self.record_action)
-        live_menu.addAction(self.reset_action)
-        view_menu = menu.addMenu("&View")
-        view_menu.addAction(self.overlay_action)
-        help_menu = menu.addMenu("&Help")
-        help_menu.addAction(self.models_action)
-        help_menu.addAction(self.vcam_action)
 
     def _tab_order(self) -> None:
         """Keyboard order: gallery, the live bar, then the settings tabs and the banners."""
@@ -273,6 +220,8 @@ class MainWindow(QMainWindow):
             self.vcam_help.toggle,
             self.vcam_help.recheck,
             self.vcam_help.hide_button,
+            self.alerts.action_button,
+            self.alerts.dismiss_button,
         ]
         for first, second in itertools.pairwise(chain):
             QWidget.setTabOrder(first, second)
@@ -298,6 +247,9 @@ class MainWindow(QMainWindow):
         bridge.frame_ready.connect(self.preview.show_frame)
         bridge.stats_updated.connect(self._stats_updated)
         bridge.error.connect(self.show_error)
+        bridge.problem.connect(self._live_problem)
+        bridge.source_health.connect(self._source_health)
+        bridge.level_updated.connect(self._level_updated)
         bridge.recording_changed.connect(self._recording_changed)
         bridge.virtual_camera_changed.connect(self._show_vcam)
         bridge.avatar_switched.connect(self._avatar_switched)
@@ -319,10 +271,11 @@ class MainWindow(QMainWindow):
         if self.settings.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         else:
+            # The available area leaves out task bars; the title bar is kept clear too.
             screen = self.screen().availableGeometry()
             self.resize(
-                max(960, min(1600, round(screen.width() * 0.92))),
-                max(600, min(1000, round(screen.height() * 0.92))),
+                max(MIN_SIZE.width(), min(DEFAULT_SIZE.width(), screen.width() - 16)),
+                max(MIN_SIZE.height(), min(DEFAULT_SIZE.height(), screen.height() - 40)),
             )
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
@@ -415,111 +368,27 @@ class MainWindow(QMainWindow):
             self._update_settings(avatar_id=None)
         self._show_still()
 
-    # ------------------------------------------------------------------ live
-
-    def toggle_live(self) -> None:
-        state = self.bridge.state
-        if state in (LiveState.LIVE, LiveState.STARTING):
-            self.bridge.stop()
-        elif state == LiveState.IDLE:
-            self.go_live()
-
-    def go_live(self) -> bool:
-        models = self.backend.models.model_state()
-        if not models.ready:
-            self.open_model_setup()
-            return False
-        avatar_id = self.avatars.selected_id()
-        if avatar_id is None:
-            self.show_error("Add or pick an avatar first.")
-            return False
-        try:
-            avatar = self.gallery.load_avatar(avatar_id)
-        except (OSError, KeyError) as exc:
-            self.show_error(f"Cannot read that avatar: {exc}")
-            return False
-        self.source.set_live(True)
-        s = self.settings
-        self.bridge.start(
-            LiveConfig(
-                avatar=avatar,
-                avatar_id=avatar_id,
-                source=self.source.kind,
-                microphone=self.source.microphone,
-                webcam=self.source.webcam,
-                pose=s.pose,
-                quality=s.quality,
-                output=s.output,
-                virtual_camera=bool(self._vcam and self._vcam.available),
-            )
-        )
-        return True
-
-    def _state_changed(self, state: LiveState) -> None:
-        if state == LiveState.IDLE:
-            self.source.set_live(False)
-            self.preview.set_stats(None)
-            self._show_still()
-            self.provider_status.setText("")
-        elif state == LiveState.STARTING:
-            self.preview.clear_live("Starting… loading the model and your avatar")
-        elif state == LiveState.LIVE:
-            entry = self.gallery.get(self.avatars.selected_id() or "")
-            self.live_info.setText(f"Live as {entry.name}" if entry else "Live")
-        self._sync_live_ui()
-        self._show_vcam(self._vcam)
-
-    def _sync_live_ui(self) -> None:
-        state = self.bridge.state
-        live = state == LiveState.LIVE
-        texts = {
-            LiveState.IDLE: "Go Live",
-            LiveState.STARTING: "Starting…",
-            LiveState.LIVE: "Stop",
-            LiveState.STOPPING: "Stopping…",
-        }
-        self.live_button.setText(texts[state])
-        self.live_button.setAccessibleName("Stop" if state != LiveState.IDLE else "Go live")
-        self.live_button.setProperty("live", state in (LiveState.LIVE, LiveState.STARTING))
-        self.live_button.setEnabled(state != LiveState.STOPPING)
-        self.live_button.style().unpolish(self.live_button)
-        self.live_button.style().polish(self.live_button)
-        self.record_button.setEnabled(live)
-        self.snapshot_button.setEnabled(live or self.avatars.selected_id() is not None)
-        if state == LiveState.IDLE:
-            self.live_info.setText("")
-            self.record_button.blockSignals(True)
-            self.record_button.setChecked(False)
-            self.record_button.blockSignals(False)
-
-    def _stats_updated(self, stats: LiveStats) -> None:
-        self.preview.set_stats(
-            PreviewStats(
-                fps=stats.fps,
-                latency_ms=stats.latency_ms,
-                provider=stats.provider,
-                realtime=stats.realtime,
-            )
-        )
-        self.provider_status.setText(
-            f"Running on {stats.provider}" + ("" if stats.realtime else " (not real time)")
-        )
-        if stats.audio_level is not None:
-            self.source.show_level(stats.audio_level)
-
     # ------------------------------------------------------------------ controls
 
     def _pose_changed(self, pose: Pose) -> None:
         self.bridge.set_pose(pose)
         self._update_settings(pose=pose)
+        self._control_changed_live()
 
     def _quality_changed(self, quality: Quality) -> None:
         self.bridge.set_quality(quality)
         self._update_settings(quality=quality)
+        self._control_changed_live()
 
     def _output_changed(self, output: Output) -> None:
         self.bridge.set_output(output)
+        self.preview.set_output(output)
         self._update_settings(output=output)
+
+    def reset_pose(self) -> None:
+        """Ctrl+0: Natural on, every slider centred; the status bar says so."""
+        self.controls.reset()
+        self.statusBar().showMessage("Head pose and gaze reset: Natural on, sliders centred.", 5000)
 
     def _source_changed(self, kind: str, device: str | None) -> None:
         if kind == "webcam":
@@ -528,57 +397,9 @@ class MainWindow(QMainWindow):
             self._update_settings(source="microphone", microphone=device)
 
     def _overlay_toggled(self, shown: bool) -> None:
+        self.overlay_button.setText(STATS_ON_TEXT if shown else STATS_TEXT)
         self.preview.set_overlay_visible(shown)
         self._update_settings(show_overlay=shown)
-
-    # ------------------------------------------------------------------ record and snapshot
-
-    def recordings_dir(self) -> Path:
-        if self.settings.recordings_dir:
-            return Path(self.settings.recordings_dir)
-        movies = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.MoviesLocation)
-        return Path(movies or Path.home()) / "imtalker-cam"
-
-    def _record_toggled(self, on: bool) -> None:
-        if on:
-            folder = self.recordings_dir()
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / time.strftime("imtalker-%Y%m%d-%H%M%S.mp4")
-            self.bridge.start_recording(path)
-        else:
-            self.bridge.stop_recording()
-
-    def _recording_changed(self, recording: bool, path: str) -> None:
-        self.record_button.blockSignals(True)
-        self.record_button.setChecked(recording)
-        self.record_button.blockSignals(False)
-        self.record_button.setText("■ Stop &recording" if recording else "● &Record")
-        if recording:
-            self.statusBar().showMessage(f"Recording to {path}")
-        elif path:
-            self.statusBar().showMessage(f"Saved the recording to {path}", 10000)
-
-    def snapshot(self) -> Path | None:
-        image = self.preview.current_frame
-        if image is None:
-            avatar_id = self.avatars.selected_id()
-            entry = self.gallery.get(avatar_id) if avatar_id else None
-            image = QImage(str(entry.avatar_path)) if entry else None
-        if image is None or image.isNull():
-            return None
-        folder = self.recordings_dir()
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / time.strftime("imtalker-%Y%m%d-%H%M%S.png")
-        counter = 1
-        while path.exists():
-            path = path.with_name(f"{path.stem.split('_')[0]}_{counter}.png")
-            counter += 1
-        if not image.save(str(path)):  # PNG, from the suffix
-            self.show_error(f"Could not save the snapshot to {path}")
-            return None
-        self.last_snapshot = path
-        self.statusBar().showMessage(f"Snapshot saved to {path}", 8000)
-        return path
 
     # ------------------------------------------------------------------ virtual camera
 

@@ -1,9 +1,10 @@
 """The large live preview (GUI thread): the latest frame, scaled to fit, with a stats overlay.
 
 Frames arrive as QImages through a signal; painting only ever shows the newest one, so a
-slow repaint drops frames instead of queueing them. The overlay shows fps, end-to-end
-latency and the execution provider actually in use; on the CPU it says plainly that the
-output will not be real time.
+slow repaint drops frames instead of queueing them. While not live the selected avatar is
+shown framed as the camera will send it (output size, background, mirror), with a caption.
+The overlay shows fps, end-to-end latency and the execution provider actually in use; on
+the CPU it says plainly that the output will not be real time.
 """
 
 from __future__ import annotations
@@ -13,6 +14,52 @@ from dataclasses import dataclass
 from PySide6.QtCore import QRect, QRectF, QSize, Qt
 from PySide6.QtGui import QColor, QFont, QImage, QPainter, QPaintEvent, QPen
 from PySide6.QtWidgets import QSizePolicy, QWidget
+
+from desktop_app.settings import Output
+
+_BACKGROUND_WORDS = {
+    "blur": "blurred background",
+    "colour": "colour background",
+    "none": "black bars",
+}
+
+
+def framed_still(avatar: QImage, output: Output) -> QImage:
+    """The avatar as the camera sends it at rest: the output's size, the face centred at full
+    height, the sides filled as chosen, mirrored if asked (a GUI-side sketch of the runtime's
+    frame composer, at preview resolution)."""
+    scale = min(1.0, 720 / max(output.width, output.height))
+    width, height = max(1, round(output.width * scale)), max(1, round(output.height * scale))
+    frame = QImage(width, height, QImage.Format.Format_RGB32)
+    if output.background == "colour":
+        frame.fill(QColor(output.background_colour))
+    else:
+        frame.fill(QColor(0, 0, 0))
+    p = QPainter(frame)
+    p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
+    if output.background == "blur":
+        tiny = avatar.scaled(
+            16, 16, Qt.AspectRatioMode.IgnoreAspectRatio, Qt.TransformationMode.SmoothTransformation
+        )
+        p.drawImage(QRect(0, 0, width, height), tiny)
+        p.fillRect(QRect(0, 0, width, height), QColor(0, 0, 0, 77))  # darkened like the camera's
+    face = avatar.scaled(
+        QSize(width, height),
+        Qt.AspectRatioMode.KeepAspectRatio,
+        Qt.TransformationMode.SmoothTransformation,
+    )
+    if output.mirror:
+        face = face.flipped(Qt.Orientation.Horizontal)
+    p.drawImage((width - face.width()) // 2, (height - face.height()) // 2, face)
+    p.end()
+    return frame
+
+
+def output_caption(output: Output) -> str:
+    parts = [f"{output.width} × {output.height}", _BACKGROUND_WORDS.get(output.background, "")]
+    if output.mirror:
+        parts.append("mirrored")
+    return "What the camera will send: " + " · ".join(p for p in parts if p)
 
 
 @dataclass(frozen=True)
@@ -28,12 +75,14 @@ class PreviewWidget(QWidget):
         super().__init__(parent)
         self.setAccessibleName("Live preview")
         self.setAccessibleDescription("The picture the virtual camera sends")
-        self.setMinimumSize(360, 270)
+        self.setMinimumSize(240, 160)
         self.setSizePolicy(QSizePolicy.Policy.Expanding, QSizePolicy.Policy.Expanding)
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
         self._frame: QImage | None = None
         self._still: QImage | None = None  # the selected avatar, shown while not live
         self._stats: PreviewStats | None = None
+        self._output: Output | None = None
+        self._framed: QImage | None = None
         self._message = "Pick an avatar, then press Go Live"
         self._overlay = True
         self.frames_shown = 0
@@ -50,7 +99,30 @@ class PreviewWidget(QWidget):
 
     def show_still(self, image: QImage | None) -> None:
         self._still = image
+        self._frame_still()
+
+    def set_output(self, output: Output) -> None:
+        """How the camera frames the picture: the idle preview shows the same."""
+        self._output = output
+        self._frame_still()
+
+    def _frame_still(self) -> None:
+        still, output = self._still, self._output
+        if still is None or still.isNull() or output is None:
+            self._framed = still
+        else:
+            self._framed = framed_still(still, output)
         self.update()
+
+    @property
+    def idle_picture(self) -> QImage | None:
+        """What is shown while not live (the framed avatar)."""
+        return self._framed
+
+    def caption(self) -> str:
+        return (
+            "" if self._output is None or self._frame is not None else output_caption(self._output)
+        )
 
     def clear_live(self, message: str) -> None:
         self._frame = None
@@ -92,12 +164,15 @@ class PreviewWidget(QWidget):
         p.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform)
         p.setRenderHint(QPainter.RenderHint.Antialiasing)
         p.fillRect(self.rect(), QColor(10, 11, 14))
-        image = self._frame if self._frame is not None else self._still
+        image = self._frame if self._frame is not None else self._framed
         if image is not None and not image.isNull():
             target = self._fit(image.size())
             p.drawImage(target, image)
             if self._frame is None:
                 p.fillRect(target, QColor(10, 11, 14, 120))  # the still is dimmed: not live
+                p.setPen(QPen(QColor(90, 98, 115), 1, Qt.PenStyle.DashLine))
+                p.drawRect(target.adjusted(0, 0, -1, -1))
+                self._paint_caption(p, target)
         if self._frame is None:
             self._paint_message(p)
         elif self._overlay and self._stats is not None:
@@ -133,6 +208,21 @@ class PreviewWidget(QWidget):
         p.drawRoundedRect(panel, 12, 12)
         p.setPen(QColor(232, 235, 241))
         p.drawText(panel, Qt.TextFlag.TextWordWrap | Qt.AlignmentFlag.AlignCenter, self._message)
+
+    def _paint_caption(self, p: QPainter, target: QRect) -> None:
+        text = self.caption()
+        if not text:
+            return
+        font = QFont(self.font())
+        font.setPointSizeF(9.0)
+        p.setFont(font)
+        text = p.fontMetrics().elidedText(text, Qt.TextElideMode.ElideRight, target.width() - 16)
+        p.setPen(QColor(200, 206, 218))
+        p.drawText(
+            target.adjusted(8, 0, -8, -6),
+            Qt.AlignmentFlag.AlignBottom | Qt.AlignmentFlag.AlignHCenter,
+            text,
+        )
 
     def _paint_overlay(self, p: QPainter) -> None:
         s = self._stats

@@ -30,6 +30,18 @@ class Offline(UserError):
     """The network (or the model hub) cannot be reached."""
 
 
+class SourceUnavailable(UserError):
+    """The chosen source (microphone or webcam) cannot be opened: Go Live refuses."""
+
+    def __init__(self, message: str, *, kind: SourceKind) -> None:
+        super().__init__(message)
+        self.kind: SourceKind = kind
+
+
+class ModelLoadFailed(UserError):
+    """The converted model is there but cannot be loaded (damaged files, out of memory...)."""
+
+
 # ---- avatars
 
 
@@ -54,15 +66,41 @@ class Closable(Protocol):
     def close(self) -> None: ...
 
 
-class Devices(Protocol):
-    def microphones(self) -> list[str]: ...
+@dataclass(frozen=True)
+class DeviceChoice:
+    """One device as the user sees it, and the stable id the settings remember."""
 
-    def default_microphone(self) -> str | None: ...
+    id: str  # survives re-plugging and reboots (not an index)
+    label: str  # the system's description, e.g. "Blue Yeti Stereo Microphone"
+
+
+@dataclass(frozen=True)
+class AudioLevel:
+    """A meter reading: the RMS and peak of the audio since the previous reading, in dBFS."""
+
+    rms_db: float
+    peak_db: float
+
+
+SILENT = AudioLevel(rms_db=-100.0, peak_db=-100.0)
+
+
+class Devices(Protocol):
+    def microphones(self) -> list[DeviceChoice]:
+        """Each microphone once, by its description; the system default is not listed."""
+        ...
+
+    def default_microphone(self) -> str | None:
+        """The description of the system default microphone, when it is known."""
+        ...
 
     def webcams(self) -> list[str]: ...
 
-    def monitor_microphone(self, device: str | None, on_level: Callable[[float], None]) -> Closable:
-        """Open the microphone and report its level (0..1, ~20 times a second) until closed."""
+    def monitor_microphone(
+        self, device: str | None, on_level: Callable[[AudioLevel], None]
+    ) -> Closable:
+        """Open the microphone (by id; None: the system default) and report its level 30 times
+        a second until closed."""
         ...
 
     def preview_webcam(self, device: str, on_frame: Callable[[RGB], None]) -> Closable:
@@ -137,6 +175,31 @@ class LiveConfig:
     virtual_camera: bool  # send to the virtual camera (when one is available)
 
 
+SourceState = Literal["starting", "running", "retrying", "stopped"]
+
+
+@dataclass(frozen=True)
+class SourceHealth:
+    """How the live source is doing, for the window to say (not only the log)."""
+
+    kind: SourceKind
+    state: SourceState
+    detail: str | None = None  # what went wrong, in the runtime's words
+    retries: int = 0  # attempts to reopen it so far
+
+    def describe(self) -> str:
+        name = "microphone" if self.kind == "microphone" else "webcam"
+        if self.state == "retrying":
+            why = f" ({self.detail})" if self.detail else ""
+            tries = f", attempt {self.retries}" if self.retries else ""
+            return f"The {name} was lost{why}. Retrying{tries}…"
+        if self.state == "stopped":
+            return f"The {name} stopped" + (f": {self.detail}" if self.detail else ".")
+        if self.state == "starting":
+            return f"Opening the {name}…"
+        return f"The {name} is working."
+
+
 @dataclass(frozen=True)
 class LiveStats:
     fps: float
@@ -144,6 +207,11 @@ class LiveStats:
     provider: str  # short name of the provider doing the work: "CUDA", "CPU", ...
     realtime: bool
     audio_level: float | None  # 0..1 microphone level, when the source is a microphone
+    source: SourceHealth | None = None
+
+
+def _nothing() -> None:
+    pass
 
 
 @dataclass(frozen=True)
@@ -152,6 +220,7 @@ class LiveCallbacks:
 
     on_frame: Callable[[RGB], None]  # the newest output frame, for the preview
     on_error: Callable[[str], None]  # the engine stopped on an error (message for the user)
+    on_source: Callable[[], None] = _nothing  # the source's health changed: ask stats() now
 
 
 class LiveSession(Protocol):
@@ -169,6 +238,11 @@ class LiveSession(Protocol):
 
     def stats(self) -> LiveStats: ...
 
+    def audio_level(self) -> AudioLevel | None:
+        """The microphone's level since the last call, read from the capture side (cheap,
+        any thread); None when the source is not a microphone."""
+        ...
+
     def start_recording(self, path: Path) -> None: ...
 
     def stop_recording(self) -> Path | None: ...
@@ -182,7 +256,10 @@ class LiveEngine(Protocol):
     def virtual_camera_status(self) -> VirtualCameraInfo: ...
 
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:
-        """Open the model, the source and the sinks and start producing frames (slow)."""
+        """Open the model, the source and the sinks and start producing frames (slow).
+
+        Raises SourceUnavailable when the chosen source cannot be opened and ModelLoadFailed
+        when the model cannot be loaded, before anything starts."""
         ...
 
 

@@ -1,15 +1,17 @@
 """What drives the face (GUI thread): a microphone with a level meter, or a webcam.
 
-Device lists come from the backend; the chosen device is remembered by name. "Test" opens
-the microphone (or webcam) without going live: levels and frames arrive on device threads
-and reach the widgets only through signals. While live the engine owns the device, so the
-test stops and the meter shows the engine's own level.
+Microphones are listed by their system descriptions and remembered by a stable id (never an
+index). "Test" opens the microphone (or webcam) without going live and reads "Stop" while it
+runs: levels and frames arrive on device threads and reach the widgets only through signals.
+While live the engine owns the device, so the test stops and the meter shows the level read
+on the engine's capture side (30 times a second, whatever the engine is doing).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
@@ -19,7 +21,6 @@ from PySide6.QtWidgets import (
     QFormLayout,
     QHBoxLayout,
     QLabel,
-    QProgressBar,
     QPushButton,
     QRadioButton,
     QVBoxLayout,
@@ -27,7 +28,8 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.images import rgb_to_qimage
-from desktop_app.services import Closable, Devices
+from desktop_app.level_meter import LevelMeter
+from desktop_app.services import AudioLevel, Closable, DeviceChoice, Devices
 from desktop_app.settings import SourceKind
 
 logger = logging.getLogger(__name__)
@@ -39,13 +41,13 @@ DEFAULT_LABEL = "System default"
 class _DeviceSignals(QObject):
     """Carries device-thread callbacks to the GUI thread."""
 
-    level = Signal(float)
+    level = Signal(float, float)  # rms, peak dBFS (plain floats: queued across threads)
     frame = Signal(QImage)
     failed = Signal(str)
 
 
 class SourcePanel(QWidget):
-    source_changed = Signal(str, object)  # kind, device name (None: system default)
+    source_changed = Signal(str, object)  # kind, device id (None: system default)
 
     def __init__(
         self,
@@ -66,8 +68,10 @@ class SourcePanel(QWidget):
 
         self.mic_radio = QRadioButton("&Microphone", self)
         self.mic_radio.setAccessibleName("Use the microphone")
-        self.cam_radio = QRadioButton("&Webcam (your face drives the avatar)", self)
+        self.mic_radio.setToolTip("Your voice drives the avatar's lips, head and eyes")
+        self.cam_radio = QRadioButton("&Webcam", self)
         self.cam_radio.setAccessibleName("Use the webcam")
+        self.cam_radio.setToolTip("Your face's movements drive the avatar")
         group = QButtonGroup(self)
         group.addButton(self.mic_radio)
         group.addButton(self.cam_radio)
@@ -84,7 +88,7 @@ class SourcePanel(QWidget):
         self.cam_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.refresh_button = QPushButton("Re&fresh", self)
+        self.refresh_button = QPushButton("Refresh", self)
         self.refresh_button.setAccessibleName("Refresh the device lists")
         self.test_button = QPushButton("&Test", self)
         self.test_button.setCheckable(True)
@@ -92,11 +96,7 @@ class SourcePanel(QWidget):
         self.test_button.setToolTip(
             "Show the microphone level (or the webcam crop) without going live"
         )
-        self.level = QProgressBar(self)
-        self.level.setObjectName("LevelMeter")
-        self.level.setRange(0, 100)
-        self.level.setTextVisible(False)
-        self.level.setAccessibleName("Microphone level")
+        self.level = LevelMeter(self)
         self.cam_preview = QLabel(self)
         self.cam_preview.setFixedSize(WEBCAM_PREVIEW, WEBCAM_PREVIEW)
         self.cam_preview.setAlignment(Qt.AlignmentFlag.AlignCenter)
@@ -111,9 +111,9 @@ class SourcePanel(QWidget):
 
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
-        mic_label = QLabel("Mi&crophone", self)
+        mic_label = QLabel("Device", self)
         mic_label.setBuddy(self.mic_combo)
-        cam_label = QLabel("Web&cam", self)
+        cam_label = QLabel("Camera", self)
         cam_label.setBuddy(self.cam_combo)
         form.addRow(mic_label, self.mic_combo)
         form.addRow("Level", self.level)
@@ -140,7 +140,7 @@ class SourcePanel(QWidget):
         self.cam_combo.currentIndexChanged.connect(self._device_changed)
         self.refresh_button.clicked.connect(self.refresh)
         self.test_button.toggled.connect(self._test_toggled)
-        self._signals.level.connect(self.show_level)
+        self._signals.level.connect(lambda rms, peak: self.show_level(AudioLevel(rms, peak)))
         self._signals.frame.connect(self._show_frame)
         self._signals.failed.connect(self._probe_failed)
 
@@ -173,13 +173,18 @@ class SourcePanel(QWidget):
 
     def refresh(self) -> None:
         """Re-read the device lists, keeping the chosen devices when they are still there."""
-        mic_names = self._list(self.devices.microphones)
-        cam_names = self._list(self.devices.webcams)
-        self._fill(self.mic_combo, mic_names, self._wanted_mic, True)
+        mics_found: list[DeviceChoice] = self._list(self.devices.microphones)
+        cam_names: list[str] = self._list(self.devices.webcams)
+        mic_items = [(m.id, m.label) for m in mics_found]
+        # A name saved by an older version (before stable ids) finds its device again.
+        if self._wanted_mic is not None and all(i != self._wanted_mic for i, _ in mic_items):
+            match = next((i for i, label in mic_items if label == self._wanted_mic), None)
+            self._wanted_mic = match or self._wanted_mic
+        self._fill(self.mic_combo, mic_items, self._wanted_mic, True)
         default = self._default_name()
         self.mic_combo.setItemText(0, f"{DEFAULT_LABEL} ({default})" if default else DEFAULT_LABEL)
-        self._fill(self.cam_combo, cam_names, self._wanted_cam, False)
-        mics, cams = len(mic_names), len(cam_names)
+        self._fill(self.cam_combo, [(n, n) for n in cam_names], self._wanted_cam, False)
+        mics, cams = len(mics_found), len(cam_names)
         self.status.setText(
             f"{mics} microphone{'s' if mics != 1 else ''} and {cams} "
             f"webcam{'s' if cams != 1 else ''} found."
@@ -192,7 +197,7 @@ class SourcePanel(QWidget):
         except Exception:  # as for the lists: never break the panel
             return None
 
-    def _list(self, lister: Callable[[], list[str]]) -> list[str]:
+    def _list(self, lister: Callable[[], list[Any]]) -> list[Any]:
         try:
             return list(lister())
         except Exception as exc:  # a missing audio system must not break the panel
@@ -201,14 +206,18 @@ class SourcePanel(QWidget):
             return []
 
     @staticmethod
-    def _fill(combo: QComboBox, names: list[str], wanted: str | None, with_default: bool) -> None:
+    def _fill(
+        combo: QComboBox, items: list[tuple[str, str]], wanted: str | None, with_default: bool
+    ) -> None:
+        """`items`: (id, label) pairs; the combo shows labels and keeps ids as item data."""
         combo.blockSignals(True)
         try:
             combo.clear()
             if with_default:
                 combo.addItem(DEFAULT_LABEL, None)
-            for name in names:
-                combo.addItem(name, name)
+            for device_id, label in items:
+                combo.addItem(label, device_id)
+                combo.setItemData(combo.count() - 1, label, Qt.ItemDataRole.ToolTipRole)
             index = combo.findData(wanted) if wanted is not None else 0
             if wanted is not None and index < 0:
                 combo.addItem(f"{wanted} (not connected)", wanted)
@@ -227,10 +236,10 @@ class SourcePanel(QWidget):
             self.test_button.setChecked(False)
         self._sync()
         if not live:
-            self.level.setValue(0)
+            self.level.reset()
 
-    def show_level(self, level: float) -> None:
-        self.level.setValue(round(100 * min(1.0, max(0.0, level))))
+    def show_level(self, level: AudioLevel) -> None:
+        self.level.set_level(level)
 
     def stop_test(self) -> None:
         """Close the test device (also called when the window closes)."""
@@ -267,6 +276,7 @@ class SourcePanel(QWidget):
         self.source_changed.emit(self.kind, device)
 
     def _test_toggled(self, on: bool) -> None:
+        self.test_button.setText("S&top" if on else "&Test")
         if on:
             self._open_probe()
         else:
@@ -277,7 +287,9 @@ class SourcePanel(QWidget):
         signals = self._signals
         try:
             if self.kind == "microphone":
-                self._probe = self.devices.monitor_microphone(self.microphone, signals.level.emit)
+                self._probe = self.devices.monitor_microphone(
+                    self.microphone, lambda lv: signals.level.emit(lv.rms_db, lv.peak_db)
+                )
                 self.status.setText("Speak: the bar shows what the microphone hears.")
             else:
                 camera = self.webcam
@@ -294,7 +306,7 @@ class SourcePanel(QWidget):
         probe, self._probe = self._probe, None
         if probe is not None:
             probe.close()
-        self.level.setValue(0)
+        self.level.reset()
 
     def _probe_failed(self, message: str) -> None:
         self.test_button.setChecked(False)

@@ -12,114 +12,23 @@ import math
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PySide6.QtCore import QByteArray, QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
 from PySide6.QtWidgets import QApplication, QMainWindow, QWidget
 from pytestqt.qtbot import QtBot
 
-from desktop_app.app import build_window
 from desktop_app.crop_dialog import CropDialog
 from desktop_app.images import qimage_to_rgb
 from desktop_app.live_bridge import LiveState
 from desktop_app.main_window import MainWindow
-from desktop_app.runtime_services import runtime_backend
-from runtime.media.audio_file import load_audio
 from tests.fakes import virtual_camera as fakecam
-from tests.fakes.camera import FakeCv2
-from tests.fakes.sound_device import FakeSoundDevice
-from tests.stub_graphs import write_stub_graphs
 from tests.support.gui import unnamed
-
-ENGINE_THREADS = ("live-worker", "pacer", "audio-watchdog", "fake-mic", "recorder", "webcam")
-
-
-@dataclass
-class Hops:
-    """Every hop the engine made, with when it was recorded (engine thread -> test)."""
-
-    records: list[Any] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __call__(self, record: Any) -> None:
-        with self.lock:
-            self.records.append(record)
-
-    def since(self, t: float) -> list[Any]:
-        with self.lock:
-            return [h for h in self.records if h.started > t]
-
-
-@pytest.fixture(scope="module")
-def graphs(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return write_stub_graphs(tmp_path_factory.mktemp("graphs"))
-
-
-@pytest.fixture
-def app_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    for name in ("CONFIG", "DATA", "CACHE"):
-        monkeypatch.setenv(f"IMTALKER_{name}_DIR", str(tmp_path / name.lower()))
-    return tmp_path
-
-
-@pytest.fixture
-def hops() -> Hops:
-    return Hops()
-
-
-WindowFactory = Callable[..., MainWindow]
-
-
-@pytest.fixture
-def make_window(
-    qtbot: QtBot, app_dirs: Path, graphs: Path, fixtures_dir: Path, hops: Hops
-) -> Iterator[WindowFactory]:
-    """Build the real window over the runtime with hardware fakes; closed after the test."""
-    fakecam.register()
-    speech = load_audio(fixtures_dir / "audio_1.wav")
-    made: list[MainWindow] = []
-
-    def make(*, vcam_backend: str = "fake") -> MainWindow:
-        backend = runtime_backend(
-            graphs_dir=graphs,
-            sound_device=FakeSoundDevice(speech, 16_000, name="Fake USB Mic", loop=True),
-            camera_module=FakeCv2(),
-            webcam_lister=lambda: ["0: Fake Camera"],
-            vcam_backend=vcam_backend,
-            on_hop=hops,
-        )
-        win = build_window(backend)
-        qtbot.addWidget(win)
-        win.show()
-        activate(qtbot, win)
-        made.append(win)
-        return win
-
-    yield make
-    for win in made:
-        win.close()
-    for t in threading.enumerate():
-        assert t.name not in ENGINE_THREADS, f"engine thread {t.name} outlived the window"
-
-
-@pytest.fixture
-def window(make_window: WindowFactory) -> MainWindow:
-    return make_window()
-
-
-def activate(qtbot: QtBot, win: MainWindow) -> None:
-    """Make `win` the active window: shortcuts (number keys, F5) only reach that one.
-    Offscreen, activation does not come back by itself after a dialog closes."""
-    handle = win.windowHandle()
-    assert handle is not None
-    handle.requestActivate()
-    qtbot.waitUntil(win.isActiveWindow)
+from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
+from tests.support.gui_window import ENGINE_THREADS, Hops, WindowFactory, activate
 
 
 def _pixel(window: MainWindow) -> np.ndarray:
@@ -359,17 +268,18 @@ def test_microphone_test_shows_the_level_without_going_live(
     source = window.source
     assert source.microphone is None  # system default
     assert source.mic_combo.findData("Fake USB Mic") >= 0
-    levels: list[int] = []
-    source.level.valueChanged.connect(levels.append)
+    levels: list[float] = []
+    source.level.level_changed.connect(levels.append)
     source.test_button.click()
-    qtbot.waitUntil(lambda: max(levels, default=0) > 30, timeout=5_000)
+    assert source.test_button.text().replace("&", "") == "Stop"  # says what a click does
+    qtbot.waitUntil(lambda: max(levels, default=-100) > -40, timeout=5_000)
     assert window.bridge.state == LiveState.IDLE
     source.test_button.click()
     qtbot.waitUntil(
         lambda: not any(t.name in ("mic-level", "fake-mic") for t in threading.enumerate()),
         timeout=3_000,
     )
-    assert source.level.value() == 0
+    assert source.level.rms_db == -60 and source.test_button.text().replace("&", "") == "Test"
 
 
 def test_webcam_source_previews_the_crop_and_drives_the_avatar(

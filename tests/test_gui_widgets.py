@@ -33,15 +33,13 @@ def test_controls_emit_whole_values(qtbot: QtBot) -> None:
     qtbot.addWidget(panel)
     poses: list[Pose] = []
     panel.pose_changed.connect(poses.append)
-    # Natural on: the sliders are disabled until it is switched off.
-    assert not panel.pose_sliders["yaw"].isEnabled()
     panel.natural.setChecked(False)
-    assert panel.pose_sliders["yaw"].isEnabled()
     panel.pose_sliders["yaw"].setValue(15)
     panel.pose_sliders["gaze_y"].setValue(-40)
     assert poses[-1] == Pose(yaw=15.0, gaze_y=-0.4, natural=False)
-    panel.reset()
-    assert poses[-1] == Pose(natural=False)
+    panel.reset()  # the default pose: Natural on, sliders centred
+    assert poses[-1] == Pose(natural=True)
+    assert all(s.value() == 0 for s in panel.pose_sliders.values())
 
     qualities: list[Quality] = []
     panel.quality_changed.connect(qualities.append)

@@ -21,15 +21,18 @@ import cv2
 import numpy as np
 
 from desktop_app.images import RGB
-from desktop_app.services import UserError
+from desktop_app.services import AudioLevel, DeviceChoice, SourceKind, SourceUnavailable, UserError
+from runtime.media import device_names
 from runtime.media.audio_capture import AudioCapture, CaptureConfig, SoundDeviceLike
+from runtime.media.device_names import Microphone, PulseSource, Runner
 from runtime.media.face_crop import FaceTracker
+from runtime.media.level_meter import LevelMeter, LevelReading, MeteredSoundDevice
 from runtime.media.webcam import WebcamConfig, WebcamSource
 
 logger = logging.getLogger(__name__)
 
 
-LEVEL_PERIOD_S = 0.05
+LEVEL_PERIOD_S = 1 / 30  # meters redraw 30 times a second
 
 
 LEVEL_FLOOR_DB = -60.0
@@ -52,11 +55,21 @@ def _import_sounddevice() -> SoundDeviceLike:
     return module
 
 
-class MicrophoneMonitor:
-    """Opens the microphone and reports its level from a reader thread until closed."""
+def audio_level(reading: LevelReading) -> AudioLevel:
+    return AudioLevel(rms_db=reading.rms_db, peak_db=reading.peak_db)
 
-    def __init__(self, sd: SoundDeviceLike, device: str | None, on_level: Callable[[float], None]):
-        self._capture = AudioCapture(sd=sd, config=CaptureConfig(device=device))
+
+class MicrophoneMonitor:
+    """Opens the microphone and reports its level (measured in the audio callback) from a
+    thread 30 times a second until closed."""
+
+    def __init__(
+        self, sd: SoundDeviceLike, device: int | str | None, on_level: Callable[[AudioLevel], None]
+    ):
+        self._meter = LevelMeter()
+        self._capture = AudioCapture(
+            sd=MeteredSoundDevice(sd, self._meter), config=CaptureConfig(device=device)
+        )
         self._on_level = on_level
         self._stop = threading.Event()
         self._capture.start()
@@ -65,9 +78,9 @@ class MicrophoneMonitor:
 
     def _run(self) -> None:
         while not self._stop.wait(LEVEL_PERIOD_S):
-            audio = self._capture.read()
-            if audio.samples.size:
-                self._on_level(level_of(audio.samples))
+            reading = self._meter.read()
+            if reading.blocks:
+                self._on_level(audio_level(reading))
 
     def close(self) -> None:
         self._stop.set()
@@ -139,12 +152,18 @@ class RuntimeDevices:
         sd: SoundDeviceLike | None = None,
         cv2_module: Any = None,
         webcam_lister: Callable[[], list[str]] | None = None,
+        pactl: Runner | None = None,
+        platform: str = sys.platform,
     ) -> None:
         self._sd = sd
         self.cv2 = cv2 if cv2_module is None else cv2_module
         if webcam_lister is None:
-            webcam_lister = linux_webcams if sys.platform.startswith("linux") else _numbered
+            webcam_lister = linux_webcams if platform.startswith("linux") else _numbered
         self._webcam_lister = webcam_lister
+        self._pactl = pactl
+        self._platform = platform
+        self._listed: list[Microphone] = []
+        self._default: str | None = None
 
     @property
     def sd(self) -> SoundDeviceLike:
@@ -152,28 +171,97 @@ class RuntimeDevices:
             self._sd = _import_sounddevice()
         return self._sd
 
-    def microphones(self) -> list[str]:
-        devices: Any = self.sd.query_devices()
-        names: list[str] = []
-        for info in devices:
-            name = str(info["name"])
-            if int(info.get("max_input_channels", 0)) > 0 and name not in names:
-                names.append(name)
-        return names
+    def _pulse(self, names: set[str]) -> tuple[list[PulseSource], str | None] | None:
+        """The sound server's sources, asked only when PortAudio reaches one through ALSA."""
+        if not self._platform.startswith("linux") or not {"pulse", "pipewire"} & names:
+            return None
+        if self._pactl is None:
+            return device_names.pulse_sources()
+        return device_names.pulse_sources(self._pactl)
+
+    def _scan(self) -> list[Microphone]:
+        sd: Any = self.sd
+        devices = [dict(d) for d in sd.query_devices()]
+        hostapis_fn = getattr(sd, "query_hostapis", None)
+        hostapis = [dict(a) for a in hostapis_fn()] if hostapis_fn is not None else []
+        pulse = self._pulse({str(d.get("name", "")) for d in devices})
+        found = device_names.microphones(devices, hostapis, pulse=pulse, platform=self._platform)
+        default_index: int | None = None
+        default = getattr(sd, "default", None)
+        if default is not None:
+            try:
+                default_index = int(default.device[0])
+            except (TypeError, ValueError, IndexError, AttributeError):
+                default_index = None
+        self._default = device_names.default_label(
+            devices, default_index, pulse=pulse, choices=found
+        )
+        self._listed = found
+        return found
+
+    def microphones(self) -> list[DeviceChoice]:
+        return [DeviceChoice(id=m.id, label=m.label) for m in self._scan()]
 
     def default_microphone(self) -> str | None:
-        try:
-            return str(self.sd.query_devices(kind="input")["name"])
-        except Exception:
+        if not self._listed:
+            try:
+                self._scan()
+            except Exception:
+                return None
+        return self._default
+
+    def resolve_microphone(self, device_id: str | None) -> int | str | None:
+        """What to pass to PortAudio for a remembered id (None: the system default). A
+        sound-server source is chosen through PULSE_SOURCE, set here for the next stream."""
+        if device_id is None:
+            device_names.select_pulse_source(None)
             return None
+        mic = next((m for m in self._listed if m.id == device_id), None)
+        if mic is None:
+            self._scan()
+            mic = next((m for m in self._listed if m.id == device_id), None)
+        if mic is None:
+            # Not listed (unplugged, or a name saved by an older version): let PortAudio
+            # look it up by name, so the error names it.
+            return device_id.removeprefix(device_names.PULSE_PREFIX)
+        device_names.select_pulse_source(mic.pulse_source)
+        return mic.device
+
+    def check_source(self, kind: SourceKind, device: str | None) -> None:
+        """Raise SourceUnavailable when the chosen source cannot be opened right now."""
+        if kind == "webcam":
+            index = webcam_index(device)
+            capture = self.cv2.VideoCapture(index)
+            try:
+                if not capture.isOpened():
+                    name = device or f"camera {index}"
+                    raise SourceUnavailable(
+                        f"The webcam “{name}” cannot be opened: it is not connected, or another "
+                        "app is using it.",
+                        kind="webcam",
+                    )
+            finally:
+                capture.release()
+            return
+        try:
+            resolved = self.resolve_microphone(device)
+            self.sd.query_devices(resolved, kind="input")
+        except SourceUnavailable:
+            raise
+        except Exception as exc:
+            label = next((m.label for m in self._listed if m.id == device), device)
+            what = f"The microphone “{label}”" if device else "The system default microphone"
+            raise SourceUnavailable(
+                f"{what} cannot be opened ({exc}).", kind="microphone"
+            ) from None
 
     def webcams(self) -> list[str]:
         return self._webcam_lister()
 
     def monitor_microphone(
-        self, device: str | None, on_level: Callable[[float], None]
+        self, device: str | None, on_level: Callable[[AudioLevel], None]
     ) -> MicrophoneMonitor:
-        return MicrophoneMonitor(self.sd, device, on_level)
+        return MicrophoneMonitor(self.sd, self.resolve_microphone(device), on_level)
 
     def preview_webcam(self, device: str, on_frame: Callable[[RGB], None]) -> WebcamPreview:
         return WebcamPreview(self.cv2, webcam_index(device), on_frame)

@@ -18,19 +18,30 @@ import cv2
 import numpy as np
 
 from desktop_app.images import RGB
-from desktop_app.runtime_services.devices import RuntimeDevices, level_of, webcam_index
+from desktop_app.runtime_services.devices import (
+    RuntimeDevices,
+    audio_level,
+    level_of,
+    webcam_index,
+)
 from desktop_app.services import (
+    AudioLevel,
     LiveCallbacks,
     LiveConfig,
     LiveSession,
     LiveStats,
+    ModelLoadFailed,
     Models,
+    SourceHealth,
+    SourceKind,
+    SourceState,
     UserError,
     VirtualCameraInfo,
 )
 from desktop_app.settings import Output, Pose, Quality
 from runtime.engine import live as engine_api
 from runtime.engine.live_avatar import LiveAvatar, encode_avatar
+from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.webcam import WebcamConfig
 from runtime.model import sessions as sessions_api
 from runtime.sinks import SinkUnavailable
@@ -260,6 +271,51 @@ class RecorderTap(RecorderSink):
         self.end()
 
 
+_CAPTURE_STATES: dict[str, SourceState] = {
+    "starting": "starting",
+    "running": "running",
+    "lost": "retrying",
+    "no_device": "retrying",
+    "no_camera": "retrying",
+    "stopped": "stopped",
+    "ended": "stopped",
+}
+
+
+class SourceWatch:
+    """The live source's health from the engine's "audio"/"webcam" events and capture status
+    (engine threads write, any thread reads; one lock)."""
+
+    def __init__(self, kind: SourceKind) -> None:
+        self.kind = kind
+        self._lock = threading.Lock()
+        self._health = SourceHealth(kind=kind, state="starting")
+
+    def event(self, message: str) -> None:
+        """An engine event's message: "<state>" or "<state>: <error>"."""
+        state_name, _, detail = message.partition(":")
+        state = _CAPTURE_STATES.get(state_name.strip(), "retrying")
+        with self._lock:
+            retries = self._health.retries
+            if state == "retrying":
+                retries += 1
+            elif state == "running":
+                retries = 0
+            self._health = SourceHealth(self.kind, state, detail.strip() or None, retries)
+
+    def capture(self, status: Any) -> None:
+        """The microphone capture's status (its restarts count the attempts)."""
+        state = _CAPTURE_STATES.get(status.state.value, "retrying")
+        with self._lock:
+            self._health = SourceHealth(
+                self.kind, state, status.error, status.restarts if state == "retrying" else 0
+            )
+
+    def health(self) -> SourceHealth:
+        with self._lock:
+            return self._health
+
+
 class RuntimeSession:
     """One live session: the runtime engine with its preview, camera and recorder sinks."""
 
@@ -273,9 +329,13 @@ class RuntimeSession:
         tap: RecorderTap,
         pose: Pose,
         quality: Quality,
+        watch: SourceWatch,
+        meter: LevelMeter | None,
     ) -> None:
         self._engine = engine
         self._models = models
+        self._watch = watch
+        self._meter = meter
         self._look = look
         self._camera = camera
         self._tap = tap
@@ -325,13 +385,22 @@ class RuntimeSession:
         rtf = lat.real_time_factor
         measured = math.isfinite(rtf) and lat.frames_unique > 0
         realtime = rtf <= 1.0 if measured else self.provider != "CPU"
+        if stats.audio is not None:
+            self._watch.capture(stats.audio)
         return LiveStats(
             fps=lat.output_fps if math.isfinite(lat.output_fps) else 0.0,
             latency_ms=lat.latency_p50_ms if math.isfinite(lat.latency_p50_ms) else None,
             provider=self.provider,
             realtime=realtime,
             audio_level=self._tap.level if stats.audio is not None else None,
+            source=self._watch.health(),
         )
+
+    def audio_level(self) -> AudioLevel | None:
+        if self._meter is None:
+            return None
+        reading = self._meter.read()
+        return audio_level(reading) if reading.blocks else None
 
     def start_recording(self, path: Path) -> None:
         self._tap.begin(path)
@@ -388,34 +457,52 @@ class RuntimeEngine:
             raise UserError("the model is not set up yet (Help > Model set-up)")
         if self._model_set is None or self._model_dir != state.graphs_dir:
             sessions = _sessions_api()
-            self._model_set = sessions.open_model_set(
-                state.graphs_dir, options=sessions.SessionOptions()
-            )
+            try:
+                self._model_set = sessions.open_model_set(
+                    state.graphs_dir, options=sessions.SessionOptions()
+                )
+            except Exception as exc:
+                logger.exception("cannot load the model from %s", state.graphs_dir)
+                raise ModelLoadFailed(
+                    f"The model could not be loaded ({type(exc).__name__}: {exc}). Convert it "
+                    "again in Help › Model set-up."
+                ) from None
             self._model_dir = state.graphs_dir
         return self._model_set
 
-    def _source(self, config: LiveConfig) -> Any:
+    def _source(self, config: LiveConfig, meter: LevelMeter | None) -> Any:
         api = _engine_api()
         if config.source == "webcam":
             index = webcam_index(config.webcam)
             return api.WebcamInput(cv2=self.devices.cv2, config=WebcamConfig(index=index))
-        return api.MicrophoneInput(sd=self.devices.sd, device=config.microphone)
+        assert meter is not None
+        return api.MicrophoneInput(
+            sd=MeteredSoundDevice(self.devices.sd, meter),
+            device=self.devices.resolve_microphone(config.microphone),
+        )
 
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:
         api = _engine_api()
+        device = config.webcam if config.source == "webcam" else config.microphone
+        self.devices.check_source(config.source, device)  # refuse before anything starts
         models = self._open_models()
         avatar = _engine_live_avatar(models, config.avatar, config.avatar_id)
         look = _Look(config.output, config.avatar)
         camera = _CameraOut(look, self.vcam_backend)
         tap = RecorderTap()
+        watch = SourceWatch(config.source)
+        meter = LevelMeter() if config.source == "microphone" else None
 
         def on_event(event: Any) -> None:
             if event.kind == "error":
                 callbacks.on_error(f"The live engine stopped: {event.message}")
+            elif event.kind in ("audio", "webcam"):
+                watch.event(event.message)
+                callbacks.on_source()
 
         engine = api.LiveEngine(
             models=models,
-            source=self._source(config),
+            source=self._source(config, meter),
             sinks=[_PreviewOut(look, callbacks.on_frame), camera, tap],
             listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
         )
@@ -428,5 +515,7 @@ class RuntimeEngine:
             tap=tap,
             pose=config.pose,
             quality=config.quality,
+            watch=watch,
+            meter=meter,
         )
         return session

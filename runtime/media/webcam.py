@@ -3,7 +3,8 @@
 A reader thread calls `read()` (which blocks until the camera delivers), stamps each frame
 with its capture time and keeps only the newest (newest wins: the inference worker never
 works on a stale frame). A camera that stops delivering is reopened with backoff; each state
-change is reported. The module is passed in, so tests use a fake camera.
+change and each failed attempt to reopen it is reported (`retries` counts the attempts).
+The module is passed in, so tests use a fake camera.
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ class WebcamSource:
         self._seq = 0
         self.state = WebcamState.STOPPED
         self.error: str | None = None
+        self.retries = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -99,11 +101,14 @@ class WebcamSource:
                 self._cond.wait(left)
             return self._latest
 
-    def _set(self, state: WebcamState, error: str | None) -> None:
-        if state is self.state and error == self.error:
+    def _set(self, state: WebcamState, error: str | None, *, retry: bool = False) -> None:
+        changed = state is not self.state or error != self.error
+        if not changed and not retry:
             return
         self.state, self.error = state, error
-        if error:
+        if retry:
+            self.retries += 1
+        if error and changed:
             logger.warning("webcam %s: %s", state.value, error)
         if self._on_state is not None:
             try:
@@ -128,7 +133,11 @@ class WebcamSource:
         while not self._stop.is_set():
             cap = self._open()
             if cap is None:
-                self._set(WebcamState.NO_CAMERA, f"camera {self.config.index} cannot be opened")
+                self._set(
+                    WebcamState.NO_CAMERA,
+                    f"camera {self.config.index} cannot be opened",
+                    retry=attempt > 0,
+                )
                 self._stop.wait(backoff[min(attempt, len(backoff) - 1)])
                 attempt += 1
                 continue

@@ -1,0 +1,173 @@
+"""Going live and saying how it goes, for the main window (GUI thread).
+
+A mixin of `MainWindow`. Problems reach the window, not only the log: a source that cannot
+open makes Go Live refuse with a message in the alert bar (and, for a webcam, the offer to
+use the microphone); a source lost while live is shown at once with what the engine does
+(retrying, with the attempt count, or stopped); a model that cannot load says so and offers
+the set-up. The level meter follows the microphone 30 times a second from the capture side.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from desktop_app.live_bridge import LiveProblem, LiveState
+from desktop_app.preview import PreviewStats
+from desktop_app.services import AudioLevel, LiveConfig, LiveStats, SourceHealth
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+APPLY_NOTE_MIN_S = 1.0  # below this a change is seen "at once"
+
+LIVE_TEXTS = {
+    LiveState.IDLE: "Go Live",
+    LiveState.STARTING: "Starting…",
+    LiveState.LIVE: "Stop",
+    LiveState.STOPPING: "Stopping…",
+}
+
+
+class LiveStatusMixin:
+    def toggle_live(self: MainWindow) -> None:
+        state = self.bridge.state
+        if state in (LiveState.LIVE, LiveState.STARTING):
+            self.bridge.stop()
+        elif state == LiveState.IDLE:
+            self.go_live()
+
+    def go_live(self: MainWindow) -> bool:
+        models = self.backend.models.model_state()
+        if not models.ready:
+            self.open_model_setup()
+            return False
+        avatar_id = self.avatars.selected_id()
+        if avatar_id is None:
+            self.show_error("Add or pick an avatar first.")
+            return False
+        try:
+            avatar = self.gallery.load_avatar(avatar_id)
+        except (OSError, KeyError) as exc:
+            self.show_error(f"Cannot read that avatar: {exc}")
+            return False
+        self.alerts.clear()
+        self.source.set_live(True)
+        s = self.settings
+        self.bridge.start(
+            LiveConfig(
+                avatar=avatar,
+                avatar_id=avatar_id,
+                source=self.source.kind,
+                microphone=self.source.microphone,
+                webcam=self.source.webcam,
+                pose=s.pose,
+                quality=s.quality,
+                output=s.output,
+                virtual_camera=bool(self._vcam and self._vcam.available),
+            )
+        )
+        return True
+
+    def use_microphone(self: MainWindow) -> None:
+        """The alert's offer when the webcam cannot open: switch the source and go live."""
+        self.source.mic_radio.setChecked(True)
+        if self.bridge.state == LiveState.IDLE:
+            self.go_live()
+
+    # ---- state
+
+    def _state_changed(self: MainWindow, state: LiveState) -> None:
+        if state == LiveState.IDLE:
+            self.source.set_live(False)
+            self.preview.set_stats(None)
+            self._show_still()
+            self.provider_status.setText("")
+            self._latency_s = None
+            if self._relive_with_microphone:
+                self._relive_with_microphone = False
+                self.use_microphone()
+        elif state == LiveState.STARTING:
+            self.preview.clear_live("Starting… loading the model and your avatar")
+        elif state == LiveState.LIVE:
+            entry = self.gallery.get(self.avatars.selected_id() or "")
+            self.live_info.setText(f"Live as {entry.name}" if entry else "Live")
+        self._sync_live_ui()
+        self._show_vcam(self._vcam)
+
+    def _sync_live_ui(self: MainWindow) -> None:
+        state = self.bridge.state
+        live = state == LiveState.LIVE
+        self.live_button.setText(LIVE_TEXTS[state])
+        self.live_button.setAccessibleName("Stop" if state != LiveState.IDLE else "Go live")
+        self.live_button.setProperty("live", state in (LiveState.LIVE, LiveState.STARTING))
+        self.live_button.setEnabled(state != LiveState.STOPPING)
+        self.live_button.style().unpolish(self.live_button)
+        self.live_button.style().polish(self.live_button)
+        self.record_button.setEnabled(live)
+        self.snapshot_button.setEnabled(live or self.avatars.selected_id() is not None)
+        if state == LiveState.IDLE:
+            self.live_info.setText("")
+            self.record_button.blockSignals(True)
+            self.record_button.setChecked(False)
+            self.record_button.blockSignals(False)
+
+    def _stats_updated(self: MainWindow, stats: LiveStats) -> None:
+        self.preview.set_stats(
+            PreviewStats(
+                fps=stats.fps,
+                latency_ms=stats.latency_ms,
+                provider=stats.provider,
+                realtime=stats.realtime,
+            )
+        )
+        self._latency_s = None if stats.latency_ms is None else stats.latency_ms / 1000
+        self.provider_status.setText(
+            f"Running on {stats.provider}" + ("" if stats.realtime else " (not real time)")
+        )
+
+    def _level_updated(self: MainWindow, level: AudioLevel) -> None:
+        self.source.show_level(level)
+
+    # ---- problems
+
+    def _source_health(self: MainWindow, health: SourceHealth) -> None:
+        if self.bridge.state not in (LiveState.STARTING, LiveState.LIVE):
+            return
+        if health.state in ("retrying", "stopped"):
+            text = health.describe()
+            self.live_info.setText(text)
+            action = None
+            if health.kind == "webcam":
+                action = ("Use the microphone", self._switch_to_microphone)
+            self.alerts.show_alert("source", text, severity="warning", action=action)
+        elif health.state == "running" and self.alerts.topic == "source":
+            self.alerts.clear("source")
+            entry = self.gallery.get(self.avatars.selected_id() or "")
+            self.live_info.setText(f"Live as {entry.name}" if entry else "Live")
+            name = "microphone" if health.kind == "microphone" else "webcam"
+            self.statusBar().showMessage(f"The {name} is back.", 6000)
+
+    def _switch_to_microphone(self: MainWindow) -> None:
+        """While live on a lost webcam: stop, choose the microphone, go live again."""
+        if self.bridge.state == LiveState.IDLE:
+            self.use_microphone()
+            return
+        self._relive_with_microphone = True
+        self.bridge.stop()
+
+    def _live_problem(self: MainWindow, problem: LiveProblem) -> None:
+        if problem.topic == "source" and problem.source == "webcam":
+            action = ("Use the microphone", self.use_microphone)
+        elif problem.topic == "model":
+            action = ("Model set-up…", self.open_model_setup)
+        else:
+            action = None
+        self.alerts.show_alert(problem.topic, problem.message, severity="error", action=action)
+        self.live_info.setText("")
+
+    def _control_changed_live(self: MainWindow) -> None:
+        """A control changed: while live with a long delay, say when it will be seen."""
+        if self.bridge.state != LiveState.LIVE or self._latency_s is None:
+            return
+        if self._latency_s > APPLY_NOTE_MIN_S:
+            self.controls.show_apply_note(self._latency_s)

@@ -1,0 +1,167 @@
+"""The main window's actions, menus, About box and shortcut list (GUI thread).
+
+Menu titles own Alt+F, Alt+L, Alt+V and Alt+H (no control in the window uses those letters);
+toggles (the stats overlay) are checkable actions, so the menu shows their state with a tick.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QKeySequence, QShortcut
+from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox, QVBoxLayout
+
+if TYPE_CHECKING:
+    from desktop_app.main_window import MainWindow
+
+MENU_LETTERS = frozenset("FLVH")  # &File, &Live, &View, &Help
+MODEL_REPO = "https://huggingface.co/cbsjtu01/IMTalker"
+PAPER = "https://arxiv.org/abs/2511.22167"
+
+SHORTCUTS: tuple[tuple[str, str], ...] = (
+    ("F5 or Ctrl+L", "Go Live / Stop"),
+    ("1 – 9", "Switch to avatar 1 – 9 (also while live)"),
+    ("Ctrl+O", "Add a photo"),
+    ("Ctrl+R", "Start / stop recording"),
+    ("Ctrl+Shift+S", "Save a snapshot"),
+    ("Ctrl+I", "Show / hide the stats overlay"),
+    ("Ctrl+0", "Reset head pose and gaze (Natural on, sliders centred)"),
+    ("F2 / Delete", "Rename / delete the selected avatar"),
+    ("Ctrl+Tab", "Next settings tab"),
+    ("Alt + underlined letter", "The control or menu with that letter"),
+    ("Ctrl+Q", "Quit"),
+)
+
+
+def app_version() -> str:
+    try:
+        return importlib.metadata.version("imtalker-cam")
+    except importlib.metadata.PackageNotFoundError:
+        return "development copy"
+
+
+@dataclass
+class WindowActions:
+    live: QAction
+    add: QAction
+    record: QAction
+    snapshot: QAction
+    overlay: QAction
+    reset: QAction
+    models: QAction
+    vcam: QAction
+    open_folder: QAction
+    choose_folder: QAction
+    shortcuts: QAction
+    about: QAction
+    quit: QAction
+
+
+def build_actions(win: MainWindow) -> WindowActions:
+    def action(
+        text: str, keys: list[QKeySequence.StandardKey | str], slot: Callable[..., object]
+    ) -> QAction:
+        act = QAction(text, win)
+        act.setShortcuts([QKeySequence(k) for k in keys])
+        act.triggered.connect(slot)
+        win.addAction(act)
+        return act
+
+    overlay = action("Show &stats overlay", ["Ctrl+I"], lambda: None)
+    overlay.setCheckable(True)
+    overlay.setChecked(win.overlay_button.isChecked())
+    overlay.toggled.connect(win.overlay_button.setChecked)
+    win.overlay_button.toggled.connect(overlay.setChecked)
+    acts = WindowActions(
+        live=action("&Go Live / Stop", ["F5", "Ctrl+L"], win.toggle_live),
+        add=action("&Add photo…", [QKeySequence.StandardKey.Open], win.avatars.choose_photo),
+        record=action("&Record", ["Ctrl+R"], win.record_button.click),
+        snapshot=action("Snaps&hot", ["Ctrl+Shift+S"], win.snapshot),
+        overlay=overlay,
+        reset=action("&Reset pose", ["Ctrl+0"], win.reset_pose),
+        models=action("&Model set-up…", [], win.open_model_setup),
+        vcam=action("&Virtual camera help", [], win.show_vcam_help),
+        open_folder=action("&Open recordings folder", [], win.open_recordings_folder),
+        choose_folder=action("&Choose recordings folder…", [], win.choose_recordings_folder),
+        shortcuts=action("&Keyboard shortcuts", ["F1"], lambda: show_shortcuts(win)),
+        about=action("A&bout imtalker-cam", [], lambda: show_about(win)),
+        quit=action("&Quit", [QKeySequence.StandardKey.Quit], win.close),
+    )
+    rename = QShortcut(QKeySequence("F2"), win.avatars.list, win.avatars.rename_selected)
+    rename.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+    delete = QShortcut(
+        QKeySequence.StandardKey.Delete, win.avatars.list, win.avatars.delete_selected
+    )
+    delete.setContext(Qt.ShortcutContext.WidgetShortcut)
+    win.avatar_keys = []
+    for number in range(1, 10):
+        key = QShortcut(QKeySequence(str(number)), win)
+        key.activated.connect(lambda n=number: win.avatars.select_number(n))
+        win.avatar_keys.append(key)
+
+    menu = win.menuBar()
+    file_menu = menu.addMenu("&File")
+    for act in (acts.add, acts.snapshot, acts.open_folder, acts.choose_folder):
+        file_menu.addAction(act)
+    file_menu.addSeparator()
+    file_menu.addAction(acts.quit)
+    live_menu = menu.addMenu("&Live")
+    for act in (acts.live, acts.record, acts.reset):
+        live_menu.addAction(act)
+    view_menu = menu.addMenu("&View")
+    view_menu.addAction(acts.overlay)
+    help_menu = menu.addMenu("&Help")
+    for act in (acts.models, acts.vcam, acts.shortcuts):
+        help_menu.addAction(act)
+    help_menu.addSeparator()
+    help_menu.addAction(acts.about)
+    return acts
+
+
+def about_html(model_detail: str) -> str:
+    return (
+        f"<h3>imtalker-cam {app_version()}</h3>"
+        "<p>One portrait photo in, a live talking virtual camera out.</p>"
+        f"<p><b>Model:</b> IMTalker (<a href='{MODEL_REPO}'>cbsjtu01/IMTalker</a>, "
+        f"<a href='{PAPER}'>paper</a>)<br>{model_detail}</p>"
+        "<p><b>Licence:</b> Apache-2.0, like the upstream IMTalker code. The model weights "
+        "come under their authors' terms.</p>"
+    )
+
+
+def show_about(win: MainWindow) -> QMessageBox:
+    try:
+        detail = win.backend.models.model_state().detail
+    except Exception as exc:  # the About box must open whatever the store says
+        detail = f"Model state unavailable: {exc}"
+    box = QMessageBox(win)
+    box.setWindowTitle("About imtalker-cam")
+    box.setAccessibleName("About imtalker-cam")
+    box.setTextFormat(Qt.TextFormat.RichText)
+    box.setText(about_html(detail))
+    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+    box.setIconPixmap(win.windowIcon().pixmap(64, 64))
+    box.open()
+    win.about_box = box
+    return box
+
+
+def show_shortcuts(win: MainWindow) -> QDialog:
+    dialog = QDialog(win)
+    dialog.setWindowTitle("Keyboard shortcuts")
+    dialog.setAccessibleName("Keyboard shortcuts")
+    rows = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{w}</td></tr>" for k, w in SHORTCUTS)
+    label = QLabel(f"<table cellpadding='3'>{rows}</table>", dialog)
+    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
+    buttons.rejected.connect(dialog.reject)
+    layout = QVBoxLayout(dialog)
+    layout.addWidget(label)
+    layout.addWidget(buttons)
+    dialog.open()
+    win.shortcuts_dialog = dialog
+    return dialog

@@ -5,8 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
-from PySide6.QtCore import QTimer
+from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -37,6 +38,14 @@ def create_app(argv: Sequence[str]) -> QApplication:
     return app
 
 
+def keep_qt_state_in(config_dir: Path) -> None:
+    """Qt's own state (the file dialog's recent folders, QtProject.conf) goes in the app's
+    config folder instead of ~/.config: the app writes nothing outside its folders."""
+    folder = str(config_dir / "qt")
+    for fmt in (QSettings.Format.NativeFormat, QSettings.Format.IniFormat):
+        QSettings.setPath(fmt, QSettings.Scope.UserScope, folder)
+
+
 def add_sample_avatar(gallery: Gallery, avatars: AvatarTools) -> None:
     """On the very first run, put the built-in illustrated avatar in the gallery."""
     if not gallery.needs_sample():
@@ -54,6 +63,7 @@ def add_sample_avatar(gallery: Gallery, avatars: AvatarTools) -> None:
 
 def build_window(backend: Backend) -> MainWindow:
     """The main window over `backend`, with the user's settings, gallery and sample avatar."""
+    keep_qt_state_in(paths.config_dir())
     store = SettingsStore(paths.config_dir())
     settings, notice = store.load()
     gallery = Gallery(paths.data_dir() / "avatars")

@@ -89,10 +89,11 @@ class AvatarPanel(QWidget):
         hint.setObjectName("Hint")
         hint.setWordWrap(True)
 
+        # Two rows: the three buttons keep their text down to the panel's narrowest width.
         buttons = QGridLayout()
         buttons.addWidget(self.rename_button, 0, 0)
         buttons.addWidget(self.recrop_button, 0, 1)
-        buttons.addWidget(self.delete_button, 0, 2)
+        buttons.addWidget(self.delete_button, 1, 0, 1, 2)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.add_button)

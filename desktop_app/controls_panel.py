@@ -76,11 +76,12 @@ class _ValueSlider(QWidget):
     ) -> None:
         super().__init__(parent)
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
+        self.slider.setMinimumWidth(48)
         self.slider.setRange(minimum, maximum)
         self.slider.setAccessibleName(name)
         self.slider.setPageStep(max(1, (maximum - minimum) // 10))
         self.value_label = QLabel(self)
-        self.value_label.setMinimumWidth(48)
+        self.value_label.setMinimumWidth(40)
         self.value_label.setAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
         self._fmt = fmt
         layout = QHBoxLayout(self)
@@ -132,6 +133,7 @@ class ControlsPanel(QWidget):
         self.pose_sliders: dict[str, QSlider] = {}
         pose_form = QFormLayout()
         pose_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        pose_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         for name, (label, tip) in _POSE_LABELS.items():
             limit = round(POSE_LIMITS[name] * _POSE_UNITS[name])
             units = _POSE_UNITS[name]
@@ -178,6 +180,7 @@ class ControlsPanel(QWidget):
             self.hop.addItem(_HOP_LABELS[h], h)
         quality_form = QFormLayout(quality_box)
         quality_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        quality_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         for label, widget in (
             ("E&xpressiveness", self._cfg_row),
             ("Steps", self.steps),
@@ -205,6 +208,7 @@ class ControlsPanel(QWidget):
         self.colour.setToolTip("Choose the background colour")
         output_form = QFormLayout(output_box)
         output_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
+        output_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         output_rows: tuple[tuple[str, QWidget], ...] = (
             ("Resol&ution", self.resolution),
             ("&Background", self.background),
@@ -215,6 +219,13 @@ class ControlsPanel(QWidget):
             caption.setBuddy(field)
             output_form.addRow(caption, field)
         output_form.addRow(self.mirror)
+
+        for combo in (self.steps, self.hop, self.resolution, self.background):
+            # Sized by a short minimum, not the longest item: the panel fits a narrow window.
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(6)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)

@@ -25,9 +25,9 @@ HOLD_S = 1.5
 CLIP_HOLD_S = 2.0
 _CLIP_W = 22
 
-_GREEN = (QColor("#3ecf8e"), QColor("#1f5a44"))  # (lit, unlit)
-_YELLOW = (QColor("#f5c542"), QColor("#5e5021"))
-_RED = (QColor("#e5484d"), QColor("#5a2326"))
+_GREEN = (QColor("#3ecf8e"), QColor("#1a2c26"))  # (lit, unlit)
+_YELLOW = (QColor("#f5c542"), QColor("#2f2b1c"))
+_RED = (QColor("#e5484d"), QColor("#341d20"))
 
 
 def fraction(db: float) -> float:

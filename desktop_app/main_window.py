@@ -17,7 +17,7 @@ import logging
 from dataclasses import replace
 from pathlib import Path
 
-from PySide6.QtCore import QByteArray, QSize, Qt, QTimer
+from PySide6.QtCore import QByteArray, Qt, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QImage
 from PySide6.QtWidgets import (
     QDialog,
@@ -42,7 +42,14 @@ from desktop_app.images import rgb_to_qimage
 from desktop_app.live_bridge import EngineBridge, LiveState
 from desktop_app.live_status import LIVE_TEXTS, LiveStatusMixin
 from desktop_app.model_setup import ModelSetupDialog
-from desktop_app.panels import SidePanel, fit_text_width, scrolling
+from desktop_app.panels import (
+    DEFAULT_SIZE,
+    MIN_SIZE,
+    SidePanel,
+    default_size,
+    fit_text_width,
+    scrolling,
+)
 from desktop_app.preview import PreviewWidget
 from desktop_app.recording import RECORD_TEXT, STOP_RECORD_TEXT, RecordingMixin
 from desktop_app.services import Backend, UserError, VirtualCameraInfo
@@ -55,8 +62,6 @@ logger = logging.getLogger(__name__)
 
 WINDOW_TITLE = "imtalker-cam"
 SAVE_DELAY_MS = 400
-MIN_SIZE = QSize(1000, 600)
-DEFAULT_SIZE = QSize(1240, 760)
 STATS_TEXT, STATS_ON_TEXT = "&Stats", "✓ &Stats"
 
 
@@ -109,7 +114,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         central = QWidget(self)
         # Left: avatars.
         self.avatars = AvatarPanel(self.gallery, central)
-        left = SidePanel("Avatars", self.avatars, central, width=250, minimum=180)
+        left = SidePanel("Avatars", self.avatars, central, width=250, minimum=190)
         # Middle: problems, notices, preview, live controls.
         self.alerts = AlertBar(central)
         self.notice = QFrame(central)
@@ -271,12 +276,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         if self.settings.window_geometry:
             self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
         else:
-            # The available area leaves out task bars; the title bar is kept clear too.
-            screen = self.screen().availableGeometry()
-            self.resize(
-                max(MIN_SIZE.width(), min(DEFAULT_SIZE.width(), screen.width() - 16)),
-                max(MIN_SIZE.height(), min(DEFAULT_SIZE.height(), screen.height() - 40)),
-            )
+            self.resize(default_size(self.screen().availableGeometry().size()))
         if self.settings.window_state:
             self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
 

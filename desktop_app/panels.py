@@ -48,6 +48,19 @@ def button_padding(button: QPushButton) -> int:
     return 56 if button.objectName() == "GoLive" else 30
 
 
+MIN_SIZE = QSize(1000, 600)
+DEFAULT_SIZE = QSize(1240, 760)
+TITLE_BAR = 40  # room kept for the window's title bar (the task bar is already left out)
+
+
+def default_size(available: QSize) -> QSize:
+    """The first-run window size for a screen's available area (task bars left out)."""
+    return QSize(
+        max(MIN_SIZE.width(), min(DEFAULT_SIZE.width(), available.width() - 16)),
+        max(MIN_SIZE.height(), min(DEFAULT_SIZE.height(), available.height() - TITLE_BAR)),
+    )
+
+
 def scrolling(body: QWidget, parent: QWidget) -> QScrollArea:
     """`body` in a vertical-only scroll area: a short window scrolls the panel, never clips it."""
     area = QScrollArea(parent)

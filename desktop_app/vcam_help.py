@@ -9,6 +9,7 @@ from __future__ import annotations
 import sys
 
 from PySide6.QtCore import Qt, Signal
+from PySide6.QtGui import QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -59,6 +60,10 @@ def instructions(platform: str = sys.platform) -> str:
     )
 
 
+HEADLINE = "No virtual camera found, so other apps cannot see imtalker-cam yet."
+SHORT_HEADLINE = "No virtual camera found."
+
+
 class VirtualCameraHelp(QFrame):
     """A banner (one line + buttons) that expands into the full instructions."""
 
@@ -70,6 +75,7 @@ class VirtualCameraHelp(QFrame):
         self.setAccessibleName("Virtual camera help")
         self.headline = QLabel(self)
         self.headline.setWordWrap(True)
+        self.headline.setMinimumWidth(120)
         self.headline.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         self.toggle = QPushButton("How to fix", self)
         self.toggle.setCheckable(True)
@@ -101,7 +107,7 @@ class VirtualCameraHelp(QFrame):
         self.set_reason(None)
 
     def set_reason(self, reason: str | None) -> None:
-        self.headline.setText("No virtual camera found, so other apps cannot see imtalker-cam yet.")
+        self._fit_headline()
         self.headline.setToolTip(reason or "")
         why = (
             f"<p style='color:#d9c08f'><b>What the system said:</b> {_escape(reason)}</p>"
@@ -109,6 +115,15 @@ class VirtualCameraHelp(QFrame):
             else ""
         )
         self.details.setHtml(why + instructions())
+
+    def _fit_headline(self) -> None:
+        # A narrow window gets the short line rather than one word per row.
+        narrow = self.width() < 640
+        self.headline.setText(SHORT_HEADLINE if narrow else HEADLINE)
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        self._fit_headline()
 
     def _show_details(self, shown: bool) -> None:
         self.details.setVisible(shown)

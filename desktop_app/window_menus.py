@@ -82,7 +82,7 @@ def build_actions(win: MainWindow) -> WindowActions:
         record=action("&Record", ["Ctrl+R"], win.record_button.click),
         snapshot=action("Snaps&hot", ["Ctrl+Shift+S"], win.snapshot),
         overlay=overlay,
-        reset=action("&Reset pose", ["Ctrl+0"], win.reset_pose),
+        reset=action("Reset &pose", ["Ctrl+0"], win.reset_pose),
         models=action("&Model set-up…", [], win.open_model_setup),
         vcam=action("&Virtual camera help", [], win.show_vcam_help),
         open_folder=action("&Open recordings folder", [], win.open_recordings_folder),

@@ -48,3 +48,45 @@ def unnamed(root: QWidget) -> list[str]:
         for w in user_controls(root)
         if not w.accessibleName()
     ]
+
+
+def mnemonic(text: str) -> str | None:
+    """The letter after a single '&' ("S&napshot" -> "n"), lower case; None without one."""
+    i = 0
+    while i < len(text) - 1:
+        if text[i] == "&":
+            if text[i + 1] != "&":
+                return text[i + 1].lower()
+            i += 1  # "&&" is a literal ampersand
+        i += 1
+    return None
+
+
+def mnemonics(root: QWidget) -> dict[str, list[str]]:
+    """Every Alt+letter in the window of `root`: controls with '&' in their text, labels with a
+    buddy, group boxes, tabs and the menu bar's titles -> who claims each letter."""
+    from PySide6.QtWidgets import QGroupBox, QLabel, QMainWindow, QTabBar
+
+    claims: dict[str, list[str]] = {}
+
+    def claim(text: str, who: str) -> None:
+        letter = mnemonic(text)
+        if letter is not None:
+            claims.setdefault(letter, []).append(who)
+
+    for widget in [root, *root.findChildren(QWidget)]:
+        if widget.window() is not root.window():
+            continue
+        if isinstance(widget, QAbstractButton):
+            claim(widget.text(), f"button {widget.text()!r}")
+        elif isinstance(widget, QLabel) and widget.buddy() is not None:
+            claim(widget.text(), f"label {widget.text()!r}")
+        elif isinstance(widget, QGroupBox):
+            claim(widget.title(), f"group {widget.title()!r}")
+        elif isinstance(widget, QTabBar):
+            for i in range(widget.count()):
+                claim(widget.tabText(i), f"tab {widget.tabText(i)!r}")
+    if isinstance(root, QMainWindow):
+        for action in root.menuBar().actions():
+            claim(action.text(), f"menu {action.text()!r}")
+    return claims

@@ -77,9 +77,10 @@ def make_window(
         sound: Any = None,
         camera: Any = None,
         on_hop: Callable[[Any], None] | None = None,
+        graphs_dir: Path | None = None,
     ) -> MainWindow:
         backend = runtime_backend(
-            graphs_dir=graphs,
+            graphs_dir=graphs_dir or graphs,
             sound_device=sound or FakeSoundDevice(speech, 16_000, name="Fake USB Mic", loop=True),
             camera_module=camera or FakeCv2(),
             webcam_lister=lambda: ["0: Fake Camera"],

@@ -7,6 +7,7 @@ model's I/O contract with trivial math), so a whole render costs about a second.
 
 from __future__ import annotations
 
+import logging
 import os
 import signal
 import subprocess
@@ -73,6 +74,17 @@ def cli(
         timeout=timeout,
         env=_env(tmp, **env),
     )
+
+
+def inproc(caplog: pytest.LogCaptureFixture, *args: str) -> subprocess.CompletedProcess[str]:
+    """The same CLI in this process (faster for many probes); its log lines as stderr."""
+    from runtime.commands import cli as entry
+
+    caplog.clear()
+    with caplog.at_level(logging.INFO):
+        code = entry.main(list(args))
+    text = "\n".join(f"{r.levelname} {r.name}: {r.getMessage()}" for r in caplog.records)
+    return subprocess.CompletedProcess(list(args), code, "", text)
 
 
 def refused(done: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -183,11 +195,17 @@ def test_live_record_never_writes_over_its_audio_file(work: Path, graphs: Path) 
     ],
 )
 def test_render_refuses_bad_numbers(
-    work: Path, graphs: Path, speech: Path, option: str, value: str, needle: str
+    caplog: pytest.LogCaptureFixture,
+    work: Path,
+    graphs: Path,
+    speech: Path,
+    option: str,
+    value: str,
+    needle: str,
 ) -> None:
     out = work / "out.mp4"
-    done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
+    done = inproc(
+        caplog, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
         "--out", str(out), "--graphs", str(graphs), f"{option}={value}",
     )  # fmt: skip
     refused(done, needle)
@@ -207,10 +225,16 @@ def test_render_refuses_bad_numbers(
     ],
 )
 def test_live_refuses_bad_numbers(
-    work: Path, graphs: Path, speech: Path, option: str, value: str, needle: str
+    caplog: pytest.LogCaptureFixture,
+    work: Path,
+    graphs: Path,
+    speech: Path,
+    option: str,
+    value: str,
+    needle: str,
 ) -> None:
-    done = cli(
-        work, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech),
+    done = inproc(
+        caplog, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech),
         "--graphs", str(graphs), f"{option}={value}",
     )  # fmt: skip
     refused(done, option, needle)
@@ -226,16 +250,34 @@ def test_live_refuses_bad_numbers(
     ],
 )
 def test_render_refuses_bad_track_rows(
-    work: Path, graphs: Path, speech: Path, name: str, content: str, needle: str
+    caplog: pytest.LogCaptureFixture,
+    work: Path,
+    graphs: Path,
+    speech: Path,
+    name: str,
+    content: str,
+    needle: str,
 ) -> None:
     track = work / name
     track.write_text(content)
     out = work / "out.mp4"
-    done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
+    done = inproc(
+        caplog, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
         "--out", str(out), "--graphs", str(graphs), "--track", str(track),
     )  # fmt: skip
     refused(done, name, needle)
+    no_output(out)
+
+
+def test_bad_number_through_the_real_entry_point(work: Path, graphs: Path, speech: Path) -> None:
+    """What the user sees in a terminal: one line, exit 1, nothing at OUT."""
+    out = work / "out.mp4"
+    done = cli(
+        work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
+        "--out", str(out), "--graphs", str(graphs), "--cfg", "nan",
+    )  # fmt: skip
+    refused(done, "--cfg must be a finite number in 1..5")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     no_output(out)
 
 

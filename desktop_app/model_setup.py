@@ -4,17 +4,27 @@ Opens on the first run or whenever the model is missing: download it (progress, 
 left, cancel) or import files already on disk, then convert it to ONNX (progress). When the
 network is unreachable it says what to do instead. Closing the dialog mid-way cancels the
 work and waits for the worker to stop.
+
+Offline, it says so in plain words ("No internet connection") with the technical reason
+beside it, and shows the manual steps fully at the dialog's size, with links that open in the
+browser and a button that copies them. The download's size is stated before it starts. A
+conversion shows the time spent and the time left, estimated from the previous conversion on
+this computer (kept in the cache folder) or from the graphs converted so far.
 """
 
 from __future__ import annotations
 
+import html
+import json
 import logging
+import re
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QCloseEvent
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QTextOption
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
@@ -29,9 +39,68 @@ from PySide6.QtWidgets import (
 
 from desktop_app.services import Cancelled, Models, ModelState, Offline, Progress
 from desktop_app.tasks import TaskRunner
+from runtime.core import paths
 from runtime.core.units import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
+
+DOWNLOAD_SIZE = "about 1.4 GB"  # the six files of cbsjtu01/IMTalker together
+OFFLINE_TEXT = "No internet connection (the hub could not be reached)."
+_URL = re.compile(r"https?://[^\s<>\"']+")
+_TIMES_FILE = "conversion_time.json"
+
+
+def help_html(text: str) -> str:
+    """Plain help text as HTML whose links can be clicked (and selected, and copied)."""
+    out = []
+    for line in text.splitlines():
+        escaped = html.escape(line)
+        linked = _URL.sub(lambda m: f"<a href='{m.group(0)}'>{m.group(0)}</a>", escaped)
+        out.append(linked.replace("  ", "&nbsp;&nbsp;"))
+    return "<br>".join(out)
+
+
+def links_in(text: str) -> list[str]:
+    return _URL.findall(text)
+
+
+class ConversionClock:
+    """Elapsed and remaining time of a conversion: from the previous conversion's duration
+    (saved in the cache folder), else from the graphs done so far."""
+
+    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._started = clock()
+        self.previous = self._load()
+
+    @staticmethod
+    def _file() -> Path:
+        return paths.cache_dir() / _TIMES_FILE
+
+    def _load(self) -> float | None:
+        try:
+            value = json.loads(self._file().read_text(encoding="utf-8")).get("seconds")
+        except (OSError, ValueError, AttributeError):
+            return None
+        return float(value) if isinstance(value, int | float) and value > 0 else None
+
+    def elapsed(self) -> float:
+        return self._clock() - self._started
+
+    def remaining(self, fraction: float | None) -> float | None:
+        elapsed = self.elapsed()
+        if self.previous is not None:
+            return max(0.0, self.previous - elapsed)
+        if fraction:
+            return elapsed * (1 - fraction) / fraction
+        return None
+
+    def finished(self) -> None:
+        try:
+            self._file().parent.mkdir(parents=True, exist_ok=True)
+            self._file().write_text(json.dumps({"seconds": round(self.elapsed(), 1)}))
+        except OSError as exc:  # only the next estimate suffers
+            logger.debug("cannot keep the conversion time: %s", exc)
 
 
 def summarise_missing(paths: tuple[str, ...]) -> str:
@@ -52,6 +121,20 @@ def describe(progress: Progress) -> str:
     if progress.eta is not None:
         parts.append(f"{human_duration(progress.eta)} left")
     return "  ·  ".join(parts)
+
+
+_PHASE_SUMMARY = {
+    "download": f"Downloading the IMTalker model ({DOWNLOAD_SIZE}).",
+    "verify": "Checking the model files.",
+    "copy": "Importing the model files.",
+    "convert": "Converting the model for this computer (once; a few minutes).",
+}
+_CANCELLED = {
+    "Downloading…": "Download cancelled. What was already downloaded is kept for next time.",
+    "Importing…": "Import cancelled. Files already copied and checked are kept; your folder "
+    "is untouched.",
+    "Converting…": "Conversion cancelled. It starts again from the beginning next time.",
+}
 
 
 class _Relay(QObject):
@@ -97,6 +180,7 @@ class ModelSetupDialog(QDialog):
         self._relay = _Relay(self)
         self._cancel = threading.Event()
         self._working = False
+        self._operation = ""
 
         title = QLabel("Set up the IMTalker model", self)
         title.setObjectName("PanelTitle")
@@ -115,10 +199,16 @@ class ModelSetupDialog(QDialog):
         self.help = QTextBrowser(self)
         self.help.setAccessibleName("What to do next")
         self.help.setOpenExternalLinks(True)
-        self.help.setMinimumHeight(160)
+        self.help.setMinimumHeight(220)
         self.help.hide()
+        self.copy_links_button = QPushButton("Copy the &links", self)
+        self.copy_links_button.setAccessibleName("Copy the download links")
+        self.copy_links_button.hide()
+        self._help_text = ""
+        self._clock: ConversionClock | None = None
+        self.time_source: Callable[[], float] = time.monotonic
 
-        self.download_button = QPushButton("&Download the model", self)
+        self.download_button = QPushButton(f"&Download the model ({DOWNLOAD_SIZE})", self)
         self.download_button.setObjectName("Primary")
         self.download_button.setAccessibleName("Download the model")
         self.import_button = QPushButton("&Import files…", self)
@@ -149,6 +239,7 @@ class ModelSetupDialog(QDialog):
         layout.addWidget(self.progress)
         layout.addWidget(self.detail)
         layout.addWidget(self.help, 1)
+        layout.addWidget(self.copy_links_button, 0, Qt.AlignmentFlag.AlignLeft)
         layout.addLayout(buttons)
 
         self.download_button.clicked.connect(self.start_download)
@@ -157,6 +248,7 @@ class ModelSetupDialog(QDialog):
         self.cancel_button.clicked.connect(self.cancel)
         self.close_button.clicked.connect(self.reject)
         self.done_button.clicked.connect(self.accept)
+        self.copy_links_button.clicked.connect(self.copy_links)
         self._relay.progress.connect(self._show_progress)
         self.refresh()
 
@@ -177,9 +269,10 @@ class ModelSetupDialog(QDialog):
             self.summary.setText("The model is installed and converted. You are ready to go live.")
         elif state.weights_missing:
             self.summary.setText(
-                "imtalker-cam needs the IMTalker model (from Hugging Face, cbsjtu01/IMTalker) "
-                "before it can animate a photo. Download it now, or import the files if you "
-                f"already have them.\n\nStill needed: {summarise_missing(state.weights_missing)}."
+                "imtalker-cam needs the IMTalker model (from Hugging Face, cbsjtu01/IMTalker, "
+                f"{DOWNLOAD_SIZE}) before it can animate a photo. Download it now, or import "
+                "the files if you already have them.\n\nStill needed: "
+                f"{summarise_missing(state.weights_missing)}."
             )
         else:
             self.summary.setText(
@@ -225,6 +318,12 @@ class ModelSetupDialog(QDialog):
             convert=True,
         )
 
+    def copy_links(self) -> list[str]:
+        links = links_in(self._help_text)
+        QGuiApplication.clipboard().setText("\n".join(links))
+        self.detail.setText(f"{len(links)} links copied: paste them in a browser elsewhere.")
+        return links
+
     def start_convert(self) -> None:
         self._run(
             "Converting…", lambda p, c: self.models.convert(progress=p, cancel=c), convert=False
@@ -254,6 +353,9 @@ class ModelSetupDialog(QDialog):
         self._cancel = threading.Event()
         self.cancel_button.setEnabled(True)
         self.help.hide()
+        self.copy_links_button.hide()
+        self._clock = None
+        self._operation = headline
         self.detail.setText(headline)
         self.progress.setRange(0, 0)  # busy until the first progress report
         self.progress.setVisible(True)
@@ -278,10 +380,24 @@ class ModelSetupDialog(QDialog):
         else:
             self.progress.setRange(0, 1000)
             self.progress.setValue(round(1000 * progress.fraction))
+        self.summary.setText(_PHASE_SUMMARY[progress.phase])
+        if progress.phase == "convert":
+            if self._clock is None:
+                self._clock = ConversionClock(clock=self.time_source)
+            elapsed = self._clock.elapsed()
+            left = self._clock.remaining(progress.fraction)
+            timing = f"{human_duration(elapsed)} so far"
+            if left is not None:
+                timing += f", about {human_duration(left)} left"
+            self.detail.setText(f"{describe(progress)}  ·  {timing}")
+            return
         self.detail.setText(describe(progress))
 
     def _finished(self, _result: object) -> None:
         self._working = False
+        if self._clock is not None:
+            self._clock.finished()
+            self._clock = None
         self.progress.setRange(0, 1000)
         state = self.refresh()
         if not state.ready and state.weights_missing:
@@ -294,13 +410,38 @@ class ModelSetupDialog(QDialog):
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.refresh()
+        self._clock = None
         if isinstance(exc, Cancelled):
-            self.detail.setText("Cancelled. What was already downloaded is kept for next time.")
+            self.detail.setText(_CANCELLED.get(self._operation, "Cancelled."))
             return
         self.detail.setText(str(exc))
+        self.detail.setToolTip("")
         if isinstance(exc, Offline):
-            self.help.setPlainText(self.models.offline_help())
-            self.help.show()
+            self.detail.setText(OFFLINE_TEXT)
+            self.detail.setToolTip(str(exc))  # the technical reason, for whoever asks
+            self.show_offline_help(self.models.offline_help())
+
+    def show_offline_help(self, text: str) -> None:
+        """The manual steps, fully visible: the dialog grows to show them."""
+        self._help_text = text
+        self.help.setHtml(help_html(text))
+        self.help.show()
+        self.copy_links_button.setVisible(bool(links_in(text)))
+        # Every line visible: as wide as the longest line allows on this screen (a longer link
+        # wraps), then as tall as the text is at that width.
+        self.help.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
+        document = self.help.document()
+        frame = 2 * (self.help.frameWidth() + 8)  # the frame and the stylesheet's padding
+        screen = self.screen().availableGeometry()
+        width = min(round(document.idealWidth()) + frame + 16, screen.width() - 80)
+        document.setTextWidth(width - frame - 16)
+        height = min(round(document.size().height()) + frame + 16, screen.height() - 300)
+        self.help.setMinimumSize(width, height)
+        self.adjustSize()
+        # Wrapped labels are taller at the new width than adjustSize() assumed.
+        needed = self.layout().totalHeightForWidth(self.width())
+        if needed > self.height():
+            self.resize(self.width(), needed)
 
     # ---- closing
 

@@ -79,6 +79,7 @@ def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> 
         dialog, seen = _dialog(qtbot, models)
         assert not dialog.refresh().ready
         assert dialog.download_button.isVisible() and dialog.import_button.isVisible()
+        assert "1.4 GB" in dialog.download_button.text()  # the size, before downloading
         assert not dialog.done_button.isVisible()
         assert unnamed(dialog) == []
         dialog.grab().save(str(output_dir / "model_setup_dialog.png"))
@@ -94,6 +95,7 @@ def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> 
     assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0)
     assert all(p.label.startswith(("Downloading", "Checking")) for p in downloads)
     assert [p.label for p in conversions][-1] == "Converting motion_encoder (6/6)"
+    assert "Still needed" not in dialog.summary.text()
     assert not dialog.working
     assert dialog.done_button.isVisible() and not dialog.download_button.isVisible()
     assert "ready to go live" in dialog.summary.text()
@@ -112,7 +114,7 @@ def test_cancel_keeps_what_was_downloaded(qtbot: QtBot) -> None:
         dialog._relay.progress.connect(cancel_on_first)
         dialog.download_button.click()
         qtbot.waitUntil(lambda: not dialog.working, timeout=30_000)
-    assert "Cancelled" in dialog.detail.text()
+    assert "Download cancelled" in dialog.detail.text()
     assert dialog.download_button.isVisible()  # it can be started again
     assert not models.model_state().ready
     cancelled_at = [p for p in seen if p.phase == "download"][-1]
@@ -124,13 +126,26 @@ def test_offline_says_what_to_do(qtbot: QtBot, output_dir: Path) -> None:
     dialog, _ = _dialog(qtbot, models)
     dialog.download_button.click()
     qtbot.waitUntil(lambda: not dialog.working, timeout=30_000)
-    assert "Cannot reach" in dialog.detail.text()
+    assert dialog.detail.text() == "No internet connection (the hub could not be reached)."
+    assert "Cannot reach" in dialog.detail.toolTip()  # the technical reason stays at hand
     assert dialog.help.isVisible()
     steps = dialog.help.toPlainText()
     assert "renderer.ckpt" in steps and "/resolve/" in steps
     assert "Import files…" in steps  # the GUI's next step, not a terminal command
     assert "imtalker-cam models import" not in steps
-    dialog.resize(760, 620)
+    # Fully visible at the dialog's own size, above the buttons; links clickable and copyable.
+    qtbot.wait(50)
+    assert dialog.help.verticalScrollBar().maximum() == 0
+    assert dialog.help.horizontalScrollBar().maximum() == 0
+    help_bottom = dialog.help.mapTo(dialog, dialog.help.rect().bottomLeft()).y()
+    assert (
+        help_bottom < dialog.import_button.mapTo(dialog, dialog.import_button.rect().topLeft()).y()
+    )
+    copy_top = dialog.copy_links_button.mapTo(dialog, dialog.copy_links_button.rect().topLeft())
+    assert help_bottom < copy_top.y()
+    assert dialog.help.openExternalLinks() and "<a href=" in dialog.help.toHtml()
+    links = dialog.copy_links()  # the repository page and the six files
+    assert len(links) == 7 and QApplication.clipboard().text().splitlines() == links
     dialog.grab().save(str(output_dir / "model_setup_offline.png"))
 
 
@@ -161,3 +176,47 @@ def test_closing_mid_conversion_stops_the_worker(qtbot: QtBot, tmp_path: Path) -
     dialog.reject()  # cancels and joins the worker
     assert not dialog._runner._thread.is_alive()
     assert not slow.model_state().ready
+
+
+def test_conversion_says_time_spent_and_left_and_not_still_needed(
+    qtbot: QtBot, tmp_path: Path
+) -> None:
+    models = _models(f"http://127.0.0.1:{closed_port()}")
+    dialog, _ = _dialog(qtbot, models)
+    assert "Still needed" in dialog.summary.text()
+    now = [100.0]
+    dialog.time_source = lambda: now[0]
+    dialog._working = True  # as during a download that goes on into the conversion
+    dialog._show_progress(Progress("download", "Downloading renderer.ckpt", 0.5))
+    assert "1.4 GB" in dialog.summary.text()
+    dialog._show_progress(Progress("convert", "Converting renderer (1/6)", 0.0))
+    assert "Still needed" not in dialog.summary.text()
+    assert "Converting the model" in dialog.summary.text()
+    now[0] += 30
+    dialog._show_progress(Progress("convert", "Converting renderer (2/6)", 2 / 6))
+    # No earlier conversion: the estimate comes from the graphs done so far.
+    assert "30s so far" in dialog.detail.text() and "about 1m00s left" in dialog.detail.text()
+    now[0] += 60
+    dialog._finished(None)  # the conversion's duration is kept for the next estimate
+    dialog._working = True
+    dialog._clock = None
+    dialog._show_progress(Progress("convert", "Converting renderer (1/6)", 0.0))
+    now[0] += 20
+    dialog._show_progress(Progress("convert", "Converting velocity (2/6)", 2 / 6))
+    assert "about 1m10s left" in dialog.detail.text()  # 90 s last time, 20 s spent
+
+
+def test_cancelling_an_import_says_what_is_kept(qtbot: QtBot, tmp_path: Path) -> None:
+    source = write_tree(tmp_path / "from-usb", standin_files())
+    models = _models(f"http://127.0.0.1:{closed_port()}")
+    dialog, _ = _dialog(qtbot, models)
+
+    def cancel_on_copy(progress: Progress) -> None:
+        if progress.phase == "copy":
+            dialog.cancel()
+
+    dialog._relay.progress.connect(cancel_on_copy)
+    dialog.start_import([source])
+    qtbot.waitUntil(lambda: not dialog.working, timeout=30_000)
+    assert dialog.detail.text().startswith("Import cancelled")
+    assert "downloaded" not in dialog.detail.text()

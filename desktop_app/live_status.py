@@ -5,6 +5,7 @@ open makes Go Live refuse with a message in the alert bar (and, for a webcam, th
 use the microphone); a source lost while live is shown at once with what the engine does
 (retrying, with the attempt count, or stopped); a model that cannot load says so and offers
 the set-up. The level meter follows the microphone 30 times a second from the capture side.
+The virtual camera's state is in the status bar; "Check again" says what it found.
 """
 
 from __future__ import annotations
@@ -13,7 +14,13 @@ from typing import TYPE_CHECKING
 
 from desktop_app.live_bridge import LiveProblem, LiveState
 from desktop_app.preview import PreviewStats
-from desktop_app.services import AudioLevel, LiveConfig, LiveStats, SourceHealth
+from desktop_app.services import (
+    AudioLevel,
+    LiveConfig,
+    LiveStats,
+    SourceHealth,
+    VirtualCameraInfo,
+)
 
 if TYPE_CHECKING:
     from desktop_app.main_window import MainWindow
@@ -171,3 +178,47 @@ class LiveStatusMixin:
             return
         if self._latency_s > APPLY_NOTE_MIN_S:
             self.controls.show_apply_note(self._latency_s)
+
+    # ------------------------------------------------------------------ virtual camera
+
+    def check_virtual_camera(self: MainWindow) -> None:
+        self.bridge.check_virtual_camera()
+
+    def recheck_virtual_camera(self: MainWindow) -> None:
+        """ "Check again": says it is checking, then what it found (never silent)."""
+        if self.bridge.state != LiveState.IDLE:
+            self.statusBar().showMessage("The virtual camera is checked again after Stop.", 6000)
+            return
+        self._rechecking = True
+        self.vcam_help.recheck.setEnabled(False)
+        self.statusBar().showMessage("Checking for a virtual camera…")
+        self.check_virtual_camera()
+
+    def _show_vcam(self: MainWindow, info: VirtualCameraInfo | None) -> None:
+        self._vcam = info
+        if info is None:
+            return
+        if self._rechecking:
+            self._rechecking = False
+            self.vcam_help.recheck.setEnabled(True)
+            found = f"Virtual camera found: {info.device or info.backend}"
+            missing = f"Still no virtual camera ({info.reason or 'no backend'})."
+            self.statusBar().showMessage(found if info.available else missing, 8000)
+        state = self.bridge.state
+        if info.available:
+            name = info.device or info.backend or "virtual camera"
+            doing = "sending" if state == LiveState.LIVE else "ready"
+            self.vcam_status.setText(f"Virtual camera: {name} · {doing}")
+            self.vcam_help.hide()
+        else:
+            self.vcam_status.setText("Virtual camera: not available · preview and recording only")
+            self.vcam_help.set_reason(info.reason)
+            if not self.settings.vcam_help_dismissed:
+                self.vcam_help.show()
+
+    def show_vcam_help(self: MainWindow) -> None:
+        self.vcam_help.show()
+        self.vcam_help.toggle.setChecked(True)
+
+    def _vcam_help_dismissed(self: MainWindow) -> None:
+        self._update_settings(vcam_help_dismissed=True)

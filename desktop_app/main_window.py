@@ -92,6 +92,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         self._vcam: VirtualCameraInfo | None = None
         self._latency_s: float | None = None
         self._relive_with_microphone = False
+        self._rechecking = False
         self._closing = False
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
@@ -245,7 +246,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         self.controls.pose_changed.connect(self._pose_changed)
         self.controls.quality_changed.connect(self._quality_changed)
         self.controls.output_changed.connect(self._output_changed)
-        self.vcam_help.recheck_requested.connect(self.check_virtual_camera)
+        self.vcam_help.recheck_requested.connect(self.recheck_virtual_camera)
         self.vcam_help.hide_button.clicked.connect(self._vcam_help_dismissed)
         bridge = self.bridge
         bridge.state_changed.connect(self._state_changed)
@@ -400,34 +401,6 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         self.overlay_button.setText(STATS_ON_TEXT if shown else STATS_TEXT)
         self.preview.set_overlay_visible(shown)
         self._update_settings(show_overlay=shown)
-
-    # ------------------------------------------------------------------ virtual camera
-
-    def check_virtual_camera(self) -> None:
-        self.bridge.check_virtual_camera()
-
-    def _show_vcam(self, info: VirtualCameraInfo | None) -> None:
-        self._vcam = info
-        if info is None:
-            return
-        state = self.bridge.state
-        if info.available:
-            name = info.device or info.backend or "virtual camera"
-            doing = "sending" if state == LiveState.LIVE else "ready"
-            self.vcam_status.setText(f"Virtual camera: {name} · {doing}")
-            self.vcam_help.hide()
-        else:
-            self.vcam_status.setText("Virtual camera: not available · preview and recording only")
-            self.vcam_help.set_reason(info.reason)
-            if not self.settings.vcam_help_dismissed:
-                self.vcam_help.show()
-
-    def show_vcam_help(self) -> None:
-        self.vcam_help.show()
-        self.vcam_help.toggle.setChecked(True)
-
-    def _vcam_help_dismissed(self) -> None:
-        self._update_settings(vcam_help_dismissed=True)
 
     # ------------------------------------------------------------------ models
 

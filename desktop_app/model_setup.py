@@ -201,7 +201,7 @@ class ModelSetupDialog(QDialog):
         self.help.setOpenExternalLinks(True)
         self.help.setMinimumHeight(220)
         self.help.hide()
-        self.copy_links_button = QPushButton("Copy the &links", self)
+        self.copy_links_button = QPushButton("Copy the lin&ks", self)
         self.copy_links_button.setAccessibleName("Copy the download links")
         self.copy_links_button.hide()
         self._help_text = ""

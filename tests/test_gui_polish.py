@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
+import pytest
 from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QDesktopServices
 from pytestqt.qtbot import QtBot
 
 from desktop_app.live_bridge import LiveState
@@ -256,3 +259,22 @@ def test_qt_keeps_its_own_state_in_the_app_config_folder(
     make_window()
     qt = QSettings(QSettings.Format.NativeFormat, QSettings.Scope.UserScope, "QtProject")
     assert Path(qt.fileName()).is_relative_to(app_dirs / "config")
+
+
+def test_check_again_and_open_folder_give_feedback(
+    qtbot: QtBot, make_window: WindowFactory, app_dirs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    window = make_window(vcam_backend="fake-busy")
+    qtbot.waitUntil(window.vcam_help.isVisible, timeout=5_000)
+    window.vcam_help.recheck.click()
+    assert "Checking" in window.statusBar().currentMessage()
+    qtbot.waitUntil(lambda: "Still no virtual camera" in window.statusBar().currentMessage())
+    assert window.vcam_help.recheck.isEnabled()
+
+    # A desktop without a file manager: the folder's path is said in the window instead.
+    window.settings = replace(window.settings, recordings_dir=str(app_dirs / "rec"))
+    monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: False)
+    shown: list[str] = []
+    monkeypatch.setattr(window, "show_error", shown.append)
+    assert not window.open_recordings_folder()
+    assert shown and str(app_dirs / "rec") in shown[0] and "No file manager" in shown[0]

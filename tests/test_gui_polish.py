@@ -5,6 +5,7 @@ app's config folder. The real window and widgets with hardware fakes."""
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
@@ -177,7 +178,10 @@ def fake_pactl(args: Sequence[str]) -> str:
     return "alsa_input.pci-0000_00_1f.3.analog-stereo\n"
 
 
-def test_microphones_by_description_once_remembered_by_id(qtbot: QtBot) -> None:
+def test_microphones_by_description_once_remembered_by_id(
+    qtbot: QtBot, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PULSE_SOURCE", "the-users-own")  # restored after the test
     devices = RuntimeDevices(
         sd=ListingSoundDevice(LINUX_PORTAUDIO), pactl=fake_pactl, platform="linux"
     )
@@ -201,6 +205,9 @@ def test_microphones_by_description_once_remembered_by_id(qtbot: QtBot) -> None:
     assert again.microphone == yeti and "Yeti" in again.mic_combo.currentText()
     # Opening it goes through the sound server, naming the source.
     assert devices.resolve_microphone(yeti) == "pulse"
+    assert os.environ["PULSE_SOURCE"] == yeti.removeprefix("pulse:")
+    assert devices.resolve_microphone(None) is None  # the system default again
+    assert "PULSE_SOURCE" not in os.environ
 
 
 def test_without_a_sound_server_the_alsa_cards_are_listed_without_aliases() -> None:

@@ -196,11 +196,18 @@ def default_label(
     return _HW_SUFFIX.sub("", name) or None
 
 
+_chosen: list[str] = []  # the PULSE_SOURCE value this module set, if any
+
+
 def select_pulse_source(source: str | None) -> None:
     """Name the sound-server source the next stream on the "pulse" device records from.
     libpulse reads PULSE_SOURCE when the ALSA plugin opens its connection, which happens when
-    the stream is opened, so this is set (or cleared) just before opening."""
+    the stream is opened, so this is set (or cleared) just before opening. A PULSE_SOURCE the
+    user set themselves is left alone when the system default is asked for."""
     if source is None:
-        os.environ.pop("PULSE_SOURCE", None)
-    else:
-        os.environ["PULSE_SOURCE"] = source
+        if _chosen and os.environ.get("PULSE_SOURCE") == _chosen[0]:
+            os.environ.pop("PULSE_SOURCE", None)
+        _chosen.clear()
+        return
+    os.environ["PULSE_SOURCE"] = source
+    _chosen[:] = [source]

@@ -2,8 +2,10 @@
 
 Talk into the microphone (or feed `--audio-file` through the very same path in real time, or
 drive the avatar with `--webcam N`) and the photo talks in the virtual camera. `--stats` prints
-the engine's health once a second. Ctrl-C stops; with `--audio-file` it also stops by itself
-once the file has played and its last frames are out.
+the engine's health once a second. `--virtual-mic` also plays the microphone, delayed to match
+the video, into "imtalker-cam Microphone" for the call app (removed again on exit, Ctrl-C and
+SIGTERM). Ctrl-C stops; with `--audio-file` it also stops by itself once the file has played
+and its last frames are out.
 
 All checks of values and paths are in `validate_args`, the command's one validation layer,
 built on `runtime.core.validate`: out-of-range or non-finite numbers, a `--record` file in a
@@ -40,6 +42,9 @@ from runtime.engine.live import (
     WebcamInput,
 )
 from runtime.media.audio_capture import CaptureConfig
+from runtime.media.audio_gate import DEFAULT_GATE_DBFS, GateConfig
+from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
+from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
 from runtime.sinks import Sink
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
@@ -51,6 +56,8 @@ EXIT_INPUT = 1
 EXIT_ENGINE = 3
 EXIT_INTERRUPTED = 130
 FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
+MIC_OFFSET = v.Range(name="mic-offset", lo=-2000.0, hi=2000.0, unit="ms")
+GATE = v.Range(name="gate", lo=-100.0, hi=0.0, unit="dBFS", help="or off")
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -115,6 +122,25 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     out.add_argument("--vcam-device", help="virtual camera device")
     out.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record to an MP4")
     out.add_argument("--overwrite", action="store_true", help="replace an existing --record file")
+    out.add_argument(
+        "--virtual-mic",
+        action="store_true",
+        help='play the microphone, delayed to match the video, into "imtalker-cam Microphone"',
+    )
+    out.add_argument(
+        "--mic-offset",
+        type=float,
+        default=0.0,
+        metavar="MS",
+        help="add MS milliseconds to the virtual microphone's delay (negative: earlier)",
+    )
+    p.add_argument(
+        "--gate",
+        default=str(DEFAULT_GATE_DBFS),
+        metavar="DBFS",
+        help="noise gate: quieter audio reaches the model as silence "
+        f"(default {DEFAULT_GATE_DBFS:g}; 'off' to disable)",
+    )
     models = p.add_argument_group("model")
     models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")
     models.add_argument("--weights", type=Path, metavar="DIR", help="checkpoints folder")
@@ -174,8 +200,43 @@ def validate_args(args: argparse.Namespace) -> None:
         v.check_output_file(
             args.record, label="--record", inputs=inputs, overwrite=args.overwrite, suffix=".mp4"
         )
+    gate_config(args.gate)
+    MIC_OFFSET.check(args.mic_offset, label="--mic-offset")
+    if args.mic_offset and not args.virtual_mic:
+        raise v.ValidationError("--mic-offset needs --virtual-mic", subject="--mic-offset")
+    if args.virtual_mic and args.webcam is not None:
+        raise v.ValidationError(
+            "--virtual-mic needs a microphone or --audio-file source, not --webcam",
+            subject="--virtual-mic",
+        )
     if args.graphs is None:
         check_app_folders()
+
+
+def gate_config(text: str) -> GateConfig:
+    if text.strip().lower() in ("off", "none"):
+        return GateConfig(threshold_dbfs=None)
+    try:
+        value = float(text)
+    except ValueError:
+        raise v.ValidationError(
+            f"--gate takes a level in dBFS (e.g. -45) or off, not {text!r}", subject="--gate"
+        ) from None
+    return GateConfig(threshold_dbfs=GATE.check(value, label="--gate"))
+
+
+def _virtual_mic(args: argparse.Namespace) -> VirtualMic | None:
+    if not args.virtual_mic:
+        return None
+    try:
+        import sounddevice
+    except OSError as exc:
+        raise ValueError(f"no virtual microphone is possible here: {exc}") from exc
+    return VirtualMic(
+        sd=sounddevice,
+        device=default_device(sounddevice),
+        config=VirtualMicConfig(offset_ms=args.mic_offset),
+    )
 
 
 def controls_from_args(args: argparse.Namespace) -> LiveControls:
@@ -257,13 +318,17 @@ def run(args: argparse.Namespace) -> int:
         if event.kind == "error":
             logger.error("the live engine failed: %s", event.message)
             failed.set()
-        elif event.kind in ("audio", "webcam", "avatar", "audio_ended"):
+        elif event.kind == "virtual_mic" and "unavailable" in event.message:
+            logger.error("%s", event.message)
+        elif event.kind in ("audio", "webcam", "avatar", "audio_ended", "virtual_mic"):
             logger.info("%s: %s", event.kind, event.message)
         # Sinks report their own failures (runtime.sinks logs them).
 
     try:
         validate_args(args)
         controls = controls_from_args(args)
+        gate = gate_config(args.gate)
+        vmic = _virtual_mic(args)
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
         sinks = _sinks(args)
@@ -276,6 +341,7 @@ def run(args: argparse.Namespace) -> int:
             # Headless, nothing else uses PortAudio: restart it on retries so a microphone
             # plugged back in is found.
             capture=CaptureConfig(refresh_devices=True),
+            gate=gate,
             fps=args.fps,
             lookahead=args.lookahead,
             quality=args.quality,
@@ -287,13 +353,16 @@ def run(args: argparse.Namespace) -> int:
             config=config,
             sinks=sinks,
             listener=EngineListener(on_event=on_event),
+            virtual_mic=vmic,
         )
     except (AvatarImageError, ModelStoreError, ValueError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_INPUT
-    engine.start(avatar, controls)
     code = 0
     try:
+        # Inside the try: a signal while starting still stops what started (the virtual
+        # microphone's sink and source among it).
+        engine.start(avatar, controls)
         code = _supervise(engine, args, failed)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED

@@ -7,7 +7,12 @@ Threads (all started by `start`, all joined by `stop`):
   encodes a sliding window of audio, samples motion for those frames, retimes it to the output
   rate, renders it against the cached avatar and hands the frames to the pacer;
 - `pacer`: publishes one frame per deadline to the sinks (`runtime.engine.pacer`);
-- `recorder`: encodes the MP4 when recording.
+- `recorder`: encodes the MP4 when recording;
+- the virtual microphone's output callback (PortAudio's thread) plays the captured audio,
+  delayed by the measured latency (`runtime.media.virtual_mic`); the capture callback feeds it.
+
+Mute and push-to-talk (`engine.mic`) act in the capture callback; the noise gate
+(`engine.gate`) on the worker, on what joins the timeline (the model's input only).
 
 The public methods are called from any thread (GUI or CLI main thread). Listener callbacks run
 on the engine's threads and must not block; the GUI wraps them in queued Qt signals.
@@ -62,7 +67,10 @@ from runtime.media.audio_capture import (
     CaptureStatus,
     SoundDeviceLike,
 )
+from runtime.media.audio_gate import MicSwitch, NoiseGate
 from runtime.media.audio_playback import FilePlayback
+from runtime.media.virtual_mic import VirtualMic
+from runtime.media.virtual_mic_device import VirtualMicUnavailable
 from runtime.media.webcam import WebcamSource, WebcamState
 from runtime.model.contract import CLIP_FRAMES, FPS, MOTION_DIM, SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.model.sessions import GraphSession, ModelSet
@@ -127,6 +135,7 @@ class LiveEngine:
         sinks: Sequence[Sink] = (),
         listener: EngineListener | None = None,
         clock: Clock = time.perf_counter,
+        virtual_mic: VirtualMic | None = None,
     ) -> None:
         self._models = models
         self.source = source
@@ -151,6 +160,10 @@ class LiveEngine:
         self._audio_ended = threading.Event()
         # Sinks that also take the audio (the recorder, meters): `add_audio(first, samples)`.
         self._audio_sinks: list[AudioSink] = [s for s in sinks if isinstance(s, AudioSink)]
+        self.mic = MicSwitch()
+        self.gate = NoiseGate(self.config.gate, rate=SAMPLE_RATE)
+        self.virtual_mic = virtual_mic
+        self._vmic_open = False
 
     # -- public API (any thread) -------------------------------------------------------------
 
@@ -207,6 +220,7 @@ class LiveEngine:
             monitor=self.monitor,
             clock=self._clock,
         )
+        self._open_virtual_mic()
         self._state = EngineState.RUNNING
         target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
@@ -234,6 +248,9 @@ class LiveEngine:
         if self._pacer is not None:
             ok &= self._pacer.stop(timeout=max(0.05, t_end - self._clock() - 0.2))
         self._sinks.close_all(timeout=max(0.05, t_end - self._clock()))
+        if self.virtual_mic is not None and self._vmic_open:
+            self._vmic_open = False
+            self.virtual_mic.close()
         was = self._state
         if self._state is EngineState.RUNNING:
             self._state = EngineState.STOPPED
@@ -262,7 +279,32 @@ class LiveEngine:
             skipped_frames=self._skipped,
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
+            virtual_mic=None if self.virtual_mic is None else self.virtual_mic.status(),
         )
+
+    # -- virtual microphone ------------------------------------------------------------------
+
+    def _open_virtual_mic(self) -> None:
+        vmic = self.virtual_mic
+        if vmic is None:
+            return
+        if isinstance(self.source, WebcamInput):
+            self._emit("virtual_mic", "no virtual microphone: the webcam source has no audio")
+            return
+        try:
+            vmic.open()
+        except VirtualMicUnavailable as exc:
+            self._emit("virtual_mic", f"virtual microphone unavailable: {exc}")
+            return
+        self._vmic_open = True
+        self._emit("virtual_mic", f"virtual microphone: {vmic.status().device}")
+
+    def _update_virtual_mic(self) -> None:
+        """Hand the measured latency to the virtual microphone (worker, once per hop)."""
+        if self.virtual_mic is None or not self._vmic_open:
+            return
+        p50 = self.monitor.snapshot().latency_p50_ms
+        self.virtual_mic.set_latency(p50 / 1e3 if math.isfinite(p50) else None)
 
     # -- shared worker helpers ---------------------------------------------------------------
 
@@ -350,8 +392,14 @@ class LiveEngine:
         timeline = AudioTimeline(keep_seconds=max(12.0, cfg.context_s + 4 * cfg.max_backlog_s))
         retimer = MotionRetimer(source_fps=FPS, output_fps=cfg.fps)
         capture = AudioCapture(
-            sd=sd, config=capture_cfg, clock=self._clock, on_status=self._on_capture
+            sd=sd,
+            config=capture_cfg,
+            clock=self._clock,
+            on_status=self._on_capture,
+            switch=self.mic,
+            tap=self.virtual_mic.tap if self._vmic_open and self.virtual_mic else None,
         )
+        self.gate.reset()
         self._capture = capture
         if self._stop.is_set():
             return
@@ -432,7 +480,8 @@ class LiveEngine:
         """Move new input into the timeline; True if there was any."""
         got = capture.read()
         if got.samples.size:
-            first = timeline.append(got.samples, got.end_time, new_segment=got.restarted)
+            gated = self.gate.process(got.samples)
+            first = timeline.append(gated, got.end_time, new_segment=got.restarted)
             self._feed_audio(first, got.samples)
             return True
         state = capture.state
@@ -533,6 +582,7 @@ class LiveEngine:
         self.monitor.record_compute("hop", t_pix - t0)
         self.monitor.record_media(emit / FPS)
         self._hops += 1
+        self._update_virtual_mic()
         if self._listener.on_hop is not None:
             record = HopRecord(
                 first_frame=first,

@@ -18,6 +18,8 @@ import numpy.typing as npt
 from runtime.engine.latency import LatencyStats
 from runtime.engine.motion_sampler import RawConditions
 from runtime.media.audio_capture import CaptureConfig, CaptureStatus, SoundDeviceLike
+from runtime.media.audio_gate import GateConfig
+from runtime.media.virtual_mic import VirtualMicStatus
 from runtime.media.webcam import WebcamConfig
 from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE
 from runtime.sinks import SinkStatus
@@ -123,6 +125,8 @@ class EngineConfig:
     max_backlog_s: float = 1.0  # further behind real time than this: skip to the newest audio
     playout_delay_s: float | None = None  # None: adaptive
     capture: CaptureConfig = field(default_factory=CaptureConfig)
+    gate: GateConfig = field(default_factory=GateConfig)
+    """The noise gate in front of the model (off by default; `engine.gate` changes it live)."""
     silence_fill_s: float = 0.2  # with no input, fill time with silence in steps of this
     stats_window_s: float = 10.0
     stop_timeout_s: float = 1.0
@@ -152,7 +156,8 @@ class EngineState(enum.Enum):
 class EngineEvent:
     kind: str
     """started, stopped, audio (input state changed), audio_ended, webcam, sink (a sink failed
-    or is unavailable), avatar (switched), error (the worker failed; the engine stops)."""
+    or is unavailable), avatar (switched), virtual_mic (open, or why not), error (the worker
+    failed; the engine stops)."""
     message: str
     when: float
 
@@ -193,6 +198,7 @@ class EngineStats:
     skipped_frames: int
     controls: LiveControls
     avatar: str
+    virtual_mic: VirtualMicStatus | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -207,6 +213,7 @@ class EngineStats:
             "hops": self.hops,
             "skipped_frames": self.skipped_frames,
             "avatar": self.avatar,
+            "virtual_mic": None if self.virtual_mic is None else self.virtual_mic.as_dict(),
         }
 
     def line(self) -> str:

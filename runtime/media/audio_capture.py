@@ -7,6 +7,10 @@ when its last sample was captured. A watchdog thread notices a stream whose call
 (unplugged microphone, dead server), closes it and reopens it with backoff, and reports each
 change of state.
 
+The callback also applies the mute/push-to-talk switch (`runtime.media.audio_gate.MicSwitch`)
+to each block before it is stored, and hands the block to an optional tap (the virtual
+microphone's delay line) with its native rate and arrival time; both are cheap copies.
+
 The module is passed in (the real `sounddevice`, a fake in tests, or `runtime.media.audio_playback`
 for a file fed in real time), so everything here runs without a sound card.
 """
@@ -29,6 +33,7 @@ import numpy.typing as npt
 import soxr
 
 from runtime.core.timing import Clock
+from runtime.media.audio_gate import MicSwitch
 from runtime.model.contract import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -36,6 +41,10 @@ logger = logging.getLogger(__name__)
 Array = npt.NDArray[np.float32]
 
 FALLBACK_RATES = (48_000, 44_100, 32_000, 22_050, 16_000)
+
+CaptureTap = Callable[[Array, int, float], None]
+"""(mono block at the native rate, that rate, perf_counter time it arrived) -> None; called on
+PortAudio's callback thread, so it must only copy."""
 
 
 class InputStreamLike(Protocol):
@@ -139,8 +148,12 @@ class AudioCapture:
         config: CaptureConfig,
         clock: Clock = time.perf_counter,
         on_status: Callable[[CaptureStatus], None] | None = None,
+        switch: MicSwitch | None = None,
+        tap: CaptureTap | None = None,
     ) -> None:
         self._sd = sd
+        self._switch = switch
+        self._tap = tap
         self.config = config
         self._clock = clock
         self._on_status = on_status
@@ -279,18 +292,21 @@ class AudioCapture:
 
     # -- the callback (PortAudio thread) -----------------------------------------------------
 
-    @staticmethod
-    def _make_callback(ring: _Ring, clock: Clock) -> Callable[..., None]:
+    def _make_callback(self, ring: _Ring) -> Callable[..., None]:
+        clock, switch, tap = self._clock, self._switch, self._tap
         data, size = ring.data, ring.data.shape[0]
         ends, times, n_rec = ring.block_end, ring.block_time, ring.block_end.shape[0]
 
         def callback(indata: Any, frames: int, time_info: Any, status: Any) -> None:
             now = clock()
+            block = indata[:frames, 0]
+            if switch is not None:
+                block = switch.apply(block)
             w = ring.written % size
             first = min(frames, size - w)
-            data[w : w + first] = indata[:first, 0]
+            data[w : w + first] = block[:first]
             if first < frames:
-                data[: frames - first] = indata[first:frames, 0]
+                data[: frames - first] = block[first:frames]
             b = ring.blocks % n_rec
             ends[b] = ring.written + frames
             times[b] = now
@@ -300,6 +316,11 @@ class AudioCapture:
             ring.last_callback = now
             if status and getattr(status, "input_overflow", False):
                 ring.overflows += 1
+            if tap is not None:
+                try:
+                    tap(block, ring.rate, now)
+                except Exception:  # the microphone must keep going whatever a tap does
+                    logger.exception("audio tap failed")
 
         return callback
 
@@ -402,7 +423,7 @@ class AudioCapture:
                 channels=1,
                 dtype="float32",
                 blocksize=block,
-                callback=self._make_callback(ring, self._clock),
+                callback=self._make_callback(ring),
                 finished_callback=self._make_finished(ring),
             )
             stream.start()

@@ -1,0 +1,219 @@
+"""The virtual microphone: the captured microphone, delayed to match the avatar's video, played
+into a device that call apps select as their microphone ("imtalker-cam Microphone").
+
+Threads: `open`/`close` on the thread that starts and stops the engine; `tap` on the capture
+callback (it only copies into the delay line); the output stream's callback (PortAudio's
+output thread) reads from the delay line; `set_latency` and `status` from any thread.
+
+The delay follows the engine's measured end-to-end video latency (capture -> frame published)
+plus a manual offset (the call app's own video delay); `runtime.media.delay_line` keeps it
+drift-free and applies changes with a crossfade. Before the first measurement it uses
+`initial_delay_s`. Muting happens upstream, in the capture callback, so a muted microphone
+arrives here as silence, delayed like the video.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.core.timing import Clock
+from runtime.media.delay_line import DelayLine, DelayLineConfig
+from runtime.media.virtual_mic_device import (
+    OutputTarget,
+    VirtualMicDevice,
+    VirtualMicUnavailable,
+)
+
+logger = logging.getLogger(__name__)
+
+Array = npt.NDArray[np.float32]
+
+_ENV_LOCK = threading.Lock()  # PULSE_SINK is process-wide while a stream opens
+
+
+@dataclass(frozen=True, kw_only=True)
+class VirtualMicConfig:
+    offset_ms: float = 0.0
+    """Added to the measured latency (+: later), for the call app's own video delay."""
+    initial_delay_s: float = 0.3
+    block_s: float = 0.02
+    latency_s: float = 0.1
+    """Output buffering: ample, because the delay line compensates the reported latency, and
+    a buffer that runs dry while Python threads contend shifts everything played after it."""
+    line: DelayLineConfig = field(default_factory=DelayLineConfig)
+
+    def __post_init__(self) -> None:
+        if not (math.isfinite(self.offset_ms) and -2000.0 <= self.offset_ms <= 2000.0):
+            raise ValueError(
+                f"virtual-microphone offset must be -2000..2000 ms, not {self.offset_ms}"
+            )
+
+
+@dataclass(frozen=True)
+class VirtualMicStatus:
+    device: str | None  # what the user picks in the call app; None when not open
+    open: bool
+    delay_ms: float  # the delay in effect (nan before audio flowed)
+    target_ms: float
+    offset_ms: float
+    underruns: int
+    error: str | None  # why it is not available
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+class VirtualMic:
+    def __init__(
+        self,
+        *,
+        sd: Any,
+        device: VirtualMicDevice,
+        config: VirtualMicConfig | None = None,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self._sd = sd
+        self._device = device
+        self.config = config if config is not None else VirtualMicConfig()
+        self._clock = clock
+        self._offset_s = self.config.offset_ms / 1e3
+        self._latency_s: float | None = None
+        self._line: DelayLine | None = None  # replaced when the capture rate changes
+        self._target: OutputTarget | None = None
+        self._stream: Any = None
+        self._out_rate = 0
+        self._underflows = 0  # PortAudio's own output underflow flags
+        self._error: str | None = None
+        self._lock = threading.Lock()
+
+    # -- control ------------------------------------------------------------------------------
+
+    def open(self) -> None:
+        """Create the device and start playing (silence until audio comes); raises
+        VirtualMicUnavailable with the reason and what to install."""
+        with self._lock:
+            if self._stream is not None:
+                return
+            try:
+                target = self._device.create()
+            except VirtualMicUnavailable as exc:
+                self._error = str(exc)
+                raise
+            try:
+                stream = self._open_stream(target)
+            except Exception as exc:
+                self._device.remove()
+                self._error = f"cannot play into {target.name}: {exc}"
+                raise VirtualMicUnavailable(self._error) from exc
+            self._target, self._stream, self._error = target, stream, None
+        logger.info("virtual microphone %r open at %d Hz", target.name, self._out_rate)
+
+    def _open_stream(self, target: OutputTarget) -> Any:
+        rate = target.rate
+        if rate is None:
+            info = self._sd.query_devices(target.device, kind="output")
+            rate = round(float(info["default_samplerate"]))
+        self._out_rate = rate
+        with _ENV_LOCK:
+            saved = {k: os.environ.get(k) for k in target.env}
+            os.environ.update(target.env)
+            try:
+                stream = self._sd.OutputStream(
+                    device=target.device,
+                    samplerate=rate,
+                    channels=1,
+                    dtype="float32",
+                    blocksize=max(1, round(rate * self.config.block_s)),
+                    latency=self.config.latency_s,
+                    callback=self._callback,
+                )
+                stream.start()
+            finally:
+                for k, v in saved.items():
+                    if v is None:
+                        os.environ.pop(k, None)
+                    else:
+                        os.environ[k] = v
+        return stream
+
+    def close(self) -> None:
+        """Stop playing and remove the device (idempotent)."""
+        with self._lock:
+            stream, self._stream = self._stream, None
+            target, self._target = self._target, None
+            if stream is not None:
+                for action in (stream.stop, stream.close):
+                    try:
+                        action()
+                    except Exception as exc:
+                        logger.debug("closing the virtual-microphone stream: %s", exc)
+            if target is not None:
+                self._device.remove()
+
+    def set_latency(self, seconds: float | None) -> None:
+        """The engine's measured latency (None: not measured yet)."""
+        if seconds is not None and not math.isfinite(seconds):
+            seconds = None
+        self._latency_s = seconds
+        line = self._line
+        if line is not None:
+            line.set_delay(self._delay_target())
+
+    def set_offset_ms(self, offset_ms: float) -> None:
+        if not (math.isfinite(offset_ms) and -2000.0 <= offset_ms <= 2000.0):
+            raise ValueError(f"offset must be -2000..2000 ms, not {offset_ms}")
+        self._offset_s = offset_ms / 1e3
+        self.set_latency(self._latency_s)
+
+    def _delay_target(self) -> float:
+        base = self._latency_s if self._latency_s is not None else self.config.initial_delay_s
+        return max(0.0, base + self._offset_s)
+
+    def status(self) -> VirtualMicStatus:
+        line = self._line
+        st = line.status() if line is not None else None
+        return VirtualMicStatus(
+            device=self._target.name if self._target is not None else None,
+            open=self._stream is not None,
+            delay_ms=st.delay_ms if st is not None else math.nan,
+            target_ms=self._delay_target() * 1e3,
+            offset_ms=self._offset_s * 1e3,
+            underruns=(st.underruns if st is not None else 0) + self._underflows,
+            error=self._error,
+        )
+
+    # -- capture callback ---------------------------------------------------------------------
+
+    def tap(self, block: Array, rate: int, when: float) -> None:
+        line = self._line
+        if line is None or line.rate != rate:
+            line = DelayLine(rate=rate, config=self.config.line, delay_s=self._delay_target())
+            self._line = line
+        line.write(block, when)
+
+    # -- output callback ----------------------------------------------------------------------
+
+    def _callback(self, outdata: Any, frames: int, time_info: Any, status: Any) -> None:
+        now = self._clock()
+        if status and getattr(status, "output_underflow", False):
+            self._underflows += 1
+        latency = 0.0
+        with contextlib.suppress(AttributeError, TypeError):
+            latency = float(time_info.outputBufferDacTime - time_info.currentTime)
+        if not 0.0 <= latency < 1.0:
+            latency = 0.0
+        line = self._line
+        if line is None:
+            outdata.fill(0)
+            return
+        outdata[:, 0] = line.read(frames, now + latency, self._out_rate)

@@ -1,0 +1,49 @@
+"""`imtalker-cam live` audio flags: --virtual-mic, --mic-offset, --gate (checks and stats)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.stub_graphs import write_stub_graphs
+from tests.test_live_cli import live, short_wav
+
+
+@pytest.mark.parametrize(
+    ("flags", "message"),
+    [
+        (["--mic-offset", "50"], "--mic-offset needs --virtual-mic"),
+        (["--gate", "loud"], "--gate takes a level in dBFS"),
+        (["--gate", "6"], "between -100 and 0 dBFS"),
+        (["--virtual-mic", "--webcam", "0"], "not --webcam"),
+        (["--virtual-mic", "--mic-offset", "5000"], "-2000..2000 ms"),
+    ],
+)
+def test_bad_audio_flags_fail_fast_with_a_reason(
+    tmp_path: Path, flags: list[str], message: str
+) -> None:
+    done = live("--avatar", str(tmp_path / "a.png"), "--no-vcam", "--graphs", str(tmp_path), *flags)
+    assert done.returncode == 1, done.stderr
+    assert message in done.stderr
+
+
+def test_gate_flag_runs_and_stats_say_no_virtual_mic(tmp_path: Path, fixtures_dir: Path) -> None:
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    audio = short_wav(fixtures_dir / "audio_1.wav", tmp_path / "a.wav", 1.5)
+    done = live(
+        "--avatar",
+        str(fixtures_dir / "source_1.png"),
+        "--audio-file",
+        str(audio),
+        "--graphs",
+        str(graphs),
+        "--no-vcam",
+        "--stats-json",
+        "--gate",
+        "-40",
+    )
+    assert done.returncode == 0, done.stderr
+    last = json.loads(done.stdout.splitlines()[-1])
+    assert last["virtual_mic"] is None

@@ -267,10 +267,10 @@ def check_delay(
     stats: list[dict[str, Any]],
     times: list[float],
 ) -> None:
-    """Every 2 s of speech is in the recording, delayed by the latency the engine reported
+    """Every second of speech is in the recording, delayed by the latency the engine reported
     then (within 40 ms), and no run of zeros longer than 10 ms interrupts it."""
     block = RATE // 100
-    piece = 2 * RATE
+    piece = RATE
     n_blocks = heard.size // block
     level = np.sqrt((heard[: n_blocks * block].reshape(n_blocks, block) ** 2).mean(axis=1))
     loud = level > 0.01  # -40 dBFS
@@ -314,11 +314,14 @@ def check_delay(
                 gaps,
             )
         )
-    assert len(results) >= 10, results
-    # A piece during which the delay was moved to a new latency matches a little less well.
-    bad = [r for r in results if abs(r[1] - r[2]) > 40 or r[3] < 0.8 or r[4]]
-    assert np.median([r[3] for r in results]) > 0.95, results
-    assert not bad, (bad, results)
+    assert len(results) >= 20, results
+    off_sync = [r for r in results if abs(r[1] - r[2]) > 40]
+    gaps = [r for r in results if r[4]]
+    assert not off_sync and not gaps, (off_sync, gaps, results)
+    # The same speech: a second during which the delay was moved to a new latency (the engine's
+    # latency wanders on a busy machine) matches a little less well, so 90 % of them.
+    similar = np.mean([r[3] > 0.9 for r in results])
+    assert similar >= 0.9, results
 
 
 def test_sink_and_source_removed_on_exit_and_after_a_kill(

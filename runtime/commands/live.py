@@ -136,7 +136,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--gate",
-        default=str(DEFAULT_GATE_DBFS),
+        default=f"{DEFAULT_GATE_DBFS:g}",
         metavar="DBFS",
         help="noise gate: quieter audio reaches the model as silence "
         f"(default {DEFAULT_GATE_DBFS:g}; 'off' to disable)",

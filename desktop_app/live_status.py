@@ -53,8 +53,8 @@ class LiveStatusMixin:
             self.show_error("Add or pick an avatar first.")
             return False
         try:
-            avatar = self.gallery.load_avatar(avatar_id)
-        except (OSError, KeyError) as exc:
+            avatar = self._model_avatar(avatar_id, models.source_size)
+        except (OSError, KeyError, ValueError) as exc:
             self.show_error(f"Cannot read that avatar: {exc}")
             return False
         self.alerts.clear()

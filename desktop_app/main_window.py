@@ -38,7 +38,7 @@ from desktop_app.avatar_panel import AvatarPanel, dropped_photo
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.crop_dialog import CropDialog
 from desktop_app.gallery import Gallery
-from desktop_app.images import rgb_to_qimage
+from desktop_app.images import RGB, rgb_to_qimage
 from desktop_app.live_bridge import EngineBridge, LiveState
 from desktop_app.live_status import LIVE_TEXTS, LiveStatusMixin
 from desktop_app.model_setup import ModelSetupDialog
@@ -353,12 +353,30 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         self._show_still()
         if self.bridge.state in (LiveState.STARTING, LiveState.LIVE):
             try:
-                avatar = self.gallery.load_avatar(avatar_id)
-            except (OSError, KeyError) as exc:
+                avatar = self._model_avatar(avatar_id)
+            except (OSError, KeyError, ValueError) as exc:
                 self.show_error(f"Cannot read that avatar: {exc}")
                 return
             self.bridge.switch_avatar(avatar_id, avatar)
             self.live_info.setText("Switching avatar…")
+
+    def _model_avatar(self, avatar_id: str, size: int | None = None) -> RGB:
+        """The gallery avatar at the installed model's input size. An avatar saved for another
+        model version (256 px for v1, 512 px for v2) is cut again from its photo with its own
+        crop square and saved, so switching model versions needs nothing from the user."""
+        if size is None:
+            size = self.backend.models.model_state().source_size
+        avatar = self.gallery.load_avatar(avatar_id)
+        if size is None or avatar.shape[:2] == (size, size):
+            return avatar
+        entry = self.gallery.get(avatar_id)
+        if entry is None:
+            raise KeyError(avatar_id)
+        photo = self.gallery.load_photo(avatar_id)
+        avatar = self.backend.avatars.crop(photo, entry.crop, size)
+        self.gallery.recrop(avatar_id, crop=entry.crop, avatar=avatar)
+        logger.info("avatar %s re-prepared at %d px for the installed model", avatar_id, size)
+        return avatar
 
     def _avatar_switched(self, avatar_id: str) -> None:
         entry = self.gallery.get(avatar_id)

@@ -54,8 +54,9 @@ class AvatarTools(Protocol):
         """The suggested crop square around the largest face, or None when none is found."""
         ...
 
-    def crop(self, photo: RGB, square: CropSquare) -> RGB:
-        """The model-ready square avatar (padded where the square leaves the photo)."""
+    def crop(self, photo: RGB, square: CropSquare, size: int | None = None) -> RGB:
+        """The model-ready square avatar (padded where the square leaves the photo), `size`
+        pixels a side (the installed model's source size; None: the current version's)."""
         ...
 
 
@@ -125,6 +126,8 @@ class ModelState:
     graphs_dir: Path | None
     weights_missing: tuple[str, ...]  # files of the model still to download or import
     detail: str  # one sentence for the user
+    model_version: str | None = None  # "v1", "v2": what the installed files are, when known
+    source_size: int | None = None  # avatar side the ready model takes (256 v1, 512 v2)
 
 
 @dataclass(frozen=True)

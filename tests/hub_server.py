@@ -47,15 +47,24 @@ def standin_checkpoint(seed: int, size: int) -> bytes:
     return buf.getvalue()
 
 
-def standin_files(*, seed: int = 0) -> dict[str, bytes]:
-    """Every file of the model, small: checkpoints of a few hundred KB, real JSON configs."""
+def standin_files(*, seed: int = 0, version: str = "v1") -> dict[str, bytes]:
+    """Every file of the model, small: checkpoints of a few hundred KB with every key and
+    shape of the real ones (they pass the checkpoint inspector), real JSON configs."""
+    from tests.support.skeleton_checkpoints import skeleton_checkpoint
+
     cfg = {"model_type": "wav2vec2", "hidden_size": 768, "seed": seed}
     fe = {"feature_extractor_type": "Wav2Vec2FeatureExtractor", "sampling_rate": 16000}
     return {
-        "renderer.ckpt": standin_checkpoint(seed + 1, 300_000),
-        "generator.ckpt": standin_checkpoint(seed + 2, 200_000),
+        "renderer.ckpt": skeleton_checkpoint(
+            "renderer", version=version, seed=seed + 1, size=300_000
+        ),
+        "generator.ckpt": skeleton_checkpoint(
+            "generator", version=version, seed=seed + 2, size=200_000
+        ),
         "wav2vec2-base-960h/config.json": json.dumps(cfg, indent=2).encode(),
-        "wav2vec2-base-960h/pytorch_model.bin": standin_checkpoint(seed + 3, 150_000),
+        "wav2vec2-base-960h/pytorch_model.bin": skeleton_checkpoint(
+            "wav2vec2", seed=seed + 3, size=150_000
+        ),
         "wav2vec2-base-960h/preprocessor_config.json": json.dumps(fe).encode(),
         "wav2vec2-base-960h/feature_extractor_config.json": json.dumps(fe, indent=1).encode(),
     }

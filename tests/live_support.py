@@ -13,6 +13,7 @@ import numpy as np
 from runtime.engine.live import EngineEvent, EngineListener, HopRecord
 from runtime.engine.live_avatar import LiveAvatar, encode_avatar
 from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.model.versions import ModelVersion
 from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink
 from tests.stub_graphs import write_stub_graphs
@@ -20,14 +21,18 @@ from tests.stub_graphs import write_stub_graphs
 CPU = SessionOptions(providers=("CPUExecutionProvider",), intra_op_threads=1)
 
 
-def stub_models(folder: Path, *, velocity_gain: float = 1.0) -> ModelSet:
-    return open_model_set(write_stub_graphs(folder, velocity_gain=velocity_gain), options=CPU)
+def stub_models(
+    folder: Path, *, velocity_gain: float = 1.0, version: ModelVersion | None = None
+) -> ModelSet:
+    graphs = write_stub_graphs(folder, velocity_gain=velocity_gain, version=version)
+    return open_model_set(graphs, options=CPU)
 
 
 def grey_avatar(models: ModelSet, level: int, name: str | None = None) -> LiveAvatar:
     """A flat avatar: with the stub encoder its id value is level / 255."""
-    image = np.full((256, 256, 3), level, np.uint8)
-    return encode_avatar(models["avatar_encoder"], image, name=name or f"grey{level}")
+    size = models.source_size
+    image = np.full((size, size, 3), level, np.uint8)
+    return encode_avatar(models["avatar_encoder"], image, size=size, name=name or f"grey{level}")
 
 
 def wav_16k(path: Path) -> np.ndarray:

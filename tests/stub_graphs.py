@@ -20,6 +20,7 @@ from what comes out, and the models cost (almost) nothing, so the pipeline's own
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from runtime.model import contract as C
+from runtime.model.versions import V1, ModelVersion
 
 PREV_GAIN = 0.5
 OFFSET = 2.0
@@ -124,8 +126,8 @@ def _mean_rgb_motion(b: _Builder, image: str, out: str) -> None:
     b.op("MatMul", rgb, b.const(_selector(3, 0, C.MOTION_DIM)), out=out)
 
 
-def avatar_encoder() -> onnx.ModelProto:
-    b = _Builder(C.AVATAR_ENCODER)
+def avatar_encoder(version: ModelVersion = V1) -> onnx.ModelProto:
+    b = _Builder(C.avatar_encoder_spec(version))
     _mean_rgb_motion(b, "source", "source_motion")
     mean = b.op("ReduceMean", "source", axes=[1, 2, 3], keepdims=1)  # (1, 1, 1, 1)
     for spec in C.AVATAR_TENSORS:
@@ -163,25 +165,34 @@ def renderer() -> onnx.ModelProto:
     return b.model()
 
 
-def motion_encoder() -> onnx.ModelProto:
-    b = _Builder(C.MOTION_ENCODER)
+def motion_encoder(version: ModelVersion = V1) -> onnx.ModelProto:
+    b = _Builder(C.motion_encoder_spec(version))
     _mean_rgb_motion(b, "image", "motion")
     return b.model()
 
 
-def write_stub_graphs(folder: Path, *, velocity_gain: float = 1.0) -> Path:
-    """Write all six stub graphs into `folder` (file names from the contract)."""
+def write_stub_graphs(
+    folder: Path, *, velocity_gain: float = 1.0, version: ModelVersion | None = None
+) -> Path:
+    """Write all six stub graphs into `folder` (file names from the contract). With `version`,
+    the encoders take that version's source size and each graph gets the config JSON the
+    exporter writes (naming the version); without, no config (as graphs that predate versions,
+    read as v1)."""
     folder.mkdir(parents=True, exist_ok=True)
+    shape_version = version or V1
     models = {
         C.AUDIO_ENCODER.name: audio_encoder(),
         C.CONDITIONER.name: conditioner(),
         C.VELOCITY.name: velocity(velocity_gain),
-        C.AVATAR_ENCODER.name: avatar_encoder(),
+        C.AVATAR_ENCODER.name: avatar_encoder(shape_version),
         C.RENDERER.name: renderer(),
-        C.MOTION_ENCODER.name: motion_encoder(),
+        C.MOTION_ENCODER.name: motion_encoder(shape_version),
     }
-    for spec in C.GRAPHS:
+    for spec in C.graphs(shape_version):
         onnx.save(models[spec.name], str(folder / spec.filename))
+        if version is not None:
+            config = {"graph": spec.name, "model_version": version.name, "stub": True}
+            (folder / spec.config_filename).write_text(json.dumps(config) + "\n")
     return folder
 
 

@@ -29,6 +29,7 @@ from runtime.media.face_crop import (
     prepare_avatar,
     whole_image_box,
 )
+from runtime.model.versions import DEFAULT_VERSION, V1, V2
 
 SOURCES = ["source_1.png", "source_2.png", "source_3.jpg", "source_4.png"]
 
@@ -60,15 +61,17 @@ def test_each_fixture_has_exactly_one_face(fixtures_dir: Path, name: str) -> Non
     assert 0.3 < face.width / w < 0.8
 
 
+@pytest.mark.parametrize("size", [V1.source_size, V2.source_size])
 @pytest.mark.parametrize("name", SOURCES)
 def test_prepare_avatar_frames_like_the_reference(
-    fixtures_dir: Path, name: str, output_dir: Path
+    fixtures_dir: Path, name: str, size: int, output_dir: Path
 ) -> None:
-    avatar = prepare_avatar(fixtures_dir / name)
-    assert avatar.image.shape == (AVATAR_SIZE, AVATAR_SIZE, 3)
+    """At each model version's source size (v1 256 px, v2 512 px): the same framing."""
+    avatar = prepare_avatar(fixtures_dir / name, size=size)
+    assert avatar.image.shape == (size, size, 3)
     assert avatar.image.dtype == np.uint8
     assert avatar.face_box is not None
-    Image.fromarray(avatar.image).save(output_dir / f"face_crop_{Path(name).stem}.png")
+    Image.fromarray(avatar.image).save(output_dir / f"face_crop_{Path(name).stem}_{size}.png")
     face, box = avatar.face_box, avatar.crop_box
     # Calibrated framing: square of 1.6 x (1.05 x Haar side) around the shifted centre, so the
     # Haar box fills 1 / 1.68 = 60 % of the crop width and sits centred, slightly high.
@@ -81,8 +84,24 @@ def test_prepare_avatar_frames_like_the_reference(
     h, w = avatar.source.shape[:2]
     if left >= 0 and top >= 0 and right <= w and bottom <= h:
         region = avatar.source[top:bottom, left:right]
-        expected = cv2.resize(region, (AVATAR_SIZE, AVATAR_SIZE), interpolation=cv2.INTER_AREA)
+        shrink = region.shape[0] > size
+        interpolation = cv2.INTER_AREA if shrink else cv2.INTER_CUBIC
+        expected = cv2.resize(region, (size, size), interpolation=interpolation)
         assert np.abs(avatar.image.astype(int) - expected).max() <= 1
+
+
+def test_avatar_at_another_size_is_cut_from_the_photo_again(fixtures_dir: Path) -> None:
+    """Re-preparing for another model version crops the photo anew (never rescales the
+    prepared avatar), so it equals preparing at that size in the first place."""
+    assert AVATAR_SIZE == DEFAULT_VERSION.source_size == V2.source_size
+    v2 = prepare_avatar(fixtures_dir / "source_1.png")
+    v1 = prepare_avatar(fixtures_dir / "source_1.png", size=V1.source_size)
+    assert v2.image_at(V2.source_size) is v2.image
+    np.testing.assert_array_equal(v2.image_at(V1.source_size), v1.image)
+    np.testing.assert_array_equal(v1.image_at(V2.source_size), v2.image)
+    whole = prepare_avatar(fixtures_dir / "source_1.png", crop=False, size=V1.source_size)
+    assert whole.image.shape == (256, 256, 3)
+    assert whole.image_at(V2.source_size).shape == (512, 512, 3)
 
 
 def test_reference_constants_are_the_documented_ones() -> None:
@@ -134,7 +153,7 @@ def test_no_face_error_mentions_whole_image_option(tmp_path: Path, kind: str) ->
     assert isinstance(info.value, AvatarImageError)
     # ...and the whole-image option then works on the same file.
     avatar = prepare_avatar(path, crop=False)
-    assert avatar.image.shape == (256, 256, 3) and avatar.face_box is None
+    assert avatar.image.shape == (AVATAR_SIZE, AVATAR_SIZE, 3) and avatar.face_box is None
 
 
 def test_whole_image_mode_takes_the_centred_square(tmp_path: Path) -> None:
@@ -154,13 +173,13 @@ def test_crop_to_box_is_exact_when_no_resampling_is_needed() -> None:
     rgb = _gradient(640, 480)
     box = CropBox.from_corner(100, 50, 256)
     assert box.pixel_bounds() == (100, 50, 356, 306)
-    np.testing.assert_array_equal(crop_to_box(rgb, box), rgb[50:306, 100:356])
+    np.testing.assert_array_equal(crop_to_box(rgb, box, size=256), rgb[50:306, 100:356])
 
 
 def test_user_box_partly_outside_is_padded_and_positioned() -> None:
     rgb = np.full((300, 300, 3), 255, np.uint8)
     box = CropBox.from_corner(-128, -128, 512)  # top-left quarter of the crop is outside
-    out = crop_to_box(rgb, box)
+    out = crop_to_box(rgb, box, size=256)
     assert out.shape == (256, 256, 3)
     assert (out[:60, :60] == 0).all()  # padded
     assert (out[70:200, 70:200] == 255).all()  # the image
@@ -169,7 +188,7 @@ def test_user_box_partly_outside_is_padded_and_positioned() -> None:
 
 def test_upscaling_small_crops() -> None:
     rgb = _gradient(100, 100)
-    out = crop_to_box(rgb, CropBox.from_corner(0, 0, 100))
+    out = crop_to_box(rgb, CropBox.from_corner(0, 0, 100), size=256)
     assert out.shape == (256, 256, 3)
     assert abs(float(out.mean()) - float(rgb.mean())) < 2
 
@@ -193,7 +212,7 @@ def _frame_with_face(face: npt.NDArray[np.uint8], x: int, y: int) -> npt.NDArray
 
 
 def test_tracker_follows_smoothly_and_holds_on_misses(face_256: npt.NDArray[np.uint8]) -> None:
-    tracker = FaceTracker(detect_every=3, smoothing=0.3)
+    tracker = FaceTracker(detect_every=3, smoothing=0.3, output_size=256)
     assert tracker.box is None
 
     first = tracker.update(_frame_with_face(face_256, 100, 100))
@@ -234,13 +253,15 @@ def test_tracker_only_detects_every_n_frames(face_256: npt.NDArray[np.uint8]) ->
     assert tracker.box == first
 
 
-def test_tracker_without_any_face_returns_centre_square() -> None:
-    tracker = FaceTracker()
+@pytest.mark.parametrize("size", [V1.source_size, V2.source_size])
+def test_tracker_without_any_face_returns_centre_square(size: int) -> None:
+    tracker = FaceTracker(output_size=size)
     frame = _gradient(640, 480)
     crop = tracker.update(frame)
     assert not tracker.has_face
     assert tracker.box == CropBox(center_x=320, center_y=240, half_size=240)
-    expected = cv2.resize(frame[:, 80:560], (256, 256), interpolation=cv2.INTER_AREA)
+    interpolation = cv2.INTER_AREA if size < 480 else cv2.INTER_CUBIC
+    expected = cv2.resize(frame[:, 80:560], (size, size), interpolation=interpolation)
     np.testing.assert_array_equal(crop, expected)
 
 

@@ -59,16 +59,25 @@ def test_quality_mode_reproduces_the_golden_sampler(
     assert np.linalg.norm(live - want) / np.linalg.norm(want) <= 1e-3
 
 
-def test_live_frames_equal_the_offline_render(recipe_graphs: Path, fixtures_dir: Path) -> None:
+@pytest.mark.parametrize(
+    ("graphs_fixture", "version"), [("recipe_graphs", "v1"), ("recipe_graphs_v2", "v2")]
+)
+def test_live_frames_equal_the_offline_render(
+    graphs_fixture: str, version: str, fixtures_dir: Path, request: pytest.FixtureRequest
+) -> None:
     """All six real graphs, live for as long as a few frames take; each frame the engine
-    published is the offline renderer's frame for the motion the engine generated."""
+    published is the offline renderer's frame for the motion the engine generated. For both
+    model versions: the avatar is prepared at the size the graphs say (256 / 512 px)."""
     from runtime.engine.live_avatar import encode_avatar
     from runtime.engine.offline import OfflineRenderer
     from runtime.media.face_crop import prepare_avatar
 
-    models = open_model_set(recipe_graphs, options=FULL)
-    image = prepare_avatar(fixtures_dir / "source_1.png").image
-    avatar = encode_avatar(models["avatar_encoder"], image, name="source_1")
+    models = open_model_set(request.getfixturevalue(graphs_fixture), options=FULL)
+    assert models.version.name == version
+    size = models.source_size
+    image = prepare_avatar(fixtures_dir / "source_1.png", size=size).image
+    assert image.shape == (size, size, 3)
+    avatar = encode_avatar(models["avatar_encoder"], image, size=size, name="source_1")
     tap = Tap(keep_images=True)
     engine = LiveEngine(
         models=models,

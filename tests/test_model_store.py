@@ -116,7 +116,7 @@ def test_import_rejects_unknown_names_and_damaged_files(
     truncated = tmp_path / "t" / "renderer.ckpt"
     truncated.parent.mkdir()
     truncated.write_bytes((user_folder / "renderer.ckpt").read_bytes()[:-5000])
-    with pytest.raises(VerificationError, match=r"renderer.ckpt.*deleted"):
+    with pytest.raises(VerificationError, match=r"renderer.ckpt.*Nothing was stored"):
         store.import_files([truncated])
     assert not store.path("renderer.ckpt").exists()
     assert truncated.exists(), "the user's own file is never deleted"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import av
@@ -69,9 +70,26 @@ def probe(path: Path) -> dict[str, object]:
     return info
 
 
-@pytest.fixture(scope="module")
-def torch_models(recipe_weights: Path) -> LoadedModels:
-    return load_models(recipe_weights)
+@dataclass(frozen=True)
+class RecipeModel:
+    """One model version's recipe checkpoints, their compiled graphs and PyTorch models."""
+
+    weights: Path
+    graphs: Path
+    torch: LoadedModels
+
+
+@pytest.fixture(scope="module", params=["v1", "v2"])
+def model(request: pytest.FixtureRequest) -> RecipeModel:
+    """Both model versions (the session's shared checkpoints and graphs; one version's PyTorch
+    models alive at a time)."""
+    suffix = "" if request.param == "v1" else "_v2"
+    weights = request.getfixturevalue(f"recipe_weights{suffix}")
+    loaded = load_models(weights)
+    assert loaded.version.name == request.param
+    return RecipeModel(
+        weights=weights, graphs=request.getfixturevalue(f"recipe_graphs{suffix}"), torch=loaded
+    )
 
 
 @pytest.fixture(scope="module")
@@ -99,16 +117,15 @@ def test_audio_render_matches_pytorch(
     tmp_path: Path,
     fixtures_dir: Path,
     one_second: Path,
-    recipe_weights: Path,
-    recipe_graphs: Path,
+    model: RecipeModel,
     recipe_cache_home: Path,
-    torch_models: LoadedModels,
 ) -> None:
+    """Without --cfg the render uses the version's default guidance (v1 3.0, v2 2.0)."""
     out = tmp_path / "talk.mp4"
     portrait = fixtures_dir / "source_3.jpg"
     done = run_render(
         "--avatar", str(portrait), "--audio", str(one_second), "--out", str(out),
-        "--weights", str(recipe_weights), "--nfe", "5", "--seed", "7", "--crf", "0",
+        "--weights", str(model.weights), "--nfe", "5", "--seed", "7", "--crf", "0",
         cache_home=recipe_cache_home, data_home=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -120,22 +137,24 @@ def test_audio_render_matches_pytorch(
     assert 1.0 - 1e-3 <= float(info["audio_seconds"]) <= 1.0 + AAC_SLACK  # type: ignore[arg-type]
 
     # The same job through ONNX Runtime in-process (what the CLI ran) and through PyTorch.
-    avatar = prepare_avatar(portrait)
     speech = load_audio(one_second)
-    ort_models = open_model_set(recipe_graphs, options=SessionOptions())
+    ort_models = open_model_set(model.graphs, options=SessionOptions())
+    size = ort_models.source_size
+    assert ort_models.version == model.torch.version and size == model.torch.version.source_size
+    avatar = prepare_avatar(portrait, size=size)
     ort = OfflineRenderer(ort_models, avatar.image)
     settings = AudioRenderSettings(nfe=5, seed=7)
     ort_motion = ort.motion_from_audio(speech, conditions=RawConditions(), settings=settings)
 
-    tm = torch_models
+    tm = model.torch
+    cfg = tm.version.default_cfg
     with torch.no_grad():
-        source = torch.from_numpy(image_to_tensor(avatar.image))
+        source = torch.from_numpy(image_to_tensor(avatar.image, size))
         encoding = tm.renderer.encode_source(source)
         audio = torch.from_numpy(pad_to_frames(normalize_utterance(speech)))[None]
         features = tm.audio_encoder(audio)
-        torch_motion = tm.generator.sample(features, encoding.motion, cfg_scale=3.0, nfe=5, seed=7)[
-            0
-        ].numpy()
+        torch_motion = tm.generator.sample(features, encoding.motion, cfg_scale=cfg, nfe=5, seed=7)
+    torch_motion = torch_motion[0].numpy()
     assert rel_err(ort_motion, torch_motion) <= 1e-3
 
     picks = [0, 12, 24]
@@ -152,10 +171,8 @@ def test_audio_render_matches_pytorch(
 def test_driving_render_matches_pytorch(
     tmp_path: Path,
     fixtures_dir: Path,
-    recipe_weights: Path,
-    recipe_graphs: Path,
+    model: RecipeModel,
     recipe_cache_home: Path,
-    torch_models: LoadedModels,
 ) -> None:
     # Ten frames (0.4 s) of the real driving video, with its sound.
     clip = tmp_path / "driving.mp4"
@@ -172,7 +189,7 @@ def test_driving_render_matches_pytorch(
     portrait = fixtures_dir / "source_1.png"
     done = run_render(
         "--avatar", str(portrait), "--driving", str(clip), "--out", str(out),
-        "--weights", str(recipe_weights), "--crf", "0",
+        "--weights", str(model.weights), "--crf", "0",
         cache_home=recipe_cache_home, data_home=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -182,20 +199,23 @@ def test_driving_render_matches_pytorch(
     assert info["size"] == (512, 512) and info["fps"] == 25.0
     assert 0.4 - 1e-3 <= float(info["audio_seconds"]) <= 0.4 + AAC_SLACK  # type: ignore[arg-type]
 
-    avatar = prepare_avatar(portrait)
-    ort_models = open_model_set(recipe_graphs, options=SessionOptions())
+    ort_models = open_model_set(model.graphs, options=SessionOptions())
+    size = ort_models.source_size
+    avatar = prepare_avatar(portrait, size=size)
     ort = OfflineRenderer(ort_models, avatar.image)
     picks = [0, 9]
     crops = [driving[i] for i in picks]
     from runtime.engine.offline import resize_driving_frame
 
-    crops = [resize_driving_frame(c) for c in crops]
+    crops = [resize_driving_frame(c, size) for c in crops]
+    assert all(c.shape == (size, size, 3) for c in crops)
     ort_motion = next(ort.motion_from_frames(crops, batch_size=2))
-    tm = torch_models
+    tm = model.torch
     with torch.no_grad():
-        batch = torch.from_numpy(np.concatenate([image_to_tensor(c) for c in crops]))
+        batch = torch.from_numpy(np.concatenate([image_to_tensor(c, size) for c in crops]))
         torch_motion = tm.renderer.encode_motion(batch)
-        encoding = tm.renderer.encode_source(torch.from_numpy(image_to_tensor(avatar.image)))
+        source = torch.from_numpy(image_to_tensor(avatar.image, size))
+        encoding = tm.renderer.encode_source(source)
         torch_frames = tm.renderer.render(torch_motion, encoding).numpy()
     assert rel_err(ort_motion, torch_motion.numpy()) <= 1e-4
     ort_frames = ort_models["renderer"].run({"motion": ort_motion, **ort.avatar})["frames"]

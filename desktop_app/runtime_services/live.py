@@ -418,7 +418,14 @@ class RuntimeSession:
 
 
 def _engine_live_avatar(models: Any, image: RGB, name: str) -> LiveAvatar:
-    return encode_avatar(models["avatar_encoder"], image, name=name)
+    size = models.source_size
+    if image.shape[:2] != (size, size):
+        # The window re-crops gallery avatars for the installed model before they get here.
+        raise UserError(
+            f"this avatar was prepared for another model version ({image.shape[1]} px, the "
+            f"model takes {size} px); crop it again"
+        )
+    return encode_avatar(models["avatar_encoder"], image, size=size, name=name)
 
 
 class RuntimeEngine:

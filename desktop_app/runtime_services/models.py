@@ -24,7 +24,7 @@ from desktop_app.services import (
 )
 from runtime.core import units
 from runtime.media import avatar_image, face_crop
-from runtime.model import compiled_cache, store_errors, transfer
+from runtime.model import compiled_cache, graph_version, store_errors, transfer
 from runtime.model import download as model_download
 from runtime.model import store as model_store
 
@@ -49,9 +49,9 @@ class RuntimeAvatars:
         left, top, right, _ = box.pixel_bounds()
         return CropSquare(x=left, y=top, size=right - left)
 
-    def crop(self, photo: RGB, square: CropSquare) -> RGB:
+    def crop(self, photo: RGB, square: CropSquare, size: int | None = None) -> RGB:
         box = face_crop.CropBox.from_corner(square.x, square.y, square.size)
-        return face_crop.crop_to_box(photo, box)
+        return face_crop.crop_to_box(photo, box, size=size or face_crop.AVATAR_SIZE)
 
 
 # ---------------------------------------------------------------- models
@@ -78,6 +78,21 @@ def _progress_from_conversion(p: compiled_cache.ConversionProgress) -> Progress:
     )
 
 
+def _ready(graphs: Path, detail: str) -> ModelState:
+    try:
+        version = graph_version.graphs_version(graphs)
+    except graph_version.GraphVersionError as exc:
+        return ModelState(False, None, (), str(exc))
+    return ModelState(
+        True,
+        graphs,
+        (),
+        f"IMTalker {version.name}. {detail}",
+        model_version=version.name,
+        source_size=version.source_size,
+    )
+
+
 class RuntimeModels:
     """The model store, its download/import and the compiled-graph cache.
 
@@ -101,18 +116,25 @@ class RuntimeModels:
 
     def model_state(self) -> ModelState:
         if self.graphs_dir is not None:
-            return ModelState(True, self.graphs_dir, (), f"Using the graphs in {self.graphs_dir}.")
+            return _ready(self.graphs_dir, f"Using the graphs in {self.graphs_dir}.")
         status = self.store.status()
         # A rebuilt store.json is told in the detail line, before what it means now.
         told = f"{status.notice} " if status.notice else ""
+        installed = self.store.model_version()
         if not status.complete:
             return ModelState(
-                False, None, status.missing, f"{told}The model files go to {self.store.root}."
+                False,
+                None,
+                status.missing,
+                f"{told}The model files go to {self.store.root}.",
+                model_version=installed,
             )
         converted = compiled_cache.converted_dir(self.store)
         if converted is None:
-            return ModelState(False, None, (), f"{told}The model still needs converting.")
-        return ModelState(True, converted, (), f"{told}Converted graphs in {converted}.")
+            return ModelState(
+                False, None, (), f"{told}The model still needs converting.", model_version=installed
+            )
+        return _ready(converted, f"{told}Converted graphs in {converted}.")
 
     def download(self, *, progress: ProgressFn, cancel: threading.Event) -> None:
         try:

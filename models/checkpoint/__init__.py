@@ -37,7 +37,7 @@ from models.checkpoint.safetensors_io import (
     convert_to_safetensors,
     write_safetensors,
 )
-from models.checkpoint.strict import computed_buffer_names, load_strict
+from models.checkpoint.strict import check_fits, computed_buffer_names, load_strict
 
 __all__ = [
     "INERT_GLOBALS",
@@ -54,6 +54,7 @@ __all__ = [
     "StateDictMismatchError",
     "UnknownModelVersionError",
     "UnsafeCheckpointError",
+    "check_fits",
     "computed_buffer_names",
     "convert_to_safetensors",
     "generator_state_dicts",

@@ -43,6 +43,22 @@ def computed_buffer_names(
     return frozenset(declared | automatic)
 
 
+def check_fits(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    *,
+    computed_buffers: frozenset[str] | None = None,
+) -> None:
+    """Raise StateDictMismatchError listing every key of `state_dict` that does not fit
+    `module` (missing, unexpected, mis-shaped); loads nothing, so `module` may live on the
+    meta device."""
+    computed = computed_buffer_names(module, computed_buffers)
+    persistent: dict[str, torch.Tensor] = dict(module.state_dict(keep_vars=True))
+    non_persistent = {n: b for n, b in module.named_buffers() if n not in persistent}
+    targets = {**persistent, **non_persistent}
+    _raise_mismatch(module, state_dict, targets, computed)
+
+
 def load_strict(
     module: nn.Module,
     state_dict: Mapping[str, torch.Tensor],
@@ -58,18 +74,7 @@ def load_strict(
     persistent: dict[str, torch.Tensor] = dict(module.state_dict(keep_vars=True))
     non_persistent = {n: b for n, b in module.named_buffers() if n not in persistent}
     targets = {**persistent, **non_persistent}
-
-    missing = tuple(k for k in targets if k not in state_dict and k not in computed)
-    unexpected = tuple(k for k in state_dict if k not in targets)
-    mismatched = tuple(
-        (k, tuple(v.shape), tuple(targets[k].shape))
-        for k, v in state_dict.items()
-        if k in targets and tuple(v.shape) != tuple(targets[k].shape)
-    )
-    if missing or unexpected or mismatched:
-        raise StateDictMismatchError(
-            type(module).__name__, missing=missing, unexpected=unexpected, mismatched=mismatched
-        )
+    _raise_mismatch(module, state_dict, targets, computed)
 
     # load_state_dict (not raw copies) so modules with their own loading hooks still work.
     result = module.load_state_dict(
@@ -87,3 +92,22 @@ def load_strict(
         for name, buffer in non_persistent.items():
             if name in state_dict:
                 buffer.copy_(state_dict[name])
+
+
+def _raise_mismatch(
+    module: nn.Module,
+    state_dict: Mapping[str, torch.Tensor],
+    targets: Mapping[str, torch.Tensor],
+    computed: frozenset[str],
+) -> None:
+    missing = tuple(k for k in targets if k not in state_dict and k not in computed)
+    unexpected = tuple(k for k in state_dict if k not in targets)
+    mismatched = tuple(
+        (k, tuple(v.shape), tuple(targets[k].shape))
+        for k, v in state_dict.items()
+        if k in targets and tuple(v.shape) != tuple(targets[k].shape)
+    )
+    if missing or unexpected or mismatched:
+        raise StateDictMismatchError(
+            type(module).__name__, missing=missing, unexpected=unexpected, mismatched=mismatched
+        )

@@ -99,8 +99,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--cfg",
         type=float,
-        default=3.0,
-        help=f"expressiveness (audio guidance), {v.CFG.describe()}",
+        default=None,
+        help=f"expressiveness (audio guidance), {v.CFG.describe()}; default: the model's own, "
+        "2.0 for IMTalker v2, 3.0 for v1",
     )
     p.add_argument(
         "--nfe", type=int, default=10, help=f"Euler time-grid points, {v.NFE.describe()}"
@@ -169,7 +170,8 @@ _POSE_OPTIONS = (
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every value and path of `live`, checked before anything starts (ValidationError)."""
-    v.CFG.check(args.cfg, label="--cfg")
+    if args.cfg is not None:
+        v.CFG.check(args.cfg, label="--cfg")
     v.NFE.check(args.nfe, label="--nfe")
     v.SEED.check(args.seed, label="--seed")
     v.HOP.check(args.hop, label="--hop")
@@ -336,7 +338,12 @@ def run(args: argparse.Namespace) -> int:
             _graphs(args), options=SessionOptions(intra_op_threads=args.threads)
         )
         logger.info("running on %s", ", ".join(models.providers))
-        avatar = encode_avatar(models["avatar_encoder"], prepared.image, name=args.avatar.name)
+        avatar = encode_avatar(
+            models["avatar_encoder"],
+            prepared.image_at(models.source_size),
+            size=models.source_size,
+            name=args.avatar.name,
+        )
         config = EngineConfig(
             # Headless, nothing else uses PortAudio: restart it on retries so a microphone
             # plugged back in is found.

@@ -9,6 +9,7 @@ hand), 4 the files are in place but conversion failed, 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import sys
@@ -23,6 +24,7 @@ from runtime.model import compiled_cache
 from runtime.model.compiled_cache import ConversionError, ConversionProgress
 from runtime.model.contract import GRAPHS
 from runtime.model.download import DownloadOptions, OfflineError, download_model
+from runtime.model.graph_version import GraphVersionError, graphs_version
 from runtime.model.store import ModelStore
 from runtime.model.store_errors import Cancelled, ModelStoreError
 from runtime.model.store_records import StoreStatus
@@ -97,6 +99,12 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     imp.add_argument("paths", nargs="+", type=Path, metavar="PATH")
     imp.add_argument("--no-convert", action="store_true", help="skip the conversion")
+    imp.add_argument(
+        "--replace",
+        action="store_true",
+        help="switch the store to another IMTalker version: the imported renderer.ckpt and "
+        "generator.ckpt replace the installed ones (whose recorded digests are forgotten)",
+    )
 
     convert = actions.add_parser(
         "convert", parents=[common], help="compile the checkpoints to ONNX graphs"
@@ -187,10 +195,21 @@ def _providers() -> list[str]:
     return requested_providers(SessionOptions())
 
 
+def _installed_version(store: ModelStore, compiled: Path | None) -> str | None:
+    """What the store's checkpoints are ("v1", "v2"), as recorded when they were verified; for
+    a store verified before versions were recorded, what its compiled graphs say."""
+    version = store.model_version()
+    if version is None and compiled is not None:
+        with contextlib.suppress(GraphVersionError):
+            version = graphs_version(compiled).name
+    return version
+
+
 def _status_doc(store: ModelStore, status: StoreStatus) -> dict[str, Any]:
     compiled = compiled_cache.converted_dir(store)
     return {
         "store": str(store.root),
+        "model_version": _installed_version(store, compiled),
         "repo_id": status.repo_id,
         "revision": status.revision,
         "files": {
@@ -216,6 +235,8 @@ def _print_status(doc: dict[str, Any]) -> None:
     if doc["notice"]:
         _out(f"Notice           {doc['notice']}")
     _out(f"Model store      {doc['store']}")
+    if doc["model_version"]:
+        _out(f"Model version    IMTalker {doc['model_version']}")
     if doc["revision"]:
         _out(f"Source           {doc['repo_id']} @ {doc['revision']}")
     _out("Files")
@@ -304,10 +325,14 @@ def _do_download(args: argparse.Namespace, store: ModelStore) -> int:
 def _do_import(args: argparse.Namespace, store: ModelStore) -> int:
     line = _ProgressLine(sys.stderr)
     try:
-        result = store.import_files(args.paths, progress=line.transfer)
+        before = store.model_version()
+        result = store.import_files(args.paths, progress=line.transfer, replace=args.replace)
     finally:
         line.close()
+    after = store.model_version()
     if not args.json:
+        if before is not None and after is not None and before != after:
+            _out(f"Switched the model from IMTalker {before} to {after}.")
         if result.imported:
             _out(f"Imported and verified: {', '.join(result.imported)}")
         if result.unchanged:
@@ -336,6 +361,7 @@ def _do_import(args: argparse.Namespace, store: ModelStore) -> int:
                 "imported": list(result.imported),
                 "unchanged": list(result.unchanged),
                 "missing": [],
+                "model_version": after,
                 **conv,
             }
         )

@@ -84,7 +84,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--no-crop", action="store_true", help="use the whole photo, no face crop")
     p.add_argument(
-        "--cfg", type=float, default=3.0, help=f"audio guidance (expressiveness) {v.CFG.describe()}"
+        "--cfg",
+        type=float,
+        default=None,
+        help=f"audio guidance (expressiveness) {v.CFG.describe()}; default: the model's own, "
+        "2.0 for IMTalker v2, 3.0 for v1",
     )
     p.add_argument(
         "--nfe",
@@ -140,7 +144,8 @@ _GAZE_OPTIONS = (("--gaze-x", "gaze_x", v.GAZE_X), ("--gaze-y", "gaze_y", v.GAZE
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every value and path of `render`, checked before any work (ValidationError)."""
-    v.CFG.check(args.cfg, label="--cfg")
+    if args.cfg is not None:
+        v.CFG.check(args.cfg, label="--cfg")
     v.NFE.check(args.nfe, label="--nfe")
     v.SEED.check(args.seed, label="--seed")
     v.BATCH.check(args.batch, label="--batch")
@@ -192,7 +197,8 @@ def run(args: argparse.Namespace) -> int:
         models = open_model_set(graphs, options=SessionOptions(intra_op_threads=args.threads))
         logger.info("running on %s", ", ".join(models.providers))
         check_render_memory(args.batch, list(models.providers))
-        renderer = OfflineRenderer(models, avatar.image)
+        logger.info("model: IMTalker %s", models.version.name)
+        renderer = OfflineRenderer(models, avatar.image_at(models.source_size))
         if args.audio is not None:
             _render_audio(args, renderer, speech, conditions)
         else:
@@ -266,7 +272,9 @@ def _render_driving(
         # The sound track may run past the last picture (codec padding); the video sets the end.
         speech = speech[: round(total / fps * contract.SAMPLE_RATE)]
     bar = ProgressBar(total, label="rendering")
-    crops = (resize_driving_frame(f) for f in retime(reader, source_fps=reader.fps, target_fps=fps))
+    side = renderer.source_size
+    frames = retime(reader, source_fps=reader.fps, target_fps=fps)
+    crops = (resize_driving_frame(f, side) for f in frames)
     motion = renderer.motion_from_frames(crops, batch_size=args.batch)
     size = contract.FRAME_SIZE
     with Mp4Writer(

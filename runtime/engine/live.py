@@ -551,7 +551,7 @@ class LiveEngine:
             raw=raw,
             emit=emit,
             ref_motion=avatar.source_motion,
-            cfg_scale=controls.cfg_scale,
+            cfg_scale=controls.cfg_for(self._models.version),
             nfe=controls.nfe,
         )
         t_motion = self._clock()
@@ -639,7 +639,7 @@ class LiveEngine:
         else:
             from runtime.media.face_crop import FaceTracker
 
-            cropper = FaceTracker()
+            cropper = FaceTracker(output_size=self._models.source_size)
         webcam = WebcamSource(
             cv2=source.cv2,
             config=source.config,
@@ -661,7 +661,8 @@ class LiveEngine:
             avatar = self._take_avatar(renderer)
             t0 = self._clock()
             crop = cropper.update(grab.rgb)
-            motion = encoder.run({"image": image_to_source(np.asarray(crop, np.uint8))})["motion"]
+            image = image_to_source(np.asarray(crop, np.uint8), self._models.source_size)
+            motion = encoder.run({"image": image})["motion"]
             t_motion = self._clock()
             frame = to_uint8(render(renderer, avatar, motion.reshape(1, MOTION_DIM)))[0]
             t_pix = self._clock()

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from runtime.model.contract import AVATAR_TENSORS, MOTION_DIM, SOURCE_SIZE
+from runtime.model.contract import AVATAR_TENSORS, MOTION_DIM
 
 Array = npt.NDArray[np.float32]
 Image = npt.NDArray[np.uint8]
@@ -28,23 +28,28 @@ class Runner(Protocol):
 @dataclass(frozen=True, eq=False)
 class LiveAvatar:
     name: str
-    image: Image  # (256, 256, 3) RGB the tensors were computed from
+    image: Image  # (S, S, 3) RGB the tensors were computed from, S the model's source size
     source_motion: Array  # (32,)
     tensors: Mapping[str, Array]  # every contract AVATAR_TENSORS entry, batch 1
 
 
-def image_to_source(image: Image) -> Array:
-    """(256, 256, 3) uint8 RGB -> (1, 3, 256, 256) float32 in [0, 1]."""
-    if image.shape != (SOURCE_SIZE, SOURCE_SIZE, 3) or image.dtype != np.uint8:
+def image_to_source(image: Image, size: int) -> Array:
+    """(size, size, 3) uint8 RGB -> (1, 3, size, size) float32 in [0, 1]; `size` is the model
+    version's source size (`ModelSet.source_size`)."""
+    if image.shape != (size, size, 3) or image.dtype != np.uint8:
         raise ValueError(
-            f"expected a {SOURCE_SIZE}x{SOURCE_SIZE} RGB uint8 image, got {image.shape}"
+            f"expected a {size}x{size} RGB uint8 image (this model's input), got "
+            f"{image.shape} {image.dtype}"
         )
     source: Array = (image.astype(np.float32) / np.float32(255.0)).transpose(2, 0, 1)[None]
     return np.ascontiguousarray(source)
 
 
-def encode_avatar(avatar_encoder: Runner, image: Image, *, name: str = "avatar") -> LiveAvatar:
-    out = avatar_encoder.run({"source": image_to_source(image)})
+def encode_avatar(
+    avatar_encoder: Runner, image: Image, *, size: int, name: str = "avatar"
+) -> LiveAvatar:
+    """Run the avatar encoder once on a `size` x `size` avatar (the model's source size)."""
+    out = avatar_encoder.run({"source": image_to_source(image, size)})
     tensors = {spec.name: np.ascontiguousarray(out[spec.name]) for spec in AVATAR_TENSORS}
     motion = np.asarray(out["source_motion"], np.float32).reshape(MOTION_DIM)
     return LiveAvatar(name=name, image=image, source_motion=motion, tensors=tensors)

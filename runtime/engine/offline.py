@@ -37,8 +37,9 @@ Progress = Callable[[int], None]
 
 @dataclass(frozen=True)
 class AudioRenderSettings:
-    cfg_scale: float = 3.0
-    """Audio classifier-free guidance (expressiveness); 1 disables guidance."""
+    cfg_scale: float | None = None
+    """Audio classifier-free guidance (expressiveness); 1 disables guidance; None = the model
+    version's default (2.0 for v2, 3.0 for v1, as upstream's demo)."""
     nfe: int = 10
     """Points of the Euler time grid (nfe - 1 velocity evaluations per chunk)."""
     seed: int | None = 25
@@ -49,9 +50,9 @@ class AudioRenderSettings:
     frame: the 64x64 cross-attention maps), so 1 is the default."""
 
 
-def image_to_tensor(rgb: npt.NDArray[np.uint8]) -> Array:
-    """(H, W, 3) uint8 RGB at 256x256 -> (1, 3, 256, 256) float32 in [0, 1]."""
-    size = contract.SOURCE_SIZE
+def image_to_tensor(rgb: npt.NDArray[np.uint8], size: int) -> Array:
+    """(size, size, 3) uint8 RGB -> (1, 3, size, size) float32 in [0, 1]; `size` is the model
+    version's source size."""
     if rgb.shape != (size, size, 3):
         raise ValueError(f"expected a {size}x{size} RGB image, got {rgb.shape}")
     return (rgb.astype(np.float32) / 255.0).transpose(2, 0, 1)[None].copy()
@@ -63,10 +64,9 @@ def frames_to_uint8(frames: Array) -> list[Frame]:
     return list(np.rint(hwc * 255.0).astype(np.uint8))
 
 
-def resize_driving_frame(rgb: npt.NDArray[np.uint8]) -> npt.NDArray[np.uint8]:
-    """A whole driving frame resized to the model's input, as the reference does (the driving
-    videos are face-centred crops already)."""
-    size = contract.SOURCE_SIZE
+def resize_driving_frame(rgb: npt.NDArray[np.uint8], size: int) -> npt.NDArray[np.uint8]:
+    """A whole driving frame resized to the model's input side `size` (the version's source
+    size), as the reference does (the driving videos are face-centred crops already)."""
     if rgb.shape[:2] == (size, size):
         return rgb
     shrink = rgb.shape[0] > size or rgb.shape[1] > size
@@ -100,11 +100,14 @@ def _batches(items: Iterable[Array], size: int) -> Iterator[Array]:
 
 
 class OfflineRenderer:
-    """One avatar, any number of motion sequences."""
+    """One avatar, any number of motion sequences. `source_rgb` is the avatar at the model
+    version's source size (`models.source_size`)."""
 
     def __init__(self, models: ModelSet, source_rgb: npt.NDArray[np.uint8]) -> None:
         self.models = models
-        encoded = models[contract.AVATAR_ENCODER.name].run({"source": image_to_tensor(source_rgb)})
+        self.source_size = models.source_size
+        source = image_to_tensor(source_rgb, self.source_size)
+        encoded = models[contract.AVATAR_ENCODER.name].run({"source": source})
         self.source_motion: Array = encoded["source_motion"]  # (1, 32)
         self.avatar: dict[str, Array] = {t.name: encoded[t.name] for t in contract.AVATAR_TENSORS}
 
@@ -141,7 +144,11 @@ class OfflineRenderer:
             audio_features=features,
             ref_motion=self.source_motion[0],
             raw_conditions=conditions,
-            cfg_scale=settings.cfg_scale,
+            cfg_scale=(
+                self.models.version.default_cfg
+                if settings.cfg_scale is None
+                else settings.cfg_scale
+            ),
             nfe=settings.nfe,
             noise=noise,
         )
@@ -151,9 +158,10 @@ class OfflineRenderer:
     def motion_from_frames(
         self, crops: Iterable[npt.NDArray[np.uint8]], *, batch_size: int
     ) -> Iterator[Array]:
-        """256x256 RGB driving crops -> motion latents, (B, 32) per batch, in order."""
+        """Driving crops at the source size -> motion latents, (B, 32) per batch, in order."""
         encoder = self.models[contract.MOTION_ENCODER.name]
-        for batch in _batches((image_to_tensor(c) for c in crops), batch_size):
+        size = self.source_size
+        for batch in _batches((image_to_tensor(c, size) for c in crops), batch_size):
             yield encoder.run({"image": batch})["motion"]
 
     # -- rendering ---------------------------------------------------------------------

@@ -22,6 +22,7 @@ from runtime.media.audio_gate import GateConfig
 from runtime.media.virtual_mic import VirtualMicStatus
 from runtime.media.webcam import WebcamConfig
 from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE
+from runtime.model.versions import ModelVersion
 from runtime.sinks import SinkStatus
 
 Array = npt.NDArray[np.float32]
@@ -61,7 +62,9 @@ class LiveControls:
     pose: HeadPose | None = None
     gaze: Gaze | None = None
     cam: tuple[float, float, float] | None = None
-    cfg_scale: float = 3.0  # expressiveness: audio classifier-free guidance
+    cfg_scale: float | None = None
+    """Expressiveness (audio classifier-free guidance); None = the model version's default
+    (`ModelVersion.default_cfg`: 2.0 for v2, 3.0 for v1, as upstream)."""
     nfe: int = 10  # time-grid points of the Euler sampler (nfe - 1 evaluations)
     hop: int = 5  # frames generated per hop (200 ms); ignored in quality mode
 
@@ -70,6 +73,10 @@ class LiveControls:
             raise ValueError("nfe must be at least 2")
         if not 1 <= self.hop <= CLIP_FRAMES:
             raise ValueError(f"hop must be 1..{CLIP_FRAMES}")
+
+    def cfg_for(self, version: ModelVersion) -> float:
+        """The guidance scale to use with `version`'s model."""
+        return version.default_cfg if self.cfg_scale is None else self.cfg_scale
 
     def raw_conditions(self, frames: int) -> RawConditions:
         def rows(values: tuple[float, ...] | None) -> Array | None:
@@ -107,7 +114,8 @@ class WebcamInput:
     cv2: Any  # the `cv2` module (or a fake)
     config: WebcamConfig = field(default_factory=WebcamConfig)
     cropper: Callable[[], Any] | None = None
-    """Makes the face cropper (`update(rgb) -> 256x256 rgb`); default FaceTracker."""
+    """Makes the face cropper (`update(rgb) -> (S, S, 3) rgb`, S the model's source size);
+    default FaceTracker."""
 
 
 Source = MicrophoneInput | FileInput | WebcamInput

@@ -10,8 +10,8 @@ opencv-python-headless 4.x wheel (``cv2.data.haarcascades``). Nothing is ever do
 Framing. The reference (IMTalker ``renderer/inference.py``, ``DataProcessor.process_img``) takes
 the S3FD face box, and crops a square centred on the box centre whose half side is
 1.6 x max(box half-width, box half-height), padding with black where the square leaves the
-picture; the crop is then resized to 256x256. S3FD is not available offline, so we convert the
-Haar box into an "S3FD-like" box first:
+picture; the crop is then resized to the model's source size (256x256 for v1, 512x512 for v2).
+S3FD is not available offline, so we convert the Haar box into an "S3FD-like" box first:
 
 - size: ``S3FD side ~= HAAR_TO_S3FD_SCALE * Haar side`` with the scale 1.05;
 - centre: ``S3FD centre ~= Haar centre + HAAR_CENTER_SHIFT_Y * Haar side`` downwards, 0.05.
@@ -32,8 +32,8 @@ the detected Haar box fills about 60 % of the crop width, as in the driving clip
 still move and resize the box (:func:`crop_to_box`).
 
 Whole-image mode (``crop=False``) takes the centred largest square, then resizes it. The
-reference simply stretches the picture to 256x256; a square crop keeps faces undistorted on
-non-square photos, and matches the reference app's own no-face fallback (centre square).
+reference simply stretches the picture to its input size; a square crop keeps faces undistorted
+on non-square photos, and matches the reference app's own no-face fallback (centre square).
 """
 
 from __future__ import annotations
@@ -50,11 +50,14 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.media.avatar_image import AvatarImageError, load_avatar_image
+from runtime.model.versions import DEFAULT_VERSION
 
 logger = logging.getLogger(__name__)
 
-#: Model input side, in pixels.
-AVATAR_SIZE: Final = 256
+#: Avatar side, in pixels, when the caller does not say which model version it is for: the
+#: current version's source size. Callers that know the model pass its `source_size` (256 for
+#: IMTalker v1, 512 for v2); `PreparedAvatar.image_at` re-crops the photo for another size.
+AVATAR_SIZE: Final = DEFAULT_VERSION.source_size
 #: Reference crop: half side = CROP_SCALE x the larger half-side of the S3FD face box.
 CROP_SCALE: Final = 1.6
 #: Calibration of the Haar box to the reference's S3FD box (see the module docstring).
@@ -140,10 +143,18 @@ class CropBox:
 class PreparedAvatar:
     """The model-ready avatar and how it was obtained (enough for a GUI to show and adjust)."""
 
-    image: npt.NDArray[np.uint8]  # (AVATAR_SIZE, AVATAR_SIZE, 3) RGB
+    image: npt.NDArray[np.uint8]  # (size, size, 3) RGB, size as asked (default AVATAR_SIZE)
     crop_box: CropBox  # in `source` pixels
     face_box: FaceBox | None  # None in whole-image mode
     source: npt.NDArray[np.uint8]  # (H, W, 3) upright RGB photo the boxes refer to
+
+    def image_at(self, size: int) -> npt.NDArray[np.uint8]:
+        """The avatar at `size` x `size` (a model version's source size): `image` when it
+        already is, else the same crop box cut from the photo again (never an upscale of a
+        smaller avatar)."""
+        if self.image.shape[:2] == (size, size):
+            return self.image
+        return crop_to_box(self.source, self.crop_box, size=size)
 
 
 def detect_faces(rgb: npt.NDArray[np.uint8]) -> list[FaceBox]:
@@ -206,7 +217,11 @@ def crop_to_box(
 
 
 def crop_avatar(
-    rgb: npt.NDArray[np.uint8], *, crop: bool = True, name: str = "the photo"
+    rgb: npt.NDArray[np.uint8],
+    *,
+    crop: bool = True,
+    name: str = "the photo",
+    size: int = AVATAR_SIZE,
 ) -> PreparedAvatar:
     """Make a model-ready avatar from an RGB photo already in memory.
 
@@ -230,22 +245,26 @@ def crop_avatar(
         box = crop_box_for_face(face)
     else:
         box = whole_image_box(w, h)
-    image = crop_to_box(rgb, box)
+    image = crop_to_box(rgb, box, size=size)
     return PreparedAvatar(image=image, crop_box=box, face_box=face, source=rgb)
 
 
-def prepare_avatar(path: str | os.PathLike[str], *, crop: bool = True) -> PreparedAvatar:
-    """Load a photo safely (:func:`load_avatar_image`) and make the 256x256 avatar from it.
+def prepare_avatar(
+    path: str | os.PathLike[str], *, crop: bool = True, size: int = AVATAR_SIZE
+) -> PreparedAvatar:
+    """Load a photo safely (:func:`load_avatar_image`) and make the size x size avatar from it
+    (`size`: the model version's source size).
 
     Raises :class:`~runtime.media.avatar_image.AvatarImageError` (bad file) or
     :class:`NoFaceFoundError` (a subclass: no face while ``crop`` is set).
     """
     rgb = load_avatar_image(path)
-    return crop_avatar(rgb, crop=crop, name=os.path.basename(os.fspath(path)))
+    return crop_avatar(rgb, crop=crop, name=os.path.basename(os.fspath(path)), size=size)
 
 
 class FaceTracker:
-    """Keeps a webcam face framed: 256x256 crops that follow the face without jitter.
+    """Keeps a webcam face framed: square crops (``output_size``: the model version's source
+    size) that follow the face without jitter.
 
     Runs on the live engine's capture thread (one tracker per stream; not thread-safe).
     Detection (the costly part: 10-40 ms on a 320 px copy on a 2-core CPU, the range depending

@@ -6,13 +6,15 @@ gets the progress callbacks.
 
 Layout: `<cache>/<key>/` holds `<graph>.onnx` and `<graph>.json` for every graph of
 `runtime.model.contract.GRAPHS` (plus any external-data files the exporter writes) and
-`manifest.json`, which records the SHA-256 and size of every file. The key is a hash of the
-SHA-256 of every file the loader reads (the verified published files plus any safetensors
-conversion the loader prefers, `runtime.model.loader_files`), `EXPORTER_VERSION` and `OPSET`,
-so new weights, a stray file or a new export recipe get a new entry. The exporter reports the
-digest of each file it read (`sources.json`); graphs built from any file the key does not cover
-are refused. An entry whose files do not match its manifest is not converted: it is rebuilt,
-never loaded.
+`manifest.json`, which records the SHA-256 and size of every file and the model version the
+graphs are of (from their config JSON). The key is a hash of the SHA-256 of every file the
+loader reads (the verified published files plus any safetensors conversion the loader prefers,
+`runtime.model.loader_files`), the model version the store recorded for its checkpoints,
+`EXPORTER_VERSION` and `OPSET`, so new weights, a stray file, another model version or a new
+export recipe get a new entry. The exporter reports the digest of each file it read
+(`sources.json`); graphs built from any file the key does not cover, or of another model
+version than the store recorded, are refused. An entry whose files do not match its manifest
+is not converted: it is rebuilt, never loaded.
 
 Exporter interface (the child process):
     python -m models.export --weights STORE_DIR --out OUT_DIR
@@ -48,6 +50,7 @@ from runtime.core.files import atomic_write_bytes, fsync_dir
 from runtime.model import loader_files
 from runtime.model.contract import EXPORTER_VERSION, GRAPHS, OPSET
 from runtime.model.files import sha256_file
+from runtime.model.graph_version import GraphVersionError, graphs_version
 from runtime.model.store import ModelStore
 from runtime.model.store_errors import Cancelled, ModelStoreError
 
@@ -92,12 +95,15 @@ def cache_root() -> Path:
     return paths.cache_dir() / "compiled"
 
 
-def cache_key(source_digests: Mapping[str, str]) -> str:
+def cache_key(source_digests: Mapping[str, str], model_version: str | None = None) -> str:
+    """`model_version`: what the store recorded for its checkpoints ("v1", "v2"), None where
+    it is not known before exporting (a `--weights` folder: the digests decide alone)."""
     payload = json.dumps(
         {
             "sources": dict(sorted(source_digests.items())),
             "exporter_version": EXPORTER_VERSION,
             "opset": OPSET,
+            "model_version": model_version,
         },
         sort_keys=True,
     )
@@ -175,7 +181,7 @@ def entry_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
     digests = source_digests(store)
     if digests is None:
         return None
-    return (root or cache_root()) / cache_key(digests)
+    return (root or cache_root()) / cache_key(digests, store.model_version())
 
 
 def converted_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
@@ -349,12 +355,21 @@ def _check_sources(tmp: Path, sources: Mapping[str, str]) -> None:
             )
 
 
-def _seal(tmp: Path, *, key: str, sources: Mapping[str, str]) -> None:
+def _seal(tmp: Path, *, key: str, sources: Mapping[str, str], model_version: str | None) -> None:
     """Hash what the exporter wrote and record it, making the files durable first."""
     missing = [name for name in required_files() if not (tmp / name).is_file()]
     if missing:
         raise ConversionError(f"the exporter did not write {', '.join(missing)}")
     _check_sources(tmp, sources)
+    try:
+        exported = graphs_version(tmp).name
+    except GraphVersionError as exc:
+        raise ConversionError(str(exc)) from None
+    if model_version is not None and exported != model_version:
+        raise ConversionError(
+            f"the exporter built IMTalker {exported} graphs from checkpoints recorded as "
+            f"{model_version}"
+        )
     files: dict[str, dict[str, Any]] = {}
     for path in sorted(p for p in tmp.rglob("*") if p.is_file()):
         name = path.relative_to(tmp).as_posix()
@@ -368,6 +383,7 @@ def _seal(tmp: Path, *, key: str, sources: Mapping[str, str]) -> None:
         "key": key,
         "exporter_version": EXPORTER_VERSION,
         "opset": OPSET,
+        "model_version": exported,
         "sources": dict(sorted(sources.items())),
         "created": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "files": files,
@@ -448,7 +464,8 @@ def convert(
             f"{missing}); run `imtalker-cam models download` or `models import` first"
         )
     root = root or cache_root()
-    key = cache_key(digests)
+    model_version = store.model_version()
+    key = cache_key(digests, model_version)
     final = root / key
     if not force and check_entry(final, key=key).ok:
         return final
@@ -469,7 +486,7 @@ def convert(
             progress=progress,
             cancel=cancel,
         )
-        _seal(tmp, key=key, sources=digests)
+        _seal(tmp, key=key, sources=digests, model_version=model_version)
         _place(tmp, final)
     finally:
         if tmp.exists():

@@ -32,12 +32,13 @@ import onnxruntime as ort
 
 from runtime.model.contract import (
     AVATAR_TENSORS,
-    GRAPHS,
     MOTION_DIM,
     RENDERER,
     GraphSpec,
     TensorSpec,
+    graphs,
 )
+from runtime.model.graph_version import graphs_version
 from runtime.model.providers import (
     CPU,
     CUDA,
@@ -49,6 +50,7 @@ from runtime.model.providers import (
     provider_report,
     usable_providers,
 )
+from runtime.model.versions import V1, ModelVersion
 
 __all__ = [
     "PREFERENCE",
@@ -58,6 +60,7 @@ __all__ = [
     "ModelSet",
     "ProviderReport",
     "SessionOptions",
+    "graphs_version",
     "open_model_set",
     "provider_report",
     "requested_providers",
@@ -413,9 +416,16 @@ class BoundRenderer:
 
 @dataclass(frozen=True)
 class ModelSet:
-    """The graphs of one compiled model, by contract name."""
+    """The graphs of one compiled model, by contract name, and the model version they were
+    exported from (everything that makes model inputs takes its sizes from `version`)."""
 
     sessions: Mapping[str, GraphSession]
+    version: ModelVersion = V1
+
+    @property
+    def source_size(self) -> int:
+        """Side of the square source (avatar) and driving images the encoders take."""
+        return self.version.source_size
 
     def __getitem__(self, name: str) -> GraphSession:
         return self.sessions[name]
@@ -441,8 +451,17 @@ def open_model_set(
     options: SessionOptions,
     names: Sequence[str] | None = None,
 ) -> ModelSet:
-    wanted = [g for g in GRAPHS if names is None or g.name in names]
+    """Sessions for the graphs in `graph_dir` (all, or `names`), each checked against the
+    contract of the model version the graphs say they are (`graphs_version`)."""
+    version = graphs_version(graph_dir)
+    wanted = [g for g in graphs(version) if names is None or g.name in names]
     sessions = {g.name: GraphSession(g, graph_dir / g.filename, options=options) for g in wanted}
-    models = ModelSet(sessions=sessions)
-    logger.info("%d graphs from %s on %s", len(sessions), graph_dir, models.summary())
+    models = ModelSet(sessions=sessions, version=version)
+    logger.info(
+        "%d graphs of IMTalker %s from %s on %s",
+        len(sessions),
+        version.name,
+        graph_dir,
+        models.summary(),
+    )
     return models

@@ -40,11 +40,13 @@ from runtime.core.files import (
     write_all,
 )
 from runtime.core.units import human_bytes
+from runtime.model import inspection
 from runtime.model.files import sha256_file, structure_problem
 from runtime.model.store_errors import (
     Cancelled,
     DiskFullError,
     ModelStoreError,
+    ModelVersionConflictError,
     VerificationError,
 )
 from runtime.model.store_locate import locate
@@ -72,6 +74,8 @@ APP_NAME = paths.APP_NAME
 
 
 _HASH_CHUNK = 8 << 20
+VERSIONED_PARTS = ("renderer", "generator")
+"""The parts whose checkpoints carry the model version (wav2vec2 is the same in every one)."""
 
 
 # No digest is pinned yet: the published repository lists none and this project has not
@@ -86,6 +90,13 @@ _HASH_CHUNK = 8 << 20
 def default_store_dir() -> Path:
     """`<user data dir>/models`; `IMTALKER_DATA_DIR` replaces the user data dir."""
     return paths.model_store_dir()
+
+
+def _deleted_copy(source: str) -> str:
+    if source.startswith("import "):
+        # Never let "deleted" read as the user's file: only our copy of it went.
+        return f"The copy made in the store was deleted; your file {source[7:]} was not touched."
+    return "The downloaded file was deleted."
 
 
 class ModelStore:
@@ -158,11 +169,21 @@ class ModelStore:
                 self._rebuilt = (data, record)
                 return record
 
-    def _record_verified(self, relpath: str, *, sha256: str, size: int, source: str) -> None:
+    def _record_verified(
+        self,
+        relpath: str,
+        *,
+        sha256: str,
+        size: int,
+        source: str,
+        model_version: str | None = None,
+    ) -> None:
         """Record a file now verified at its final path (caller holds the lock); the date it
-        was first verified survives re-verification."""
+        was first verified survives re-verification of the same bytes."""
         record = self.read_record()
         previous = record.files.get(relpath)
+        if previous is not None and previous.sha256 != sha256:
+            previous = None  # a deliberate switch: a new first verification
         files = dict(record.files)
         files[relpath] = FileRecord(
             sha256=sha256,
@@ -170,6 +191,7 @@ class ModelStore:
             mtime_ns=self.path(relpath).stat().st_mtime_ns,
             first_verified=previous.first_verified if previous else utc_now(),
             source=source,
+            model_version=model_version,
         )
         self._write_record(
             StoreRecord(repo_id=record.repo_id, revision=record.revision, files=files)
@@ -201,14 +223,16 @@ class ModelStore:
         recorded = self.read_record().files.get(relpath)
         return recorded.sha256 if recorded is not None else None
 
-    def _candidate_problem(self, relpath: str, candidate: Path, *, sha256: str, size: int) -> str:
+    def _candidate_problem(
+        self, relpath: str, candidate: Path, *, sha256: str, size: int, switching: bool = False
+    ) -> str:
         entry = self.expected(relpath)
         if entry.size is not None and size != entry.size:
             return f"size {size} bytes, expected {entry.size}"
         if entry.sha256 is not None and sha256 != entry.sha256:
             return f"SHA-256 {sha256}, expected the published {entry.sha256}"
         recorded = self.read_record().files.get(relpath)
-        if recorded is not None and recorded.sha256 != sha256:
+        if recorded is not None and recorded.sha256 != sha256 and not switching:
             return (
                 f"SHA-256 {sha256} differs from {recorded.sha256}, recorded when this file was "
                 f"first verified on {recorded.first_verified}; to replace the model with a "
@@ -228,24 +252,112 @@ class ModelStore:
         final = self.path(relpath)
         if candidate.parent != final.parent:
             raise ValueError("candidate must sit next to its final path for an atomic rename")
-        problem = self._candidate_problem(relpath, candidate, sha256=sha256, size=size)
-        if problem:
+        try:
+            problem = self._candidate_problem(relpath, candidate, sha256=sha256, size=size)
+            if problem:
+                raise VerificationError(f"{relpath}: {problem}. {_deleted_copy(source)}")
+            versions = self._inspect({relpath: (candidate, sha256)})
+            self._check_versions(versions, switching=False)
+        except BaseException:
             with contextlib.suppress(OSError):
                 candidate.unlink()
-            if source.startswith("import "):
-                # Never let "deleted" read as the user's file: only our copy of it went.
-                what = (
-                    f"The copy made in the store was deleted; your file {source[7:]} was "
-                    "not touched."
-                )
-            else:
-                what = "The downloaded file was deleted."
-            raise VerificationError(f"{relpath}: {problem}. {what}")
+            raise
+        self._place(relpath, candidate, sha256=sha256, size=size, source=source,
+                    model_version=versions.get(relpath))  # fmt: skip
+
+    def _place(
+        self,
+        relpath: str,
+        candidate: Path,
+        *,
+        sha256: str,
+        size: int,
+        source: str,
+        model_version: str | None,
+    ) -> None:
+        final = self.path(relpath)
         with self._lock:
-            os.replace(candidate, final)
-            fsync_dir(final.parent)
-            self._record_verified(relpath, sha256=sha256, size=size, source=source)
+            if candidate != final:
+                os.replace(candidate, final)
+                fsync_dir(final.parent)
+            self._record_verified(
+                relpath, sha256=sha256, size=size, source=source, model_version=model_version
+            )
         logger.info("verified and stored %s (sha256 %s)", relpath, sha256)
+
+    # ---- model version
+
+    def model_version(self) -> str | None:
+        """The IMTalker version ("v1", "v2") of the verified renderer and generator as
+        recorded, None while either is missing or unknown."""
+        record = self.read_record()
+        versions = {
+            record.files[e.path].model_version if e.path in record.files else None
+            for e in self.manifest
+            if e.part in VERSIONED_PARTS
+        }
+        if len(versions) != 1:
+            return None
+        (version,) = versions
+        return version
+
+    def _inspect(self, candidates: dict[str, tuple[Path, str]]) -> dict[str, str | None]:
+        """Run the checkpoint inspector on the checkpoints among `candidates` (relpath ->
+        (file, SHA-256)); a file that fails raises VerificationError (the caller discards it).
+        Returns the model version of each renderer and generator."""
+        parts = {
+            e.part: e.path for e in self.manifest if e.path in candidates and e.part is not None
+        }
+        if not parts:
+            return {}
+        if not inspection.inspector_available():
+            logger.warning(
+                "the checkpoint inspector (models.inspect_checkpoint) is not installed: "
+                "%s stored after the format check only",
+                ", ".join(parts.values()),
+            )
+            return {}
+        verdicts = inspection.inspect_files(
+            {part: candidates[rel][0] for part, rel in parts.items()},
+            digests={part: candidates[rel][1] for part, rel in parts.items()},
+        )
+        failed = [(parts[p], v) for p, v in verdicts.items() if not v.ok]
+        if failed:
+            lines = [f"{rel}: {v.problem}" for rel, v in failed]
+            raise VerificationError(
+                " ".join(lines) + " Nothing was stored and no digest was recorded."
+            )
+        return {parts[p]: v.model_version for p, v in verdicts.items() if p in VERSIONED_PARTS}
+
+    def _check_versions(self, incoming: dict[str, str | None], *, switching: bool) -> None:
+        """Refuse what would leave a renderer and a generator of different versions."""
+        known = {rel: v for rel, v in incoming.items() if v is not None}
+        if not known:
+            return
+        if len(set(known.values())) > 1:
+            r, g = (known.get(e.path, "?") for e in self.manifest if e.part in VERSIONED_PARTS)
+            raise ModelVersionConflictError(
+                f"the renderer checkpoint is IMTalker {r} but the generator checkpoint is {g}; "
+                "get both files from the same release (download the model again). Nothing was "
+                "stored."
+            )
+        (new,) = set(known.values())
+        if switching:
+            return
+        record = self.read_record()
+        for entry in self.manifest:
+            if entry.part not in VERSIONED_PARTS or entry.path in incoming:
+                continue
+            held = record.files.get(entry.path)
+            if held is None or held.model_version is None or held.model_version == new:
+                continue
+            raise ModelVersionConflictError(
+                f"the model store holds IMTalker {held.model_version} and "
+                f"{', '.join(sorted(known))} {'is' if len(known) == 1 else 'are'} {new}. To switch "
+                f"to {new}, import both renderer.ckpt and generator.ckpt with `imtalker-cam "
+                "models import --replace FOLDER` (or run `imtalker-cam models remove` first). "
+                "Nothing was stored."
+            )
 
     # ---- status
 
@@ -285,6 +397,7 @@ class ModelStore:
                         mtime_ns=st.st_mtime_ns,
                         first_verified=recorded.first_verified,
                         source=recorded.source,
+                        model_version=recorded.model_version,
                     )
             elif st.st_mtime_ns != recorded.mtime_ns:
                 problem = "modified since it was verified (run `models status --deep`)"
@@ -329,8 +442,16 @@ class ModelStore:
         *,
         progress: ProgressCallback | None = None,
         cancel: threading.Event | None = None,
+        replace: bool = False,
     ) -> ImportResult:
-        """Copy the user's files into the store (never moving them), verifying each."""
+        """Copy the user's files into the store (never moving them), verifying each.
+
+        Every file is copied and checked (digest, format, and for checkpoints the inspector's
+        structural checks and model version) before any is put in place: when one fails,
+        nothing in the store changes. `replace` allows a deliberate switch to another model
+        version: a renderer and generator of one version replace those of another (their
+        recorded digests start over); without it such an import is refused.
+        """
         self.check_root()
         located = self.locate(sources)
         if not located:
@@ -343,34 +464,94 @@ class ModelStore:
         order = [e.path for e in self.manifest if e.path in located]
         sizes = {rel: located[rel].stat().st_size for rel in order}
         reporter = ProgressReporter(progress, total=sum(sizes.values()), file_count=len(order))
-        imported: list[str] = []
+        staged: dict[str, tuple[Path, str, int, str]] = {}  # relpath -> (file, sha, size, source)
+        in_place: set[str] = set()
         unchanged: list[str] = []
-        for index, relpath in enumerate(order):
-            source = located[relpath]
-            final = self.path(relpath)
-            if final.exists() and final.samefile(source):
-                # Importing the store's own file: verify it where it is.
-                self._adopt_in_place(relpath, reporter, index, cancel)
-                imported.append(relpath)
-                continue
-            self.root.mkdir(parents=True, exist_ok=True)
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = temp_path(final, "import")
-            try:
-                sha, size = self._copy_hashing(source, tmp, relpath, index, reporter, cancel)
-            except BaseException:
-                with contextlib.suppress(OSError):
+        try:
+            for index, relpath in enumerate(order):
+                source = located[relpath]
+                final = self.path(relpath)
+                if final.exists() and final.samefile(source):
+                    # Importing the store's own file: verify it where it is, never delete it.
+                    sha, size = self._hash_in_place(relpath, reporter, index, cancel)
+                    staged[relpath] = (final, sha, size, "import (in place)")
+                    in_place.add(relpath)
+                    continue
+                self.root.mkdir(parents=True, exist_ok=True)
+                final.parent.mkdir(parents=True, exist_ok=True)
+                tmp = temp_path(final, "import")
+                try:
+                    sha, size = self._copy_hashing(source, tmp, relpath, index, reporter, cancel)
+                except BaseException:
+                    with contextlib.suppress(OSError):
+                        tmp.unlink()
+                    raise
+                current = self.file_status(relpath)
+                if current.verified and current.sha256 == sha:
                     tmp.unlink()
-                raise
-            current = self.file_status(relpath)
-            if current.verified and current.sha256 == sha:
-                tmp.unlink()
-                unchanged.append(relpath)
-                continue
-            self.install(relpath, tmp, sha256=sha, size=size, source=f"import {source}")
-            imported.append(relpath)
+                    unchanged.append(relpath)
+                    continue
+                staged[relpath] = (tmp, sha, size, f"import {source}")
+            versions = self._check_staged(staged, switching=replace)
+        except BaseException:
+            for relpath, (file, *_rest) in staged.items():
+                if relpath not in in_place:
+                    with contextlib.suppress(OSError):
+                        file.unlink()
+            raise
+        for relpath, (file, sha, size, origin) in staged.items():
+            self._place(relpath, file, sha256=sha, size=size, source=origin,
+                        model_version=versions.get(relpath))  # fmt: skip
         missing = tuple(e.path for e in self.manifest if e.path not in located)
-        return ImportResult(tuple(imported), tuple(unchanged), missing)
+        return ImportResult(tuple(staged), tuple(unchanged), missing)
+
+    def _check_staged(
+        self, staged: dict[str, tuple[Path, str, int, str]], *, switching: bool
+    ) -> dict[str, str | None]:
+        """Every check of a batch of files before any is placed; returns the model versions.
+        A switch needs both versioned checkpoints in the batch and a version that differs."""
+        for relpath, (file, sha, size, _) in staged.items():
+            problem = self._candidate_problem(relpath, file, sha256=sha, size=size,
+                                              switching=switching)  # fmt: skip
+            if problem:
+                raise VerificationError(
+                    f"{relpath}: {problem}. Nothing was stored (your file was not changed)."
+                )
+        versions = self._inspect({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
+        if switching:
+            both = all(e.path in versions for e in self.manifest if e.part in VERSIONED_PARTS)
+            if not both:
+                raise ModelVersionConflictError(
+                    "--replace switches the whole model: import renderer.ckpt and generator.ckpt "
+                    "together. Nothing was stored."
+                )
+            held = self.model_version()
+            new = next(iter({v for v in versions.values() if v is not None}), None)
+            if held is not None and new is not None and held != new:
+                logger.info("switching the model store from IMTalker %s to %s", held, new)
+        self._check_versions(versions, switching=switching)
+        return versions
+
+    def _hash_in_place(
+        self,
+        relpath: str,
+        reporter: ProgressReporter,
+        index: int,
+        cancel: threading.Event | None,
+    ) -> tuple[str, int]:
+        final = self.path(relpath)
+        size = final.stat().st_size
+        sha = sha256_file(final, cancel=cancel)
+        reporter.done += size
+        reporter.report(
+            phase="verify",
+            path=relpath,
+            file_index=index,
+            file_done=size,
+            file_total=size,
+            force=True,
+        )
+        return sha, size
 
     def _copy_hashing(
         self,
@@ -418,32 +599,6 @@ class ModelStore:
             force=True,
         )
         return h.hexdigest(), size
-
-    def _adopt_in_place(
-        self,
-        relpath: str,
-        reporter: ProgressReporter,
-        index: int,
-        cancel: threading.Event | None,
-    ) -> None:
-        final = self.path(relpath)
-        size = final.stat().st_size
-        sha = sha256_file(final, cancel=cancel)
-        problem = self._candidate_problem(relpath, final, sha256=sha, size=size)
-        if problem:
-            # The user's own file (it is at the store's path): say so, never delete it.
-            raise VerificationError(f"{relpath}: {problem}")
-        with self._lock:
-            self._record_verified(relpath, sha256=sha, size=size, source="import (in place)")
-        reporter.done += size
-        reporter.report(
-            phase="verify",
-            path=relpath,
-            file_index=index,
-            file_done=size,
-            file_total=size,
-            force=True,
-        )
 
     # ---- remove
 

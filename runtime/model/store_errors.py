@@ -11,6 +11,11 @@ class VerificationError(ModelStoreError):
     """A file did not match what it must be; the offending copy has been deleted."""
 
 
+class ModelVersionConflictError(VerificationError):
+    """The files would leave a renderer and a generator of different model versions (or
+    replace one version with another without being asked to); nothing was stored."""
+
+
 class DiskFullError(ModelStoreError):
     """Not enough space; nothing at a final path was touched."""
 

@@ -33,6 +33,9 @@ class ExpectedFile:
     description: str
     size: int | None = None
     sha256: str | None = None
+    part: str | None = None
+    """The model part a checkpoint holds ("renderer", "generator", "wav2vec2"), which the
+    checkpoint inspector checks it as."""
 
     @property
     def name(self) -> str:
@@ -40,10 +43,14 @@ class ExpectedFile:
 
 
 MANIFEST: tuple[ExpectedFile, ...] = (
-    ExpectedFile("renderer.ckpt", "checkpoint", "renderer"),
-    ExpectedFile("generator.ckpt", "checkpoint", "motion generator (flow matching)"),
+    ExpectedFile("renderer.ckpt", "checkpoint", "renderer", part="renderer"),
+    ExpectedFile(
+        "generator.ckpt", "checkpoint", "motion generator (flow matching)", part="generator"
+    ),
     ExpectedFile(f"{WAV2VEC_DIR}/config.json", "json", "wav2vec2 configuration"),
-    ExpectedFile(f"{WAV2VEC_DIR}/pytorch_model.bin", "checkpoint", "wav2vec2 audio encoder"),
+    ExpectedFile(
+        f"{WAV2VEC_DIR}/pytorch_model.bin", "checkpoint", "wav2vec2 audio encoder", part="wav2vec2"
+    ),
     ExpectedFile(f"{WAV2VEC_DIR}/preprocessor_config.json", "json", "wav2vec2 preprocessor"),
     ExpectedFile(
         f"{WAV2VEC_DIR}/feature_extractor_config.json", "json", "wav2vec2 feature extractor"
@@ -62,15 +69,20 @@ class FileRecord:
     mtime_ns: int
     first_verified: str
     source: str
+    model_version: str | None = None
+    """The IMTalker version ("v1", "v2") the checkpoint inspector found (renderer, generator)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "sha256": self.sha256,
             "size": self.size,
             "mtime_ns": self.mtime_ns,
             "first_verified": self.first_verified,
             "source": self.source,
         }
+        if self.model_version is not None:
+            out["model_version"] = self.model_version
+        return out
 
     @staticmethod
     def from_json(raw: Any) -> FileRecord:
@@ -88,9 +100,17 @@ class FileRecord:
         first, source = raw.get("first_verified"), raw.get("source", "")
         if not isinstance(first, str) or not isinstance(source, str):
             raise DamagedRecordError("first_verified or source is not text")
+        version = raw.get("model_version")
+        if version is not None and not isinstance(version, str):
+            raise DamagedRecordError("model_version is not text")
         assert isinstance(size, int) and isinstance(mtime, int)
         return FileRecord(
-            sha256=sha.lower(), size=size, mtime_ns=mtime, first_verified=first, source=source
+            sha256=sha.lower(),
+            size=size,
+            mtime_ns=mtime,
+            first_verified=first,
+            source=source,
+            model_version=version,
         )
 
 

@@ -148,8 +148,8 @@ def full_size(
     models = open_model_set(graphs, options=SessionOptions(providers=("CPUExecutionProvider",)))
     from runtime.media.face_crop import prepare_avatar
 
-    image = prepare_avatar(FIXTURES / "source_1.png").image
-    avatar = encode_avatar(models["avatar_encoder"], image)
+    image = prepare_avatar(FIXTURES / "source_1.png", size=models.source_size).image
+    avatar = encode_avatar(models["avatar_encoder"], image, size=models.source_size)
     encode = encoder_from_session(models["audio_encoder"])
     velocity = velocity_from_session(models["velocity"])
     conditioner = conditioner_from_session(models["conditioner"])

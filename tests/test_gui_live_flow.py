@@ -54,6 +54,8 @@ def test_photo_to_live_to_quit(
     photo_id = window.avatars.selected_id()
     assert photo_id != sample_id
     assert window.gallery.get(photo_id or "").name == "Portrait"  # type: ignore[union-attr]
+    # Saved at the current model version's size; the stub graphs here are v1's (256 px).
+    assert window.gallery.load_avatar(photo_id or "").shape == (512, 512, 3)
 
     # Go Live: the engine starts on the bridge's worker; frames reach the preview.
     refs = (sys.getrefcount(None), sys.getrefcount(True))  # see test_gui_widgets.py
@@ -69,6 +71,12 @@ def test_photo_to_live_to_quit(
     assert "CPU" in window.preview.overlay_text()
     assert {h.avatar for h in hops.since(0)} == {photo_id}
     window.grab().save(str(output_dir / "gui_flow_live.png"))
+    # Going live re-prepared the avatar for the installed model: cut again from its photo with
+    # its own crop square, at 256 px, and saved so that it is done once.
+    entry = window.gallery.get(photo_id or "")
+    assert entry is not None
+    again = window.backend.avatars.crop(window.gallery.load_photo(entry.id), entry.crop, 256)
+    np.testing.assert_array_equal(window.gallery.load_avatar(entry.id), again)
 
     # Steer the head: switch "natural" off, move the yaw slider.
     window.tabs.setCurrentIndex(1)

@@ -236,7 +236,8 @@ class ModelStore:
             return (
                 f"SHA-256 {sha256} differs from {recorded.sha256}, recorded when this file was "
                 f"first verified on {recorded.first_verified}; to replace the model with a "
-                "different version, run `imtalker-cam models remove` first"
+                "different version, import both checkpoints with `imtalker-cam models import "
+                "--replace`, or run `imtalker-cam models remove` first"
             )
         problem = structure_problem(candidate, entry.kind)
         return problem or ""
@@ -510,13 +511,6 @@ class ModelStore:
     ) -> dict[str, str | None]:
         """Every check of a batch of files before any is placed; returns the model versions.
         A switch needs both versioned checkpoints in the batch and a version that differs."""
-        for relpath, (file, sha, size, _) in staged.items():
-            problem = self._candidate_problem(relpath, file, sha256=sha, size=size,
-                                              switching=switching)  # fmt: skip
-            if problem:
-                raise VerificationError(
-                    f"{relpath}: {problem}. Nothing was stored (your file was not changed)."
-                )
         versions = self._inspect({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
         if switching:
             both = all(e.path in versions for e in self.manifest if e.part in VERSIONED_PARTS)
@@ -530,6 +524,14 @@ class ModelStore:
             if held is not None and new is not None and held != new:
                 logger.info("switching the model store from IMTalker %s to %s", held, new)
         self._check_versions(versions, switching=switching)
+        # After the version checks, so that another version is named as such.
+        for relpath, (file, sha, size, _) in staged.items():
+            problem = self._candidate_problem(relpath, file, sha256=sha, size=size,
+                                              switching=switching)  # fmt: skip
+            if problem:
+                raise VerificationError(
+                    f"{relpath}: {problem}. Nothing was stored (your file was not changed)."
+                )
         return versions
 
     def _hash_in_place(

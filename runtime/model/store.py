@@ -525,13 +525,16 @@ class ModelStore:
                 logger.info("switching the model store from IMTalker %s to %s", held, new)
         self._check_versions(versions, switching=switching)
         # After the version checks, so that another version is named as such.
-        for relpath, (file, sha, size, _) in staged.items():
+        for relpath, (file, sha, size, origin) in staged.items():
             problem = self._candidate_problem(relpath, file, sha256=sha, size=size,
                                               switching=switching)  # fmt: skip
             if problem:
-                raise VerificationError(
-                    f"{relpath}: {problem}. Nothing was stored (your file was not changed)."
+                done = (
+                    "Your file was not changed."
+                    if file == self.path(relpath)
+                    else _deleted_copy(origin)
                 )
+                raise VerificationError(f"{relpath}: {problem}. Nothing was stored. {done}")
         return versions
 
     def _hash_in_place(

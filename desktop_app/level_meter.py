@@ -4,6 +4,8 @@ The bar spans -60..0 dBFS: green up to -20 dB, yellow to -9 dB, red above; the R
 the filled bar, the peak a bright tick, and the highest recent peak is held for a moment.
 A peak at or above -0.5 dBFS lights the clip mark for two seconds, so a short clip is seen.
 Readings arrive 30 times a second from the capture side (`set_level`); `reset()` empties it.
+The noise gate's threshold, when set (`set_gate`), is a white mark with the bar below it dimmed:
+sound that stays left of the mark reaches the avatar as silence.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ class LevelMeter(QWidget):
         self._held_at = 0.0
         self._clip_at = -CLIP_HOLD_S
         self.updates = 0
+        self.gate_db: float | None = None
 
     def sizeHint(self) -> QSize:
         return QSize(220, 16)
@@ -84,6 +87,13 @@ class LevelMeter(QWidget):
         self.update()
         self.level_changed.emit(self.rms_db)
 
+    def set_gate(self, db: float | None) -> None:
+        self.gate_db = db
+        self.setToolTip(
+            "" if db is None else f"Noise gate at {db:.0f} dB: quieter sound does not move the lips"
+        )
+        self.update()
+
     def reset(self) -> None:
         self.rms_db = self.peak_db = self._held_db = FLOOR_DB
         self._clip_at = -CLIP_HOLD_S
@@ -113,6 +123,10 @@ class LevelMeter(QWidget):
                 if db > FLOOR_DB:
                     x = fraction(db) * width
                     p.fillRect(QRectF(x - 1, top - 1, 2, bar_h + 2), colour)
+        if self.gate_db is not None:
+            x = fraction(self.gate_db) * width
+            p.fillRect(QRectF(0, top, x, bar_h), QColor(0, 0, 0, 110))
+            p.fillRect(QRectF(x - 1, top - 3, 2, bar_h + 6), QColor("#ffffff"))
         clip = QRectF(width + 4, top, _CLIP_W, bar_h)
         p.setPen(Qt.PenStyle.NoPen)
         p.setBrush(_RED[0] if enabled and self.clipping else _RED[1])

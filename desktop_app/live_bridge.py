@@ -37,7 +37,7 @@ from desktop_app.services import (
     SourceUnavailable,
     VirtualCameraInfo,
 )
-from desktop_app.settings import Output, Pose, Quality, SourceKind
+from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
 from desktop_app.tasks import TaskRunner
 
 logger = logging.getLogger(__name__)
@@ -117,6 +117,9 @@ class EngineBridge(QObject):
         self._pose: Pose | None = None
         self._quality: Quality | None = None
         self._output: Output | None = None
+        self._call_audio: CallAudio | None = None
+        self._muted = False
+        self._talking = False
         self._recording: Path | None = None
         self._closed = False
         self._stats_timer = QTimer(self)
@@ -155,6 +158,7 @@ class EngineBridge(QObject):
         if self._closed or self._state != LiveState.IDLE:
             return
         self._pose, self._quality, self._output = config.pose, config.quality, config.output
+        self._call_audio = config.call_audio
         self._set_state(LiveState.STARTING)
         self._health = None
         callbacks = LiveCallbacks(
@@ -201,6 +205,10 @@ class EngineBridge(QObject):
             session.set_quality(self._quality)
         if self._output is not None:
             session.set_output(self._output)
+        if self._call_audio is not None:
+            session.set_call_audio(self._call_audio)
+        session.set_muted(self._muted)
+        session.set_talking(self._talking)
         self.virtual_camera_changed.emit(session.virtual_camera)
         self._set_state(LiveState.LIVE)
         self._stats_timer.start()
@@ -268,6 +276,21 @@ class EngineBridge(QObject):
         self._output = output
         if self._session is not None:
             self._session.set_output(output)
+
+    def set_call_audio(self, call_audio: CallAudio) -> None:
+        self._call_audio = call_audio
+        if self._session is not None:
+            self._session.set_call_audio(call_audio)
+
+    def set_muted(self, muted: bool) -> None:
+        self._muted = muted
+        if self._session is not None:
+            self._session.set_muted(muted)
+
+    def set_talking(self, held: bool) -> None:
+        self._talking = held
+        if self._session is not None:
+            self._session.set_talking(held)
 
     def check_virtual_camera(self) -> None:
         """Probe the virtual camera on the worker; the answer comes as virtual_camera_changed.

@@ -71,6 +71,7 @@ class LiveStatusMixin:
                 quality=s.quality,
                 output=s.output,
                 virtual_camera=bool(self._vcam and self._vcam.available),
+                call_audio=s.call_audio,
             )
         )
         return True

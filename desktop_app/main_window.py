@@ -35,6 +35,8 @@ from PySide6.QtWidgets import (
 
 from desktop_app.alerts import AlertBar
 from desktop_app.avatar_panel import AvatarPanel, dropped_photo
+from desktop_app.call_audio_panel import CallAudioPanel
+from desktop_app.call_audio_wiring import CallAudioMixin
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.crop_dialog import CropDialog
 from desktop_app.gallery import Gallery
@@ -65,7 +67,7 @@ SAVE_DELAY_MS = 400
 STATS_TEXT, STATS_ON_TEXT = "&Stats", "✓ &Stats"
 
 
-class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
+class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
     def __init__(
         self,
         *,
@@ -176,6 +178,9 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
             self.backend.devices, kind=s.source, microphone=s.microphone, webcam=s.webcam
         )
         self.controls = ControlsPanel(pose=s.pose, quality=s.quality, output=s.output)
+        self.call_audio = CallAudioPanel(s.call_audio)
+        controls_layout = self.controls.layout()  # under Output: what the call gets
+        controls_layout.insertWidget(controls_layout.count() - 1, self.call_audio)
         self.tabs = QTabWidget(central)
         self.tabs.setAccessibleName("Source and controls")
         self.tabs.addTab(scrolling(self.source, self), "Source")
@@ -223,6 +228,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
             self.tabs,
             *self.source.tab_chain(),
             *self.controls.tab_chain(),
+            *self.call_audio.tab_chain(),
             self.vcam_help.toggle,
             self.vcam_help.recheck,
             self.vcam_help.hide_button,
@@ -258,6 +264,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, QMainWindow):
         bridge.level_updated.connect(self._level_updated)
         bridge.recording_changed.connect(self._recording_changed)
         bridge.virtual_camera_changed.connect(self._show_vcam)
+        self._connect_call_audio()
         bridge.avatar_switched.connect(self._avatar_switched)
 
     # ------------------------------------------------------------------ settings

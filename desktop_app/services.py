@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, Protocol
 
 from desktop_app.gallery import CropSquare
 from desktop_app.images import RGB
-from desktop_app.settings import Output, Pose, Quality, SourceKind
+from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
 
 
 class UserError(Exception):
@@ -176,6 +176,7 @@ class LiveConfig:
     quality: Quality
     output: Output
     virtual_camera: bool  # send to the virtual camera (when one is available)
+    call_audio: CallAudio = field(default_factory=CallAudio)
 
 
 SourceState = Literal["starting", "running", "retrying", "stopped"]
@@ -204,6 +205,16 @@ class SourceHealth:
 
 
 @dataclass(frozen=True)
+class VirtualMicInfo:
+    """The virtual microphone of a live session."""
+
+    open: bool
+    device: str | None  # what to pick as the microphone in the call app
+    delay_ms: float | None  # the delay in use (the measured latency plus the offset)
+    reason: str | None  # why there is none, with what to install
+
+
+@dataclass(frozen=True)
 class LiveStats:
     fps: float
     latency_ms: float | None
@@ -211,6 +222,7 @@ class LiveStats:
     realtime: bool
     audio_level: float | None  # 0..1 microphone level, when the source is a microphone
     source: SourceHealth | None = None
+    virtual_mic: VirtualMicInfo | None = None  # None when it was not asked for
 
 
 def _nothing() -> None:
@@ -238,6 +250,17 @@ class LiveSession(Protocol):
     def set_quality(self, quality: Quality) -> None: ...  # cheap and thread-safe
 
     def set_output(self, output: Output) -> None: ...  # cheap and thread-safe
+
+    def set_call_audio(self, call_audio: CallAudio) -> None:
+        """Gate threshold, push-to-talk mode and the virtual microphone's offset (cheap,
+        thread-safe; switching the virtual microphone itself on or off takes a restart)."""
+        ...
+
+    def set_muted(self, muted: bool) -> None: ...  # cheap and thread-safe
+
+    def set_talking(self, held: bool) -> None:
+        """The push-to-talk key went down or up (cheap and thread-safe)."""
+        ...
 
     def stats(self) -> LiveStats: ...
 

@@ -36,6 +36,8 @@ RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720),
 STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
 CFG_RANGE = (validate.CFG.lo, validate.CFG.hi)
 HOP_CHOICES: tuple[int, ...] = (5, 10, 25)  # frames per engine step: 200, 400, 1000 ms
+GATE_RANGE = Range(name="gate", lo=-80.0, hi=-10.0, unit="dBFS")
+MIC_OFFSET_RANGE = Range(name="virtual microphone offset", lo=-500.0, hi=500.0, unit="ms")
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,19 @@ class Quality:
 
 
 @dataclass(frozen=True)
+class CallAudio:
+    """The microphone as the call hears it, and what of it reaches the model. Mute is not
+    kept between runs: an app that starts muted looks broken."""
+
+    virtual_mic: bool = False  # play the delayed microphone into "imtalker-cam Microphone"
+    mic_offset_ms: float = 0.0  # added to the measured latency, -500..500
+    gate: bool = True
+    gate_dbfs: float = -45.0  # quieter reaches the model as silence, -80..-10
+    push_to_talk: bool = False
+    ptt_key: str = "F8"  # a QKeySequence in portable text
+
+
+@dataclass(frozen=True)
 class Settings:
     source: SourceKind = "microphone"
     microphone: str | None = None  # device name: indices change between runs
@@ -85,6 +100,7 @@ class Settings:
     pose: Pose = field(default_factory=Pose)
     quality: Quality = field(default_factory=Quality)
     output: Output = field(default_factory=Output)
+    call_audio: CallAudio = field(default_factory=CallAudio)
     show_overlay: bool = True
     recordings_dir: str | None = None
     window_geometry: str | None = None  # base64 of QWidget.saveGeometry()
@@ -105,6 +121,10 @@ def _check(name: str, value: Any) -> None:
         validate.CFG.check(value, label=name)
     elif name in ("width", "height"):
         validate.FRAME_SIDE.check(value, label=name)
+    elif name == "gate_dbfs":
+        GATE_RANGE.check(value, label=name)
+    elif name == "mic_offset_ms":
+        MIC_OFFSET_RANGE.check(value, label=name)
     elif name == "steps":
         validate.check_choice(value, STEPS_CHOICES, label=name)
     elif name == "hop":

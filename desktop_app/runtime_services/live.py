@@ -1,8 +1,8 @@
 """The live engine for the GUI, built on `runtime/`: sessions start and stop on the bridge's
 worker; callbacks arrive on runtime threads.
 
-Hardware is passed in: the devices (`runtime_services.devices`) and the pyvirtualcam backend
-name (fakes in tests). Nothing here touches Qt.
+Hardware is passed in: the devices (`runtime_services.devices`), the pyvirtualcam backend
+name and the virtual microphone's device maker (fakes in tests). Nothing here touches Qt.
 """
 
 from __future__ import annotations
@@ -37,11 +37,15 @@ from desktop_app.services import (
     SourceState,
     UserError,
     VirtualCameraInfo,
+    VirtualMicInfo,
 )
-from desktop_app.settings import Output, Pose, Quality
+from desktop_app.settings import CallAudio, Output, Pose, Quality
 from runtime.engine import live as engine_api
 from runtime.engine.live_avatar import LiveAvatar, encode_avatar
+from runtime.media.audio_gate import GateConfig
 from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
+from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
+from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
 from runtime.model import sessions as sessions_api
 from runtime.sinks import SinkUnavailable
@@ -331,6 +335,7 @@ class RuntimeSession:
         quality: Quality,
         watch: SourceWatch,
         meter: LevelMeter | None,
+        call_audio: CallAudio | None = None,
     ) -> None:
         self._engine = engine
         self._models = models
@@ -344,6 +349,8 @@ class RuntimeSession:
         self._quality = quality
         self.provider = short_provider(models.providers[0])
         self.virtual_camera = self._camera_info()
+        if call_audio is not None:
+            self.set_call_audio(call_audio)
 
     @property
     def engine(self) -> Any:
@@ -379,6 +386,30 @@ class RuntimeSession:
     def set_output(self, output: Output) -> None:
         self._look.update(output=output)
 
+    def set_call_audio(self, call_audio: CallAudio) -> None:
+        self._engine.gate.set_threshold(call_audio.gate_dbfs if call_audio.gate else None)
+        self._engine.mic.set_push_to_talk(call_audio.push_to_talk)
+        vmic = self._engine.virtual_mic
+        if vmic is not None:
+            vmic.set_offset_ms(call_audio.mic_offset_ms)
+
+    def set_muted(self, muted: bool) -> None:
+        self._engine.mic.set_muted(muted)
+
+    def set_talking(self, held: bool) -> None:
+        self._engine.mic.set_talking(held)
+
+    def _virtual_mic_info(self, status: Any) -> VirtualMicInfo | None:
+        if status is None:
+            return None
+        delay = status.delay_ms if math.isfinite(status.delay_ms) else status.target_ms
+        return VirtualMicInfo(
+            open=status.open,
+            device=status.device,
+            delay_ms=delay if status.open and math.isfinite(delay) else None,
+            reason=status.error,
+        )
+
     def stats(self) -> LiveStats:
         stats = self._engine.stats()
         lat = stats.latency
@@ -394,6 +425,7 @@ class RuntimeSession:
             realtime=realtime,
             audio_level=self._tap.level if stats.audio is not None else None,
             source=self._watch.health(),
+            virtual_mic=self._virtual_mic_info(stats.virtual_mic),
         )
 
     def audio_level(self) -> AudioLevel | None:
@@ -438,13 +470,23 @@ class RuntimeEngine:
         devices: RuntimeDevices,
         vcam_backend: str | None = None,
         on_hop: Callable[[Any], None] | None = None,
+        make_virtual_mic: Callable[[CallAudio], VirtualMic] | None = None,
     ) -> None:
         self.models = models
         self.devices = devices
         self.vcam_backend = vcam_backend
+        self.make_virtual_mic = make_virtual_mic or self._virtual_mic
         self.on_hop = on_hop  # diagnostics and tests: every hop the engine makes
         self._model_set: Any = None
         self._model_dir: Path | None = None
+
+    def _virtual_mic(self, call: CallAudio) -> VirtualMic:
+        sd = self.devices.sd
+        return VirtualMic(
+            sd=sd,
+            device=default_device(sd),
+            config=VirtualMicConfig(offset_ms=call.mic_offset_ms),
+        )
 
     def virtual_camera_status(self) -> VirtualCameraInfo:
         """Open the virtual camera for a moment: the only reliable way to know it works."""
@@ -507,12 +549,21 @@ class RuntimeEngine:
                 watch.event(event.message)
                 callbacks.on_source()
 
+        call = config.call_audio
+        vmic = None
+        if call.virtual_mic and config.source == "microphone":
+            vmic = self.make_virtual_mic(call)
         engine = api.LiveEngine(
             models=models,
             source=self._source(config, meter),
+            config=api.EngineConfig(
+                gate=GateConfig(threshold_dbfs=call.gate_dbfs if call.gate else None)
+            ),
             sinks=[_PreviewOut(look, callbacks.on_frame), camera, tap],
             listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
+            virtual_mic=vmic,
         )
+        engine.mic.set_push_to_talk(call.push_to_talk)
         engine.start(avatar, controls_for(config.pose, config.quality))
         session = RuntimeSession(
             engine=engine,
@@ -524,5 +575,6 @@ class RuntimeEngine:
             quality=config.quality,
             watch=watch,
             meter=meter,
+            call_audio=call,
         )
         return session

@@ -15,7 +15,7 @@ debs=(
   libxcb-xfixes0 libxrender1 libxi6 libsm6 libice6 fonts-dejavu-core   # Qt offscreen/xcb
   xvfb x11-utils                     # screenshots of the real window in tests
   espeak-ng sox                      # synthetic speech for tests
-  pulseaudio pulseaudio-utils libasound2-plugins   # real-time microphone in tests
+  pulseaudio pulseaudio-utils libasound2-plugins   # pactl (virtual microphone), tests' audio server
 )
 missing=()
 for p in "${debs[@]}"; do

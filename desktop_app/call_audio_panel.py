@@ -210,7 +210,10 @@ class CallAudioPanel(QGroupBox):
                 else f'"{VMIC_NAME}" appears while live.'
             )
             if live and self._value.virtual_mic:
-                text = "Go live again to start the virtual microphone."
+                text = (
+                    "Not in this session: it starts when you go live with the microphone "
+                    "as the source."
+                )
         elif info.open:
             delay = "measuring…" if info.delay_ms is None else f"{info.delay_ms:.0f} ms"
             text = f'Pick "{info.device}" in the call app · delay in use {delay}'

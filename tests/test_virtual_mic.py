@@ -36,6 +36,8 @@ class FakePactl:
         self.next = 7
         self.calls: list[list[str]] = []
         self.fail_on = fail_on
+        self.sinks: dict[int, str] = {0: "speakers"}
+        self.sink_inputs: dict[int, tuple[int, int]] = {}  # index -> (sink, process id)
 
     def __call__(self, args: Any) -> str:
         args = list(args)
@@ -46,10 +48,27 @@ class FakePactl:
             if self.fail_on is not None and self.fail_on == args[1]:
                 raise PactlError("pactl load-module: Module initialization failed")
             self.modules[self.next] = (args[1], " ".join(args[2:]))
+            if args[1] == "module-null-sink":
+                self.sinks[self.next + 100] = args[2].removeprefix("sink_name=")
             self.next += 1
             return f"{self.next - 1}\n"
         if args[0] == "unload-module":
-            del self.modules[int(args[1])]
+            _name, margs = self.modules.pop(int(args[1]))
+            self.sinks = {i: n for i, n in self.sinks.items() if f"sink_name={n}" not in margs}
+            return ""
+        if args[:3] == ["list", "short", "sinks"]:
+            return "".join(
+                f"{i}\t{n}\tmodule-null-sink.c\ts16le 1ch\tIDLE\n" for i, n in self.sinks.items()
+            )
+        if args[:2] == ["list", "sink-inputs"]:
+            return "".join(
+                f"Sink Input #{i}\n\tDriver: protocol-native.c\n\tSink: {sink}\n"
+                f'\tProperties:\n\t\tapplication.process.id = "{pid}"\n\n'
+                for i, (sink, pid) in self.sink_inputs.items()
+            )
+        if args[0] == "move-sink-input":
+            target = next(i for i, n in self.sinks.items() if n == args[2])
+            self.sink_inputs[int(args[1])] = (target, self.sink_inputs[int(args[1])][1])
             return ""
         raise AssertionError(f"unexpected pactl call {args}")
 
@@ -113,7 +132,8 @@ def test_pulse_device_makes_and_removes_its_sink_and_source() -> None:
     device = PulseVirtualDevice(sd=FakeOutputSD(), pactl=pactl, pid=4242)
     target = device.create()
     assert target.name == "imtalker-cam Microphone"
-    assert target.env == {"PULSE_SINK": "imtalker_cam_sink"} and target.rate == 48_000
+    assert target.env == {"PULSE_SINK": "imtalker_cam_sink", "PIPEWIRE_NODE": "imtalker_cam_sink"}
+    assert target.rate == 48_000
     assert target.device == 1  # PortAudio's ALSA "pulse" device, which honours PULSE_SINK
     loads = [c for c in pactl.calls if c[0] == "load-module"]
     assert loads[0][1] == "module-null-sink" and "sink_name=imtalker_cam_sink" in loads[0]
@@ -128,6 +148,25 @@ def test_pulse_device_makes_and_removes_its_sink_and_source() -> None:
     assert pactl.ours() == []
     unloads = [int(c[1]) for c in pactl.calls if c[0] == "unload-module"]
     assert unloads == sorted(unloads, reverse=True)  # the source before the sink it sits on
+
+
+def test_a_stream_that_landed_elsewhere_is_moved_into_the_sink() -> None:
+    pactl = FakePactl()
+    device = PulseVirtualDevice(sd=FakeOutputSD(), pactl=pactl, pid=4242)
+    device.create()
+    ours = next(i for i, n in pactl.sinks.items() if n == "imtalker_cam_sink")
+    # PipeWire's ALSA device ignored PULSE_SINK: our stream plays on the speakers; another
+    # program's stream stays where it is.
+    pactl.sink_inputs = {5: (0, 4242), 6: (0, 999)}
+    device.claim()
+    assert pactl.sink_inputs == {5: (ours, 4242), 6: (0, 999)}
+    device.claim()  # already there: nothing moves
+    assert [c for c in pactl.calls if c[0] == "move-sink-input"] == [
+        ["move-sink-input", "5", "imtalker_cam_sink"]
+    ]
+    device.remove()
+    with pytest.raises(PactlError, match="gone"):
+        device.claim()
 
 
 def test_modules_left_by_a_killed_run_are_removed_first() -> None:

@@ -109,9 +109,14 @@ class VirtualMic:
             except VirtualMicUnavailable as exc:
                 self._error = str(exc)
                 raise
+            stream = None
             try:
                 stream = self._open_stream(target)
+                self._device.claim()
             except Exception as exc:
+                if stream is not None:
+                    with contextlib.suppress(Exception):
+                        stream.close()
                 self._device.remove()
                 self._error = f"cannot play into {target.name}: {exc}"
                 raise VirtualMicUnavailable(self._error) from exc

@@ -5,7 +5,10 @@
   "imtalker-cam Microphone" (call apps hide monitor sources; a remapped source looks like a
   real microphone). Both are removed again by `remove`. The modules carry the owning
   process's id, so modules left behind by a killed run are cleaned up by the next one. Audio is
-  played into the sink through PortAudio's ALSA "pulse" device with `PULSE_SINK` naming it.
+  played into the sink through PortAudio's ALSA device with `PULSE_SINK` (and PipeWire's
+  `PIPEWIRE_NODE`) naming it; `claim` then checks with `pactl` that this process's playback
+  really landed there and moves it if not, so the user never hears their own delayed voice
+  from the speakers.
 - Windows: VB-Audio's "CABLE Input" playback device (call apps pick "CABLE Output").
 - macOS: BlackHole (call apps pick "BlackHole 2ch").
 
@@ -102,6 +105,10 @@ class OutputTarget:
 class VirtualMicDevice(Protocol):
     def create(self) -> OutputTarget:
         """Make (or find) the device; raise VirtualMicUnavailable saying why not."""
+        ...
+
+    def claim(self) -> None:
+        """After the output stream opened: make sure it plays into the device."""
         ...
 
     def remove(self) -> None:
@@ -201,8 +208,35 @@ class PulseVirtualDevice:
             name=SOURCE_DESCRIPTION,
             device=self._alsa_pulse_device(),
             rate=PULSE_RATE,
-            env={"PULSE_SINK": SINK_NAME},
+            env={"PULSE_SINK": SINK_NAME, "PIPEWIRE_NODE": SINK_NAME},
         )
+
+    def claim(self) -> None:
+        sinks = {}
+        for line in self._pactl(["list", "short", "sinks"]).splitlines():
+            parts = line.split("\t")
+            if len(parts) >= 2:
+                sinks[parts[0]] = parts[1]
+        ours = [i for i, name in sinks.items() if name == SINK_NAME]
+        if not ours:
+            raise PactlError(f"the sink {SINK_NAME} is gone")
+        for index, sink in self._own_sink_inputs():
+            if sink != ours[0]:
+                logger.info("moving playback stream %s to %s", index, SINK_NAME)
+                self._pactl(["move-sink-input", index, SINK_NAME])
+
+    def _own_sink_inputs(self) -> list[tuple[str, str]]:
+        """(sink input, sink) of every playback stream of this process."""
+        found, index, sink = [], None, None
+        for raw in self._pactl(["list", "sink-inputs"]).splitlines():
+            line = raw.strip()
+            if line.startswith("Sink Input #"):
+                index, sink = line.removeprefix("Sink Input #"), None
+            elif line.startswith("Sink:"):
+                sink = line.removeprefix("Sink:").strip()
+            elif line == f'application.process.id = "{self._pid}"' and index and sink:
+                found.append((index, sink))
+        return found
 
     def _alsa_pulse_device(self) -> int | str | None:
         """PortAudio's ALSA device that goes through the pulse plugin (it reads PULSE_SINK)."""
@@ -248,6 +282,9 @@ class CableDevice:
             f"no virtual audio cable ({' or '.join(self._names)}) is installed. "
             + help_text(self._platform)
         )
+
+    def claim(self) -> None:
+        pass
 
     def remove(self) -> None:
         pass

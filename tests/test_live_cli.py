@@ -92,7 +92,9 @@ def test_human_stats_line_and_duration(tmp_path: Path, fixtures_dir: Path) -> No
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert len(lines) == 2 and all(line.startswith("fps ") for line in lines)
-    assert "latency p50" in lines[-1] and "rtf" in lines[-1] and "overflows 0" in lines[-1]
+    line = lines[-1]
+    assert "latency newest" in line and "p50" in line and "rtf" in line and "hop " in line
+    assert "new " in line and "skipped " in line and "overflows 0" in line
 
 
 def test_bad_inputs_fail_fast_with_a_reason(tmp_path: Path, fixtures_dir: Path) -> None:
@@ -121,3 +123,47 @@ def test_sources_are_exclusive() -> None:
         cli.build_parser().parse_args(
             ["live", "--avatar", "x.png", "--webcam", "0", "--audio-file", "f.wav"]
         )
+
+
+def test_defaults_are_auto_and_live_without_repeats_or_drops(
+    tmp_path: Path, fixtures_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 12's acceptance through the command itself, in virtual time: with stub graphs
+    (negligible compute) and default settings (Auto), `live --audio-file ... --no-vcam
+    --stats-json` reports latency p95 <= 200 ms, `unique_fps` and `skipped_hops`, and after the
+    first second no frame is repeated or dropped until the file has played."""
+    from runtime.commands import live as live_cmd
+    from tests.virtual_clock import VirtualClock
+
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    args = cli.build_parser().parse_args(
+        [
+            "live",
+            "--avatar",
+            str(fixtures_dir / "source_1.png"),
+            "--audio-file",
+            str(fixtures_dir / "audio_1.wav"),
+            "--graphs",
+            str(graphs),
+            "--no-vcam",
+            "--stats-json",
+        ]
+    )
+    assert args.hop is None  # Auto is the default
+    clock = VirtualClock(real_timeout_s=120.0)
+    clock.join()
+    with clock.adopting():
+        code = live_cmd.run(args, clock=clock)
+    clock.leave()
+    assert code == 0
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert len(lines) >= 10  # 10 s of speech, a line a second
+    first, playing, last = lines[0], lines[-3], lines[-1]
+    assert last["hop"] == 1 and last["auto_hop"] and last["real_time"]
+    assert last["latency"]["latency_p95_ms"] <= 200
+    assert last["skipped_hops"] == 0
+    assert abs(last["output_fps"] - 25) < 0.1
+    assert abs(last["unique_fps"] - last["output_fps"]) < 0.1
+    for name in ("repeated", "dropped", "late"):
+        got = playing["latency"]["counters"].get(name, 0)
+        assert got == first["latency"]["counters"].get(name, 0), (name, first, playing)

@@ -2,10 +2,11 @@
 
 Talk into the microphone (or feed `--audio-file` through the very same path in real time, or
 drive the avatar with `--webcam N`) and the photo talks in the virtual camera. `--stats` prints
-the engine's health once a second. `--virtual-mic` also plays the microphone, delayed to match
-the video, into "imtalker-cam Microphone" for the call app (removed again on exit, Ctrl-C and
-SIGTERM). Ctrl-C stops; with `--audio-file` it also stops by itself once the file has played
-and its last frames are out.
+the engine's health once a second (output rate and new-picture rate side by side, latency of
+the newest new picture, real-time factor, hops skipped to stay live). `--virtual-mic` also
+plays the microphone, delayed to match the video, into "imtalker-cam Microphone" for the call
+app (removed again on exit, Ctrl-C and SIGTERM). Ctrl-C stops; with `--audio-file` it also
+stops by itself once the file has played and its last frames are out.
 
 All checks of values and paths are in `validate_args`, the command's one validation layer,
 built on `runtime.core.validate`: out-of-range or non-finite numbers, a `--record` file in a
@@ -28,6 +29,7 @@ from typing import Any
 from runtime.commands.app_folders import check_app_folders
 from runtime.commands.boundary import Terminated
 from runtime.core import validate as v
+from runtime.core.timing import Clock, wait_on
 from runtime.engine.live import (
     EngineConfig,
     EngineEvent,
@@ -85,9 +87,11 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--fps", type=int, choices=v.FPS_CHOICES, default=25, help="output frame rate")
     p.add_argument(
         "--hop",
-        type=int,
-        default=5,
-        help=f"frames generated per step (latency), {v.HOP.describe()}",
+        type=_hop,
+        default=None,
+        metavar="N|auto",
+        help=f"frames generated per step (latency), {v.HOP.describe()}; default auto: the "
+        "smallest hop this machine keeps real time",
     )
     p.add_argument(
         "--lookahead",
@@ -168,13 +172,24 @@ _POSE_OPTIONS = (
 )
 
 
+def _hop(text: str) -> int | str | None:
+    """`auto` (None) or a number; the range is checked in `validate_args`."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be auto or a whole number, not {text!r}") from None
+
+
 def validate_args(args: argparse.Namespace) -> None:
     """Every value and path of `live`, checked before anything starts (ValidationError)."""
     if args.cfg is not None:
         v.CFG.check(args.cfg, label="--cfg")
     v.NFE.check(args.nfe, label="--nfe")
     v.SEED.check(args.seed, label="--seed")
-    v.HOP.check(args.hop, label="--hop")
+    if args.hop is not None:
+        v.HOP.check(args.hop, label="--hop")
     v.LOOKAHEAD.check(args.lookahead, label="--lookahead")
     v.THREADS.check(args.threads, label="--threads")
     v.check_choice(args.fps, v.FPS_CHOICES, label="--fps")
@@ -307,7 +322,7 @@ def _graphs(args: argparse.Namespace) -> Path:
     return resolve_graphs(args.weights)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     from runtime.engine.live_avatar import encode_avatar
     from runtime.media.avatar_image import AvatarImageError
     from runtime.media.face_crop import prepare_avatar
@@ -322,7 +337,12 @@ def run(args: argparse.Namespace) -> int:
             failed.set()
         elif event.kind == "virtual_mic" and "unavailable" in event.message:
             logger.error("%s", event.message)
-        elif event.kind in ("audio", "webcam", "avatar", "audio_ended", "virtual_mic"):
+        elif event.kind == "hop" and "not real time" in event.message:
+            logger.warning(
+                "%s. For smooth video use a GPU, or render offline: imtalker-cam render",
+                event.message,
+            )
+        elif event.kind in ("audio", "webcam", "avatar", "audio_ended", "virtual_mic", "hop"):
             logger.info("%s: %s", event.kind, event.message)
         # Sinks report their own failures (runtime.sinks logs them).
 
@@ -361,6 +381,7 @@ def run(args: argparse.Namespace) -> int:
             sinks=sinks,
             listener=EngineListener(on_event=on_event),
             virtual_mic=vmic,
+            clock=clock,
         )
     except (AvatarImageError, ModelStoreError, ValueError, OSError) as exc:
         logger.error("%s", exc)
@@ -370,7 +391,7 @@ def run(args: argparse.Namespace) -> int:
         # Inside the try: a signal while starting still stops what started (the virtual
         # microphone's sink and source among it).
         engine.start(avatar, controls)
-        code = _supervise(engine, args, failed)
+        code = _supervise(engine, args, failed, clock)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Terminated as exc:
@@ -382,24 +403,30 @@ def run(args: argparse.Namespace) -> int:
             logger.warning("a live-engine thread did not stop within a second")
         lat = final.latency
         logger.info(
-            "published %d frames (%d new), latency p50 %.0f ms p95 %.0f ms, late %d, dropped %d",
+            "published %d frames (%d new), latency p50 %.0f ms p95 %.0f ms, late %d, "
+            "repeated %d, dropped %d, skipped %d hops",
             lat.frames_published,
             lat.frames_unique,
             lat.latency_p50_ms,
             lat.latency_p95_ms,
             lat.counters.get("late", 0),
+            lat.counters.get("repeated", 0),
             lat.counters.get("dropped", 0),
+            final.skipped_hops,
         )
     return code
 
 
-def _supervise(engine: LiveEngine, args: argparse.Namespace, failed: threading.Event) -> int:
-    started = time.monotonic()
+def _supervise(
+    engine: LiveEngine, args: argparse.Namespace, failed: threading.Event, clock: Clock
+) -> int:
+    started = clock()
     next_stats = started + 1.0
     ended_at: float | None = None
+    tick = threading.Event()  # never set: a sleep on `clock`
     while True:
-        time.sleep(0.05)
-        now = time.monotonic()
+        wait_on(tick, 0.05, clock)
+        now = clock()
         if failed.is_set():
             return EXIT_ENGINE
         if args.duration is not None and now - started >= args.duration:

@@ -38,6 +38,11 @@ class LatencyStats:
     frames_published: int
     frames_unique: int
     output_fps: float
+    """Frames sent to the sinks per second (repeats included)."""
+    unique_fps: float
+    """New pictures per second (first publications only)."""
+    newest_latency_ms: float
+    """End-to-end latency of the newest new picture."""
     latency_p50_ms: float
     latency_p95_ms: float
     # Median time from capture to each step, for the latency budget.
@@ -138,12 +143,16 @@ class LatencyMonitor:
             counters = dict(self._counters)
             total, total_unique = self._total_published, self._total_unique
         fps = (len(sent) - 1) / (sent[-1] - sent[0]) if len(sent) > 1 else 0.0
+        # The share of sent frames that were new, at the output rate: the two compare directly.
+        unique_fps = fps * len(unique) / len(sent) if sent else 0.0
         lat = [(u.sent - u.capture) * 1e3 for u in unique]
         hop_compute = sum(compute["hop"])
         return LatencyStats(
             frames_published=total,
             frames_unique=total_unique,
             output_fps=fps,
+            unique_fps=unique_fps,
+            newest_latency_ms=lat[-1] if lat else math.nan,
             latency_p50_ms=_pct(lat, 50),
             latency_p95_ms=_pct(lat, 95),
             to_features_ms=_pct(((u.features - u.capture) * 1e3 for u in unique), 50),

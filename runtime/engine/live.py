@@ -5,7 +5,8 @@ Threads (all started by `start`, all joined by `stop`):
   thread reopens a lost device (`runtime.media.audio_capture`); or `webcam` reads camera frames;
 - `live-worker` (inference): pulls audio into the 16 kHz timeline, and every hop of H frames
   encodes a sliding window of audio, samples motion for those frames, retimes it to the output
-  rate, renders it against the cached avatar and hands the frames to the pacer;
+  rate, renders it against the cached avatar and hands the frames to the pacer
+  (`runtime.engine.live_hop`; the webcam worker is `runtime.engine.live_webcam`);
 - `pacer`: publishes one frame per deadline to the sinks (`runtime.engine.pacer`);
 - `recorder`: encodes the MP4 when recording;
 - the virtual microphone's output callback (PortAudio's thread) plays the captured audio,
@@ -16,6 +17,13 @@ Mute and push-to-talk (`engine.mic`) act in the capture callback; the noise gate
 
 The public methods are called from any thread (GUI or CLI main thread). Listener callbacks run
 on the engine's threads and must not block; the GUI wraps them in queued Qt signals.
+
+Live stays live: when compute falls behind, the worker skips whole hops to the newest audio
+instead of queueing (the generator's motion context is held across the gap), so latency stays
+within the structural latency plus a hop's compute and a hop, whatever the real-time factor.
+With hop "Auto" (`LiveControls.hop is None`) the hop follows the measured compute
+(`runtime.engine.hop_choice`); where no hop is real time it renders only the newest frame of
+each step (a slideshow that keeps up, reported as such).
 """
 
 from __future__ import annotations
@@ -24,20 +32,22 @@ import logging
 import math
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
-from typing import Any
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from runtime.core.timing import Clock, FrameTiming
+from runtime.core.timing import Clock, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
-from runtime.engine.features import encoder_from_session, utterance_features, window_features
+from runtime.engine.features import encoder_from_session, utterance_features
+from runtime.engine.hop_choice import HopChooser, HopPlan, describe_plan
 from runtime.engine.latency import LatencyMonitor
-from runtime.engine.live_avatar import LiveAvatar, image_to_source, render, to_uint8
+from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_generator import LiveGenerator
+from runtime.engine.live_hop import Graph, HopRunner, Stopped
+from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_webcam import WebcamWorker
 from runtime.engine.motion_sampler import (
     NoiseFn,
     conditioner_from_session,
@@ -45,7 +55,7 @@ from runtime.engine.motion_sampler import (
     random_noise,
     velocity_from_session,
 )
-from runtime.engine.pacer import MotionRetimer, Pacer, PacerConfig
+from runtime.engine.pacer import Pacer, PacerConfig
 from runtime.engine.types import (
     EngineConfig,
     EngineEvent,
@@ -61,21 +71,13 @@ from runtime.engine.types import (
     Source,
     WebcamInput,
 )
-from runtime.media.audio_capture import (
-    AudioCapture,
-    CaptureState,
-    CaptureStatus,
-    SoundDeviceLike,
-)
+from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus
 from runtime.media.audio_gate import MicSwitch, NoiseGate
-from runtime.media.audio_playback import FilePlayback
 from runtime.media.virtual_mic import VirtualMic
 from runtime.media.virtual_mic_device import VirtualMicUnavailable
-from runtime.media.webcam import WebcamSource, WebcamState
-from runtime.model.contract import CLIP_FRAMES, FPS, MOTION_DIM, SAMPLE_RATE, SAMPLES_PER_FRAME
-from runtime.model.sessions import GraphSession, ModelSet
+from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME
+from runtime.model.sessions import ModelSet
 from runtime.sinks import AudioSink, Sink, SinkSet
-from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
 
@@ -99,27 +101,6 @@ __all__ = [
 Array = npt.NDArray[np.float32]
 
 QUALITY_HOP = CLIP_FRAMES
-
-
-class _Stopped(Exception):
-    """The engine is stopping: abandon the hop in flight."""
-
-
-class _Graph:
-    """A session whose runs end promptly when the engine stops (ORT run termination)."""
-
-    def __init__(self, session: GraphSession, options: ort.RunOptions, stop: threading.Event):
-        self._session, self._options, self._stop = session, options, stop
-
-    def run(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Array]:
-        if self._stop.is_set():
-            raise _Stopped
-        try:
-            return self._session.run(inputs, run_options=self._options)
-        except Exception:
-            if self._stop.is_set():
-                raise _Stopped from None
-            raise
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -153,7 +134,8 @@ class LiveEngine:
         self._worker: threading.Thread | None = None
         self._pacer: Pacer | None = None
         self._capture: AudioCapture | None = None
-        self._webcam: WebcamSource | None = None
+        self._webcam: WebcamWorker | None = None
+        self._plan = HopPlan(hop=0, real_time=True, picture_interval_s=math.nan, measured=False)
         self._run_options: ort.RunOptions | None = None
         self._hops = 0
         self._skipped = 0
@@ -206,7 +188,7 @@ class LiveEngine:
             self._pending_avatar = None
         self._stop.clear()
         self._audio_ended.clear()
-        self._hops = self._skipped = 0
+        self._hops = self._skipped = self._skipped_hops = 0
         self.monitor.reset()
         self._run_options = ort.RunOptions()
         self._sinks.open_all(fps=self.config.fps)
@@ -215,6 +197,7 @@ class LiveEngine:
                 fps=float(self.config.fps),
                 max_queue=self.config.max_queue,
                 playout_delay_s=self.config.playout_delay_s,
+                phase_lock=not isinstance(self.source, WebcamInput),
             ),
             publish=self._sinks.send,
             monitor=self.monitor,
@@ -224,6 +207,12 @@ class LiveEngine:
         self._state = EngineState.RUNNING
         target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
+        self._plan = HopPlan(
+            hop=QUALITY_HOP if self.config.quality else (self._controls.hop or 0),
+            real_time=True,
+            picture_interval_s=math.nan,
+            measured=False,
+        )
         self._pacer.start()
         self._worker.start()
         self._emit("started", f"live at {self.config.fps} fps")
@@ -242,9 +231,10 @@ class LiveEngine:
         if self._capture is not None:
             ok &= self._capture.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
             self._capture = None
-        if self._webcam is not None:
-            ok &= self._webcam.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
-            self._webcam = None
+        cam = None if self._webcam is None else self._webcam.webcam
+        if cam is not None:
+            ok &= cam.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
+        self._webcam = None
         if self._pacer is not None:
             ok &= self._pacer.stop(timeout=max(0.05, t_end - self._clock() - 0.2))
         self._sinks.close_all(timeout=max(0.05, t_end - self._clock()))
@@ -264,8 +254,9 @@ class LiveEngine:
 
     def stats(self) -> EngineStats:
         capture = self._capture
-        webcam = self._webcam
+        webcam = None if self._webcam is None else self._webcam.webcam
         pacer = self._pacer
+        plan = self._plan
         with self._lock:
             controls, avatar = self._controls, self._avatar
         return EngineStats(
@@ -277,6 +268,11 @@ class LiveEngine:
             sinks=self._sinks.statuses(),
             hops=self._hops,
             skipped_frames=self._skipped,
+            skipped_hops=self._skipped_hops,
+            hop=plan.hop,
+            auto_hop=controls.hop is None and not self.config.quality,
+            real_time=plan.real_time,
+            picture_interval_s=plan.picture_interval_s,
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=None if self.virtual_mic is None else self.virtual_mic.status(),
@@ -312,7 +308,7 @@ class LiveEngine:
         def run() -> None:
             try:
                 body()
-            except _Stopped:
+            except Stopped:
                 pass
             except Exception as exc:
                 if self._stop.is_set():
@@ -333,11 +329,11 @@ class LiveEngine:
         except Exception:
             logger.exception("engine event listener failed")
 
-    def _graph(self, name: str) -> _Graph:
+    def _graph(self, name: str) -> Graph:
         assert self._run_options is not None
-        return _Graph(self._models[name], self._run_options, self._stop)
+        return Graph(self._models[name], self._run_options, self._stop)
 
-    def _take_avatar(self, renderer: _Graph) -> LiveAvatar:
+    def _take_avatar(self, renderer: Graph) -> LiveAvatar:
         """The avatar for this hop; a pending switch takes effect here (idle frame too)."""
         with self._lock:
             pending, self._pending_avatar = self._pending_avatar, None
@@ -350,7 +346,7 @@ class LiveEngine:
             self._emit("avatar", f"avatar {avatar.name}")
         return avatar
 
-    def _set_idle(self, renderer: _Graph, avatar: LiveAvatar) -> None:
+    def _set_idle(self, renderer: Graph, avatar: LiveAvatar) -> None:
         assert self._pacer is not None
         idle = to_uint8(render(renderer, avatar, avatar.source_motion[None]))[0]
         self._pacer.set_idle(idle)
@@ -359,7 +355,8 @@ class LiveEngine:
 
     def _audio_worker(self) -> None:
         cfg = self.config
-        assert self._pacer is not None
+        pacer = self._pacer
+        assert pacer is not None
         renderer = self._graph("renderer")
         encode = encoder_from_session(self._graph("audio_encoder"))
         noise: NoiseFn = (
@@ -374,23 +371,32 @@ class LiveEngine:
         self._set_idle(renderer, avatar)
         precomputed: Array | None = None
         source = self.source
-        if isinstance(source, FileInput):
-            playback = FilePlayback(source.audio, source.rate, name=source.name, clock=self._clock)
-            sd: SoundDeviceLike = playback
-            capture_cfg = replace(cfg.capture, finite=True, device=None)
-            if cfg.quality:
-                audio16k = source.audio
-                if source.rate != SAMPLE_RATE:
-                    import soxr
+        assert isinstance(source, FileInput | MicrophoneInput)
+        sd, capture_cfg = sound_device(source, cfg, self._clock)
+        if isinstance(source, FileInput) and cfg.quality:
+            audio16k = source.audio
+            if source.rate != SAMPLE_RATE:
+                import soxr
 
-                    audio16k = soxr.resample(source.audio, source.rate, SAMPLE_RATE, "HQ")
-                precomputed = utterance_features(encode, np.asarray(audio16k, np.float32))
-        else:
-            assert isinstance(source, MicrophoneInput)
-            sd = source.sd
-            capture_cfg = replace(cfg.capture, device=source.device)
+                audio16k = soxr.resample(source.audio, source.rate, SAMPLE_RATE, "HQ")
+            precomputed = utterance_features(encode, np.asarray(audio16k, np.float32))
         timeline = AudioTimeline(keep_seconds=max(12.0, cfg.context_s + 4 * cfg.max_backlog_s))
-        retimer = MotionRetimer(source_fps=FPS, output_fps=cfg.fps)
+        runner = HopRunner(
+            config=cfg,
+            timeline=timeline,
+            encode=encode,
+            precomputed=precomputed,
+            generator=generator,
+            renderer=renderer,
+            pacer=pacer,
+            monitor=self.monitor,
+            clock=self._clock,
+            on_hop=self._listener.on_hop,
+            on_gpu=self._on_gpu(),
+            model_version=self._models.version,
+        )
+        look = 0 if cfg.quality else cfg.lookahead
+        chooser = HopChooser(fps=cfg.fps, lookahead=look)
         capture = AudioCapture(
             sd=sd,
             config=capture_cfg,
@@ -404,214 +410,112 @@ class LiveEngine:
         if self._stop.is_set():
             return
         capture.start()
-        started = self._clock()
+        feed = AudioFeed(
+            capture=capture,
+            timeline=timeline,
+            sinks=self._audio_sinks,
+            monitor=self.monitor,
+            clock=self._clock,
+            silence_fill_s=cfg.silence_fill_s,
+            emit=self._emit,
+            gate=self.gate.process,
+        )
         next_frame = 0
         ended = False  # the finite input ended and its last frames were generated
-        self._pacer.set_streaming(True)
+        pacer.set_streaming(True)
         while not self._stop.is_set():
             # ENDED is only set after the last block arrived: a read that follows it and
             # finds nothing new means the whole file is in the timeline.
             ending = not ended and capture.state is CaptureState.ENDED
-            got = self._pull_audio(capture, timeline, started, ended)
-            controls = self.controls
-            hop = QUALITY_HOP if cfg.quality else controls.hop
-            look = 0 if cfg.quality else cfg.lookahead
+            got = feed.pull(ended)
             if ending and not got:
                 timeline.pad_last_frame()
                 final = timeline.frames
                 while next_frame < final and not self._stop.is_set():
                     controls = self.controls
-                    hop = QUALITY_HOP if cfg.quality else controls.hop
-                    real = min(hop + look, final - next_frame)
-                    emit = min(hop, real)
-                    avatar = self._take_avatar(renderer)
-                    self._hop(
-                        next_frame,
-                        emit,
-                        real,
-                        0,
-                        timeline,
-                        encode,
-                        precomputed,
-                        generator,
-                        retimer,
-                        avatar,
-                        renderer,
-                        controls,
-                    )
+                    plan = self._plan_for(controls, chooser)
+                    real = min(plan.hop + look, final - next_frame)
+                    emit = min(plan.hop, real)
+                    self._step(runner, chooser, next_frame, emit, real, 0, controls, plan)
                     next_frame += emit
                 ended = True
                 self._audio_ended.set()
                 self._emit("audio_ended", "the audio file has been played")
                 continue
+            controls = self.controls
+            plan = self._plan_for(controls, chooser)
             available = timeline.frames
-            if available < next_frame + hop + look:
-                self._stop.wait(0.005)
+            # Frames whose audio and lookahead are in, not yet made.
+            span = available - look - next_frame
+            slideshow = self._slideshow(controls, plan)
+            if span < (1 if slideshow else plan.hop):
+                wait_on(self._stop, 0.005, self._clock)
                 continue
-            skipped = 0
-            backlog = available - (next_frame + hop + look)
-            limit = round(cfg.max_backlog_s * FPS)
+            if not slideshow:
+                hop = plan.hop
+                # Two hops behind (or 160 ms, so a hiccup at hop 1 is caught up, not skipped):
+                # skip to the newest audio in whole hops, leaving less than a hop.
+                behind = span - hop
+                skip = not cfg.quality and behind >= max(2 * hop, 4)
+                skipped = behind // hop * hop if skip else 0
+            else:
+                # Not real time: the motion of everything since the last picture (up to a
+                # chunk), rendered as one picture of the newest frame.
+                hop = min(span, plan.hop)
+                skipped = span - hop
             oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
-            if (not cfg.quality and backlog > limit) or next_frame < oldest_usable:
-                skipped = max(backlog, oldest_usable - next_frame)
+            skipped = max(skipped, oldest_usable - next_frame)
+            if skipped > 0:
                 next_frame += skipped
                 self._skipped += skipped
+                self._skipped_hops += -(-skipped // hop)
                 self.monitor.count("skipped_frames", skipped)
-            avatar = self._take_avatar(renderer)
-            self._hop(
-                next_frame,
-                hop,
-                hop + look,
-                skipped,
-                timeline,
-                encode,
-                precomputed,
-                generator,
-                retimer,
-                avatar,
-                renderer,
-                controls,
-            )
+            self._step(runner, chooser, next_frame, hop, hop + look, skipped, controls, plan)
             next_frame += hop
 
-    def _pull_audio(
-        self, capture: AudioCapture, timeline: AudioTimeline, started: float, ended: bool
-    ) -> bool:
-        """Move new input into the timeline; True if there was any."""
-        got = capture.read()
-        if got.samples.size:
-            gated = self.gate.process(got.samples)
-            first = timeline.append(gated, got.end_time, new_segment=got.restarted)
-            self._feed_audio(first, got.samples)
-            return True
-        state = capture.state
-        if state in (CaptureState.RUNNING, CaptureState.STARTING):
-            return False
-        if state is CaptureState.ENDED and not ended:
-            return False  # the last frames of the file come first
-        # No input (lost, no device, the file is over): keep time moving with silence so the
-        # avatar idles on and the frame clock holds.
-        now = self._clock()
-        end = timeline.end_time if timeline.total else started
-        step = self.config.silence_fill_s
-        if now - end >= step:
-            n = int((now - end) * SAMPLE_RATE) // SAMPLES_PER_FRAME * SAMPLES_PER_FRAME
-            first = timeline.append_silence(n, end + n / SAMPLE_RATE)
-            self._feed_audio(first, np.zeros(n, np.float32))
-        return False
+    def _plan_for(self, controls: LiveControls, chooser: HopChooser) -> HopPlan:
+        """The hop to use now: quality's, the user's, or Auto's (announced when it changes)."""
+        if self.config.quality:
+            plan = HopPlan(
+                hop=QUALITY_HOP, real_time=True, picture_interval_s=math.nan, measured=False
+            )
+        elif controls.hop is not None:
+            plan = chooser.fixed(controls.hop)
+        else:
+            plan = chooser.plan
+        before, self._plan = self._plan, plan
+        if plan.measured and (plan.hop, plan.real_time) != (before.hop, before.real_time):
+            self._emit("hop", describe_plan(plan, auto=controls.hop is None))
+        return plan
 
-    def _feed_audio(self, first: int, samples: Array) -> None:
-        for sink in self._audio_sinks:
-            try:
-                sink.add_audio(first, samples)
-            except Exception as exc:  # a sink never stops the engine
-                self.monitor.count("audio_sink_errors")
-                if self.monitor.counter("audio_sink_errors") == 1:
-                    logger.exception("a sink failed to take audio")
-                    self._emit("sink", f"{type(exc).__name__}: {exc}")
+    def _slideshow(self, controls: LiveControls, plan: HopPlan) -> bool:
+        """Auto and not real time: render only the newest frame of each step."""
+        return controls.hop is None and not self.config.quality and not plan.real_time
 
-    def _features(
+    def _step(
         self,
-        first: int,
-        real: int,
-        timeline: AudioTimeline,
-        encode: Callable[[Array], Array],
-        precomputed: Array | None,
-    ) -> Array:
-        if precomputed is not None and first + real <= precomputed.shape[0]:
-            return precomputed[first : first + real]
-        stop = first + real
-        start = max(first - round(self.config.context_s * FPS), 0)
-        start = max(start, -(-timeline.oldest // SAMPLES_PER_FRAME))
-        window = timeline.samples(start * SAMPLES_PER_FRAME, stop * SAMPLES_PER_FRAME)
-        return window_features(encode, window, last_frames=real)
-
-    def _hop(
-        self,
+        runner: HopRunner,
+        chooser: HopChooser,
         first: int,
         emit: int,
         real: int,
         skipped: int,
-        timeline: AudioTimeline,
-        encode: Callable[[Array], Array],
-        precomputed: Array | None,
-        generator: LiveGenerator,
-        retimer: MotionRetimer,
-        avatar: LiveAvatar,
-        renderer: _Graph,
         controls: LiveControls,
+        plan: HopPlan,
     ) -> None:
-        assert self._pacer is not None
-        t0 = self._clock()
-        features = self._features(first, real, timeline, encode, precomputed)
-        t_feat = self._clock()
-        raw = controls.raw_conditions(real)
-        out = generator.step(
-            features=features,
-            raw=raw,
+        avatar = self._take_avatar(runner.renderer)
+        cost = runner.run(
+            first=first,
             emit=emit,
-            ref_motion=avatar.source_motion,
-            cfg_scale=controls.cfg_for(self._models.version),
-            nfe=controls.nfe,
+            real=real,
+            skipped=skipped,
+            avatar=avatar,
+            controls=controls,
+            newest_only=self._slideshow(controls, plan),
         )
-        t_motion = self._clock()
-        capture = np.array(
-            [timeline.frame_capture_time(k) for k in range(first, first + emit)], np.float64
-        )
-        retimed = retimer.push(first, out.motion, capture)
-        frames = self._render_frames(renderer, avatar, retimed.motion)
-        t_pix = self._clock()
-        self._pacer.submit(
-            [
-                LiveFrame(
-                    index=int(j),
-                    image=frames[i],
-                    timing=FrameTiming(
-                        capture=float(retimed.capture[i]),
-                        features=t_feat,
-                        motion=t_motion,
-                        pixels=t_pix,
-                    ),
-                )
-                for i, j in enumerate(retimed.indices)
-            ]
-        )
-        self.monitor.record_compute("features", t_feat - t0)
-        self.monitor.record_compute("motion", t_motion - t_feat)
-        self.monitor.record_compute("render", t_pix - t_motion)
-        self.monitor.record_compute("hop", t_pix - t0)
-        self.monitor.record_media(emit / FPS)
+        chooser.observe(fixed_s=cost.fixed_s, render_s=cost.render_s, rendered=cost.rendered)
         self._hops += 1
         self._update_virtual_mic()
-        if self._listener.on_hop is not None:
-            record = HopRecord(
-                first_frame=first,
-                emitted=emit,
-                real_frames=real,
-                skipped_before=skipped,
-                features=features,
-                raw=raw,
-                controls=controls,
-                avatar=avatar.name,
-                motion=out.motion,
-                capture=capture,
-                started=t0,
-                finished=t_pix,
-            )
-            try:
-                self._listener.on_hop(record)
-            except Exception:
-                logger.exception("hop listener failed")
-
-    def _render_frames(self, renderer: _Graph, avatar: LiveAvatar, motion: Array) -> Any:
-        if motion.shape[0] == 0:
-            return np.zeros((0, 1, 1, 3), np.uint8)
-        step = self.config.render_batch or (motion.shape[0] if self._on_gpu() else 1)
-        parts = [
-            to_uint8(render(renderer, avatar, motion[i : i + step]))
-            for i in range(0, motion.shape[0], step)
-        ]
-        return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def _on_gpu(self) -> bool:
         try:
@@ -631,55 +535,24 @@ class LiveEngine:
         source = self.source
         assert isinstance(source, WebcamInput) and self._pacer is not None
         renderer = self._graph("renderer")
-        encoder = self._graph("motion_encoder")
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
-        if source.cropper is not None:
-            cropper = source.cropper()
-        else:
-            from runtime.media.face_crop import FaceTracker
 
-            cropper = FaceTracker(output_size=self._models.source_size)
-        webcam = WebcamSource(
-            cv2=source.cv2,
-            config=source.config,
-            clock=self._clock,
-            on_state=lambda s, e: self._emit("webcam", s.value + (f": {e}" if e else "")),
-        )
-        self._webcam = webcam
-        if self._stop.is_set():
-            return
-        webcam.start()
-        self._pacer.set_streaming(True)
-        last = 0
-        while not self._stop.is_set():
-            grab = webcam.latest(after=last, timeout=0.1)
-            if grab is None:
-                self._pacer.set_streaming(webcam.state is WebcamState.RUNNING)
-                continue
-            last = grab.seq
-            avatar = self._take_avatar(renderer)
-            t0 = self._clock()
-            crop = cropper.update(grab.rgb)
-            image = image_to_source(np.asarray(crop, np.uint8), self._models.source_size)
-            motion = encoder.run({"image": image})["motion"]
-            t_motion = self._clock()
-            frame = to_uint8(render(renderer, avatar, motion.reshape(1, MOTION_DIM)))[0]
-            t_pix = self._clock()
-            self._pacer.submit(
-                [
-                    LiveFrame(
-                        index=grab.seq,
-                        image=frame,
-                        timing=FrameTiming(
-                            capture=grab.capture, features=t0, motion=t_motion, pixels=t_pix
-                        ),
-                    )
-                ]
-            )
-            self.monitor.record_compute("features", 0.0)
-            self.monitor.record_compute("motion", t_motion - t0)
-            self.monitor.record_compute("render", t_pix - t_motion)
-            self.monitor.record_compute("hop", t_pix - t0)
-            self.monitor.record_media(1.0 / source.config.fps)
+        def counted() -> None:
             self._hops += 1
+
+        worker = WebcamWorker(
+            source=source,
+            renderer=renderer,
+            encoder=self._graph("motion_encoder"),
+            pacer=self._pacer,
+            monitor=self.monitor,
+            clock=self._clock,
+            stop=self._stop,
+            emit=self._emit,
+            take_avatar=lambda: self._take_avatar(renderer),
+            on_hop=counted,
+            source_size=self._models.source_size,
+        )
+        self._webcam = worker
+        worker.run()

@@ -9,6 +9,14 @@ one repeats (counted late if a frame was expected); when several are due the new
 older ones are dropped. A tick delayed by a busy machine still happens and the following ones
 come back onto the grid, never closer than half a period; after a longer stall the missed
 deadlines are skipped instead of caught up in a burst. The queue is bounded, newest wins.
+
+Phase lock: frames are captured on a grid one period apart, and ticks are one period apart. An
+adaptive delay is kept on whole periods from the capture grid, so each frame falls due half a
+period before its tick and half a period of jitter (callback scheduling, compute) never moves
+it to a neighbouring tick. A delay drifting smoothly through the grid instead made frames pair
+up and leave gaps: a repeat and a drop every time it crossed a period. The delay changes only
+in whole periods (up at once, down one period at a time when the arrivals allow it), and the
+grid is taken again from the frames when their clock segment changes (a new input stream).
 """
 
 from __future__ import annotations
@@ -24,7 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from runtime.core.timing import Clock, FrameTiming
+from runtime.core.timing import Clock, FrameTiming, wait_on
 from runtime.engine.latency import LatencyMonitor
 from runtime.sinks.frame import LiveFrame, PublishFn
 
@@ -47,11 +55,15 @@ class PacerConfig:
     """Arrival delays over this long set the delay (95th percentile): a lone slow hop in it
     does not raise the delay, a recurring one does."""
     decay_per_s: float = 0.08
+    """How fast an adaptive delay comes back down (seconds of delay per second, in steps of one
+    period)."""
     catch_up_frames: float = 2.0
     """A tick this late or less still happens (then the next ones, no closer than
     `min_gap_frames`, bring the clock back on its grid); later ones are skipped."""
     min_gap_frames: float = 0.5
-    """How fast an adaptive delay comes back down (seconds of delay per second)."""
+    phase_lock: bool = True
+    """Keep the adaptive delay on whole periods from the frames' capture grid (audio-driven
+    frames are captured on one; a webcam's are not)."""
 
 
 class Pacer:
@@ -78,6 +90,9 @@ class Pacer:
         fixed = config.playout_delay_s
         self._delay = fixed if fixed is not None else config.min_delay_s
         self._target = self._delay
+        self._grid: float | None = None  # a capture time on the frames' grid (phase lock)
+        self._t0 = 0.0  # the first deadline
+        self._next_down = -math.inf  # when the delay may come down by the next period
         self._arrivals: deque[tuple[float, float]] = deque()  # (when, pixels - capture)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -112,6 +127,7 @@ class Pacer:
             self._queue.clear()
             self._last = None
             self._streaming = False
+            self._grid = None
 
     def set_streaming(self, active: bool) -> None:
         """Whether frames are expected (a missing frame then counts as late)."""
@@ -151,8 +167,42 @@ class Pacer:
             return
         target = float(np.percentile(delays, 95)) + self.config.margin_frames * self._period
         self._target = min(max(target, self.config.min_delay_s), self.config.max_delay_s)
-        if self._target > self._delay:
-            self._delay = self._target
+
+    def _on_grid(self, want: float) -> float:
+        """The smallest delay >= `want` that puts captured frames half a period before ticks."""
+        if self._grid is None or not self.config.phase_lock:
+            return want
+        phase = (self._t0 - self._grid) % self._period
+        return phase + math.ceil((want - phase) / self._period - 1e-9) * self._period
+
+    def _adapt_locked(self, now: float) -> None:
+        """Phase lock and the adaptive delay (pacer thread, lock held)."""
+        if self.config.playout_delay_s is not None:
+            return
+        if self._queue and self.config.phase_lock:
+            head = self._queue[0].timing.capture
+            if math.isfinite(head):
+                off = None if self._grid is None else (head - self._grid) % self._period
+                if off is None or min(off, self._period - off) > 0.25 * self._period:
+                    # A new stream (or the first frames): lock onto its grid, at the delay on
+                    # it nearest to the current one (never below what arrivals need).
+                    self._grid = head
+                    phase = (self._t0 - head) % self._period
+                    nearest = phase + round((self._delay - phase) / self._period) * self._period
+                    self._delay = max(nearest, self._on_grid(self._target))
+        want = self._on_grid(self._target)
+        if not self.config.phase_lock:
+            if want > self._delay:
+                self._delay = want
+            elif self._delay > want:
+                self._delay = max(want, self._delay - self.config.decay_per_s * self._period)
+            return
+        if want > self._delay + 1e-9:
+            self._delay = want
+            self._next_down = now + self._period / self.config.decay_per_s
+        elif want <= self._delay - self._period + 1e-9 and now >= self._next_down:
+            self._delay = max(want, self._delay - self._period)
+            self._next_down = now + self._period / self.config.decay_per_s
 
     def _run(self) -> None:
         t0 = self._clock()
@@ -160,10 +210,12 @@ class Pacer:
         last_sent = -math.inf
         min_gap = self.config.min_gap_frames * self._period
         max_late = self.config.catch_up_frames * self._period
+        with self._lock:
+            self._t0 = t0
         while not self._stop.is_set():
             deadline = t0 + k * self._period
             wait = max(deadline, last_sent + min_gap) - self._clock()
-            if wait > 0 and self._stop.wait(wait):
+            if wait > 0 and wait_on(self._stop, wait, self._clock):
                 break
             late_by = self._clock() - deadline
             if late_by > max_late:
@@ -179,10 +231,7 @@ class Pacer:
     def _tick(self, deadline: float) -> None:
         tolerance = 0.5 * self._period
         with self._lock:
-            if self.config.playout_delay_s is None and self._delay > self._target:
-                self._delay = max(
-                    self._target, self._delay - self.config.decay_per_s * self._period
-                )
+            self._adapt_locked(deadline)
             due_before = deadline + tolerance - self._delay
             due: list[LiveFrame] = []
             while self._queue and self._queue[0].timing.capture <= due_before:

@@ -66,12 +66,14 @@ class LiveControls:
     """Expressiveness (audio classifier-free guidance); None = the model version's default
     (`ModelVersion.default_cfg`: 2.0 for v2, 3.0 for v1, as upstream)."""
     nfe: int = 10  # time-grid points of the Euler sampler (nfe - 1 evaluations)
-    hop: int = 5  # frames generated per hop (200 ms); ignored in quality mode
+    hop: int | None = None
+    """Frames generated per hop (5 = 200 ms); None = Auto: the smallest hop the measured
+    compute keeps real time (`runtime.engine.hop_choice`). Ignored in quality mode."""
 
     def __post_init__(self) -> None:
         if self.nfe < 2:
             raise ValueError("nfe must be at least 2")
-        if not 1 <= self.hop <= CLIP_FRAMES:
+        if self.hop is not None and not 1 <= self.hop <= CLIP_FRAMES:
             raise ValueError(f"hop must be 1..{CLIP_FRAMES}")
 
     def cfg_for(self, version: ModelVersion) -> float:
@@ -130,12 +132,16 @@ class EngineConfig:
     """Hop 50, no lookahead, fixed noise: every hop is one reference chunk. With a file input
     the features are the whole file's (as offline), so the output equals the offline sampler."""
     seed: int | None = 25  # fixed per-chunk noise like the reference; None: fresh noise per hop
-    max_backlog_s: float = 1.0  # further behind real time than this: skip to the newest audio
+    max_backlog_s: float = 1.0
+    """Sizes the audio history kept (the worker skips to the newest audio in whole hops as
+    soon as it is a hop behind)."""
     playout_delay_s: float | None = None  # None: adaptive
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     """The noise gate in front of the model (off by default; `engine.gate` changes it live)."""
-    silence_fill_s: float = 0.2  # with no input, fill time with silence in steps of this
+    silence_fill_s: float = 0.04
+    """With no input, fill time with silence in steps of this: one frame, so that silence
+    arrives as steadily as sound (larger steps made the worker skip ahead at every step)."""
     stats_window_s: float = 10.0
     stop_timeout_s: float = 1.0
     max_queue: int = 120  # frames waiting in the pacer
@@ -164,8 +170,8 @@ class EngineState(enum.Enum):
 class EngineEvent:
     kind: str
     """started, stopped, audio (input state changed), audio_ended, webcam, sink (a sink failed
-    or is unavailable), avatar (switched), virtual_mic (open, or why not), error (the worker
-    failed; the engine stops)."""
+    or is unavailable), avatar (switched), virtual_mic (open, or why not), hop (the hop in use
+    changed, or the machine is not real time), error (the worker failed; the engine stops)."""
     message: str
     when: float
 
@@ -186,6 +192,7 @@ class HopRecord:
     capture: npt.NDArray[np.float64]  # (emitted,) capture time of each frame's audio
     started: float
     finished: float
+    rendered: int = 0  # frames rendered at the output rate (1 in a slideshow)
 
 
 @dataclass(frozen=True)
@@ -207,6 +214,18 @@ class EngineStats:
     controls: LiveControls
     avatar: str
     virtual_mic: VirtualMicStatus | None = None
+    skipped_hops: int = 0
+    """Times the worker skipped ahead to the newest audio (in hops of the hop then in use)."""
+    hop: int = 0  # the hop in use (Auto's choice), 0 before the first
+    auto_hop: bool = False
+    real_time: bool = True
+    """False: compute cannot keep up; Auto then shows the newest motion only."""
+    picture_interval_s: float = math.nan
+    """Measured compute per step (seconds between new pictures when not real time)."""
+
+    @property
+    def unique_fps(self) -> float:
+        return self.latency.unique_fps
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -220,6 +239,15 @@ class EngineStats:
             "sinks": [s.__dict__ for s in self.sinks],
             "hops": self.hops,
             "skipped_frames": self.skipped_frames,
+            "skipped_hops": self.skipped_hops,
+            "output_fps": self.latency.output_fps,
+            "unique_fps": self.latency.unique_fps,
+            "newest_latency_ms": self.latency.newest_latency_ms,
+            "real_time_factor": self.latency.real_time_factor,
+            "hop": self.hop,
+            "auto_hop": self.auto_hop,
+            "real_time": self.real_time,
+            "picture_interval_s": self.picture_interval_s,
             "avatar": self.avatar,
             "virtual_mic": None if self.virtual_mic is None else self.virtual_mic.as_dict(),
         }
@@ -229,12 +257,17 @@ class EngineStats:
         lat = self.latency
         c = lat.counters
         audio = "-" if self.audio is None else self.audio.state.value
+        hop = f"hop {self.hop}{' auto' if self.auto_hop else ''}"
+        if not self.real_time:
+            hop += " NOT REAL TIME"
         return (
-            f"fps {lat.output_fps:5.1f} | latency p50 {lat.latency_p50_ms:6.0f} ms "
-            f"p95 {lat.latency_p95_ms:6.0f} ms | rtf {lat.real_time_factor:5.2f} | "
+            f"fps {lat.output_fps:5.1f} new {lat.unique_fps:5.1f} | latency newest "
+            f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "
+            f"p95 {lat.latency_p95_ms:6.0f} ms | rtf {lat.real_time_factor:5.2f} | {hop} | "
             f"features {lat.compute['features'].mean_ms:5.1f} ms motion "
             f"{lat.compute['motion'].mean_ms:6.1f} ms render {lat.compute['render'].mean_ms:6.1f}"
-            f" ms | late {c.get('late', 0)} dropped {c.get('dropped', 0)} skipped "
-            f"{self.skipped_frames} | audio {audio} overflows "
+            f" ms | late {c.get('late', 0)} repeated {c.get('repeated', 0)} dropped "
+            f"{c.get('dropped', 0)} skipped {self.skipped_hops} hops ({self.skipped_frames} "
+            f"frames) | audio {audio} overflows "
             f"{0 if self.audio is None else self.audio.overflows}"
         )

@@ -32,7 +32,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
-from runtime.core.timing import Clock
+from runtime.core.timing import Clock, wait_on
 from runtime.media.audio_gate import MicSwitch
 from runtime.model.contract import SAMPLE_RATE
 
@@ -179,6 +179,9 @@ class AudioCapture:
         self._records: deque[tuple[int, float]] = deque()  # (block end, time) seen by the reader
         self._resampler: Any = None
         self._out_total = 0
+        self._in_origin = 0  # input sample that output sample `_out_origin` stands for
+        self._out_origin = 0
+        self._gap = False  # the reader fell a whole ring behind: samples were lost
         self._ring_overruns = 0
         self._outbox: deque[CaptureStatus] = deque()
 
@@ -233,6 +236,8 @@ class AudioCapture:
             return CapturedAudio(np.zeros(0, np.float32), math.nan, restarted)
         samples = self._drain(self._reading)
         end_time = self._time_of_output(self._out_total - 1) if samples.size else math.nan
+        if samples.size and self._gap:
+            restarted, self._gap = True, False  # what follows a gap is a new clock segment
         return CapturedAudio(samples=samples, end_time=end_time, restarted=restarted)
 
     def _begin(self, ring: _Ring) -> None:
@@ -240,7 +245,8 @@ class AudioCapture:
         self._read_pos = 0
         self._read_blocks = 0
         self._records.clear()
-        self._out_total = 0
+        self._out_total = self._in_origin = self._out_origin = 0
+        self._gap = False
         self._resampler = None
         if ring.rate != SAMPLE_RATE:
             self._resampler = soxr.ResampleStream(
@@ -260,8 +266,17 @@ class AudioCapture:
         size = ring.data.shape[0]
         start = self._read_pos
         if end - start > size:
+            # The oldest audio was overwritten before it was read (the reader was busy for
+            # longer than the ring holds). Output sample times must skip the lost span too,
+            # or every later capture time would be late by it, more at every overrun.
             self._ring_overruns += 1
             start = end - size
+            self._in_origin, self._out_origin = start, self._out_total
+            self._gap = True
+            if self._resampler is not None and not isinstance(self._resampler, _Flushed):
+                self._resampler = soxr.ResampleStream(
+                    ring.rate, SAMPLE_RATE, 1, dtype="float32", quality=self.config.resample_quality
+                )
         raw = ring.data[np.arange(start, end) % size]
         self._read_pos = end
         horizon = end - 4 * ring.rate  # keep 4 s of block records for time lookups
@@ -284,7 +299,7 @@ class AudioCapture:
         ring = self._reading
         if ring is None or out_index < 0 or not self._records:
             return math.nan
-        i = out_index * ring.rate / SAMPLE_RATE
+        i = self._in_origin + (out_index - self._out_origin) * ring.rate / SAMPLE_RATE
         ends = [end for end, _ in self._records]
         k = min(bisect.bisect_left(ends, i + 1), len(ends) - 1)  # the block holding input i
         end, when = self._records[k]
@@ -334,7 +349,7 @@ class AudioCapture:
     # -- watchdog thread ---------------------------------------------------------------------
 
     def _watch(self) -> None:
-        while not self._stop.wait(self.config.watchdog_period_s):
+        while not wait_on(self._stop, self.config.watchdog_period_s, self._clock):
             with self._lock:
                 self._check_locked()
             self._deliver()

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime.core.timing import Clock
+from runtime.core.timing import Clock, wait_on
 
 Array = npt.NDArray[np.float32]
 
@@ -79,7 +79,7 @@ class PlaybackStream:
             n = min(self._block, total - pos)
             due = t0 + (pos + n) / self._rate
             wait = due - self._clock()
-            if wait > 0 and self._stop.wait(wait):
+            if wait > 0 and wait_on(self._stop, wait, self._clock):
                 return
             block = self._audio[pos : pos + n].reshape(n, 1)
             self._callback(block, n, None, flags)

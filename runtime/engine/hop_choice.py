@@ -1,0 +1,161 @@
+"""Automatic hop size ("Auto"): the smallest hop whose measured compute fits the time it covers
+(inference worker thread; plain numbers, no clock).
+
+A hop costs a fixed part (audio features + one sampler chunk, whatever the hop) plus a part per
+rendered frame. With `F` the fixed part and `R` the render time per frame at the output rate,
+hop `h` (frames at 25 fps) takes `F + R * h * fps / 25` seconds of compute for `h / 25` seconds
+of media. The chooser keeps running means of `F` and `R` and picks the smallest `h` whose compute
+fits in `budget` (70 %) of its duration. When no hop fits (the renderer alone is slower than
+real time, or the fixed part needs more than a whole chunk) the engine cannot be real time: it
+then makes the motion of everything since the last picture (so the motion context stays
+continuous) but renders only the newest frame, one picture every `F + R` seconds.
+
+Hysteresis keeps it from flapping: it moves to a smaller hop only when that hop also fits in
+`budget_down` (60 %), and leaves the current hop only when it no longer fits in `budget_up`
+(85 %).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from runtime.model.contract import CLIP_FRAMES, FPS
+
+INITIAL_HOP = 1
+"""Auto's hop before anything has been measured: the lowest latency. Starting higher would
+raise the pacer's playout delay for its first seconds, and bringing it down again later costs a
+dropped frame per period."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopPlan:
+    hop: int
+    """Frames (at 25 fps) per step; in a slideshow, the most motion frames one step makes."""
+    real_time: bool
+    """False: render the newest frame only, one picture every `picture_interval_s`."""
+    picture_interval_s: float
+    """Expected seconds between new pictures' steps (nan until measured)."""
+    measured: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopChoiceConfig:
+    budget: float = 0.7
+    budget_down: float = 0.6
+    budget_up: float = 0.85
+    smoothing: float = 0.3
+    """Weight of the newest hop in the running means."""
+    warmup_hops: int = 2
+    """Hops measured before the first choice (the first runs of a graph are slow)."""
+
+    def __post_init__(self) -> None:
+        if not 0 < self.budget_down <= self.budget <= self.budget_up:
+            raise ValueError("need 0 < budget_down <= budget <= budget_up")
+        if not 0 < self.smoothing <= 1:
+            raise ValueError("smoothing must be in (0, 1]")
+
+
+def smallest_hop(
+    fixed_s: float, render_s: float, *, fps: float, budget: float, max_hop: int
+) -> int:
+    """The smallest hop (1..max_hop) whose compute fits `budget` of its duration; 0 if none."""
+    per_frame_budget = budget / FPS - render_s * fps / FPS
+    if per_frame_budget <= 0:
+        return 0
+    hop = max(1, math.ceil(fixed_s / per_frame_budget - 1e-9))
+    return hop if hop <= max_hop else 0
+
+
+class HopChooser:
+    def __init__(
+        self, *, fps: float, lookahead: int, config: HopChoiceConfig | None = None
+    ) -> None:
+        self.config = config if config is not None else HopChoiceConfig()
+        self.fps = fps
+        self.max_hop = CLIP_FRAMES - lookahead
+        self._fixed = math.nan
+        self._render = math.nan
+        self._seen = 0
+        self._plan = HopPlan(
+            hop=min(INITIAL_HOP, self.max_hop),
+            real_time=True,
+            picture_interval_s=math.nan,
+            measured=False,
+        )
+
+    @property
+    def plan(self) -> HopPlan:
+        return self._plan
+
+    @property
+    def fixed_s(self) -> float:
+        return self._fixed
+
+    @property
+    def render_per_frame_s(self) -> float:
+        return self._render
+
+    def observe(self, *, fixed_s: float, render_s: float, rendered: int) -> HopPlan:
+        """One hop's measured compute: fixed part, render time and frames rendered."""
+        a = self.config.smoothing
+        self._seen += 1
+        if rendered > 0:
+            per = render_s / rendered
+            self._render = per if math.isnan(self._render) else (1 - a) * self._render + a * per
+        self._fixed = fixed_s if math.isnan(self._fixed) else (1 - a) * self._fixed + a * fixed_s
+        if self._seen >= self.config.warmup_hops and not math.isnan(self._render):
+            self._plan = self._choose()
+        return self._plan
+
+    def _cost(self, hop: int) -> float:
+        return self._fixed + self._render * hop * self.fps / FPS
+
+    def _fits(self, hop: int, budget: float) -> bool:
+        return self._cost(hop) <= budget * hop / FPS
+
+    def _choose(self) -> HopPlan:
+        cfg, cur = self.config, self._plan
+
+        def smallest(budget: float) -> int:
+            return smallest_hop(
+                self._fixed, self._render, fps=self.fps, budget=budget, max_hop=self.max_hop
+            )
+
+        hop = cur.hop
+        if cur.real_time and cur.measured:
+            if not self._fits(cur.hop, cfg.budget_up):
+                hop = smallest(cfg.budget)
+            else:
+                down = smallest(cfg.budget_down)
+                hop = down if 0 < down < cur.hop else cur.hop
+        elif not cur.measured:
+            hop = smallest(cfg.budget)
+        else:  # a slideshow: back to real time only with room to spare
+            hop = smallest(cfg.budget_down)
+        if hop == 0:
+            return HopPlan(
+                hop=self.max_hop,
+                real_time=False,
+                picture_interval_s=self._fixed + self._render,
+                measured=True,
+            )
+        return HopPlan(hop=hop, real_time=True, picture_interval_s=self._cost(hop), measured=True)
+
+    def fixed(self, hop: int) -> HopPlan:
+        """The user's own hop, with whether the measured compute keeps it real time."""
+        if not self._plan.measured:
+            return HopPlan(hop=hop, real_time=True, picture_interval_s=math.nan, measured=False)
+        cost = self._cost(hop)
+        return HopPlan(hop=hop, real_time=cost <= hop / FPS, picture_interval_s=cost, measured=True)
+
+
+def describe_plan(plan: HopPlan, *, auto: bool) -> str:
+    """One line for logs and events: the hop in use, or what a slideshow gives."""
+    if not plan.real_time:
+        return (
+            f"not real time on this machine: about 1 new picture every "
+            f"{plan.picture_interval_s:.1f} s (the newest motion only)"
+        )
+    ms = plan.hop * 1000 // FPS
+    return f"hop {plan.hop} ({ms} ms){' (auto)' if auto else ''}"

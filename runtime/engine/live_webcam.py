@@ -1,0 +1,98 @@
+"""The webcam-driven live worker (`live-worker` thread): camera frame -> face crop -> motion
+encoder -> renderer -> the pacer, one picture per camera frame, always the newest.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+
+import numpy as np
+
+from runtime.core.timing import Clock, FrameTiming
+from runtime.engine.latency import LatencyMonitor
+from runtime.engine.live_avatar import LiveAvatar, image_to_source, render, to_uint8
+from runtime.engine.live_hop import Graph
+from runtime.engine.pacer import Pacer
+from runtime.engine.types import WebcamInput
+from runtime.media.webcam import WebcamSource, WebcamState
+from runtime.model.contract import MOTION_DIM
+from runtime.sinks.frame import LiveFrame
+
+
+class WebcamWorker:
+    def __init__(
+        self,
+        *,
+        source: WebcamInput,
+        renderer: Graph,
+        encoder: Graph,
+        pacer: Pacer,
+        monitor: LatencyMonitor,
+        clock: Clock,
+        stop: threading.Event,
+        emit: Callable[[str, str], None],
+        take_avatar: Callable[[], LiveAvatar],
+        on_hop: Callable[[], None],
+        source_size: int,
+    ) -> None:
+        self._source = source
+        self._renderer, self._encoder = renderer, encoder
+        self._pacer, self._monitor, self._clock = pacer, monitor, clock
+        self._stop, self._emit = stop, emit
+        self._take_avatar, self._on_hop = take_avatar, on_hop
+        self._source_size = source_size
+        self.webcam: WebcamSource | None = None
+
+    def run(self) -> None:
+        source = self._source
+        if source.cropper is not None:
+            cropper = source.cropper()
+        else:
+            from runtime.media.face_crop import FaceTracker
+
+            cropper = FaceTracker(output_size=self._source_size)
+        webcam = WebcamSource(
+            cv2=source.cv2,
+            config=source.config,
+            clock=self._clock,
+            on_state=lambda s, e: self._emit("webcam", s.value + (f": {e}" if e else "")),
+        )
+        self.webcam = webcam
+        if self._stop.is_set():
+            return
+        webcam.start()
+        pacer, mon = self._pacer, self._monitor
+        pacer.set_streaming(True)
+        last = 0
+        while not self._stop.is_set():
+            grab = webcam.latest(after=last, timeout=0.1)
+            if grab is None:
+                pacer.set_streaming(webcam.state is WebcamState.RUNNING)
+                continue
+            last = grab.seq
+            avatar = self._take_avatar()
+            t0 = self._clock()
+            crop = cropper.update(grab.rgb)
+            image = image_to_source(np.asarray(crop, np.uint8), self._source_size)
+            motion = self._encoder.run({"image": image})["motion"]
+            t_motion = self._clock()
+            frame = to_uint8(render(self._renderer, avatar, motion.reshape(1, MOTION_DIM)))[0]
+            t_pix = self._clock()
+            pacer.submit(
+                [
+                    LiveFrame(
+                        index=grab.seq,
+                        image=frame,
+                        timing=FrameTiming(
+                            capture=grab.capture, features=t0, motion=t_motion, pixels=t_pix
+                        ),
+                    )
+                ]
+            )
+            mon.record_compute("features", 0.0)
+            mon.record_compute("motion", t_motion - t0)
+            mon.record_compute("render", t_pix - t_motion)
+            mon.record_compute("hop", t_pix - t0)
+            mon.record_media(1.0 / source.config.fps)
+            self._on_hop()

@@ -172,7 +172,7 @@ _POSE_OPTIONS = (
 )
 
 
-def _hop(text: str) -> int | str | None:
+def _hop(text: str) -> int | None:
     """`auto` (None) or a number; the range is checked in `validate_args`."""
     if text.strip().lower() == "auto":
         return None

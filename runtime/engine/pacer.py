@@ -61,6 +61,9 @@ class PacerConfig:
     """A tick this late or less still happens (then the next ones, no closer than
     `min_gap_frames`, bring the clock back on its grid); later ones are skipped."""
     min_gap_frames: float = 0.5
+    lower_slack_frames: float = 0.5
+    """The delay comes down a period only when arrivals would still leave this much to spare
+    (a target near a grid line would otherwise flap: a repeat and a drop each time)."""
     phase_lock: bool = True
     """Keep the adaptive delay on whole periods from the frames' capture grid (audio-driven
     frames are captured on one; a webcam's are not)."""
@@ -200,7 +203,11 @@ class Pacer:
         if want > self._delay + 1e-9:
             self._delay = want
             self._next_down = now + self._period / self.config.decay_per_s
-        elif want <= self._delay - self._period + 1e-9 and now >= self._next_down:
+        elif (
+            self._on_grid(self._target + self.config.lower_slack_frames * self._period)
+            <= self._delay - self._period + 1e-9
+            and now >= self._next_down
+        ):
             self._delay = max(want, self._delay - self._period)
             self._next_down = now + self._period / self.config.decay_per_s
 

@@ -60,6 +60,7 @@ EXIT_INTERRUPTED = 130
 FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
 MIC_OFFSET = v.Range(name="mic-offset", lo=-2000.0, hi=2000.0, unit="ms")
 GATE = v.Range(name="gate", lo=-100.0, hi=0.0, unit="dBFS", help="or off")
+RECORDER_FINISH_S = 60.0  # after stop: time for the recorder to write what it was given
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -342,6 +343,11 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
                 "%s. For smooth video use a GPU, or render offline: imtalker-cam render",
                 event.message,
             )
+            if args.record is not None:
+                logger.warning(
+                    "the recording will be a slideshow; for a smooth file render it offline: "
+                    "imtalker-cam render --audio FILE"
+                )
         elif event.kind in ("audio", "webcam", "avatar", "audio_ended", "virtual_mic", "hop"):
             logger.info("%s: %s", event.kind, event.message)
         # Sinks report their own failures (runtime.sinks logs them).
@@ -401,6 +407,9 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         final = engine.stats()
         if not engine.stop():
             logger.warning("a live-engine thread did not stop within a second")
+        for sink in sinks:
+            if isinstance(sink, RecorderSink) and not sink.wait_finished(RECORDER_FINISH_S):
+                logger.error("the recording did not finish within %.0f s", RECORDER_FINISH_S)
         lat = final.latency
         logger.info(
             "published %d frames (%d new), latency p50 %.0f ms p95 %.0f ms, late %d, "

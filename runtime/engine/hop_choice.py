@@ -4,9 +4,11 @@
 A hop costs a fixed part (audio features + one sampler chunk, whatever the hop) plus a part per
 rendered frame. With `F` the fixed part and `R` the render time per frame at the output rate,
 hop `h` (frames at 25 fps) takes `F + R * h * fps / 25` seconds of compute for `h / 25` seconds
-of media. The chooser keeps running means of `F` and `R` and picks the smallest `h` whose compute
-fits in `budget` (70 %) of its duration. When no hop fits (the renderer alone is slower than
-real time, or the fixed part needs more than a whole chunk) the engine cannot be real time: it
+of media. The chooser keeps `F` and `R` as medians over the last hops (a lone slow hop, the
+machine briefly busy, does not move the choice; a lasting change does) and picks the smallest
+`h` whose compute fits in `budget` (70 %) of its duration. When no hop fits (the renderer alone
+is slower than real time, or the fixed part needs more than a whole chunk) the engine cannot be
+real time: it
 then makes the motion of everything since the last picture (so the motion context stays
 continuous) but renders only the newest frame, one picture every `F + R` seconds.
 
@@ -18,6 +20,8 @@ Hysteresis keeps it from flapping: it moves to a smaller hop only when that hop 
 from __future__ import annotations
 
 import math
+import statistics
+from collections import deque
 from dataclasses import dataclass
 
 from runtime.model.contract import CLIP_FRAMES, FPS
@@ -44,16 +48,16 @@ class HopChoiceConfig:
     budget: float = 0.7
     budget_down: float = 0.6
     budget_up: float = 0.85
-    smoothing: float = 0.3
-    """Weight of the newest hop in the running means."""
-    warmup_hops: int = 2
+    window_hops: int = 16
+    """Hops whose median costs decide."""
+    warmup_hops: int = 3
     """Hops measured before the first choice (the first runs of a graph are slow)."""
 
     def __post_init__(self) -> None:
         if not 0 < self.budget_down <= self.budget <= self.budget_up:
             raise ValueError("need 0 < budget_down <= budget <= budget_up")
-        if not 0 < self.smoothing <= 1:
-            raise ValueError("smoothing must be in (0, 1]")
+        if self.window_hops < 1:
+            raise ValueError("window_hops must be at least 1")
 
 
 def smallest_hop(
@@ -76,6 +80,8 @@ class HopChooser:
         self.max_hop = CLIP_FRAMES - lookahead
         self._fixed = math.nan
         self._render = math.nan
+        self._fixed_seen: deque[float] = deque(maxlen=self.config.window_hops)
+        self._render_seen: deque[float] = deque(maxlen=self.config.window_hops)
         self._seen = 0
         self._plan = HopPlan(
             hop=min(INITIAL_HOP, self.max_hop),
@@ -98,12 +104,12 @@ class HopChooser:
 
     def observe(self, *, fixed_s: float, render_s: float, rendered: int) -> HopPlan:
         """One hop's measured compute: fixed part, render time and frames rendered."""
-        a = self.config.smoothing
         self._seen += 1
         if rendered > 0:
-            per = render_s / rendered
-            self._render = per if math.isnan(self._render) else (1 - a) * self._render + a * per
-        self._fixed = fixed_s if math.isnan(self._fixed) else (1 - a) * self._fixed + a * fixed_s
+            self._render_seen.append(render_s / rendered)
+            self._render = statistics.median(self._render_seen)
+        self._fixed_seen.append(fixed_s)
+        self._fixed = statistics.median(self._fixed_seen)
         if self._seen >= self.config.warmup_hops and not math.isnan(self._render):
             self._plan = self._choose()
         return self._plan
@@ -153,9 +159,15 @@ class HopChooser:
 def describe_plan(plan: HopPlan, *, auto: bool) -> str:
     """One line for logs and events: the hop in use, or what a slideshow gives."""
     if not plan.real_time:
-        return (
-            f"not real time on this machine: about 1 new picture every "
-            f"{plan.picture_interval_s:.1f} s (the newest motion only)"
-        )
+        return f"not real time on this machine: {picture_rate(plan.picture_interval_s)}"
     ms = plan.hop * 1000 // FPS
     return f"hop {plan.hop} ({ms} ms){' (auto)' if auto else ''}"
+
+
+def picture_rate(interval_s: float) -> str:
+    """'about 1 new picture every 3 s' / 'about 8 new pictures per second'."""
+    if not math.isfinite(interval_s) or interval_s <= 0:
+        return "new pictures as fast as it can (not measured yet)"
+    if interval_s >= 1.0:
+        return f"about 1 new picture every {interval_s:.2g} s"
+    return f"about {1.0 / interval_s:.2g} new pictures per second"

@@ -59,6 +59,7 @@ class RecorderSink:
         self._pending = 0  # video frames queued
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._closing: threading.Thread | None = None  # the writer finishing after close()
         self.fps = 25
         self.frames_written = 0
         self.frames_dropped = 0
@@ -103,10 +104,20 @@ class RecorderSink:
         thread, self._thread = self._thread, None
         if thread is None:
             return
+        self._closing = thread
         self._queue.put(_STOP)
         thread.join(timeout)
         if thread.is_alive():
             logger.warning("recorder still finishing %s after %.1f s", self.config.path, timeout)
+
+    def wait_finished(self, timeout: float) -> bool:
+        """After `close`: wait for the file to be written (a busy machine may need longer than
+        the engine's stop budget); True when the writer has ended."""
+        thread = self._closing
+        if thread is None:
+            return True
+        thread.join(timeout)
+        return not thread.is_alive()
 
     def _took(self) -> None:
         with self._lock:

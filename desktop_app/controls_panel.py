@@ -52,10 +52,15 @@ _STEPS_LABELS = {1: "1 (fastest)", 2: "2", 4: "4 (balanced)", 9: "9 (reference q
 APPLY_NOTE_MS = 5000
 NATURAL_HINT = "Natural is on: the voice moves the head and eyes. Move a slider to steer them."
 STEER_HINT = "The sliders steer the head and eyes. Tick Natural to let the voice do it."
+# Latency with instant compute (tests/bench/results/live_latency.md, lookahead 2, p95);
+# the machine's compute adds to it.
 _HOP_LABELS = {
-    5: "5 frames (lowest latency)",
-    10: "10 frames",
-    25: "25 frames (least work)",
+    0: "Auto (lowest latency this machine keeps up with)",
+    1: "1 frame (~160 ms)",
+    2: "2 frames (~200 ms)",
+    5: "5 frames (~320 ms)",
+    10: "10 frames (~520 ms)",
+    25: "25 frames (least work, ~1.1 s)",
 }
 _BACKGROUNDS: tuple[tuple[BackgroundMode, str], ...] = (
     ("blur", "Blurred picture"),

@@ -6,11 +6,16 @@ use the microphone); a source lost while live is shown at once with what the eng
 (retrying, with the attempt count, or stopped); a model that cannot load says so and offers
 the set-up. The level meter follows the microphone 30 times a second from the capture side.
 The virtual camera's state is in the status bar; "Check again" says what it found.
+Output rate and new-picture rate are shown side by side (overlay and status bar); on a machine
+measured not to be real time, Go Live first says what the user will get.
 """
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
+
+from PySide6.QtWidgets import QMessageBox
 
 from desktop_app.live_bridge import LiveProblem, LiveState
 from desktop_app.preview import PreviewStats
@@ -57,6 +62,8 @@ class LiveStatusMixin:
         except (OSError, KeyError, ValueError) as exc:
             self.show_error(f"Cannot read that avatar: {exc}")
             return False
+        if not self._accept_expectation():
+            return False
         self.alerts.clear()
         self.source.set_live(True)
         s = self.settings
@@ -75,6 +82,20 @@ class LiveStatusMixin:
             )
         )
         return True
+
+    def _accept_expectation(self: MainWindow) -> bool:
+        """On a machine measured not to be real time: say what Go Live will give first."""
+        expected = self.backend.engine.expectation()
+        if expected is None:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "Not real time on this machine",
+            f"{expected}\n\nGo live anyway?",
+            QMessageBox.StandardButton.Yes | QMessageBox.StandardButton.No,
+            QMessageBox.StandardButton.Yes,
+        )
+        return answer == QMessageBox.StandardButton.Yes
 
     def use_microphone(self: MainWindow) -> None:
         """The alert's offer when the webcam cannot open: switch the source and go live."""
@@ -126,12 +147,26 @@ class LiveStatusMixin:
                 latency_ms=stats.latency_ms,
                 provider=stats.provider,
                 realtime=stats.realtime,
+                unique_fps=stats.unique_fps,
             )
         )
         self._latency_s = None if stats.latency_ms is None else stats.latency_ms / 1000
+        rates = f"{stats.fps:.1f} fps out"
+        if stats.unique_fps is not None:
+            rates += f", {stats.unique_fps:.1f} new pictures/s"
         self.provider_status.setText(
-            f"Running on {stats.provider}" + ("" if stats.realtime else " (not real time)")
+            f"Running on {stats.provider} · {rates}"
+            + ("" if stats.realtime else " (not real time)")
         )
+        if stats.expectation is not None:
+            self.provider_status.setToolTip(stats.expectation)
+        since = self._recording_since
+        if self.bridge.recording is not None and since is not None:
+            elapsed = int(time.monotonic() - since)
+            note = "" if stats.realtime else " - not real time: the file will be a slideshow"
+            self.statusBar().showMessage(
+                f"● Recording {elapsed // 60}:{elapsed % 60:02d} to {self.bridge.recording}" + note
+            )
 
     def _level_updated(self: MainWindow, level: AudioLevel) -> None:
         self.source.show_level(level)

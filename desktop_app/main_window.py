@@ -93,6 +93,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
         self.last_snapshot: Path | None = None
         self._vcam: VirtualCameraInfo | None = None
         self._latency_s: float | None = None
+        self._recording_since: float | None = None  # time.monotonic() when recording began
         self._relive_with_microphone = False
         self._rechecking = False
         self._closing = False

@@ -68,6 +68,7 @@ class PreviewStats:
     latency_ms: float | None
     provider: str  # short name, e.g. "CUDA" or "CPU"
     realtime: bool
+    unique_fps: float | None = None  # new pictures per second
 
 
 class PreviewWidget(QWidget):
@@ -130,6 +131,10 @@ class PreviewWidget(QWidget):
         self._message = message
         self.update()
 
+    @property
+    def stats(self) -> PreviewStats | None:
+        return self._stats
+
     def set_stats(self, stats: PreviewStats | None) -> None:
         self._stats = stats
         self.update()
@@ -152,6 +157,8 @@ class PreviewWidget(QWidget):
         if s is None:
             return ""
         parts = [f"{s.fps:.1f} fps"]
+        if s.unique_fps is not None:
+            parts.append(f"{s.unique_fps:.1f} new/s")
         if s.latency_ms is not None:
             parts.append(f"{s.latency_ms:.0f} ms")
         parts.append(s.provider if s.realtime else f"{s.provider} - not real time")

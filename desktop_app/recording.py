@@ -79,10 +79,24 @@ class RecordingMixin:
         self.record_button.setChecked(recording)
         self.record_button.blockSignals(False)
         self.record_button.setText(STOP_RECORD_TEXT if recording else RECORD_TEXT)
+        self._recording_since = time.monotonic() if recording else None
         if recording:
-            self.statusBar().showMessage(f"Recording to {path}")
-        elif path:
-            self.statusBar().showMessage(f"Saved the recording to {path}", 10000)
+            self.statusBar().showMessage(f"● Recording 0:00 to {path}")
+            if not self.preview_stats_realtime():
+                self.alerts.show_alert(
+                    "recording",
+                    "Not real time on this machine: the recording will be a slideshow. For a "
+                    "smooth file, render it offline with imtalker-cam render.",
+                    severity="warning",
+                )
+        else:
+            self.alerts.clear("recording")
+            if path:
+                self.statusBar().showMessage(f"Saved the recording to {path}", 10000)
+
+    def preview_stats_realtime(self: MainWindow) -> bool:
+        stats = self.preview.stats
+        return stats is None or stats.realtime
 
     def snapshot(self: MainWindow) -> Path | None:
         image = self.preview.current_frame

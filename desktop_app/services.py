@@ -223,6 +223,8 @@ class LiveStats:
     audio_level: float | None  # 0..1 microphone level, when the source is a microphone
     source: SourceHealth | None = None
     virtual_mic: VirtualMicInfo | None = None  # None when it was not asked for
+    unique_fps: float | None = None  # new pictures per second (fps counts repeats too)
+    expectation: str | None = None  # when not real time: what the user gets, in words
 
 
 def _nothing() -> None:
@@ -280,6 +282,11 @@ class LiveSession(Protocol):
 
 class LiveEngine(Protocol):
     def virtual_camera_status(self) -> VirtualCameraInfo: ...
+
+    def expectation(self) -> str | None:
+        """Before Go Live: what this machine was measured to give when it is not real time
+        ("about 1 new picture every 3 s..."), None when it keeps up or nothing is known."""
+        ...
 
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:
         """Open the model, the source and the sinks and start producing frames (slow).

@@ -35,7 +35,8 @@ BackgroundMode = Literal["none", "colour", "blur"]
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
 STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
 CFG_RANGE = (validate.CFG.lo, validate.CFG.hi)
-HOP_CHOICES: tuple[int, ...] = (5, 10, 25)  # frames per engine step: 200, 400, 1000 ms
+HOP_CHOICES: tuple[int, ...] = (0, 1, 2, 5, 10, 25)
+"""Frames per engine step (40 ms each); 0 = Auto: the smallest the machine keeps real time."""
 GATE_RANGE = Range(name="gate", lo=-80.0, hi=-10.0, unit="dBFS")
 MIC_OFFSET_RANGE = Range(name="virtual microphone offset", lo=-500.0, hi=500.0, unit="ms")
 
@@ -75,7 +76,7 @@ class Output:
 class Quality:
     cfg_scale: float = 3.0  # expressiveness: audio classifier-free guidance, 1..5
     steps: int = 9  # flow-matching Euler steps
-    hop: int = 5  # frames produced per engine step
+    hop: int = 0  # frames produced per engine step; 0 = Auto
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# `pytest` run directly (not through packaging/run-tests.sh) has no display: Qt would abort in
+# pytest-qt's qapp. Offscreen unless the caller chose a platform.
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("IMTALKER_SHARED", ROOT.parent / "shared"))
 GOLDEN = SHARED / "golden"

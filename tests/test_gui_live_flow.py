@@ -141,7 +141,7 @@ def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path
     assert shot is not None and shot.exists()
     window.record_button.click()
     qtbot.waitUntil(lambda: window.bridge.recording is not None, timeout=5_000)
-    qtbot.waitUntil(lambda: "Recording to" in window.statusBar().currentMessage(), timeout=5_000)
+    qtbot.waitUntil(lambda: "Recording 0:0" in window.statusBar().currentMessage(), timeout=5_000)
     time.sleep(1.5)
     with qtbot.waitSignal(window.bridge.recording_changed, timeout=15_000) as stopped:
         window.record_button.click()
@@ -152,8 +152,11 @@ def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path
     with av.open(path) as container:
         kinds = {s.type for s in container.streams}
         frames = container.streams.video[0].frames
+        size = (container.streams.video[0].width, container.streams.video[0].height)
     assert kinds == {"video", "audio"}
     assert frames >= 20
+    out = window.settings.output
+    assert size == (out.width, out.height)  # what the virtual camera sends, not the face
 
 
 def test_every_control_of_the_main_window_has_an_accessible_name(window: MainWindow) -> None:
@@ -374,3 +377,29 @@ def test_gallery_drop_rename_delete(qtbot: QtBot, window: MainWindow, fixtures_d
     assert [e.name for e in panel.entries] == ["Sample"]
     assert panel.selected_id() == panel.entries[0].id  # the neighbour is selected
     assert window.settings.avatar_id == panel.entries[0].id
+
+
+def test_go_live_on_a_machine_measured_not_real_time_says_so_first(
+    qtbot: QtBot, window: MainWindow, monkeypatch: Any
+) -> None:
+    """The engine measured this model not real time last session: Go Live shows what the user
+    will get first, and "No" leaves the app idle."""
+    from PySide6.QtWidgets import QMessageBox
+
+    from desktop_app.runtime_services.live import RuntimeEngine
+
+    engine = window.backend.engine
+    assert isinstance(engine, RuntimeEngine)
+    assert engine.expectation() is None  # nothing measured yet: no question
+    engine._remember(False, 3.1)  # what a session's stats report on such a machine
+    asked: list[str] = []
+
+    def question(parent: object, title: str, text: str, *args: object) -> object:
+        asked.append(text)
+        return QMessageBox.StandardButton.No
+
+    monkeypatch.setattr(QMessageBox, "question", question)
+    assert window.go_live() is False
+    assert window.bridge.state == LiveState.IDLE
+    assert len(asked) == 1
+    assert "about 1 new picture every 3.1 s" in asked[0] and "imtalker-cam render" in asked[0]

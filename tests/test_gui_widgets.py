@@ -84,6 +84,11 @@ def test_preview_overlay_text_and_cpu_warning(qtbot: QtBot) -> None:
     assert preview.overlay_text() == "25.0 fps  ·  180 ms  ·  CUDA"
     preview.set_stats(PreviewStats(fps=3.2, latency_ms=None, provider="CPU", realtime=False))
     assert preview.overlay_text() == "3.2 fps  ·  CPU - not real time"
+    # Both rates side by side: the output holds 25 fps, one picture in three is new.
+    preview.set_stats(
+        PreviewStats(fps=25.0, latency_ms=900, provider="CPU", realtime=False, unique_fps=8.3)
+    )
+    assert preview.overlay_text() == "25.0 fps  ·  8.3 new/s  ·  900 ms  ·  CPU - not real time"
     preview.grab()  # paints without error, overlay on
     preview.set_overlay_visible(False)
     preview.grab()

@@ -7,6 +7,7 @@ name and the virtual microphone's device maker (fakes in tests). Nothing here to
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import threading
@@ -41,6 +42,7 @@ from desktop_app.services import (
 )
 from desktop_app.settings import CallAudio, Output, Pose, Quality
 from runtime.engine import live as engine_api
+from runtime.engine.hop_choice import picture_rate
 from runtime.engine.live_avatar import LiveAvatar, encode_avatar
 from runtime.media.audio_gate import GateConfig
 from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
@@ -81,7 +83,16 @@ def controls_for(pose: Pose, quality: Quality) -> Any:
         gaze=None if natural else api.Gaze(x=pose.gaze_x * GAZE_RANGE, y=pose.gaze_y * GAZE_RANGE),
         cfg_scale=quality.cfg_scale,
         nfe=quality.steps + 1,  # nfe time-grid points = steps + 1
-        hop=quality.hop,
+        hop=quality.hop or None,  # 0: Auto
+    )
+
+
+def expectation_text(interval_s: float, provider: str) -> str:
+    """What a machine that is not real time gives, and what to do instead."""
+    on = "on this CPU" if provider == "CPU" else f"on {provider}"
+    return (
+        f"Not real time {on}: {picture_rate(interval_s)}. For smooth video use a GPU, or "
+        "render offline (imtalker-cam render)."
     )
 
 
@@ -224,12 +235,16 @@ class RecorderTap(RecorderSink):
     """A recorder the engine always has (it feeds audio only to the RecorderSinks it was built
     with), recording only between begin() and end(); it also meters the audio it sees.
     Frames come on the pacer thread, audio on the inference worker, begin/end on the bridge's
-    worker."""
+    worker. It records what the virtual camera sends: the composed picture (size, background,
+    mirror), at the size the recording began with."""
 
-    def __init__(self) -> None:
+    def __init__(self, look: _Look | None = None) -> None:
         super().__init__(RecorderConfig(path=Path("unused.mp4")))
         self._tap_lock = threading.Lock()
         self._inner: RecorderSink | None = None
+        self._look = look
+        self._size: tuple[int, int] | None = None  # the recording's picture size
+        self._composer: FrameComposer | None = None
         self._tap_fps = 25.0
         self.level = 0.0
 
@@ -243,8 +258,15 @@ class RecorderTap(RecorderSink):
     def send(self, frame: Any, repeat: bool) -> None:
         with self._tap_lock:
             inner = self._inner
-        if inner is not None:
-            inner.send(frame, repeat)
+        if inner is None or repeat or frame.index < 0:
+            return
+        if self._look is not None:
+            output, composer, _ = self._look.get()
+            if (output.width, output.height) == self._size:
+                self._composer = composer  # mirror and background follow the camera
+            if self._composer is not None:
+                frame = dataclasses.replace(frame, image=self._composer.compose(frame.image))
+        inner.send(frame, repeat)
 
     def add_audio(self, first_sample: int, samples: Any) -> None:
         self.level = level_of(samples)
@@ -256,6 +278,9 @@ class RecorderTap(RecorderSink):
     def begin(self, path: Path) -> None:
         recorder = RecorderSink(RecorderConfig(path=path))
         recorder.open(fps=self._tap_fps)  # SinkUnavailable says why it cannot
+        if self._look is not None:
+            output, composer, _ = self._look.get()
+            self._size, self._composer = (output.width, output.height), composer
         with self._tap_lock:
             previous, self._inner = self._inner, recorder
         if previous is not None:
@@ -336,8 +361,10 @@ class RuntimeSession:
         watch: SourceWatch,
         meter: LevelMeter | None,
         call_audio: CallAudio | None = None,
+        on_measured: Callable[[bool, float], None] | None = None,
     ) -> None:
         self._engine = engine
+        self._on_measured = on_measured
         self._models = models
         self._watch = watch
         self._meter = meter
@@ -416,16 +443,27 @@ class RuntimeSession:
         rtf = lat.real_time_factor
         measured = math.isfinite(rtf) and lat.frames_unique > 0
         realtime = rtf <= 1.0 if measured else self.provider != "CPU"
+        interval = stats.picture_interval_s
+        expectation = None
+        if math.isfinite(interval) and lat.frames_unique > 0:
+            realtime = stats.real_time  # the engine's own measure of its hop's compute
+            if self._on_measured is not None:
+                self._on_measured(realtime, interval)
+            if not realtime:
+                expectation = expectation_text(interval, self.provider)
         if stats.audio is not None:
             self._watch.capture(stats.audio)
+        newest = lat.newest_latency_ms
         return LiveStats(
             fps=lat.output_fps if math.isfinite(lat.output_fps) else 0.0,
-            latency_ms=lat.latency_p50_ms if math.isfinite(lat.latency_p50_ms) else None,
+            latency_ms=newest if math.isfinite(newest) else None,
             provider=self.provider,
             realtime=realtime,
             audio_level=self._tap.level if stats.audio is not None else None,
             source=self._watch.health(),
             virtual_mic=self._virtual_mic_info(stats.virtual_mic),
+            unique_fps=lat.unique_fps if lat.frames_unique > 0 else None,
+            expectation=expectation,
         )
 
     def audio_level(self) -> AudioLevel | None:
@@ -479,6 +517,20 @@ class RuntimeEngine:
         self.on_hop = on_hop  # diagnostics and tests: every hop the engine makes
         self._model_set: Any = None
         self._model_dir: Path | None = None
+        self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
+
+    def expectation(self) -> str | None:
+        """What the last session on this model measured, when it was not real time."""
+        m = self._measured
+        if m is None or m[0] != self._model_dir or m[1]:
+            return None
+        provider = "this machine"
+        if self._model_set is not None:
+            provider = short_provider(self._model_set.providers[0])
+        return expectation_text(m[2], provider)
+
+    def _remember(self, realtime: bool, interval: float) -> None:
+        self._measured = (self._model_dir, realtime, interval)
 
     def _virtual_mic(self, call: CallAudio) -> VirtualMic:
         sd = self.devices.sd
@@ -538,7 +590,7 @@ class RuntimeEngine:
         avatar = _engine_live_avatar(models, config.avatar, config.avatar_id)
         look = _Look(config.output, config.avatar)
         camera = _CameraOut(look, self.vcam_backend)
-        tap = RecorderTap()
+        tap = RecorderTap(look)
         watch = SourceWatch(config.source)
         meter = LevelMeter() if config.source == "microphone" else None
 
@@ -576,5 +628,6 @@ class RuntimeEngine:
             watch=watch,
             meter=meter,
             call_audio=call,
+            on_measured=self._remember,
         )
         return session

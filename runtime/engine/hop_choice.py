@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from runtime.model.contract import CLIP_FRAMES, FPS
 
@@ -41,6 +41,31 @@ class HopPlan:
     picture_interval_s: float
     """Expected seconds between new pictures' steps (nan until measured)."""
     measured: bool
+    slideshow: bool = False
+    """Auto and not real time: each step renders only its newest frame."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class Step:
+    hop: int
+    """Frames of motion this step makes."""
+    skipped: int
+    """Frames of audio skipped (no motion) just before it."""
+
+
+def next_step(span: int, plan: HopPlan, *, quality: bool) -> Step | None:
+    """What the worker does with `span` frames ready (audio and lookahead in, not yet made):
+    None to wait for more. Two hops behind (or 160 ms, so that a hiccup at hop 1 is caught up,
+    not skipped) it skips to the newest audio in whole hops, leaving less than a hop; a
+    slideshow makes the motion of everything since its last picture (up to a chunk)."""
+    if span < (1 if plan.slideshow else plan.hop):
+        return None
+    if plan.slideshow:
+        hop = min(span, plan.hop)
+        return Step(hop=hop, skipped=span - hop)
+    behind = span - plan.hop
+    skip = not quality and behind >= max(2 * plan.hop, 4)
+    return Step(hop=plan.hop, skipped=behind // plan.hop * plan.hop if skip else 0)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -147,6 +172,17 @@ class HopChooser:
                 measured=True,
             )
         return HopPlan(hop=hop, real_time=True, picture_interval_s=self._cost(hop), measured=True)
+
+    def current(self, hop: int | None, *, quality: bool) -> HopPlan:
+        """The plan for the user's choice: quality's hop, their own hop, or Auto's."""
+        if quality:
+            return HopPlan(
+                hop=CLIP_FRAMES, real_time=True, picture_interval_s=math.nan, measured=False
+            )
+        if hop is not None:
+            return self.fixed(hop)
+        plan = self._plan
+        return replace(plan, slideshow=not plan.real_time)
 
     def fixed(self, hop: int) -> HopPlan:
         """The user's own hop, with whether the measured compute keeps it real time."""

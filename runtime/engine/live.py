@@ -41,12 +41,13 @@ import onnxruntime as ort
 from runtime.core.timing import Clock, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.features import encoder_from_session, utterance_features
-from runtime.engine.hop_choice import HopChooser, HopPlan, describe_plan
+from runtime.engine.hop_choice import HopChooser, HopPlan, describe_plan, next_step
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_generator import LiveGenerator
 from runtime.engine.live_hop import Graph, HopRunner, Stopped
 from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_vmic import VirtualMicLink
 from runtime.engine.live_webcam import WebcamWorker
 from runtime.engine.motion_sampler import (
     NoiseFn,
@@ -74,7 +75,6 @@ from runtime.engine.types import (
 from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus
 from runtime.media.audio_gate import MicSwitch, NoiseGate
 from runtime.media.virtual_mic import VirtualMic
-from runtime.media.virtual_mic_device import VirtualMicUnavailable
 from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.model.sessions import ModelSet
 from runtime.sinks import AudioSink, Sink, SinkSet
@@ -145,7 +145,7 @@ class LiveEngine:
         self.mic = MicSwitch()
         self.gate = NoiseGate(self.config.gate, rate=SAMPLE_RATE)
         self.virtual_mic = virtual_mic
-        self._vmic_open = False
+        self._vmic = VirtualMicLink(virtual_mic, monitor=self.monitor, emit=self._emit)
 
     # -- public API (any thread) -------------------------------------------------------------
 
@@ -203,7 +203,7 @@ class LiveEngine:
             monitor=self.monitor,
             clock=self._clock,
         )
-        self._open_virtual_mic()
+        self._vmic.open(has_audio=not isinstance(self.source, WebcamInput))
         self._state = EngineState.RUNNING
         target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
@@ -238,9 +238,7 @@ class LiveEngine:
         if self._pacer is not None:
             ok &= self._pacer.stop(timeout=max(0.05, t_end - self._clock() - 0.2))
         self._sinks.close_all(timeout=max(0.05, t_end - self._clock()))
-        if self.virtual_mic is not None and self._vmic_open:
-            self._vmic_open = False
-            self.virtual_mic.close()
+        self._vmic.close()
         was = self._state
         if self._state is EngineState.RUNNING:
             self._state = EngineState.STOPPED
@@ -275,32 +273,8 @@ class LiveEngine:
             picture_interval_s=plan.picture_interval_s,
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
-            virtual_mic=None if self.virtual_mic is None else self.virtual_mic.status(),
+            virtual_mic=self._vmic.status(),
         )
-
-    # -- virtual microphone ------------------------------------------------------------------
-
-    def _open_virtual_mic(self) -> None:
-        vmic = self.virtual_mic
-        if vmic is None:
-            return
-        if isinstance(self.source, WebcamInput):
-            self._emit("virtual_mic", "no virtual microphone: the webcam source has no audio")
-            return
-        try:
-            vmic.open()
-        except VirtualMicUnavailable as exc:
-            self._emit("virtual_mic", f"virtual microphone unavailable: {exc}")
-            return
-        self._vmic_open = True
-        self._emit("virtual_mic", f"virtual microphone: {vmic.status().device}")
-
-    def _update_virtual_mic(self) -> None:
-        """Hand the measured latency to the virtual microphone (worker, once per hop)."""
-        if self.virtual_mic is None or not self._vmic_open:
-            return
-        p50 = self.monitor.snapshot().latency_p50_ms
-        self.virtual_mic.set_latency(p50 / 1e3 if math.isfinite(p50) else None)
 
     # -- shared worker helpers ---------------------------------------------------------------
 
@@ -403,7 +377,7 @@ class LiveEngine:
             clock=self._clock,
             on_status=self._on_capture,
             switch=self.mic,
-            tap=self.virtual_mic.tap if self._vmic_open and self.virtual_mic else None,
+            tap=self._vmic.tap,
         )
         self.gate.reset()
         self._capture = capture
@@ -444,25 +418,12 @@ class LiveEngine:
                 continue
             controls = self.controls
             plan = self._plan_for(controls, chooser)
-            available = timeline.frames
             # Frames whose audio and lookahead are in, not yet made.
-            span = available - look - next_frame
-            slideshow = self._slideshow(controls, plan)
-            if span < (1 if slideshow else plan.hop):
+            step = next_step(timeline.frames - look - next_frame, plan, quality=cfg.quality)
+            if step is None:
                 wait_on(self._stop, 0.005, self._clock)
                 continue
-            if not slideshow:
-                hop = plan.hop
-                # Two hops behind (or 160 ms, so a hiccup at hop 1 is caught up, not skipped):
-                # skip to the newest audio in whole hops, leaving less than a hop.
-                behind = span - hop
-                skip = not cfg.quality and behind >= max(2 * hop, 4)
-                skipped = behind // hop * hop if skip else 0
-            else:
-                # Not real time: the motion of everything since the last picture (up to a
-                # chunk), rendered as one picture of the newest frame.
-                hop = min(span, plan.hop)
-                skipped = span - hop
+            hop, skipped = step.hop, step.skipped
             oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
             skipped = max(skipped, oldest_usable - next_frame)
             if skipped > 0:
@@ -474,23 +435,12 @@ class LiveEngine:
             next_frame += hop
 
     def _plan_for(self, controls: LiveControls, chooser: HopChooser) -> HopPlan:
-        """The hop to use now: quality's, the user's, or Auto's (announced when it changes)."""
-        if self.config.quality:
-            plan = HopPlan(
-                hop=QUALITY_HOP, real_time=True, picture_interval_s=math.nan, measured=False
-            )
-        elif controls.hop is not None:
-            plan = chooser.fixed(controls.hop)
-        else:
-            plan = chooser.plan
+        """The hop to use now (announced when it changes)."""
+        plan = chooser.current(controls.hop, quality=self.config.quality)
         before, self._plan = self._plan, plan
         if plan.measured and (plan.hop, plan.real_time) != (before.hop, before.real_time):
             self._emit("hop", describe_plan(plan, auto=controls.hop is None))
         return plan
-
-    def _slideshow(self, controls: LiveControls, plan: HopPlan) -> bool:
-        """Auto and not real time: render only the newest frame of each step."""
-        return controls.hop is None and not self.config.quality and not plan.real_time
 
     def _step(
         self,
@@ -511,11 +461,11 @@ class LiveEngine:
             skipped=skipped,
             avatar=avatar,
             controls=controls,
-            newest_only=self._slideshow(controls, plan),
+            newest_only=plan.slideshow,
         )
         chooser.observe(fixed_s=cost.fixed_s, render_s=cost.render_s, rendered=cost.rendered)
         self._hops += 1
-        self._update_virtual_mic()
+        self._vmic.update()
 
     def _on_gpu(self) -> bool:
         try:

@@ -1,0 +1,63 @@
+"""The live engine's link to the virtual microphone (opened and closed by the thread that starts
+and stops the engine; `update` on the `live-worker` thread once per hop).
+
+The microphone plays the captured audio delayed by the measured latency, so the call hears the
+voice when it sees the lips (`runtime.media.virtual_mic`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from runtime.engine.latency import LatencyMonitor
+from runtime.media.audio_capture import CaptureTap
+from runtime.media.virtual_mic import VirtualMic, VirtualMicStatus
+from runtime.media.virtual_mic_device import VirtualMicUnavailable
+
+
+class VirtualMicLink:
+    def __init__(
+        self,
+        vmic: VirtualMic | None,
+        *,
+        monitor: LatencyMonitor,
+        emit: Callable[[str, str], None],
+    ) -> None:
+        self.vmic = vmic
+        self._monitor, self._emit = monitor, emit
+        self.is_open = False
+
+    def open(self, *, has_audio: bool) -> None:
+        vmic = self.vmic
+        if vmic is None:
+            return
+        if not has_audio:
+            self._emit("virtual_mic", "no virtual microphone: the webcam source has no audio")
+            return
+        try:
+            vmic.open()
+        except VirtualMicUnavailable as exc:
+            self._emit("virtual_mic", f"virtual microphone unavailable: {exc}")
+            return
+        self.is_open = True
+        self._emit("virtual_mic", f"virtual microphone: {vmic.status().device}")
+
+    @property
+    def tap(self) -> CaptureTap | None:
+        return self.vmic.tap if self.is_open and self.vmic is not None else None
+
+    def update(self) -> None:
+        """Hand the measured latency to the virtual microphone."""
+        if self.vmic is None or not self.is_open:
+            return
+        p50 = self._monitor.snapshot().latency_p50_ms
+        self.vmic.set_latency(p50 / 1e3 if math.isfinite(p50) else None)
+
+    def close(self) -> None:
+        if self.vmic is not None and self.is_open:
+            self.is_open = False
+            self.vmic.close()
+
+    def status(self) -> VirtualMicStatus | None:
+        return None if self.vmic is None else self.vmic.status()

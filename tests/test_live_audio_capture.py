@@ -189,3 +189,40 @@ def test_device_list_refreshed_before_retries_when_asked() -> None:
     time.sleep(0.4)
     cap.stop()
     assert quiet.terminated == 0  # not by default: a GUI may be using PortAudio
+
+
+@pytest.mark.parametrize("rate", [16000, 48000])
+def test_a_reader_busy_longer_than_the_ring_keeps_true_capture_times(rate: int) -> None:
+    """The worker was busy for 5 s with a 2 s ring (a slow hop on a slow CPU): what it reads
+    next is marked as a new stream and its capture times are still the real ones. Before, the
+    lost span shifted every later capture time, more at every overrun: the latency on a CPU
+    that is not real time grew without bound. In virtual time (tests/virtual_clock.py)."""
+    from tests.virtual_clock import VirtualClock
+
+    clock = VirtualClock(real_timeout_s=60.0)
+    audio = np.random.default_rng(3).uniform(-0.2, 0.2, rate * 30).astype(np.float32)
+    playback = FilePlayback(audio, rate, clock=clock)
+    cap = AudioCapture(
+        sd=playback, config=CaptureConfig(ring_seconds=2.0, finite=True), clock=clock
+    )
+    # (Within 60 ms: a block, and the resampler's own delay at 48 kHz; the lost span is 3 s.)
+    clock.join()
+    with clock.adopting():
+        cap.start()
+    try:
+        for _ in range(3):
+            clock.sleep(0.3)
+            got = cap.read()
+            assert got.samples.size and abs(got.end_time - clock()) < 0.06
+        for _ in range(3):
+            clock.sleep(5.0)  # busy: 3 s more than the ring holds
+            got = cap.read()
+            assert got.restarted  # the timeline starts a new clock segment
+            assert abs(got.end_time - clock()) < 0.06, got.end_time - clock()
+            assert cap.status().ring_overruns >= 1
+            clock.sleep(0.1)
+            got = cap.read()
+            assert not got.restarted and abs(got.end_time - clock()) < 0.06
+    finally:
+        clock.leave()
+        assert cap.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import wave
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +52,7 @@ class Tap:
     frames: list[tuple[float, LiveFrame]] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     keep_images: bool = False
+    clock: Callable[[], float] = time.perf_counter  # stamps frames (a virtual clock in tests)
 
     def listener(self) -> EngineListener:
         return EngineListener(on_event=self._event, on_hop=self._hop)
@@ -69,7 +71,7 @@ class Tap:
     def _frame(self, f: LiveFrame) -> None:
         image = f.image if self.keep_images else f.image[::64, ::64].copy()
         with self.lock:
-            self.frames.append((time.perf_counter(), LiveFrame(f.index, image, f.timing)))
+            self.frames.append((self.clock(), LiveFrame(f.index, image, f.timing)))
 
     def kinds(self, kind: str) -> list[str]:
         with self.lock:

@@ -18,6 +18,8 @@ from typing import Any
 
 import numpy as np
 
+from runtime.core.timing import Clock, wait_on
+
 
 class PortAudioError(Exception):
     pass
@@ -74,18 +76,19 @@ class FakeStream:
         t0 = dev.epoch()
         # Start at the nearest block boundary of the recording's wall-clock timeline (the
         # very first stream starts at sample 0).
-        pos = round((time.perf_counter() - t0) * self.rate / self.block) * self.block
+        clock = dev.clock
+        pos = round((clock() - t0) * self.rate / self.block) * self.block
         while not self.stop_event.is_set():
             due = t0 + (pos + self.block) / self.rate
-            wait = due - time.perf_counter()
-            if wait > 0 and self.stop_event.wait(wait):
+            wait = due - clock()
+            if wait > 0 and wait_on(self.stop_event, wait, clock):
                 return
             if not dev.plugged:
                 pos += self.block
                 continue
             data = dev.samples(pos, self.block).reshape(-1, 1)
             flags = Flags(input_overflow=dev.take_overflow())
-            now = time.perf_counter()
+            now = clock()
             self.callback(data, self.block, None, flags)
             dev.deliveries.append(Delivery(when=now, first_sample=pos, frames=self.block))
             pos += self.block
@@ -106,7 +109,9 @@ class FakeSoundDevice:
         loop: bool = False,
         block: int | None = None,
         default_rate: int | None = None,
+        clock: Clock = time.perf_counter,
     ) -> None:
+        self.clock = clock  # a virtual clock runs the microphone in virtual time
         self.audio = np.asarray(audio, np.float32).reshape(-1)
         self.rate = rate
         self.name = name
@@ -145,7 +150,7 @@ class FakeSoundDevice:
     def epoch(self) -> float:
         with self._lock:
             if self._t0 is None:
-                self._t0 = time.perf_counter()
+                self._t0 = self.clock()
             return self._t0
 
     def samples(self, pos: int, n: int) -> np.ndarray:

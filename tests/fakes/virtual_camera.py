@@ -19,6 +19,8 @@ import pyvirtualcam
 class RecordingBackend:
     instances: ClassVar[list[RecordingBackend]] = []
     probe: ClassVar[Callable[[np.ndarray], Any]] = staticmethod(lambda f: f[::8, ::8].copy())
+    clock: ClassVar[Callable[[], float]] = staticmethod(time.perf_counter)
+    """What stamps `times` (a test on a virtual clock sets it, and sets it back)."""
 
     def __init__(
         self, *, width: int, height: int, fps: float, fourcc: int, device: str | None, **kw: Any
@@ -33,7 +35,7 @@ class RecordingBackend:
         RecordingBackend.instances.append(self)
 
     def send(self, frame: np.ndarray) -> None:
-        now = time.perf_counter()
+        now = type(self).clock()
         image = frame.reshape(self.height, self.width, 3)
         with self.lock:
             self.times.append(now)

@@ -78,13 +78,14 @@ class Tap:
             return [e.message for e in self.events if e.kind == kind]
 
     def wait_event(self, kind: str, contains: str, timeout: float) -> float | None:
-        """perf_counter time of the first matching event, waiting up to `timeout`."""
-        end = time.perf_counter() + timeout
+        """Time of the first matching event (on `clock`), waiting up to `timeout`."""
+        end = self.clock() + timeout
+        sleep = getattr(self.clock, "sleep", time.sleep)  # a virtual clock's own sleep
         while True:
             with self.lock:
                 for e in self.events:
                     if e.kind == kind and contains in e.message:
                         return e.when
-            if time.perf_counter() >= end:
+            if self.clock() >= end:
                 return None
-            time.sleep(0.01)
+            sleep(0.01)

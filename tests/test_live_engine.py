@@ -217,21 +217,25 @@ def test_measured_latency_equals_reported(models: ModelSet, vclock: VirtualClock
     assert np.median(measured_a) == pytest.approx(0.32, abs=0.001)
 
 
-def test_pose_change_reaches_the_generator_within_one_hop(models: ModelSet) -> None:
-    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
-    tap = Tap()
+def test_pose_change_reaches_the_generator_within_one_hop(
+    models: ModelSet, vclock: VirtualClock
+) -> None:
+    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True, clock=vclock)
+    tap = Tap(clock=vclock)
     engine = LiveEngine(
         models=models,
         source=MicrophoneInput(sd=dev),
         sinks=[tap.preview()],
         listener=tap.listener(),
+        clock=vclock,
     )
-    engine.start(grey_avatar(models, 100), LiveControls(hop=5))
-    time.sleep(1.5)
+    start_on(vclock, engine, grey_avatar(models, 100), LiveControls(hop=5))
+    vclock.sleep(1.5)
     pose = HeadPose(pitch=40.0, yaw=-10.0, roll=5.0)
-    changed_at = time.perf_counter()
+    changed_at = vclock()
     engine.set_controls(LiveControls(pose=pose, hop=5))
-    time.sleep(1.5)
+    vclock.sleep(1.5)
+    vclock.leave()
     assert engine.stop()
     before = [h for h in tap.hops if h.started < changed_at]
     after = [h for h in tap.hops if h.started >= changed_at]
@@ -239,17 +243,17 @@ def test_pose_change_reaches_the_generator_within_one_hop(models: ModelSet) -> N
     assert after and all(h.raw.pose is not None for h in after)
     assert np.allclose(after[0].raw.pose[0], np.radians([40.0, -10.0, 5.0]))
     hop_s = 5 / 25
-    assert after[0].started - changed_at < hop_s + 0.05
+    assert after[0].started - changed_at <= hop_s + 0.01  # the next hop (virtual time)
     # And it shows: pitch drives motion channel 2 -> the blue level of the frames.
     blue_before = [f.image[0, 0, 2] for t, f in tap.frames if t < changed_at]
     blue_after = [f.image[0, 0, 2] for t, f in tap.frames if t > changed_at + 1.0]
     assert min(blue_after) > max(blue_before) + 20
 
 
-def test_device_loss_and_recovery(models: ModelSet) -> None:
+def test_device_loss_and_recovery(models: ModelSet, vclock: VirtualClock) -> None:
     audio = np.random.default_rng(2).uniform(-0.2, 0.2, 16000).astype(np.float32)
-    dev = FakeSoundDevice(audio, 16000, loop=True)
-    tap = Tap()
+    dev = FakeSoundDevice(audio, 16000, loop=True, clock=vclock)
+    tap = Tap(clock=vclock)
     cfg = EngineConfig()
     engine = LiveEngine(
         models=models,
@@ -257,28 +261,30 @@ def test_device_loss_and_recovery(models: ModelSet) -> None:
         config=cfg,
         sinks=[vcam(), tap.preview()],
         listener=tap.listener(),
+        clock=vclock,
     )
-    engine.start(grey_avatar(models, 100))
-    time.sleep(1.5)
-    t_unplug = time.perf_counter()
+    start_on(vclock, engine, grey_avatar(models, 100))
+    vclock.sleep(1.5)
+    t_unplug = vclock()
     dev.unplug()
     t_lost = tap.wait_event("audio", "lost", timeout=4.0)
     assert t_lost is not None and t_lost - t_unplug < 3.0
-    time.sleep(2.0)
+    vclock.sleep(2.0)
     lost_stats = engine.stats()
     assert lost_stats.audio is not None and lost_stats.audio.state.value in ("lost", "no_device")
-    t_replug = time.perf_counter()
+    t_replug = vclock()
     dev.replug()
     t_back = tap.wait_event("audio", "running", timeout=0)  # the first "running" is the start
     assert t_back is not None and t_back < t_unplug
-    deadline = time.perf_counter() + 10
-    while time.perf_counter() < deadline:
+    deadline = vclock() + 10
+    while vclock() < deadline:
         running = [e for e in tap.events if e.kind == "audio" and e.message == "running"]
         if len(running) >= 2:
             break
-        time.sleep(0.05)
+        vclock.sleep(0.05)
     assert len(running) >= 2 and running[-1].when - t_replug < 9.0
-    time.sleep(1.0)
+    vclock.sleep(1.0)
+    vclock.leave()
     assert engine.stop()
     cam = fakecam.RecordingBackend.instances[-1]
     times = np.array(cam.times)
@@ -294,19 +300,21 @@ def test_device_loss_and_recovery(models: ModelSet) -> None:
     assert loud and all(float(h.features.mean()) > 0.5 for h in loud)
 
 
-def test_no_input_device_keeps_publishing_idle(models: ModelSet) -> None:
-    dev = FakeSoundDevice(np.zeros(100, np.float32), 16000)
+def test_no_input_device_keeps_publishing_idle(models: ModelSet, vclock: VirtualClock) -> None:
+    dev = FakeSoundDevice(np.zeros(100, np.float32), 16000, clock=vclock)
     dev.remove_device()
-    tap = Tap()
+    tap = Tap(clock=vclock)
     engine = LiveEngine(
         models=models,
         source=MicrophoneInput(sd=dev),
         sinks=[vcam(), tap.preview()],
         listener=tap.listener(),
+        clock=vclock,
     )
-    engine.start(grey_avatar(models, 100))
-    time.sleep(2.0)
+    start_on(vclock, engine, grey_avatar(models, 100))
+    vclock.sleep(2.0)
     stats = engine.stats()
+    vclock.leave()
     assert engine.stop()
     assert any("no audio input device" in m for m in tap.kinds("audio"))
     assert stats.audio is not None and stats.audio.state.value == "no_device"
@@ -315,19 +323,23 @@ def test_no_input_device_keeps_publishing_idle(models: ModelSet) -> None:
     assert tap.hops  # silence keeps the avatar moving
 
 
-def test_sink_failure_and_missing_camera_do_not_stop_the_engine(models: ModelSet) -> None:
+def test_sink_failure_and_missing_camera_do_not_stop_the_engine(
+    models: ModelSet, vclock: VirtualClock
+) -> None:
     fakecam.FailingBackend.fail_after = 10
-    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
-    tap = Tap()
+    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True, clock=vclock)
+    tap = Tap(clock=vclock)
     engine = LiveEngine(
         models=models,
         source=MicrophoneInput(sd=dev),
         sinks=[vcam(backend="fake-failing"), vcam(backend="fake-busy"), tap.preview()],
         listener=tap.listener(),
+        clock=vclock,
     )
-    engine.start(grey_avatar(models, 100))
-    time.sleep(2.0)
+    start_on(vclock, engine, grey_avatar(models, 100))
+    vclock.sleep(2.0)
     stats = engine.stats()
+    vclock.leave()
     assert engine.stop()
     failing, busy, preview = stats.sinks
     assert failing.open and failing.frames == 10 and failing.errors > 30

@@ -29,6 +29,7 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from runtime.core.signals import deferred_stop_signals
 from runtime.core.validate import ValidationError, check_input_file
 
 logger = logging.getLogger(__name__)
@@ -168,7 +169,9 @@ class Mp4Writer:
     # -- internals -------------------------------------------------------------------------
 
     def _open(self) -> None:
-        self._tmp_path, self._file = _open_temp_output(self.path)
+        # A stop signal between creating the file and recording its name would orphan it.
+        with deferred_stop_signals():
+            self._tmp_path, self._file = _open_temp_output(self.path)
         container = av.open(self._file, mode="w", format="mp4", options={"movflags": "+faststart"})
         self._container = container
         self._video, self.codec_name = self._add_video_stream(container)

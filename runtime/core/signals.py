@@ -2,9 +2,10 @@
 
 Creating a temporary file and recording its name are two steps; a SIGTERM/SIGHUP/SIGINT handler
 that raises between them would leave a file nobody knows to delete. Inside `deferred_stop_signals`
-those signals stay pending at the OS level and are delivered right after the block, when the
-name is recorded and the clean-up can find it. A no-op where POSIX signal masks do not exist
-(Windows) or off the main thread (Python runs handlers only there).
+those signals are only noted; when the block ends the usual handlers are back and each noted
+signal is raised again, so the clean-up that follows can find the file. Python runs signal
+handlers on the main thread only (whichever OS thread the signal hit), so swapping the handlers
+there is enough; off the main thread this is a no-op.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from types import FrameType
 
 _STOP_SIGNALS = tuple(
     getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
@@ -21,14 +23,19 @@ _STOP_SIGNALS = tuple(
 
 @contextmanager
 def deferred_stop_signals() -> Iterator[None]:
-    if (
-        not hasattr(signal, "pthread_sigmask")
-        or threading.current_thread() is not threading.main_thread()
-    ):
+    if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+    pending: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        pending.append(signum)
+
+    previous = {sig: signal.signal(sig, note) for sig in _STOP_SIGNALS}
     try:
         yield
     finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for signum in dict.fromkeys(pending):
+            signal.raise_signal(signum)

@@ -11,12 +11,13 @@ come back onto the grid, never closer than half a period; after a longer stall t
 deadlines are skipped instead of caught up in a burst. The queue is bounded, newest wins.
 
 Phase lock: frames are captured on a grid one period apart, and ticks are one period apart. An
-adaptive delay is kept on whole periods from the capture grid, so each frame falls due half a
-period before its tick and half a period of jitter (callback scheduling, compute) never moves
-it to a neighbouring tick. A delay drifting smoothly through the grid instead made frames pair
-up and leave gaps: a repeat and a drop every time it crossed a period. The delay changes only
-in whole periods (up at once, down one period at a time when the arrivals allow it), and the
-grid is taken again from the frames when their clock segment changes (a new input stream).
+adaptive delay is kept on whole periods from the capture grid, so each frame falls due on a tick
+with half a period to either neighbour: jitter (callback scheduling, compute) below half a
+period never moves it to a neighbouring tick. A delay drifting smoothly through the grid
+instead made frames pair up and leave gaps: a repeat and a drop each time it crossed a period.
+The delay changes only in whole periods (up at once, down one period at a time when the
+arrivals allow it with half a period to spare), and the grid is taken again from the frames
+when their clock segment changes (a new input stream).
 """
 
 from __future__ import annotations
@@ -172,7 +173,8 @@ class Pacer:
         self._target = min(max(target, self.config.min_delay_s), self.config.max_delay_s)
 
     def _on_grid(self, want: float) -> float:
-        """The smallest delay >= `want` that puts captured frames half a period before ticks."""
+        """The smallest delay >= `want` on the capture grid: each frame then falls due exactly on
+        a tick, half a period from either neighbour."""
         if self._grid is None or not self.config.phase_lock:
             return want
         phase = (self._t0 - self._grid) % self._period

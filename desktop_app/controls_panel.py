@@ -37,6 +37,7 @@ from desktop_app.settings import (
     Pose,
     Quality,
 )
+from runtime.model.versions import DEFAULT_VERSION
 
 # Slider units per unit of the value: degrees are whole, gaze and cfg get two decimals.
 _POSE_UNITS = {"yaw": 1, "pitch": 1, "roll": 1, "gaze_x": 100, "gaze_y": 100}
@@ -115,6 +116,8 @@ class ControlsPanel(QWidget):
         self._quality = quality
         self._output = output
         self._loading = False
+        self._model_cfg = DEFAULT_VERSION.default_cfg
+        self._cfg_chosen = False
 
         # ---- pose and gaze
         pose_box = QGroupBox("Head pose and gaze", self)
@@ -245,7 +248,7 @@ class ControlsPanel(QWidget):
         for slider in self.pose_sliders.values():
             slider.valueChanged.connect(self._slider_moved)
         self.reset_pose.clicked.connect(self.reset)
-        self.cfg.valueChanged.connect(self._quality_edited)
+        self.cfg.valueChanged.connect(self._cfg_moved)
         self.steps.currentIndexChanged.connect(self._quality_edited)
         self.hop.currentIndexChanged.connect(self._quality_edited)
         self.mirror.toggled.connect(self._output_edited)
@@ -289,7 +292,8 @@ class ControlsPanel(QWidget):
             self.natural.setChecked(pose.natural)
             for name, slider in self.pose_sliders.items():
                 slider.setValue(round(getattr(pose, name) * _POSE_UNITS[name]))
-            self.cfg.setValue(round(quality.cfg_scale * _CFG_UNITS))
+            cfg = self._model_cfg if quality.cfg_scale is None else quality.cfg_scale
+            self.cfg.setValue(round(cfg * _CFG_UNITS))
             self.steps.setCurrentIndex(max(0, self.steps.findData(quality.steps)))
             self.hop.setCurrentIndex(max(0, self.hop.findData(quality.hop)))
             self.mirror.setChecked(output.mirror)
@@ -354,11 +358,28 @@ class ControlsPanel(QWidget):
         self._sync_enabled()
         self.pose_changed.emit(self._pose)
 
+    def set_model_default_cfg(self, cfg: float) -> None:
+        """The installed model's own expressiveness (2.0 for IMTalker v2, 3.0 for v1), shown
+        while the user has not chosen one."""
+        self._model_cfg = cfg
+        if self._quality.cfg_scale is None:
+            self._loading = True
+            try:
+                self.cfg.setValue(round(cfg * _CFG_UNITS))
+            finally:
+                self._loading = False
+
+    def _cfg_moved(self) -> None:
+        if not self._loading:
+            self._cfg_chosen = True
+        self._quality_edited()
+
     def _quality_edited(self) -> None:
         if self._loading:
             return
+        chosen = self._cfg_chosen or self._quality.cfg_scale is not None
         self._quality = Quality(
-            cfg_scale=self.cfg.value() / _CFG_UNITS,
+            cfg_scale=self.cfg.value() / _CFG_UNITS if chosen else None,
             steps=int(self.steps.currentData()),
             hop=int(self.hop.currentData()),
         )

@@ -54,7 +54,7 @@ from desktop_app.panels import (
 )
 from desktop_app.preview import PreviewWidget
 from desktop_app.recording import RECORD_TEXT, STOP_RECORD_TEXT, RecordingMixin
-from desktop_app.services import Backend, UserError, VirtualCameraInfo
+from desktop_app.services import Backend, ModelState, UserError, VirtualCameraInfo
 from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
 from desktop_app.source_panel import SourcePanel
 from desktop_app.vcam_help import VirtualCameraHelp
@@ -441,11 +441,19 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
         dialog, self.model_dialog = self.model_dialog, None
         if dialog is not None:
             dialog.deleteLater()
+        self._follow_model(self.backend.models.model_state())
 
     def check_models(self) -> None:
         """First run (or missing weights): open the set-up dialog."""
-        if not self.backend.models.model_state().ready:
+        state = self.backend.models.model_state()
+        self._follow_model(state)
+        if not state.ready:
             self.open_model_setup()
+
+    def _follow_model(self, state: ModelState) -> None:
+        """What depends on the installed model version: the expressiveness default."""
+        if state.default_cfg is not None:
+            self.controls.set_model_default_cfg(state.default_cfg)
 
     # ------------------------------------------------------------------ messages
 

@@ -265,8 +265,11 @@ class ModelSetupDialog(QDialog):
             logger.exception("cannot read the model state")
             state = ModelState(False, None, (), f"The model store cannot be read: {exc}")
         self._state = state
+        version = f" (IMTalker {state.model_version})" if state.model_version else ""
         if state.ready:
-            self.summary.setText("The model is installed and converted. You are ready to go live.")
+            self.summary.setText(
+                f"The model{version} is installed and converted. You are ready to go live."
+            )
         elif state.weights_missing:
             self.summary.setText(
                 "imtalker-cam needs the IMTalker model (from Hugging Face, cbsjtu01/IMTalker, "
@@ -276,8 +279,8 @@ class ModelSetupDialog(QDialog):
             )
         else:
             self.summary.setText(
-                "The model files are here. They need a one-time conversion for this computer "
-                "(a few minutes)."
+                f"The model files{version} are here. They need a one-time conversion for this "
+                "computer (a few minutes)."
             )
         if not self._working:
             self.detail.setText(state.detail)

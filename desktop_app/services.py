@@ -128,6 +128,7 @@ class ModelState:
     detail: str  # one sentence for the user
     model_version: str | None = None  # "v1", "v2": what the installed files are, when known
     source_size: int | None = None  # avatar side the ready model takes (256 v1, 512 v2)
+    default_cfg: float | None = None  # the ready model's own expressiveness (v2 2.0, v1 3.0)
 
 
 @dataclass(frozen=True)

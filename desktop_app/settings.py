@@ -74,7 +74,9 @@ class Output:
 
 @dataclass(frozen=True)
 class Quality:
-    cfg_scale: float = 3.0  # expressiveness: audio classifier-free guidance, 1..5
+    cfg_scale: float | None = None
+    """Expressiveness (audio classifier-free guidance), 1..5; None until the user moves the
+    slider: the installed model's own default (2.0 for IMTalker v2, 3.0 for v1)."""
     steps: int = 9  # flow-matching Euler steps
     hop: int = 0  # frames produced per engine step; 0 = Auto
 
@@ -158,13 +160,14 @@ def _coerce(cls: type[Any], raw: Any, problems: list[str], prefix: str = "") -> 
         if hasattr(current, "__dataclass_fields__"):
             values[f.name] = _coerce(type(current), value, problems, f"{label}.")
             continue
-        if not _type_ok(current, value, "None" in str(f.type)):
+        if not _type_ok(current, value, "None" in str(f.type), "float" in str(f.type)):
             problems.append(f"{label} (wrong type: {type(value).__name__})")
             continue
         if isinstance(current, float) and isinstance(value, int):
             value = float(value)
         try:
-            _check(f.name, value)
+            if value is not None:
+                _check(f.name, value)
         except ValidationError as exc:
             problems.append(f"{label} ({exc})")
             continue
@@ -172,11 +175,13 @@ def _coerce(cls: type[Any], raw: Any, problems: list[str], prefix: str = "") -> 
     return replace(default, **values)
 
 
-def _type_ok(default: Any, value: Any, optional: bool) -> bool:
+def _type_ok(default: Any, value: Any, optional: bool, number: bool = False) -> bool:
     if value is None:
         return optional
+    if default is None and number:  # an optional number (cfg_scale: None = the model's own)
+        return isinstance(value, int | float) and not isinstance(value, bool)
     if default is None:
-        return isinstance(value, str)  # every optional setting is a string
+        return isinstance(value, str)  # every other optional setting is a string
     if isinstance(default, bool):
         return isinstance(value, bool)
     if isinstance(default, float):

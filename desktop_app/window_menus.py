@@ -122,27 +122,30 @@ def build_actions(win: MainWindow) -> WindowActions:
     return acts
 
 
-def about_html(model_detail: str) -> str:
+def about_html(model_detail: str, model_version: str | None = None) -> str:
+    installed = f"<b>Installed:</b> IMTalker {model_version}<br>" if model_version else ""
     return (
         f"<h3>imtalker-cam {app_version()}</h3>"
         "<p>One portrait photo in, a live talking virtual camera out.</p>"
         f"<p><b>Model:</b> IMTalker (<a href='{MODEL_REPO}'>cbsjtu01/IMTalker</a>, "
-        f"<a href='{PAPER}'>paper</a>)<br>{model_detail}</p>"
+        f"<a href='{PAPER}'>paper</a>)<br>{installed}{model_detail}</p>"
         "<p><b>Licence:</b> Apache-2.0, like the upstream IMTalker code. The model weights "
         "come under their authors' terms.</p>"
     )
 
 
 def show_about(win: MainWindow) -> QMessageBox:
+    version: str | None = None
     try:
-        detail = win.backend.models.model_state().detail
+        state = win.backend.models.model_state()
+        detail, version = state.detail, state.model_version
     except Exception as exc:  # the About box must open whatever the store says
         detail = f"Model state unavailable: {exc}"
     box = QMessageBox(win)
     box.setWindowTitle("About imtalker-cam")
     box.setAccessibleName("About imtalker-cam")
     box.setTextFormat(Qt.TextFormat.RichText)
-    box.setText(about_html(detail))
+    box.setText(about_html(detail, version))
     box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
     box.setIconPixmap(win.windowIcon().pixmap(64, 64))
     box.open()

@@ -83,7 +83,7 @@ def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> 
         assert not dialog.done_button.isVisible()
         assert unnamed(dialog) == []
         dialog.grab().save(str(output_dir / "model_setup_dialog.png"))
-        with qtbot.waitSignal(dialog.ready, timeout=60_000) as ready:
+        with qtbot.waitSignal(dialog.ready, timeout=240_000) as ready:
             dialog.download_button.click()
             assert dialog.working and dialog.cancel_button.isVisible()
     graphs = ready.args[0]
@@ -100,6 +100,9 @@ def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> 
     assert dialog.done_button.isVisible() and not dialog.download_button.isVisible()
     assert "ready to go live" in dialog.summary.text()
     assert models.model_state().ready
+    # The stand-in files are v1 checkpoints (checked by the real inspector): the dialog says so.
+    assert models.model_state().model_version == "v1"
+    assert "The model (IMTalker v1) is installed" in dialog.summary.text()
 
 
 def test_cancel_keeps_what_was_downloaded(qtbot: QtBot) -> None:
@@ -153,7 +156,7 @@ def test_import_then_convert(qtbot: QtBot, tmp_path: Path) -> None:
     source = write_tree(tmp_path / "from-usb", standin_files())
     models = _models(f"http://127.0.0.1:{closed_port()}")
     dialog, seen = _dialog(qtbot, models)
-    with qtbot.waitSignal(dialog.ready, timeout=60_000):
+    with qtbot.waitSignal(dialog.ready, timeout=240_000):
         dialog.start_import([source])
     assert any(p.phase == "copy" for p in seen)
     assert any(p.phase == "convert" for p in seen)

@@ -241,6 +241,7 @@ def test_about_box_and_shortcuts(qtbot: QtBot, make_window: WindowFactory) -> No
     assert window.about_box is not None and window.about_box.isVisible()
     text = window.about_box.text()
     assert "Apache-2.0" in text and "huggingface.co/cbsjtu01/IMTalker" in text
+    assert "Installed:</b> IMTalker v1" in text  # the stub graphs carry no version: v1
     window.about_box.close()
     window.actions_.shortcuts.trigger()
     assert window.shortcuts_dialog is not None

@@ -43,6 +43,13 @@ def test_controls_emit_whole_values(qtbot: QtBot) -> None:
 
     qualities: list[Quality] = []
     panel.quality_changed.connect(qualities.append)
+    # Until the user moves it, expressiveness is the installed model's own (None) and the
+    # slider shows that model's default: 2.0 for IMTalker v2, 3.0 for v1.
+    assert panel.cfg.value() == 20
+    panel.set_model_default_cfg(3.0)
+    assert panel.cfg.value() == 30 and qualities == []
+    panel.steps.setCurrentIndex(panel.steps.findData(4))
+    assert qualities[-1] == Quality(cfg_scale=None, steps=4)
     panel.cfg.setValue(35)
     panel.steps.setCurrentIndex(panel.steps.findData(4))
     panel.hop.setCurrentIndex(panel.hop.findData(10))

@@ -495,3 +495,20 @@ def test_import_recipe_checkpoints_then_status_reports_verified_and_converted(
     entry = Path(doc["compiled_dir"])
     for g in GRAPHS:
         assert (entry / g.filename).is_file() and (entry / g.config_filename).is_file()
+
+
+@pytest.mark.slow
+def test_import_v2_recipe_checkpoints_reports_v2(
+    recipe_weights_v2: Path, store: ModelStore, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Checkpoints in today's (v2) layout, with Lightning extras, pass the inspector and are
+    recorded as v2 (their conversion is `recipe_graphs_v2`, shared by the session)."""
+    code = cli("import", str(recipe_weights_v2), "--store", str(store.root), "--no-convert")
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert cli("status", "--json", "--deep", "--store", str(store.root)) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["complete"] is True and doc["model_version"] == "v2"
+    record = json.loads(store.record_path.read_text())["files"]
+    assert record["renderer.ckpt"]["model_version"] == "v2"
+    assert record["generator.ckpt"]["model_version"] == "v2"

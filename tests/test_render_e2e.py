@@ -224,18 +224,23 @@ def test_driving_render_matches_pytorch(
         assert np.abs(frames[i] - luma(ort_frames[k])).mean() < 0.6
 
 
+@pytest.mark.parametrize("suffix", ["", "_v2"])
 def test_models_convert_weights_folder(
-    tmp_path: Path, recipe_weights: Path, recipe_graphs: Path, recipe_cache_home: Path
+    tmp_path: Path, suffix: str, recipe_cache_home: Path, request: pytest.FixtureRequest
 ) -> None:
-    """`models convert --weights DIR` finds the folder's sealed entry and lists what it holds."""
+    """`models convert --weights DIR` finds the folder's sealed entry and lists what it holds;
+    each graph's config and the entry's manifest name the model version."""
     import json
 
+    weights = request.getfixturevalue(f"recipe_weights{suffix}")
+    graphs = request.getfixturevalue(f"recipe_graphs{suffix}")
+    version = "v2" if suffix else "v1"
     env = {
         **os.environ,
         "IMTALKER_CACHE_DIR": str(recipe_cache_home),
         "IMTALKER_DATA_DIR": str(tmp_path),
     }
-    command = ["models", "convert", "--weights", str(recipe_weights), "--json"]
+    command = ["models", "convert", "--weights", str(weights), "--json"]
     done = subprocess.run(
         [sys.executable, "-m", "runtime.commands.cli", *command],
         capture_output=True,
@@ -245,7 +250,11 @@ def test_models_convert_weights_folder(
     )
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
-    assert Path(doc["compiled_dir"]) == recipe_graphs
-    assert set(doc["graphs"]) == {f"{g}.onnx" for g in (
-        "audio_encoder", "conditioner", "velocity", "avatar_encoder", "renderer", "motion_encoder"
-    )}  # fmt: skip
+    assert Path(doc["compiled_dir"]) == graphs
+    names = ("audio_encoder", "conditioner", "velocity", "avatar_encoder", "renderer",
+             "motion_encoder")  # fmt: skip
+    assert set(doc["graphs"]) == {f"{g}.onnx" for g in names}
+    for name in names:
+        config = json.loads((graphs / f"{name}.json").read_text())
+        assert config["model_version"] == version
+    assert json.loads((graphs / "manifest.json").read_text())["model_version"] == version

@@ -116,7 +116,7 @@ def _valid(settings: Settings) -> bool:
             return False
     q, o = settings.quality, settings.output
     return (
-        validate.CFG.lo <= q.cfg_scale <= validate.CFG.hi
+        (q.cfg_scale is None or validate.CFG.lo <= q.cfg_scale <= validate.CFG.hi)
         and q.steps in STEPS_CHOICES
         and q.hop in HOP_CHOICES
         and validate.FRAME_SIDE.lo <= o.width <= validate.FRAME_SIDE.hi

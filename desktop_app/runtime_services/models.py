@@ -87,9 +87,10 @@ def _ready(graphs: Path, detail: str) -> ModelState:
         True,
         graphs,
         (),
-        f"IMTalker {version.name}. {detail}",
+        detail,
         model_version=version.name,
         source_size=version.source_size,
+        default_cfg=version.default_cfg,
     )
 
 

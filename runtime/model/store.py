@@ -40,13 +40,12 @@ from runtime.core.files import (
     write_all,
 )
 from runtime.core.units import human_bytes
-from runtime.model import inspection
+from runtime.model import store_versions
 from runtime.model.files import sha256_file, structure_problem
 from runtime.model.store_errors import (
     Cancelled,
     DiskFullError,
     ModelStoreError,
-    ModelVersionConflictError,
     VerificationError,
 )
 from runtime.model.store_locate import locate
@@ -74,8 +73,6 @@ APP_NAME = paths.APP_NAME
 
 
 _HASH_CHUNK = 8 << 20
-VERSIONED_PARTS = ("renderer", "generator")
-"""The parts whose checkpoints carry the model version (wav2vec2 is the same in every one)."""
 
 
 # No digest is pinned yet: the published repository lists none and this project has not
@@ -286,79 +283,20 @@ class ModelStore:
             )
         logger.info("verified and stored %s (sha256 %s)", relpath, sha256)
 
-    # ---- model version
+    # ---- model version (the checks live in runtime.model.store_versions)
 
     def model_version(self) -> str | None:
         """The IMTalker version ("v1", "v2") of the verified renderer and generator as
         recorded, None while either is missing or unknown."""
-        record = self.read_record()
-        versions = {
-            record.files[e.path].model_version if e.path in record.files else None
-            for e in self.manifest
-            if e.part in VERSIONED_PARTS
-        }
-        if len(versions) != 1:
-            return None
-        (version,) = versions
-        return version
+        return store_versions.recorded_version(self.read_record(), self.manifest)
 
     def _inspect(self, candidates: dict[str, tuple[Path, str]]) -> dict[str, str | None]:
-        """Run the checkpoint inspector on the checkpoints among `candidates` (relpath ->
-        (file, SHA-256)); a file that fails raises VerificationError (the caller discards it).
-        Returns the model version of each renderer and generator."""
-        parts = {
-            e.part: e.path for e in self.manifest if e.path in candidates and e.part is not None
-        }
-        if not parts:
-            return {}
-        if not inspection.inspector_available():
-            logger.warning(
-                "the checkpoint inspector (models.inspect_checkpoint) is not installed: "
-                "%s stored after the format check only",
-                ", ".join(parts.values()),
-            )
-            return {}
-        verdicts = inspection.inspect_files(
-            {part: candidates[rel][0] for part, rel in parts.items()},
-            digests={part: candidates[rel][1] for part, rel in parts.items()},
-        )
-        failed = [(parts[p], v) for p, v in verdicts.items() if not v.ok]
-        if failed:
-            lines = [f"{rel}: {v.problem}" for rel, v in failed]
-            raise VerificationError(
-                " ".join(lines) + " Nothing was stored and no digest was recorded."
-            )
-        return {parts[p]: v.model_version for p, v in verdicts.items() if p in VERSIONED_PARTS}
+        return store_versions.inspect_candidates(self.manifest, candidates)
 
     def _check_versions(self, incoming: dict[str, str | None], *, switching: bool) -> None:
-        """Refuse what would leave a renderer and a generator of different versions."""
-        known = {rel: v for rel, v in incoming.items() if v is not None}
-        if not known:
-            return
-        if len(set(known.values())) > 1:
-            r, g = (known.get(e.path, "?") for e in self.manifest if e.part in VERSIONED_PARTS)
-            raise ModelVersionConflictError(
-                f"the renderer checkpoint is IMTalker {r} but the generator checkpoint is {g}; "
-                "get both files from the same release (download the model again). Nothing was "
-                "stored."
-            )
-        (new,) = set(known.values())
-        if switching:
-            return
-        record = self.read_record()
-        for entry in self.manifest:
-            if entry.part not in VERSIONED_PARTS or entry.path in incoming:
-                continue
-            held = record.files.get(entry.path)
-            if held is None or held.model_version is None or held.model_version == new:
-                continue
-            raise ModelVersionConflictError(
-                f"the model store holds IMTalker {held.model_version} and "
-                f"{', '.join(sorted(known))} {'is' if len(known) == 1 else 'are'} {new}. To switch "
-                f"to {new}, import both renderer.ckpt and generator.ckpt with `imtalker-cam "
-                "models import --replace FOLDER` (or run `imtalker-cam models remove` first). "
-                "Nothing was stored."
-            )
+        store_versions.check_versions(
+            self.manifest, self.read_record(), incoming, switching=switching
+        )
 
     # ---- status
 
@@ -513,16 +451,7 @@ class ModelStore:
         A switch needs both versioned checkpoints in the batch and a version that differs."""
         versions = self._inspect({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
         if switching:
-            both = all(e.path in versions for e in self.manifest if e.part in VERSIONED_PARTS)
-            if not both:
-                raise ModelVersionConflictError(
-                    "--replace switches the whole model: import renderer.ckpt and generator.ckpt "
-                    "together. Nothing was stored."
-                )
-            held = self.model_version()
-            new = next(iter({v for v in versions.values() if v is not None}), None)
-            if held is not None and new is not None and held != new:
-                logger.info("switching the model store from IMTalker %s to %s", held, new)
+            store_versions.check_switch(self.manifest, versions, held=self.model_version())
         self._check_versions(versions, switching=switching)
         # After the version checks, so that another version is named as such.
         for relpath, (file, sha, size, origin) in staged.items():

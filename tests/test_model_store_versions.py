@@ -184,3 +184,22 @@ def test_the_inspector_runs_in_a_child_process(store: ModelStore, tmp_path: Path
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "False"
+
+
+def test_cache_key_carries_the_recorded_model_version() -> None:
+    from runtime.model.compiled_cache import cache_key
+
+    digests = {"renderer.ckpt": "a" * 64, "generator.ckpt": "b" * 64}
+    keys = {cache_key(digests), cache_key(digests, "v1"), cache_key(digests, "v2")}
+    assert len(keys) == 3
+
+
+def test_replace_keeps_the_other_files_digests(store: ModelStore, tmp_path: Path) -> None:
+    """--replace switches the versioned checkpoints only: a different wav2vec2 file is still
+    refused by its recorded digest, and nothing changes."""
+    store.import_files([write_tree(tmp_path / "v1", standin_files())])
+    before = snapshot(store.root)
+    other = standin_files(seed=4, version="v2")
+    with pytest.raises(VerificationError, match=r"wav2vec2-base-960h/.*first verified"):
+        store.import_files([write_tree(tmp_path / "v2", other)], replace=True)
+    assert snapshot(store.root) == before

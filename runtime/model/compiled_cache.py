@@ -98,15 +98,15 @@ def cache_root() -> Path:
 def cache_key(source_digests: Mapping[str, str], model_version: str | None = None) -> str:
     """`model_version`: what the store recorded for its checkpoints ("v1", "v2"), None where
     it is not known before exporting (a `--weights` folder: the digests decide alone)."""
-    payload = json.dumps(
-        {
-            "sources": dict(sorted(source_digests.items())),
-            "exporter_version": EXPORTER_VERSION,
-            "opset": OPSET,
-            "model_version": model_version,
-        },
-        sort_keys=True,
-    )
+    fields: dict[str, Any] = {
+        "sources": dict(sorted(source_digests.items())),
+        "exporter_version": EXPORTER_VERSION,
+        "opset": OPSET,
+    }
+    if model_version is not None:
+        # Only when known, so a store verified before versions were recorded keeps its entry.
+        fields["model_version"] = model_version
+    payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
 
 

@@ -455,8 +455,10 @@ class ModelStore:
         self._check_versions(versions, switching=switching)
         # After the version checks, so that another version is named as such.
         for relpath, (file, sha, size, origin) in staged.items():
+            # A switch replaces the versioned checkpoints only; other files keep their digests.
+            replaced = switching and relpath in versions
             problem = self._candidate_problem(relpath, file, sha256=sha, size=size,
-                                              switching=switching)  # fmt: skip
+                                              switching=replaced)  # fmt: skip
             if problem:
                 done = (
                     "Your file was not changed."

@@ -81,11 +81,18 @@ def recipe_graphs(recipe_weights: Path, recipe_cache_home: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def recipe_graphs_v2(recipe_weights_v2: Path, recipe_cache_home: Path) -> Path:
-    """`recipe_graphs` for model version v2 (same cache; the key differs by checkpoint hash)."""
+def recipe_cache_home_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`recipe_cache_home` for v2: a cache of its own, because a conversion prunes every other
+    entry of its cache (one model at a time), which would delete v1's graphs mid-session."""
+    return tmp_path_factory.mktemp("cache_home_v2")
+
+
+@pytest.fixture(scope="session")
+def recipe_graphs_v2(recipe_weights_v2: Path, recipe_cache_home_v2: Path) -> Path:
+    """`recipe_graphs` for model version v2 (in `recipe_cache_home_v2`)."""
     from runtime.model import compiled_cache
     from runtime.model.weights import WeightsFolder
 
     return compiled_cache.convert(
-        WeightsFolder(recipe_weights_v2), root=recipe_cache_home / "compiled"
+        WeightsFolder(recipe_weights_v2), root=recipe_cache_home_v2 / "compiled"
     )

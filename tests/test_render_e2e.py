@@ -76,6 +76,8 @@ class RecipeModel:
 
     weights: Path
     graphs: Path
+    cache_home: Path
+    """The IMTALKER_CACHE_DIR that holds `graphs` (one per version: conversions prune)."""
     torch: LoadedModels
 
 
@@ -88,7 +90,10 @@ def model(request: pytest.FixtureRequest) -> RecipeModel:
     loaded = load_models(weights)
     assert loaded.version.name == request.param
     return RecipeModel(
-        weights=weights, graphs=request.getfixturevalue(f"recipe_graphs{suffix}"), torch=loaded
+        weights=weights,
+        graphs=request.getfixturevalue(f"recipe_graphs{suffix}"),
+        cache_home=request.getfixturevalue(f"recipe_cache_home{suffix}"),
+        torch=loaded,
     )
 
 
@@ -118,7 +123,6 @@ def test_audio_render_matches_pytorch(
     fixtures_dir: Path,
     one_second: Path,
     model: RecipeModel,
-    recipe_cache_home: Path,
 ) -> None:
     """Without --cfg the render uses the version's default guidance (v1 3.0, v2 2.0)."""
     out = tmp_path / "talk.mp4"
@@ -126,7 +130,7 @@ def test_audio_render_matches_pytorch(
     done = run_render(
         "--avatar", str(portrait), "--audio", str(one_second), "--out", str(out),
         "--weights", str(model.weights), "--nfe", "5", "--seed", "7", "--crf", "0",
-        cache_home=recipe_cache_home, data_home=tmp_path,
+        cache_home=model.cache_home, data_home=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     info = probe(out)
@@ -172,7 +176,6 @@ def test_driving_render_matches_pytorch(
     tmp_path: Path,
     fixtures_dir: Path,
     model: RecipeModel,
-    recipe_cache_home: Path,
 ) -> None:
     # Ten frames (0.4 s) of the real driving video, with its sound.
     clip = tmp_path / "driving.mp4"
@@ -190,7 +193,7 @@ def test_driving_render_matches_pytorch(
     done = run_render(
         "--avatar", str(portrait), "--driving", str(clip), "--out", str(out),
         "--weights", str(model.weights), "--crf", "0",
-        cache_home=recipe_cache_home, data_home=tmp_path,
+        cache_home=model.cache_home, data_home=tmp_path,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
     info = probe(out)
@@ -226,7 +229,7 @@ def test_driving_render_matches_pytorch(
 
 @pytest.mark.parametrize("suffix", ["", "_v2"])
 def test_models_convert_weights_folder(
-    tmp_path: Path, suffix: str, recipe_cache_home: Path, request: pytest.FixtureRequest
+    tmp_path: Path, suffix: str, request: pytest.FixtureRequest
 ) -> None:
     """`models convert --weights DIR` finds the folder's sealed entry and lists what it holds;
     each graph's config and the entry's manifest name the model version."""
@@ -237,7 +240,7 @@ def test_models_convert_weights_folder(
     version = "v2" if suffix else "v1"
     env = {
         **os.environ,
-        "IMTALKER_CACHE_DIR": str(recipe_cache_home),
+        "IMTALKER_CACHE_DIR": str(request.getfixturevalue(f"recipe_cache_home{suffix}")),
         "IMTALKER_DATA_DIR": str(tmp_path),
     }
     command = ["models", "convert", "--weights", str(weights), "--json"]

@@ -141,7 +141,10 @@ def test_v2_import_status_and_a_deliberate_switch_to_v1(
     before = snapshot(store.root)
 
     # One file of the other version over the installed model: refused, nothing changes.
-    v1 = write_tree(tmp_path / "v1", standin_files(seed=5, version="v1"))
+    # The other release: new renderer and generator, the same wav2vec2 files (as published).
+    files = standin_files(seed=5, version="v1")
+    files.update({k: v for k, v in standin_files(version="v2").items() if "wav2vec2" in k})
+    v1 = write_tree(tmp_path / "v1", files)
     with pytest.raises(ModelVersionConflictError, match=r"holds IMTalker v2.*--replace"):
         store.import_files([v1 / "generator.ckpt"])
     # The whole other version without --replace: refused too (trust on first use).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -72,3 +73,13 @@ def test_breaking_a_layer_fails(tmp_path: Path, module: str, statement: str) -> 
     out = lint(root)
     assert out.returncode != 0
     assert "BROKEN" in out.stdout
+
+
+def test_children_import_models_from_this_tree() -> None:
+    """The exporter and the checkpoint inspector run as `python -m models...` children with
+    this tree first on their path (it once pointed at runtime/ after a move)."""
+    from runtime.model.child_env import child_env, project_root
+
+    assert project_root() == ROOT
+    assert (project_root() / "models" / "export.py").is_file()
+    assert child_env()["PYTHONPATH"].split(os.pathsep)[0] == str(ROOT)

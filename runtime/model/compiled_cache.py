@@ -48,6 +48,7 @@ from typing import IO, Any
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
 from runtime.model import loader_files
+from runtime.model.child_env import child_env, project_root
 from runtime.model.contract import EXPORTER_VERSION, GRAPHS, OPSET
 from runtime.model.files import sha256_file
 from runtime.model.graph_version import GraphVersionError, graphs_version
@@ -203,27 +204,13 @@ def is_converted(store: ModelStore, *, root: Path | None = None) -> bool:
     return converted_dir(store, root=root) is not None
 
 
-def _project_root() -> Path:
-    return Path(__file__).resolve().parents[1]
-
-
 def exporter_available() -> bool:
     """Whether `models.export` can be run, found without importing anything."""
-    if (_project_root() / "models" / "export.py").is_file():
+    if (project_root() / "models" / "export.py").is_file():
         return True
     spec = importlib_util.find_spec("models")
     locations = spec.submodule_search_locations if spec is not None else None
     return any((Path(loc) / "export.py").is_file() for loc in locations or ())
-
-
-def _child_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    root = _project_root()
-    if (root / "models").is_dir():
-        # Running from a source tree: let the child import `models` as the parent would.
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def _pump(stream: IO[str], sink: Callable[[str], None]) -> None:
@@ -267,7 +254,7 @@ def _run_exporter(
         text=True,
         encoding="utf-8",
         errors="replace",
-        env=_child_env(),
+        env=child_env(),
     ) as proc:
         code = _supervise(proc, lines, keep_stderr, started, progress=progress, cancel=cancel)
     if code != 0:

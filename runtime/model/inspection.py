@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import subprocess
 import sys
 import threading
@@ -23,6 +22,7 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
 
+from runtime.model.child_env import child_env, project_root
 from runtime.model.store_errors import ModelStoreError
 from runtime.model.versions import VERSIONS
 
@@ -45,20 +45,6 @@ class FileVerdict:
     """"v1", "v2" for a renderer or generator that passed; None otherwise and for wav2vec2."""
     problem: str | None
     """One or two sentences for the user (without the file name)."""
-
-
-def project_root() -> Path:
-    return Path(__file__).resolve().parents[2]
-
-
-def child_env() -> dict[str, str]:
-    """The environment for a child that imports `models` as this process would."""
-    env = dict(os.environ)
-    env["PYTHONUNBUFFERED"] = "1"
-    root = project_root()
-    if (root / "models").is_dir():
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
-    return env
 
 
 def inspector_available() -> bool:

@@ -16,8 +16,7 @@ import pytest
 
 from runtime.commands import models_cmd
 from runtime.core.files import temp_path
-from runtime.model import compiled_cache
-from runtime.model import store as model_store
+from runtime.model import compiled_cache, store_import
 from runtime.model.compiled_cache import (
     ConversionError,
     ConversionProgress,
@@ -182,7 +181,7 @@ def test_disk_full_during_import_leaves_the_previous_store_intact(
     def full(f: object, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
-    monkeypatch.setattr(model_store, "write_all", full)
+    monkeypatch.setattr(store_import, "write_all", full)
     with pytest.raises(DiskFullError, match="left as it was"):
         store.import_files([user_folder])
     assert snapshot(store.root) == before

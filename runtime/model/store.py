@@ -22,7 +22,6 @@ file in the same directory, flushed, fsync'ed, checked, then `os.replace`d into 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -31,23 +30,11 @@ from collections.abc import Sequence
 from pathlib import Path, PurePosixPath
 
 from runtime.core import paths
-from runtime.core.files import (
-    atomic_write_bytes,
-    fsync_dir,
-    glob_escape,
-    is_disk_full,
-    temp_path,
-    write_all,
-)
-from runtime.core.units import human_bytes
-from runtime.model import store_versions
+from runtime.core.files import atomic_write_bytes, fsync_dir, glob_escape
+from runtime.model import store_import, store_versions
 from runtime.model.files import sha256_file, structure_problem
-from runtime.model.store_errors import (
-    Cancelled,
-    DiskFullError,
-    ModelStoreError,
-    VerificationError,
-)
+from runtime.model.store_errors import ModelStoreError, VerificationError
+from runtime.model.store_import import deleted_copy
 from runtime.model.store_locate import locate
 from runtime.model.store_records import (
     MANIFEST,
@@ -65,14 +52,11 @@ from runtime.model.store_records import (
     utc_now,
 )
 from runtime.model.store_recovery import DAMAGED_PREFIX, rebuild_record
-from runtime.model.transfer import ProgressCallback, ProgressReporter
+from runtime.model.transfer import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = paths.APP_NAME
-
-
-_HASH_CHUNK = 8 << 20
 
 
 # No digest is pinned yet: the published repository lists none and this project has not
@@ -87,13 +71,6 @@ _HASH_CHUNK = 8 << 20
 def default_store_dir() -> Path:
     """`<user data dir>/models`; `IMTALKER_DATA_DIR` replaces the user data dir."""
     return paths.model_store_dir()
-
-
-def _deleted_copy(source: str) -> str:
-    if source.startswith("import "):
-        # Never let "deleted" read as the user's file: only our copy of it went.
-        return f"The copy made in the store was deleted; your file {source[7:]} was not touched."
-    return "The downloaded file was deleted."
 
 
 class ModelStore:
@@ -253,7 +230,7 @@ class ModelStore:
         try:
             problem = self._candidate_problem(relpath, candidate, sha256=sha256, size=size)
             if problem:
-                raise VerificationError(f"{relpath}: {problem}. {_deleted_copy(source)}")
+                raise VerificationError(f"{relpath}: {problem}. {deleted_copy(source)}")
             versions = self._inspect({relpath: (candidate, sha256)})
             self._check_versions(versions, switching=False)
         except BaseException:
@@ -383,7 +360,8 @@ class ModelStore:
         cancel: threading.Event | None = None,
         replace: bool = False,
     ) -> ImportResult:
-        """Copy the user's files into the store (never moving them), verifying each.
+        """Copy the user's files into the store (never moving them), verifying each
+        (`store_import`).
 
         Every file is copied and checked (digest, format, and for checkpoints the inspector's
         structural checks and model version) before any is put in place: when one fails,
@@ -391,150 +369,9 @@ class ModelStore:
         version: a renderer and generator of one version replace those of another (their
         recorded digests start over); without it such an import is refused.
         """
-        self.check_root()
-        located = self.locate(sources)
-        if not located:
-            raise ModelStoreError(
-                "none of the model's files were found in "
-                + ", ".join(str(s) for s in sources)
-                + "; expected: "
-                + ", ".join(e.path for e in self.manifest)
-            )
-        order = [e.path for e in self.manifest if e.path in located]
-        sizes = {rel: located[rel].stat().st_size for rel in order}
-        reporter = ProgressReporter(progress, total=sum(sizes.values()), file_count=len(order))
-        staged: dict[str, tuple[Path, str, int, str]] = {}  # relpath -> (file, sha, size, source)
-        in_place: set[str] = set()
-        unchanged: list[str] = []
-        try:
-            for index, relpath in enumerate(order):
-                source = located[relpath]
-                final = self.path(relpath)
-                if final.exists() and final.samefile(source):
-                    # Importing the store's own file: verify it where it is, never delete it.
-                    sha, size = self._hash_in_place(relpath, reporter, index, cancel)
-                    staged[relpath] = (final, sha, size, "import (in place)")
-                    in_place.add(relpath)
-                    continue
-                self.root.mkdir(parents=True, exist_ok=True)
-                final.parent.mkdir(parents=True, exist_ok=True)
-                tmp = temp_path(final, "import")
-                try:
-                    sha, size = self._copy_hashing(source, tmp, relpath, index, reporter, cancel)
-                except BaseException:
-                    with contextlib.suppress(OSError):
-                        tmp.unlink()
-                    raise
-                current = self.file_status(relpath)
-                if current.verified and current.sha256 == sha:
-                    tmp.unlink()
-                    unchanged.append(relpath)
-                    continue
-                staged[relpath] = (tmp, sha, size, f"import {source}")
-            versions = self._check_staged(staged, switching=replace)
-        except BaseException:
-            for relpath, (file, *_rest) in staged.items():
-                if relpath not in in_place:
-                    with contextlib.suppress(OSError):
-                        file.unlink()
-            raise
-        for relpath, (file, sha, size, origin) in staged.items():
-            self._place(relpath, file, sha256=sha, size=size, source=origin,
-                        model_version=versions.get(relpath))  # fmt: skip
-        missing = tuple(e.path for e in self.manifest if e.path not in located)
-        return ImportResult(tuple(staged), tuple(unchanged), missing)
-
-    def _check_staged(
-        self, staged: dict[str, tuple[Path, str, int, str]], *, switching: bool
-    ) -> dict[str, str | None]:
-        """Every check of a batch of files before any is placed; returns the model versions.
-        A switch needs both versioned checkpoints in the batch and a version that differs."""
-        versions = self._inspect({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
-        if switching:
-            store_versions.check_switch(self.manifest, versions, held=self.model_version())
-        self._check_versions(versions, switching=switching)
-        # After the version checks, so that another version is named as such.
-        for relpath, (file, sha, size, origin) in staged.items():
-            # A switch replaces the versioned checkpoints only; other files keep their digests.
-            replaced = switching and relpath in versions
-            problem = self._candidate_problem(relpath, file, sha256=sha, size=size,
-                                              switching=replaced)  # fmt: skip
-            if problem:
-                done = (
-                    "Your file was not changed."
-                    if file == self.path(relpath)
-                    else _deleted_copy(origin)
-                )
-                raise VerificationError(f"{relpath}: {problem}. Nothing was stored. {done}")
-        return versions
-
-    def _hash_in_place(
-        self,
-        relpath: str,
-        reporter: ProgressReporter,
-        index: int,
-        cancel: threading.Event | None,
-    ) -> tuple[str, int]:
-        final = self.path(relpath)
-        size = final.stat().st_size
-        sha = sha256_file(final, cancel=cancel)
-        reporter.done += size
-        reporter.report(
-            phase="verify",
-            path=relpath,
-            file_index=index,
-            file_done=size,
-            file_total=size,
-            force=True,
+        return store_import.import_files(
+            self, sources, progress=progress, cancel=cancel, replace=replace
         )
-        return sha, size
-
-    def _copy_hashing(
-        self,
-        source: Path,
-        tmp: Path,
-        relpath: str,
-        index: int,
-        reporter: ProgressReporter,
-        cancel: threading.Event | None,
-    ) -> tuple[str, int]:
-        h = hashlib.sha256()
-        size = 0
-        total = source.stat().st_size
-        try:
-            with open(source, "rb") as src, open(tmp, "wb") as dst:
-                while chunk := src.read(_HASH_CHUNK):
-                    if cancel is not None and cancel.is_set():
-                        raise Cancelled("import cancelled")
-                    write_all(dst, chunk)
-                    h.update(chunk)
-                    size += len(chunk)
-                    reporter.done += len(chunk)
-                    reporter.report(
-                        phase="copy",
-                        path=relpath,
-                        file_index=index,
-                        file_done=size,
-                        file_total=total,
-                    )
-                dst.flush()
-                os.fsync(dst.fileno())
-        except OSError as exc:
-            if is_disk_full(exc):
-                raise DiskFullError(
-                    f"not enough disk space in {self.root} to import {relpath} "
-                    f"({human_bytes(total)}); the store was left as it was"
-                ) from exc
-            raise ModelStoreError(f"could not copy {source}: {exc}") from exc
-        reporter.report(
-            phase="copy",
-            path=relpath,
-            file_index=index,
-            file_done=size,
-            file_total=total,
-            force=True,
-        )
-        return h.hexdigest(), size
 
     # ---- remove
 

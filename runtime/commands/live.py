@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.commands.app_folders import check_app_folders
+from runtime.commands.arg_checks import check_files, check_pose, check_sampler
 from runtime.commands.boundary import Terminated
 from runtime.core import validate as v
 from runtime.core.timing import Clock, wait_on
@@ -164,15 +165,6 @@ def _size(text: str) -> tuple[int, int]:
     return v.check_frame_size(w, h, label="--vcam-size")
 
 
-_POSE_OPTIONS = (
-    ("--yaw", "yaw", v.YAW),
-    ("--pitch", "pitch", v.PITCH),
-    ("--roll", "roll", v.ROLL),
-    ("--gaze-x", "gaze_x", v.GAZE_X),
-    ("--gaze-y", "gaze_y", v.GAZE_Y),
-)
-
-
 def _hop(text: str) -> int | None:
     """`auto` (None) or a number; the range is checked in `validate_args`."""
     if text.strip().lower() == "auto":
@@ -185,10 +177,7 @@ def _hop(text: str) -> int | None:
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every value and path of `live`, checked before anything starts (ValidationError)."""
-    if args.cfg is not None:
-        v.CFG.check(args.cfg, label="--cfg")
-    v.NFE.check(args.nfe, label="--nfe")
-    v.SEED.check(args.seed, label="--seed")
+    check_sampler(args)
     if args.hop is not None:
         v.HOP.check(args.hop, label="--hop")
     v.LOOKAHEAD.check(args.lookahead, label="--lookahead")
@@ -198,26 +187,14 @@ def validate_args(args: argparse.Namespace) -> None:
         v.DURATION.check(args.duration, label="--duration")
     if args.webcam is not None:
         v.WEBCAM_INDEX.check(args.webcam, label="--webcam")
-    for option, attr, rng in _POSE_OPTIONS:
-        value = getattr(args, attr)
-        if value is not None:
-            rng.check(value, label=option)
+    check_pose(args)
     if not args.no_vcam:
         _size(args.vcam_size)
     inputs: list[tuple[str, Path | None]] = [
         ("--avatar", args.avatar),
         ("--audio-file", args.audio_file),
     ]
-    for label, path in inputs:
-        if path is not None:
-            v.check_input_file(path, label=label)
-    for label, folder in (("--graphs", args.graphs), ("--weights", args.weights)):
-        if folder is not None:
-            v.check_folder(folder, label=label, writable=False)
-    if args.record is not None:
-        v.check_output_file(
-            args.record, label="--record", inputs=inputs, overwrite=args.overwrite, suffix=".mp4"
-        )
+    check_files(args, inputs, output=("--record", args.record))
     gate_config(args.gate)
     MIC_OFFSET.check(args.mic_offset, label="--mic-offset")
     if args.mic_offset and not args.virtual_mic:

@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from runtime.commands.app_folders import check_app_folders
+from runtime.commands.arg_checks import check_files, check_pose, check_sampler
 from runtime.commands.boundary import Terminated
 from runtime.commands.progress import ProgressBar
 from runtime.core import validate as v
@@ -138,38 +139,21 @@ def _conditions(args: argparse.Namespace, frames: int) -> RawConditions:
 #: Working memory of one frame in a CPU renderer call (the 64x64 cross-attention maps).
 RENDERER_BYTES_PER_FRAME = int(1.7 * 2**30)
 
-_POSE_OPTIONS = (("--yaw", "yaw", v.YAW), ("--pitch", "pitch", v.PITCH), ("--roll", "roll", v.ROLL))
-_GAZE_OPTIONS = (("--gaze-x", "gaze_x", v.GAZE_X), ("--gaze-y", "gaze_y", v.GAZE_Y))
-
 
 def validate_args(args: argparse.Namespace) -> None:
     """Every value and path of `render`, checked before any work (ValidationError)."""
-    if args.cfg is not None:
-        v.CFG.check(args.cfg, label="--cfg")
-    v.NFE.check(args.nfe, label="--nfe")
-    v.SEED.check(args.seed, label="--seed")
+    check_sampler(args)
     v.BATCH.check(args.batch, label="--batch")
     v.THREADS.check(args.threads, label="--threads")
     v.CRF.check(args.crf, label="--crf")
-    for option, attr, rng in _POSE_OPTIONS + _GAZE_OPTIONS:
-        value = getattr(args, attr)
-        if value is not None:
-            rng.check(value, label=option)
+    check_pose(args)
     inputs: list[tuple[str, Path | None]] = [
         ("--avatar", args.avatar),
         ("--audio", args.audio),
         ("--driving", args.driving),
         ("--track", args.track),
     ]
-    for label, path in inputs:
-        if path is not None:
-            v.check_input_file(path, label=label)
-    for label, folder in (("--graphs", args.graphs), ("--weights", args.weights)):
-        if folder is not None:
-            v.check_folder(folder, label=label, writable=False)
-    v.check_output_file(
-        args.out, label="--out", inputs=inputs, overwrite=args.overwrite, suffix=".mp4"
-    )
+    check_files(args, inputs, output=("--out", args.out))
     if args.graphs is None:
         check_app_folders()
 

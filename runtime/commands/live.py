@@ -59,7 +59,6 @@ EXIT_INPUT = 1
 EXIT_ENGINE = 3
 EXIT_INTERRUPTED = 130
 FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
-MIC_OFFSET = v.Range(name="mic-offset", lo=-2000.0, hi=2000.0, unit="ms")
 GATE = v.Range(name="gate", lo=-100.0, hi=0.0, unit="dBFS", help="or off")
 RECORDER_FINISH_S = 60.0  # after stop: time for the recorder to write what it was given
 
@@ -196,7 +195,7 @@ def validate_args(args: argparse.Namespace) -> None:
     ]
     check_files(args, inputs, output=("--record", args.record))
     gate_config(args.gate)
-    MIC_OFFSET.check(args.mic_offset, label="--mic-offset")
+    v.MIC_OFFSET.check(args.mic_offset, label="--mic-offset")
     if args.mic_offset and not args.virtual_mic:
         raise v.ValidationError("--mic-offset needs --virtual-mic", subject="--mic-offset")
     if args.virtual_mic and args.webcam is not None:

@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.core.timing import Clock
+from runtime.core.validate import MIC_OFFSET
 from runtime.media.delay_line import DelayLine, DelayLineConfig
 from runtime.media.virtual_mic_device import (
     OutputTarget,
@@ -53,10 +54,7 @@ class VirtualMicConfig:
     line: DelayLineConfig = field(default_factory=DelayLineConfig)
 
     def __post_init__(self) -> None:
-        if not (math.isfinite(self.offset_ms) and -2000.0 <= self.offset_ms <= 2000.0):
-            raise ValueError(
-                f"virtual-microphone offset must be -2000..2000 ms, not {self.offset_ms}"
-            )
+        MIC_OFFSET.check(self.offset_ms)
 
 
 @dataclass(frozen=True)
@@ -175,8 +173,7 @@ class VirtualMic:
             line.set_delay(self._delay_target())
 
     def set_offset_ms(self, offset_ms: float) -> None:
-        if not (math.isfinite(offset_ms) and -2000.0 <= offset_ms <= 2000.0):
-            raise ValueError(f"offset must be -2000..2000 ms, not {offset_ms}")
+        MIC_OFFSET.check(offset_ms)
         self._offset_s = offset_ms / 1e3
         self.set_latency(self._latency_s)
 

@@ -16,12 +16,12 @@ import json
 import logging
 import os
 import tempfile
-import time
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
 from runtime.core import validate
+from runtime.core.damaged import parse_json, set_aside
 from runtime.core.validate import Range, ValidationError
 
 logger = logging.getLogger(__name__)
@@ -193,16 +193,7 @@ def _type_ok(default: Any, value: Any, optional: bool, number: bool = False) -> 
 
 def _parse(data: bytes) -> dict[str, Any]:
     """The settings object of a settings file; ValueError says why there is none."""
-    try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ValueError(f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        raw = json.loads(text)
-    except RecursionError:
-        raise ValueError("JSON nested too deeply") from None
-    except ValueError as exc:
-        raise ValueError(f"not valid JSON ({exc})") from None
+    raw = parse_json(data)
     if not isinstance(raw, dict) or not isinstance(raw.get("settings"), dict):
         raise ValueError("not a settings file")
     settings: dict[str, Any] = raw["settings"]
@@ -270,15 +261,4 @@ class SettingsStore:
 
     def _set_aside(self) -> Path | None:
         """Rename the file to `settings.corrupt-<time>[-n].json`, never over an earlier one."""
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        for n in range(100):
-            aside = self.path.with_name(f"settings.corrupt-{stamp}{f'-{n}' if n else ''}.json")
-            if aside.exists():
-                continue
-            try:
-                os.replace(self.path, aside)
-            except OSError as exc:
-                logger.warning("cannot move the damaged settings aside: %s", exc)
-                return None
-            return aside
-        return None
+        return set_aside(self.path, lambda stamp: f"settings.corrupt-{stamp}.json")

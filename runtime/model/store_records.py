@@ -5,11 +5,12 @@ record of what was verified, and status/result types (pure data, any thread).
 from __future__ import annotations
 
 import datetime as dt
-import json
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any, Literal
+
+from runtime.core.damaged import parse_json
 
 REPO_ID = "cbsjtu01/IMTalker"
 """The model repository on the Hugging Face Hub that publishes the checkpoints."""
@@ -147,15 +148,9 @@ def parse_record(data: bytes) -> StoreRecord:
     """`store.json`'s bytes as a record; DamagedRecordError says why they are not one (not
     UTF-8, not JSON, nested too deeply, wrong types), with whatever entries could be read."""
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise DamagedRecordError(f"not UTF-8 text (byte {exc.start})") from None
-    try:
-        raw = json.loads(text)
-    except RecursionError:
-        raise DamagedRecordError("JSON nested too deeply") from None
+        raw = parse_json(data)
     except ValueError as exc:
-        raise DamagedRecordError(f"not valid JSON ({exc})") from None
+        raise DamagedRecordError(str(exc)) from None
     if not isinstance(raw, dict):
         raise DamagedRecordError(f"a JSON {type(raw).__name__}, not an object")
     problems: list[str] = []

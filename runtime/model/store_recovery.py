@@ -13,11 +13,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
-import time
-from pathlib import Path
 from typing import TYPE_CHECKING
 
+from runtime.core.damaged import set_aside
 from runtime.model.files import sha256_file, structure_problem
 from runtime.model.store_records import (
     STORE_FILE,
@@ -36,27 +34,11 @@ DAMAGED_PREFIX = f"{STORE_FILE}.damaged-"
 REVERIFIED_SOURCE = "re-verified after store.json was damaged"
 
 
-def set_aside(path: Path) -> Path | None:
-    """Rename a damaged file to `<name>.damaged-<time>` beside it (never overwriting)."""
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    for n in range(100):
-        aside = path.with_name(f"{path.name}.damaged-{stamp}" + (f"-{n}" if n else ""))
-        if aside.exists():
-            continue
-        try:
-            os.replace(path, aside)
-        except OSError as exc:
-            logger.warning("cannot set the damaged %s aside: %s", path, exc)
-            return None
-        return aside
-    return None
-
-
 def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[StoreRecord, str]:
     """Set the damaged record aside, write one re-verified from the files present, and
     return it with a notice for the user."""
     salvaged = damage.salvaged or StoreRecord()
-    aside = set_aside(store.record_path)
+    aside = set_aside(store.record_path, lambda stamp: DAMAGED_PREFIX + stamp)
     files: dict[str, FileRecord] = {}
     failed: list[str] = []
     for entry in store.manifest:

@@ -14,7 +14,8 @@ from typing import Literal
 
 from runtime.model.store_errors import Cancelled
 
-_HASH_CHUNK = 8 << 20
+HASH_CHUNK = 8 << 20
+"""Bytes read at a time when hashing or copying model files (cancel is checked between)."""
 
 
 def sha256_file(
@@ -25,7 +26,7 @@ def sha256_file(
 ) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
-        while chunk := f.read(_HASH_CHUNK):
+        while chunk := f.read(HASH_CHUNK):
             if cancel is not None and cancel.is_set():
                 raise Cancelled("cancelled")
             h.update(chunk)

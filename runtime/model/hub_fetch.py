@@ -41,7 +41,7 @@ from runtime.model.download_types import (
     OfflineError,
     RemoteFile,
 )
-from runtime.model.files import git_blob_sha1
+from runtime.model.files import HASH_CHUNK, git_blob_sha1
 from runtime.model.store import APP_NAME, ModelStore
 from runtime.model.store_errors import Cancelled, VerificationError
 from runtime.model.transfer import ProgressReporter
@@ -50,6 +50,7 @@ logger = logging.getLogger(__name__)
 
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _GIT_SHA1 = re.compile(r"[0-9a-f]{40}")
+_CANCELLED = "download cancelled; run it again to resume"
 
 
 def resolve_revision(store: ModelStore, options: DownloadOptions) -> str:
@@ -275,7 +276,7 @@ class _Fetcher:
         delay = min(30.0, self.options.retry_wait * 2 ** (attempt - 1))
         if self.cancel is not None:
             if self.cancel.wait(delay):
-                raise Cancelled("download cancelled; run it again to resume")
+                raise Cancelled(_CANCELLED)
         else:
             time.sleep(delay)
 
@@ -326,7 +327,7 @@ class _Fetcher:
                         # Unchunked, so every byte received before a drop is kept.
                         for chunk in response.iter_bytes():
                             if self.cancel is not None and self.cancel.is_set():
-                                raise Cancelled("download cancelled; run it again to resume")
+                                raise Cancelled(_CANCELLED)
                             write_all(out, chunk)
                             hasher.update(chunk)
                             offset += len(chunk)
@@ -413,8 +414,8 @@ def _hash_prefix(
     remaining = length
     while remaining:
         if cancel is not None and cancel.is_set():
-            raise Cancelled("download cancelled; run it again to resume")
-        chunk = f.read(min(remaining, 8 << 20))
+            raise Cancelled(_CANCELLED)
+        chunk = f.read(min(remaining, HASH_CHUNK))
         if not chunk:
             raise DownloadError("the partial download shrank while being read")
         hasher.update(chunk)

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from runtime.core.files import is_disk_full, temp_path, write_all
 from runtime.core.units import human_bytes
 from runtime.model import store_versions
-from runtime.model.files import sha256_file
+from runtime.model.files import HASH_CHUNK, sha256_file
 from runtime.model.store_errors import (
     Cancelled,
     DiskFullError,
@@ -33,8 +33,6 @@ from runtime.model.transfer import ProgressCallback, ProgressReporter
 
 if TYPE_CHECKING:
     from runtime.model.store import ModelStore
-
-_HASH_CHUNK = 8 << 20
 
 # relpath -> (file, sha256, size, source)
 _Staged = dict[str, tuple[Path, str, int, str]]
@@ -170,7 +168,7 @@ def _copy_hashing(
     total = source.stat().st_size
     try:
         with open(source, "rb") as src, open(tmp, "wb") as dst:
-            while chunk := src.read(_HASH_CHUNK):
+            while chunk := src.read(HASH_CHUNK):
                 if cancel is not None and cancel.is_set():
                     raise Cancelled("import cancelled")
                 write_all(dst, chunk)

@@ -31,6 +31,7 @@ from huggingface_hub.errors import (
 )
 from huggingface_hub.utils import build_hf_headers  # type: ignore[attr-defined]  # lazy export
 
+from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, write_all
 from runtime.core.units import human_bytes
 from runtime.model.download_types import (
@@ -42,7 +43,7 @@ from runtime.model.download_types import (
     RemoteFile,
 )
 from runtime.model.files import HASH_CHUNK, git_blob_sha1
-from runtime.model.store import APP_NAME, ModelStore
+from runtime.model.store import ModelStore
 from runtime.model.store_errors import Cancelled, VerificationError
 from runtime.model.transfer import ProgressReporter
 
@@ -95,7 +96,7 @@ def manual_steps(store: ModelStore, *, options: DownloadOptions, revision: str) 
 
 def _library_version() -> str:
     try:
-        return importlib_metadata.version(APP_NAME)
+        return importlib_metadata.version(paths.APP_NAME)
     except importlib_metadata.PackageNotFoundError:
         return "dev"
 
@@ -109,7 +110,7 @@ def _no_telemetry() -> None:
 
 def _headers(options: DownloadOptions) -> dict[str, str]:
     headers = build_hf_headers(
-        token=options.token, library_name=APP_NAME, library_version=_library_version()
+        token=options.token, library_name=paths.APP_NAME, library_version=_library_version()
     )
     # The size and the hash are of the raw bytes: never let a proxy compress them.
     headers["Accept-Encoding"] = "identity"
@@ -160,7 +161,7 @@ class _Fetcher:
                 url,
                 token=self.options.token,
                 timeout=self.options.timeout,
-                library_name=APP_NAME,
+                library_name=paths.APP_NAME,
                 library_version=_library_version(),
                 endpoint=self.endpoint,
             )

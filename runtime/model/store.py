@@ -56,15 +56,6 @@ from runtime.model.transfer import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-APP_NAME = paths.APP_NAME
-
-
-# No digest is pinned yet: the published repository lists none and this project has not
-# downloaded it through a trusted channel. Until then the hub's own content hash (the LFS
-# ETag, checked on every download) and the digest recorded at first verification in
-# `store.json` are what a file is checked against. Pin sizes and digests here once known.
-
-
 # --------------------------------------------------------------------------- locations
 
 

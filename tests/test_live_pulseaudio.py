@@ -5,7 +5,6 @@ through sounddevice/PortAudio exactly as it would a microphone (native rate, res
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import time
 import wave
@@ -20,60 +19,31 @@ from runtime.model.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests.fakes import virtual_camera as fakecam
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k
+from tests.support.pulseaudio import pulseaudio_server
 
 pytestmark = pytest.mark.slow
-
-RECIPE = Path("/work/shared/recipes/pulseaudio")
-SHARED_RECIPE = Path(__file__).resolve().parents[2] / "shared" / "recipes" / "pulseaudio"
-
-
-def _recipe() -> Path:
-    for folder in (SHARED_RECIPE, RECIPE):
-        if (folder / "up.sh").is_file():
-            return folder
-    pytest.skip("the PulseAudio recipe (shared/recipes/pulseaudio) is not available")
 
 
 @pytest.fixture
 def pulse(
     tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[None]:
-    for tool in ("pulseaudio", "paplay", "pactl", "parec"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"`{tool}` is not installed (packaging/bootstrap.sh installs PulseAudio)")
-    recipe = _recipe()
     base = Path(tmp_path_factory.mktemp("pa", numbered=True))
-    env = subprocess.run(
-        [
-            "bash",
-            "-c",
-            'source "$1" "$2" >/dev/null 2>&1 && env -0',
-            "_",
-            str(recipe / "up.sh"),
-            str(base),
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    if env.returncode != 0:
-        subprocess.run(["bash", str(recipe / "down.sh"), str(base)], check=False)
-        pytest.skip(f"PulseAudio did not start: {env.stderr.decode(errors='replace')[-300:]}")
-    for item in env.stdout.split(b"\0"):
-        key, _, value = item.decode().partition("=")
-        if key in ("HOME", "XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH", "PULSE_SERVER"):
+    tools = ("pulseaudio", "paplay", "pactl", "parec")
+    with pulseaudio_server(base, tools=tools) as server:
+        for key, value in server.items():
             monkeypatch.setenv(key, value)
-    import sounddevice
+        import sounddevice
 
-    # PortAudio lists devices once, when it starts: restart it inside this environment.
-    sounddevice._terminate()
-    sounddevice._initialize()
-    try:
-        yield
-    finally:
-        subprocess.run(["bash", str(recipe / "down.sh"), str(base)], check=False, timeout=30)
-        monkeypatch.undo()
+        # PortAudio lists devices once, when it starts: restart it inside this environment.
         sounddevice._terminate()
         sounddevice._initialize()
+        try:
+            yield
+        finally:
+            monkeypatch.undo()
+            sounddevice._terminate()
+            sounddevice._initialize()
 
 
 def envelope(audio: np.ndarray) -> np.ndarray:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -29,51 +28,21 @@ import pytest
 
 from tests.live_support import wav_16k
 from tests.stub_graphs import write_stub_graphs
+from tests.support.pulseaudio import pulseaudio_server
 
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = (
-    ROOT.parent / "shared" / "recipes" / "pulseaudio",
-    Path("/work/shared/recipes/pulseaudio"),
-)
 RATE = 48_000
 OURS = ("imtalker_cam_sink", "imtalker_cam_mic")
 
 
 @pytest.fixture
 def pulse_env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
-    for tool in ("pulseaudio", "paplay", "pactl", "parecord"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"`{tool}` is not installed (packaging/bootstrap.sh installs PulseAudio)")
-    recipe = next((r for r in RECIPES if (r / "up.sh").is_file()), None)
-    if recipe is None:
-        pytest.skip("the PulseAudio recipe (shared/recipes/pulseaudio) is not available")
     base = Path(tmp_path_factory.mktemp("pa", numbered=True))
-    up = subprocess.run(
-        [
-            "bash",
-            "-c",
-            'source "$1" "$2" >/dev/null 2>&1 && env -0',
-            "_",
-            str(recipe / "up.sh"),
-            str(base),
-        ],
-        capture_output=True,
-        timeout=60,
-    )
-    try:
-        if up.returncode != 0:
-            pytest.skip(f"PulseAudio did not start: {up.stderr.decode(errors='replace')[-300:]}")
-        env = dict(os.environ)
-        for item in up.stdout.split(b"\0"):
-            key, _, value = item.decode().partition("=")
-            if key in ("HOME", "XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH", "PULSE_SERVER"):
-                env[key] = value
-        env["PYTHONPATH"] = str(ROOT)
-        yield env
-    finally:
-        subprocess.run(["bash", str(recipe / "down.sh"), str(base)], check=False, timeout=30)
+    tools = ("pulseaudio", "paplay", "pactl", "parecord")
+    with pulseaudio_server(base, tools=tools) as server:
+        yield {**os.environ, **server, "PYTHONPATH": str(ROOT)}
 
 
 def pactl(env: dict[str, str], *args: str) -> str:

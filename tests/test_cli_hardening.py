@@ -100,6 +100,17 @@ def no_output(out: Path) -> None:
     assert not [p.name for p in out.parent.iterdir() if p.name.startswith(f".{out.name}")]
 
 
+def render_args(work: Path, audio: Path, out: Path, *extra: str) -> tuple[str, ...]:
+    """`render` of the portrait in `work` speaking `audio`, to `out`."""
+    avatar = str(work / "me.png")
+    return ("render", "--avatar", avatar, "--audio", str(audio), "--out", str(out), *extra)
+
+
+def live_args(work: Path, audio: Path, *extra: str) -> tuple[str, ...]:
+    """`live` of the portrait in `work` speaking the file `audio`."""
+    return ("live", "--avatar", str(work / "me.png"), "--audio-file", str(audio), *extra)
+
+
 @pytest.fixture
 def snapshot(work: Path) -> Iterator[None]:
     """Every input file in `work` is byte-identical after the test."""
@@ -140,23 +151,18 @@ def test_render_never_writes_over_its_driving_video(work: Path, graphs: Path) ->
 @pytest.mark.usefixtures("snapshot")
 def test_render_never_writes_over_its_audio_or_photo(work: Path, graphs: Path) -> None:
     talk = _talk_mp4(work / "speech.mp4")
-    done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(talk),
-        "--out", str(talk), "--graphs", str(graphs), "--overwrite",
-    )  # fmt: skip
+    done = cli(work, *render_args(work, talk, talk, "--graphs", str(graphs), "--overwrite"))
     refused(done, "same file as --audio")
     (work / "photo.mp4").symlink_to(work / "me.png")
-    done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(talk),
-        "--out", str(work / "photo.mp4"), "--graphs", str(graphs), "--overwrite",
-    )  # fmt: skip
+    photo = work / "photo.mp4"
+    done = cli(work, *render_args(work, talk, photo, "--graphs", str(graphs), "--overwrite"))
     refused(done, "same file as --avatar")
 
 
 def test_existing_output_needs_overwrite(work: Path, graphs: Path, speech: Path) -> None:
     out = work / "out.mp4"
     out.write_bytes(b"someone's holiday video")
-    args = ("render", "--avatar", str(work / "me.png"), "--audio", str(speech), "--out", str(out))
+    args = render_args(work, speech, out)
     done = cli(work, *args, "--graphs", str(graphs))
     refused(done, "already exists", "--overwrite")
     assert out.read_bytes() == b"someone's holiday video"
@@ -169,9 +175,10 @@ def test_live_record_never_writes_over_its_audio_file(work: Path, graphs: Path) 
     talk = _talk_mp4(work / "talk.mp4")
     before = talk.read_bytes()
     done = cli(
-        work, "live", "--avatar", str(work / "me.png"), "--audio-file", str(talk), "--no-vcam",
-        "--record", str(talk), "--overwrite", "--graphs", str(graphs),
-    )  # fmt: skip
+        work,
+        *live_args(work, talk, "--no-vcam", "--record", str(talk), "--overwrite"),
+        *("--graphs", str(graphs)),
+    )
     refused(done, "same file as --audio-file")
     assert talk.read_bytes() == before
 
@@ -205,9 +212,8 @@ def test_render_refuses_bad_numbers(
 ) -> None:
     out = work / "out.mp4"
     done = inproc(
-        caplog, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
-        "--out", str(out), "--graphs", str(graphs), f"{option}={value}",
-    )  # fmt: skip
+        caplog, *render_args(work, speech, out, "--graphs", str(graphs), f"{option}={value}")
+    )
     refused(done, needle)
     no_output(out)
 
@@ -233,10 +239,7 @@ def test_live_refuses_bad_numbers(
     value: str,
     needle: str,
 ) -> None:
-    done = inproc(
-        caplog, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech),
-        "--graphs", str(graphs), f"{option}={value}",
-    )  # fmt: skip
+    done = inproc(caplog, *live_args(work, speech, "--graphs", str(graphs), f"{option}={value}"))
     refused(done, option, needle)
 
 
@@ -262,9 +265,8 @@ def test_render_refuses_bad_track_rows(
     track.write_text(content)
     out = work / "out.mp4"
     done = inproc(
-        caplog, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
-        "--out", str(out), "--graphs", str(graphs), "--track", str(track),
-    )  # fmt: skip
+        caplog, *render_args(work, speech, out, "--graphs", str(graphs), "--track", str(track))
+    )
     refused(done, name, needle)
     no_output(out)
 
@@ -272,10 +274,7 @@ def test_render_refuses_bad_track_rows(
 def test_bad_number_through_the_real_entry_point(work: Path, graphs: Path, speech: Path) -> None:
     """What the user sees in a terminal: one line, exit 1, nothing at OUT."""
     out = work / "out.mp4"
-    done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
-        "--out", str(out), "--graphs", str(graphs), "--cfg", "nan",
-    )  # fmt: skip
+    done = cli(work, *render_args(work, speech, out, "--graphs", str(graphs), "--cfg", "nan"))
     refused(done, "--cfg must be a finite number in 1..5")
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
     no_output(out)
@@ -321,7 +320,7 @@ def test_data_and_cache_folder_pointing_at_a_file(work: Path, speech: Path) -> N
     blocker = work / "not-a-folder"
     blocker.write_text("x")
     out = work / "out.mp4"
-    base = ("render", "--avatar", str(work / "me.png"), "--audio", str(speech), "--out", str(out))
+    base = render_args(work, speech, out)
     done = cli(work, *base, IMTALKER_DATA_DIR=str(blocker))
     refused(done, "IMTALKER_DATA_DIR", "is a file, not a folder")
     done = cli(work, *base, IMTALKER_CACHE_DIR=str(blocker / "sub"))
@@ -329,10 +328,7 @@ def test_data_and_cache_folder_pointing_at_a_file(work: Path, speech: Path) -> N
     no_output(out)
     done = cli(work, "models", "status", IMTALKER_DATA_DIR=str(blocker))
     refused(done, "IMTALKER_DATA_DIR", "is a file, not a folder")
-    done = cli(
-        work, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech), "--no-vcam",
-        IMTALKER_DATA_DIR=str(blocker),
-    )  # fmt: skip
+    done = cli(work, *live_args(work, speech, "--no-vcam"), IMTALKER_DATA_DIR=str(blocker))
     refused(done, "IMTALKER_DATA_DIR", "is a file, not a folder")
 
 
@@ -349,10 +345,7 @@ def test_unreadable_photo_and_audio(work: Path, speech: Path) -> None:
 
 def test_graphs_folder_missing(work: Path, speech: Path) -> None:
     out = work / "out.mp4"
-    done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
-        "--out", str(out), "--graphs", str(work / "no-such-graphs"),
-    )  # fmt: skip
+    done = cli(work, *render_args(work, speech, out, "--graphs", str(work / "no-such-graphs")))
     refused(done, "--graphs", "does not exist")
 
 
@@ -372,9 +365,8 @@ def test_npz_tracks_truncated_or_pickled(work: Path, graphs: Path, speech: Path)
         (nan, "frame 1 of `gaze`"),
     ):
         done = cli(
-            work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
-            "--out", str(out), "--graphs", str(graphs), "--track", str(track),
-        )  # fmt: skip
+            work, *render_args(work, speech, out, "--graphs", str(graphs), "--track", str(track))
+        )
         refused(done, track.name, needle)
         no_output(out)
 
@@ -382,10 +374,10 @@ def test_npz_tracks_truncated_or_pickled(work: Path, graphs: Path, speech: Path)
 def test_non_utf8_csv_names_the_byte(work: Path, graphs: Path, speech: Path) -> None:
     track = work / "latin.csv"
     track.write_bytes(b"pitch,yaw,roll\n0,0,0\n\x850,0,0\n")
+    out = work / "out.mp4"
     done = cli(
-        work, "render", "--avatar", str(work / "me.png"), "--audio", str(speech),
-        "--out", str(work / "out.mp4"), "--graphs", str(graphs), "--track", str(track),
-    )  # fmt: skip
+        work, *render_args(work, speech, out, "--graphs", str(graphs), "--track", str(track))
+    )
     refused(done, "latin.csv", "not UTF-8 text (byte 0x85")
 
 
@@ -421,8 +413,8 @@ def test_file_size_limit_while_writing(work: Path, graphs: Path, speech: Path) -
 
     out = work / "out.mp4"
     done = subprocess.run(
-        [sys.executable, "-m", "runtime.commands.cli", "render", "--avatar", str(work / "me.png"),
-         "--audio", str(speech), "--out", str(out), "--graphs", str(graphs)],
+        [sys.executable, "-m", "runtime.commands.cli",
+         *render_args(work, speech, out, "--graphs", str(graphs))],
         capture_output=True, text=True, timeout=120, env=_env(work), preexec_fn=limit,
     )  # fmt: skip
     assert done.returncode != 0
@@ -441,8 +433,8 @@ def test_stop_signal_mid_render_cleans_up(
     long_speech = _wav(fixtures_dir / "audio_1.wav", work / "long.wav", 120.0)
     out = work / "out.mp4"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runtime.commands.cli", "render", "--avatar", str(work / "me.png"),
-         "--audio", str(long_speech), "--out", str(out), "--graphs", str(graphs)],
+        [sys.executable, "-m", "runtime.commands.cli",
+         *render_args(work, long_speech, out, "--graphs", str(graphs))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(work),
     )  # fmt: skip
     try:
@@ -469,9 +461,8 @@ def test_stop_signal_mid_render_cleans_up(
 def test_live_record_into_missing_folder_is_refused(work: Path, graphs: Path, speech: Path) -> None:
     out = work / "no" / "such" / "rec.mp4"
     done = cli(
-        work, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech),
-        "--no-vcam", "--record", str(out), "--graphs", str(graphs),
-    )  # fmt: skip
+        work, *live_args(work, speech, "--no-vcam", "--record", str(out), "--graphs", str(graphs))
+    )
     refused(done, "--record folder", "does not exist")
 
 
@@ -479,8 +470,7 @@ def test_live_existing_recording_needs_overwrite(work: Path, graphs: Path, speec
     out = work / "rec.mp4"
     out.write_bytes(b"yesterday's call")
     done = cli(
-        work, "live", "--avatar", str(work / "me.png"), "--audio-file", str(speech),
-        "--no-vcam", "--record", str(out), "--graphs", str(graphs),
-    )  # fmt: skip
+        work, *live_args(work, speech, "--no-vcam", "--record", str(out), "--graphs", str(graphs))
+    )
     refused(done, "already exists", "--overwrite")
     assert out.read_bytes() == b"yesterday's call"

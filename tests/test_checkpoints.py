@@ -42,6 +42,7 @@ from models.recipe_checkpoints import (
     picklable_as,
     write_recipe_checkpoints,
 )
+from tests.support.malicious_checkpoints import MarkerPayload, plant_marker, with_payload
 
 W2V_DROPPED = ("wav2vec2.masked_spec_embed", "lm_head.weight", "lm_head.bias")
 
@@ -350,19 +351,6 @@ def test_computed_buffers_may_be_absent_but_learned_weights_may_not() -> None:
 # ---- malicious and broken files ----------------------------------------------------------------
 
 
-def _plant_marker(path: str) -> int:
-    Path(path).write_text("code from the checkpoint ran")
-    return 0
-
-
-class _MarkerPayload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (_plant_marker, (str(self.marker),))
-
-
 class _ShellPayload:
     def __init__(self, marker: Path) -> None:
         self.marker = marker
@@ -371,19 +359,10 @@ class _ShellPayload:
         return (os.system, (f"touch '{self.marker}'",))
 
 
-def _with_payload(path: Path, payload: object, *, protocol: int = 2) -> Path:
-    torch.save(
-        {"state_dict": {"gen.w": torch.ones(2)}, "hyper_parameters": payload},
-        path,
-        pickle_protocol=protocol,
-    )
-    return path
-
-
 def test_malicious_reduce_is_refused_by_name_and_never_runs(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    ckpt = _with_payload(tmp_path / "evil.ckpt", _MarkerPayload(marker))
-    name = f"{_plant_marker.__module__}._plant_marker"
+    ckpt = with_payload(tmp_path / "evil.ckpt", MarkerPayload(marker))
+    name = f"{plant_marker.__module__}.{plant_marker.__name__}"
     for reader in (read_checkpoint, renderer_state_dict, generator_state_dicts):
         with pytest.raises(UnsafeCheckpointError) as err:
             reader(ckpt)
@@ -398,7 +377,7 @@ def test_malicious_reduce_is_refused_by_name_and_never_runs(tmp_path: Path) -> N
 
 def test_os_system_payload_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    ckpt = _with_payload(tmp_path / "evil.ckpt", _ShellPayload(marker))
+    ckpt = with_payload(tmp_path / "evil.ckpt", _ShellPayload(marker))
     with pytest.raises(UnsafeCheckpointError) as err:
         renderer_state_dict(ckpt)
     assert err.value.globals_found == (f"{os.system.__module__}.system",)
@@ -407,14 +386,14 @@ def test_os_system_payload_is_refused(tmp_path: Path) -> None:
 
 def test_payload_in_newer_pickle_protocol_is_refused(tmp_path: Path) -> None:
     marker = tmp_path / "marker"
-    ckpt = _with_payload(tmp_path / "evil.ckpt", _MarkerPayload(marker), protocol=4)
+    ckpt = with_payload(tmp_path / "evil.ckpt", MarkerPayload(marker), protocol=4)
     with pytest.raises(CheckpointError):
         read_checkpoint(ckpt)
     assert not marker.exists()
 
 
 def test_unknown_global_is_refused(tmp_path: Path) -> None:
-    ckpt = _with_payload(tmp_path / "odd.ckpt", fractions.Fraction(1, 3))
+    ckpt = with_payload(tmp_path / "odd.ckpt", fractions.Fraction(1, 3))
     with pytest.raises(UnsafeCheckpointError, match=r"fractions\.Fraction"):
         read_checkpoint(ckpt)
 
@@ -426,7 +405,7 @@ class _NamespaceCall:
 
 def test_allowlisted_name_cannot_be_abused_as_a_call(tmp_path: Path) -> None:
     # GLOBAL argparse.Namespace + REDUCE with arguments: the inert stand-in takes none.
-    ckpt = _with_payload(tmp_path / "abuse.ckpt", _NamespaceCall())
+    ckpt = with_payload(tmp_path / "abuse.ckpt", _NamespaceCall())
     with pytest.raises(CorruptCheckpointError, match="TypeError"):
         read_checkpoint(ckpt)
 

@@ -16,6 +16,7 @@ from runtime.commands import models_cmd
 from runtime.model.store import ModelStore
 from runtime.model.store_errors import ModelVersionConflictError, VerificationError
 from tests.hub_server import standin_files, write_tree
+from tests.support.malicious_checkpoints import MarkerPayload, with_payload
 from tests.support.skeleton_checkpoints import skeleton_checkpoint
 
 
@@ -40,19 +41,6 @@ def cli(*args: str) -> int:
     return models_cmd.main(["models", *args])
 
 
-def _plant_marker(path: str) -> int:
-    Path(path).write_text("code from the checkpoint ran")
-    return 0
-
-
-class _MarkerPayload:
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (_plant_marker, (str(self.marker),))
-
-
 def _flip_a_weight_byte(data: bytes) -> bytes:
     """One bit of one tensor's bytes changed, deep inside the zip (not in any header)."""
     with zipfile.ZipFile(__import__("io").BytesIO(data)) as archive:
@@ -67,10 +55,7 @@ def test_malicious_renderer_into_an_empty_store_is_not_stored_or_pinned(
 ) -> None:
     marker = tmp_path / "marker"
     folder = write_tree(tmp_path / "evil", standin_files())
-    torch.save(
-        {"state_dict": {"gen.w": torch.ones(2)}, "hyper_parameters": _MarkerPayload(marker)},
-        folder / "renderer.ckpt",
-    )
+    with_payload(folder / "renderer.ckpt", MarkerPayload(marker))
     with pytest.raises(VerificationError, match=r"renderer.ckpt: it was refused.*run code"):
         store.import_files([folder])
     assert not marker.exists(), "nothing from the file ran"

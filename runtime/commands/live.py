@@ -18,6 +18,7 @@ recording is closed and kept) and exit 128 + the signal number.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import sys
@@ -59,7 +60,7 @@ EXIT_INPUT = 1
 EXIT_ENGINE = 3
 EXIT_INTERRUPTED = 130
 FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
-GATE = v.Range(name="gate", lo=-100.0, hi=0.0, unit="dBFS", help="or off")
+GATE = dataclasses.replace(v.GATE_THRESHOLD, name="gate", help="or off")
 RECORDER_FINISH_S = 60.0  # after stop: time for the recorder to write what it was given
 
 

@@ -26,6 +26,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from runtime.core.validate import GATE_THRESHOLD
+
 Array = npt.NDArray[np.float32]
 
 DEFAULT_GATE_DBFS = -45.0
@@ -53,9 +55,8 @@ class GateConfig:
     release_s: float = 0.05
 
     def __post_init__(self) -> None:
-        t = self.threshold_dbfs
-        if t is not None and not (math.isfinite(t) and -100.0 <= t <= 0.0):
-            raise ValueError(f"gate threshold must be -100..0 dBFS, not {t}")
+        if self.threshold_dbfs is not None:
+            GATE_THRESHOLD.check(self.threshold_dbfs)
         for name in ("window_s", "attack_s", "release_s"):
             if not getattr(self, name) > 0:
                 raise ValueError(f"{name} must be positive")
@@ -82,10 +83,8 @@ class NoiseGate:
         return self._threshold
 
     def set_threshold(self, dbfs_value: float | None) -> None:
-        if dbfs_value is not None and not (
-            math.isfinite(dbfs_value) and -100.0 <= dbfs_value <= 0.0
-        ):
-            raise ValueError(f"gate threshold must be -100..0 dBFS, not {dbfs_value}")
+        if dbfs_value is not None:
+            GATE_THRESHOLD.check(dbfs_value)
         self._threshold = dbfs_value
 
     def reset(self) -> None:

@@ -90,7 +90,6 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
         self.model_dialog: ModelSetupDialog | None = None
         self.about_box: QMessageBox | None = None
         self.shortcuts_dialog: QDialog | None = None
-        self.last_snapshot: Path | None = None
         self._vcam: VirtualCameraInfo | None = None
         self._latency_s: float | None = None
         self._recording_since: float | None = None  # time.monotonic() when recording began

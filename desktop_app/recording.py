@@ -117,6 +117,5 @@ class RecordingMixin:
         if not image.save(str(path)):  # PNG, from the suffix
             self.show_error(f"Could not save the snapshot to {path}")
             return None
-        self.last_snapshot = path
         self.statusBar().showMessage(f"Snapshot saved to {path}", 8000)
         return path

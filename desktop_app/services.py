@@ -83,9 +83,6 @@ class AudioLevel:
     peak_db: float
 
 
-SILENT = AudioLevel(rms_db=-100.0, peak_db=-100.0)
-
-
 class Devices(Protocol):
     def microphones(self) -> list[DeviceChoice]:
         """Each microphone once, by its description; the system default is not listed."""

@@ -3,13 +3,14 @@ real feature/sampler path (stub graphs, a recording fed through the microphone p
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from runtime.engine.live import EngineConfig, FileInput, LiveEngine
-from runtime.media.audio_gate import GateConfig, MicSwitch, NoiseGate, dbfs
+from runtime.media.audio_gate import GateConfig, MicSwitch, NoiseGate
 from runtime.model.sessions import ModelSet
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k
 
@@ -17,7 +18,9 @@ RATE = 16_000
 
 
 def rms_dbfs(x: np.ndarray) -> float:
-    return dbfs(float(np.sqrt(np.mean(x.astype(np.float64) ** 2))))
+    """RMS level (full scale = 1.0) in dBFS; -inf for digital silence."""
+    rms = float(np.sqrt(np.mean(x.astype(np.float64) ** 2)))
+    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
 def room_noise(seconds: float, level_dbfs: float, seed: int = 3) -> np.ndarray:

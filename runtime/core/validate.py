@@ -71,9 +71,6 @@ class Range:
             )
         return number
 
-    def check_int(self, value: int, *, label: str | None = None) -> int:
-        return int(self.check(value, label=label))
-
 
 def _num(value: float) -> str:
     if math.isfinite(value) and value == int(value) and abs(value) < 1e15:

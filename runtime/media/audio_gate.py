@@ -19,7 +19,6 @@ Both are pure signal processing over numpy arrays; nothing here touches a device
 
 from __future__ import annotations
 
-import math
 import threading
 from dataclasses import dataclass
 
@@ -33,11 +32,6 @@ Array = npt.NDArray[np.float32]
 DEFAULT_GATE_DBFS = -45.0
 """The GUI's and the CLI's default threshold: above a quiet room's noise floor (laptop
 microphones sit around -60..-50 dBFS), well below normal speech (-30..-15 dBFS RMS)."""
-
-
-def dbfs(rms: float) -> float:
-    """RMS level (full scale = 1.0) in dBFS; -inf for digital silence."""
-    return 20.0 * math.log10(rms) if rms > 0 else -math.inf
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -2,6 +2,7 @@
 
 - the batch-independent modulated convolution equals the reference's grouped form;
 - the pooled guided resampler equals a literal statement of the reference's gather algorithm;
+- attention computed in query chunks (bounded memory) equals the whole-map computation;
 - the computed buffers (blur kernels, relative-position indices, shifted-window masks)
   equal brute-force constructions;
 - the config round-trips through JSON and rejects inconsistent layouts;
@@ -21,6 +22,7 @@ import torch
 
 from models.recipe import read_manifest
 from models.renderer import IMTRenderer, RendererConfig
+from models.renderer.attention import QUERY_CHUNK, StandardAttention, query_chunks
 from models.renderer.motion_transfer import GuidedResampler
 from models.renderer.styled_layers import ModulatedConv2d
 
@@ -98,6 +100,33 @@ def test_guided_resampler_equals_reference_gather(top_k: int, ratio: int) -> Non
     single = v_high[:1]
     expected_b = _reference_resample(single.expand(2, -1, -1, -1), attn.mean(dim=1), ratio, top_k)
     torch.testing.assert_close(resampler(single, attn), expected_b, rtol=1e-5, atol=1e-6)
+
+
+def test_query_chunks_cover_every_row_once() -> None:
+    assert query_chunks(10) == [(0, 10)]
+    rows = [r for a, b in query_chunks(2 * QUERY_CHUNK + 7) for r in range(a, b)]
+    assert rows == list(range(2 * QUERY_CHUNK + 7))
+    assert len(query_chunks(4096)) == 4096 // QUERY_CHUNK
+
+
+@pytest.mark.parametrize("top_k", [1, 3])
+def test_chunked_attention_equals_the_whole_map(top_k: int) -> None:
+    # More rows than one chunk (and a partial last chunk) so the chunking really happens.
+    torch.manual_seed(top_k)
+    tokens = 2 * QUERY_CHUNK + 37
+    attention = StandardAttention(16, 2).eval()
+    query = torch.randn(2, tokens, 16)
+    key, value = torch.randn(1, tokens, 16), torch.randn(1, tokens, 16)
+    with torch.no_grad():
+        key_proj, value_proj = attention.project_key(key), attention.project_value(value)
+        want_out, attn = attention.attend(query, key_proj, value_proj)
+        want_scores, want_index = torch.topk(attn.mean(dim=1), k=top_k, dim=-1)
+        out, scores, index = attention.attend_top_k(query, key_proj, value_proj, top_k)
+        fused = attention.attend_fused(query, key.expand(2, -1, -1), value.expand(2, -1, -1))
+    torch.testing.assert_close(out, want_out, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scores, want_scores, rtol=1e-5, atol=1e-7)
+    assert torch.equal(index, want_index)
+    torch.testing.assert_close(fused, want_out, rtol=1e-5, atol=1e-6)
 
 
 def _brute_relative_position_index(window: int) -> torch.Tensor:

@@ -1,10 +1,24 @@
-"""Full multi-head attention and the full-attention transformer block (levels below 128 px)."""
+"""Full multi-head attention and the full-attention transformer block (levels below 128 px).
+
+At the 64 px level a full attention map is heads x 4096 x 4096 floats (512 MB per frame, twice
+that with the softmax's output), which is most of the renderer's working memory. Softmax,
+the head mean and top-k are row-wise, so computing the map `QUERY_CHUNK` query rows at a time
+gives the same rows; the exported graph then holds one chunk's map at a time.
+"""
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+QUERY_CHUNK = 512
+"""Query rows per attention chunk: 8 heads x 512 x 4096 floats = 64 MB per frame at 64 px."""
+
+
+def query_chunks(tokens: int, chunk: int = QUERY_CHUNK) -> list[tuple[int, int]]:
+    """[start, stop) row ranges covering `tokens` rows (one range when it is small)."""
+    return [(start, min(start + chunk, tokens)) for start in range(0, tokens, chunk)]
 
 
 class StandardAttention(nn.Module):
@@ -51,16 +65,44 @@ class StandardAttention(nn.Module):
         out: torch.Tensor = self.proj(x)
         return out, attn
 
+    def attend_top_k(
+        self, query: torch.Tensor, key_proj: torch.Tensor, value_proj: torch.Tensor, top_k: int
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`attend` without keeping the map: the output plus, per query row, the top-k values
+        and column indices of the head-averaged map, computed `QUERY_CHUNK` rows at a time.
+
+        query: (B, N, C); key_proj, value_proj: (B or 1, N, C) -> (B, N, C), (B, N, k) scores,
+        (B, N, k) int64 indices."""
+        q = self.split_heads(self.q_proj(query)) * self.scale  # (B, h, N, d)
+        k_t = self.split_heads(key_proj).transpose(-2, -1)  # (B|1, h, d, N)
+        v = self.split_heads(value_proj)  # (B|1, h, N, d)
+        outs, scores, indices = [], [], []
+        for start, stop in query_chunks(q.shape[2]):
+            attn = (q[:, :, start:stop] @ k_t).softmax(dim=-1)  # (B, h, chunk, N)
+            outs.append(attn @ v)  # (B, h, chunk, d)
+            top, index = torch.topk(attn.mean(dim=1), k=top_k, dim=-1)  # (B, chunk, k)
+            scores.append(top)
+            indices.append(index)
+        x = torch.cat(outs, dim=2).transpose(1, 2).flatten(2)  # (B, N, C)
+        out: torch.Tensor = self.proj(x)
+        return out, torch.cat(scores, dim=1), torch.cat(indices, dim=1)
+
     def attend_fused(
         self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
     ) -> torch.Tensor:
-        """Same output as `forward` without materialising the map (fused kernel, less memory).
+        """Same output as `forward` without materialising the whole map: the fused kernel
+        on `QUERY_CHUNK` query rows at a time (exported graphs decompose it into MatMul and
+        Softmax, so the chunking is what bounds their memory).
 
         query, key, value: (B, N, C) un-projected tokens -> (B, N, C)."""
         q = self.split_heads(self.q_proj(query))  # (B, h, N, d)
         k = self.split_heads(self.k_proj(key))
         v = self.split_heads(self.v_proj(value))
-        x = F.scaled_dot_product_attention(q, k, v, scale=self.scale)  # (B, h, N, d)
+        parts = [
+            F.scaled_dot_product_attention(q[:, :, start:stop], k, v, scale=self.scale)
+            for start, stop in query_chunks(q.shape[2])
+        ]
+        x = torch.cat(parts, dim=2)  # (B, h, N, d)
         out: torch.Tensor = self.proj(x.transpose(1, 2).flatten(2))  # (B, N, C)
         return out
 

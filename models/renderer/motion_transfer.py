@@ -43,6 +43,21 @@ class CoarseMotionTransfer(nn.Module):
         aligned = torch.unflatten(out.transpose(1, 2), 2, side)  # (B, C, H, W)
         return aligned, attn  # attn: (B, heads, HW, HW)
 
+    def attend_top_k(
+        self,
+        driving_motion_map: torch.Tensor,
+        key_proj: torch.Tensor,
+        value_proj: torch.Tensor,
+        top_k: int,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`attend` keeping only what the guided resampler reads of the map: per query cell
+        the top-k head-averaged scores and their source cells, (B, HW, k) each."""
+        out, scores, index = self.block_efc.attend_top_k(
+            to_tokens(driving_motion_map), key_proj, value_proj, top_k
+        )
+        side = driving_motion_map.shape[2:]
+        return torch.unflatten(out.transpose(1, 2), 2, side), scores, index
+
     def forward(
         self,
         driving_motion_map: torch.Tensor,
@@ -79,6 +94,13 @@ class GuidedResampler(nn.Module):
         # pooled: (Bs, C, h, w) with Bs = 1 (one avatar, broadcast) or B;
         # coarse_attn: (B, heads, hw, hw) -> (B, C, h*r, w*r)
         scores, index = torch.topk(coarse_attn.mean(dim=1), k=self.top_k, dim=-1)  # (B, hw, k)
+        return self.sample_top_k(pooled, scores, index)
+
+    def sample_top_k(
+        self, pooled: torch.Tensor, scores: torch.Tensor, index: torch.Tensor
+    ) -> torch.Tensor:
+        # pooled: (Bs, C, h, w); scores, index: (B, hw, k) top-k of the head-averaged coarse
+        # map per coarse cell -> (B, C, h*r, w*r)
         weights = scores.softmax(dim=-1)  # (B, hw, k)
         table = pooled.flatten(2).transpose(1, 2)  # (Bs, hw, C)
         cells_per_image = table.shape[1]

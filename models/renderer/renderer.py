@@ -189,12 +189,19 @@ class IMTRenderer(nn.Module):
         # fine_appearance: (B or 1, C_l, S_l, S_l) per fine level.
         aligned: list[torch.Tensor] = []
         coarse = self.config.num_coarse_levels
-        attn = driving_maps[0]  # replaced below; the last coarse map guides the fine levels
-        for level in range(coarse):
-            feat, attn = self._coarse(level).attend(driving_maps[level], keys[level], values[level])
+        for level in range(coarse - 1):
+            feat, _ = self._coarse(level).attend(driving_maps[level], keys[level], values[level])
             aligned.append(feat)  # (B, C_l, S_l, S_l)
+        # The last coarse map guides the fine levels, which read only its per-row top-k: it is
+        # never held whole (see models.renderer.attention.QUERY_CHUNK).
+        last = coarse - 1
+        feat, scores, index = self._coarse(last).attend_top_k(
+            driving_maps[last], keys[last], values[last], self.config.resampler_top_k
+        )
+        aligned.append(feat)
         for level, appearance in enumerate(fine_appearance, start=coarse):
-            aligned.append(self._fine(level).block(appearance, attn))  # (B, C_l, S_l, S_l)
+            resampler = self._fine(level).block
+            aligned.append(resampler.sample_top_k(resampler.pool(appearance), scores, index))
         frames: torch.Tensor = self.frame_decoder(aligned)
         return frames  # (B, 3, 512, 512)
 

@@ -2,6 +2,10 @@
 
 Relative-position indices and the shifted-window mask are built here and stored as buffers
 (`relative_position_index`, `attn_mask`), exactly as the checkpoint format has them.
+
+At 256 px the maps of all 1024 windows are 134 MB per frame, and the bias, the mask and the
+softmax each make another; windows are independent, so they are attended `WINDOW_CHUNK`
+windows at a time and the exported graph holds one chunk's maps at once.
 """
 
 from __future__ import annotations
@@ -9,9 +13,11 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from models.renderer.attention import make_mlp
+from models.renderer.attention import make_mlp, query_chunks
 
 MASK_VALUE = -100.0
+WINDOW_CHUNK = 256
+"""Windows per attention chunk: 256 x 8 heads x 64 x 64 floats = 34 MB per frame."""
 
 
 def window_partition(x: torch.Tensor, window: int) -> torch.Tensor:
@@ -78,22 +84,30 @@ class WindowAttention(nn.Module):
         return torch.unflatten(tokens, -1, (self.num_heads, self.head_dim)).transpose(1, 2)
 
     def forward(
-        self, query: torch.Tensor, key_value: torch.Tensor, mask: torch.Tensor | None
+        self,
+        query: torch.Tensor,
+        key_value: torch.Tensor,
+        mask: torch.Tensor | None,
+        num_windows: int,
     ) -> torch.Tensor:
-        # query, key_value: (B*nW, N, C) windows; mask: (nW, N, N) or None
-        n = self.window_tokens
-        q = self.split_heads(self.q(query))
-        k = self.split_heads(self.k(key_value))
-        v = self.split_heads(self.v(key_value))
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nW, h, N, N)
+        # query, key_value: (B*nW, N, C) windows, nW = num_windows per image;
+        # mask: (nW, N, N) or None
+        n, h = self.window_tokens, self.num_heads
+        q = self.split_heads(self.q(query)) * self.scale  # (B*nW, h, N, d)
+        k_t = self.split_heads(self.k(key_value)).transpose(-2, -1)  # (B*nW, h, d, N)
+        v = self.split_heads(self.v(key_value))  # (B*nW, h, N, d)
+        per_image = (-1, num_windows, h)
+        q, k_t, v = (t.reshape(*per_image, *t.shape[2:]) for t in (q, k_t, v))  # (B, nW, h, ., .)
         bias = self.relative_position_bias_table[self.relative_position_index.reshape(-1)]
-        attn = attn + bias.reshape(n, n, -1).permute(2, 0, 1).unsqueeze(0)
-        if mask is not None:
-            num_windows = mask.shape[0]
-            attn = attn.reshape(-1, num_windows, self.num_heads, n, n) + mask[None, :, None]
-            attn = attn.reshape(-1, self.num_heads, n, n)
-        attn = attn.softmax(dim=-1)
-        out: torch.Tensor = self.proj((attn @ v).transpose(1, 2).flatten(2))  # (B*nW, N, C)
+        bias = bias.reshape(n, n, -1).permute(2, 0, 1)  # (h, N, N)
+        parts = []
+        for start, stop in query_chunks(num_windows, WINDOW_CHUNK):
+            attn = q[:, start:stop] @ k_t[:, start:stop] + bias  # (B, chunk, h, N, N)
+            if mask is not None:
+                attn = attn + mask[start:stop, None]
+            parts.append(attn.softmax(dim=-1) @ v[:, start:stop])  # (B, chunk, h, N, d)
+        x = torch.cat(parts, dim=1).flatten(0, 1)  # (B*nW, h, N, d)
+        out: torch.Tensor = self.proj(x.transpose(1, 2).flatten(2))  # (B*nW, N, C)
         return out
 
 
@@ -130,7 +144,10 @@ class SwinBlock(nn.Module):
             q = torch.roll(q, shifts=(-self.shift, -self.shift), dims=(1, 2))
             kv = torch.roll(kv, shifts=(-self.shift, -self.shift), dims=(1, 2))
         windows = self.attn(
-            window_partition(q, self.window), window_partition(kv, self.window), self.attn_mask
+            window_partition(q, self.window),
+            window_partition(kv, self.window),
+            self.attn_mask,
+            (s // self.window) ** 2,
         )  # (B*nW, w*w, C)
         y = window_reverse(windows, self.window, s, s)  # (B, H, W, C)
         if self.shift > 0:

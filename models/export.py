@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from models.audio_encoder import AudioEncoder
+from models.fp16 import to_fp16
 from models.generator.generator import FMGenerator
 from models.loading import LoadedModels, load_models
 from models.renderer.renderer import IMTRenderer, SourceCache
@@ -205,6 +206,16 @@ def export_graph(module: nn.Module, spec: GraphSpec, path: Path) -> None:
         )
 
 
+def export_fp16(fp32_path: Path, path: Path) -> dict[str, Any]:
+    """Write the mixed-precision variant of an exported graph (`models.fp16`); returns what
+    stayed fp32, for the graph's config JSON."""
+    converted, info = to_fp16(onnx.load(str(fp32_path)))
+    onnx.save(converted, str(path))
+    onnx.checker.check_model(str(path))
+    info["file"] = path.name
+    return info
+
+
 def export_all(
     models: LoadedModels,
     out_dir: Path,
@@ -223,8 +234,10 @@ def export_all(
     for i, spec in enumerate(specs):
         path = out_dir / spec.filename
         export_graph(modules[spec.name], spec, path)
-        config = json.dumps(architecture_config(models, spec), indent=2)
-        (out_dir / spec.config_filename).write_text(config + "\n")
+        config = architecture_config(models, spec)
+        if spec.name in contract.FP16_GRAPHS:
+            config["fp16_variant"] = export_fp16(path, out_dir / spec.fp16_filename)
+        (out_dir / spec.config_filename).write_text(json.dumps(config, indent=2) + "\n")
         written.append(path)
         if progress is not None:
             progress(spec.name, i + 1, len(specs))

@@ -2,6 +2,8 @@
 # Sets up everything imtalker-cam needs on a fresh Debian machine with only Python present:
 # the Debian packages (PortAudio, Qt's runtime libraries, Xvfb, espeak-ng, PulseAudio for the
 # live-audio tests) and a virtual environment at .venv with the project installed editable.
+# Where an NVIDIA driver answers (nvidia-smi), also onnxruntime-gpu's `cuda` and `cudnn` extras:
+# the CUDA and cuDNN runtime wheels it loads (about 1.5 GB); without a driver, nothing more.
 # Idempotent: a second run installs nothing that is already there.
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -38,4 +40,16 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
   .venv/bin/python -m pip install -q -e ".[dev]"
   touch "$stamp"
+fi
+
+# CUDA/cuDNN for onnxruntime-gpu from pip, so no system-wide toolkit is needed; the runtime
+# preloads them from there (onnxruntime.preload_dlls). Same onnxruntime-gpu version as above.
+gpu_stamp=.venv/.imtalker-cuda-installed
+if [ -z "${IMTALKER_NO_CUDA:-}" ] && command -v nvidia-smi >/dev/null 2>&1 \
+    && nvidia-smi -L >/dev/null 2>&1 && { [ ! -f "$gpu_stamp" ] || [ "$stamp" -nt "$gpu_stamp" ]; }; then
+  ort=$(.venv/bin/python -c "import importlib.metadata as m; print(m.version('onnxruntime-gpu'))" 2>/dev/null || true)
+  if [ -n "$ort" ]; then
+    .venv/bin/python -m pip install -q "onnxruntime-gpu[cuda,cudnn]==$ort"
+    touch "$gpu_stamp"
+  fi
 fi

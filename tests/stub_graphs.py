@@ -193,6 +193,11 @@ def write_stub_graphs(
         if version is not None:
             config = {"graph": spec.name, "model_version": version.name, "stub": True}
             (folder / spec.config_filename).write_text(json.dumps(config) + "\n")
+        if spec.name in C.FP16_GRAPHS:
+            # The exporter's own conversion, so `--precision fp16` runs on stubs too.
+            from models.fp16 import to_fp16
+
+            onnx.save(to_fp16(models[spec.name])[0], str(folder / spec.fp16_filename))
     return folder
 
 

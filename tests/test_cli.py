@@ -45,6 +45,12 @@ def test_doctor_json_reports_this_machine(tmp_path: Path) -> None:
             if name in providers:
                 assert providers[name]["initialises"] is False
                 assert providers[name]["detail"] != "ok"
+    cuda = report["cuda"]
+    assert set(cuda) >= {"driver", "build_cuda", "problem", "libraries", "wheels", "preloaded"}
+    if not report["gpu"]["present"]:
+        # No GPU here: stated, with the reason, never an empty section.
+        assert cuda["driver"]["present"] is False and cuda["driver"]["reason"]
+        assert cuda["driver"]["driver_version"] is None and cuda["problem"] is None
     if not report["audio_inputs"]:
         assert report["audio_error"]
     if not report["virtual_camera"]["available"]:

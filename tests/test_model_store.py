@@ -26,7 +26,7 @@ from runtime.model.compiled_cache import (
     convert,
     is_converted,
 )
-from runtime.model.contract import GRAPHS
+from runtime.model.contract import FP16_GRAPHS, GRAPHS
 from runtime.model.store import ModelStore
 from runtime.model.store_errors import Cancelled, DiskFullError, ModelStoreError, VerificationError
 from runtime.model.store_records import MANIFEST
@@ -283,9 +283,12 @@ STANDIN_EXPORTER = textwrap.dedent(
             f.write(name.encode() * 100)
         with open(os.path.join(a.out, name + ".json"), "w") as f:
             json.dump({{"graph": name}}, f)
+        if name in {fp16}:
+            with open(os.path.join(a.out, name + ".fp16.onnx"), "wb") as f:
+                f.write(name.encode() * 50)
         print(json.dumps({{"graph": name, "done": i + 1, "total": len(names)}}), flush=True)
     """
-).format(names=[g.name for g in GRAPHS])
+).format(names=[g.name for g in GRAPHS], fp16=list(FP16_GRAPHS))
 
 
 @pytest.fixture

@@ -1,12 +1,14 @@
-"""ONNX Runtime sessions: the graph contract, runs by name, the IOBinding renderer, provider
-probing with the silent GPU fallback made visible, and thread settings (tiny stub graphs)."""
+"""ONNX Runtime sessions: the graph contract, runs by name, provider probing with the silent GPU
+fallback made visible, TensorRT fallback, and thread settings (tiny stub graphs). The IOBinding
+path is in test_device_graphs."""
 
 from __future__ import annotations
 
 import logging
 import shutil
-import threading
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -14,10 +16,9 @@ import onnxruntime as ort
 import pytest
 
 from runtime.model import contract as C
-from runtime.model import providers
+from runtime.model import providers, sessions
 from runtime.model.providers import ProviderProbe, provider_report, short_reason
 from runtime.model.sessions import (
-    BoundRenderer,
     ContractError,
     GraphSession,
     SessionOptions,
@@ -148,77 +149,6 @@ def test_run_options_terminate_cancels_the_run(stubs: Path) -> None:
     stop.terminate = True
     with pytest.raises(Exception, match=r"(?i)terminat"):
         s.run({**avatar(0.1), "motion": np.zeros((1, 32), np.float32)}, run_options=stop)
-
-
-# -- IOBinding renderer -----------------------------------------------------------------------
-
-
-def test_bound_renderer_equals_plain_run(stubs: Path) -> None:
-    s = GraphSession(C.RENDERER, stubs / C.RENDERER.filename, options=CPU_ONLY)
-    rng = np.random.default_rng(2)
-    tensors = avatar(0.4, rng)
-    bound = BoundRenderer(s, tensors)
-    for batch in (1, 4, 1, 3):  # batch changes between calls must not reuse a stale output
-        motion = rng.standard_normal((batch, 32)).astype(np.float32)
-        got = bound.render(motion)
-        want = s.run({**tensors, "motion": motion})["frames"]
-        assert got.shape == (batch, 3, 512, 512)
-        np.testing.assert_array_equal(got, want)
-    # The stub's frame level decodes back to the motion and id_latent that went in.
-    level = got[:, :, 0, 0]
-    decoded = stub_graphs.motion_from_level(level, float(tensors["id_latent"][0, 0]))
-    np.testing.assert_allclose(decoded, motion[:, :3], atol=1e-4)
-
-
-def test_bound_renderer_owns_its_avatar_and_switches(stubs: Path) -> None:
-    s = GraphSession(C.RENDERER, stubs / C.RENDERER.filename, options=CPU_ONLY)
-    first, second = avatar(0.1), avatar(0.9)
-    bound = BoundRenderer(s, first)
-    motion = np.full((2, 32), 0.5, np.float64)  # float64 is cast
-    before = bound.render(motion)
-    first["id_latent"][:] = 5.0  # the caller's arrays were copied at bind time
-    np.testing.assert_array_equal(bound.render(motion), before)
-    done = threading.Event()
-
-    def switch() -> None:  # another thread (the GUI) swaps the avatar
-        bound.set_avatar(second)
-        done.set()
-
-    threading.Thread(target=switch).start()
-    assert done.wait(5)
-    after = bound.render(motion)
-    want = s.run({**second, "motion": motion})["frames"]
-    np.testing.assert_array_equal(after, want)
-    assert not np.array_equal(after, before)
-    # A returned frame is the caller's: the next render does not overwrite it.
-    kept = after.copy()
-    bound.render(motion * 3)
-    np.testing.assert_array_equal(after, kept)
-
-
-def test_bound_renderer_refuses_bad_avatars_and_other_graphs(stubs: Path) -> None:
-    s = GraphSession(C.RENDERER, stubs / C.RENDERER.filename, options=CPU_ONLY)
-    tensors = avatar(0.1)
-    del tensors["cross_key_2"]
-    with pytest.raises(KeyError, match="cross_key_2"):
-        BoundRenderer(s, tensors)
-    tensors = avatar(0.1)
-    tensors["appearance_5"] = tensors["appearance_5"][:, :, :128]
-    with pytest.raises(ValueError, match="appearance_5"):
-        BoundRenderer(s, tensors)
-    other = GraphSession(C.MOTION_ENCODER, stubs / C.MOTION_ENCODER.filename, options=CPU_ONLY)
-    with pytest.raises(ValueError, match="renderer graph"):
-        BoundRenderer(other, avatar(0.1))
-
-
-def test_bound_renderer_run_can_be_terminated(stubs: Path) -> None:
-    s = GraphSession(C.RENDERER, stubs / C.RENDERER.filename, options=CPU_ONLY)
-    bound = BoundRenderer(s, avatar(0.2))
-    stop = ort.RunOptions()
-    stop.terminate = True
-    with pytest.raises(Exception, match=r"(?i)terminat"):
-        bound.render(np.zeros((1, 32), np.float32), run_options=stop)
-    assert bound.render(np.zeros((1, 32), np.float32)).shape == (1, 3, 512, 512)
 
 
 # -- providers --------------------------------------------------------------------------------
@@ -369,6 +299,60 @@ def test_memory_pattern_is_off_only_for_the_renderer(stubs: Path) -> None:
     forced = SessionOptions(providers=("CPUExecutionProvider",), memory_pattern=True)
     r2 = GraphSession(C.RENDERER, stubs / C.RENDERER.filename, options=forced)
     assert r2._session.get_session_options().enable_mem_pattern is True
+    # Node order keeps one attention chunk alive at a time (about 260 MB instead of 630 MB).
+    assert r._session.get_session_options().execution_order == ort.ExecutionOrder.PRIORITY_BASED
+    assert v._session.get_session_options().execution_order == ort.ExecutionOrder.DEFAULT
+
+
+def test_fp16_precision_opens_the_mixed_precision_variants(stubs: Path) -> None:
+    fp16 = SessionOptions(providers=("CPUExecutionProvider",), precision="fp16")
+    models = open_model_set(stubs, options=fp16)
+    assert models["renderer"].path.name == "renderer.fp16.onnx"
+    assert models["velocity"].path.name == "velocity.fp16.onnx"
+    assert models["conditioner"].path.name == "conditioner.onnx"  # no fp16 variant
+    with pytest.raises(ValueError, match="precision"):
+        SessionOptions(precision="int8")
+
+
+def test_cuda_graph_and_tensorrt_provider_options() -> None:
+    cuda = sessions._provider_options(
+        "CUDAExecutionProvider", SessionOptions(enable_cuda_graph=True), "renderer"
+    )
+    assert cuda["enable_cuda_graph"] == "1"
+    audio = sessions._provider_options(
+        "CUDAExecutionProvider", SessionOptions(enable_cuda_graph=True), "audio_encoder"
+    )
+    assert "enable_cuda_graph" not in audio  # variable-length input: not capturable
+    trt = sessions._provider_options(
+        "TensorrtExecutionProvider",
+        SessionOptions(tensorrt_fp16=True, tensorrt_cache_dir=Path("/c/trt")),
+        "renderer",
+    )
+    assert trt["trt_fp16_enable"] == "True" and trt["trt_engine_cache_path"] == "/c/trt"
+
+
+def test_failed_tensorrt_build_falls_back_to_cuda_with_a_notice() -> None:
+    asked: list[list[str]] = []
+
+    def create(names: Sequence[str]) -> ort.InferenceSession:
+        asked.append(list(names))
+        if "TensorrtExecutionProvider" in names:
+            raise RuntimeError("TensorRT EP failed to create engine from network")
+        return cast(ort.InferenceSession, "session")
+
+    wanted = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    session, used, notice = sessions.open_with_fallback(create, wanted)
+    assert session == "session" and used == wanted[1:]
+    assert asked == [wanted, wanted[1:]]
+    assert notice is not None
+    assert notice.startswith("TensorRT could not build this graph (RuntimeError: TensorRT EP")
+    assert notice.endswith("using CUDA")
+
+    def broken(names: Sequence[str]) -> ort.InferenceSession:
+        raise RuntimeError("bad graph")
+
+    with pytest.raises(RuntimeError, match="bad graph"):  # only TensorRT is retried without
+        sessions.open_with_fallback(broken, ["CUDAExecutionProvider", "CPUExecutionProvider"])
 
 
 def test_session_options_are_validated() -> None:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
+from runtime.model.cuda_env import cuda_environment
 from runtime.model.providers import ProviderProbe, ProviderReport, provider_report
 
 logger = logging.getLogger(__name__)
@@ -49,6 +50,9 @@ class Report:
     audio_error: str | None
     virtual_camera: dict[str, Any]
     models: dict[str, Any] = field(default_factory=dict)
+    cuda: dict[str, Any] = field(default_factory=dict)
+    """Driver version, the CUDA major this build needs, CUDA/cuDNN libraries loaded and where
+    from (`runtime.model.cuda_env.CudaEnvironment.to_json`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -153,6 +157,8 @@ def probe_models() -> dict[str, Any]:
 
 
 def collect() -> Report:
+    # First: it preloads CUDA/cuDNN from the nvidia-* wheels, which the provider probe then uses.
+    cuda = cuda_environment().to_json()
     compiled, providers = probe_providers()
     inputs, audio_error = probe_audio()
     return Report(
@@ -166,7 +172,31 @@ def collect() -> Report:
         audio_error=audio_error,
         virtual_camera=probe_virtual_camera(),
         models=probe_models(),
+        cuda=cuda,
     )
+
+
+def format_cuda(cuda: dict[str, Any]) -> list[str]:
+    driver = cuda.get("driver") or {}
+    if not driver.get("present"):
+        return ["", f"NVIDIA driver: none ({driver.get('reason', 'not checked')})"]
+    lines = [
+        "",
+        f"NVIDIA driver {driver.get('driver_version')}: CUDA up to {driver.get('max_cuda')}; "
+        f"this onnxruntime build needs CUDA {cuda.get('build_cuda') or '- (CPU build)'}",
+    ]
+    if cuda.get("problem"):
+        lines.append(f"  {cuda['problem']}")
+    wheels = cuda.get("wheels") or {}
+    lines.append(
+        "  CUDA/cuDNN wheels: "
+        + (", ".join(f"{n} {v}" for n, v in wheels.items()) or "none (set-up installs them)")
+    )
+    if cuda.get("preload_error"):
+        lines.append(f"  preloading them failed: {cuda['preload_error']}")
+    for lib in cuda.get("libraries") or []:
+        lines.append(f"  loaded {lib['name']} from {lib['source']} ({lib['path']})")
+    return lines
 
 
 def format_report(report: Report) -> str:
@@ -184,6 +214,7 @@ def format_report(report: Report) -> str:
     lines += ["", f"GPU: {'; '.join(gpu['devices']) if gpu['present'] else 'none'}"]
     if not gpu["present"]:
         lines.append(f"  {gpu['detail']}")
+    lines += format_cuda(report.cuda)
     lines += ["", "Audio inputs:"]
     lines += [f"  {d}" for d in report.audio_inputs] or [f"  none ({report.audio_error})"]
     vcam = report.virtual_camera

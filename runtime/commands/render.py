@@ -105,7 +105,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         type=int,
         default=1,
         help=f"frames per renderer call, {v.BATCH.describe()} (default 1; on a CPU larger "
-        "batches gain under 10%% per frame and need about 1.7 GB of memory per frame, checked "
+        "batches gain under 10%% per frame and need about 0.3 GB of memory per frame, checked "
         "against the memory available; on a GPU try the hop size)",
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
@@ -136,8 +136,9 @@ def _conditions(args: argparse.Namespace, frames: int) -> RawConditions:
     return constant_conditions(frames, yaw=args.yaw, pitch=args.pitch, roll=args.roll, gaze=gaze)
 
 
-#: Working memory of one frame in a CPU renderer call (the 64x64 cross-attention maps).
-RENDERER_BYTES_PER_FRAME = int(1.7 * 2**30)
+#: Working memory of one frame in a CPU renderer call (chunks of the 64x64 attention maps;
+#: `imtalker-cam bench` measured ~0.26 GB at batch 1, with a margin for the arena).
+RENDERER_BYTES_PER_FRAME = int(0.35 * 2**30)
 
 
 def validate_args(args: argparse.Namespace) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
@@ -23,6 +23,14 @@ Image = npt.NDArray[np.uint8]
 
 class Runner(Protocol):
     def run(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Array]: ...
+
+
+@runtime_checkable
+class AvatarRenderer(Protocol):
+    """A renderer that keeps the current avatar's tensors on its device
+    (`runtime.model.device_graphs.DeviceRenderer` behind the live engine's stop handling)."""
+
+    def render_avatar(self, avatar: LiveAvatar, motion: Array) -> Array: ...
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,8 +78,11 @@ def to_uint8(frames: Array) -> Image:
     return out
 
 
-def render(renderer: Runner, avatar: LiveAvatar, motion: Array) -> Array:
-    """(B, 32) motion latents -> (B, 3, 512, 512) float frames in [0, 1]."""
+def render(renderer: Runner | AvatarRenderer, avatar: LiveAvatar, motion: Array) -> Array:
+    """(B, 32) motion latents -> (B, 3, 512, 512) float frames in [0, 1]. Through an
+    `AvatarRenderer` the frames are valid until its next render of the same batch size."""
+    if isinstance(renderer, AvatarRenderer):
+        return renderer.render_avatar(avatar, motion)
     feeds: dict[str, npt.NDArray[np.generic]] = dict(avatar.tensors)
     feeds["motion"] = np.ascontiguousarray(motion, np.float32).reshape(-1, MOTION_DIM)
     return renderer.run(feeds)["frames"]

@@ -23,8 +23,9 @@ from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_generator import LiveGenerator
 from runtime.engine.pacer import MotionRetimer, Pacer
 from runtime.engine.types import EngineConfig, HopRecord, LiveControls
-from runtime.model.contract import FPS, SAMPLES_PER_FRAME
-from runtime.model.sessions import GraphSession
+from runtime.model.contract import FPS, MOTION_DIM, RENDERER, SAMPLES_PER_FRAME
+from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
+from runtime.model.sessions import CUDA_GRAPH_GRAPHS, GraphSession
 from runtime.model.versions import ModelVersion
 from runtime.sinks.frame import LiveFrame
 
@@ -38,16 +39,51 @@ class Stopped(Exception):
 
 
 class Graph:
-    """A session whose runs end promptly when the engine stops (ORT run termination)."""
+    """A session whose runs end promptly when the engine stops (ORT run termination).
+
+    Real sessions run device-resident (`runtime.model.device_graphs`): the velocity graph
+    through preallocated bindings, the renderer with the current avatar's tensors kept on the
+    session's device (uploaded when the avatar changes, not per hop; `render_avatar`). Test
+    doubles without IOBinding run plainly.
+    """
 
     def __init__(self, session: GraphSession, options: ort.RunOptions, stop: threading.Event):
-        self._session, self._options, self._stop = session, options, stop
+        self._options, self._stop = options, stop
+        self._session: Any = session
+        self._device: DeviceRenderer | None = None
+        if isinstance(session, GraphSession):
+            if session.spec.name == RENDERER.name:
+                self._device = DeviceRenderer(session)
+            elif session.spec.name in CUDA_GRAPH_GRAPHS:  # fixed-shape steps: the velocity
+                self._session = DeviceGraph(session)
 
     def run(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Array]:
+        out: dict[str, Array] = self._guarded(
+            lambda: self._session.run(inputs, run_options=self._options)
+        )
+        return out
+
+    def render_avatar(self, avatar: LiveAvatar, motion: Array) -> Array:
+        """(B, 32) motion against `avatar` -> (B, 3, 512, 512) frames, valid until the next
+        render of the same batch size."""
+        device = self._device
+        if device is None:
+            feeds: dict[str, npt.NDArray[np.generic]] = dict(avatar.tensors)
+            feeds["motion"] = np.ascontiguousarray(motion, np.float32).reshape(-1, MOTION_DIM)
+            return self.run(feeds)["frames"]
+
+        def rendered() -> Array:
+            device.use(avatar.tensors)
+            return device.render(motion, run_options=self._options)
+
+        frames: Array = self._guarded(rendered)
+        return frames
+
+    def _guarded(self, body: Callable[[], Any]) -> Any:
         if self._stop.is_set():
             raise Stopped
         try:
-            return self._session.run(inputs, run_options=self._options)
+            return body()
         except Exception:
             if self._stop.is_set():
                 raise Stopped from None

@@ -1,7 +1,8 @@
 """Offline rendering through ONNX Runtime (runs on the caller's thread: the CLI's main thread).
 
 photo + speech: avatar_encoder -> audio_encoder -> conditioner -> velocity (Euler, chunked as the
-reference) -> renderer in batches. photo + driving video: avatar_encoder -> motion_encoder per
+reference) -> renderer in batches; velocity and renderer run device-resident
+(`runtime.model.device_graphs`). photo + driving video: avatar_encoder -> motion_encoder per
 batch of driving frames -> renderer. Frames come out as uint8 RGB (512, 512, 3), in order.
 """
 
@@ -25,6 +26,7 @@ from runtime.engine.motion_sampler import (
 )
 from runtime.media.audio_file import normalize_utterance, num_frames, pad_to_frames
 from runtime.model import contract
+from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
 from runtime.model.sessions import ModelSet
 
 logger = logging.getLogger(__name__)
@@ -46,8 +48,8 @@ class AudioRenderSettings:
     """Fixed noise for every chunk (the reference's default seed); None draws fresh noise."""
     batch_size: int = 1
     """Frames rendered per renderer call. Measured interleaved on a quiet 2-core CPU, batch 4
-    is 5-10 % faster per frame than batch 1 at four times the working memory (about 1.7 GB per
-    frame: the 64x64 cross-attention maps), so 1 is the default."""
+    is 5-10 % faster per frame than batch 1 at four times the working memory (about 0.3 GB per
+    frame, most of it chunks of the 64x64 attention maps), so 1 is the default."""
 
 
 def image_to_tensor(rgb: npt.NDArray[np.uint8], size: int) -> Array:
@@ -110,6 +112,10 @@ class OfflineRenderer:
         encoded = models[contract.AVATAR_ENCODER.name].run({"source": source})
         self.source_motion: Array = encoded["source_motion"]  # (1, 32)
         self.avatar: dict[str, Array] = {t.name: encoded[t.name] for t in contract.AVATAR_TENSORS}
+        # The avatar's tensors go to the renderer's device once; each batch then moves only
+        # its motion latents in and its frames out (IOBinding, preallocated per batch size).
+        self._renderer = DeviceRenderer(models[contract.RENDERER.name])
+        self._renderer.use(self.avatar)
 
     # -- audio-driven ------------------------------------------------------------------
 
@@ -139,7 +145,7 @@ class OfflineRenderer:
             else random_noise(np.random.default_rng())
         )
         return sample_motion(
-            velocity_from_session(self.models[contract.VELOCITY.name]),
+            velocity_from_session(DeviceGraph(self.models[contract.VELOCITY.name])),
             conditioner_from_session(self.models[contract.CONDITIONER.name]),
             audio_features=features,
             ref_motion=self.source_motion[0],
@@ -168,8 +174,7 @@ class OfflineRenderer:
 
     def render(self, motion: Array) -> list[Frame]:
         """(B, 32) motion latents -> B frames, one renderer call."""
-        frames = self.models[contract.RENDERER.name].run({"motion": motion, **self.avatar})
-        return frames_to_uint8(frames["frames"])
+        return frames_to_uint8(self._renderer.render(motion))
 
     def render_all(
         self, motion: Iterable[Array], *, batch_size: int, progress: Progress | None = None

@@ -147,7 +147,7 @@ class EngineConfig:
     max_queue: int = 120  # frames waiting in the pacer
     render_batch: int | None = None
     """Frames per renderer call; None: the whole hop in one batch on a GPU, one at a time on
-    the CPU (where batching gains little and the full-size renderer needs about 1.7 GB of
+    the CPU (where batching gains little and the full-size renderer needs about 0.3 GB of
     working memory per frame)."""
 
     def __post_init__(self) -> None:

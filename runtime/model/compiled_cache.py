@@ -49,7 +49,7 @@ from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
 from runtime.model import loader_files
 from runtime.model.child_env import child_env, project_root
-from runtime.model.contract import EXPORTER_VERSION, GRAPHS, OPSET
+from runtime.model.contract import EXPORTER_VERSION, FP16_GRAPHS, GRAPHS, OPSET
 from runtime.model.files import sha256_file
 from runtime.model.graph_version import GraphVersionError, graphs_version
 from runtime.model.store import ModelStore
@@ -112,7 +112,8 @@ def cache_key(source_digests: Mapping[str, str], model_version: str | None = Non
 
 
 def required_files() -> tuple[str, ...]:
-    return tuple(name for g in GRAPHS for name in (g.filename, g.config_filename))
+    graphs = tuple(name for g in GRAPHS for name in (g.filename, g.config_filename))
+    return graphs + tuple(g.fp16_filename for g in GRAPHS if g.name in FP16_GRAPHS)
 
 
 # Hashing a GB of graphs on every check is wasteful; a file whose size and mtime are unchanged

@@ -19,8 +19,13 @@ from runtime.model.versions import V1, ModelVersion
 OPSET = 17
 """The ONNX opset every graph is exported with."""
 
-EXPORTER_VERSION = 3
+EXPORTER_VERSION = 4
 """Bump when a graph's contract or export recipe changes; part of the compiled-cache key."""
+
+PRECISIONS = ("fp32", "fp16")
+FP16_GRAPHS = ("renderer", "velocity")
+"""Graphs the exporter also writes as fp16 (mixed-precision) variants: the two that run every
+frame or step. Their inputs and outputs stay float32, so the contract holds for both."""
 
 SAMPLE_RATE = 16_000
 FPS = 25
@@ -75,6 +80,20 @@ class GraphSpec:
     @property
     def config_filename(self) -> str:
         return f"{self.name}.json"
+
+    @property
+    def fp16_filename(self) -> str:
+        """The mixed-precision variant (`FP16_GRAPHS` only): fp16 inside, fp32 inputs/outputs."""
+        return f"{self.name}.fp16.onnx"
+
+    def filename_for(self, precision: str) -> str:
+        if precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        return (
+            self.fp16_filename
+            if precision == "fp16" and self.name in FP16_GRAPHS
+            else self.filename
+        )
 
     @property
     def input_names(self) -> tuple[str, ...]:

@@ -171,6 +171,10 @@ def _probe(name: str) -> ProviderProbe:
         return ProviderProbe(name, False, (), f"onnxruntime not importable: {exc}")
     if name not in ort.get_available_providers():
         return ProviderProbe(name, False, (), "not compiled into this onnxruntime build")
+    if name in (CUDA, TENSORRT):
+        from runtime.model.cuda_env import preload_cuda_libraries
+
+        preload_cuda_libraries()  # CUDA/cuDNN from the nvidia-* wheels, before any session
     with tempfile.TemporaryDirectory() as tmp:
         log_path = Path(tmp) / "native_stderr.log"
         error: str | None = None
@@ -192,8 +196,18 @@ def _probe(name: str) -> ProviderProbe:
     if ok:
         return ProviderProbe(name, True, used, "ok")
     reason = _first_error_line(native) or error
+    if name in (CUDA, TENSORRT):
+        reason = _driver_sentence() or reason
     fell_back = f"falls back to {used[0]}" if used else "fails"
     return ProviderProbe(name, False, used, f"{fell_back}: {reason}" if reason else fell_back)
+
+
+def _driver_sentence() -> str | None:
+    """When the driver is too old for this build's CUDA major, that is the reason to show
+    (the library error ONNX Runtime reports is only its symptom)."""
+    from runtime.model.cuda_env import build_cuda_version, driver_problem, read_driver
+
+    return driver_problem(read_driver(), build_cuda_version())
 
 
 def _one_node_model() -> bytes:
@@ -264,6 +278,8 @@ def short_reason(detail: str) -> str:
         return f"{missing.group(1)} missing"
     if _MISSING_DLL.search(detail):
         return "a CUDA or cuDNN DLL is missing"
+    if detail.startswith(("falls back", "fails")) and "NVIDIA driver" in detail:
+        return detail.partition(": ")[2].strip()
     head, sep, tail = detail.partition(": ")
     text = tail if sep and head.startswith(("falls back", "fails")) else detail
     return text.strip() or "unknown reason"

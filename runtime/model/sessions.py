@@ -1,5 +1,5 @@
 """ONNX Runtime sessions for the graphs named in `runtime.model.contract` (built on any thread; one
-run at a time per session and per `BoundRenderer` is the caller's responsibility, which in the
+run at a time per session and per `DeviceRenderer` is the caller's responsibility, which in the
 app means one inference thread).
 
 Providers: CUDA -> CPU by default, TensorRT first only when asked for. ONNX Runtime silently
@@ -13,16 +13,15 @@ Threads are explicit: on the CPU one intra-op thread per usable physical core an
 thread (graphs run sequentially); on a GPU two intra-op threads without spin-waiting, so the CPU
 stays free for audio capture, the GUI and the virtual camera.
 
-`BoundRenderer` binds one avatar's per-frame renderer inputs (about 30 MB) once, as OrtValues
-on the provider's device, and binds only `motion` per call (IOBinding).
+Runs with tensors resident on the device (IOBinding, CUDA graphs) are in
+`runtime.model.device_graphs`, built on `GraphSession.io_binding` / `run_with_binding`.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,8 +30,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.model.contract import (
-    AVATAR_TENSORS,
-    MOTION_DIM,
+    PRECISIONS,
     RENDERER,
     GraphSpec,
     TensorSpec,
@@ -54,7 +52,6 @@ from runtime.model.versions import V1, ModelVersion
 
 __all__ = [
     "PREFERENCE",
-    "BoundRenderer",
     "ContractError",
     "GraphSession",
     "ModelSet",
@@ -77,10 +74,17 @@ GPU_PROVIDERS = (TENSORRT, CUDA)
 GPU_INTRA_OP_THREADS = 2
 
 LARGE_ACTIVATION_GRAPHS = frozenset({RENDERER.name})
-"""Graphs whose activations are dominated by a few huge tensors (the renderer's 8-head
-4096x4096 attention maps at 64x64 px). ONNX Runtime's memory pattern plans one block for a
-whole run, which the CPU arena then rounds up: measured 3.4 GB per frame with it, 1.7 GB
-without, at the same speed. Small graphs (velocity, audio encoder) are faster with it."""
+"""Graphs whose activations are dominated by a few large tensors (the renderer's attention
+maps, computed in chunks: see models.renderer.attention). ONNX Runtime's memory pattern plans
+one block for a whole run, which the CPU arena then rounds up (measured 3.4 GB per frame with
+it, 1.7 GB without, before chunking). They also run in the exported node order
+(`ExecutionOrder.PRIORITY_BASED`): the default order defers each chunk's head-mean and top-k
+to where the fine levels read them, keeping every chunk's softmax alive at once (measured
+~630 MB per frame that way, ~260 MB in node order). Small graphs (velocity, audio encoder) are
+faster with the memory pattern."""
+
+CUDA_GRAPH_GRAPHS = frozenset({RENDERER.name, "velocity"})
+"""Graphs called with a few fixed shapes (renderer at the hop's batch, velocity per step)."""
 
 _OPTIMIZATION = {
     "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -106,7 +110,15 @@ class SessionOptions:
     memory_pattern: pre-plan each run's activation memory; None = on, except for
         `LARGE_ACTIVATION_GRAPHS`. The CPU memory arena stays on (without it the renderer
         measured 1.5x slower).
-    tensorrt_cache_dir: where TensorRT keeps built engines (building one takes minutes).
+    tensorrt_cache_dir: where TensorRT keeps built engines (building one takes minutes);
+        `runtime.core.paths` gives the app's (`tensorrt/` in the cache dir).
+    tensorrt_fp16: let TensorRT build fp16 engines.
+    precision: "fp32", or "fp16" for the exporter's mixed-precision variants of
+        `contract.FP16_GRAPHS` (same inputs and outputs; off by default until measured on a
+        GPU: on the CPU provider fp16 is slower).
+    enable_cuda_graph: capture the fixed-shape calls of `CUDA_GRAPH_GRAPHS` as CUDA graphs on
+        the CUDA provider (run through `runtime.model.device_graphs`, which falls back to plain
+        runs when capture fails).
     """
 
     intra_op_threads: int = 0
@@ -119,6 +131,8 @@ class SessionOptions:
     memory_pattern: bool | None = None
     tensorrt_cache_dir: Path | None = None
     tensorrt_fp16: bool = False
+    enable_cuda_graph: bool = False
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in _OPTIMIZATION:
@@ -128,6 +142,8 @@ class SessionOptions:
             )
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ValueError("thread counts must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
 
 
 def usable_cores() -> int:
@@ -176,10 +192,13 @@ def _dropped(options: SessionOptions, chosen: Sequence[str]) -> tuple[ProviderPr
     )
 
 
-def _provider_options(name: str, options: SessionOptions) -> dict[str, str]:
+def _provider_options(name: str, options: SessionOptions, graph: str = "") -> dict[str, str]:
     if name == CUDA:
         # Shapes are fixed per call site, so a one-off algorithm search per shape pays back.
-        return {"device_id": str(options.device_id), "cudnn_conv_algo_search": "EXHAUSTIVE"}
+        cuda = {"device_id": str(options.device_id), "cudnn_conv_algo_search": "EXHAUSTIVE"}
+        if options.enable_cuda_graph and graph in CUDA_GRAPH_GRAPHS:
+            cuda["enable_cuda_graph"] = "1"
+        return cuda
     if name == TENSORRT:
         trt = {
             "device_id": str(options.device_id),
@@ -190,6 +209,25 @@ def _provider_options(name: str, options: SessionOptions) -> dict[str, str]:
             trt["trt_engine_cache_path"] = str(options.tensorrt_cache_dir)
         return trt
     return {}
+
+
+def open_with_fallback(
+    create: Callable[[Sequence[str]], ort.InferenceSession], requested: Sequence[str]
+) -> tuple[ort.InferenceSession, list[str], str | None]:
+    """Create a session on `requested`; when TensorRT is first and the session cannot be
+    built with it (engine build failure, unsupported graph), create it again without TensorRT.
+    Returns (session, providers requested in the end, the notice to show or None)."""
+    try:
+        return create(requested), list(requested), None
+    except Exception as exc:
+        if not requested or requested[0] != TENSORRT:
+            raise
+        rest = [n for n in requested if n != TENSORRT]
+        notice = (
+            f"TensorRT could not build this graph ({type(exc).__name__}: {exc}); "
+            f"using {SHORT_NAMES.get(rest[0], rest[0])}"
+        )
+        return create(rest), rest, notice
 
 
 class ContractError(ValueError):
@@ -270,10 +308,14 @@ class GraphSession:
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.graph_optimization_level = _OPTIMIZATION[options.graph_optimization]
         so.enable_mem_pattern = self.memory_pattern
+        if spec.name in LARGE_ACTIVATION_GRAPHS:
+            so.execution_order = ort.ExecutionOrder.PRIORITY_BASED
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
         so.log_severity_level = 3
-        providers = [(name, _provider_options(name, options)) for name in self.requested]
-        self._session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+        self.notices: list[str] = []
+        """User-facing lines about something asked for that is not in use (a TensorRT build
+        that failed); the GUI and `--stats` show them."""
+        self._session = self._create(path, so)
         self.providers: tuple[str, ...] = tuple(self._session.get_providers())
         if self.providers[0] != self.requested[0]:
             # The probe passed but this graph still fell back (e.g. out of GPU memory).
@@ -295,6 +337,26 @@ class GraphSession:
             raise ContractError(
                 f"graph {spec.name!r} at {path} does not match the contract: " + "; ".join(problems)
             )
+
+    def _create(self, path: Path, so: ort.SessionOptions) -> ort.InferenceSession:
+        def create(names: Sequence[str]) -> ort.InferenceSession:
+            providers = [(n, _provider_options(n, self.options, self.spec.name)) for n in names]
+            return ort.InferenceSession(str(path), sess_options=so, providers=providers)
+
+        session, self.requested, notice = open_with_fallback(create, self.requested)
+        if notice:
+            logger.warning("%s: %s", self.spec.name, notice)
+            self.notices.append(notice)
+        return session
+
+    @property
+    def cuda_graph(self) -> bool:
+        """Whether this session captures CUDA graphs (asked for, and running on CUDA)."""
+        return (
+            self.options.enable_cuda_graph
+            and self.spec.name in CUDA_GRAPH_GRAPHS
+            and self.providers[0] == CUDA
+        )
 
     @property
     def provider(self) -> str:
@@ -345,75 +407,6 @@ class GraphSession:
         self._session.run_with_iobinding(binding, run_options)
 
 
-class BoundRenderer:
-    """The `renderer` graph with one avatar's tensors bound once (IOBinding).
-
-    The avatar tensors (id_latent, fine appearance maps, cross-attention keys/values; ~30 MB)
-    are the same for every frame, so they become OrtValues on the session's device once per
-    avatar; each `render` binds only `motion` and the `frames` output. `render` runs on one
-    thread at a time (the render thread); `set_avatar` may be called from any thread: it
-    builds a complete new binding and swaps it in, so a render in flight finishes with the
-    avatar it started with.
-    """
-
-    def __init__(self, session: GraphSession, avatar: Mapping[str, npt.NDArray[np.generic]]):
-        if session.spec.name != RENDERER.name:
-            raise ValueError(f"BoundRenderer needs the renderer graph, got {session.spec.name!r}")
-        self.session = session
-        self._lock = threading.Lock()
-        self._binding, self._values = self._bind(avatar)
-
-    def _bind(
-        self, avatar: Mapping[str, npt.NDArray[np.generic]]
-    ) -> tuple[ort.IOBinding, list[ort.OrtValue]]:
-        missing = [t.name for t in AVATAR_TENSORS if t.name not in avatar]
-        if missing:
-            raise KeyError(f"avatar tensors missing: {missing}")
-        device, device_id = self.session.device
-        binding = self.session.io_binding()
-        values: list[ort.OrtValue] = []
-        for spec in AVATAR_TENSORS:
-            # A private copy: on the CPU the OrtValue wraps the array's memory, and the caller
-            # must not be able to change a bound avatar under a running render.
-            array = np.array(avatar[spec.name], dtype=np.float32, order="C", copy=True)
-            if array.shape != spec.shape:
-                raise ValueError(f"{spec.name} has shape {array.shape}, expected {spec.shape}")
-            value = ort.OrtValue.ortvalue_from_numpy(array, device, device_id)
-            binding.bind_ortvalue_input(spec.name, value)
-            values.append(value)
-        return binding, values
-
-    def set_avatar(self, avatar: Mapping[str, npt.NDArray[np.generic]]) -> None:
-        binding, values = self._bind(avatar)
-        with self._lock:
-            self._binding, self._values = binding, values
-
-    def render(
-        self, motion: npt.NDArray[np.generic], *, run_options: ort.RunOptions | None = None
-    ) -> Array:
-        """(B, 32) motion latents -> (B, 3, 512, 512) frames in [0, 1] (a fresh array)."""
-        with self._lock:
-            # Holding `bound` keeps this avatar's OrtValues alive until the run is over.
-            bound = (self._binding, self._values)
-        binding = bound[0]
-        motion = np.ascontiguousarray(motion, dtype=np.float32).reshape(-1, MOTION_DIM)
-        binding.bind_cpu_input("motion", motion)
-        # Rebound every call: a bound output keeps the previous call's buffer, whose batch
-        # size may differ from this call's. The frames go to host memory even on a GPU (they
-        # are displayed and encoded there); ORT copies them once at the end of the run.
-        binding.bind_output("frames", "cpu")
-        binding.synchronize_inputs()
-        try:
-            self.session.run_with_binding(binding, run_options=run_options)
-            binding.synchronize_outputs()
-            # A view that keeps the output tensor alive (no 3 MB-per-frame copy); the binding
-            # lets go of it below, so the next render allocates a fresh one.
-            frames: Array = binding.get_outputs()[0].numpy()
-        finally:
-            binding.clear_binding_outputs()
-        return frames
-
-
 @dataclass(frozen=True)
 class ModelSet:
     """The graphs of one compiled model, by contract name, and the model version they were
@@ -455,7 +448,10 @@ def open_model_set(
     contract of the model version the graphs say they are (`graphs_version`)."""
     version = graphs_version(graph_dir)
     wanted = [g for g in graphs(version) if names is None or g.name in names]
-    sessions = {g.name: GraphSession(g, graph_dir / g.filename, options=options) for g in wanted}
+    sessions = {
+        g.name: GraphSession(g, graph_dir / g.filename_for(options.precision), options=options)
+        for g in wanted
+    }
     models = ModelSet(sessions=sessions, version=version)
     logger.info(
         "%d graphs of IMTalker %s from %s on %s",

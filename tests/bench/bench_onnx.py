@@ -11,8 +11,8 @@ The PyTorch models are loaded from the same checkpoints the graphs were exported
 
 Stages (ORT runs through `runtime.model.sessions`, the app's own session code):
 - renderer per frame at batch 1 and 4 (8 with `--batches 1,4,8` and ~20 GB free): ORT
-  `BoundRenderer` (avatar bound once) vs `IMTRenderer.render_precomputed`; plus ORT IOBinding
-  vs a plain `GraphSession.run`
+  `DeviceRenderer` (avatar on the device once) vs `IMTRenderer.render_precomputed`; plus ORT
+  IOBinding vs a plain `GraphSession.run`
 - sampler per 50-frame chunk, nfe 10 (the reference default: 9 Euler steps), CFG 3: ORT = the
   app's numpy loop over the velocity graph (`runtime.engine.motion_sampler.sample_chunk`) vs
   `FMGenerator.sample_chunk`
@@ -65,7 +65,8 @@ from runtime.engine.motion_sampler import (  # noqa: E402
     velocity_from_session,
 )
 from runtime.model import contract  # noqa: E402
-from runtime.model.sessions import BoundRenderer, GraphSession, SessionOptions  # noqa: E402
+from runtime.model.device_graphs import DeviceRenderer  # noqa: E402
+from runtime.model.sessions import GraphSession, SessionOptions  # noqa: E402
 from tests.bench.bench_pytorch import count_flops, matmul_peak_gflops  # noqa: E402
 from tests.stub_graphs import write_stub_graphs  # noqa: E402
 
@@ -76,8 +77,9 @@ AUDIO_SECONDS = 2
 STAGES = ("renderer", "sampler", "audio_encoder", "avatar_encoder")
 # Peak memory growth per rendered frame (measured at batch 1, 2 and 8): ORT with the app's
 # session settings (memory pattern off for the renderer) and torch eager; used to skip batch
-# sizes this machine cannot hold. ORT at batch 8 was OOM-killed at 20 GB on a 23 GB machine.
-ORT_GB_PER_FRAME = 2.2
+# sizes this machine cannot hold. ORT at batch 8 was OOM-killed at 20 GB on a 23 GB machine
+# before the attention was chunked (2.2 GB per frame then; ~0.3 GB since, `imtalker-cam bench`).
+ORT_GB_PER_FRAME = 0.6
 TORCH_GB_PER_FRAME = 1.1
 MARGIN_GB = 1.5
 
@@ -334,13 +336,15 @@ def bench_renderer(
         def ort_and_torch(m: np.ndarray = motion_np, together: bool = free >= both) -> Measured:
             # A fresh session per batch size: the CPU arena keeps its peak until the session
             # ends (when `render` goes).
-            render = BoundRenderer(session(graphs, contract.RENDERER, threads), avatar).render
+            device = DeviceRenderer(session(graphs, contract.RENDERER, threads))
+            device.use(avatar)
+            render = device.render
             if together:
                 return interleaved(partial(render, m), torch_fn, repeats)
             # Both engines' buffers do not fit at once: all ORT runs, free the session, then
             # all torch runs.
             ort_times, out_ort = timed(partial(render, m), repeats)
-            del render
+            del render, device
             free_now = mem_available_gb()
             if free_now < len(m) * TORCH_GB_PER_FRAME + MARGIN_GB:  # others took memory since
                 raise MemoryError(f"{free_now:.1f} GB free after the ORT runs")
@@ -377,7 +381,8 @@ def bench_renderer(
             ("stub renderer (overhead only)", stub, 200),
         ):
             sess = GraphSession(contract.RENDERER, path, options=_cpu(threads))
-            bound = BoundRenderer(sess, avatar)
+            bound = DeviceRenderer(sess)
+            bound.use(avatar)
             motion_np = torch.randn(1, contract.MOTION_DIM, generator=g).numpy()
             feeds = {**avatar, "motion": motion_np}
 
@@ -567,9 +572,9 @@ def markdown(
     if binding:
         lines += [
             "",
-            "Renderer at batch 1, ORT IOBinding (`BoundRenderer`: avatar bound once) vs a plain "
-            "`run` feeding all 13 inputs per call; the stub graph has the same inputs and next "
-            "to no compute, so it shows the per-call overhead alone:",
+            "Renderer at batch 1, ORT IOBinding (`DeviceRenderer`: avatar on the device once) vs "
+            "a plain `run` feeding all 13 inputs per call; the stub graph has the same inputs and "
+            "next to no compute, so it shows the per-call overhead alone:",
             "",
             "| graph | rounds | bound ms | plain ms | plain / bound (fastest) | median of rounds "
             "| max abs diff |",
@@ -673,8 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "of a batch-2 (CFG) transformer forward; ORT runs the app's numpy Euler loop",
         "FLOPs: FlopCounterMode on the PyTorch call (matmul, conv, attention; elementwise ops "
         "not counted), the same work as the ONNX graph",
-        "renderer ORT path: runtime.model.sessions.BoundRenderer (IOBinding, avatar tensors bound "
-        "once per avatar)",
+        "renderer ORT path: runtime.model.device_graphs.DeviceRenderer (IOBinding, avatar "
+        "tensors uploaded once per avatar)",
         "the conditioner (four Linear+LayerNorm projections, < 1 ms) is left out of the end "
         "to end sum",
     ]

@@ -1,0 +1,84 @@
+"""fp16 (mixed-precision) variants of exported graphs, with the numerically fragile ops in fp32.
+
+onnxconverter-common's float16 conversion turns every float tensor and weight to fp16 except
+the nodes on a block list, with casts at the borders; the graph's inputs and outputs stay fp32
+(`keep_io_types`), so the runtime contract holds for both variants.
+
+Kept in fp32, and why (written into the graph's config JSON under "fp16"):
+- the attention chain that feeds TopK (the renderer's 64 px cross-attention logits, softmax,
+  head mean): the guided resampler copies, per coarse cell, the source block with the highest
+  head-averaged probability. Those probabilities are ~1/4096 each; in fp16 (11-bit mantissa)
+  near-ties flip, a different source block is copied and the frame changes by whole blocks.
+  This is the fp16 instability upstream reports for this model.
+- Pow, ReduceSum, Sqrt, Reciprocal: the modulated convolutions' demodulation sums the squares
+  of 512 x 3 x 3 modulated weights and adds 1e-8 before the square root; fp16 flushes the
+  epsilon to zero and the sum of squares can leave fp16's range with real weights.
+- Sin, Cos, Exp: timestep and position embeddings take sin/cos of angles up to hundreds of
+  radians, where fp16's spacing (0.25 at 256) makes them meaningless.
+- onnxconverter-common's own default list (TopK, Range, CumSum, Resize, ... ).
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import onnx
+
+FP32_OP_TYPES = ("Pow", "ReduceSum", "Sqrt", "Reciprocal", "Sin", "Cos", "Exp")
+_TOWARD_LOGITS = ("ReduceMean", "Softmax", "Reshape", "Transpose", "Slice")
+"""Node types walked back from a TopK to the attention logits (the MatMul that makes them)."""
+
+
+def top_k_chains(graph: onnx.GraphProto) -> list[str]:
+    """Names of the nodes that compute each TopK's input, from the attention logits' MatMul
+    through softmax and the head mean (walking back through the ops in `_TOWARD_LOGITS`)."""
+    producer = {out: node for node in graph.node for out in node.output}
+    chosen: list[str] = []
+    for node in graph.node:
+        if node.op_type != "TopK":
+            continue
+        current = producer.get(node.input[0])
+        while current is not None and current.name not in chosen:
+            chosen.append(current.name)
+            if current.op_type in ("MatMul", "FusedMatMul"):
+                break
+            if current.op_type not in _TOWARD_LOGITS:
+                break
+            current = producer.get(current.input[0])
+    return chosen
+
+
+def _named(graph: onnx.GraphProto) -> None:
+    """Give unnamed nodes names: the block list is by name."""
+    for i, node in enumerate(graph.node):
+        if not node.name:
+            node.name = f"{node.op_type}_{i}"
+
+
+def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The mixed-precision model and what stayed fp32 (for the graph's config JSON)."""
+    from onnxconverter_common import float16
+
+    _named(model.graph)
+    chain = top_k_chains(model.graph)
+    op_types = sorted({*float16.DEFAULT_OP_BLOCK_LIST, *FP32_OP_TYPES})
+    with warnings.catch_warnings():
+        # Per-initializer notices about values clamped to fp16's range (weights only).
+        warnings.simplefilter("ignore")
+        converted = float16.convert_float_to_float16(
+            model, keep_io_types=True, op_block_list=op_types, node_block_list=chain
+        )
+    present = {n.op_type for n in model.graph.node}
+    info = {
+        "precision": "fp16",
+        "io": "float32",
+        "fp32_op_types": [t for t in op_types if t in present],
+        "fp32_nodes": chain,
+        "why": {
+            "top_k_chain": "near-tied attention probabilities flip the resampler's top-k in fp16",
+            "Pow/ReduceSum/Sqrt/Reciprocal": "demodulation: sum of squares and 1e-8 epsilon",
+            "Sin/Cos/Exp": "embedding angles beyond fp16's resolution",
+        },
+    }
+    return converted, info

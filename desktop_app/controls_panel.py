@@ -30,6 +30,7 @@ from desktop_app.settings import (
     CFG_RANGE,
     HOP_CHOICES,
     POSE_LIMITS,
+    PRECISION_CHOICES,
     RESOLUTIONS,
     STEPS_CHOICES,
     BackgroundMode,
@@ -49,6 +50,7 @@ _POSE_LABELS = {
     "gaze_y": ("Ga&ze up/down", "Where the eyes look, up to down"),
 }
 _CFG_UNITS = 10
+_PRECISION_LABELS = {"fp32": "Full (fp32)", "fp16": "Half (fp16, GPU)"}
 _STEPS_LABELS = {1: "1 (fastest)", 2: "2", 4: "4 (balanced)", 9: "9 (reference quality)"}
 APPLY_NOTE_MS = 5000
 NATURAL_HINT = "Natural is on: the voice moves the head and eyes. Move a slider to steer them."
@@ -186,6 +188,14 @@ class ControlsPanel(QWidget):
         self.hop.setToolTip("Frames made per step: fewer = lower latency, more = less work")
         for h in HOP_CHOICES:
             self.hop.addItem(_HOP_LABELS[h], h)
+        self.precision = QComboBox(quality_box)
+        self.precision.setAccessibleName("Precision")
+        self.precision.setToolTip(
+            "Half precision (fp16) is for NVIDIA GPUs; on a CPU it is slower. "
+            "Applies the next time you go live."
+        )
+        for value in PRECISION_CHOICES:
+            self.precision.addItem(_PRECISION_LABELS[value], value)
         quality_form = QFormLayout(quality_box)
         quality_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         quality_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -193,6 +203,7 @@ class ControlsPanel(QWidget):
             ("E&xpressiveness", self._cfg_row),
             ("Steps", self.steps),
             ("Hop", self.hop),
+            ("Precision", self.precision),
         ):
             text = QLabel(label, quality_box)
             text.setBuddy(self.cfg if widget is self._cfg_row else widget)
@@ -251,6 +262,7 @@ class ControlsPanel(QWidget):
         self.cfg.valueChanged.connect(self._cfg_moved)
         self.steps.currentIndexChanged.connect(self._quality_edited)
         self.hop.currentIndexChanged.connect(self._quality_edited)
+        self.precision.currentIndexChanged.connect(self._quality_edited)
         self.mirror.toggled.connect(self._output_edited)
         self.resolution.currentIndexChanged.connect(self._output_edited)
         self.background.currentIndexChanged.connect(self._output_edited)
@@ -296,6 +308,7 @@ class ControlsPanel(QWidget):
             self.cfg.setValue(round(cfg * _CFG_UNITS))
             self.steps.setCurrentIndex(max(0, self.steps.findData(quality.steps)))
             self.hop.setCurrentIndex(max(0, self.hop.findData(quality.hop)))
+            self.precision.setCurrentIndex(max(0, self.precision.findData(quality.precision)))
             self.mirror.setChecked(output.mirror)
             size = f"{output.width}x{output.height}"
             index = self.resolution.findData(size)
@@ -382,6 +395,7 @@ class ControlsPanel(QWidget):
             cfg_scale=self.cfg.value() / _CFG_UNITS if chosen else None,
             steps=int(self.steps.currentData()),
             hop=int(self.hop.currentData()),
+            precision=str(self.precision.currentData()),
         )
         self.quality_changed.emit(self._quality)
 

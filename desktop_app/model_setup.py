@@ -21,6 +21,7 @@ import re
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -128,6 +129,7 @@ _PHASE_SUMMARY = {
     "verify": "Checking the model files.",
     "copy": "Importing the model files.",
     "convert": "Converting the model for this computer (once; a few minutes).",
+    "measure": "Timing the model on this computer (once; Cancel skips it).",
 }
 _CANCELLED = {
     "Downloading…": "Download cancelled. What was already downloaded is kept for next time.",
@@ -135,6 +137,13 @@ _CANCELLED = {
     "is untouched.",
     "Converting…": "Conversion cancelled. It starts again from the beginning next time.",
 }
+
+
+@dataclass(frozen=True)
+class Measured:
+    """The bench's verdict after a conversion (shown in the dialog)."""
+
+    verdict: str
 
 
 class _Relay(QObject):
@@ -181,6 +190,9 @@ class ModelSetupDialog(QDialog):
         self._cancel = threading.Event()
         self._working = False
         self._operation = ""
+        self._state: ModelState | None = None
+        self.verdict: str | None = None
+        """The timing verdict after a conversion in this dialog (`imtalker-cam bench`)."""
 
         title = QLabel("Set up the IMTalker model", self)
         title.setObjectName("PanelTitle")
@@ -365,15 +377,30 @@ class ModelSetupDialog(QDialog):
         self._sync()
         cancel, emit = self._cancel, self._relay.put
 
+        was_ready = self._state is not None and self._state.ready
+
         def job() -> object:
             result = work(emit, cancel)
             if convert and not cancel.is_set():
                 state = self.models.model_state()
                 if not state.weights_missing and not state.ready:
-                    return self.models.convert(progress=emit, cancel=cancel)
+                    result = self.models.convert(progress=emit, cancel=cancel)
+            if not was_ready and not cancel.is_set() and self.models.model_state().ready:
+                return self._measure(emit, cancel)
             return result
 
         self._runner.submit(job, on_done=self._finished, on_error=self._failed)
+
+    def _measure(self, emit: Callable[[Progress], None], cancel: threading.Event) -> Measured:
+        """Worker thread, once after a conversion: the bench's verdict, or why there is none
+        (a failed or skipped timing never undoes the conversion)."""
+        try:
+            return Measured(self.models.measure(progress=emit, cancel=cancel))
+        except Cancelled:
+            return Measured("Timing skipped; run `imtalker-cam bench` to measure later.")
+        except Exception as exc:
+            logger.warning("timing the model failed: %s", exc)
+            return Measured(f"Could not time the model on this computer: {exc}")
 
     def _show_progress(self, progress: Progress) -> None:
         if not self._working:
@@ -396,13 +423,16 @@ class ModelSetupDialog(QDialog):
             return
         self.detail.setText(describe(progress))
 
-    def _finished(self, _result: object) -> None:
+    def _finished(self, result: object) -> None:
         self._working = False
         if self._clock is not None:
             self._clock.finished()
             self._clock = None
         self.progress.setRange(0, 1000)
         state = self.refresh()
+        if isinstance(result, Measured):
+            self.verdict = result.verdict
+            self.detail.setText(result.verdict)
         if not state.ready and state.weights_missing:
             self.detail.setText(
                 "Some files are still missing: " + summarise_missing(state.weights_missing)

@@ -132,7 +132,7 @@ class ModelState:
 class Progress:
     """One progress update of a download, import or conversion."""
 
-    phase: Literal["download", "copy", "verify", "convert"]
+    phase: Literal["download", "copy", "verify", "convert", "measure"]
     label: str  # what is being worked on
     fraction: float | None  # 0..1, None when unknown
     speed: float | None = None  # bytes per second
@@ -154,6 +154,11 @@ class Models(Protocol):
         ...
 
     def convert(self, *, progress: ProgressFn, cancel: threading.Event) -> Path: ...
+
+    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> str:
+        """Time the converted model on this computer once (`imtalker-cam bench`, kept in the
+        cache folder) and return the verdict ("Real time at hop 5 ...: no, 6.8x slower ...")."""
+        ...
 
     def offline_help(self) -> str:
         """What to do without a network connection: where to get the files, how to import."""

@@ -35,6 +35,7 @@ BackgroundMode = Literal["none", "colour", "blur"]
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
 STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
 CFG_RANGE = (validate.CFG.lo, validate.CFG.hi)
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16")  # fp16: the mixed-precision graphs (GPUs)
 HOP_CHOICES: tuple[int, ...] = (0, 1, 2, 5, 10, 25)
 """Frames per engine step (40 ms each); 0 = Auto: the smallest the machine keeps real time."""
 GATE_RANGE = Range(name="gate", lo=-80.0, hi=-10.0, unit="dBFS")
@@ -79,6 +80,7 @@ class Quality:
     slider: the installed model's own default (2.0 for IMTalker v2, 3.0 for v1)."""
     steps: int = 9  # flow-matching Euler steps
     hop: int = 0  # frames produced per engine step; 0 = Auto
+    precision: str = "fp32"  # "fp16": mixed-precision renderer/velocity; from the next Go Live
 
 
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ def _check(name: str, value: Any) -> None:
         validate.check_choice(value, STEPS_CHOICES, label=name)
     elif name == "hop":
         validate.check_choice(value, HOP_CHOICES, label=name)
+    elif name == "precision":
+        validate.check_choice(value, PRECISION_CHOICES, label=name)
     elif name in ("source", "background"):
         choices = ("microphone", "webcam") if name == "source" else ("none", "colour", "blur")
         if value not in choices:

@@ -103,6 +103,16 @@ def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> 
     # The stand-in files are v1 checkpoints (checked by the real inspector): the dialog says so.
     assert models.model_state().model_version == "v1"
     assert "The model (IMTalker v1) is installed" in dialog.summary.text()
+    # Timed once after the conversion (imtalker-cam bench on the converted graphs), verdict
+    # shown and kept in the cache folder for the live engine.
+    assert next(p.label for p in seen if p.phase == "measure") == "Timing the avatar encoding"
+    assert dialog.verdict is not None
+    assert dialog.verdict.startswith("Real time at hop 5 with lookahead 2: ")
+    assert dialog.detail.text() == dialog.verdict
+    from runtime.core import paths
+    from runtime.engine.bench import read_result
+
+    assert read_result(paths.cache_dir()) is not None
 
 
 def test_cancel_keeps_what_was_downloaded(qtbot: QtBot) -> None:

@@ -517,6 +517,7 @@ class RuntimeEngine:
         self.on_hop = on_hop  # diagnostics and tests: every hop the engine makes
         self._model_set: Any = None
         self._model_dir: Path | None = None
+        self._precision = "fp32"
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
 
     def expectation(self) -> str | None:
@@ -552,15 +553,19 @@ class RuntimeEngine:
         sink.close()
         return VirtualCameraInfo(True, backend, device, None)
 
-    def _open_models(self) -> Any:
+    def _open_models(self, precision: str = "fp32") -> Any:
         state = self.models.model_state()
         if not state.ready or state.graphs_dir is None:
             raise UserError("the model is not set up yet (Help > Model set-up)")
-        if self._model_set is None or self._model_dir != state.graphs_dir:
+        if (
+            self._model_set is None
+            or self._model_dir != state.graphs_dir
+            or self._precision != precision
+        ):
             sessions = _sessions_api()
             try:
                 self._model_set = sessions.open_model_set(
-                    state.graphs_dir, options=sessions.SessionOptions()
+                    state.graphs_dir, options=sessions.SessionOptions(precision=precision)
                 )
             except Exception as exc:
                 logger.exception("cannot load the model from %s", state.graphs_dir)
@@ -569,6 +574,7 @@ class RuntimeEngine:
                     "again in Help › Model set-up."
                 ) from None
             self._model_dir = state.graphs_dir
+            self._precision = precision
         return self._model_set
 
     def _source(self, config: LiveConfig, meter: LevelMeter | None) -> Any:
@@ -586,7 +592,7 @@ class RuntimeEngine:
         api = _engine_api()
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)  # refuse before anything starts
-        models = self._open_models()
+        models = self._open_models(config.quality.precision)
         avatar = _engine_live_avatar(models, config.avatar, config.avatar_id)
         look = _Look(config.output, config.avatar)
         camera = _CameraOut(look, self.vcam_backend)

@@ -180,6 +180,25 @@ class RuntimeModels:
         except store_errors.ModelStoreError as exc:
             raise UserError(str(exc)) from None
 
+    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> str:
+        from runtime.core import paths
+        from runtime.engine.bench import run_bench, write_result
+        from runtime.model.sessions import SessionOptions, open_model_set
+
+        state = self.model_state()
+        if not state.ready or state.graphs_dir is None:
+            raise UserError("the model is not converted yet")
+
+        def stage(name: str) -> None:
+            if cancel.is_set():
+                raise Cancelled("cancelled")
+            progress(Progress("measure", f"Timing the {name}", None))
+
+        models = open_model_set(state.graphs_dir, options=SessionOptions())
+        result = run_bench(models, progress=stage)
+        write_result(result, paths.cache_dir())
+        return result.verdict[:1].upper() + result.verdict[1:]
+
     def offline_help(self) -> str:
         options = self.download_options
         revision = model_download.resolve_revision(self.store, options)

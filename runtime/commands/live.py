@@ -30,6 +30,7 @@ from typing import Any
 from runtime.commands.app_folders import check_app_folders
 from runtime.commands.arg_checks import check_files, check_pose, check_sampler
 from runtime.commands.boundary import Terminated
+from runtime.commands.device_args import add_device_arguments, session_options
 from runtime.core import validate as v
 from runtime.core.timing import Clock, wait_on
 from runtime.engine.live import (
@@ -152,6 +153,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")
     models.add_argument("--weights", type=Path, metavar="DIR", help="checkpoints folder")
     models.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    add_device_arguments(models)
     p.set_defaults(func=run)
 
 
@@ -304,7 +306,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     from runtime.engine.live_avatar import encode_avatar
     from runtime.media.avatar_image import AvatarImageError
     from runtime.media.face_crop import prepare_avatar
-    from runtime.model.sessions import SessionOptions, open_model_set
+    from runtime.model.sessions import open_model_set
     from runtime.model.store_errors import ModelStoreError
 
     failed = threading.Event()
@@ -337,9 +339,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
         sinks = _sinks(args)
-        models = open_model_set(
-            _graphs(args), options=SessionOptions(intra_op_threads=args.threads)
-        )
+        models = open_model_set(_graphs(args), options=session_options(args))
         logger.info("running on %s", ", ".join(models.providers))
         avatar = encode_avatar(
             models["avatar_encoder"],

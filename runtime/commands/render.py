@@ -23,6 +23,7 @@ import numpy as np
 from runtime.commands.app_folders import check_app_folders
 from runtime.commands.arg_checks import check_files, check_pose, check_sampler
 from runtime.commands.boundary import Terminated
+from runtime.commands.device_args import add_device_arguments, session_options
 from runtime.commands.progress import ProgressBar
 from runtime.core import validate as v
 from runtime.engine.conditions_track import TrackFileError, constant_conditions, read_track
@@ -44,7 +45,7 @@ from runtime.media.video_file import (
     check_destination,
 )
 from runtime.model import contract
-from runtime.model.sessions import SessionOptions, open_model_set
+from runtime.model.sessions import open_model_set
 from runtime.model.store_errors import ModelStoreError
 from runtime.model.weights import resolve_graphs
 
@@ -109,6 +110,7 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "against the memory available; on a GPU try the hop size)",
     )
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime threads (0: auto)")
+    add_device_arguments(p)
     p.add_argument(
         "--crf", type=int, default=18, help="H.264 quality, 0 (lossless) to 51 (default 18)"
     )
@@ -179,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
         else:
             reader = VideoReader(args.driving)
         graphs = args.graphs or resolve_graphs(args.weights, progress=_conversion_progress)
-        models = open_model_set(graphs, options=SessionOptions(intra_op_threads=args.threads))
+        models = open_model_set(graphs, options=session_options(args))
         logger.info("running on %s", ", ".join(models.providers))
         check_render_memory(args.batch, list(models.providers))
         logger.info("model: IMTalker %s", models.version.name)

@@ -378,6 +378,7 @@ class GraphSession:
         count = "automatic threads" if threads == 0 else f"{threads} thread" + "s" * (threads > 1)
         text = f"{SHORT_NAMES.get(self.provider, self.provider)}, {count}"
         broken = [f"{SHORT_NAMES.get(p.name, p.name)} unusable: {p.reason}" for p in self.unusable]
+        broken += self.notices  # e.g. a TensorRT build that failed: the GUI shows this line
         return text + (f" ({'; '.join(broken)})" if broken else "")
 
     def run(

@@ -91,3 +91,28 @@ def test_environment_on_this_machine_serialises() -> None:
     assert data["build_cuda"] == cuda_env.build_cuda_version()
     if data["build_cuda"] and data["build_cuda"].startswith("13"):
         assert data["problem"].startswith("NVIDIA driver 550 supports CUDA 12.4")
+
+
+def test_probe_names_the_old_driver_instead_of_the_library_symptom(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import onnxruntime as ort
+
+    from runtime.model import providers
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        pytest.skip("a CPU-only onnxruntime: there is no CUDA provider to fail")
+    if cuda_env.build_cuda_version() is None or not cuda_env.build_cuda_version().startswith("13"):
+        pytest.skip("the sentence is for a CUDA 13 build")
+    monkeypatch.setattr(cuda_env, "read_driver", lambda: read_driver(smi(QUERY_550, HEADER_550)))
+    providers.reset_probes()
+    try:
+        probe = providers.probe_provider("CUDAExecutionProvider")
+        if probe.initialises:
+            pytest.skip("CUDA works here")
+        assert probe.reason == (
+            "NVIDIA driver 550 supports CUDA 12.4; this build needs CUDA 13: "
+            "update the driver to 580 or newer"
+        )
+    finally:
+        providers.reset_probes()

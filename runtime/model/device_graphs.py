@@ -127,7 +127,7 @@ class _Slot:
         self._session.run_with_binding(self.binding, run_options=run_options)
         self.binding.synchronize_outputs()
         if self.host is not None:
-            return self.host
+            return dict(self.host)
         return {name: value.numpy() for name, value in self._outputs.items()}
 
 

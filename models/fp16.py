@@ -59,6 +59,24 @@ def _named(graph: onnx.GraphProto) -> None:
             node.name = f"{node.op_type}_{i}"
 
 
+def _retype_casts(graph: onnx.GraphProto) -> list[str]:
+    """Cast nodes whose target the converter left as float while it retyped their output to
+    fp16 (the timestep embedding's Cast before its fp16 Mul): make each Cast produce the type
+    the graph declares, which ONNX Runtime otherwise refuses. Returns their names."""
+    floats = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+    declared = {v.name: v.type.tensor_type.elem_type for v in (*graph.value_info, *graph.output)}
+    fixed = []
+    for node in graph.node:
+        want = declared.get(node.output[0]) if node.op_type == "Cast" else None
+        if want not in floats:
+            continue
+        for attr in node.attribute:
+            if attr.name == "to" and attr.i in floats and attr.i != want:
+                attr.i = int(want)
+                fixed.append(node.name)
+    return fixed
+
+
 def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The mixed-precision model and what stayed fp32 (for the graph's config JSON)."""
     from onnxconverter_common import float16
@@ -72,6 +90,7 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
         converted = float16.convert_float_to_float16(
             model, keep_io_types=True, op_block_list=op_types, node_block_list=chain
         )
+    casts = _retype_casts(converted.graph)
     present = {n.op_type for n in model.graph.node}
     info = {
         "precision": "fp16",
@@ -82,6 +101,7 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
             "top_k_chain": "near-tied attention probabilities flip the resampler's top-k in fp16",
             "Sin/Cos/Exp": "embedding angles beyond fp16's resolution",
         },
+        "casts_kept_fp32": casts,
         "fp16_not_blocked": "demodulation Pow/ReduceSum/Sqrt: blocking them breaks Conv typing",
     }
     return converted, info

@@ -96,4 +96,3 @@ def recipe_graphs_v2(recipe_weights_v2: Path, recipe_cache_home_v2: Path) -> Pat
     return compiled_cache.convert(
         WeightsFolder(recipe_weights_v2), root=recipe_cache_home_v2 / "compiled"
     )
-

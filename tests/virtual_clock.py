@@ -30,7 +30,8 @@ class VirtualClock:
     def __init__(self, start: float = 1000.0, *, real_timeout_s: float = 120.0) -> None:
         self._now = start
         self._cond = threading.Condition()
-        self._threads: dict[threading.Thread, float | None] = {}  # thread -> deadline if waiting
+        # thread -> (deadline, event) while it waits, None while it runs
+        self._threads: dict[threading.Thread, tuple[float, threading.Event] | None] = {}
         self._real_timeout = real_timeout_s
         self.advances = 0
 
@@ -83,7 +84,7 @@ class VirtualClock:
                         return True
                     if self._now >= deadline:
                         return False
-                    self._threads[me] = deadline
+                    self._threads[me] = (deadline, event)
                     self._advance_locked()
                     if self._now >= deadline:
                         continue
@@ -100,10 +101,13 @@ class VirtualClock:
     def _advance_locked(self) -> None:
         for t in [t for t in self._threads if not t.is_alive() and t.ident is not None]:
             del self._threads[t]
-        deadlines = list(self._threads.values())
-        if not deadlines or any(d is None for d in deadlines):
-            return  # somebody is running
-        nxt = min(d for d in deadlines if d is not None)
+        waits = list(self._threads.values())
+        if not waits or any(w is None or w[1].is_set() for w in waits):
+            # Somebody is running, or will as soon as it notices its event (the set happens
+            # outside the lock: time must not move before the waiter wakes, or it would see
+            # its event late by however long the machine took to schedule it).
+            return
+        nxt = min(w[0] for w in waits if w is not None)
         if nxt > self._now:
             self._now = nxt
             self.advances += 1

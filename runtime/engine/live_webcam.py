@@ -1,5 +1,10 @@
 """The webcam-driven live worker (`live-worker` thread): camera frame -> face crop -> motion
 encoder -> renderer -> the pacer, one picture per camera frame, always the newest.
+
+A picture's index is its place on the output timeline (capture time since the first frame, at
+the output rate), as in the audio-driven mode: the recorder places frames by index, and a
+count of frames read would run slow with a camera faster than the output and fall behind
+whenever the reader misses camera frames (a busy machine).
 """
 
 from __future__ import annotations
@@ -65,12 +70,16 @@ class WebcamWorker:
         pacer, mon = self._pacer, self._monitor
         pacer.set_streaming(True)
         last = 0
+        origin: float | None = None
+        fps = pacer.config.fps
         while not self._stop.is_set():
             grab = webcam.latest(after=last, timeout=0.1)
             if grab is None:
                 pacer.set_streaming(webcam.state is WebcamState.RUNNING)
                 continue
             last = grab.seq
+            if origin is None:
+                origin = grab.capture
             avatar = self._take_avatar()
             t0 = self._clock()
             crop = cropper.update(grab.rgb)
@@ -82,7 +91,7 @@ class WebcamWorker:
             pacer.submit(
                 [
                     LiveFrame(
-                        index=grab.seq,
+                        index=round((grab.capture - origin) * fps),
                         image=frame,
                         timing=FrameTiming(
                             capture=grab.capture, features=t0, motion=t_motion, pixels=t_pix

@@ -1,10 +1,12 @@
-"""Webcam frames for the video-driven live mode, through an OpenCV-like module (own thread).
+"""Webcam frames for the video-driven live mode, through an OpenCV-like module (own `webcam`
+thread; `latest` is called from the inference worker).
 
 A reader thread calls `read()` (which blocks until the camera delivers), stamps each frame
 with its capture time and keeps only the newest (newest wins: the inference worker never
 works on a stale frame). A camera that stops delivering is reopened with backoff; each state
 change and each failed attempt to reopen it is reported (`retries` counts the attempts).
-The module is passed in, so tests use a fake camera.
+The module is passed in, so tests use a fake camera. Every timed wait goes through
+`runtime.core.timing.wait_on` on the injected clock, so tests run the reader in virtual time.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from runtime.core.timing import Clock
+from runtime.core.timing import Clock, wait_on
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,10 @@ class WebcamSource:
         self.config = config
         self._clock = clock
         self._on_state = on_state
-        self._cond = threading.Condition()
+        self._lock = threading.Lock()
+        # Set (under the lock) when a new frame or the stop arrives; `latest` clears it under
+        # the lock before it looks, so no frame can slip in between look and wait.
+        self._fresh = threading.Event()
         self._latest: Grab | None = None
         self._seq = 0
         self.state = WebcamState.STOPPED
@@ -80,8 +85,8 @@ class WebcamSource:
 
     def stop(self, timeout: float = 1.0) -> bool:
         self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        with self._lock:
+            self._fresh.set()
         thread, self._thread = self._thread, None
         ok = True
         if thread is not None and thread is not threading.current_thread():
@@ -93,13 +98,16 @@ class WebcamSource:
     def latest(self, *, after: int, timeout: float) -> Grab | None:
         """The newest frame with seq > `after`, waiting up to `timeout` for one."""
         deadline = self._clock() + timeout
-        with self._cond:
-            while self._latest is None or self._latest.seq <= after:
-                left = deadline - self._clock()
-                if left <= 0 or self._stop.is_set():
-                    return None
-                self._cond.wait(left)
-            return self._latest
+        while True:
+            with self._lock:
+                self._fresh.clear()
+                grab = self._latest
+            if grab is not None and grab.seq > after:
+                return grab
+            left = deadline - self._clock()
+            if left <= 0 or self._stop.is_set():
+                return None
+            wait_on(self._fresh, left, self._clock)
 
     def _set(self, state: WebcamState, error: str | None, *, retry: bool = False) -> None:
         changed = state is not self.state or error != self.error
@@ -138,7 +146,7 @@ class WebcamSource:
                     f"camera {self.config.index} cannot be opened",
                     retry=attempt > 0,
                 )
-                self._stop.wait(backoff[min(attempt, len(backoff) - 1)])
+                wait_on(self._stop, backoff[min(attempt, len(backoff) - 1)], self._clock)
                 attempt += 1
                 continue
             failures = 0
@@ -148,18 +156,18 @@ class WebcamSource:
                     now = self._clock()
                     if not ok or bgr is None:
                         failures += 1
-                        self._stop.wait(0.01)
+                        wait_on(self._stop, 0.01, self._clock)
                         continue
                     failures, attempt = 0, 0
                     self._set(WebcamState.RUNNING, None)
                     rgb = np.ascontiguousarray(np.asarray(bgr, np.uint8)[:, :, ::-1])
-                    with self._cond:
+                    with self._lock:
                         self._seq += 1
                         self._latest = Grab(seq=self._seq, capture=now, rgb=rgb)
-                        self._cond.notify_all()
+                        self._fresh.set()
             finally:
                 cap.release()
             if not self._stop.is_set():
                 self._set(WebcamState.LOST, "the camera stopped delivering frames")
-                self._stop.wait(backoff[min(attempt, len(backoff) - 1)])
+                wait_on(self._stop, backoff[min(attempt, len(backoff) - 1)], self._clock)
                 attempt += 1

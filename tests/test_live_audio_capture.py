@@ -91,40 +91,50 @@ def test_overflows_are_counted() -> None:
 
 
 def test_unplug_detected_then_recovered() -> None:
-    dev = FakeSoundDevice(np.full(16000, 0.1, np.float32), 16000, loop=True)
+    """In virtual time: the detection and retry times are the watchdog's, not the machine's."""
+    from tests.virtual_clock import VirtualClock
+
+    clock = VirtualClock(real_timeout_s=60.0)
+    dev = FakeSoundDevice(np.full(16000, 0.1, np.float32), 16000, loop=True, clock=clock)
     seen: list[tuple[float, CaptureStatus]] = []
     cfg = CaptureConfig(stall_timeout_s=2.0, retry_backoff_s=(0.3, 0.6))
     cap = AudioCapture(
-        sd=dev, config=cfg, on_status=lambda s: seen.append((time.perf_counter(), s))
+        sd=dev, config=cfg, on_status=lambda s: seen.append((clock(), s)), clock=clock
     )
-    cap.start()
-    try:
-        collect(cap, 0.3)
-        assert cap.state is CaptureState.RUNNING
-        t_unplug = time.perf_counter()
-        dev.unplug()
-        while cap.state is CaptureState.RUNNING and time.perf_counter() - t_unplug < 5:
+    clock.join()
+    # Adopting for the whole run: the watchdog starts new stream threads on every retry.
+    with clock.adopting():
+        cap.start()
+        try:
+            clock.sleep(0.3)
             cap.read()
-            time.sleep(0.02)
-        detected = time.perf_counter() - t_unplug
-        assert cap.state in (CaptureState.LOST, CaptureState.NO_DEVICE)
-        assert 1.9 < detected < 3.0
-        time.sleep(1.0)  # retries fail while unplugged
-        assert cap.state in (CaptureState.LOST, CaptureState.NO_DEVICE)
-        assert cap.status().error
-        dev.replug()
-        t_replug = time.perf_counter()
-        while cap.state is not CaptureState.RUNNING and time.perf_counter() - t_replug < 5:
-            time.sleep(0.02)
-        assert cap.state is CaptureState.RUNNING
-        assert time.perf_counter() - t_replug < 1.5  # within one backoff step
-        got = cap.read()
-        while got.samples.size == 0:
+            assert cap.state is CaptureState.RUNNING
+            t_unplug = clock()
+            dev.unplug()
+            while cap.state is CaptureState.RUNNING and clock() - t_unplug < 5:
+                cap.read()
+                clock.sleep(0.02)
+            detected = clock() - t_unplug
+            assert cap.state in (CaptureState.LOST, CaptureState.NO_DEVICE)
+            assert 1.9 < detected < 2.6  # the 2 s stall timeout and one watchdog period
+            clock.sleep(1.0)  # retries fail while unplugged
+            assert cap.state in (CaptureState.LOST, CaptureState.NO_DEVICE)
+            assert cap.status().error
+            dev.replug()
+            t_replug = clock()
+            while cap.state is not CaptureState.RUNNING and clock() - t_replug < 5:
+                clock.sleep(0.02)
+            assert cap.state is CaptureState.RUNNING
+            assert clock() - t_replug < 0.8  # within one backoff step (0.6 s)
             got = cap.read()
-        assert got.restarted
-        assert cap.status().restarts >= 1
-    finally:
-        assert cap.stop()
+            while got.samples.size == 0:
+                clock.sleep(0.02)
+                got = cap.read()
+            assert got.restarted
+            assert cap.status().restarts >= 1
+        finally:
+            clock.leave()
+            assert cap.stop()
     states = [s.state for _, s in seen]
     assert CaptureState.LOST in states
     assert states[-1] is CaptureState.STOPPED
@@ -148,22 +158,31 @@ def test_no_input_device_is_reported() -> None:
 
 
 def test_file_playback_plays_everything_then_ends(fixtures_dir: Path) -> None:
+    """In virtual time: one second of audio takes one second of the playback's clock."""
+    from tests.virtual_clock import VirtualClock
+
     speech = speech_16k(fixtures_dir)[:16000]
     for rate, audio in ((16000, speech), (44100, soxr.resample(speech, 16000, 44100))):
-        source = FilePlayback(audio.astype(np.float32), rate)
-        cap = AudioCapture(sd=source, config=CaptureConfig(finite=True))
-        t = time.perf_counter()
-        cap.start()
-        chunks = []
-        while cap.state is not CaptureState.ENDED and time.perf_counter() - t < 3:
-            chunks.append(cap.read().samples)
-            time.sleep(0.02)
-        chunks.append(cap.read().samples)
-        elapsed = time.perf_counter() - t
-        cap.stop()
+        clock = VirtualClock(real_timeout_s=60.0)
+        source = FilePlayback(audio.astype(np.float32), rate, clock=clock)
+        cap = AudioCapture(sd=source, config=CaptureConfig(finite=True), clock=clock)
+        clock.join()
+        with clock.adopting():
+            t = clock()
+            cap.start()
+            chunks = []
+            try:
+                while cap.state is not CaptureState.ENDED and clock() - t < 3:
+                    chunks.append(cap.read().samples)
+                    clock.sleep(0.02)
+                chunks.append(cap.read().samples)
+                elapsed = clock() - t
+            finally:
+                clock.leave()
+                cap.stop()
         got = np.concatenate(chunks)
         assert cap.status().state is CaptureState.STOPPED
-        assert 0.95 < elapsed < 1.4  # real time
+        assert 0.98 < elapsed < 1.2  # real time on the playback's clock
         assert abs(got.size - 16000) <= 2
         assert np.corrcoef(got[:15000], speech[:15000])[0, 1] > 0.99
 

@@ -34,6 +34,7 @@ import soxr
 
 from runtime.core.timing import Clock, wait_on
 from runtime.media.audio_gate import MicSwitch
+from runtime.media.stream_close import stop_and_close
 from runtime.model.contract import SAMPLE_RATE
 
 logger = logging.getLogger(__name__)
@@ -458,11 +459,7 @@ class AudioCapture:
     def _close_locked(self, *, keep_ring: bool = False) -> None:
         stream, self._stream = self._stream, None
         if stream is not None:
-            for action in (stream.stop, stream.close):
-                try:
-                    action()
-                except Exception as exc:
-                    logger.debug("closing the audio stream: %s", exc)
+            stop_and_close(stream, what="the audio stream")
         if not keep_ring and self._ring is not None:
             self._overflows_before += self._ring.overflows
             self._callbacks_before += self._ring.callbacks

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from runtime.core.timing import Clock
 from runtime.core.validate import MIC_OFFSET
 from runtime.media.delay_line import DelayLine, DelayLineConfig
+from runtime.media.stream_close import stop_and_close
 from runtime.media.virtual_mic_device import (
     OutputTarget,
     VirtualMicDevice,
@@ -155,11 +156,7 @@ class VirtualMic:
             stream, self._stream = self._stream, None
             target, self._target = self._target, None
             if stream is not None:
-                for action in (stream.stop, stream.close):
-                    try:
-                        action()
-                    except Exception as exc:
-                        logger.debug("closing the virtual-microphone stream: %s", exc)
+                stop_and_close(stream, what="the virtual-microphone stream")
             if target is not None:
                 self._device.remove()
 

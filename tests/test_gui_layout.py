@@ -8,13 +8,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from PySide6.QtCore import QByteArray, QRect, QSize
+from PySide6.QtCore import QRect, QSize
 from PySide6.QtWidgets import (
     QAbstractButton,
     QApplication,
     QCheckBox,
     QLabel,
-    QMainWindow,
     QPushButton,
     QRadioButton,
     QStyle,
@@ -26,6 +25,7 @@ from pytestqt.qtbot import QtBot
 from desktop_app import theme
 from desktop_app.main_window import MIN_SIZE, MainWindow
 from desktop_app.panels import default_size
+from tests.support.gui import restored_size
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import WindowFactory
 
@@ -158,10 +158,5 @@ def test_window_fits_a_1366x768_laptop_and_its_size_comes_back(
     saved, _ = first.settings_store.load()
     assert saved.window_geometry
     second = make_window()
-    # Qt fits a restored window to the screen (the offscreen one is narrow): compare with
-    # what restoring the saved bytes gives, and with the default size it would have had.
-    probe = QMainWindow()
-    probe.setMinimumSize(second.minimumSize())
-    probe.restoreGeometry(QByteArray.fromBase64(saved.window_geometry.encode()))
-    assert second.size() == probe.size()
+    assert second.size() == restored_size(second, saved.window_geometry)
     assert second.height() == 640  # a saved small window stays small

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PySide6.QtCore import QByteArray, QMimeData, QPointF, Qt, QUrl
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl
 from PySide6.QtGui import QDropEvent
-from PySide6.QtWidgets import QApplication, QMainWindow, QWidget
+from PySide6.QtWidgets import QApplication, QWidget
 from pytestqt.qtbot import QtBot
 
 from desktop_app.crop_dialog import CropDialog
@@ -26,7 +26,7 @@ from desktop_app.images import qimage_to_rgb
 from desktop_app.live_bridge import LiveState
 from desktop_app.main_window import MainWindow
 from tests.fakes import virtual_camera as fakecam
-from tests.support.gui import unnamed
+from tests.support.gui import restored_size, unnamed
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import ENGINE_THREADS, Hops, WindowFactory, activate
 
@@ -323,12 +323,7 @@ def test_settings_and_geometry_come_back(qtbot: QtBot, make_window: WindowFactor
     saved, _ = first.settings_store.load()
     assert saved.window_geometry
     second = make_window()
-    # Qt fits a restored window to the screen (the offscreen one is small), so compare with
-    # what restoring the saved bytes gives, and with the default size it would have had.
-    probe = QMainWindow()
-    probe.setMinimumSize(second.minimumSize())
-    probe.restoreGeometry(QByteArray.fromBase64(saved.window_geometry.encode()))
-    assert second.size() == probe.size()
+    assert second.size() == restored_size(second, saved.window_geometry)
     assert second.height() == 700
     assert second.controls.pose_sliders["yaw"].value() == 7
     assert not second.controls.natural.isChecked()

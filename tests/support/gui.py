@@ -1,7 +1,9 @@
-"""Helpers for the GUI tests: which controls a keyboard or screen-reader user can reach."""
+"""Helpers for the GUI tests: which controls a keyboard or screen-reader user can reach, and
+the size a restored window gets."""
 
 from __future__ import annotations
 
+from PySide6.QtCore import QByteArray, QSize
 from PySide6.QtWidgets import (
     QAbstractButton,
     QAbstractSlider,
@@ -9,6 +11,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QLineEdit,
     QListView,
+    QMainWindow,
     QProgressBar,
     QScrollBar,
     QTabWidget,
@@ -90,3 +93,13 @@ def mnemonics(root: QWidget) -> dict[str, list[str]]:
         for action in root.menuBar().actions():
             claim(action.text(), f"menu {action.text()!r}")
     return claims
+
+
+def restored_size(window: QWidget, geometry: str) -> QSize:
+    """The size Qt gives a window like `window` (its minimum size) restored from `geometry`
+    (saved base64): Qt fits a restored window to the screen, and the offscreen one is small,
+    so a restored window is compared with this rather than with the size it was saved at."""
+    probe = QMainWindow()
+    probe.setMinimumSize(window.minimumSize())
+    probe.restoreGeometry(QByteArray.fromBase64(geometry.encode()))
+    return probe.size()

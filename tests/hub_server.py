@@ -78,6 +78,12 @@ def write_tree(root: Path, files: Mapping[str, bytes]) -> Path:
     return root
 
 
+def read_tree(root: Path) -> dict[str, bytes]:
+    """Every file below `root` by its POSIX path relative to it ({} when `root` is missing):
+    what `write_tree` takes, to compare a folder before and after."""
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 def is_lfs(path: str) -> bool:
     return not path.endswith(".json")
 

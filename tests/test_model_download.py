@@ -27,7 +27,7 @@ from runtime.model.store import ModelStore
 from runtime.model.store_errors import Cancelled, DiskFullError, VerificationError
 from runtime.model.store_records import MANIFEST, ExpectedFile
 from runtime.model.transfer import TransferProgress
-from tests.hub_server import COMMIT, FakeHub, closed_port, sha256, standin_files
+from tests.hub_server import COMMIT, FakeHub, closed_port, read_tree, sha256, standin_files
 
 ALL = [e.path for e in MANIFEST]
 
@@ -76,10 +76,6 @@ def options(hub: FakeHub, **overrides: object) -> DownloadOptions:
     }
     base.update(overrides)
     return DownloadOptions(**base)  # type: ignore[arg-type]
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def recorded_digests(store: ModelStore) -> dict[str, tuple[str, int, str]]:
@@ -240,13 +236,13 @@ def test_file_differing_from_the_first_verified_digest_is_refused(store: ModelSt
     first = standin_files()
     with FakeHub(first) as hub:
         download_model(store, options=options(hub))
-    before = snapshot(store.root)
+    before = read_tree(store.root)
     changed = standin_files(seed=5)
     with FakeHub(changed, commit="f" * 40) as hub:
         with pytest.raises(VerificationError, match=r"first verified.*models remove"):
             download_model(store, options=options(hub, revision="main", force=True))
         assert hub.gets("") == [], "refused before any byte was downloaded"
-    assert snapshot(store.root) == before
+    assert read_tree(store.root) == before
 
 
 def test_disk_full_during_write_leaves_the_previous_store_intact(
@@ -255,7 +251,7 @@ def test_disk_full_during_write_leaves_the_previous_store_intact(
     files = standin_files()
     with FakeHub(files) as hub:
         download_model(store, options=options(hub))
-        before = snapshot(store.root)
+        before = read_tree(store.root)
         record_before = recorded_digests(store)
 
         written = 0
@@ -273,7 +269,7 @@ def test_disk_full_during_write_leaves_the_previous_store_intact(
             download_model(store, options=options(hub, force=True))
     # A forced re-download replaced some files by identical ones before the disk filled up:
     # the bytes, the file list and the recorded digests are what they were.
-    after = snapshot(store.root)
+    after = read_tree(store.root)
     assert after.keys() == before.keys()
     assert {k: v for k, v in after.items() if k != "store.json"} == {
         k: v for k, v in before.items() if k != "store.json"

@@ -31,7 +31,7 @@ from runtime.model.store import ModelStore
 from runtime.model.store_errors import Cancelled, DiskFullError, ModelStoreError, VerificationError
 from runtime.model.store_records import MANIFEST
 from runtime.model.transfer import TransferProgress
-from tests.hub_server import sha256, standin_files, write_tree
+from tests.hub_server import read_tree, sha256, standin_files, write_tree
 
 ALL = [e.path for e in MANIFEST]
 
@@ -52,10 +52,6 @@ def user_folder(tmp_path: Path) -> Path:
     return write_tree(tmp_path / "downloads", standin_files())
 
 
-def snapshot(root: Path) -> dict[str, bytes]:
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
-
-
 # --------------------------------------------------------------------------- locations
 
 
@@ -70,10 +66,10 @@ def test_default_store_follows_the_data_dir_override(tmp_path: Path) -> None:
 def test_import_folder_copies_verifies_and_never_moves(
     store: ModelStore, user_folder: Path
 ) -> None:
-    before = snapshot(user_folder)
+    before = read_tree(user_folder)
     result = store.import_files([user_folder])
     assert sorted(result.imported) == sorted(ALL) and result.missing == ()
-    assert snapshot(user_folder) == before, "the user's files are untouched"
+    assert read_tree(user_folder) == before, "the user's files are untouched"
     status = store.status(deep=True)
     assert status.complete
     record = json.loads(store.record_path.read_text())
@@ -131,11 +127,11 @@ def test_import_of_a_different_file_after_first_verification_is_refused(
     store: ModelStore, user_folder: Path, tmp_path: Path
 ) -> None:
     store.import_files([user_folder])
-    before = snapshot(store.root)
+    before = read_tree(store.root)
     other = write_tree(tmp_path / "other", standin_files(seed=9))
     with pytest.raises(VerificationError, match=r"first verified.*models remove"):
         store.import_files([other / "generator.ckpt"])
-    assert snapshot(store.root) == before
+    assert read_tree(store.root) == before
 
     # After `remove`, the first verification starts over.
     store.remove()
@@ -176,7 +172,7 @@ def test_disk_full_during_import_leaves_the_previous_store_intact(
     store: ModelStore, user_folder: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     store.import_files([user_folder / "renderer.ckpt"])
-    before = snapshot(store.root)
+    before = read_tree(store.root)
 
     def full(f: object, data: bytes) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
@@ -184,7 +180,7 @@ def test_disk_full_during_import_leaves_the_previous_store_intact(
     monkeypatch.setattr(store_import, "write_all", full)
     with pytest.raises(DiskFullError, match="left as it was"):
         store.import_files([user_folder])
-    assert snapshot(store.root) == before
+    assert read_tree(store.root) == before
 
 
 def test_cancelled_import_leaves_no_temp_file(store: ModelStore, user_folder: Path) -> None:

@@ -15,7 +15,7 @@ import torch
 from runtime.commands import models_cmd
 from runtime.model.store import ModelStore
 from runtime.model.store_errors import ModelVersionConflictError, VerificationError
-from tests.hub_server import standin_files, write_tree
+from tests.hub_server import read_tree, standin_files, write_tree
 from tests.support.malicious_checkpoints import MarkerPayload, with_payload
 from tests.support.skeleton_checkpoints import skeleton_checkpoint
 
@@ -29,12 +29,6 @@ def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture
 def store(tmp_path: Path) -> ModelStore:
     return ModelStore(tmp_path / "store")
-
-
-def snapshot(root: Path) -> dict[str, bytes]:
-    if not root.exists():
-        return {}
-    return {p.relative_to(root).as_posix(): p.read_bytes() for p in root.rglob("*") if p.is_file()}
 
 
 def cli(*args: str) -> int:
@@ -59,7 +53,7 @@ def test_malicious_renderer_into_an_empty_store_is_not_stored_or_pinned(
     with pytest.raises(VerificationError, match=r"renderer.ckpt: it was refused.*run code"):
         store.import_files([folder])
     assert not marker.exists(), "nothing from the file ran"
-    assert snapshot(store.root) == {}, "nothing stored, nothing pinned"
+    assert read_tree(store.root) == {}, "nothing stored, nothing pinned"
     assert store.pinned_sha256("renderer.ckpt") is None
 
     # The genuine file is then accepted (it was not locked out by a pinned bad digest).
@@ -78,7 +72,7 @@ def test_flipped_byte_generator_into_an_empty_store_is_not_stored_or_pinned(
     err = capsys.readouterr().err
     assert code != 0
     assert "generator.ckpt: it is damaged: a checksum" in err and "Traceback" not in err
-    assert snapshot(store.root) == {}
+    assert read_tree(store.root) == {}
     assert (folder / "generator.ckpt").read_bytes() == files["generator.ckpt"], "user file kept"
 
     genuine = write_tree(tmp_path / "genuine", standin_files())
@@ -98,7 +92,7 @@ def test_a_checkpoint_of_no_known_version_is_refused_with_a_short_sentence(
     message = str(err.value)
     assert "matches no IMTalker version" in message and "Re-download" in message
     assert len(message) < 400, "key lists go to the log, not the message"
-    assert snapshot(store.root) == {}
+    assert read_tree(store.root) == {}
 
 
 def test_a_mixed_pair_is_refused_before_anything_is_stored(
@@ -112,7 +106,7 @@ def test_a_mixed_pair_is_refused_before_anything_is_stored(
     assert code != 0
     assert "renderer checkpoint is IMTalker v2 but the generator checkpoint is v1" in err
     assert "Traceback" not in err
-    assert snapshot(store.root) == {}
+    assert read_tree(store.root) == {}
 
 
 def test_v2_import_status_and_a_deliberate_switch_to_v1(
@@ -123,7 +117,7 @@ def test_v2_import_status_and_a_deliberate_switch_to_v1(
     capsys.readouterr()
     assert cli("status", "--json", "--store", str(store.root)) == 0
     assert json.loads(capsys.readouterr().out)["model_version"] == "v2"
-    before = snapshot(store.root)
+    before = read_tree(store.root)
 
     # One file of the other version over the installed model: refused, nothing changes.
     # The other release: new renderer and generator, the same wav2vec2 files (as published).
@@ -138,7 +132,7 @@ def test_v2_import_status_and_a_deliberate_switch_to_v1(
     # --replace with only one of the two checkpoints: refused, never mixed.
     with pytest.raises(ModelVersionConflictError, match="together"):
         store.import_files([v1 / "renderer.ckpt"], replace=True)
-    assert snapshot(store.root) == before
+    assert read_tree(store.root) == before
 
     assert cli("import", str(v1), "--replace", "--store", str(store.root), "--no-convert") == 0
     assert "Switched the model from IMTalker v2 to v1" in capsys.readouterr().out
@@ -186,8 +180,8 @@ def test_replace_keeps_the_other_files_digests(store: ModelStore, tmp_path: Path
     """--replace switches the versioned checkpoints only: a different wav2vec2 file is still
     refused by its recorded digest, and nothing changes."""
     store.import_files([write_tree(tmp_path / "v1", standin_files())])
-    before = snapshot(store.root)
+    before = read_tree(store.root)
     other = standin_files(seed=4, version="v2")
     with pytest.raises(VerificationError, match=r"wav2vec2-base-960h/.*first verified"):
         store.import_files([write_tree(tmp_path / "v2", other)], replace=True)
-    assert snapshot(store.root) == before
+    assert read_tree(store.root) == before

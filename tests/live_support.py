@@ -43,6 +43,17 @@ def wav_16k(path: Path) -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
+def write_wav_16k(path: Path, audio: np.ndarray) -> Path:
+    """`audio` (float, full scale 1.0) as a 16 kHz mono 16-bit WAV at `path` (what `paplay`
+    plays into the test's audio server)."""
+    with wave.open(str(path), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes((audio * 32767).astype(np.int16).tobytes())
+    return path
+
+
 @dataclass
 class Tap:
     """Collects what the engine tells: events, hops, and every published frame (preview)."""

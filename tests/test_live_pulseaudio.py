@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ from runtime.engine.live import LiveEngine, MicrophoneInput
 from runtime.model.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests.fakes import virtual_camera as fakecam
-from tests.live_support import Tap, grey_avatar, stub_models, wav_16k
+from tests.live_support import Tap, grey_avatar, stub_models, wav_16k, write_wav_16k
 from tests.support.pulseaudio import pulseaudio_server
 
 pytestmark = pytest.mark.slow
@@ -58,12 +57,7 @@ def test_speech_through_pulseaudio(pulse: None, tmp_path: Path, fixtures_dir: Pa
     fakecam.register()
     models: ModelSet = stub_models(tmp_path / "stubs")
     speech = wav_16k(fixtures_dir / "audio_1.wav")[: 16000 * 6]
-    clip = tmp_path / "speech.wav"
-    with wave.open(str(clip), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((speech * 32767).astype(np.int16).tobytes())
+    clip = write_wav_16k(tmp_path / "speech.wav", speech)
     tap = Tap()
     engine = LiveEngine(
         models=models,

@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-import wave
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.live_support import wav_16k
+from tests.live_support import wav_16k, write_wav_16k
 from tests.stub_graphs import write_stub_graphs
 from tests.support.pulseaudio import pulseaudio_server
 
@@ -194,12 +193,7 @@ def test_delayed_speech_through_the_virtual_microphone(
 ) -> None:
     clip = wav_16k(fixtures_dir / "audio_1.wav")
     speech = np.concatenate([clip] * 6)[: 16000 * 60]
-    speech_wav = tmp_path / "speech60.wav"
-    with wave.open(str(speech_wav), "wb") as w:
-        w.setnchannels(1)
-        w.setsampwidth(2)
-        w.setframerate(16000)
-        w.writeframes((speech * 32767).astype(np.int16).tobytes())
+    speech_wav = write_wav_16k(tmp_path / "speech60.wav", speech)
     app = App(pulse_env, tmp_path, fixtures_dir)
     try:
         app.wait_open()

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 from runtime.engine.live import LiveEngine, MicrophoneInput
+from runtime.engine.types import LiveControls
 from runtime.model.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests.fakes import virtual_camera as fakecam
@@ -68,7 +69,9 @@ def test_speech_through_pulseaudio(pulse: None, tmp_path: Path, fixtures_dir: Pa
         ],
         listener=tap.listener(),
     )
-    engine.start(grey_avatar(models, 100))
+    # A fixed hop: the expected features below are laid out for 5-frame hops (Auto would
+    # choose 1 with stub graphs).
+    engine.start(grey_avatar(models, 100), LiveControls(hop=5))
     try:
         assert tap.wait_event("audio", "running", timeout=10) is not None, tap.events
         time.sleep(1.0)
@@ -82,6 +85,7 @@ def test_speech_through_pulseaudio(pulse: None, tmp_path: Path, fixtures_dir: Pa
     assert stats.audio.native_rate in (44100, 48000)  # the server's rate, resampled to 16 kHz
     # The generator's input features of each emitted frame, with each frame's capture time.
     hops = [h for h in tap.hops if h.emitted == 5]
+    assert len(hops) > 20, [h.emitted for h in tap.hops]
     captured = np.concatenate([h.capture for h in hops]) - t_play
     level = np.concatenate([h.features[: h.emitted, 0] for h in hops])
     # What they should be if the clip was captured `lag` seconds after paplay started: the

@@ -221,10 +221,13 @@ def _peak_mb() -> float | None:
     return None
 
 
-def _reset_peak() -> bool:
-    """Start a new peak-RSS window (Linux 4.0+); False where that is not possible."""
+def _trim() -> None:
     with contextlib.suppress(OSError, AttributeError):  # glibc only: return freed heap first
         ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
+def _reset_peak() -> bool:
+    """Start a new peak-RSS window (Linux 4.0+); False where that is not possible."""
     try:
         with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
             f.write("5")
@@ -281,12 +284,13 @@ def run_bench(
     renderer = DeviceRenderer(models[contract.RENDERER.name])
     renderer.use(tensors)
     say("renderer memory")
+    _trim()  # before reading the baseline: trimming lowers RSS, never the other way
     rss_before = _rss_mb()
     measured_peak = _reset_peak()
     renderer.render(rng.standard_normal((1, contract.MOTION_DIM)).astype(np.float32))
     peak_after = _peak_mb()
     working = (
-        peak_after - rss_before
+        max(0.0, peak_after - rss_before)
         if measured_peak and peak_after is not None and rss_before is not None
         else None
     )

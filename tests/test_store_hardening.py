@@ -301,3 +301,24 @@ def test_a_weights_folder_is_never_written_even_with_a_damaged_store_json(
     assert folder.verified_digests() is not None
     folder.status()
     assert {p: p.read_bytes() for p in root.rglob("*") if p.is_file()} == before
+
+
+def test_rebuild_does_not_trust_anew_a_checkpoint_the_inspector_refuses(
+    full_store: ModelStore, tmp_path: Path
+) -> None:
+    """A damaged record plus a swapped-in malicious renderer: the rebuild must not pin it (it
+    is trusted anew only as an import would, after the inspector), and nothing in it runs."""
+    from tests.support.malicious_checkpoints import MarkerPayload, with_payload
+
+    marker = tmp_path / "ran.txt"
+    with_payload(full_store.path("renderer.ckpt"), MarkerPayload(marker))
+    full_store.record_path.write_bytes(b"\xff\xfe")
+    store = ModelStore(full_store.root)
+    status = {f.path: f for f in store.status().files}
+    assert not status["renderer.ckpt"].verified
+    assert status["generator.ckpt"].verified
+    assert store.notice is not None and "renderer.ckpt (" in store.notice
+    rebuilt = json.loads(full_store.record_path.read_text())["files"]
+    assert "renderer.ckpt" not in rebuilt
+    assert rebuilt["generator.ckpt"]["model_version"] in ("v1", "v2")
+    assert not marker.exists()

@@ -6,16 +6,20 @@ types) is never silently ignored, which would make every verified file look unve
 renamed aside (`store.json.damaged-<time>`, kept for inspection) and a new one is written for
 the files that can be re-verified now: each present file is re-hashed and structure-checked,
 and must match a digest pinned in the manifest and any entry of the damaged record that could
-still be read. A file that fails stays unverified and the notice says so.
+still be read. A checkpoint the damaged record no longer vouches for is trusted anew only as on
+import: after the checkpoint inspector passes it (safe unpickler, keys and shapes of a known
+model version). A file that fails stays unverified and the notice says so.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 from runtime.core.damaged import set_aside
+from runtime.model import inspection
 from runtime.model.files import sha256_file, structure_problem
 from runtime.model.store_records import (
     STORE_FILE,
@@ -41,6 +45,7 @@ def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[Store
     aside = set_aside(store.record_path, lambda stamp: DAMAGED_PREFIX + stamp)
     files: dict[str, FileRecord] = {}
     failed: list[str] = []
+    unvouched: dict[str, str] = {}  # part -> relpath of checkpoints trusted anew
     for entry in store.manifest:
         path = store.path(entry.path)
         try:
@@ -68,7 +73,13 @@ def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[Store
             mtime_ns=st.st_mtime_ns,
             first_verified=earlier.first_verified if earlier else utc_now(),
             source=earlier.source if earlier else REVERIFIED_SOURCE,
+            model_version=earlier.model_version if earlier else None,
         )
+        if earlier is None and entry.part is not None:
+            unvouched[entry.part] = entry.path
+    for rel, reason in _inspect_unvouched(store, files, unvouched).items():
+        del files[rel]
+        failed.append(f"{rel} ({reason})")
     record = StoreRecord(repo_id=salvaged.repo_id, revision=salvaged.revision, files=files)
     with contextlib.suppress(OSError):
         store._write_record(record)
@@ -82,3 +93,33 @@ def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[Store
     notice += "."
     logger.warning("%s", notice)
     return record, notice
+
+
+def _inspect_unvouched(
+    store: ModelStore, files: dict[str, FileRecord], unvouched: dict[str, str]
+) -> dict[str, str]:
+    """Run the checkpoint inspector on the checkpoints about to be trusted anew; record the
+    model version of those that pass and return relpath -> reason for those that fail."""
+    if not unvouched:
+        return {}
+    if not inspection.inspector_available():
+        logger.warning(
+            "the checkpoint inspector is not installed: %s re-verified after the format check only",
+            ", ".join(unvouched.values()),
+        )
+        return {}
+    try:
+        verdicts = inspection.inspect_files(
+            {part: store.path(rel) for part, rel in unvouched.items()},
+            digests={part: files[rel].sha256 for part, rel in unvouched.items()},
+        )
+    except inspection.InspectionError as exc:
+        return {rel: f"could not be inspected: {exc}" for rel in unvouched.values()}
+    refused: dict[str, str] = {}
+    for part, verdict in verdicts.items():
+        rel = unvouched[part]
+        if verdict.ok:
+            files[rel] = replace(files[rel], model_version=verdict.model_version)
+        else:
+            refused[rel] = verdict.problem or "failed the checkpoint inspection"
+    return refused

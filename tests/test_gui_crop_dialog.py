@@ -15,6 +15,7 @@ from desktop_app.crop_dialog import Bounds, CropDialog, bounds_for, clamp_square
 from desktop_app.gallery import CropSquare
 from desktop_app.images import rgb_to_qimage
 from desktop_app.runtime_services.models import RuntimeAvatars
+from runtime.model.versions import V1, V2
 
 
 def test_clamp_keeps_the_square_inside_the_bounds() -> None:
@@ -88,8 +89,10 @@ def test_dialog_starts_on_the_face_and_follows_keys_wheel_and_drag(
     dialog.accept_button.click()
     assert dialog.result() == CropDialog.DialogCode.Accepted
     assert dialog.name == "My face"
+    # Cut at the source size of the model the hub serves (v2: 512) unless a size is asked for.
     crop = avatars.crop(photo, dialog.square)
-    assert crop.shape == (256, 256, 3)
+    assert crop.shape == (V2.source_size, V2.source_size, 3) == (512, 512, 3)
+    assert avatars.crop(photo, dialog.square, size=V1.source_size).shape == (256, 256, 3)
 
 
 def test_no_face_starts_centred_and_says_so(qtbot: QtBot) -> None:

@@ -7,9 +7,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -21,7 +21,7 @@ from runtime.engine.features import window_features
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_generator import LiveGenerator
-from runtime.engine.pacer import MotionRetimer, Pacer
+from runtime.engine.pacer import MotionRetimer
 from runtime.engine.types import EngineConfig, HopRecord, LiveControls
 from runtime.model.contract import FPS, MOTION_DIM, RENDERER, SAMPLES_PER_FRAME
 from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
@@ -32,6 +32,12 @@ from runtime.sinks.frame import LiveFrame
 logger = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
+
+
+class FrameQueue(Protocol):
+    """Where a hop's frames go: the pacer locally, a collector on a render server."""
+
+    def submit(self, frames: Sequence[LiveFrame]) -> None: ...
 
 
 class Stopped(Exception):
@@ -111,7 +117,7 @@ class HopRunner:
         precomputed: Array | None,
         generator: LiveGenerator,
         renderer: Graph,
-        pacer: Pacer,
+        pacer: FrameQueue,
         monitor: LatencyMonitor,
         clock: Clock = time.perf_counter,
         on_hop: Callable[[HopRecord], None] | None = None,

@@ -1,0 +1,110 @@
+"""Pixels and samples to and from the wire (whichever thread sends or receives: the client's
+link threads, the server's compute thread).
+
+Photos are decoded from memory only (a session's avatar is never written to disk), with the
+format and pixel count checked from the header before any pixel is decoded.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+
+import cv2
+import numpy as np
+import numpy.typing as npt
+from PIL import Image, UnidentifiedImageError
+
+from runtime.remote.protocol import (
+    BAD_PHOTO,
+    FORMAT_JPEG,
+    FORMAT_RAW,
+    MAX_PHOTO_PIXELS,
+    TOO_LARGE,
+    FrameHeader,
+    ProtocolError,
+)
+
+Image8 = npt.NDArray[np.uint8]
+Array = npt.NDArray[np.float32]
+
+JPEG_QUALITY = 90
+PHOTO_FORMATS = ("PNG", "JPEG")
+
+
+def pcm_from_float(samples: Array) -> bytes:
+    clipped = np.clip(np.asarray(samples, np.float32), -1.0, 1.0)
+    return (np.round(clipped * 32767.0)).astype("<i2").tobytes()
+
+
+def float_from_pcm(pcm: bytes) -> Array:
+    out: Array = np.frombuffer(pcm, "<i2").astype(np.float32) / np.float32(32768.0)
+    return out
+
+
+def encode_frame(image: Image8, fmt: int) -> bytes:
+    """(H, W, 3) RGB uint8 -> payload in `fmt`."""
+    if fmt == FORMAT_RAW:
+        return np.ascontiguousarray(image, np.uint8).tobytes()
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(buf.tobytes())
+
+
+def decode_frame(header: FrameHeader, payload: bytes) -> Image8:
+    """Payload -> (H, W, 3) RGB uint8, or `ProtocolError` when it does not decode to the size
+    its header says."""
+    if header.format == FORMAT_RAW:
+        raw: Image8 = np.frombuffer(payload, np.uint8).reshape(header.height, header.width, 3)
+        return raw
+    if header.format != FORMAT_JPEG:
+        raise ProtocolError(BAD_PHOTO, f"unknown frame format {header.format}")
+    bgr = cv2.imdecode(np.frombuffer(payload, np.uint8), cv2.IMREAD_COLOR)
+    if bgr is None or bgr.shape[:2] != (header.height, header.width):
+        raise ProtocolError(BAD_PHOTO, "a frame does not decode to the size its header says")
+    rgb: Image8 = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
+    return rgb
+
+
+def encode_photo(image: Image8) -> bytes:
+    """An avatar crop as PNG (lossless: the server encodes exactly the pixels the client has)."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return bytes(buf.tobytes())
+
+
+def decode_photo(data: bytes, *, size: int) -> Image8:
+    """A PNG/JPEG avatar crop from memory -> (size, size, 3) RGB uint8 (resized when its side
+    differs; it must be square). Refuses other formats, pictures over `MAX_PHOTO_PIXELS`,
+    and truncated data."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(io.BytesIO(data))
+            fmt, (w, h) = img.format, img.size
+            if fmt not in PHOTO_FORMATS:
+                raise ProtocolError(
+                    BAD_PHOTO, f"the photo is {fmt or 'not an image'}; send PNG or JPEG"
+                )
+            if w * h > MAX_PHOTO_PIXELS:
+                raise ProtocolError(
+                    TOO_LARGE,
+                    f"the photo has {w}x{h} pixels; at most {MAX_PHOTO_PIXELS} are accepted",
+                )
+            if w != h:
+                raise ProtocolError(BAD_PHOTO, f"the avatar crop must be square, not {w}x{h}")
+            img.load()
+            rgb = np.asarray(img.convert("RGB"), np.uint8)
+    except ProtocolError:
+        raise
+    except UnidentifiedImageError:
+        raise ProtocolError(BAD_PHOTO, "the photo is not an image; send PNG or JPEG") from None
+    except (OSError, SyntaxError, ValueError, Warning) as exc:
+        raise ProtocolError(BAD_PHOTO, f"the photo does not decode ({exc})") from None
+    if rgb.shape[0] != size:
+        rgb = np.asarray(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA), np.uint8)
+    return np.ascontiguousarray(rgb)

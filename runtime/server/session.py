@@ -1,0 +1,272 @@
+"""One client's session on a render server: its avatar (in memory only), its controls, its own
+16 kHz audio timeline, and the engine's hop machinery run on the replica's graphs.
+
+Threads: `add_audio`, `set_controls` and `finish` are called from the connection's event loop
+(they only queue or swap values); `set_avatar` and `step` run on the session's compute thread
+(one at a time: the transport awaits each). The math is the local engine's own
+(`runtime.engine.live_hop.HopRunner` with `AudioTimeline`, `LiveGenerator`, the feature and
+motion encoders and `HopChooser`/`next_step` for the hop and skipping ahead), so a remote
+session's frames are the local engine's frames for the same audio and controls.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+from runtime.core.timing import Clock
+from runtime.engine.audio_timeline import AudioTimeline
+from runtime.engine.features import encoder_from_session
+from runtime.engine.hop_choice import HopChooser, next_step
+from runtime.engine.latency import LatencyMonitor
+from runtime.engine.live_avatar import LiveAvatar, encode_avatar, render, to_uint8
+from runtime.engine.live_generator import LiveGenerator
+from runtime.engine.live_hop import Graph, HopRunner
+from runtime.engine.motion_sampler import (
+    NoiseFn,
+    conditioner_from_session,
+    fixed_noise,
+    random_noise,
+    velocity_from_session,
+)
+from runtime.engine.types import EngineConfig, Gaze, HeadPose, LiveControls
+from runtime.model.contract import SAMPLES_PER_FRAME
+from runtime.model.sessions import ModelSet
+from runtime.remote.codec import decode_photo, float_from_pcm
+from runtime.remote.protocol import (
+    BAD_AUDIO,
+    MALFORMED,
+    AudioPacket,
+    Hello,
+    ProtocolError,
+    WireControls,
+)
+from runtime.sinks.frame import LiveFrame
+
+Image8 = npt.NDArray[np.uint8]
+
+MAX_INBOX_PACKETS = 500
+"""Audio packets (10 s) queued for the compute thread; a client sending faster than real time
+for longer than that is refused rather than buffered without end."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class HopOutput:
+    frames: Sequence[LiveFrame]  # index on the client's output timeline
+    compute_s: float
+    skipped: int
+    first: int
+
+
+class _Collector:
+    """Stands in for the pacer: the hop's frames, taken by the transport."""
+
+    def __init__(self) -> None:
+        self.frames: list[LiveFrame] = []
+
+    def submit(self, frames: Sequence[LiveFrame]) -> None:
+        self.frames.extend(frames)
+
+    def take(self) -> list[LiveFrame]:
+        out, self.frames = self.frames, []
+        return out
+
+
+def controls_from_wire(wire: WireControls) -> LiveControls:
+    pose = None if wire.pose is None else HeadPose(*wire.pose)
+    gaze = None if wire.gaze is None else Gaze(*wire.gaze)
+    return LiveControls(pose=pose, gaze=gaze, cfg_scale=wire.cfg, nfe=wire.nfe, hop=wire.hop)
+
+
+def controls_to_wire(controls: LiveControls) -> WireControls:
+    pose = controls.pose
+    gaze = controls.gaze
+    return WireControls(
+        pose=None if pose is None else (pose.yaw, pose.pitch, pose.roll),
+        gaze=None if gaze is None else (gaze.x, gaze.y),
+        cfg=controls.cfg_scale,
+        nfe=controls.nfe,
+        hop=controls.hop,
+    )
+
+
+class ServerSession:
+    def __init__(
+        self,
+        *,
+        models: ModelSet,
+        hello: Hello,
+        clock: Clock = time.perf_counter,
+        on_gpu: bool = False,
+    ) -> None:
+        self._models = models
+        self.hello = hello
+        self.config = EngineConfig(fps=hello.fps, lookahead=hello.lookahead, seed=hello.seed)
+        self._stop = threading.Event()
+        self._options = ort.RunOptions()
+        noise: NoiseFn = (
+            fixed_noise(hello.seed)
+            if hello.seed is not None
+            else random_noise(np.random.default_rng())
+        )
+        self._avatar_encoder = self._graph("avatar_encoder")
+        self._renderer = self._graph("renderer")
+        self.timeline = AudioTimeline(keep_seconds=max(12.0, self.config.context_s + 4.0))
+        self._collector = _Collector()
+        self.monitor = LatencyMonitor(window_s=self.config.stats_window_s, clock=clock)
+        self._runner = HopRunner(
+            config=self.config,
+            timeline=self.timeline,
+            encode=encoder_from_session(self._graph("audio_encoder")),
+            precomputed=None,
+            generator=LiveGenerator(
+                velocity=velocity_from_session(self._graph("velocity")),
+                conditioner=conditioner_from_session(self._graph("conditioner")),
+                noise=noise,
+            ),
+            renderer=self._renderer,
+            pacer=self._collector,
+            monitor=self.monitor,
+            clock=clock,
+            model_version=models.version,
+            on_gpu=on_gpu,
+        )
+        self._chooser = HopChooser(fps=self.config.fps, lookahead=self.config.lookahead)
+        self._lock = threading.Lock()
+        self._inbox: deque[AudioPacket] = deque()
+        self._controls = LiveControls()
+        self._avatar: LiveAvatar | None = None
+        self._last_seq = -1
+        self._ending = False
+        self._done = False
+        self._next_frame = 0
+        self._index_offset = hello.start_frame * hello.fps // 25
+        self.hops = 0
+        self.skipped_frames = 0
+
+    def _graph(self, name: str) -> Graph:
+        return Graph(self._models[name], self._options, self._stop)
+
+    # -- event loop --------------------------------------------------------------------------
+
+    def add_audio(self, packet: AudioPacket) -> None:
+        """Queue a checked packet; sequence numbers must increase (refused otherwise)."""
+        if packet.seq <= self._last_seq:
+            raise ProtocolError(
+                MALFORMED, f"audio packet {packet.seq} after {self._last_seq}: out of order"
+            )
+        if self._ending:
+            raise ProtocolError(BAD_AUDIO, "audio after 'end'")
+        with self._lock:
+            if len(self._inbox) >= MAX_INBOX_PACKETS:
+                raise ProtocolError(
+                    BAD_AUDIO, "audio arrives faster than real time for over 10 s; refused"
+                )
+            self._inbox.append(packet)
+        self._last_seq = packet.seq
+
+    def set_controls(self, wire: WireControls) -> None:
+        controls = controls_from_wire(wire)
+        with self._lock:
+            self._controls = controls
+
+    def finish(self) -> None:
+        """The client's input is over: the remaining frames are made, then `done`."""
+        self._ending = True
+
+    def close(self) -> None:
+        """Ends a hop in flight (ORT run termination) and drops the avatar."""
+        self._stop.set()
+        self._options.terminate = True
+        self._avatar = None
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    @property
+    def controls(self) -> LiveControls:
+        with self._lock:
+            return self._controls
+
+    @property
+    def avatar(self) -> LiveAvatar | None:
+        return self._avatar
+
+    # -- compute thread ----------------------------------------------------------------------
+
+    def set_avatar(self, photo: bytes, name: str) -> Image8:
+        """Decode and encode the avatar (memory only); returns its idle picture."""
+        size = self._models.source_size
+        image = decode_photo(photo, size=size)
+        avatar = encode_avatar(self._avatar_encoder, image, size=size, name=name)
+        self._avatar = avatar
+        idle: Image8 = to_uint8(render(self._renderer, avatar, avatar.source_motion[None]))[0]
+        return idle
+
+    def _drain(self) -> None:
+        with self._lock:
+            packets = list(self._inbox)
+            self._inbox.clear()
+        for p in packets:
+            self.timeline.append(float_from_pcm(p.pcm), p.capture_end)
+
+    def step(self) -> HopOutput | None:
+        """Run at most one hop on the audio in: None when a hop is not ready yet (or the
+        session has no avatar, or is done)."""
+        avatar = self._avatar
+        if avatar is None or self._done:
+            return None
+        self._drain()
+        controls = self.controls
+        look = self.config.lookahead
+        plan = self._chooser.current(controls.hop, quality=False)
+        timeline = self.timeline
+        skipped = 0
+        if self._ending and not self._inbox:
+            timeline.pad_last_frame()
+            final = timeline.frames
+            if self._next_frame >= final:
+                self._done = True
+                return None
+            real = min(plan.hop + look, final - self._next_frame)
+            emit = min(plan.hop, real)
+        else:
+            step = next_step(timeline.frames - look - self._next_frame, plan, quality=False)
+            if step is None:
+                return None
+            emit, skipped = step.hop, step.skipped
+            oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
+            skipped = max(skipped, oldest_usable - self._next_frame)
+            if skipped > 0:
+                self._next_frame += skipped
+                self.skipped_frames += skipped
+            real = emit + look
+        first = self._next_frame
+        cost = self._runner.run(
+            first=first,
+            emit=emit,
+            real=real,
+            skipped=skipped,
+            avatar=avatar,
+            controls=controls,
+            newest_only=plan.slideshow,
+        )
+        self._chooser.observe(fixed_s=cost.fixed_s, render_s=cost.render_s, rendered=cost.rendered)
+        self._next_frame += emit
+        self.hops += 1
+        offset = self._index_offset
+        frames = [
+            LiveFrame(index=f.index + offset, image=f.image, timing=f.timing)
+            for f in self._collector.take()
+        ]
+        return HopOutput(
+            frames=frames, compute_s=cost.fixed_s + cost.render_s, skipped=skipped, first=first
+        )

@@ -10,6 +10,7 @@ what the engine says about itself, and compared with what it says.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -100,6 +101,7 @@ def run_live(
     controls: LiveControls,
     config: EngineConfig | None = None,
     stats_at: tuple[float, ...] = (),
+    listener: EngineListener | None = None,
 ) -> tuple[Sent, LiveEngine, dict[float, Any]]:
     sent = Sent(clock)
     engine = LiveEngine(
@@ -108,6 +110,7 @@ def run_live(
         config=config or EngineConfig(),
         sinks=[sent.sink()],
         clock=clock,
+        listener=listener,
     )
     clock.join()
     t0 = clock()
@@ -264,3 +267,57 @@ def test_thirty_fps_output(models: ModelSet, hop: int) -> None:
     indices = [f.index for t, f in sent.frames if 1.0 <= t - t0 <= 4.0]
     assert indices == list(range(indices[0], indices[0] + len(indices)))
     assert snaps[4.0].latency.output_fps == pytest.approx(30.0, rel=1e-6)
+
+
+class SlowVelocity:
+    """The stub velocity graph, taking `per_run_s` of virtual time per evaluation; counts runs."""
+
+    def __init__(self, inner: Any, clock: VirtualClock, per_run_s: float) -> None:
+        self.inner, self.clock, self.per_run_s = inner, clock, per_run_s
+        self.providers = inner.providers
+        self.runs = 0
+
+    def run(self, inputs: Mapping[str, np.ndarray], *, run_options: Any = None) -> Any:
+        self.runs += 1
+        end = self.clock() + self.per_run_s
+        while self.clock() < end:
+            if run_options is not None and run_options.terminate:
+                raise RuntimeError("terminated")
+            self.clock.sleep(min(0.01, end - self.clock()))
+        return self.inner.run(inputs, run_options=run_options)
+
+
+@pytest.mark.parametrize("min_nfe", [5, None], ids=["allowed", "not-allowed"])
+def test_a_slow_sampler_lowers_the_steps_only_when_allowed(
+    models: ModelSet, min_nfe: int | None
+) -> None:
+    """Each velocity evaluation takes 0.2 s: at the user's 10 steps (9 evaluations, 1.8 s a
+    chunk) no hop up to 48 fits 70 % of its 1.92 s. With permission down to 5 the engine uses
+    7 (1.2 s: hop 43 fits) and the sampler really runs 6 evaluations a hop; without, it keeps
+    9 evaluations and says it is not real time."""
+    clock = VirtualClock(real_timeout_s=240.0)
+    velocity = SlowVelocity(models["velocity"], clock, 0.2)
+    slow = ModelSet(sessions={**models.sessions, "velocity": velocity})  # type: ignore[dict-item]
+    runs_at_hop: list[tuple[int, int]] = []  # (nfe the hop says it used, velocity runs so far)
+    events: list[str] = []
+    listener = EngineListener(
+        on_hop=lambda h: runs_at_hop.append((h.nfe, velocity.runs)),
+        on_event=lambda e: events.append(f"{e.kind}: {e.message}"),
+    )
+    _, _, snaps = run_live(
+        slow, clock, 30.0, controls=LiveControls(min_nfe=min_nfe), listener=listener
+    )
+    stats = snaps[30.0]
+    per_hop = [(n, b - a) for (_, a), (n, b) in itertools.pairwise(runs_at_hop)]
+    assert per_hop[:2] == [(10, 9), (10, 9)]  # measured at the user's steps first
+    settled = per_hop[-4:]
+    assert stats.controls.nfe == 10 and stats.auto_hop
+    if min_nfe is not None:
+        assert settled == [(7, 6)] * 4  # the sampler really runs fewer evaluations
+        assert (stats.nfe, stats.hop, stats.real_time) == (7, 43, True)
+        assert "hop: hop 43 (1720 ms) (auto), nfe 7 of 10" in events
+        assert "nfe 7 of 10" in stats.line() and stats.as_dict()["nfe"] == 7
+    else:
+        assert settled == [(10, 9)] * 4
+        assert stats.nfe == 10 and not stats.real_time
+        assert stats.as_dict()["nfe"] == 10 and " of 10" not in stats.line()

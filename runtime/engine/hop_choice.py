@@ -2,19 +2,28 @@
 (inference worker thread; plain numbers, no clock).
 
 A hop costs a fixed part (audio features + one sampler chunk, whatever the hop) plus a part per
-rendered frame. With `F` the fixed part and `R` the render time per frame at the output rate,
-hop `h` (frames at 25 fps) takes `F + R * h * fps / 25` seconds of compute for `h / 25` seconds
-of media. The chooser keeps `F` and `R` as medians over the last hops (a lone slow hop, the
-machine briefly busy, does not move the choice; a lasting change does) and picks the smallest
-`h` whose compute fits in `budget` (70 %) of its duration. When no hop fits (the renderer alone
-is slower than real time, or the fixed part needs more than a whole chunk) the engine cannot be
-real time: it
-then makes the motion of everything since the last picture (so the motion context stays
-continuous) but renders only the newest frame, one picture every `F + R` seconds.
+rendered frame. The fixed part is `A + (nfe - 1) * E`: `A` the audio features and condition
+projections, `E` one velocity evaluation of the sampler's `nfe - 1`. With `F` the fixed part and
+`R` the render time per frame at the output rate, hop `h` (frames at 25 fps) takes
+`F + R * h * fps / 25` seconds of compute for `h / 25` seconds of media. The chooser keeps `A`,
+`E` and `R` as medians over the last hops (a lone slow hop, the machine briefly busy, does not
+move the choice; a lasting change does) and picks the smallest `h` whose compute fits in
+`budget` (70 %) of its duration. When no hop fits (the renderer alone is slower than real time,
+or the fixed part needs more than a whole chunk) the engine cannot be real time: it then makes
+the motion of everything since the last picture (so the motion context stays continuous) but
+renders only the newest frame, one picture every `F + R` seconds.
 
 Hysteresis keeps it from flapping: it moves to a smaller hop only when that hop also fits in
 `budget_down` (60 %), and leaves the current hop only when it no longer fits in `budget_up`
 (85 %).
+
+Fewer Euler steps, only when the user allows it (`min_nfe`; fewer steps change the motion): when
+no hop fits at the user's step count, Auto uses the most steps (down to the permitted minimum,
+never below 2) at which some hop fits, before it falls back to a slideshow (which then uses the
+minimum: its pictures come soonest). It goes back up toward the user's count, before it lowers
+the hop, when a hop fits the higher count in `budget_down`. An explicit hop with permission
+uses the most steps at which that hop fits, with the same hysteresis. Without permission the
+user's steps are never changed.
 """
 
 from __future__ import annotations
@@ -41,6 +50,9 @@ class HopPlan:
     picture_interval_s: float
     """Expected seconds between new pictures' steps (nan until measured)."""
     measured: bool
+    nfe: int
+    """The sampler's time-grid points in use (nfe - 1 velocity evaluations per chunk): the
+    user's, or fewer where they allowed it and the machine needs it."""
     slideshow: bool = False
     """Auto and not real time: each step renders only its newest frame."""
 
@@ -98,22 +110,33 @@ def smallest_hop(
 
 class HopChooser:
     def __init__(
-        self, *, fps: float, lookahead: int, config: HopChoiceConfig | None = None
+        self,
+        *,
+        fps: float,
+        lookahead: int,
+        config: HopChoiceConfig | None = None,
+        nfe: int = 10,
+        min_nfe: int | None = None,
     ) -> None:
         self.config = config if config is not None else HopChoiceConfig()
         self.fps = fps
         self.max_hop = CLIP_FRAMES - lookahead
-        self._fixed = math.nan
+        self._base = math.nan
+        self._eval = 0.0
         self._render = math.nan
-        self._fixed_seen: deque[float] = deque(maxlen=self.config.window_hops)
+        self._base_seen: deque[float] = deque(maxlen=self.config.window_hops)
+        self._eval_seen: deque[float] = deque(maxlen=self.config.window_hops)
         self._render_seen: deque[float] = deque(maxlen=self.config.window_hops)
         self._seen = 0
+        self._nfe, self._floor = nfe, steps_floor(nfe, min_nfe)
         self._plan = HopPlan(
             hop=min(INITIAL_HOP, self.max_hop),
             real_time=True,
             picture_interval_s=math.nan,
             measured=False,
+            nfe=nfe,
         )
+        self._explicit: HopPlan | None = None
 
     @property
     def plan(self) -> HopPlan:
@@ -121,83 +144,166 @@ class HopChooser:
 
     @property
     def fixed_s(self) -> float:
-        return self._fixed
+        """The fixed part at the step count in use."""
+        return self._fixed(self._plan.nfe)
+
+    @property
+    def evaluation_s(self) -> float:
+        """One velocity evaluation (0 until a sampler time has been observed)."""
+        return self._eval
 
     @property
     def render_per_frame_s(self) -> float:
         return self._render
 
-    def observe(self, *, fixed_s: float, render_s: float, rendered: int) -> HopPlan:
-        """One hop's measured compute: fixed part, render time and frames rendered."""
+    def observe(
+        self,
+        *,
+        fixed_s: float,
+        render_s: float,
+        rendered: int,
+        sampler_s: float = 0.0,
+        nfe: int = 2,
+    ) -> HopPlan:
+        """One hop's measured compute: fixed part, render time and frames rendered; and of
+        the fixed part, `sampler_s` spent in the sampler's `nfe - 1` velocity evaluations."""
         self._seen += 1
         if rendered > 0:
             self._render_seen.append(render_s / rendered)
             self._render = statistics.median(self._render_seen)
-        self._fixed_seen.append(fixed_s)
-        self._fixed = statistics.median(self._fixed_seen)
-        if self._seen >= self.config.warmup_hops and not math.isnan(self._render):
+        self._base_seen.append(max(fixed_s - sampler_s, 0.0))
+        self._base = statistics.median(self._base_seen)
+        if sampler_s > 0 and nfe > 1:
+            self._eval_seen.append(sampler_s / (nfe - 1))
+            self._eval = statistics.median(self._eval_seen)
+        if self._warm():
             self._plan = self._choose()
         return self._plan
 
-    def _cost(self, hop: int) -> float:
-        return self._fixed + self._render * hop * self.fps / FPS
+    def _warm(self) -> bool:
+        return self._seen >= self.config.warmup_hops and not math.isnan(self._render)
 
-    def _fits(self, hop: int, budget: float) -> bool:
-        return self._cost(hop) <= budget * hop / FPS
+    def _fixed(self, nfe: int) -> float:
+        return self._base + (nfe - 1) * self._eval
+
+    def _cost(self, hop: int, nfe: int) -> float:
+        return self._fixed(nfe) + self._render * hop * self.fps / FPS
+
+    def _fits(self, hop: int, nfe: int, budget: float) -> bool:
+        return self._cost(hop, nfe) <= budget * hop / FPS
+
+    def _smallest(self, nfe: int, budget: float) -> int:
+        return smallest_hop(
+            self._fixed(nfe), self._render, fps=self.fps, budget=budget, max_hop=self.max_hop
+        )
+
+    def _best(self, budget: float, *, above: int = 0) -> tuple[int, int] | None:
+        """(hop, nfe): the most steps (over `above`, from the permitted range) at which a hop
+        fits `budget`, with the smallest such hop; None if none does."""
+        for nfe in range(self._nfe, max(self._floor, above + 1) - 1, -1):
+            hop = self._smallest(nfe, budget)
+            if hop > 0:
+                return hop, nfe
+        return None
 
     def _choose(self) -> HopPlan:
         cfg, cur = self.config, self._plan
-
-        def smallest(budget: float) -> int:
-            return smallest_hop(
-                self._fixed, self._render, fps=self.fps, budget=budget, max_hop=self.max_hop
-            )
-
-        hop = cur.hop
-        if cur.real_time and cur.measured:
-            if not self._fits(cur.hop, cfg.budget_up):
-                hop = smallest(cfg.budget)
-            else:
-                down = smallest(cfg.budget_down)
-                hop = down if 0 < down < cur.hop else cur.hop
-        elif not cur.measured:
-            hop = smallest(cfg.budget)
-        else:  # a slideshow: back to real time only with room to spare
-            hop = smallest(cfg.budget_down)
-        if hop == 0:
+        in_range = self._floor <= cur.nfe <= self._nfe
+        if cur.real_time and cur.measured and in_range:
+            if not self._fits(cur.hop, cur.nfe, cfg.budget_up):
+                pick = self._best(cfg.budget)
+            else:  # room: first back toward the user's steps, then a smaller hop
+                pick = self._best(cfg.budget_down, above=cur.nfe)
+                if pick is None:
+                    down = self._smallest(cur.nfe, cfg.budget_down)
+                    pick = (down if 0 < down < cur.hop else cur.hop), cur.nfe
+        elif cur.measured and not cur.real_time and in_range:
+            pick = self._best(cfg.budget_down)  # a slideshow: back only with room to spare
+        else:  # first measurement, or the user changed their steps
+            pick = self._best(cfg.budget)
+        if pick is None:
+            nfe = self._floor
             return HopPlan(
                 hop=self.max_hop,
                 real_time=False,
-                picture_interval_s=self._fixed + self._render,
+                picture_interval_s=self._fixed(nfe) + self._render,
                 measured=True,
+                nfe=nfe,
             )
-        return HopPlan(hop=hop, real_time=True, picture_interval_s=self._cost(hop), measured=True)
+        hop, nfe = pick
+        return HopPlan(
+            hop=hop, real_time=True, picture_interval_s=self._cost(hop, nfe), measured=True, nfe=nfe
+        )
 
-    def current(self, hop: int | None, *, quality: bool) -> HopPlan:
-        """The plan for the user's choice: quality's hop, their own hop, or Auto's."""
+    def set_steps(self, nfe: int, min_nfe: int | None) -> None:
+        """The user's steps and the fewest they allow (None: never fewer); a change is
+        taken at once when something has been measured."""
+        floor = steps_floor(nfe, min_nfe)
+        if (nfe, floor) == (self._nfe, self._floor):
+            return
+        self._nfe, self._floor = nfe, floor
+        if self._warm() and self._plan.measured:
+            self._plan = self._choose()
+        else:
+            self._plan = replace(self._plan, nfe=nfe)
+
+    def current(
+        self, hop: int | None, *, quality: bool, nfe: int = 10, min_nfe: int | None = None
+    ) -> HopPlan:
+        """The plan for the user's choice: quality's hop, their own hop, or Auto's; with
+        their steps, or fewer where `min_nfe` allows (never in quality mode)."""
         if quality:
+            nan = math.nan
             return HopPlan(
-                hop=CLIP_FRAMES, real_time=True, picture_interval_s=math.nan, measured=False
+                hop=CLIP_FRAMES, real_time=True, picture_interval_s=nan, measured=False, nfe=nfe
             )
+        self.set_steps(nfe, min_nfe)
         if hop is not None:
             return self.fixed(hop)
         plan = self._plan
         return replace(plan, slideshow=not plan.real_time)
 
     def fixed(self, hop: int) -> HopPlan:
-        """The user's own hop, with whether the measured compute keeps it real time."""
+        """The user's own hop, with whether the measured compute keeps it real time; with
+        permission, at the most steps at which it fits (with hysteresis)."""
         if not self._plan.measured:
-            return HopPlan(hop=hop, real_time=True, picture_interval_s=math.nan, measured=False)
-        cost = self._cost(hop)
-        return HopPlan(hop=hop, real_time=cost <= hop / FPS, picture_interval_s=cost, measured=True)
+            return HopPlan(
+                hop=hop, real_time=True, picture_interval_s=math.nan, measured=False, nfe=self._nfe
+            )
+        cfg, prev = self.config, self._explicit
+        steps = range(self._nfe, self._floor - 1, -1)
+        if prev is not None and prev.hop == hop and self._floor <= prev.nfe <= self._nfe:
+            if self._fits(hop, prev.nfe, cfg.budget_up):
+                up = [n for n in steps if n > prev.nfe and self._fits(hop, n, cfg.budget_down)]
+                nfe = up[0] if up else prev.nfe
+            else:
+                nfe = next((n for n in steps if self._fits(hop, n, cfg.budget)), self._floor)
+        else:
+            nfe = next((n for n in steps if self._fits(hop, n, cfg.budget)), self._floor)
+        cost = self._cost(hop, nfe)
+        plan = HopPlan(
+            hop=hop, real_time=cost <= hop / FPS, picture_interval_s=cost, measured=True, nfe=nfe
+        )
+        self._explicit = plan
+        return plan
 
 
-def describe_plan(plan: HopPlan, *, auto: bool) -> str:
-    """One line for logs and events: the hop in use, or what a slideshow gives."""
+def steps_floor(nfe: int, min_nfe: int | None) -> int:
+    """The fewest steps a plan may use: the user's own without permission, else their
+    minimum (never below 2, never above their steps)."""
+    if min_nfe is None:
+        return nfe
+    return max(2, min(min_nfe, nfe))
+
+
+def describe_plan(plan: HopPlan, *, auto: bool, nfe: int | None = None) -> str:
+    """One line for logs and events: the hop in use, or what a slideshow gives; and the steps
+    in use when fewer than the user's `nfe`."""
+    steps = f", nfe {plan.nfe} of {nfe}" if nfe is not None and plan.nfe < nfe else ""
     if not plan.real_time:
-        return f"not real time on this machine: {picture_rate(plan.picture_interval_s)}"
+        return f"not real time on this machine: {picture_rate(plan.picture_interval_s)}{steps}"
     ms = plan.hop * 1000 // FPS
-    return f"hop {plan.hop} ({ms} ms){' (auto)' if auto else ''}"
+    return f"hop {plan.hop} ({ms} ms){' (auto)' if auto else ''}{steps}"
 
 
 def picture_rate(interval_s: float) -> str:

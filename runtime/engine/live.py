@@ -41,12 +41,13 @@ import onnxruntime as ort
 from runtime.core.timing import Clock, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.features import encoder_from_session, utterance_features
-from runtime.engine.hop_choice import HopChooser, HopPlan, describe_plan, next_step
+from runtime.engine.hop_choice import HopPlan, next_step
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_generator import LiveGenerator
 from runtime.engine.live_hop import Graph, HopRunner, Stopped
 from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_plan import HopPlanner
 from runtime.engine.live_vmic import VirtualMicLink
 from runtime.engine.live_webcam import WebcamWorker
 from runtime.engine.motion_sampler import (
@@ -58,6 +59,7 @@ from runtime.engine.motion_sampler import (
 )
 from runtime.engine.pacer import Pacer, PacerConfig
 from runtime.engine.types import (
+    DEFAULT_MIN_NFE,
     EngineConfig,
     EngineEvent,
     EngineListener,
@@ -75,13 +77,14 @@ from runtime.engine.types import (
 from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus
 from runtime.media.audio_gate import MicSwitch, NoiseGate
 from runtime.media.virtual_mic import VirtualMic
-from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE, SAMPLES_PER_FRAME
+from runtime.model.contract import SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.model.sessions import ModelSet
 from runtime.sinks import AudioSink, Sink, SinkSet
 
 logger = logging.getLogger(__name__)
 
 __all__ = [
+    "DEFAULT_MIN_NFE",
     "EngineConfig",
     "EngineEvent",
     "EngineListener",
@@ -99,8 +102,6 @@ __all__ = [
 ]
 
 Array = npt.NDArray[np.float32]
-
-QUALITY_HOP = CLIP_FRAMES
 
 
 # -- the engine ------------------------------------------------------------------------------
@@ -135,7 +136,7 @@ class LiveEngine:
         self._pacer: Pacer | None = None
         self._capture: AudioCapture | None = None
         self._webcam: WebcamWorker | None = None
-        self._plan = HopPlan(hop=0, real_time=True, picture_interval_s=math.nan, measured=False)
+        self._planner: HopPlanner | None = None
         self._run_options: ort.RunOptions | None = None
         self._hops = 0
         self._skipped = 0
@@ -207,11 +208,12 @@ class LiveEngine:
         self._state = EngineState.RUNNING
         target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
-        self._plan = HopPlan(
-            hop=QUALITY_HOP if self.config.quality else (self._controls.hop or 0),
-            real_time=True,
-            picture_interval_s=math.nan,
-            measured=False,
+        self._planner = HopPlanner(
+            fps=self.config.fps,
+            lookahead=0 if self.config.quality else self.config.lookahead,
+            quality=self.config.quality,
+            controls=self._controls,
+            emit=self._emit,
         )
         self._pacer.start()
         self._worker.start()
@@ -254,7 +256,10 @@ class LiveEngine:
         capture = self._capture
         webcam = None if self._webcam is None else self._webcam.webcam
         pacer = self._pacer
-        plan = self._plan
+        planner = self._planner
+        plan = HopPlan(hop=0, real_time=True, picture_interval_s=math.nan, measured=False, nfe=0)
+        if planner is not None:
+            plan = planner.plan
         with self._lock:
             controls, avatar = self._controls, self._avatar
         return EngineStats(
@@ -271,6 +276,7 @@ class LiveEngine:
             auto_hop=controls.hop is None and not self.config.quality,
             real_time=plan.real_time,
             picture_interval_s=plan.picture_interval_s,
+            nfe=plan.nfe,
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=self._vmic.status(),
@@ -340,6 +346,7 @@ class LiveEngine:
             velocity=velocity_from_session(self._graph("velocity")),
             conditioner=conditioner_from_session(self._graph("conditioner")),
             noise=noise,
+            clock=self._clock,
         )
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
@@ -370,7 +377,8 @@ class LiveEngine:
             model_version=self._models.version,
         )
         look = 0 if cfg.quality else cfg.lookahead
-        chooser = HopChooser(fps=cfg.fps, lookahead=look)
+        planner = self._planner
+        assert planner is not None
         capture = AudioCapture(
             sd=sd,
             config=capture_cfg,
@@ -407,17 +415,17 @@ class LiveEngine:
                 final = timeline.frames
                 while next_frame < final and not self._stop.is_set():
                     controls = self.controls
-                    plan = self._plan_for(controls, chooser)
+                    plan = planner.plan_for(controls)
                     real = min(plan.hop + look, final - next_frame)
                     emit = min(plan.hop, real)
-                    self._step(runner, chooser, next_frame, emit, real, 0, controls, plan)
+                    self._step(runner, planner, next_frame, emit, real, 0, controls, plan)
                     next_frame += emit
                 ended = True
                 self._audio_ended.set()
                 self._emit("audio_ended", "the audio file has been played")
                 continue
             controls = self.controls
-            plan = self._plan_for(controls, chooser)
+            plan = planner.plan_for(controls)
             # Frames whose audio and lookahead are in, not yet made.
             step = next_step(timeline.frames - look - next_frame, plan, quality=cfg.quality)
             if step is None:
@@ -431,21 +439,13 @@ class LiveEngine:
                 self._skipped += skipped
                 self._skipped_hops += -(-skipped // hop)
                 self.monitor.count("skipped_frames", skipped)
-            self._step(runner, chooser, next_frame, hop, hop + look, skipped, controls, plan)
+            self._step(runner, planner, next_frame, hop, hop + look, skipped, controls, plan)
             next_frame += hop
-
-    def _plan_for(self, controls: LiveControls, chooser: HopChooser) -> HopPlan:
-        """The hop to use now (announced when it changes)."""
-        plan = chooser.current(controls.hop, quality=self.config.quality)
-        before, self._plan = self._plan, plan
-        if plan.measured and (plan.hop, plan.real_time) != (before.hop, before.real_time):
-            self._emit("hop", describe_plan(plan, auto=controls.hop is None))
-        return plan
 
     def _step(
         self,
         runner: HopRunner,
-        chooser: HopChooser,
+        planner: HopPlanner,
         first: int,
         emit: int,
         real: int,
@@ -461,9 +461,10 @@ class LiveEngine:
             skipped=skipped,
             avatar=avatar,
             controls=controls,
+            nfe=plan.nfe,
             newest_only=plan.slideshow,
         )
-        chooser.observe(fixed_s=cost.fixed_s, render_s=cost.render_s, rendered=cost.rendered)
+        planner.observe(cost)
         self._hops += 1
         self._vmic.update()
 

@@ -98,11 +98,14 @@ class Graph:
 
 @dataclass(frozen=True, kw_only=True)
 class HopCompute:
-    """What one hop cost: the fixed part (features + motion), rendering, frames rendered."""
+    """What one hop cost: the fixed part (features + motion), rendering, frames rendered; and
+    of the fixed part, the sampler's `nfe - 1` velocity evaluations."""
 
     fixed_s: float
     render_s: float
     rendered: int
+    sampler_s: float
+    nfe: int
 
 
 class HopRunner:
@@ -159,10 +162,13 @@ class HopRunner:
         skipped: int,
         avatar: LiveAvatar,
         controls: LiveControls,
+        nfe: int | None = None,
         newest_only: bool = False,
     ) -> HopCompute:
         """Make `emit` frames of motion from frame `first` (with `real - emit` lookahead) and
-        render them; `newest_only`: render only the newest (a slideshow that keeps up)."""
+        render them; `nfe`: the sampler's steps if not the controls' own (Auto lowered them);
+        `newest_only`: render only the newest (a slideshow that keeps up)."""
+        steps = controls.nfe if nfe is None else nfe
         t0 = self._clock()
         features = self.features(first, real)
         t_feat = self._clock()
@@ -173,7 +179,7 @@ class HopRunner:
             emit=emit,
             ref_motion=avatar.source_motion,
             cfg_scale=controls.cfg_for(self._version),
-            nfe=controls.nfe,
+            nfe=steps,
         )
         t_motion = self._clock()
         capture = np.array(
@@ -221,12 +227,19 @@ class HopRunner:
                 started=t0,
                 finished=t_pix,
                 rendered=len(indices),
+                nfe=steps,
             )
             try:
                 self._on_hop(record)
             except Exception:
                 logger.exception("hop listener failed")
-        return HopCompute(fixed_s=t_motion - t0, render_s=t_pix - t_motion, rendered=len(indices))
+        return HopCompute(
+            fixed_s=t_motion - t0,
+            render_s=t_pix - t_motion,
+            rendered=len(indices),
+            sampler_s=out.sampler_s,
+            nfe=steps,
+        )
 
     def render_frames(self, avatar: LiveAvatar, motion: Array) -> Any:
         if motion.shape[0] == 0:

@@ -30,6 +30,11 @@ Array = npt.NDArray[np.float32]
 
 # -- controls --------------------------------------------------------------------------------
 
+DEFAULT_MIN_NFE = 5
+"""The fewest time-grid points (4 Euler steps) when the user allows fewer without naming a
+number (the app's checkbox, `live --allow-fewer-steps`): about half the reference's sampler
+work, where the motion still follows the voice closely."""
+
 
 @dataclass(frozen=True)
 class HeadPose:
@@ -69,10 +74,16 @@ class LiveControls:
     hop: int | None = None
     """Frames generated per hop (5 = 200 ms); None = Auto: the smallest hop the measured
     compute keeps real time (`runtime.engine.hop_choice`). Ignored in quality mode."""
+    min_nfe: int | None = None
+    """The fewest time-grid points the engine may use when the machine falls behind (fewer
+    steps change the motion, so only with the user's permission); None = always `nfe`. One
+    above `nfe` allows nothing. Ignored in quality mode."""
 
     def __post_init__(self) -> None:
         if self.nfe < 2:
             raise ValueError("nfe must be at least 2")
+        if self.min_nfe is not None and self.min_nfe < 2:
+            raise ValueError("min_nfe must be at least 2 (one velocity evaluation)")
         if self.hop is not None and not 1 <= self.hop <= CLIP_FRAMES:
             raise ValueError(f"hop must be 1..{CLIP_FRAMES}")
 
@@ -193,6 +204,7 @@ class HopRecord:
     started: float
     finished: float
     rendered: int = 0  # frames rendered at the output rate (1 in a slideshow)
+    nfe: int = 0  # the sampler's time-grid points this hop used (controls.nfe or fewer)
 
 
 @dataclass(frozen=True)
@@ -222,6 +234,9 @@ class EngineStats:
     """False: compute cannot keep up; Auto then shows the newest motion only."""
     picture_interval_s: float = math.nan
     """Measured compute per step (seconds between new pictures when not real time)."""
+    nfe: int = 0
+    """The sampler's time-grid points in use: `controls.nfe`, or fewer when the user allowed
+    it (`controls.min_nfe`) and the machine needs it."""
 
     @property
     def unique_fps(self) -> float:
@@ -248,6 +263,7 @@ class EngineStats:
             "auto_hop": self.auto_hop,
             "real_time": self.real_time,
             "picture_interval_s": self.picture_interval_s,
+            "nfe": self.nfe,
             "avatar": self.avatar,
             "virtual_mic": None if self.virtual_mic is None else self.virtual_mic.as_dict(),
         }
@@ -260,6 +276,9 @@ class EngineStats:
         hop = f"hop {self.hop}{' auto' if self.auto_hop else ''}"
         if not self.real_time:
             hop += " NOT REAL TIME"
+        hop += f" nfe {self.nfe}"
+        if 0 < self.nfe < self.controls.nfe:
+            hop += f" of {self.controls.nfe}"
         return (
             f"fps {lat.output_fps:5.1f} new {lat.unique_fps:5.1f} | latency newest "
             f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "

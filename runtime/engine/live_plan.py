@@ -1,0 +1,58 @@
+"""The audio worker's plan per hop: what Auto (`runtime.engine.hop_choice`) makes of the user's
+controls and the measured compute, announced when it changes (inference worker thread; `plan`
+is read by `LiveEngine.stats` on any thread: one attribute, replaced whole).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+
+from runtime.engine.hop_choice import HopChooser, HopPlan, describe_plan
+from runtime.engine.live_hop import HopCompute
+from runtime.engine.types import LiveControls
+from runtime.model.contract import CLIP_FRAMES
+
+
+class HopPlanner:
+    def __init__(
+        self,
+        *,
+        fps: int,
+        lookahead: int,
+        quality: bool,
+        controls: LiveControls,
+        emit: Callable[[str, str], None],
+    ) -> None:
+        self._quality = quality
+        self._emit = emit
+        self._chooser = HopChooser(
+            fps=fps, lookahead=lookahead, nfe=controls.nfe, min_nfe=controls.min_nfe
+        )
+        self.plan = HopPlan(
+            hop=CLIP_FRAMES if quality else (controls.hop or 0),
+            real_time=True,
+            picture_interval_s=math.nan,
+            measured=False,
+            nfe=controls.nfe,
+        )
+
+    def plan_for(self, controls: LiveControls) -> HopPlan:
+        """The hop and steps to use now (an "hop" event when they change)."""
+        plan = self._chooser.current(
+            controls.hop, quality=self._quality, nfe=controls.nfe, min_nfe=controls.min_nfe
+        )
+        before, self.plan = self.plan, plan
+        now, was = (plan.hop, plan.real_time, plan.nfe), (before.hop, before.real_time, before.nfe)
+        if plan.measured and now != was:
+            self._emit("hop", describe_plan(plan, auto=controls.hop is None, nfe=controls.nfe))
+        return plan
+
+    def observe(self, cost: HopCompute) -> None:
+        self._chooser.observe(
+            fixed_s=cost.fixed_s,
+            render_s=cost.render_s,
+            rendered=cost.rendered,
+            sampler_s=cost.sampler_s,
+            nfe=cost.nfe,
+        )

@@ -225,6 +225,8 @@ def test_render_refuses_bad_numbers(
         ("--roll", "inf", "finite"),
         ("--nfe", "1000000", "allowed 2..50"),
         ("--hop", "0", "allowed 1..50"),
+        ("--allow-fewer-steps", "1", "allowed 2..50"),
+        ("--allow-fewer-steps", "11", "is more than --nfe 10"),
         ("--seed", "-2", "allowed -1..4294967295"),
         ("--vcam-size", "99999x720", "64..4096"),
         ("--duration", "nan", "finite"),
@@ -241,6 +243,13 @@ def test_live_refuses_bad_numbers(
 ) -> None:
     done = inproc(caplog, *live_args(work, speech, "--graphs", str(graphs), f"{option}={value}"))
     refused(done, option, needle)
+
+
+def test_live_fewer_steps_is_refused_with_quality(
+    caplog: pytest.LogCaptureFixture, work: Path, graphs: Path, speech: Path
+) -> None:
+    args = live_args(work, speech, "--graphs", str(graphs), "--quality", "--allow-fewer-steps")
+    refused(inproc(caplog, *args), "--allow-fewer-steps does nothing with --quality")
 
 
 @pytest.mark.parametrize(

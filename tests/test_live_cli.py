@@ -13,7 +13,8 @@ import av
 import pytest
 
 from runtime.commands import cli
-from runtime.commands.live import controls_from_args
+from runtime.commands.live import check_fewer_steps, controls_from_args
+from runtime.engine.live import DEFAULT_MIN_NFE
 from tests.stub_graphs import write_stub_graphs
 
 
@@ -116,6 +117,22 @@ def test_controls_from_flags() -> None:
     assert c.cam is None and c.cfg_scale == 2 and c.hop == 3
     natural = controls_from_args(cli.build_parser().parse_args(["live", "--avatar", "x.png"]))
     assert natural.pose is None and natural.gaze is None
+    assert natural.nfe == 10 and natural.min_nfe is None  # fewer steps only when asked
+
+
+@pytest.mark.parametrize(
+    ("flags", "min_nfe"),
+    [
+        (["--allow-fewer-steps"], DEFAULT_MIN_NFE),
+        (["--allow-fewer-steps", "3"], 3),
+        (["--allow-fewer-steps=6", "--stats"], 6),
+        (["--allow-fewer-steps", "--nfe", "4"], DEFAULT_MIN_NFE),  # above --nfe: allows nothing
+    ],
+)
+def test_allow_fewer_steps_flag(flags: list[str], min_nfe: int) -> None:
+    args = cli.build_parser().parse_args(["live", "--avatar", "x.png", *flags])
+    check_fewer_steps(args)  # valid: no error
+    assert controls_from_args(args).min_nfe == min_nfe
 
 
 def test_sources_are_exclusive() -> None:
@@ -160,6 +177,7 @@ def test_defaults_are_auto_and_live_without_repeats_or_drops(
     assert len(lines) >= 10  # 10 s of speech, a line a second
     first, playing, last = lines[0], lines[-3], lines[-1]
     assert last["hop"] == 1 and last["auto_hop"] and last["real_time"]
+    assert last["nfe"] == 10  # the steps in use: the default, never lowered unasked
     assert last["latency"]["latency_p95_ms"] <= 200
     assert last["skipped_hops"] == 0
     assert abs(last["output_fps"] - 25) < 0.1

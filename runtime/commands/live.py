@@ -34,6 +34,7 @@ from runtime.commands.device_args import add_device_arguments, session_options
 from runtime.core import validate as v
 from runtime.core.timing import Clock, wait_on
 from runtime.engine.live import (
+    DEFAULT_MIN_NFE,
     EngineConfig,
     EngineEvent,
     EngineListener,
@@ -63,6 +64,7 @@ EXIT_INTERRUPTED = 130
 FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
 GATE = dataclasses.replace(v.GATE_THRESHOLD, name="gate", help="or off")
 RECORDER_FINISH_S = 60.0  # after stop: time for the recorder to write what it was given
+_DEFAULT_FLOOR = object()  # --allow-fewer-steps without N (not a str: argparse converts those)
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -112,6 +114,17 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--nfe", type=int, default=10, help=f"Euler time-grid points, {v.NFE.describe()}"
+    )
+    p.add_argument(
+        "--allow-fewer-steps",
+        type=int,
+        nargs="?",
+        const=_DEFAULT_FLOOR,
+        default=None,
+        metavar="N",
+        help="when no hop keeps the machine real time at --nfe, use fewer time-grid points, "
+        f"down to N ({v.NFE.lo}..--nfe; default {DEFAULT_MIN_NFE}), before falling back to "
+        "a slideshow; fewer steps change the motion, so only when asked",
     )
     p.add_argument(
         "--seed", type=int, default=25, help=f"noise seed, {v.SEED.describe()} (-1: fresh noise)"
@@ -180,6 +193,7 @@ def _hop(text: str) -> int | None:
 def validate_args(args: argparse.Namespace) -> None:
     """Every value and path of `live`, checked before anything starts (ValidationError)."""
     check_sampler(args)
+    check_fewer_steps(args)
     if args.hop is not None:
         v.HOP.check(args.hop, label="--hop")
     v.LOOKAHEAD.check(args.lookahead, label="--lookahead")
@@ -208,6 +222,28 @@ def validate_args(args: argparse.Namespace) -> None:
         )
     if args.graphs is None:
         check_app_folders()
+
+
+def check_fewer_steps(args: argparse.Namespace) -> None:
+    """--allow-fewer-steps [N]: a minimum in 2..--nfe, and not with --quality (hop 50 as
+    offline keeps the user's steps)."""
+    floor = args.allow_fewer_steps
+    if floor is None:
+        return
+    label = "--allow-fewer-steps"
+    if args.quality:
+        raise v.ValidationError(
+            f"{label} does nothing with --quality (it keeps --nfe, as offline)", subject=label
+        )
+    if floor is _DEFAULT_FLOOR:
+        return
+    v.NFE.check(floor, label=label)
+    if floor > args.nfe:
+        raise v.ValidationError(
+            f"{label} {floor} is more than --nfe {args.nfe}: the fewest steps to use must be at "
+            "most the steps asked for",
+            subject=label,
+        )
 
 
 def gate_config(text: str) -> GateConfig:
@@ -243,7 +279,15 @@ def controls_from_args(args: argparse.Namespace) -> LiveControls:
     gaze = None
     if args.gaze_x is not None or args.gaze_y is not None:
         gaze = Gaze(x=args.gaze_x or 0.0, y=args.gaze_y or 0.0)
-    return LiveControls(pose=pose, gaze=gaze, cfg_scale=args.cfg, nfe=args.nfe, hop=args.hop)
+    floor = args.allow_fewer_steps
+    return LiveControls(
+        pose=pose,
+        gaze=gaze,
+        cfg_scale=args.cfg,
+        nfe=args.nfe,
+        hop=args.hop,
+        min_nfe=DEFAULT_MIN_NFE if floor is _DEFAULT_FLOOR else floor,
+    )
 
 
 def _source(args: argparse.Namespace) -> Source:

@@ -109,6 +109,12 @@ class ControlsPanel(QWidget):
     pose_changed = Signal(object)  # Pose
     quality_changed = Signal(object)  # Quality
     output_changed = Signal(object)  # Output
+    FEWER_STEPS_TIP = (
+        "When no hop keeps up at the chosen steps, use fewer (down to 4) before showing a "
+        "slideshow. Fewer steps change the motion a little."
+    )
+    """4 Euler steps: the engine's DEFAULT_MIN_NFE (5 time-grid points; widgets do not import
+    the runtime, a test keeps the two in step)."""
 
     def __init__(
         self, *, pose: Pose, quality: Quality, output: Output, parent: QWidget | None = None
@@ -183,6 +189,9 @@ class ControlsPanel(QWidget):
         self.steps.setToolTip("More steps: smoother motion, more work per frame")
         for s in STEPS_CHOICES:
             self.steps.addItem(_STEPS_LABELS[s], s)
+        self.fewer_steps = QCheckBox("Auto may use fewer steps when behind", quality_box)
+        self.fewer_steps.setAccessibleName("Auto may use fewer sampler steps when behind")
+        self.fewer_steps.setToolTip(self.FEWER_STEPS_TIP)
         self.hop = QComboBox(quality_box)
         self.hop.setAccessibleName("Hop size")
         self.hop.setToolTip("Frames made per step: fewer = lower latency, more = less work")
@@ -202,9 +211,13 @@ class ControlsPanel(QWidget):
         for label, widget in (
             ("E&xpressiveness", self._cfg_row),
             ("Steps", self.steps),
+            ("", self.fewer_steps),
             ("Hop", self.hop),
             ("Precision", self.precision),
         ):
+            if not label:
+                quality_form.addRow(widget)
+                continue
             text = QLabel(label, quality_box)
             text.setBuddy(self.cfg if widget is self._cfg_row else widget)
             quality_form.addRow(text, widget)
@@ -261,6 +274,7 @@ class ControlsPanel(QWidget):
         self.reset_pose.clicked.connect(self.reset)
         self.cfg.valueChanged.connect(self._cfg_moved)
         self.steps.currentIndexChanged.connect(self._quality_edited)
+        self.fewer_steps.toggled.connect(self._quality_edited)
         self.hop.currentIndexChanged.connect(self._quality_edited)
         self.precision.currentIndexChanged.connect(self._quality_edited)
         self.mirror.toggled.connect(self._output_edited)
@@ -276,6 +290,7 @@ class ControlsPanel(QWidget):
             self.reset_pose,
             self.cfg,
             self.steps,
+            self.fewer_steps,
             self.hop,
             self.resolution,
             self.background,
@@ -307,6 +322,7 @@ class ControlsPanel(QWidget):
             cfg = self._model_cfg if quality.cfg_scale is None else quality.cfg_scale
             self.cfg.setValue(round(cfg * _CFG_UNITS))
             self.steps.setCurrentIndex(max(0, self.steps.findData(quality.steps)))
+            self.fewer_steps.setChecked(quality.fewer_steps)
             self.hop.setCurrentIndex(max(0, self.hop.findData(quality.hop)))
             self.precision.setCurrentIndex(max(0, self.precision.findData(quality.precision)))
             self.mirror.setChecked(output.mirror)
@@ -394,6 +410,7 @@ class ControlsPanel(QWidget):
         self._quality = Quality(
             cfg_scale=self.cfg.value() / _CFG_UNITS if chosen else None,
             steps=int(self.steps.currentData()),
+            fewer_steps=self.fewer_steps.isChecked(),
             hop=int(self.hop.currentData()),
             precision=str(self.precision.currentData()),
         )

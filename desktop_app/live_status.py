@@ -148,15 +148,18 @@ class LiveStatusMixin:
                 provider=stats.provider,
                 realtime=stats.realtime,
                 unique_fps=stats.unique_fps,
+                steps=stats.steps,
             )
         )
         self._latency_s = None if stats.latency_ms is None else stats.latency_ms / 1000
         rates = f"{stats.fps:.1f} fps out"
         if stats.unique_fps is not None:
             rates += f", {stats.unique_fps:.1f} new pictures/s"
+        steps = "" if stats.steps is None else f" · {stats.steps[0]} of {stats.steps[1]} steps"
         self.provider_status.setText(
             f"Running on {stats.provider} · {rates}"
             + ("" if stats.realtime else " (not real time)")
+            + steps
         )
         if stats.expectation is not None:
             self.provider_status.setToolTip(stats.expectation)

@@ -69,6 +69,7 @@ class PreviewStats:
     provider: str  # short name, e.g. "CUDA" or "CPU"
     realtime: bool
     unique_fps: float | None = None  # new pictures per second
+    steps: tuple[int, int] | None = None  # (in use, chosen) while Auto uses fewer steps
 
 
 class PreviewWidget(QWidget):
@@ -162,6 +163,8 @@ class PreviewWidget(QWidget):
         if s.latency_ms is not None:
             parts.append(f"{s.latency_ms:.0f} ms")
         parts.append(s.provider if s.realtime else f"{s.provider} - not real time")
+        if s.steps is not None:
+            parts.append(f"{s.steps[0]} of {s.steps[1]} steps")
         return "  ·  ".join(parts)
 
     # ---- painting

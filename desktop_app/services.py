@@ -228,6 +228,9 @@ class LiveStats:
     virtual_mic: VirtualMicInfo | None = None  # None when it was not asked for
     unique_fps: float | None = None  # new pictures per second (fps counts repeats too)
     expectation: str | None = None  # when not real time: what the user gets, in words
+    steps: tuple[int, int] | None = None
+    """(in use, chosen) Euler steps while Auto uses fewer than chosen (the user allowed it);
+    None otherwise."""
 
 
 def _nothing() -> None:

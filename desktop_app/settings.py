@@ -79,6 +79,9 @@ class Quality:
     """Expressiveness (audio classifier-free guidance), 1..5; None until the user moves the
     slider: the installed model's own default (2.0 for IMTalker v2, 3.0 for v1)."""
     steps: int = 9  # flow-matching Euler steps
+    fewer_steps: bool = False
+    """Auto may use fewer steps (down to 4) when the machine falls behind: off by default,
+    fewer steps change the motion."""
     hop: int = 0  # frames produced per engine step; 0 = Auto
     precision: str = "fp32"  # "fp16": mixed-precision renderer/velocity; from the next Go Live
 

@@ -17,7 +17,7 @@ def test_round_trip_keeps_every_field(tmp_path: Path) -> None:
         webcam="Integrated Camera",
         avatar_id="abc123",
         pose=Pose(yaw=12.0, pitch=-5.0, roll=3.0, gaze_x=0.25, gaze_y=-0.5, natural=False),
-        quality=Quality(cfg_scale=3.5, steps=4, hop=10),
+        quality=Quality(cfg_scale=3.5, steps=4, hop=10, fewer_steps=True),
         output=Output(
             width=1920, height=1080, mirror=True, background="colour", background_colour="#112233"
         ),

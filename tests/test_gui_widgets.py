@@ -54,6 +54,8 @@ def test_controls_emit_whole_values(qtbot: QtBot) -> None:
     panel.steps.setCurrentIndex(panel.steps.findData(4))
     panel.hop.setCurrentIndex(panel.hop.findData(10))
     assert qualities[-1] == Quality(cfg_scale=3.5, steps=4, hop=10)
+    panel.fewer_steps.setChecked(True)
+    assert qualities[-1] == Quality(cfg_scale=3.5, steps=4, hop=10, fewer_steps=True)
 
     outputs: list[Output] = []
     panel.output_changed.connect(outputs.append)
@@ -71,6 +73,7 @@ def test_controls_emit_whole_values(qtbot: QtBot) -> None:
     count = len(poses)
     panel.set_values(pose=Pose(roll=-7.0, natural=False), quality=Quality(), output=Output())
     assert panel.pose_sliders["roll"].value() == -7 and len(poses) == count
+    assert not panel.fewer_steps.isChecked() and qualities[-1].fewer_steps
 
 
 def test_every_control_has_an_accessible_name(qtbot: QtBot) -> None:

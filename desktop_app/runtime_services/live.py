@@ -79,7 +79,15 @@ def controls_for(pose: Pose, quality: Quality) -> Any:
         cfg_scale=quality.cfg_scale,
         nfe=quality.steps + 1,  # nfe time-grid points = steps + 1
         hop=quality.hop or None,  # 0: Auto
+        min_nfe=api.DEFAULT_MIN_NFE if quality.fewer_steps else None,
     )
+
+
+def lowered_steps(nfe: int, chosen_nfe: int) -> tuple[int, int] | None:
+    """(in use, chosen) Euler steps when the engine uses fewer time-grid points than chosen."""
+    if 0 < nfe < chosen_nfe:
+        return nfe - 1, chosen_nfe - 1
+    return None
 
 
 def expectation_text(interval_s: float, provider: str) -> str:
@@ -255,6 +263,7 @@ class RuntimeSession:
             virtual_mic=self._virtual_mic_info(stats.virtual_mic),
             unique_fps=lat.unique_fps if lat.frames_unique > 0 else None,
             expectation=expectation,
+            steps=lowered_steps(stats.nfe, stats.controls.nfe),
         )
 
     def audio_level(self) -> AudioLevel | None:

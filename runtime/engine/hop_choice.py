@@ -248,7 +248,7 @@ class HopChooser:
             self._plan = replace(self._plan, nfe=nfe)
 
     def current(
-        self, hop: int | None, *, quality: bool, nfe: int = 10, min_nfe: int | None = None
+        self, hop: int | None, *, quality: bool, nfe: int, min_nfe: int | None = None
     ) -> HopPlan:
         """The plan for the user's choice: quality's hop, their own hop, or Auto's; with
         their steps, or fewer where `min_nfe` allows (never in quality mode)."""

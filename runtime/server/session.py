@@ -227,7 +227,9 @@ class ServerSession:
         self._drain()
         controls = self.controls
         look = self.config.lookahead
-        plan = self._chooser.current(controls.hop, quality=False)
+        plan = self._chooser.current(
+            controls.hop, quality=False, nfe=controls.nfe, min_nfe=controls.min_nfe
+        )
         timeline = self.timeline
         skipped = 0
         if self._ending and not self._inbox:
@@ -257,9 +259,16 @@ class ServerSession:
             skipped=skipped,
             avatar=avatar,
             controls=controls,
+            nfe=plan.nfe,
             newest_only=plan.slideshow,
         )
-        self._chooser.observe(fixed_s=cost.fixed_s, render_s=cost.render_s, rendered=cost.rendered)
+        self._chooser.observe(
+            fixed_s=cost.fixed_s,
+            render_s=cost.render_s,
+            rendered=cost.rendered,
+            sampler_s=cost.sampler_s,
+            nfe=cost.nfe,
+        )
         self._next_frame += emit
         self.hops += 1
         offset = self._index_offset

@@ -11,12 +11,12 @@ import logging
 import sys
 from collections.abc import Sequence
 
-from runtime.commands import bench, doctor, live, models_cmd, render
+from runtime.commands import bench, doctor, live, models_cmd, render, serve
 from runtime.commands.boundary import guarded
 
 logger = logging.getLogger(__name__)
 
-_COMMANDS = (doctor, render, live, models_cmd, bench)
+_COMMANDS = (doctor, render, live, models_cmd, bench, serve)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -44,6 +44,7 @@ from runtime.engine.live import (
     LiveControls,
     LiveEngine,
     MicrophoneInput,
+    RemoteCompute,
     Source,
     WebcamInput,
 )
@@ -58,6 +59,7 @@ from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 
 logger = logging.getLogger(__name__)
 
+REMOTE_CROP = 512
 EXIT_INPUT = 1
 EXIT_ENGINE = 3
 EXIT_INTERRUPTED = 130
@@ -162,6 +164,20 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         help="noise gate: quieter audio reaches the model as silence "
         f"(default {DEFAULT_GATE_DBFS:g}; 'off' to disable)",
     )
+    remote = p.add_argument_group("remote compute")
+    remote.add_argument(
+        "--remote",
+        metavar="URL",
+        help="render on an `imtalker-cam serve` server (ws://HOST:PORT, or wss:// behind a "
+        "TLS proxy); capture, pacing, camera, recording stay here",
+    )
+    remote.add_argument("--token", help="the server's token (default: IMTALKER_TOKEN)")
+    remote.add_argument(
+        "--frame-format",
+        choices=("jpeg", "raw"),
+        default="jpeg",
+        help="how frames come back: jpeg (default), raw (lossless, for a fast network)",
+    )
     models = p.add_argument_group("model")
     models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")
     models.add_argument("--weights", type=Path, metavar="DIR", help="checkpoints folder")
@@ -220,7 +236,12 @@ def validate_args(args: argparse.Namespace) -> None:
             "--virtual-mic needs a microphone or --audio-file source, not --webcam",
             subject="--virtual-mic",
         )
-    if args.graphs is None:
+    if args.remote is not None and args.webcam is not None:
+        raise v.ValidationError(
+            "--remote renders audio-driven sessions; --webcam runs only locally for now",
+            subject="--remote",
+        )
+    if args.graphs is None and args.remote is None:
         check_app_folders()
 
 
@@ -244,6 +265,23 @@ def check_fewer_steps(args: argparse.Namespace) -> None:
             "most the steps asked for",
             subject=label,
         )
+
+
+def _remote(args: argparse.Namespace) -> RemoteCompute | None:
+    from runtime.remote.client import RemoteConfig
+    from runtime.remote.token import client_token
+
+    if args.remote is None:
+        return None
+    token = client_token(args.token)
+    if token is None:
+        raise v.ValidationError(
+            "--remote needs the server's token: --token TOKEN or IMTALKER_TOKEN",
+            subject="--token",
+        )
+    return RemoteCompute(
+        config=RemoteConfig(url=args.remote, token=token, frame_format=args.frame_format)
+    )
 
 
 def gate_config(text: str) -> GateConfig:
@@ -348,6 +386,7 @@ def _graphs(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     from runtime.engine.live_avatar import encode_avatar
+    from runtime.engine.live_remote import remote_avatar
     from runtime.media.avatar_image import AvatarImageError
     from runtime.media.face_crop import prepare_avatar
     from runtime.model.sessions import open_model_set
@@ -371,7 +410,15 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
                     "the recording will be a slideshow; for a smooth file render it offline: "
                     "imtalker-cam render --audio FILE"
                 )
-        elif event.kind in ("audio", "webcam", "avatar", "audio_ended", "virtual_mic", "hop"):
+        elif event.kind in (
+            "audio",
+            "webcam",
+            "avatar",
+            "audio_ended",
+            "virtual_mic",
+            "hop",
+            "remote",
+        ):
             logger.info("%s: %s", event.kind, event.message)
         # Sinks report their own failures (runtime.sinks logs them).
 
@@ -383,14 +430,21 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
         sinks = _sinks(args)
-        models = open_model_set(_graphs(args), options=session_options(args))
-        logger.info("running on %s", ", ".join(models.providers))
-        avatar = encode_avatar(
-            models["avatar_encoder"],
-            prepared.image_at(models.source_size),
-            size=models.source_size,
-            name=args.avatar.name,
-        )
+        compute = _remote(args)
+        models = None
+        if compute is not None:
+            # The server encodes the crop at its model's source size (512 or less).
+            avatar = remote_avatar(prepared.image_at(REMOTE_CROP), args.avatar.name)
+            logger.info("rendering on %s", compute.config.url)
+        else:
+            models = open_model_set(_graphs(args), options=session_options(args))
+            logger.info("running on %s", ", ".join(models.providers))
+            avatar = encode_avatar(
+                models["avatar_encoder"],
+                prepared.image_at(models.source_size),
+                size=models.source_size,
+                name=args.avatar.name,
+            )
         config = EngineConfig(
             # Headless, nothing else uses PortAudio: restart it on retries so a microphone
             # plugged back in is found.
@@ -409,6 +463,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             listener=EngineListener(on_event=on_event),
             virtual_mic=vmic,
             clock=clock,
+            compute=compute,
         )
     except (AvatarImageError, ModelStoreError, ValueError, OSError) as exc:
         logger.error("%s", exc)

@@ -20,8 +20,9 @@ import numpy as np
 
 from runtime.core.timing import Clock, FrameTiming
 
-STAGES = ("features", "motion", "render", "hop")
-"""Compute stages timed per hop: audio features (+ projections), sampler, renderer, total."""
+STAGES = ("features", "motion", "render", "hop", "server", "network")
+"""Compute stages timed per hop: audio features (+ projections), sampler, renderer, total; with
+remote compute, the server's compute per hop and the network round trip (pings)."""
 
 
 @dataclass(frozen=True)

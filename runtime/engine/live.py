@@ -48,6 +48,7 @@ from runtime.engine.live_generator import LiveGenerator
 from runtime.engine.live_hop import Graph, HopRunner, Stopped
 from runtime.engine.live_input import AudioFeed, sound_device
 from runtime.engine.live_plan import HopPlanner
+from runtime.engine.live_remote import RemoteCompute, RemoteWorker, WorkerHooks
 from runtime.engine.live_vmic import VirtualMicLink
 from runtime.engine.live_webcam import WebcamWorker
 from runtime.engine.motion_sampler import (
@@ -97,6 +98,7 @@ __all__ = [
     "LiveControls",
     "LiveEngine",
     "MicrophoneInput",
+    "RemoteCompute",
     "Source",
     "WebcamInput",
 ]
@@ -111,15 +113,23 @@ class LiveEngine:
     def __init__(
         self,
         *,
-        models: ModelSet,
+        models: ModelSet | None,
         source: Source,
         config: EngineConfig | None = None,
         sinks: Sequence[Sink] = (),
         listener: EngineListener | None = None,
         clock: Clock = time.perf_counter,
         virtual_mic: VirtualMic | None = None,
+        compute: RemoteCompute | None = None,
     ) -> None:
+        """`compute`: render on a server (`runtime.engine.live_remote`); else `models` here."""
+        if compute is None and models is None:
+            raise ValueError("local compute needs the models")
+        if compute is not None and isinstance(source, WebcamInput):
+            raise ValueError("webcam mode does not run on a remote server yet; use a microphone")
         self._models = models
+        self.compute = compute
+        self._remote: RemoteWorker | None = None
         self.source = source
         self.config = config if config is not None else EngineConfig()
         self._listener = listener if listener is not None else EngineListener()
@@ -207,6 +217,8 @@ class LiveEngine:
         self._vmic.open(has_audio=not isinstance(self.source, WebcamInput))
         self._state = EngineState.RUNNING
         target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
+        if self.compute is not None:
+            target = self._remote_worker
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
         self._planner = HopPlanner(
             fps=self.config.fps,
@@ -230,6 +242,9 @@ class LiveEngine:
         if worker is not None and worker is not threading.current_thread():
             worker.join(max(0.0, t_end - self._clock() - 0.3))
             ok &= not worker.is_alive()
+        remote, self._remote = self._remote, None
+        if remote is not None and remote.capture is not None:
+            self._capture = remote.capture
         if self._capture is not None:
             ok &= self._capture.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
             self._capture = None
@@ -253,7 +268,8 @@ class LiveEngine:
         return self._audio_ended.wait(timeout)
 
     def stats(self) -> EngineStats:
-        capture = self._capture
+        remote = self._remote
+        capture = self._capture if remote is None else remote.capture
         webcam = None if self._webcam is None else self._webcam.webcam
         pacer = self._pacer
         planner = self._planner
@@ -280,6 +296,7 @@ class LiveEngine:
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=self._vmic.status(),
+            remote=None if remote is None else remote.state.value,
         )
 
     # -- shared worker helpers ---------------------------------------------------------------
@@ -310,18 +327,23 @@ class LiveEngine:
             logger.exception("engine event listener failed")
 
     def _graph(self, name: str) -> Graph:
-        assert self._run_options is not None
+        assert self._run_options is not None and self._models is not None
         return Graph(self._models[name], self._run_options, self._stop)
 
-    def _take_avatar(self, renderer: Graph) -> LiveAvatar:
-        """The avatar for this hop; a pending switch takes effect here (idle frame too)."""
+    def _swap_avatar(self) -> tuple[LiveAvatar, bool]:
+        """The avatar for this hop, and whether a pending switch took effect now."""
         with self._lock:
             pending, self._pending_avatar = self._pending_avatar, None
             if pending is not None:
                 self._avatar = pending
             avatar = self._avatar
         assert avatar is not None
-        if pending is not None:
+        return avatar, pending is not None
+
+    def _take_avatar(self, renderer: Graph) -> LiveAvatar:
+        """The avatar for this hop; a pending switch takes effect here (idle frame too)."""
+        avatar, changed = self._swap_avatar()
+        if changed:
             self._set_idle(renderer, avatar)
             self._emit("avatar", f"avatar {avatar.name}")
         return avatar
@@ -332,6 +354,35 @@ class LiveEngine:
         self._pacer.set_idle(idle)
 
     # -- audio-driven worker -----------------------------------------------------------------
+
+    def _remote_worker(self) -> None:
+        source = self.source
+        assert isinstance(source, FileInput | MicrophoneInput)
+        assert self._pacer is not None and self.compute is not None
+        self.gate.reset()
+        worker = RemoteWorker(
+            compute=self.compute,
+            config=self.config,
+            source=source,
+            pacer=self._pacer,
+            monitor=self.monitor,
+            clock=self._clock,
+            stop=self._stop,
+            mic=self.mic,
+            audio_sinks=self._audio_sinks,
+            hooks=WorkerHooks(
+                take_avatar=self._swap_avatar,
+                controls=lambda: self.controls,
+                emit=self._emit,
+                on_capture=self._on_capture,
+                vmic_tap=self._vmic.tap,
+                vmic_update=self._vmic.update,
+                audio_ended=self._audio_ended,
+                gate=self.gate.process,
+            ),
+        )
+        self._remote = worker
+        worker.run()
 
     def _audio_worker(self) -> None:
         cfg = self.config
@@ -351,6 +402,7 @@ class LiveEngine:
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
         precomputed: Array | None = None
+        assert self._models is not None
         source = self.source
         assert isinstance(source, FileInput | MicrophoneInput)
         sd, capture_cfg = sound_device(source, cfg, self._clock)
@@ -470,6 +522,7 @@ class LiveEngine:
 
     def _on_gpu(self) -> bool:
         try:
+            assert self._models is not None
             return self._models.providers[0] != "CPUExecutionProvider"
         except (AttributeError, IndexError):  # sessions without provider information
             return False
@@ -488,6 +541,7 @@ class LiveEngine:
         renderer = self._graph("renderer")
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
+        assert self._models is not None
 
         def counted() -> None:
             self._hops += 1

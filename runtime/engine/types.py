@@ -237,6 +237,8 @@ class EngineStats:
     nfe: int = 0
     """The sampler's time-grid points in use: `controls.nfe`, or fewer when the user allowed
     it (`controls.min_nfe`) and the machine needs it."""
+    remote: str | None = None
+    """Remote compute: the link's state (connecting, connected, reconnecting, failed)."""
 
     @property
     def unique_fps(self) -> float:
@@ -266,6 +268,9 @@ class EngineStats:
             "nfe": self.nfe,
             "avatar": self.avatar,
             "virtual_mic": None if self.virtual_mic is None else self.virtual_mic.as_dict(),
+            "remote": self.remote,
+            "server_compute_ms": self.latency.compute["server"].mean_ms,
+            "network_rtt_ms": self.latency.compute["network"].mean_ms,
         }
 
     def line(self) -> str:
@@ -279,6 +284,15 @@ class EngineStats:
         hop += f" nfe {self.nfe}"
         if 0 < self.nfe < self.controls.nfe:
             hop += f" of {self.controls.nfe}"
+        if self.remote is not None:
+            return (
+                f"fps {lat.output_fps:5.1f} new {lat.unique_fps:5.1f} | latency newest "
+                f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "
+                f"p95 {lat.latency_p95_ms:6.0f} ms | remote {self.remote}: server compute "
+                f"{lat.compute['server'].mean_ms:6.1f} ms/hop network round trip "
+                f"{lat.compute['network'].mean_ms:6.1f} ms | {hop} | late {c.get('late', 0)} "
+                f"repeated {c.get('repeated', 0)} dropped {c.get('dropped', 0)} | audio {audio}"
+            )
         return (
             f"fps {lat.output_fps:5.1f} new {lat.unique_fps:5.1f} | latency newest "
             f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "

@@ -85,18 +85,6 @@ def controls_from_wire(wire: WireControls) -> LiveControls:
     return LiveControls(pose=pose, gaze=gaze, cfg_scale=wire.cfg, nfe=wire.nfe, hop=wire.hop)
 
 
-def controls_to_wire(controls: LiveControls) -> WireControls:
-    pose = controls.pose
-    gaze = controls.gaze
-    return WireControls(
-        pose=None if pose is None else (pose.yaw, pose.pitch, pose.roll),
-        gaze=None if gaze is None else (gaze.x, gaze.y),
-        cfg=controls.cfg_scale,
-        nfe=controls.nfe,
-        hop=controls.hop,
-    )
-
-
 class ServerSession:
     def __init__(
         self,

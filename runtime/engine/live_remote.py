@@ -1,0 +1,282 @@
+"""Remote compute for the live engine: the audio-driven worker that sends the microphone to a
+render server and hands the frames it sends back to the local pacer (`live-worker` thread;
+the link's own thread, `remote-link`, receives frames and calls back into the pacer).
+
+Everything that touches the user's hardware stays local (capture, noise gate, mute, the
+virtual microphone, pacing, sinks, recording); only features -> motion -> pixels move to the
+server, which runs the engine's own hop code (`runtime.server.session`). The local timeline
+still holds the audio (the recorder and the virtual microphone take it from here) and gives
+each 20 ms packet its capture time; frames come back stamped with it, so the pacer and the
+latency readout work as with local compute. On a new connection the last `context_s` of audio
+is sent again, so the server has its context at once and skips ahead to the newest audio.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.core.timing import Clock, FrameTiming, wait_on
+from runtime.engine.audio_timeline import AudioTimeline
+from runtime.engine.latency import LatencyMonitor
+from runtime.engine.live_avatar import LiveAvatar
+from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.pacer import Pacer
+from runtime.engine.types import EngineConfig, FileInput, LiveControls, MicrophoneInput
+from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus, CaptureTap
+from runtime.media.audio_gate import MicSwitch
+from runtime.model.contract import FPS, MOTION_DIM, SAMPLES_PER_FRAME
+from runtime.remote import protocol as P
+from runtime.remote.client import (
+    Connector,
+    LinkCallbacks,
+    LinkState,
+    RemoteConfig,
+    RemoteLink,
+    websocket_connect,
+)
+from runtime.remote.codec import encode_photo, pcm_from_float
+from runtime.sinks import AudioSink
+from runtime.sinks.frame import LiveFrame
+
+logger = logging.getLogger(__name__)
+
+Image8 = npt.NDArray[np.uint8]
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteCompute:
+    """Render on a server instead of this computer (`LiveEngine(compute=...)`)."""
+
+    config: RemoteConfig
+    connect: Connector = websocket_connect
+
+
+def remote_avatar(image: Image8, name: str) -> LiveAvatar:
+    """An avatar for remote compute: the square crop only (the server encodes it)."""
+    return LiveAvatar(
+        name=name, image=image, source_motion=np.zeros(MOTION_DIM, np.float32), tensors={}
+    )
+
+
+def wire_controls(controls: LiveControls) -> P.WireControls:
+    pose, gaze = controls.pose, controls.gaze
+    return P.WireControls(
+        pose=None if pose is None else (pose.yaw, pose.pitch, pose.roll),
+        gaze=None if gaze is None else (gaze.x, gaze.y),
+        cfg=controls.cfg_scale,
+        nfe=controls.nfe,
+        hop=controls.hop,
+    )
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkerHooks:
+    """What the engine lends the remote worker."""
+
+    take_avatar: Callable[[], tuple[LiveAvatar, bool]]
+    """The current avatar, and whether it changed since the last call."""
+    controls: Callable[[], LiveControls]
+    emit: Callable[[str, str], None]
+    on_capture: Callable[[CaptureStatus], None]
+    vmic_tap: CaptureTap | None
+    vmic_update: Callable[[], None]
+    audio_ended: threading.Event
+    gate: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
+
+
+class RemoteWorker:
+    def __init__(
+        self,
+        *,
+        compute: RemoteCompute,
+        config: EngineConfig,
+        source: FileInput | MicrophoneInput,
+        pacer: Pacer,
+        monitor: LatencyMonitor,
+        clock: Clock,
+        stop: threading.Event,
+        mic: MicSwitch,
+        audio_sinks: Sequence[AudioSink],
+        hooks: WorkerHooks,
+    ) -> None:
+        self._compute, self._cfg, self._source = compute, config, source
+        self._pacer, self._monitor, self._clock, self._stop = pacer, monitor, clock, stop
+        self._mic, self._audio_sinks, self._hooks = mic, list(audio_sinks), hooks
+        self.timeline = AudioTimeline(
+            keep_seconds=max(12.0, config.context_s + 4 * config.max_backlog_s)
+        )
+        self._lock = threading.Lock()
+        self._starts: dict[int, int] = {}  # connection generation -> first sample it gets
+        self._next_start = 0
+        self._connected: int | None = None  # the newest connection, not yet taken up
+        self.link: RemoteLink | None = None
+        self.state = LinkState.CONNECTING
+        self.capture: AudioCapture | None = None
+
+    # -- the link's thread -------------------------------------------------------------------
+
+    def _hello(self) -> P.Hello:
+        timeline = self.timeline
+        context = round(self._cfg.context_s * FPS) * SAMPLES_PER_FRAME
+        start = max(timeline.oldest, timeline.total - context)
+        frame = -(-start // SAMPLES_PER_FRAME)
+        if self._cfg.fps == 30:  # output indices are whole only on every 5th source frame
+            frame = -(-frame // 5) * 5
+        with self._lock:
+            self._next_start = frame * SAMPLES_PER_FRAME
+        cfg = self._cfg
+        return P.Hello(
+            token=self._compute.config.token,
+            fps=cfg.fps,
+            lookahead=cfg.lookahead,
+            seed=cfg.seed,
+            frame_format=self._compute.config.frame_format,
+            start_frame=frame,
+        )
+
+    def _on_connected(self, generation: int) -> None:
+        with self._lock:
+            self._starts[generation] = self._next_start
+            self._connected = generation
+
+    def _on_frame(self, header: P.FrameHeader, image: Image8, arrival: float) -> None:
+        if header.index < 0:
+            self._pacer.set_idle(image)
+            return
+        timing = FrameTiming(capture=header.capture, pixels=arrival)
+        self._pacer.submit([LiveFrame(index=header.index, image=image, timing=timing)])
+
+    def _on_hop(self, compute_s: float, frames: int) -> None:
+        if math.isfinite(compute_s):
+            self._monitor.record_compute("server", compute_s)
+            self._monitor.record_compute("hop", compute_s)
+        self._monitor.record_media(frames / self._cfg.fps)
+
+    def _on_rtt(self, seconds: float) -> None:
+        self._monitor.record_compute("network", seconds)
+
+    def _on_state(self, state: LinkState, message: str) -> None:
+        self.state = state
+        if state is LinkState.RECONNECTING:
+            self._monitor.count("reconnects")
+        if state is not LinkState.CLOSED:
+            self._hooks.emit("remote", message)
+
+    def _on_ended(self) -> None:
+        self._hooks.audio_ended.set()
+        self._hooks.emit("audio_ended", "the audio file has been played")
+
+    # -- the worker thread -------------------------------------------------------------------
+
+    def run(self) -> None:
+        cfg, hooks = self._cfg, self._hooks
+        link = RemoteLink(
+            self._compute.config,
+            LinkCallbacks(
+                on_frame=self._on_frame,
+                on_state=self._on_state,
+                on_hop=self._on_hop,
+                on_rtt=self._on_rtt,
+                on_ended=self._on_ended,
+                on_connected=self._on_connected,
+            ),
+            hello=self._hello,
+            connect=self._compute.connect,
+            clock=self._clock,
+        )
+        self.link = link
+        avatar, _ = hooks.take_avatar()
+        link.set_avatar(encode_photo(avatar.image), avatar.name)
+        controls = hooks.controls()
+        link.set_controls(wire_controls(controls))
+        sd, capture_cfg = sound_device(self._source, cfg, self._clock)
+        capture = AudioCapture(
+            sd=sd,
+            config=capture_cfg,
+            clock=self._clock,
+            on_status=hooks.on_capture,
+            switch=self._mic,
+            tap=hooks.vmic_tap,
+        )
+        self.capture = capture
+        feed = AudioFeed(
+            capture=capture,
+            timeline=self.timeline,
+            sinks=self._audio_sinks,
+            monitor=self._monitor,
+            clock=self._clock,
+            silence_fill_s=cfg.silence_fill_s,
+            emit=hooks.emit,
+            gate=hooks.gate,
+        )
+        link.start()
+        try:
+            if self._stop.is_set():
+                return
+            capture.start()
+            self._pacer.set_streaming(True)
+            self._loop(link, feed, capture, controls)
+        finally:
+            link.stop()
+
+    def _loop(
+        self, link: RemoteLink, feed: AudioFeed, capture: AudioCapture, controls: LiveControls
+    ) -> None:
+        hooks, timeline = self._hooks, self.timeline
+        generation, sent = 0, 0
+        ended = ending_sent = False
+        next_vmic = self._clock()
+        while not self._stop.is_set():
+            if link.state is LinkState.FAILED:
+                raise RuntimeError(f"the render server refused the session: {link.error}")
+            ending = not ended and capture.state is CaptureState.ENDED
+            got = feed.pull(ended)
+            if ending and not got:
+                ended = True
+                timeline.pad_last_frame()
+            avatar, changed = hooks.take_avatar()
+            if changed:
+                link.set_avatar(encode_photo(avatar.image), avatar.name)
+                hooks.emit("avatar", f"avatar {avatar.name}")
+            now_controls = hooks.controls()
+            if now_controls != controls:
+                controls = now_controls
+                link.set_controls(wire_controls(controls))
+            with self._lock:
+                fresh, self._connected = self._connected, None
+                start = None if fresh is None else self._starts.pop(fresh)
+            if fresh is not None and start is not None:
+                generation, sent, ending_sent = fresh, start, False
+            sent = self._send(link, generation, sent, final=ended)
+            if ended and not ending_sent and sent >= timeline.total and generation:
+                link.end()
+                ending_sent = True
+            if self._clock() >= next_vmic:
+                next_vmic = self._clock() + 0.2
+                hooks.vmic_update()
+            wait_on(self._stop, 0.005, self._clock)
+
+    def _send(self, link: RemoteLink, generation: int, sent: int, *, final: bool) -> int:
+        """Send whole 20 ms packets from sample `sent` on; the last, partial one only when
+        the input is over (zero-padded: the server pads the last frame itself)."""
+        timeline = self.timeline
+        if generation == 0:
+            return sent
+        sent = max(sent, timeline.oldest)
+        while timeline.total - sent >= P.PACKET_SAMPLES or (final and sent < timeline.total):
+            stop = min(sent + P.PACKET_SAMPLES, timeline.total)
+            chunk = timeline.samples(sent, stop)
+            if chunk.shape[0] < P.PACKET_SAMPLES:
+                chunk = np.pad(chunk, (0, P.PACKET_SAMPLES - chunk.shape[0]))
+            end_time = timeline.capture_time(stop - 1)
+            if not link.send_audio(pcm_from_float(chunk), end_time, generation):
+                return sent  # the connection went: the next one starts from fresh context
+            sent += P.PACKET_SAMPLES
+        return sent

@@ -1,0 +1,334 @@
+"""The client's link to a render server (the `remote-link` thread; `send_audio`, `set_avatar`,
+`set_controls`, `end` from the engine's worker or any thread).
+
+The link connects, says hello (with the token), sends the avatar and controls, then receives
+frames and per-hop reports while the worker sends audio. Once a second it pings, so the round
+trip is measured apart from the server's compute (which every hop reports). When the
+connection drops it reports "reconnecting", keeps retrying with a short capped backoff (so a
+server that is back is found within half a second), and on success sends the same avatar and
+controls again: the session resumes where the audio is. A wrong token, or input the server
+refuses, ends the link (no retry); "server full" before any session was served ends it too,
+after one the link keeps trying.
+"""
+
+from __future__ import annotations
+
+import enum
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.core.timing import Clock, wait_on
+from runtime.remote import protocol as P
+from runtime.remote.codec import decode_frame
+
+logger = logging.getLogger(__name__)
+
+Image8 = npt.NDArray[np.uint8]
+
+FATAL_CODES = frozenset({P.BAD_TOKEN, P.TOO_LARGE, P.BAD_AUDIO, P.BAD_PHOTO, P.MALFORMED})
+
+
+class Connection(Protocol):
+    """What the link needs of a WebSocket (websockets' sync client connection)."""
+
+    def send(self, message: str | bytes) -> None: ...
+
+    def recv(self, timeout: float | None = None) -> str | bytes: ...
+
+    def close(self) -> None: ...
+
+
+Connector = Callable[[str, float], Connection]
+
+
+def websocket_connect(url: str, timeout: float) -> Connection:
+    from websockets.sync.client import connect
+
+    conn: Connection = connect(
+        url,
+        open_timeout=timeout,
+        max_size=P.MAX_MESSAGE_BYTES,
+        compression=None,
+        proxy=None,
+        close_timeout=1.0,
+    )
+    return conn
+
+
+@dataclass(frozen=True, kw_only=True)
+class RemoteConfig:
+    url: str
+    token: str
+    frame_format: str = "jpeg"
+    connect_timeout_s: float = 3.0
+    backoff_initial_s: float = 0.1
+    backoff_max_s: float = 0.5
+    ping_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not self.url.startswith(("ws://", "wss://")):
+            raise ValueError(f"the remote server must be a ws:// or wss:// URL, not {self.url!r}")
+        if self.frame_format not in P.FRAME_FORMATS:
+            raise ValueError(f"frame format must be one of {sorted(P.FRAME_FORMATS)}")
+
+    @property
+    def session_url(self) -> str:
+        """The URL with the session path when none was given."""
+        rest = self.url.split("://", 1)[1]
+        return self.url if "/" in rest else self.url.rstrip("/") + "/session"
+
+
+class Backoff:
+    """Delays between connection attempts: doubling from `initial`, capped at `cap`."""
+
+    def __init__(self, initial: float, cap: float) -> None:
+        self._initial, self._cap = initial, cap
+        self._next = initial
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._cap, self._next * 2)
+        return delay
+
+    def reset(self) -> None:
+        self._next = self._initial
+
+
+class LinkState(enum.Enum):
+    CONNECTING = "connecting"
+    CONNECTED = "connected"
+    RECONNECTING = "reconnecting"
+    FAILED = "failed"
+    CLOSED = "closed"
+
+
+@dataclass(frozen=True, kw_only=True)
+class LinkCallbacks:
+    """All called on the link thread; they must not block."""
+
+    on_frame: Callable[[P.FrameHeader, Image8, float], None]
+    """(header, RGB image, arrival time on the link's clock); index -1 is the idle picture."""
+    on_state: Callable[[LinkState, str], None]
+    on_hop: Callable[[float, int], None] = lambda compute_s, frames: None
+    on_rtt: Callable[[float], None] = lambda seconds: None
+    on_ended: Callable[[], None] = lambda: None
+    on_connected: Callable[[int], None] = lambda generation: None
+    """A session (re)started: `generation` counts connections (the worker resends context)."""
+
+
+class RemoteLink:
+    def __init__(
+        self,
+        config: RemoteConfig,
+        callbacks: LinkCallbacks,
+        *,
+        hello: Callable[[], P.Hello],
+        connect: Connector = websocket_connect,
+        clock: Clock = time.perf_counter,
+    ) -> None:
+        self.config = config
+        self._cb = callbacks
+        self._hello = hello
+        self._connect = connect
+        self._clock = clock
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._conn: Connection | None = None
+        self._avatar: tuple[bytes, str] | None = None
+        self._controls = P.WireControls()
+        self._state = LinkState.CONNECTING
+        self._served = False  # a session was established at least once
+        self._generation = 0
+        self._seq = 0
+        self._thread: threading.Thread | None = None
+        self.error: str = ""
+        self.server: dict[str, Any] = {}
+
+    # -- any thread ---------------------------------------------------------------------------
+
+    @property
+    def state(self) -> LinkState:
+        return self._state
+
+    @property
+    def generation(self) -> int:
+        return self._generation
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="remote-link", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 1.0) -> bool:
+        self._stop.set()
+        self._drop()
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(timeout)
+            return not thread.is_alive()
+        return True
+
+    def set_avatar(self, photo: bytes, name: str) -> None:
+        if len(photo) > P.MAX_PHOTO_BYTES:
+            raise ValueError(
+                f"the avatar photo is {len(photo) / 2**20:.1f} MB; the server takes at most "
+                f"{P.MAX_PHOTO_BYTES // 2**20} MB"
+            )
+        with self._lock:
+            self._avatar = (photo, name)
+        self._send_now(P.text("avatar", name=name, bytes=len(photo)), P.pack_avatar(photo))
+
+    def set_controls(self, controls: P.WireControls) -> None:
+        with self._lock:
+            self._controls = controls
+        self._send_now(controls.to_text())
+
+    def send_audio(self, pcm: bytes, capture_end: float, generation: int) -> bool:
+        """Send one 20 ms packet on connection `generation`; False when that connection is not
+        up (the audio is then dropped: the worker resends context on the next one)."""
+        with self._lock:
+            if self._generation != generation or self._state is not LinkState.CONNECTED:
+                return False
+            seq = self._seq
+            self._seq += 1
+        return self._send_now(
+            P.pack_audio(P.AudioPacket(seq=seq, capture_end=capture_end, pcm=pcm))
+        )
+
+    def end(self) -> None:
+        self._send_now(P.text("end"))
+
+    def _send_now(self, *messages: str | bytes) -> bool:
+        conn = self._conn
+        if conn is None or self._state is not LinkState.CONNECTED:
+            return False
+        try:
+            with self._send_lock:
+                for m in messages:
+                    conn.send(m)
+            return True
+        except Exception as exc:  # the receive side notices and reconnects
+            logger.debug("send failed: %s", exc)
+            self._drop()
+            return False
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except Exception:
+                logger.debug("closing the connection failed", exc_info=True)
+
+    def _set_state(self, state: LinkState, message: str) -> None:
+        if state is self._state and state is not LinkState.CONNECTED:
+            return
+        self._state = state
+        try:
+            self._cb.on_state(state, message)
+        except Exception:
+            logger.exception("link state listener failed")
+
+    # -- the link thread -----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        while not self._stop.is_set():
+            try:
+                self._session(backoff)
+            except P.ProtocolError as exc:
+                if exc.code in FATAL_CODES or (exc.code == P.SERVER_FULL and not self._served):
+                    self.error = str(exc)
+                    self._set_state(LinkState.FAILED, str(exc))
+                    self._drop()
+                    return
+                reason = str(exc)
+            except Exception as exc:  # connection refused, reset, timed out
+                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            finally:
+                self._drop()
+            if self._stop.is_set():
+                break
+            state = LinkState.CONNECTING if not self._served else LinkState.RECONNECTING
+            self._set_state(state, f"{state.value} to {self.config.url} ({reason})")
+            wait_on(self._stop, backoff.next(), self._clock)
+        self._set_state(LinkState.CLOSED, "closed")
+
+    def _session(self, backoff: Backoff) -> None:
+        conn = self._connect(self.config.session_url, self.config.connect_timeout_s)
+        self._conn = conn
+        hello = self._hello()
+        conn.send(hello.to_text())
+        ready = self._expect_text(conn, self.config.connect_timeout_s)
+        if ready.get("kind") != "ready":
+            raise P.ProtocolError(P.MALFORMED, f"the server answered {ready.get('kind')!r}")
+        self.server = ready
+        with self._lock:
+            avatar, controls = self._avatar, self._controls
+            self._seq = 0
+            self._generation += 1
+            generation = self._generation
+        if avatar is not None:
+            photo, name = avatar
+            conn.send(P.text("avatar", name=name, bytes=len(photo)))
+            conn.send(P.pack_avatar(photo))
+        conn.send(controls.to_text())
+        self._served = True
+        backoff.reset()
+        self._set_state(LinkState.CONNECTED, f"connected to {self.config.url}")
+        self._cb.on_connected(generation)
+        next_ping = self._clock()
+        while not self._stop.is_set():
+            now = self._clock()
+            if now >= next_ping:
+                next_ping = now + self.config.ping_interval_s
+                with self._send_lock:
+                    conn.send(P.text("ping", t=now))
+            try:
+                data = conn.recv(timeout=min(0.1, max(0.0, next_ping - now)))
+            except TimeoutError:
+                continue
+            self._dispatch(data)
+
+    def _expect_text(self, conn: Connection, timeout: float) -> dict[str, Any]:
+        data = conn.recv(timeout=timeout)
+        if not isinstance(data, str):
+            raise P.ProtocolError(P.MALFORMED, "the server sent binary data before 'ready'")
+        message = P.parse_text(data)
+        if message["kind"] == "error":
+            raise _server_error(message)
+        return message
+
+    def _dispatch(self, data: str | bytes) -> None:
+        arrival = self._clock()
+        if isinstance(data, bytes):
+            header, payload = P.unpack_frame(data)
+            self._cb.on_frame(header, decode_frame(header, payload), arrival)
+            return
+        message = P.parse_text(data)
+        kind = message["kind"]
+        if kind == "hop":
+            self._cb.on_hop(
+                float(message.get("compute_ms", math.nan)) / 1e3, int(message["frames"])
+            )
+        elif kind == "pong":
+            sent = message.get("t")
+            if isinstance(sent, int | float):
+                self._cb.on_rtt(arrival - float(sent))
+        elif kind == "ended":
+            self._cb.on_ended()
+        elif kind == "error":
+            raise _server_error(message)
+
+
+def _server_error(message: dict[str, Any]) -> P.ProtocolError:
+    code = str(message.get("code", P.INTERNAL))
+    return P.ProtocolError(code, str(message.get("message", "the server refused the session")))

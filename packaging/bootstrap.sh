@@ -38,7 +38,8 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The CPU build of torch (a bare 'torch' would pull a multi-GB CUDA build).
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  # The server extra too: the tests start `imtalker-cam serve` on loopback.
+  .venv/bin/python -m pip install -q -e ".[dev,server]"
   touch "$stamp"
 fi
 

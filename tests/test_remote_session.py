@@ -205,9 +205,9 @@ def test_connection_serves_a_session_end_to_end(models: ModelSet) -> None:
     texts = [json.loads(m) for m in got if isinstance(m, str)]
     assert texts[0]["kind"] == "ready" and texts[0]["source_size"] == models.source_size
     assert {"kind": "pong", "t": 1.5} in texts
-    hops = [t for t in texts if t["kind"] == "hop"]
-    assert hops and all(t["compute_ms"] > 0 for t in hops)
     frames = [P.unpack_frame(m) for m in got if isinstance(m, bytes)]
+    firsts = [h for h, _ in frames[1:] if h.first_in_hop]
+    assert len(firsts) == 5 and all(h.hop_frames == 5 and h.compute_s > 0 for h in firsts)
     assert frames[0][0].index == -1  # the idle picture first
     indices = [h.index for h, _ in frames[1:]]
     assert indices == list(range(25))

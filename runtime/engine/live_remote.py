@@ -152,12 +152,10 @@ class RemoteWorker:
             return
         timing = FrameTiming(capture=header.capture, pixels=arrival)
         self._pacer.submit([LiveFrame(index=header.index, image=image, timing=timing)])
-
-    def _on_hop(self, compute_s: float, frames: int) -> None:
-        if math.isfinite(compute_s):
-            self._monitor.record_compute("server", compute_s)
-            self._monitor.record_compute("hop", compute_s)
-        self._monitor.record_media(frames / self._cfg.fps)
+        if header.first_in_hop and math.isfinite(header.compute_s):
+            self._monitor.record_compute("server", header.compute_s)
+            self._monitor.record_compute("hop", header.compute_s)
+        self._monitor.record_media(1.0 / self._cfg.fps)
 
     def _on_rtt(self, seconds: float) -> None:
         self._monitor.record_compute("network", seconds)
@@ -182,7 +180,6 @@ class RemoteWorker:
             LinkCallbacks(
                 on_frame=self._on_frame,
                 on_state=self._on_state,
-                on_hop=self._on_hop,
                 on_rtt=self._on_rtt,
                 on_ended=self._on_ended,
                 on_connected=self._on_connected,
@@ -254,7 +251,8 @@ class RemoteWorker:
                 start = None if fresh is None else self._starts.pop(fresh)
             if fresh is not None and start is not None:
                 generation, sent, ending_sent = fresh, start, False
-            sent = self._send(link, generation, sent, final=ended)
+            if not ending_sent:  # after 'end' the timeline holds only filler silence
+                sent = self._send(link, generation, sent, final=ended)
             if ended and not ending_sent and sent >= timeline.total and generation:
                 link.end()
                 ending_sent = True

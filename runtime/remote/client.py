@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import enum
 import logging
-import math
 import threading
 import time
 from collections.abc import Callable
@@ -52,6 +51,8 @@ Connector = Callable[[str, float], Connection]
 def websocket_connect(url: str, timeout: float) -> Connection:
     from websockets.sync.client import connect
 
+    # Entered as a context manager: a bare connection is deprecated (websockets 17.1); the
+    # link closes it itself.
     conn: Connection = connect(
         url,
         open_timeout=timeout,
@@ -59,7 +60,7 @@ def websocket_connect(url: str, timeout: float) -> Connection:
         compression=None,
         proxy=None,
         close_timeout=1.0,
-    )
+    ).__enter__()
     return conn
 
 
@@ -117,7 +118,6 @@ class LinkCallbacks:
     on_frame: Callable[[P.FrameHeader, Image8, float], None]
     """(header, RGB image, arrival time on the link's clock); index -1 is the idle picture."""
     on_state: Callable[[LinkState, str], None]
-    on_hop: Callable[[float, int], None] = lambda compute_s, frames: None
     on_rtt: Callable[[float], None] = lambda seconds: None
     on_ended: Callable[[], None] = lambda: None
     on_connected: Callable[[int], None] = lambda generation: None
@@ -315,11 +315,7 @@ class RemoteLink:
             return
         message = P.parse_text(data)
         kind = message["kind"]
-        if kind == "hop":
-            self._cb.on_hop(
-                float(message.get("compute_ms", math.nan)) / 1e3, int(message["frames"])
-            )
-        elif kind == "pong":
+        if kind == "pong":
             sent = message.get("t")
             if isinstance(sent, int | float):
                 self._cb.on_rtt(arrival - float(sent))

@@ -33,8 +33,10 @@ PHOTO_FORMATS = ("PNG", "JPEG")
 
 
 def pcm_from_float(samples: Array) -> bytes:
-    clipped = np.clip(np.asarray(samples, np.float32), -1.0, 1.0)
-    return (np.round(clipped * 32767.0)).astype("<i2").tobytes()
+    """Float samples (full scale 1.0) -> int16 PCM; 16-bit audio (k / 32768) round-trips
+    exactly through `float_from_pcm`."""
+    scaled = np.round(np.asarray(samples, np.float32) * np.float32(32768.0))
+    return np.clip(scaled, -32768, 32767).astype("<i2").tobytes()
 
 
 def float_from_pcm(pcm: bytes) -> Array:

@@ -17,9 +17,10 @@ client -> server
 server -> client
 - `ready` (text): session id, the server's model version and source size, the replica's pid;
 - FRAME (binary): output frame index, the capture time of the audio it answers (the client's
-  clock, echoed), the server's compute time for the hop, size and format, then the pixels
-  (JPEG, or raw RGB for lossless loopback); index -1 is the idle picture;
-- `hop` (text): per-hop server compute (ms), frames skipped to stay live;
+  clock, echoed), the server's compute time for its hop, size and format, the hop's frame
+  count and whether it is the hop's first frame (so the client counts each hop's compute
+  once), then the pixels (JPEG, or raw RGB for lossless loopback); index -1 is the idle
+  picture. (No separate per-hop message: every message crosses the serving proxy.)
 - `ended`, `pong`, and `error` (code + one-sentence message; the server then closes).
 """
 
@@ -60,7 +61,7 @@ FRAME_FORMATS: Final = {"raw": FORMAT_RAW, "jpeg": FORMAT_JPEG}
 
 _PREFIX = struct.Struct("<4sB")
 _AUDIO = struct.Struct("<IdIH")  # seq, capture end (s), rate, samples
-_FRAME = struct.Struct("<idfHHB")  # index, capture (s), server compute (s), w, h, format
+_FRAME = struct.Struct("<idfHHBBB")  # index, capture, hop compute, w, h, format, hop frames, first
 
 # Error codes the server answers with (then it closes the session).
 BAD_TOKEN: Final = "bad_token"
@@ -290,6 +291,8 @@ class FrameHeader:
     width: int
     height: int
     format: int
+    hop_frames: int = 1
+    first_in_hop: bool = True
 
 
 def binary_kind(data: bytes) -> int:
@@ -357,6 +360,8 @@ def pack_frame(header: FrameHeader, payload: bytes) -> bytes:
         header.width,
         header.height,
         header.format,
+        min(max(header.hop_frames, 0), 255),
+        int(header.first_in_hop),
     )
     return head + payload
 
@@ -366,7 +371,7 @@ def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
         raise ProtocolError(MALFORMED, "expected a frame")
     if len(data) < _PREFIX.size + _FRAME.size:
         raise ProtocolError(MALFORMED, "a frame is shorter than its header")
-    index, capture, compute_s, w, h, fmt = _FRAME.unpack_from(data, _PREFIX.size)
+    index, capture, compute_s, w, h, fmt, hop_frames, first = _FRAME.unpack_from(data, _PREFIX.size)
     payload = data[_PREFIX.size + _FRAME.size :]
     if not (0 < w <= MAX_FRAME_SIDE and 0 < h <= MAX_FRAME_SIDE):
         raise ProtocolError(MALFORMED, f"a frame of {w}x{h} pixels")
@@ -375,6 +380,13 @@ def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
     if fmt not in (FORMAT_RAW, FORMAT_JPEG):
         raise ProtocolError(MALFORMED, f"unknown frame format {fmt}")
     header = FrameHeader(
-        index=index, capture=capture, compute_s=compute_s, width=w, height=h, format=fmt
+        index=index,
+        capture=capture,
+        compute_s=compute_s,
+        width=w,
+        height=h,
+        format=fmt,
+        hop_frames=hop_frames,
+        first_in_hop=bool(first),
     )
     return header, bytes(payload)

@@ -196,22 +196,15 @@ class _Running:
         await self._send_bytes(await asyncio.to_thread(encode))
         self._wake.set()
 
-    def _step(self) -> tuple[list[bytes], str] | None:
+    def _step(self) -> list[bytes] | None:
         with self._compute:
             out = self._session.step()
         if out is None:
             return None
-        frames = [self._pack(f, out.compute_s) for f in out.frames]
-        hop = P.text(
-            "hop",
-            compute_ms=round(out.compute_s * 1e3, 3),
-            skipped=out.skipped,
-            first=out.first,
-            frames=len(frames),
-        )
-        return frames, hop
+        n = len(out.frames)
+        return [self._pack(f, out.compute_s, n, i == 0) for i, f in enumerate(out.frames)]
 
-    def _pack(self, frame: LiveFrame, compute_s: float) -> bytes:
+    def _pack(self, frame: LiveFrame, compute_s: float, hop_frames: int, first: bool) -> bytes:
         h, w = frame.image.shape[:2]
         header = P.FrameHeader(
             index=frame.index,
@@ -220,6 +213,8 @@ class _Running:
             width=w,
             height=h,
             format=self._format,
+            hop_frames=hop_frames,
+            first_in_hop=first,
         )
         return P.pack_frame(header, encode_frame(frame.image, self._format))
 
@@ -230,13 +225,11 @@ class _Running:
             await self._wake.wait()
             self._wake.clear()
             while True:
-                out = await asyncio.to_thread(self._step)
-                if out is None:
+                frames = await asyncio.to_thread(self._step)
+                if frames is None:
                     break
-                frames, hop = out
                 for data in frames:
                     await self._send_bytes(data)
-                await self._send_text(hop)
             if session.done and not ended_sent:
                 ended_sent = True
                 await self._send_text(P.text("ended"))

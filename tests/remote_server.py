@@ -1,0 +1,107 @@
+"""Starts `imtalker-cam serve` on loopback for a test module (one Ray instance per module), and
+a plain WebSocket client that speaks the protocol message by message."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from websockets.sync.client import ClientConnection, connect
+
+from runtime.remote import protocol as P
+from tests.conftest import ROOT
+from tests.remote_support import TOKEN
+
+
+@dataclass(frozen=True)
+class Server:
+    url: str
+    log: Path
+    proc: subprocess.Popen[bytes]
+    startup_s: float
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serve(graphs: Path, folder: Path, *extra: str, timeout_s: float = 180.0) -> Iterator[Server]:
+    port = free_port()
+    log = folder / "serve.log"
+    # Ray's sockets live under its temp dir: a short path (the Unix socket path limit).
+    ray_tmp = tempfile.mkdtemp(prefix="imtray")
+    env = {
+        **os.environ,
+        "IMTALKER_CONFIG_DIR": str(folder / "config"),
+        "IMTALKER_CACHE_DIR": str(folder / "cache"),
+        "RAY_TMPDIR": ray_tmp,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "PYTHONPATH": str(ROOT),
+    }
+    cmd = [sys.executable, "-m", "runtime.commands.cli", "serve", "--graphs", str(graphs)]
+    cmd += ["--token", TOKEN, "--port", str(port), "--num-cpus", "2", *extra]
+    t0 = time.monotonic()
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+    try:
+        while "serving ws://" not in log.read_text(errors="replace"):
+            if proc.poll() is not None:
+                raise AssertionError(f"serve exited {proc.returncode}:\n{log.read_text()}")
+            if time.monotonic() - t0 > timeout_s:
+                raise AssertionError(f"serve did not start in {timeout_s} s:\n{log.read_text()}")
+            time.sleep(0.2)
+        yield Server(
+            url=f"ws://127.0.0.1:{port}",
+            log=log,
+            proc=proc,
+            startup_s=time.monotonic() - t0,
+        )
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+        shutil.rmtree(ray_tmp, ignore_errors=True)
+
+
+class RawSession:
+    """One session spoken message by message (no link, no reconnects)."""
+
+    def __init__(self, url: str, *, token: str = TOKEN, **hello: Any) -> None:
+        self.ws: ClientConnection = connect(
+            url + "/session", proxy=None, compression=None, max_size=None, open_timeout=10
+        ).__enter__()
+        self.ws.send(P.Hello(token=token, frame_format="raw", **hello).to_text())
+
+    def text(self, timeout: float = 10.0) -> dict[str, Any]:
+        """The next text message (frames before it are skipped)."""
+        end = time.monotonic() + timeout
+        while True:
+            data = self.ws.recv(timeout=max(0.01, end - time.monotonic()))
+            if isinstance(data, str):
+                message: dict[str, Any] = json.loads(data)
+                return message
+
+    def close(self) -> None:
+        self.ws.close()

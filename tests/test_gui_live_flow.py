@@ -83,10 +83,11 @@ def test_photo_to_live_to_quit(
     window.controls.natural.setChecked(False)
     yaw = window.controls.pose_sliders["yaw"]
     yaw.setFocus()
-    changed = time.perf_counter()
     for _ in range(2):
         qtbot.keyClick(yaw, Qt.Key.Key_PageUp)  # a page is 6 degrees
     assert yaw.value() == 12
+    # After both pages: a hop that starts between them carries 6 degrees, rightly.
+    changed = time.perf_counter()
     # Within one hop: the first hop that starts after the change carries the new pose.
     qtbot.waitUntil(lambda: len(hops.since(changed)) >= 2, timeout=10_000)
     after = hops.since(changed)

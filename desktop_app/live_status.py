@@ -50,7 +50,8 @@ class LiveStatusMixin:
 
     def go_live(self: MainWindow) -> bool:
         models = self.backend.models.model_state()
-        if not models.ready:
+        remote = self.settings.compute.mode == "remote"  # the server has the model
+        if not models.ready and not remote:
             self.open_model_setup()
             return False
         avatar_id = self.avatars.selected_id()
@@ -79,6 +80,7 @@ class LiveStatusMixin:
                 output=s.output,
                 virtual_camera=bool(self._vcam and self._vcam.available),
                 call_audio=s.call_audio,
+                compute=s.compute,
             )
         )
         return True
@@ -149,6 +151,7 @@ class LiveStatusMixin:
                 realtime=stats.realtime,
                 unique_fps=stats.unique_fps,
                 steps=stats.steps,
+                remote=stats.remote,
             )
         )
         self._latency_s = None if stats.latency_ms is None else stats.latency_ms / 1000
@@ -156,10 +159,13 @@ class LiveStatusMixin:
         if stats.unique_fps is not None:
             rates += f", {stats.unique_fps:.1f} new pictures/s"
         steps = "" if stats.steps is None else f" · {stats.steps[0]} of {stats.steps[1]} steps"
+        where = f"Running on {stats.provider}"
+        if stats.remote is not None:
+            where = f"Render server {stats.remote}"
+            if stats.network_ms is not None and stats.server_ms is not None:
+                where += f" (network {stats.network_ms:.0f} ms, server {stats.server_ms:.0f} ms)"
         self.provider_status.setText(
-            f"Running on {stats.provider} · {rates}"
-            + ("" if stats.realtime else " (not real time)")
-            + steps
+            f"{where} · {rates}" + ("" if stats.realtime else " (not real time)") + steps
         )
         if stats.expectation is not None:
             self.provider_status.setToolTip(stats.expectation)

@@ -37,6 +37,7 @@ from desktop_app.alerts import AlertBar
 from desktop_app.avatar_panel import AvatarPanel, dropped_photo
 from desktop_app.call_audio_panel import CallAudioPanel
 from desktop_app.call_audio_wiring import CallAudioMixin
+from desktop_app.compute_panel import ComputeMixin, ComputePanel
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.crop_dialog import CropDialog
 from desktop_app.gallery import Gallery
@@ -67,7 +68,7 @@ SAVE_DELAY_MS = 400
 STATS_TEXT, STATS_ON_TEXT = "&Stats", "✓ &Stats"
 
 
-class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
+class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, QMainWindow):
     def __init__(
         self,
         *,
@@ -181,6 +182,8 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
         self.call_audio = CallAudioPanel(s.call_audio)
         controls_layout = self.controls.layout()  # under Output: what the call gets
         controls_layout.insertWidget(controls_layout.count() - 1, self.call_audio)
+        self.compute = ComputePanel(s.compute)
+        controls_layout.insertWidget(controls_layout.count() - 1, self.compute)
         self.tabs = QTabWidget(central)
         self.tabs.setAccessibleName("Source and controls")
         self.tabs.addTab(scrolling(self.source, self), "Source")
@@ -229,6 +232,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
             *self.source.tab_chain(),
             *self.controls.tab_chain(),
             *self.call_audio.tab_chain(),
+            *self.compute.tab_chain(),
             self.vcam_help.toggle,
             self.vcam_help.recheck,
             self.vcam_help.hide_button,
@@ -265,6 +269,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, QMainWindow):
         bridge.recording_changed.connect(self._recording_changed)
         bridge.virtual_camera_changed.connect(self._show_vcam)
         self._connect_call_audio()
+        self._connect_compute()
         bridge.avatar_switched.connect(self._avatar_switched)
 
     # ------------------------------------------------------------------ settings

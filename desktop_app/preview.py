@@ -70,6 +70,7 @@ class PreviewStats:
     realtime: bool
     unique_fps: float | None = None  # new pictures per second
     steps: tuple[int, int] | None = None  # (in use, chosen) while Auto uses fewer steps
+    remote: str | None = None  # the render server link's state, when rendering remotely
 
 
 class PreviewWidget(QWidget):
@@ -167,6 +168,18 @@ class PreviewWidget(QWidget):
             parts.append(f"{s.steps[0]} of {s.steps[1]} steps")
         return "  ·  ".join(parts)
 
+    def badge_text(self) -> str:
+        """The badge over the live picture (shown with or without the overlay): while the
+        render server is away, the last frame stays up and this says why it does not move."""
+        s = self._stats
+        if self._frame is None or s is None:
+            return ""
+        if s.remote == "reconnecting":
+            return "Reconnecting to the render server…"
+        if s.remote == "connecting":
+            return "Connecting to the render server…"
+        return ""
+
     # ---- painting
 
     def paintEvent(self, event: QPaintEvent) -> None:
@@ -187,6 +200,8 @@ class PreviewWidget(QWidget):
             self._paint_message(p)
         elif self._overlay and self._stats is not None:
             self._paint_overlay(p)
+        if self.badge_text():
+            self._paint_badge(p)
         p.end()
 
     def _fit(self, size: QSize) -> QRect:
@@ -251,4 +266,20 @@ class PreviewWidget(QWidget):
         p.setBrush(QColor(80, 50, 10, 220) if warn else QColor(0, 0, 0, 170))
         p.drawRoundedRect(box, 8, 8)
         p.setPen(QColor(255, 216, 154) if warn else QColor(240, 243, 248))
+        p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)
+
+    def _paint_badge(self, p: QPainter) -> None:
+        font = QFont(self.font())
+        font.setPointSizeF(max(10.0, self.height() / 50))
+        font.setWeight(QFont.Weight.DemiBold)
+        p.setFont(font)
+        text = self.badge_text()
+        metrics = p.fontMetrics()
+        width = metrics.horizontalAdvance(text) + 28
+        height = metrics.height() + 14
+        box = QRectF(self.width() - width - 12, 12, width, height)
+        p.setPen(QPen(QColor(245, 165, 36), 1.5))
+        p.setBrush(QColor(80, 50, 10, 230))
+        p.drawRoundedRect(box, 8, 8)
+        p.setPen(QColor(255, 216, 154))
         p.drawText(box, Qt.AlignmentFlag.AlignCenter, text)

@@ -15,7 +15,7 @@ from typing import Literal, Protocol
 
 from desktop_app.gallery import CropSquare
 from desktop_app.images import RGB
-from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
+from desktop_app.settings import CallAudio, Compute, Output, Pose, Quality, SourceKind
 
 
 class UserError(Exception):
@@ -180,6 +180,8 @@ class LiveConfig:
     output: Output
     virtual_camera: bool  # send to the virtual camera (when one is available)
     call_audio: CallAudio = field(default_factory=CallAudio)
+    compute: Compute = field(default_factory=Compute)
+    """This computer, or a render server (then no model is needed here)."""
 
 
 SourceState = Literal["starting", "running", "retrying", "stopped"]
@@ -231,6 +233,10 @@ class LiveStats:
     steps: tuple[int, int] | None = None
     """(in use, chosen) Euler steps while Auto uses fewer than chosen (the user allowed it);
     None otherwise."""
+    remote: str | None = None
+    """With a render server: "connecting", "connected", "reconnecting" or "failed"."""
+    network_ms: float | None = None  # round trip to the render server
+    server_ms: float | None = None  # the server's compute per step
 
 
 def _nothing() -> None:

@@ -30,6 +30,7 @@ FILENAME = "settings.json"
 VERSION = 1
 
 SourceKind = Literal["microphone", "webcam"]
+ComputeMode = Literal["local", "remote"]
 BackgroundMode = Literal["none", "colour", "blur"]
 
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
@@ -100,6 +101,16 @@ class CallAudio:
 
 
 @dataclass(frozen=True)
+class Compute:
+    """Where the model runs: this computer, or an `imtalker-cam serve` server (the token is
+    kept here, in the user's own config folder, like the rest of the settings)."""
+
+    mode: ComputeMode = "local"
+    url: str = ""  # ws://HOST:PORT or wss://HOST (behind a TLS proxy)
+    token: str = ""
+
+
+@dataclass(frozen=True)
 class Settings:
     source: SourceKind = "microphone"
     microphone: str | None = None  # device name: indices change between runs
@@ -109,6 +120,7 @@ class Settings:
     quality: Quality = field(default_factory=Quality)
     output: Output = field(default_factory=Output)
     call_audio: CallAudio = field(default_factory=CallAudio)
+    compute: Compute = field(default_factory=Compute)
     show_overlay: bool = True
     recordings_dir: str | None = None
     window_geometry: str | None = None  # base64 of QWidget.saveGeometry()
@@ -139,6 +151,10 @@ def _check(name: str, value: Any) -> None:
         validate.check_choice(value, HOP_CHOICES, label=name)
     elif name == "precision":
         validate.check_choice(value, PRECISION_CHOICES, label=name)
+    elif name == "mode" and value not in ("local", "remote"):
+        raise ValidationError(f"{name} must be local or remote", subject=name)
+    elif name == "url" and value and not value.startswith(("ws://", "wss://")):
+        raise ValidationError(f"{name} must start with ws:// or wss://", subject=name)
     elif name in ("source", "background"):
         choices = ("microphone", "webcam") if name == "source" else ("none", "colour", "blur")
         if value not in choices:

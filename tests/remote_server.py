@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from websockets.sync.client import ClientConnection, connect
 
 from runtime.remote import protocol as P
+from runtime.remote.codec import decode_frame
 from tests.conftest import ROOT
 from tests.remote_support import TOKEN
 
@@ -105,3 +107,25 @@ class RawSession:
 
     def close(self) -> None:
         self.ws.close()
+
+
+def grey_less(server: Server) -> RawSession:
+    s = RawSession(server.url)
+    ready = s.text()
+    assert ready["kind"] == "ready", ready
+    return s
+
+
+def collect_frames(s: RawSession, timeout: float = 20.0) -> dict[int, np.ndarray]:
+    """Frames until 'ended' (index -> image; -1 the idle picture)."""
+    frames: dict[int, np.ndarray] = {}
+    end = time.monotonic() + timeout
+    while True:
+        data = s.ws.recv(timeout=max(0.01, end - time.monotonic()))
+        if isinstance(data, bytes):
+            header, payload = P.unpack_frame(data)
+            frames[header.index] = decode_frame(header, payload)
+        elif json.loads(data)["kind"] == "ended":
+            return frames
+        elif json.loads(data)["kind"] == "error":
+            raise AssertionError(data)

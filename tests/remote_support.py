@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+from typing import Any
 
 import numpy as np
 
 from runtime.remote import protocol as P
 from runtime.remote.codec import pcm_from_float
-from runtime.server.connection import Disconnected
+from runtime.server.connection import Disconnected, ServerContext, handle
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -56,3 +58,80 @@ class MemoryChannel:
 
     async def close(self, code: int, reason: str) -> None:
         self.closed = (code, reason)
+
+
+class WebsocketsChannel:
+    """`runtime.server.connection.Channel` over a `websockets` asyncio server connection: the
+    server's session code without Ray (for GUI tests that need a render server in-process)."""
+
+    def __init__(self, ws: Any) -> None:
+        self._ws = ws
+
+    async def receive(self) -> str | bytes:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            data: str | bytes = await self._ws.recv()
+        except ConnectionClosed:
+            raise Disconnected from None
+        return data
+
+    async def send_text(self, data: str) -> None:
+        await self._send(data)
+
+    async def send_bytes(self, data: bytes) -> None:
+        await self._send(data)
+
+    async def _send(self, data: str | bytes) -> None:
+        from websockets.exceptions import ConnectionClosed
+
+        try:
+            await self._ws.send(data)
+        except ConnectionClosed:
+            raise Disconnected from None
+
+    async def close(self, code: int, reason: str) -> None:
+        await self._ws.close(code, reason)
+
+
+class InProcessServer:
+    """The render server's connection handling on a websockets server in a thread; `stop`
+    drops every session and stops listening, `start` listens again on the same port."""
+
+    def __init__(self, ctx: ServerContext, port: int) -> None:
+        self.ctx, self.port = ctx, port
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self._thread.start()
+        self._server: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    async def _handler(self, ws: Any) -> None:
+        await handle(WebsocketsChannel(ws), self.ctx)
+
+    def start(self) -> None:
+        from websockets.asyncio.server import serve
+
+        async def listen() -> Any:
+            return await serve(self._handler, "127.0.0.1", self.port, max_size=P.MAX_MESSAGE_BYTES)
+
+        self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
+
+    def stop(self) -> None:
+        server, self._server = self._server, None
+        if server is None:
+            return
+
+        async def close() -> None:
+            server.close(close_connections=True)
+            await server.wait_closed()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
+
+    def shutdown(self) -> None:
+        self.stop()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)

@@ -23,10 +23,10 @@ from runtime.engine.live_remote import RemoteCompute, remote_avatar
 from runtime.model.versions import V2
 from runtime.remote import protocol as P
 from runtime.remote.client import RemoteConfig
-from runtime.remote.codec import decode_frame, encode_photo
+from runtime.remote.codec import encode_photo
 from tests.conftest import ROOT
 from tests.live_support import Tap, wav_16k, write_wav_16k
-from tests.remote_server import RawSession, Server, serve
+from tests.remote_server import RawSession, Server, collect_frames, grey_less, serve
 from tests.remote_support import TOKEN, audio_packets, speechlike
 from tests.stub_graphs import write_stub_graphs
 
@@ -53,21 +53,6 @@ def grey_session(server: Server, level: int, **hello: object) -> RawSession:
     s.ws.send(P.pack_avatar(photo))
     s.ws.send(P.WireControls(hop=5).to_text())
     return s
-
-
-def collect_frames(s: RawSession, timeout: float = 20.0) -> dict[int, np.ndarray]:
-    """Frames until 'ended' (index -> image; -1 the idle picture)."""
-    frames: dict[int, np.ndarray] = {}
-    end = time.monotonic() + timeout
-    while True:
-        data = s.ws.recv(timeout=max(0.01, end - time.monotonic()))
-        if isinstance(data, bytes):
-            header, payload = P.unpack_frame(data)
-            frames[header.index] = decode_frame(header, payload)
-        elif json.loads(data)["kind"] == "ended":
-            return frames
-        elif json.loads(data)["kind"] == "error":
-            raise AssertionError(data)
 
 
 def _live(args: list[str], tmp: Path) -> subprocess.Popen[bytes]:
@@ -193,13 +178,6 @@ def test_bad_input_is_refused_clearly_while_another_session_is_served(server: Se
     assert not failed, failed
     # The good session was served all along, and still is after the bad ones.
     assert after - before >= 25, (before, after)
-
-
-def grey_less(server: Server) -> RawSession:
-    s = RawSession(server.url)
-    ready = s.text()
-    assert ready["kind"] == "ready", ready
-    return s
 
 
 def _keep_streaming(

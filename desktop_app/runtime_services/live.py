@@ -40,6 +40,7 @@ from desktop_app.settings import CallAudio, Output, Pose, Quality
 from runtime.engine import live as engine_api
 from runtime.engine.hop_choice import picture_rate
 from runtime.engine.live_avatar import LiveAvatar, encode_avatar
+from runtime.engine.live_remote import RemoteCompute, remote_avatar
 from runtime.media.audio_gate import GateConfig
 from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
@@ -173,7 +174,7 @@ class RuntimeSession:
         self._lock = threading.Lock()
         self._pose = pose
         self._quality = quality
-        self.provider = short_provider(models.providers[0])
+        self.provider = "server" if models is None else short_provider(models.providers[0])
         self.virtual_camera = self._camera_info()
         if call_audio is not None:
             self.set_call_audio(call_audio)
@@ -253,6 +254,7 @@ class RuntimeSession:
         if stats.audio is not None:
             self._watch.capture(stats.audio)
         newest = lat.newest_latency_ms
+        network, server = lat.compute["network"].mean_ms, lat.compute["server"].mean_ms
         return LiveStats(
             fps=lat.output_fps if math.isfinite(lat.output_fps) else 0.0,
             latency_ms=newest if math.isfinite(newest) else None,
@@ -264,6 +266,9 @@ class RuntimeSession:
             unique_fps=lat.unique_fps if lat.frames_unique > 0 else None,
             expectation=expectation,
             steps=lowered_steps(stats.nfe, stats.controls.nfe),
+            remote=stats.remote,
+            network_ms=network if math.isfinite(network) else None,
+            server_ms=server if math.isfinite(server) else None,
         )
 
     def audio_level(self) -> AudioLevel | None:
@@ -288,6 +293,10 @@ class RuntimeSession:
 
 
 def _engine_live_avatar(models: Any, image: RGB, name: str) -> LiveAvatar:
+    if models is None:  # a render server encodes it (at its model's size)
+        if image.shape[0] != image.shape[1]:
+            raise UserError("the avatar must be a square crop; crop it again")
+        return remote_avatar(image, name)
     size = models.source_size
     if image.shape[:2] != (size, size):
         # The window re-crops gallery avatars for the installed model before they get here.
@@ -392,7 +401,8 @@ class RuntimeEngine:
         api = _engine_api()
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)  # refuse before anything starts
-        models = self._open_models(config.quality.precision)
+        compute = _remote_compute(config)
+        models = None if compute is not None else self._open_models(config.quality.precision)
         avatar = _engine_live_avatar(models, config.avatar, config.avatar_id)
         look = OutputLook(config.output, config.avatar)
         camera = CameraOut(look, self.vcam_backend)
@@ -403,6 +413,8 @@ class RuntimeEngine:
         def on_event(event: Any) -> None:
             if event.kind == "error":
                 callbacks.on_error(f"The live engine stopped: {event.message}")
+            elif event.kind == "remote":
+                callbacks.on_source()  # the reconnecting badge: ask stats() now
             elif event.kind in ("audio", "webcam"):
                 watch.event(event.message)
                 callbacks.on_source()
@@ -420,6 +432,7 @@ class RuntimeEngine:
             sinks=[PreviewOut(look, callbacks.on_frame), camera, tap],
             listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
             virtual_mic=vmic,
+            compute=compute,
         )
         engine.mic.set_push_to_talk(call.push_to_talk)
         engine.start(avatar, controls_for(config.pose, config.quality))
@@ -437,3 +450,20 @@ class RuntimeEngine:
             on_measured=self._remember,
         )
         return session
+
+
+def _remote_compute(config: LiveConfig) -> RemoteCompute | None:
+    """The render server to use, or None for this computer; UserError when unusable."""
+    from runtime.remote.client import RemoteConfig
+
+    c = config.compute
+    if c.mode != "remote":
+        return None
+    if config.source == "webcam":
+        raise UserError("The webcam drives the avatar on this computer only; pick a microphone.")
+    if not c.token:
+        raise UserError("The render server needs its token (Controls › Compute).")
+    try:
+        return RemoteCompute(config=RemoteConfig(url=c.url, token=c.token))
+    except ValueError as exc:
+        raise UserError(f"The render server address cannot be used: {exc}") from None

@@ -39,25 +39,16 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.core.timing import Clock, wait_on
-from runtime.engine.audio_timeline import AudioTimeline
-from runtime.engine.features import encoder_from_session, utterance_features
 from runtime.engine.hop_choice import HopPlan, next_step
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
-from runtime.engine.live_generator import LiveGenerator
 from runtime.engine.live_hop import Graph, HopRunner, Stopped
 from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_local import local_runner
 from runtime.engine.live_plan import HopPlanner
 from runtime.engine.live_remote import RemoteCompute, RemoteWorker, WorkerHooks
 from runtime.engine.live_vmic import VirtualMicLink
 from runtime.engine.live_webcam import WebcamWorker
-from runtime.engine.motion_sampler import (
-    NoiseFn,
-    conditioner_from_session,
-    fixed_noise,
-    random_noise,
-    velocity_from_session,
-)
 from runtime.engine.pacer import Pacer, PacerConfig
 from runtime.engine.types import (
     DEFAULT_MIN_NFE,
@@ -385,49 +376,25 @@ class LiveEngine:
         worker.run()
 
     def _audio_worker(self) -> None:
-        cfg = self.config
-        pacer = self._pacer
-        assert pacer is not None
+        cfg, pacer, models, source = self.config, self._pacer, self._models, self.source
+        assert pacer is not None and models is not None
+        assert isinstance(source, FileInput | MicrophoneInput)
         renderer = self._graph("renderer")
-        encode = encoder_from_session(self._graph("audio_encoder"))
-        noise: NoiseFn = (
-            fixed_noise(cfg.seed) if cfg.seed is not None else random_noise(np.random.default_rng())
-        )
-        generator = LiveGenerator(
-            velocity=velocity_from_session(self._graph("velocity")),
-            conditioner=conditioner_from_session(self._graph("conditioner")),
-            noise=noise,
-            clock=self._clock,
-        )
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
-        precomputed: Array | None = None
-        assert self._models is not None
-        source = self.source
-        assert isinstance(source, FileInput | MicrophoneInput)
         sd, capture_cfg = sound_device(source, cfg, self._clock)
-        if isinstance(source, FileInput) and cfg.quality:
-            audio16k = source.audio
-            if source.rate != SAMPLE_RATE:
-                import soxr
-
-                audio16k = soxr.resample(source.audio, source.rate, SAMPLE_RATE, "HQ")
-            precomputed = utterance_features(encode, np.asarray(audio16k, np.float32))
-        timeline = AudioTimeline(keep_seconds=max(12.0, cfg.context_s + 4 * cfg.max_backlog_s))
-        runner = HopRunner(
+        runner = local_runner(
+            models=models,
             config=cfg,
-            timeline=timeline,
-            encode=encode,
-            precomputed=precomputed,
-            generator=generator,
+            source=source,
+            graph=self._graph,
             renderer=renderer,
             pacer=pacer,
             monitor=self.monitor,
             clock=self._clock,
             on_hop=self._listener.on_hop,
-            on_gpu=self._on_gpu(),
-            model_version=self._models.version,
         )
+        timeline = runner.timeline
         look = 0 if cfg.quality else cfg.lookahead
         planner = self._planner
         assert planner is not None
@@ -519,13 +486,6 @@ class LiveEngine:
         planner.observe(cost)
         self._hops += 1
         self._vmic.update()
-
-    def _on_gpu(self) -> bool:
-        try:
-            assert self._models is not None
-            return self._models.providers[0] != "CPUExecutionProvider"
-        except (AttributeError, IndexError):  # sessions without provider information
-            return False
 
     def _on_capture(self, status: CaptureStatus) -> None:
         text = status.state.value

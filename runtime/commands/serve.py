@@ -93,7 +93,7 @@ def capacity_from_bench(real_time_factor: float) -> int:
     """Sessions whose compute fits in `BENCH_BUDGET` of a second per second of video."""
     if not math.isfinite(real_time_factor) or real_time_factor <= 0:
         return 1
-    return max(1, int(BENCH_BUDGET / real_time_factor))
+    return max(1, math.floor(BENCH_BUDGET / real_time_factor + 1e-9))
 
 
 def default_capacity() -> tuple[int, str]:

@@ -14,9 +14,16 @@ import pytest
 from runtime.engine.live_avatar import to_uint8
 from runtime.model.sessions import ModelSet
 from runtime.remote import protocol as P
-from runtime.remote.codec import decode_frame, decode_photo, encode_photo, pcm_from_float
+from runtime.remote.codec import (
+    decode_frame,
+    decode_photo,
+    encode_crop,
+    encode_photo,
+    pcm_from_float,
+)
 from runtime.server.connection import Admission, ServerContext, handle
 from runtime.server.session import ServerSession
+from tests import stub_graphs
 from tests.live_support import stub_models
 from tests.remote_support import TOKEN, MemoryChannel, audio_packets, speechlike
 from tests.stub_graphs import RAMP
@@ -259,3 +266,38 @@ def test_a_session_beyond_capacity_is_told_server_full(models: ModelSet) -> None
     error = json.loads(got[-1])  # type: ignore[arg-type]
     assert error["code"] == P.SERVER_FULL and "server full" in error["message"]
     assert admission.active == 1  # the other session keeps its place
+
+
+def test_webcam_crops_become_pictures_of_the_newest_crop(models: ModelSet) -> None:
+    """Webcam mode: each face crop (not the camera picture) is motion-encoded and rendered
+    against the session's avatar; the picture carries the crop's index and capture time, and
+    a crop that was overtaken before its turn is dropped."""
+    session = ServerSession(models=models, hello=P.Hello(token=""))
+    session.set_avatar(grey_photo(models, 100), "grey")
+    avatar = session.avatar
+    assert avatar is not None
+    id_value = float(avatar.tensors["id_latent"][0, 0])
+    size = models.source_size
+
+    def crop(seq: int, level: int) -> P.CropPacket:
+        jpeg = encode_crop(np.full((size, size, 3), level, np.uint8))
+        return P.unpack_crop(
+            P.pack_crop(P.CropPacket(seq=seq, index=10 + seq, capture=50.0 + seq, jpeg=jpeg))
+        )
+
+    session.add_crop(crop(0, 60))
+    out = session.step()
+    assert out is not None and [f.index for f in out.frames] == [10]
+    (frame,) = out.frames
+    assert frame.timing.capture == 50.0
+    # The stub motion encoder reads the crop's mean RGB into motion[0:3]; the renderer shows it.
+    motion = stub_graphs.motion_from_level(frame.image[0, 0, 0] / 255.0, id_value)
+    assert abs(motion - 60 / 255.0) < 0.02
+    session.add_crop(crop(1, 200))
+    session.add_crop(crop(2, 120))  # overtakes 1 before the compute thread got to it
+    out = session.step()
+    assert out is not None and [f.index for f in out.frames] == [12]
+    assert session.crops_dropped == 1
+    assert session.step() is None
+    with pytest.raises(P.ProtocolError, match="out of order"):
+        session.add_crop(crop(1, 10))

@@ -78,7 +78,7 @@ def test_serve_refuses_bad_options_clearly(
     assert message in caplog.text
 
 
-def test_live_remote_needs_a_token_and_no_webcam(
+def test_live_remote_needs_a_token(
     caplog: pytest.LogCaptureFixture, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv(TOKEN_ENV, raising=False)
@@ -87,7 +87,3 @@ def test_live_remote_needs_a_token_and_no_webcam(
     with caplog.at_level(logging.ERROR):
         assert cli.main([*base, "--audio-file", str(fixtures_dir / "audio_1.wav")]) == 1
     assert "needs the server's token" in caplog.text
-    caplog.clear()
-    with caplog.at_level(logging.ERROR):
-        assert cli.main([*base, "--webcam", "0", "--token", TOKEN]) == 1
-    assert "--webcam runs only locally" in caplog.text

@@ -459,8 +459,6 @@ def _remote_compute(config: LiveConfig) -> RemoteCompute | None:
     c = config.compute
     if c.mode != "remote":
         return None
-    if config.source == "webcam":
-        raise UserError("The webcam drives the avatar on this computer only; pick a microphone.")
     if not c.token:
         raise UserError("The render server needs its token (Controls › Compute).")
     try:

@@ -236,11 +236,6 @@ def validate_args(args: argparse.Namespace) -> None:
             "--virtual-mic needs a microphone or --audio-file source, not --webcam",
             subject="--virtual-mic",
         )
-    if args.remote is not None and args.webcam is not None:
-        raise v.ValidationError(
-            "--remote renders audio-driven sessions; --webcam runs only locally for now",
-            subject="--remote",
-        )
     if args.graphs is None and args.remote is None:
         check_app_folders()
 

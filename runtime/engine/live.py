@@ -46,7 +46,13 @@ from runtime.engine.live_hop import Graph, HopRunner, Stopped
 from runtime.engine.live_input import AudioFeed, sound_device
 from runtime.engine.live_local import local_runner
 from runtime.engine.live_plan import HopPlanner
-from runtime.engine.live_remote import RemoteCompute, RemoteWorker, WorkerHooks
+from runtime.engine.live_remote import (
+    RemoteCompute,
+    RemoteWebcamWorker,
+    RemoteWorker,
+    WorkerHooks,
+    remote_worker,
+)
 from runtime.engine.live_vmic import VirtualMicLink
 from runtime.engine.live_webcam import WebcamWorker
 from runtime.engine.pacer import Pacer, PacerConfig
@@ -116,11 +122,9 @@ class LiveEngine:
         """`compute`: render on a server (`runtime.engine.live_remote`); else `models` here."""
         if compute is None and models is None:
             raise ValueError("local compute needs the models")
-        if compute is not None and isinstance(source, WebcamInput):
-            raise ValueError("webcam mode does not run on a remote server yet; use a microphone")
         self._models = models
         self.compute = compute
-        self._remote: RemoteWorker | None = None
+        self._remote: RemoteWorker | RemoteWebcamWorker | None = None
         self.source = source
         self.config = config if config is not None else EngineConfig()
         self._listener = listener if listener is not None else EngineListener()
@@ -234,12 +238,14 @@ class LiveEngine:
             worker.join(max(0.0, t_end - self._clock() - 0.3))
             ok &= not worker.is_alive()
         remote, self._remote = self._remote, None
-        if remote is not None and remote.capture is not None:
+        if isinstance(remote, RemoteWorker) and remote.capture is not None:
             self._capture = remote.capture
         if self._capture is not None:
             ok &= self._capture.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
             self._capture = None
         cam = None if self._webcam is None else self._webcam.webcam
+        if isinstance(remote, RemoteWebcamWorker):
+            cam = remote.webcam
         if cam is not None:
             ok &= cam.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
         self._webcam = None
@@ -260,8 +266,10 @@ class LiveEngine:
 
     def stats(self) -> EngineStats:
         remote = self._remote
-        capture = self._capture if remote is None else remote.capture
+        capture = remote.capture if isinstance(remote, RemoteWorker) else self._capture
         webcam = None if self._webcam is None else self._webcam.webcam
+        if isinstance(remote, RemoteWebcamWorker):
+            webcam = remote.webcam
         pacer = self._pacer
         planner = self._planner
         plan = HopPlan(hop=0, real_time=True, picture_interval_s=math.nan, measured=False, nfe=0)
@@ -347,30 +355,30 @@ class LiveEngine:
     # -- audio-driven worker -----------------------------------------------------------------
 
     def _remote_worker(self) -> None:
-        source = self.source
-        assert isinstance(source, FileInput | MicrophoneInput)
-        assert self._pacer is not None and self.compute is not None
+        source, compute, pacer = self.source, self.compute, self._pacer
+        assert pacer is not None and compute is not None
         self.gate.reset()
-        worker = RemoteWorker(
-            compute=self.compute,
+        hooks = WorkerHooks(
+            take_avatar=self._swap_avatar,
+            controls=lambda: self.controls,
+            emit=self._emit,
+            on_capture=self._on_capture,
+            vmic_tap=self._vmic.tap,
+            vmic_update=self._vmic.update,
+            audio_ended=self._audio_ended,
+            gate=self.gate.process,
+        )
+        worker = remote_worker(
+            compute=compute,
             config=self.config,
             source=source,
-            pacer=self._pacer,
+            pacer=pacer,
             monitor=self.monitor,
             clock=self._clock,
             stop=self._stop,
             mic=self.mic,
             audio_sinks=self._audio_sinks,
-            hooks=WorkerHooks(
-                take_avatar=self._swap_avatar,
-                controls=lambda: self.controls,
-                emit=self._emit,
-                on_capture=self._on_capture,
-                vmic_tap=self._vmic.tap,
-                vmic_update=self._vmic.update,
-                audio_ended=self._audio_ended,
-                gate=self.gate.process,
-            ),
+            hooks=hooks,
         )
         self._remote = worker
         worker.run()

@@ -18,6 +18,7 @@ import math
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +29,16 @@ from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar
 from runtime.engine.live_input import AudioFeed, sound_device
 from runtime.engine.pacer import Pacer
-from runtime.engine.types import EngineConfig, FileInput, LiveControls, MicrophoneInput
+from runtime.engine.types import (
+    EngineConfig,
+    FileInput,
+    LiveControls,
+    MicrophoneInput,
+    WebcamInput,
+)
 from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus, CaptureTap
 from runtime.media.audio_gate import MicSwitch
+from runtime.media.webcam import WebcamSource, WebcamState
 from runtime.model.contract import FPS, MOTION_DIM, SAMPLES_PER_FRAME
 from runtime.remote import protocol as P
 from runtime.remote.client import (
@@ -41,7 +49,7 @@ from runtime.remote.client import (
     RemoteLink,
     websocket_connect,
 )
-from runtime.remote.codec import encode_photo, pcm_from_float
+from runtime.remote.codec import encode_crop, encode_photo, pcm_from_float
 from runtime.sinks import AudioSink
 from runtime.sinks.frame import LiveFrame
 
@@ -91,6 +99,42 @@ class WorkerHooks:
     gate: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
 
 
+class _Intake:
+    """The link's callbacks into the engine (the `remote-link` thread): frames to the pacer,
+    the link's state as events, the server's compute and the round trip to the monitor."""
+
+    def __init__(
+        self, *, config: EngineConfig, pacer: Pacer, monitor: LatencyMonitor, hooks: WorkerHooks
+    ) -> None:
+        self._cfg, self._pacer, self._monitor, self._hooks = config, pacer, monitor, hooks
+        self.state = LinkState.CONNECTING
+
+    def on_frame(self, header: P.FrameHeader, image: Image8, arrival: float) -> None:
+        if header.index < 0:
+            self._pacer.set_idle(image)
+            return
+        timing = FrameTiming(capture=header.capture, pixels=arrival)
+        self._pacer.submit([LiveFrame(index=header.index, image=image, timing=timing)])
+        if header.first_in_hop and math.isfinite(header.compute_s):
+            self._monitor.record_compute("server", header.compute_s)
+            self._monitor.record_compute("hop", header.compute_s)
+        self._monitor.record_media(1.0 / self._cfg.fps)
+
+    def on_rtt(self, seconds: float) -> None:
+        self._monitor.record_compute("network", seconds)
+
+    def on_state(self, state: LinkState, message: str) -> None:
+        self.state = state
+        if state is LinkState.RECONNECTING:
+            self._monitor.count("reconnects")
+        if state is not LinkState.CLOSED:
+            self._hooks.emit("remote", message)
+
+    def on_ended(self) -> None:
+        self._hooks.audio_ended.set()
+        self._hooks.emit("audio_ended", "the audio file has been played")
+
+
 class RemoteWorker:
     def __init__(
         self,
@@ -117,8 +161,12 @@ class RemoteWorker:
         self._next_start = 0
         self._connected: int | None = None  # the newest connection, not yet taken up
         self.link: RemoteLink | None = None
-        self.state = LinkState.CONNECTING
+        self._intake = _Intake(config=config, pacer=pacer, monitor=monitor, hooks=hooks)
         self.capture: AudioCapture | None = None
+
+    @property
+    def state(self) -> LinkState:
+        return self._intake.state
 
     # -- the link's thread -------------------------------------------------------------------
 
@@ -146,31 +194,6 @@ class RemoteWorker:
             self._starts[generation] = self._next_start
             self._connected = generation
 
-    def _on_frame(self, header: P.FrameHeader, image: Image8, arrival: float) -> None:
-        if header.index < 0:
-            self._pacer.set_idle(image)
-            return
-        timing = FrameTiming(capture=header.capture, pixels=arrival)
-        self._pacer.submit([LiveFrame(index=header.index, image=image, timing=timing)])
-        if header.first_in_hop and math.isfinite(header.compute_s):
-            self._monitor.record_compute("server", header.compute_s)
-            self._monitor.record_compute("hop", header.compute_s)
-        self._monitor.record_media(1.0 / self._cfg.fps)
-
-    def _on_rtt(self, seconds: float) -> None:
-        self._monitor.record_compute("network", seconds)
-
-    def _on_state(self, state: LinkState, message: str) -> None:
-        self.state = state
-        if state is LinkState.RECONNECTING:
-            self._monitor.count("reconnects")
-        if state is not LinkState.CLOSED:
-            self._hooks.emit("remote", message)
-
-    def _on_ended(self) -> None:
-        self._hooks.audio_ended.set()
-        self._hooks.emit("audio_ended", "the audio file has been played")
-
     # -- the worker thread -------------------------------------------------------------------
 
     def run(self) -> None:
@@ -178,10 +201,10 @@ class RemoteWorker:
         link = RemoteLink(
             self._compute.config,
             LinkCallbacks(
-                on_frame=self._on_frame,
-                on_state=self._on_state,
-                on_rtt=self._on_rtt,
-                on_ended=self._on_ended,
+                on_frame=self._intake.on_frame,
+                on_state=self._intake.on_state,
+                on_rtt=self._intake.on_rtt,
+                on_ended=self._intake.on_ended,
                 on_connected=self._on_connected,
             ),
             hello=self._hello,
@@ -278,3 +301,149 @@ class RemoteWorker:
                 return sent  # the connection went: the next one starts from fresh context
             sent += P.PACKET_SAMPLES
         return sent
+
+
+REMOTE_CROP = 512
+"""Side of the face crops sent in webcam mode (the server resizes to its model's size)."""
+
+
+class RemoteWebcamWorker:
+    """Webcam mode on a render server (`live-worker` thread): camera -> face crop here, the
+    crop (not the camera picture) up, the rendered picture down to the pacer; the newest
+    camera frame each time, as the local webcam worker (`runtime.engine.live_webcam`)."""
+
+    def __init__(
+        self,
+        *,
+        compute: RemoteCompute,
+        config: EngineConfig,
+        source: WebcamInput,
+        pacer: Pacer,
+        monitor: LatencyMonitor,
+        clock: Clock,
+        stop: threading.Event,
+        hooks: WorkerHooks,
+    ) -> None:
+        self._compute, self._cfg, self._source = compute, config, source
+        self._pacer, self._monitor, self._clock, self._stop = pacer, monitor, clock, stop
+        self._hooks = hooks
+        self._intake = _Intake(config=config, pacer=pacer, monitor=monitor, hooks=hooks)
+        self._generation = 0
+        self.link: RemoteLink | None = None
+        self.webcam: WebcamSource | None = None
+        self.capture = None
+
+    @property
+    def state(self) -> LinkState:
+        return self._intake.state
+
+    def _on_connected(self, generation: int) -> None:
+        self._generation = generation
+
+    def run(self) -> None:
+        cfg, hooks, intake = self._cfg, self._hooks, self._intake
+        link = RemoteLink(
+            self._compute.config,
+            LinkCallbacks(
+                on_frame=intake.on_frame,
+                on_state=intake.on_state,
+                on_rtt=intake.on_rtt,
+                on_connected=self._on_connected,
+            ),
+            hello=lambda: P.Hello(
+                token=self._compute.config.token,
+                fps=cfg.fps,
+                lookahead=cfg.lookahead,
+                seed=cfg.seed,
+                frame_format=self._compute.config.frame_format,
+            ),
+            connect=self._compute.connect,
+            clock=self._clock,
+        )
+        self.link = link
+        avatar, _ = hooks.take_avatar()
+        link.set_avatar(encode_photo(avatar.image), avatar.name)
+        source = self._source
+        if source.cropper is not None:
+            cropper = source.cropper()
+        else:
+            from runtime.media.face_crop import FaceTracker
+
+            cropper = FaceTracker(output_size=REMOTE_CROP)
+        webcam = WebcamSource(
+            cv2=source.cv2,
+            config=source.config,
+            clock=self._clock,
+            on_state=lambda s, e: hooks.emit("webcam", s.value + (f": {e}" if e else "")),
+        )
+        self.webcam = webcam
+        link.start()
+        try:
+            if self._stop.is_set():
+                return
+            webcam.start()
+            self._loop(link, webcam, cropper)
+        finally:
+            link.stop()
+
+    def _loop(self, link: RemoteLink, webcam: WebcamSource, cropper: Any) -> None:
+        pacer, hooks = self._pacer, self._hooks
+        pacer.set_streaming(True)
+        last = 0
+        origin: float | None = None
+        while not self._stop.is_set():
+            if link.state is LinkState.FAILED:
+                raise RuntimeError(f"the render server refused the session: {link.error}")
+            avatar, changed = hooks.take_avatar()
+            if changed:
+                link.set_avatar(encode_photo(avatar.image), avatar.name)
+                hooks.emit("avatar", f"avatar {avatar.name}")
+            grab = webcam.latest(after=last, timeout=0.1)
+            if grab is None:
+                pacer.set_streaming(webcam.state is WebcamState.RUNNING)
+                continue
+            last = grab.seq
+            if origin is None:
+                origin = grab.capture
+            crop = np.ascontiguousarray(cropper.update(grab.rgb), np.uint8)
+            index = round((grab.capture - origin) * pacer.config.fps)
+            link.send_crop(encode_crop(crop), index, grab.capture, self._generation)
+
+
+def remote_worker(
+    *,
+    compute: RemoteCompute,
+    config: EngineConfig,
+    source: FileInput | MicrophoneInput | WebcamInput,
+    pacer: Pacer,
+    monitor: LatencyMonitor,
+    clock: Clock,
+    stop: threading.Event,
+    mic: MicSwitch,
+    audio_sinks: Sequence[AudioSink],
+    hooks: WorkerHooks,
+) -> RemoteWorker | RemoteWebcamWorker:
+    """The worker for `source` on a render server (audio-driven, or webcam face crops)."""
+    if isinstance(source, WebcamInput):
+        return RemoteWebcamWorker(
+            compute=compute,
+            config=config,
+            source=source,
+            pacer=pacer,
+            monitor=monitor,
+            clock=clock,
+            stop=stop,
+            hooks=hooks,
+        )
+    return RemoteWorker(
+        compute=compute,
+        config=config,
+        source=source,
+        pacer=pacer,
+        monitor=monitor,
+        clock=clock,
+        stop=stop,
+        mic=mic,
+        audio_sinks=audio_sinks,
+        hooks=hooks,
+    )

@@ -149,6 +149,7 @@ class RemoteLink:
         self._served = False  # a session was established at least once
         self._generation = 0
         self._seq = 0
+        self._crop_seq = 0
         self._thread: threading.Thread | None = None
         self.error: str = ""
         self.server: dict[str, Any] = {}
@@ -202,6 +203,17 @@ class RemoteLink:
         return self._send_now(
             P.pack_audio(P.AudioPacket(seq=seq, capture_end=capture_end, pcm=pcm))
         )
+
+    def send_crop(self, jpeg: bytes, index: int, capture: float, generation: int) -> bool:
+        """Webcam mode: send one face crop (the motion encoder's input) for output frame
+        `index`; False when connection `generation` is not up (the crop is dropped)."""
+        with self._lock:
+            if self._generation != generation or self._state is not LinkState.CONNECTED:
+                return False
+            seq = self._crop_seq
+            self._crop_seq += 1
+        packet = P.CropPacket(seq=seq, index=index, capture=capture, jpeg=jpeg)
+        return self._send_now(P.pack_crop(packet))
 
     def end(self) -> None:
         self._send_now(P.text("end"))
@@ -273,7 +285,7 @@ class RemoteLink:
         self.server = ready
         with self._lock:
             avatar, controls = self._avatar, self._controls
-            self._seq = 0
+            self._seq = self._crop_seq = 0
             self._generation += 1
             generation = self._generation
         if avatar is not None:

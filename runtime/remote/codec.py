@@ -71,6 +71,16 @@ def decode_frame(header: FrameHeader, payload: bytes) -> Image8:
     return rgb
 
 
+def encode_crop(image: Image8) -> bytes:
+    """A webcam face crop as JPEG (sent every camera frame: small beats lossless here)."""
+    ok, buf = cv2.imencode(
+        ".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY]
+    )
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return bytes(buf.tobytes())
+
+
 def encode_photo(image: Image8) -> bytes:
     """An avatar crop as PNG (lossless: the server encodes exactly the pixels the client has)."""
     ok, buf = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))

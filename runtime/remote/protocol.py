@@ -12,6 +12,8 @@ client -> server
 - `controls` (text): pose, gaze, cfg, nfe, hop (`controls_to_wire` / `controls_from_wire`);
 - AUDIO (binary): sequence number, the capture time of its last sample (the client's clock),
   sample rate (16 kHz only) and exactly `PACKET_SAMPLES` (20 ms) of int16 PCM;
+- CROP (binary, webcam mode): sequence number, output frame index, capture time, then the
+  face crop the motion encoder takes (JPEG, the server's source size), not the camera picture;
 - `end` (text): a finite input is over; `ping` (text) with the client's send time.
 
 server -> client
@@ -54,6 +56,7 @@ TOKEN_MIN_CHARS: Final = 16
 AUDIO: Final = 1
 AVATAR: Final = 2
 FRAME: Final = 3
+CROP: Final = 4
 
 FORMAT_RAW: Final = 0
 FORMAT_JPEG: Final = 1
@@ -61,6 +64,7 @@ FRAME_FORMATS: Final = {"raw": FORMAT_RAW, "jpeg": FORMAT_JPEG}
 
 _PREFIX = struct.Struct("<4sB")
 _AUDIO = struct.Struct("<IdIH")  # seq, capture end (s), rate, samples
+_CROP = struct.Struct("<Iid")  # seq, output index, capture (s)
 _FRAME = struct.Struct("<idfHHBBB")  # index, capture, hop compute, w, h, format, hop frames, first
 
 # Error codes the server answers with (then it closes the session).
@@ -390,3 +394,30 @@ def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
         first_in_hop=bool(first),
     )
     return header, bytes(payload)
+
+
+@dataclass(frozen=True, kw_only=True)
+class CropPacket:
+    seq: int
+    index: int  # the output frame this crop makes
+    capture: float  # when the camera frame was captured (the client's clock)
+    jpeg: bytes
+
+
+def pack_crop(packet: CropPacket) -> bytes:
+    head = _PREFIX.pack(MAGIC, CROP) + _CROP.pack(packet.seq, packet.index, packet.capture)
+    return head + packet.jpeg
+
+
+def unpack_crop(data: bytes) -> CropPacket:
+    if binary_kind(data) != CROP:
+        raise ProtocolError(MALFORMED, "expected a face crop")
+    if len(data) < _PREFIX.size + _CROP.size:
+        raise ProtocolError(MALFORMED, "a face crop is shorter than its header")
+    seq, index, capture = _CROP.unpack_from(data, _PREFIX.size)
+    jpeg = data[_PREFIX.size + _CROP.size :]
+    if not math.isfinite(capture) or index < 0:
+        raise ProtocolError(MALFORMED, "a face crop's capture time or index is not usable")
+    if len(jpeg) > MAX_PHOTO_BYTES:
+        raise ProtocolError(TOO_LARGE, f"a face crop is over {MAX_PHOTO_BYTES // 2**20} MB")
+    return CropPacket(seq=seq, index=index, capture=capture, jpeg=bytes(jpeg))

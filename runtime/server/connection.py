@@ -153,9 +153,13 @@ class _Running:
         while True:
             data = await self._channel.receive()
             if isinstance(data, bytes):
-                if P.binary_kind(data) != P.AUDIO:
+                kind = P.binary_kind(data)
+                if kind == P.AUDIO:
+                    session.add_audio(P.unpack_audio(data))
+                elif kind == P.CROP:
+                    session.add_crop(P.unpack_crop(data))
+                else:
                     raise P.ProtocolError(P.MALFORMED, "unexpected binary message")
-                session.add_audio(P.unpack_audio(data))
                 self._wake.set()
                 continue
             message = P.parse_text(data)

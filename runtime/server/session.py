@@ -21,12 +21,18 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from runtime.core.timing import Clock
+from runtime.core.timing import Clock, FrameTiming
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.features import encoder_from_session
 from runtime.engine.hop_choice import HopChooser, next_step
 from runtime.engine.latency import LatencyMonitor
-from runtime.engine.live_avatar import LiveAvatar, encode_avatar, render, to_uint8
+from runtime.engine.live_avatar import (
+    LiveAvatar,
+    encode_avatar,
+    image_to_source,
+    render,
+    to_uint8,
+)
 from runtime.engine.live_generator import LiveGenerator
 from runtime.engine.live_hop import Graph, HopRunner
 from runtime.engine.motion_sampler import (
@@ -37,13 +43,14 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.engine.types import EngineConfig, Gaze, HeadPose, LiveControls
-from runtime.model.contract import SAMPLES_PER_FRAME
+from runtime.model.contract import MOTION_DIM, SAMPLES_PER_FRAME
 from runtime.model.sessions import ModelSet
 from runtime.remote.codec import decode_photo, float_from_pcm
 from runtime.remote.protocol import (
     BAD_AUDIO,
     MALFORMED,
     AudioPacket,
+    CropPacket,
     Hello,
     ProtocolError,
     WireControls,
@@ -95,6 +102,7 @@ class ServerSession:
         on_gpu: bool = False,
     ) -> None:
         self._models = models
+        self._clock = clock
         self.hello = hello
         self.config = EngineConfig(fps=hello.fps, lookahead=hello.lookahead, seed=hello.seed)
         self._stop = threading.Event()
@@ -105,6 +113,10 @@ class ServerSession:
             else random_noise(np.random.default_rng())
         )
         self._avatar_encoder = self._graph("avatar_encoder")
+        self._motion_encoder: Graph | None = None  # webcam mode, opened on the first crop
+        self._crop: CropPacket | None = None  # the newest face crop not yet rendered
+        self._last_crop_seq = -1
+        self.crops_dropped = 0
         self._renderer = self._graph("renderer")
         self.timeline = AudioTimeline(keep_seconds=max(12.0, self.config.context_s + 4.0))
         self._collector = _Collector()
@@ -160,6 +172,19 @@ class ServerSession:
             self._inbox.append(packet)
         self._last_seq = packet.seq
 
+    def add_crop(self, packet: CropPacket) -> None:
+        """Webcam mode: keep the newest face crop (an older one not yet rendered is dropped:
+        the picture follows the face now, not a queue)."""
+        if packet.seq <= self._last_crop_seq:
+            raise ProtocolError(
+                MALFORMED, f"face crop {packet.seq} after {self._last_crop_seq}: out of order"
+            )
+        self._last_crop_seq = packet.seq
+        with self._lock:
+            if self._crop is not None:
+                self.crops_dropped += 1
+            self._crop = packet
+
     def set_controls(self, wire: WireControls) -> None:
         controls = controls_from_wire(wire)
         with self._lock:
@@ -212,6 +237,10 @@ class ServerSession:
         avatar = self._avatar
         if avatar is None or self._done:
             return None
+        with self._lock:
+            crop, self._crop = self._crop, None
+        if crop is not None:
+            return self._webcam_step(avatar, crop)
         self._drain()
         controls = self.controls
         look = self.config.lookahead
@@ -266,4 +295,24 @@ class ServerSession:
         ]
         return HopOutput(
             frames=frames, compute_s=cost.fixed_s + cost.render_s, skipped=skipped, first=first
+        )
+
+    def _webcam_step(self, avatar: LiveAvatar, crop: CropPacket) -> HopOutput:
+        """One picture from one face crop: motion encoder -> renderer (the local webcam
+        worker's steps, `runtime.engine.live_webcam`)."""
+        t0 = self._clock()
+        size = self._models.source_size
+        image = image_to_source(decode_photo(crop.jpeg, size=size), size)
+        if self._motion_encoder is None:
+            self._motion_encoder = self._graph("motion_encoder")
+        motion = self._motion_encoder.run({"image": image})["motion"].reshape(1, MOTION_DIM)
+        frame = to_uint8(render(self._renderer, avatar, motion))[0]
+        self.hops += 1
+        return HopOutput(
+            frames=[
+                LiveFrame(index=crop.index, image=frame, timing=FrameTiming(capture=crop.capture))
+            ],
+            compute_s=self._clock() - t0,
+            skipped=0,
+            first=crop.index,
         )

@@ -14,7 +14,9 @@ import pytest
 from runtime.engine.live_avatar import to_uint8
 from runtime.model.sessions import ModelSet
 from runtime.remote import protocol as P
+from runtime.remote.client import RemoteConfig
 from runtime.remote.codec import (
+    FrameDecoder,
     decode_frame,
     decode_photo,
     encode_crop,
@@ -301,3 +303,46 @@ def test_webcam_crops_become_pictures_of_the_newest_crop(models: ModelSet) -> No
     assert session.step() is None
     with pytest.raises(P.ProtocolError, match="out of order"):
         session.add_crop(crop(1, 10))
+
+
+def test_h264_frames_are_one_stream_and_the_idle_picture_stays_out(models: ModelSet) -> None:
+    ctx = ServerContext(models=models, token=TOKEN, admission=Admission(capacity=1))
+    messages = [
+        P.Hello(token=TOKEN, frame_format="h264").to_text(),
+        *_avatar_messages(models, 90),
+        P.WireControls(hop=5).to_text(),
+        *audio_packets(speechlike(1.0)),
+        P.text("end"),
+    ]
+    got = asyncio.run(_exchange(ctx, messages))
+    frames = [P.unpack_frame(m) for m in got if isinstance(m, bytes)]
+    assert frames[0][0].index == -1 and frames[0][0].format == P.FORMAT_JPEG
+    decoder = FrameDecoder()
+    images = [decoder.decode(h, payload) for h, payload in frames[1:]]
+    assert all(h.format == P.FORMAT_H264 for h, _ in frames[1:])
+    assert [h.index for h, _ in frames[1:]] == list(range(25))
+    assert all(image is not None and image.shape == (512, 512, 3) for image in images)
+    # The same pictures as JPEG would show, within coding noise, at a fraction of the bytes.
+    jpeg = asyncio.run(_exchange(ctx, [P.Hello(token=TOKEN).to_text(), *messages[1:]]))
+    jpeg_frames = [P.unpack_frame(m) for m in jpeg if isinstance(m, bytes)][1:]
+    for (h, payload), image in zip(jpeg_frames, images, strict=True):
+        want = decode_frame(h, payload).astype(int)
+        assert np.abs(want - image.astype(int)).mean() < 3.0  # type: ignore[union-attr]
+    h264_bytes = sum(len(p) for _, p in frames[1:])
+    jpeg_bytes = sum(len(p) for _, p in jpeg_frames)
+    assert h264_bytes * 3 < jpeg_bytes, (h264_bytes, jpeg_bytes)
+
+
+@pytest.mark.parametrize(
+    ("url", "wire"),
+    [
+        ("ws://127.0.0.1:8765", "jpeg"),
+        ("ws://localhost:8765", "jpeg"),
+        ("ws://192.168.1.20:8765", "jpeg"),
+        ("wss://gpu.example.com", "h264"),
+        ("wss://8.8.8.8", "h264"),
+    ],
+)
+def test_auto_frame_format_follows_the_address(url: str, wire: str) -> None:
+    assert RemoteConfig(url=url, token=TOKEN).wire_format == wire
+    assert RemoteConfig(url=url, token=TOKEN, frame_format="raw").wire_format == "raw"

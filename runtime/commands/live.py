@@ -174,9 +174,10 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     remote.add_argument("--token", help="the server's token (default: IMTALKER_TOKEN)")
     remote.add_argument(
         "--frame-format",
-        choices=("jpeg", "raw"),
-        default="jpeg",
-        help="how frames come back: jpeg (default), raw (lossless, for a fast network)",
+        choices=("auto", "jpeg", "h264", "raw"),
+        default="auto",
+        help="how frames come back: auto (JPEG on this machine or a private network, H.264 "
+        "elsewhere), jpeg, h264 (a tenth of the bytes), raw (lossless, loopback)",
     )
     models = p.add_argument_group("model")
     models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")

@@ -185,7 +185,7 @@ class RemoteWorker:
             fps=cfg.fps,
             lookahead=cfg.lookahead,
             seed=cfg.seed,
-            frame_format=self._compute.config.frame_format,
+            frame_format=self._compute.config.wire_format,
             start_frame=frame,
         )
 
@@ -355,7 +355,7 @@ class RemoteWebcamWorker:
                 fps=cfg.fps,
                 lookahead=cfg.lookahead,
                 seed=cfg.seed,
-                frame_format=self._compute.config.frame_format,
+                frame_format=self._compute.config.wire_format,
             ),
             connect=self._compute.connect,
             clock=self._clock,

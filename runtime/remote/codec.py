@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import io
 import warnings
+from fractions import Fraction
+from typing import Any
 
 import cv2
 import numpy as np
@@ -17,6 +19,7 @@ from PIL import Image, UnidentifiedImageError
 
 from runtime.remote.protocol import (
     BAD_PHOTO,
+    FORMAT_H264,
     FORMAT_JPEG,
     FORMAT_RAW,
     MAX_PHOTO_PIXELS,
@@ -69,6 +72,64 @@ def decode_frame(header: FrameHeader, payload: bytes) -> Image8:
         raise ProtocolError(BAD_PHOTO, "a frame does not decode to the size its header says")
     rgb: Image8 = np.asarray(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), np.uint8)
     return rgb
+
+
+class FrameEncoder:
+    """Frames of one session in its format (the server's compute thread, one call at a
+    time): JPEG and raw frame by frame; H.264 as one low-latency stream (x264 ultrafast,
+    zerolatency: one packet out per frame in, no B-frames)."""
+
+    def __init__(self, fmt: int, *, crf: int = 23) -> None:
+        self.format = fmt
+        self._crf = crf
+        self._h264: Any = None
+        self._pts = 0
+
+    def encode(self, image: Image8) -> bytes:
+        if self.format != FORMAT_H264:
+            return encode_frame(image, self.format)
+        import av
+
+        h, w = image.shape[:2]
+        ctx = self._h264
+        if ctx is None or (ctx.width, ctx.height) != (w, h):
+            ctx = av.CodecContext.create("libx264", "w")
+            ctx.width, ctx.height, ctx.pix_fmt = w, h, "yuv420p"
+            ctx.time_base = Fraction(1, 25)
+            ctx.options = {"preset": "ultrafast", "tune": "zerolatency", "crf": str(self._crf)}
+            self._h264 = ctx
+        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
+        frame.pts = self._pts
+        self._pts += 1
+        return b"".join(bytes(p) for p in ctx.encode(frame))
+
+
+class FrameDecoder:
+    """Frames from the server (the client's link thread; one per connection: an H.264
+    stream starts anew with each session)."""
+
+    def __init__(self) -> None:
+        self._h264: Any = None
+
+    def decode(self, header: FrameHeader, payload: bytes) -> Image8 | None:
+        """The picture, or None while the H.264 decoder has none yet."""
+        if header.format != FORMAT_H264:
+            return decode_frame(header, payload)
+        import av
+
+        if self._h264 is None:
+            self._h264 = av.CodecContext.create("h264", "r")
+            self._h264.thread_type = "SLICE"  # frame threading would hold frames back
+        try:
+            frames = self._h264.decode(av.Packet(payload))
+        except av.error.FFmpegError as exc:
+            raise ProtocolError(BAD_PHOTO, f"an H.264 frame does not decode ({exc})") from None
+        if not frames:
+            return None
+        rgb: Image8 = frames[-1].to_ndarray(format="rgb24")
+        if rgb.shape[:2] != (header.height, header.width):
+            raise ProtocolError(BAD_PHOTO, "an H.264 frame does not have its header's size")
+        return rgb
 
 
 def encode_crop(image: Image8) -> bytes:

@@ -21,8 +21,10 @@ server -> client
 - FRAME (binary): output frame index, the capture time of the audio it answers (the client's
   clock, echoed), the server's compute time for its hop, size and format, the hop's frame
   count and whether it is the hop's first frame (so the client counts each hop's compute
-  once), then the pixels (JPEG, or raw RGB for lossless loopback); index -1 is the idle
-  picture. (No separate per-hop message: every message crosses the serving proxy.)
+  once), then the pixels: JPEG, H.264 (one stream per session, one packet per frame: a tenth
+  of JPEG's bytes for slow links) or raw RGB (lossless, for loopback); index -1 is the idle
+  picture (never part of the H.264 stream). No separate per-hop message: every message
+  crosses the serving proxy.
 - `ended`, `pong`, and `error` (code + one-sentence message; the server then closes).
 """
 
@@ -60,7 +62,8 @@ CROP: Final = 4
 
 FORMAT_RAW: Final = 0
 FORMAT_JPEG: Final = 1
-FRAME_FORMATS: Final = {"raw": FORMAT_RAW, "jpeg": FORMAT_JPEG}
+FORMAT_H264: Final = 2
+FRAME_FORMATS: Final = {"raw": FORMAT_RAW, "jpeg": FORMAT_JPEG, "h264": FORMAT_H264}
 
 _PREFIX = struct.Struct("<4sB")
 _AUDIO = struct.Struct("<IdIH")  # seq, capture end (s), rate, samples
@@ -381,7 +384,7 @@ def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
         raise ProtocolError(MALFORMED, f"a frame of {w}x{h} pixels")
     if fmt == FORMAT_RAW and len(payload) != w * h * 3:
         raise ProtocolError(MALFORMED, "a raw frame's size does not match its header")
-    if fmt not in (FORMAT_RAW, FORMAT_JPEG):
+    if fmt not in (FORMAT_RAW, FORMAT_JPEG, FORMAT_H264):
         raise ProtocolError(MALFORMED, f"unknown frame format {fmt}")
     header = FrameHeader(
         index=index,

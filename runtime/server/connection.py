@@ -21,7 +21,7 @@ from typing import Protocol
 
 from runtime.model.sessions import ModelSet
 from runtime.remote import protocol as P
-from runtime.remote.codec import encode_frame
+from runtime.remote.codec import FrameEncoder, encode_frame
 from runtime.server.session import ServerSession
 from runtime.sinks.frame import LiveFrame
 
@@ -122,6 +122,9 @@ async def handle(channel: Channel, ctx: ServerContext) -> None:
 class _Running:
     def __init__(self, channel: Channel, session: ServerSession, frame_format: int) -> None:
         self._channel, self._session, self._format = channel, session, frame_format
+        self._encoder = FrameEncoder(frame_format)
+        # The idle picture is never part of an H.264 stream (it would be sent out of order).
+        self._still_format = P.FORMAT_JPEG if frame_format == P.FORMAT_H264 else frame_format
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
         self._compute = threading.Lock()  # avatar encoding and hops share the renderer
@@ -193,9 +196,9 @@ class _Running:
                 compute_s=0.0,
                 width=w,
                 height=h,
-                format=self._format,
+                format=self._still_format,
             )
-            return P.pack_frame(header, encode_frame(idle, self._format))
+            return P.pack_frame(header, encode_frame(idle, self._still_format))
 
         await self._send_bytes(await asyncio.to_thread(encode))
         self._wake.set()
@@ -203,10 +206,10 @@ class _Running:
     def _step(self) -> list[bytes] | None:
         with self._compute:
             out = self._session.step()
-        if out is None:
-            return None
-        n = len(out.frames)
-        return [self._pack(f, out.compute_s, n, i == 0) for i, f in enumerate(out.frames)]
+            if out is None:
+                return None
+            n = len(out.frames)  # packed in the lock: an H.264 stream is one sequence
+            return [self._pack(f, out.compute_s, n, i == 0) for i, f in enumerate(out.frames)]
 
     def _pack(self, frame: LiveFrame, compute_s: float, hop_frames: int, first: bool) -> bytes:
         h, w = frame.image.shape[:2]
@@ -220,7 +223,7 @@ class _Running:
             hop_frames=hop_frames,
             first_in_hop=first,
         )
-        return P.pack_frame(header, encode_frame(frame.image, self._format))
+        return P.pack_frame(header, self._encoder.encode(frame.image))
 
     async def _produce(self) -> None:
         session = self._session

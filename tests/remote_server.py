@@ -3,6 +3,7 @@ a plain WebSocket client that speaks the protocol message by message."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -63,7 +64,11 @@ def serve(graphs: Path, folder: Path, *extra: str, timeout_s: float = 180.0) -> 
     cmd += ["--token", TOKEN, "--port", str(port), "--num-cpus", "2", *extra]
     t0 = time.monotonic()
     with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        # Its own process group: Ray's per-node agents outlive `ray.shutdown` by minutes; the
+        # teardown ends what is left of the group.
+        proc = subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
+        )
     try:
         while "serving ws://" not in log.read_text(errors="replace"):
             if proc.poll() is not None:
@@ -84,6 +89,8 @@ def serve(graphs: Path, folder: Path, *extra: str, timeout_s: float = 180.0) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
         shutil.rmtree(ray_tmp, ignore_errors=True)
 
 

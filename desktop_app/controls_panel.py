@@ -189,7 +189,7 @@ class ControlsPanel(QWidget):
         self.steps.setToolTip("More steps: smoother motion, more work per frame")
         for s in STEPS_CHOICES:
             self.steps.addItem(_STEPS_LABELS[s], s)
-        self.fewer_steps = QCheckBox("Auto may use fewer steps when behind", quality_box)
+        self.fewer_steps = QCheckBox("Fewer steps if behind", quality_box)
         self.fewer_steps.setAccessibleName("Auto may use fewer sampler steps when behind")
         self.fewer_steps.setToolTip(self.FEWER_STEPS_TIP)
         self.hop = QComboBox(quality_box)

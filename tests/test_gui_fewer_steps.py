@@ -1,4 +1,4 @@
-"""The app's "Auto may use fewer steps when behind" (issue 12): the checkbox next to Steps
+"""The app's "Fewer steps if behind" (issue 12): the checkbox next to Steps
 reaches the engine's controls through the settings/controls path, live; it is kept with the
 other quality options; the live status says when the engine uses fewer steps.
 

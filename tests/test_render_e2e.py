@@ -26,6 +26,9 @@ from tests.support.golden import assert_frames_close, rel_err
 pytestmark = pytest.mark.slow
 
 AAC_SLACK = 1024 / 16000 + 1e-3
+SPEECH_FRAMES = 10
+SPEECH_SAMPLES = SPEECH_FRAMES * 640
+DRIVING_FRAMES = 6
 """AAC codes whole 1024-sample frames, so decoded sound may run up to one frame long."""
 
 
@@ -98,15 +101,16 @@ def model(request: pytest.FixtureRequest) -> RecipeModel:
 
 
 @pytest.fixture(scope="module")
-def one_second(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
-    """The first second of real fixture speech, as 44.1 kHz stereo FLAC (not the model's rate)."""
-    speech = load_audio(fixtures_dir / "audio_1.wav")[:16000]
+def short_speech(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> Path:
+    """The first 0.4 s (ten frames) of real fixture speech, as 44.1 kHz stereo FLAC (not the
+    model's rate). Short because every frame is a full-size render on the CPU, twice."""
+    speech = load_audio(fixtures_dir / "audio_1.wav")[:SPEECH_SAMPLES]
     path = tmp_path_factory.mktemp("speech") / "speech.flac"
     with av.open(str(path), "w") as c:
         stream = c.add_stream("flac", rate=44100, layout="stereo")
-        resampled = np.interp(np.arange(44100) / 44100, np.arange(16000) / 16000, speech).astype(
-            np.float32
-        )
+        n = SPEECH_SAMPLES * 44100 // 16000
+        resampled = np.interp(np.arange(n) / 44100, np.arange(speech.size) / 16000, speech)
+        resampled = resampled.astype(np.float32)
         frame = av.AudioFrame.from_ndarray(
             np.stack([resampled, resampled])[None].reshape(1, -1), format="flt", layout="stereo"
         )
@@ -121,14 +125,14 @@ def one_second(tmp_path_factory: pytest.TempPathFactory, fixtures_dir: Path) -> 
 def test_audio_render_matches_pytorch(
     tmp_path: Path,
     fixtures_dir: Path,
-    one_second: Path,
+    short_speech: Path,
     model: RecipeModel,
 ) -> None:
     """Without --cfg the render uses the version's default guidance (v1 3.0, v2 2.0)."""
     out = tmp_path / "talk.mp4"
     portrait = fixtures_dir / "source_3.jpg"
     done = run_render(
-        "--avatar", str(portrait), "--audio", str(one_second), "--out", str(out),
+        "--avatar", str(portrait), "--audio", str(short_speech), "--out", str(out),
         "--weights", str(model.weights), "--nfe", "5", "--seed", "7", "--crf", "0",
         cache_home=model.cache_home, data_home=tmp_path,
     )  # fmt: skip
@@ -137,11 +141,12 @@ def test_audio_render_matches_pytorch(
     assert info["codec"] == "h264" and info["pix_fmt"] == "yuv420p"
     assert info["size"] == (512, 512) and info["fps"] == 25.0
     frames = info["frames"]
-    assert isinstance(frames, list) and len(frames) == 25
-    assert 1.0 - 1e-3 <= float(info["audio_seconds"]) <= 1.0 + AAC_SLACK  # type: ignore[arg-type]
+    assert isinstance(frames, list) and len(frames) == SPEECH_FRAMES
+    seconds = SPEECH_FRAMES / 25
+    assert seconds - 1e-3 <= float(info["audio_seconds"]) <= seconds + AAC_SLACK  # type: ignore[arg-type]
 
     # The same job through ONNX Runtime in-process (what the CLI ran) and through PyTorch.
-    speech = load_audio(one_second)
+    speech = load_audio(short_speech)
     ort_models = open_model_set(model.graphs, options=SessionOptions())
     size = ort_models.source_size
     assert ort_models.version == model.torch.version and size == model.torch.version.source_size
@@ -161,7 +166,7 @@ def test_audio_render_matches_pytorch(
     torch_motion = torch_motion[0].numpy()
     assert rel_err(ort_motion, torch_motion) <= 1e-3
 
-    picks = [0, 12, 24]
+    picks = [0, 5, SPEECH_FRAMES - 1]
     with torch.no_grad():
         torch_frames = tm.renderer.render(torch.from_numpy(ort_motion[picks]), encoding).numpy()
     ort_frames = ort_models["renderer"].run({"motion": ort_motion[picks], **ort.avatar})["frames"]
@@ -177,11 +182,12 @@ def test_driving_render_matches_pytorch(
     fixtures_dir: Path,
     model: RecipeModel,
 ) -> None:
-    # Ten frames (0.4 s) of the real driving video, with its sound.
+    # Six frames (0.24 s) of the real driving video, with its sound: each is a full-size
+    # motion encoding and render on the CPU, twice.
     clip = tmp_path / "driving.mp4"
     with VideoReader(fixtures_dir / "driving_1.mp4") as reader:
-        driving = [f for _, f in zip(range(10), reader, strict=False)]
-    sound = load_audio(fixtures_dir / "driving_1.mp4")[: 10 * 640]
+        driving = [f for _, f in zip(range(DRIVING_FRAMES), reader, strict=False)]
+    sound = load_audio(fixtures_dir / "driving_1.mp4")[: DRIVING_FRAMES * 640]
     with Mp4Writer(clip, width=512, height=512, fps=25, audio=sound, crf=10) as w:
         for f in driving:
             w.write(f)
@@ -198,15 +204,16 @@ def test_driving_render_matches_pytorch(
     assert done.returncode == 0, done.stderr
     info = probe(out)
     frames = info["frames"]
-    assert isinstance(frames, list) and len(frames) == 10
+    assert isinstance(frames, list) and len(frames) == DRIVING_FRAMES
     assert info["size"] == (512, 512) and info["fps"] == 25.0
-    assert 0.4 - 1e-3 <= float(info["audio_seconds"]) <= 0.4 + AAC_SLACK  # type: ignore[arg-type]
+    seconds = DRIVING_FRAMES / 25
+    assert seconds - 1e-3 <= float(info["audio_seconds"]) <= seconds + AAC_SLACK  # type: ignore[arg-type]
 
     ort_models = open_model_set(model.graphs, options=SessionOptions())
     size = ort_models.source_size
     avatar = prepare_avatar(portrait, size=size)
     ort = OfflineRenderer(ort_models, avatar.image)
-    picks = [0, 9]
+    picks = [0, DRIVING_FRAMES - 1]
     crops = [driving[i] for i in picks]
     from runtime.engine.offline import resize_driving_frame
 

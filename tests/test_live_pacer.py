@@ -233,3 +233,90 @@ def test_short_stall_is_caught_up_without_bunching() -> None:
     assert mon.counter("missed_deadlines") == 0
     assert gaps.min() >= 0.5 / fps - 1e-9
     assert len(times) == 25
+
+
+def _steady_stream(align: bool, *, arrival_s: float, capture_offset_s: float) -> dict[str, float]:
+    """One frame every period (hop 1), each arriving `arrival_s` after its capture (+ up to
+    4 ms of jitter); the capture grid sits `capture_offset_s` from the tick grid. Returns the
+    settled frames' latencies, the delay, and the publication gaps after the first second."""
+    fps = 25.0
+    clock = virtual()
+    mon = LatencyMonitor(clock=clock)
+    rec = Recorder(clock)
+    config = PacerConfig(fps=fps, align_ticks=align)
+    pacer = Pacer(config=config, publish=rec, monitor=mon, clock=clock)
+    pacer.set_idle(IMG)
+    pacer.start()
+    t0 = clock() + capture_offset_s
+    jitter = np.random.default_rng(1).uniform(0.0, 0.004, 150)
+    pacer.set_streaming(True)
+    try:
+        for i in range(150):  # 6 s
+            capture = t0 + (i + 1) / fps
+            clock.sleep_until(capture + arrival_s + jitter[i])
+            pacer.submit([LiveFrame(i, IMG, FrameTiming(capture=capture, pixels=clock()))])
+        delay = pacer.delay_s
+    finally:
+        assert pacer.stop()
+    settled = [(t, f, rep) for t, f, rep in rec.frames if t > t0 + 1.0 and f.index < 149]
+    shown = [f for _, f, rep in settled if not rep]
+    return {
+        "latency": float(np.median([f.timing.sent - f.timing.capture for f in shown])),
+        "spread": float(np.ptp([f.timing.sent - f.timing.capture for f in shown])),
+        "delay": delay,
+        "repeats": float(sum(rep for _, _, rep in settled)),
+        "unique": float(len({f.index for f in shown}) == len(shown)),
+        "gap_min": float(np.diff([t for t, _, _ in settled]).min()),
+        "gap_max": float(np.diff([t for t, _, _ in settled]).max()),
+    }
+
+
+@pytest.mark.parametrize("capture_offset_ms", [3.0, 13.0, 27.0, 39.0])
+def test_aligned_ticks_show_frames_at_the_target_delay_not_a_whole_period_above(
+    capture_offset_ms: float,
+) -> None:
+    """Frames that arrive 92 ms after capture (remote compute on loopback): the target is the
+    95th percentile of arrivals plus one period of margin, ~135 ms. Rounded onto the tick grid
+    it becomes 135..175 ms depending on where the ticks happen to fall; with aligned ticks it
+    is the target itself, whatever the phase, with every frame shown once and evenly."""
+    arrival, period = 0.092, 0.04
+    target = arrival + 0.004 * 0.95 + period  # p95 of the arrivals + margin
+    rounded = _steady_stream(False, arrival_s=arrival, capture_offset_s=capture_offset_ms / 1e3)
+    aligned = _steady_stream(True, arrival_s=arrival, capture_offset_s=capture_offset_ms / 1e3)
+    assert rounded["latency"] >= target - 1e-3  # on the tick grid: 0..1 period above
+    assert aligned["latency"] == pytest.approx(target, abs=2.5e-3), aligned
+    assert aligned["delay"] == pytest.approx(target, abs=2.5e-3)
+    assert aligned["spread"] < 1e-3  # every frame on the same delay
+    assert aligned["repeats"] == 0 and aligned["unique"] == 1.0
+    assert aligned["gap_min"] == pytest.approx(period, abs=1e-6)  # evenly spaced once settled
+    assert aligned["gap_max"] == pytest.approx(period, abs=1e-6)
+
+
+def test_aligned_ticks_move_at_most_half_a_period_and_never_burst() -> None:
+    """The ticks move once when the first frames come (and when the delay changes), by at most
+    half a period: no two publications closer than the pacer's minimum gap, none further apart
+    than one and a half periods."""
+    fps = 25.0
+    clock = virtual()
+    mon = LatencyMonitor(clock=clock)
+    rec = Recorder(clock)
+    pacer = Pacer(
+        config=PacerConfig(fps=fps, align_ticks=True), publish=rec, monitor=mon, clock=clock
+    )
+    pacer.set_idle(IMG)
+    pacer.start()
+    t0 = clock() + 0.021
+    pacer.set_streaming(True)
+    try:
+        for i in range(100):
+            capture = t0 + (i + 1) / fps
+            late = 0.15 if 40 <= i < 45 else 0.09  # a slow patch raises the delay at once
+            clock.sleep_until(capture + late)
+            pacer.submit([LiveFrame(i, IMG, FrameTiming(capture=capture, pixels=clock()))])
+        clock.sleep(0.3)
+    finally:
+        assert pacer.stop()
+    gaps = np.diff([t for t, _, _ in rec.frames])
+    assert gaps.min() >= 0.5 / fps - 1e-9 and gaps.max() <= 1.5 / fps + 1e-9
+    shown = [f.index for _, f, rep in rec.frames if not rep and f.index >= 0]
+    assert shown == sorted(shown)

@@ -204,6 +204,13 @@ class LiveEngine:
                 max_queue=self.config.max_queue,
                 playout_delay_s=self.config.playout_delay_s,
                 phase_lock=not isinstance(self.source, WebcamInput),
+                # Remote frames arrive a few ms later than local ones: rounding that up to a
+                # whole period would cost 40 ms as often as not.
+                align_ticks=(
+                    self.compute is not None
+                    if self.config.align_ticks is None
+                    else self.config.align_ticks
+                ),
             ),
             publish=self._sinks.send,
             monitor=self.monitor,

@@ -43,6 +43,12 @@ Image = npt.NDArray[np.uint8]
 Array = npt.NDArray[np.float32]
 
 
+ALIGN_RISE_FRAMES = 0.05
+"""With `align_ticks`, a target this little above the delay (2 ms at 25 fps) leaves it (and the
+ticks) alone: the margin in the target covers it, and the ticks do not twitch with every
+arrival that nudges the 95th percentile."""
+
+
 @dataclass(frozen=True)
 class PacerConfig:
     fps: float = 25.0
@@ -68,6 +74,15 @@ class PacerConfig:
     phase_lock: bool = True
     """Keep the adaptive delay on whole periods from the frames' capture grid (audio-driven
     frames are captured on one; a webcam's are not)."""
+    align_ticks: bool = False
+    """Phase lock by moving the ticks instead of rounding the delay: on a new stream and when
+    the delay changes, the tick grid moves once (by at most half a period) so that frames fall
+    due on ticks at the target delay itself. Rounding up to the next whole period from the
+    capture grid costs 0 to 1 period at random (the tick grid's phase is wherever the pacer
+    started): arrivals a few ms later (remote compute) then often cost a whole 40 ms."""
+    align_slack_frames: float = 0.25
+    """With `align_ticks`, the delay comes down (at most a period at a time, at the decay's
+    pace) once the target is this far below it."""
 
 
 class Pacer:
@@ -180,10 +195,13 @@ class Pacer:
         phase = (self._t0 - self._grid) % self._period
         return phase + math.ceil((want - phase) / self._period - 1e-9) * self._period
 
-    def _adapt_locked(self, now: float) -> None:
-        """Phase lock and the adaptive delay (pacer thread, lock held)."""
+    def _adapt_locked(self, now: float) -> float:
+        """Phase lock and the adaptive delay (pacer thread, lock held); returns how far the
+        tick grid moved (`align_ticks`), else 0."""
         if self.config.playout_delay_s is not None:
-            return
+            return 0.0
+        if self.config.align_ticks and self.config.phase_lock:
+            return self._adapt_aligned(now)
         if self._queue and self.config.phase_lock:
             head = self._queue[0].timing.capture
             if math.isfinite(head):
@@ -201,7 +219,7 @@ class Pacer:
                 self._delay = want
             elif self._delay > want:
                 self._delay = max(want, self._delay - self.config.decay_per_s * self._period)
-            return
+            return 0.0
         if want > self._delay + 1e-9:
             self._delay = want
             self._next_down = now + self._period / self.config.decay_per_s
@@ -212,6 +230,40 @@ class Pacer:
         ):
             self._delay = max(want, self._delay - self._period)
             self._next_down = now + self._period / self.config.decay_per_s
+        return 0.0
+
+    def _adapt_aligned(self, now: float) -> float:
+        """`align_ticks`: the delay is the target (up at once; down at most a period at a time
+        once it is `align_slack_frames` above it), and the ticks move to put frames on them."""
+        period, want = self._period, self._target
+        changed = False
+        if self._queue:
+            head = self._queue[0].timing.capture
+            if math.isfinite(head):
+                off = None if self._grid is None else (head - self._grid) % period
+                if off is None or min(off, period - off) > 0.25 * period:
+                    self._grid = head  # a new stream (or the first frames)
+                    self._delay = max(self._delay, want)
+                    changed = True
+        if want > self._delay + ALIGN_RISE_FRAMES * period:
+            self._delay = want
+            self._next_down = now + period / self.config.decay_per_s
+            changed = True
+        elif (
+            self._delay - want > self.config.align_slack_frames * period + 1e-9
+            and now >= self._next_down
+        ):
+            self._delay = max(want, self._delay - period)
+            self._next_down = now + period / self.config.decay_per_s
+            changed = True
+        if not changed or self._grid is None:
+            return 0.0
+        # Ticks at t0 + k * period; frames due at capture + delay, capture on grid + m * period:
+        # move t0 by the least amount (within half a period) that makes the two grids one.
+        phase = (self._t0 - self._grid) % period
+        shift = (self._delay - phase + 0.5 * period) % period - 0.5 * period
+        self._t0 += shift
+        return shift
 
     def _run(self) -> None:
         t0 = self._clock()
@@ -222,7 +274,7 @@ class Pacer:
         with self._lock:
             self._t0 = t0
         while not self._stop.is_set():
-            deadline = t0 + k * self._period
+            deadline = self._t0 + k * self._period  # `align_ticks` may move the grid
             wait = max(deadline, last_sent + min_gap) - self._clock()
             if wait > 0 and wait_on(self._stop, wait, self._clock):
                 break
@@ -231,7 +283,7 @@ class Pacer:
                 # A long stall: skip the missed deadlines rather than burst to catch up.
                 missed = int(late_by / self._period)
                 k += missed
-                deadline = t0 + k * self._period
+                deadline = self._t0 + k * self._period
                 self._monitor.count("missed_deadlines", missed)
             last_sent = self._clock()
             self._tick(deadline)
@@ -240,7 +292,7 @@ class Pacer:
     def _tick(self, deadline: float) -> None:
         tolerance = 0.5 * self._period
         with self._lock:
-            self._adapt_locked(deadline)
+            deadline += self._adapt_locked(deadline)
             due_before = deadline + tolerance - self._delay
             due: list[LiveFrame] = []
             while self._queue and self._queue[0].timing.capture <= due_before:

@@ -147,6 +147,9 @@ class EngineConfig:
     """Sizes the audio history kept (the worker skips to the newest audio in whole hops as
     soon as it is a hop behind)."""
     playout_delay_s: float | None = None  # None: adaptive
+    align_ticks: bool | None = None
+    """Move the pacer's ticks onto the frames instead of rounding the delay up to a whole period
+    (`PacerConfig.align_ticks`); None: with remote compute only."""
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     """The noise gate in front of the model (off by default; `engine.gate` changes it live)."""

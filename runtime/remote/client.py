@@ -6,13 +6,16 @@ frames and per-hop reports while the worker sends audio. Once a second it pings,
 trip is measured apart from the server's compute (which every hop reports). When the
 connection drops it reports "reconnecting", keeps retrying with a short capped backoff (so a
 server that is back is found within half a second), and on success sends the same avatar and
-controls again: the session resumes where the audio is. A wrong token, or input the server
-refuses, ends the link (no retry); "server full" before any session was served ends it too,
-after one the link keeps trying.
+controls again: the session resumes where the audio is. With `--frame-format auto` it measures
+what the link delivers (`runtime.remote.bandwidth`) and asks the server to switch between JPEG
+and H.264 mid-session; the format chosen carries over to a new connection. A wrong token, or
+input the server refuses, ends the link (no retry); "server full" before any session was served
+ends it too, after one the link keeps trying.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import ipaddress
 import logging
@@ -28,6 +31,7 @@ import numpy.typing as npt
 
 from runtime.core.timing import Clock, wait_on
 from runtime.remote import protocol as P
+from runtime.remote.bandwidth import ChooserConfig, FormatChooser, LinkMeter, LinkReading
 from runtime.remote.codec import FrameDecoder
 
 logger = logging.getLogger(__name__)
@@ -71,12 +75,17 @@ class RemoteConfig:
     url: str
     token: str
     frame_format: str = "auto"
-    """jpeg, h264, raw, or auto: JPEG to this machine or a private network address (plenty of
-    bandwidth, and cheaper to code), H.264 (a tenth of the bytes) to anywhere else."""
+    """jpeg, h264, raw (never changed), or auto: to start, JPEG to this machine or a private
+    network address (plenty of bandwidth, and cheaper to code), H.264 (a thirtieth of the
+    bytes) to anywhere else; then as the measured bandwidth calls for."""
     connect_timeout_s: float = 3.0
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 0.5
     ping_interval_s: float = 1.0
+    choose_interval_s: float = 0.5
+    """How often `auto` reconsiders the format."""
+    chooser: ChooserConfig | None = None
+    """`auto`'s thresholds (None: the defaults at the session's frame rate)."""
 
     def __post_init__(self) -> None:
         if not self.url.startswith(("ws://", "wss://")):
@@ -86,7 +95,7 @@ class RemoteConfig:
 
     @property
     def wire_format(self) -> str:
-        """The frame format to ask the server for (`auto` resolved by the address)."""
+        """The frame format to ask the server for first (`auto` resolved by the address)."""
         if self.frame_format != "auto":
             return self.frame_format
         host = urlsplit(self.url).hostname or ""
@@ -170,6 +179,16 @@ class RemoteLink:
         self.error: str = ""
         self._decoder = FrameDecoder()
         self.server: dict[str, Any] = {}
+        self._chooser: FormatChooser | None = None  # `auto` only, made at the first hello
+        self._meter: LinkMeter | None = None
+        self.reading: LinkReading | None = None
+        """The link's latest measurement (replaced whole: read it from any thread)."""
+
+    @property
+    def frame_format(self) -> str:
+        """The frame format in use (or asked for)."""
+        chooser = self._chooser
+        return self.config.wire_format if chooser is None else chooser.format
 
     # -- any thread ---------------------------------------------------------------------------
 
@@ -295,6 +314,16 @@ class RemoteLink:
         conn = self._connect(self.config.session_url, self.config.connect_timeout_s)
         self._conn = conn
         hello = self._hello()
+        if self._meter is None:
+            chooser_cfg = self.config.chooser or ChooserConfig(fps=hello.fps)
+            if self.config.frame_format == "auto":
+                self._chooser = FormatChooser(hello.frame_format, chooser_cfg, now=self._clock())
+                self._meter = self._chooser.meter
+            else:
+                self._meter = LinkMeter(chooser_cfg)
+        self._meter.restart()
+        if self._chooser is not None:
+            hello = dataclasses.replace(hello, frame_format=self._chooser.format)
         conn.send(hello.to_text())
         ready = self._expect_text(conn, self.config.connect_timeout_s)
         if ready.get("kind") != "ready":
@@ -315,18 +344,32 @@ class RemoteLink:
         backoff.reset()
         self._set_state(LinkState.CONNECTED, f"connected to {self.config.url}")
         self._cb.on_connected(generation)
-        next_ping = self._clock()
+        next_ping = next_choice = ready_at = self._clock()
         while not self._stop.is_set():
             now = self._clock()
             if now >= next_ping:
                 next_ping = now + self.config.ping_interval_s
                 with self._send_lock:
                     conn.send(P.text("ping", t=now))
+            if now >= next_choice:
+                next_choice = now + self.config.choose_interval_s
+                self._choose(conn, now)
             try:
-                data = conn.recv(timeout=min(0.1, max(0.0, next_ping - now)))
+                data = conn.recv(timeout=min(0.1, max(0.0, min(next_ping, next_choice) - now)))
             except TimeoutError:
                 continue
-            self._dispatch(data)
+            self._dispatch(data, ready_at)
+            ready_at = self._clock()
+
+    def _choose(self, conn: Connection, now: float) -> None:
+        meter, chooser = self._meter, self._chooser
+        if meter is None:
+            return
+        fmt = None if chooser is None else chooser.decide(now)
+        self.reading = meter.reading(now)
+        if fmt is not None:
+            with self._send_lock:
+                conn.send(P.frame_format_text(fmt))
 
     def _expect_text(self, conn: Connection, timeout: float) -> dict[str, Any]:
         data = conn.recv(timeout=timeout)
@@ -337,10 +380,14 @@ class RemoteLink:
             raise _server_error(message)
         return message
 
-    def _dispatch(self, data: str | bytes) -> None:
+    def _dispatch(self, data: str | bytes, ready_at: float | None = None) -> None:
+        """`ready_at`: when the link began waiting for this message."""
         arrival = self._clock()
         if isinstance(data, bytes):
             header, payload = P.unpack_frame(data)
+            if self._meter is not None:
+                waited = None if ready_at is None else arrival - ready_at
+                self._meter.on_frame(header, len(payload), arrival, waited)
             image = self._decoder.decode(header, payload)
             if image is not None:
                 self._cb.on_frame(header, image, arrival)
@@ -350,6 +397,8 @@ class RemoteLink:
         if kind == "pong":
             sent = message.get("t")
             if isinstance(sent, int | float):
+                if self._meter is not None:
+                    self._meter.on_rtt(arrival - float(sent))
                 self._cb.on_rtt(arrival - float(sent))
         elif kind == "ended":
             self._cb.on_ended()

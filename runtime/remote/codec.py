@@ -106,7 +106,7 @@ class FrameEncoder:
 
 class FrameDecoder:
     """Frames from the server (the client's link thread; one per connection: an H.264
-    stream starts anew with each session)."""
+    stream starts anew with each session, and with each switch to H.264 within one)."""
 
     def __init__(self) -> None:
         self._h264: Any = None
@@ -114,6 +114,8 @@ class FrameDecoder:
     def decode(self, header: FrameHeader, payload: bytes) -> Image8 | None:
         """The picture, or None while the H.264 decoder has none yet."""
         if header.format != FORMAT_H264:
+            if header.index >= 0:  # the server left H.264: a later switch back is a new stream
+                self._h264 = None
             return decode_frame(header, payload)
         import av
 

@@ -14,6 +14,8 @@ client -> server
   sample rate (16 kHz only) and exactly `PACKET_SAMPLES` (20 ms) of int16 PCM;
 - CROP (binary, webcam mode): sequence number, output frame index, capture time, then the
   face crop the motion encoder takes (JPEG, the server's source size), not the camera picture;
+- `frame_format` (text, `--frame-format auto`): switch the frames to `format` (jpeg, h264,
+  raw) from the next hop on; an H.264 stream starts anew with a keyframe;
 - `end` (text): a finite input is over; `ping` (text) with the client's send time.
 
 server -> client
@@ -251,6 +253,20 @@ def parse_controls(message: dict[str, Any]) -> WireControls:
         nfe=nfe,
         hop=hop,
     )
+
+
+def frame_format_text(fmt: str) -> str:
+    return text("frame_format", format=fmt)
+
+
+def parse_frame_format(message: dict[str, Any]) -> str:
+    """The format a `frame_format` message asks for, or `ProtocolError`."""
+    fmt = message.get("format")
+    if not isinstance(fmt, str) or fmt not in FRAME_FORMATS:
+        raise ProtocolError(
+            MALFORMED, f"frame_format must be one of {sorted(FRAME_FORMATS)}, not {fmt!r}"
+        )
+    return fmt
 
 
 def _vector(value: object, ranges: tuple[V.Range, ...], name: str) -> list[float] | None:

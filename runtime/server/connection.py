@@ -121,13 +121,20 @@ async def handle(channel: Channel, ctx: ServerContext) -> None:
 
 class _Running:
     def __init__(self, channel: Channel, session: ServerSession, frame_format: int) -> None:
-        self._channel, self._session, self._format = channel, session, frame_format
-        self._encoder = FrameEncoder(frame_format)
-        # The idle picture is never part of an H.264 stream (it would be sent out of order).
-        self._still_format = P.FORMAT_JPEG if frame_format == P.FORMAT_H264 else frame_format
+        self._channel, self._session = channel, session
+        self._compute = threading.Lock()  # avatar encoding and hops share the renderer
+        self._set_format(frame_format)
         self._wake = asyncio.Event()
         self._send_lock = asyncio.Lock()
-        self._compute = threading.Lock()  # avatar encoding and hops share the renderer
+
+    def _set_format(self, frame_format: int) -> None:
+        """From the next hop on (under the compute lock: a hop's frames are one format); a new
+        encoder, so an H.264 stream starts anew with a keyframe."""
+        with self._compute:
+            self._format = frame_format
+            self._encoder = FrameEncoder(frame_format)
+            # The idle picture is never part of an H.264 stream (it would be out of order).
+            self._still_format = P.FORMAT_JPEG if frame_format == P.FORMAT_H264 else frame_format
 
     async def run(self) -> None:
         tasks = [
@@ -171,6 +178,10 @@ class _Running:
                 await self._avatar(message)
             elif kind == "controls":
                 session.set_controls(P.parse_controls(message))
+            elif kind == "frame_format":
+                fmt = P.FRAME_FORMATS[P.parse_frame_format(message)]
+                if fmt != self._format:
+                    await asyncio.to_thread(self._set_format, fmt)
             elif kind == "end":
                 session.finish()
                 self._wake.set()

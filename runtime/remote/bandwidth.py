@@ -32,7 +32,7 @@ logger = logging.getLogger(__name__)
 
 JPEG_FRAME_BYTES_GUESS = 51_500
 """A 512 px portrait at JPEG quality 90, until a JPEG frame (or idle picture) is measured."""
-MIN_WAIT_S = 0.0005
+MIN_WAIT_S = 0.0001
 """A frame the link had already received when asked counts as this long a wait (capacity is
 then only known to be large)."""
 

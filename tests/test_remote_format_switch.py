@@ -6,6 +6,7 @@ no faster than `RATE_BPS`, in order, as a slow downlink would). Real time bounds
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections import deque
@@ -25,12 +26,12 @@ from runtime.remote.client import (
     RemoteLink,
     websocket_connect,
 )
-from runtime.remote.codec import encode_photo, pcm_from_float
-from runtime.server.connection import Admission, ServerContext
+from runtime.remote.codec import FrameDecoder, encode_photo, pcm_from_float
+from runtime.server.connection import Admission, ServerContext, handle
 from tests import stub_graphs
 from tests.live_support import CPU
 from tests.remote_server import free_port
-from tests.remote_support import TOKEN, InProcessServer, speechlike
+from tests.remote_support import TOKEN, InProcessServer, MemoryChannel, audio_packets, speechlike
 
 RATE_BPS = 1.2e6
 """The stub renderer's JPEG frames are ~9.6 KB (1.9 Mbit/s at 25 fps), its H.264 ~0.6 KB."""
@@ -159,3 +160,57 @@ def test_a_slow_link_switches_to_h264_and_every_frame_decodes(server: InProcessS
             assert abs(ramp - stub_graphs.RAMP * 255) < 6, (h.index, h.format, ramp)
     assert reading is not None and reading.capacity_bps is not None
     assert 0.5 * RATE_BPS < reading.capacity_bps < 2 * RATE_BPS, reading
+
+
+# -- the server's side, in memory ------------------------------------------------------------
+
+
+def test_the_server_switches_format_between_hops_and_checks_the_request(
+    server: InProcessServer,
+) -> None:
+    """JPEG -> H.264 -> JPEG -> H.264 within one session, one decoder on the client: each
+    switch to H.264 starts a new stream (a keyframe first), so every frame decodes."""
+    ctx = server.ctx
+    size = ctx.models.source_size
+    photo = encode_photo(np.full((size, size, 3), 90, np.uint8))
+    packets = audio_packets(speechlike(1.6))
+    plan = [("jpeg", 0), ("h264", 20), ("jpeg", 40), ("h264", 60)]  # format from packet N
+
+    async def run() -> list[bytes]:
+        channel = MemoryChannel()
+        for m in [
+            P.Hello(token=TOKEN, frame_format="jpeg", lookahead=0).to_text(),
+            P.text("avatar", name="grey", bytes=len(photo)),
+            P.pack_avatar(photo),
+            P.WireControls(hop=5).to_text(),
+        ]:
+            channel.inbox.put_nowait(m)
+        task = asyncio.create_task(handle(channel, ctx))
+        frames: list[bytes] = []
+
+        async def until(n: int) -> None:  # n hop frames (plus the idle picture) are out
+            while len(frames) < n + 1:
+                item = await asyncio.wait_for(channel.outbox.get(), 10)
+                if isinstance(item, bytes):
+                    frames.append(item)
+
+        for (fmt, first), (_, stop) in zip(plan, [*plan[1:], ("", len(packets))], strict=True):
+            channel.inbox.put_nowait(P.frame_format_text(fmt))
+            for p in packets[first:stop]:
+                channel.inbox.put_nowait(p)
+            await until(stop // 2)  # 2 packets (40 ms) a frame
+        channel.inbox.put_nowait(P.text("frame_format", format="gif"))
+        error = await asyncio.wait_for(channel.outbox.get(), 10)
+        await asyncio.wait_for(task, 10)
+        assert isinstance(error, str) and "frame_format must be one of" in error, error
+        return frames
+
+    frames = [P.unpack_frame(m) for m in asyncio.run(run())]
+    decoder = FrameDecoder()
+    formats = [h.format for h, _ in frames[1:]]
+    want = [P.FRAME_FORMATS[fmt] for fmt, first in plan for _ in range(10)]
+    assert formats == want
+    for h, payload in frames:
+        image = decoder.decode(h, payload)
+        assert image is not None and image.shape == (512, 512, 3), (h.index, h.format)
+    assert ctx.admission.active == 0

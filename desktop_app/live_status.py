@@ -162,8 +162,15 @@ class LiveStatusMixin:
         where = f"Running on {stats.provider}"
         if stats.remote is not None:
             where = f"Render server {stats.remote}"
+            parts = []
+            if stats.frame_format is not None:
+                fmt = {"h264": "H.264"}.get(stats.frame_format, stats.frame_format.upper())
+                rate = "" if stats.link_mbps is None else f" {stats.link_mbps:.1f} Mbit/s"
+                parts.append(fmt + rate)
             if stats.network_ms is not None and stats.server_ms is not None:
-                where += f" (network {stats.network_ms:.0f} ms, server {stats.server_ms:.0f} ms)"
+                parts.append(f"network {stats.network_ms:.0f} ms, server {stats.server_ms:.0f} ms")
+            if parts:
+                where += f" ({', '.join(parts)})"
         self.provider_status.setText(
             f"{where} · {rates}" + ("" if stats.realtime else " (not real time)") + steps
         )

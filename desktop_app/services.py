@@ -237,6 +237,8 @@ class LiveStats:
     """With a render server: "connecting", "connected", "reconnecting" or "failed"."""
     network_ms: float | None = None  # round trip to the render server
     server_ms: float | None = None  # the server's compute per step
+    frame_format: str | None = None  # how frames come down: "jpeg", "h264" or "raw"
+    link_mbps: float | None = None  # frames received from the render server, Mbit/s
 
 
 def _nothing() -> None:

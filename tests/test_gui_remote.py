@@ -6,6 +6,7 @@ hardware is faked as in the other window tests."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -67,6 +68,11 @@ def test_live_on_a_render_server_with_a_reconnecting_badge(
     qtbot.waitUntil(lambda: window.preview.frames_shown > 10, timeout=20_000)
     qtbot.waitUntil(
         lambda: window.provider_status.text().startswith("Render server connected"),
+        timeout=10_000,
+    )
+    # The frame format and the measured rate (auto: JPEG on loopback).
+    qtbot.waitUntil(
+        lambda: re.search(r"\(JPEG \d+\.\d Mbit/s", window.provider_status.text()) is not None,
         timeout=10_000,
     )
     assert window.preview.badge_text() == ""

@@ -137,7 +137,7 @@ def test_a_slow_link_switches_to_h264_and_every_frame_decodes(server: InProcessS
             if switched_at is not None and time.perf_counter() - switched_at > 4.0:
                 break
         assert switched_at is not None, link.reading
-        reading = link.reading
+        reading, stats = link.reading, link.stats()
     finally:
         link.stop()
     assert states == [LinkState.CONNECTED, LinkState.CLOSED]  # no decode error, no reconnect
@@ -160,6 +160,10 @@ def test_a_slow_link_switches_to_h264_and_every_frame_decodes(server: InProcessS
             assert abs(ramp - stub_graphs.RAMP * 255) < 6, (h.index, h.format, ramp)
     assert reading is not None and reading.capacity_bps is not None
     assert 0.5 * RATE_BPS < reading.capacity_bps < 2 * RATE_BPS, reading
+    # What --stats-json and the app's readout show.
+    assert stats["frame_format"] == "h264"
+    assert stats["link_capacity_mbps"] == pytest.approx(reading.capacity_bps / 1e6)
+    assert 0 < stats["link_mbps"] < 0.5  # H.264's few hundred kbit/s
 
 
 # -- the server's side, in memory ------------------------------------------------------------

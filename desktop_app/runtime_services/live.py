@@ -269,6 +269,8 @@ class RuntimeSession:
             remote=stats.remote,
             network_ms=network if math.isfinite(network) else None,
             server_ms=server if math.isfinite(server) else None,
+            frame_format=stats.frame_format,
+            link_mbps=stats.link_mbps if math.isfinite(stats.link_mbps) else None,
         )
 
     def audio_level(self) -> AudioLevel | None:

@@ -303,6 +303,7 @@ class LiveEngine:
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=self._vmic.status(),
             remote=None if remote is None else remote.state.value,
+            **({} if remote is None or remote.link is None else remote.link.stats()),
         )
 
     # -- shared worker helpers ---------------------------------------------------------------

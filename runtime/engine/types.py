@@ -242,6 +242,12 @@ class EngineStats:
     it (`controls.min_nfe`) and the machine needs it."""
     remote: str | None = None
     """Remote compute: the link's state (connecting, connected, reconnecting, failed)."""
+    frame_format: str | None = None
+    """Remote compute: how frames come down now (jpeg, h264, raw)."""
+    link_mbps: float = math.nan
+    """Remote compute: frames received, Mbit/s (the last few seconds)."""
+    link_capacity_mbps: float = math.nan
+    """Remote compute: what the link delivers back to back, Mbit/s (NaN until measured)."""
 
     @property
     def unique_fps(self) -> float:
@@ -274,6 +280,9 @@ class EngineStats:
             "remote": self.remote,
             "server_compute_ms": self.latency.compute["server"].mean_ms,
             "network_rtt_ms": self.latency.compute["network"].mean_ms,
+            "frame_format": self.frame_format,
+            "link_mbps": self.link_mbps,
+            "link_capacity_mbps": self.link_capacity_mbps,
         }
 
     def line(self) -> str:
@@ -293,7 +302,9 @@ class EngineStats:
                 f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "
                 f"p95 {lat.latency_p95_ms:6.0f} ms | remote {self.remote}: server compute "
                 f"{lat.compute['server'].mean_ms:6.1f} ms/hop network round trip "
-                f"{lat.compute['network'].mean_ms:6.1f} ms | {hop} | late {c.get('late', 0)} "
+                f"{lat.compute['network'].mean_ms:6.1f} ms frames {self.frame_format} "
+                f"{self.link_mbps:5.1f} Mbit/s (link {self.link_capacity_mbps:5.1f}) | {hop} | "
+                f"late {c.get('late', 0)} "
                 f"repeated {c.get('repeated', 0)} dropped {c.get('dropped', 0)} | audio {audio}"
             )
         return (

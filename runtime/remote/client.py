@@ -19,6 +19,7 @@ import dataclasses
 import enum
 import ipaddress
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -183,6 +184,17 @@ class RemoteLink:
         self._meter: LinkMeter | None = None
         self.reading: LinkReading | None = None
         """The link's latest measurement (replaced whole: read it from any thread)."""
+
+    def stats(self) -> dict[str, Any]:
+        """`EngineStats`' link fields: the frame format in use, the frames received and the
+        link's measured capacity (Mbit/s; NaN until measured)."""
+        reading = self.reading
+        capacity = None if reading is None else reading.capacity_bps
+        return {
+            "frame_format": self.frame_format,
+            "link_mbps": math.nan if reading is None else reading.received_bps / 1e6,
+            "link_capacity_mbps": math.nan if capacity is None else capacity / 1e6,
+        }
 
     @property
     def frame_format(self) -> str:

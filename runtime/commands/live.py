@@ -176,8 +176,9 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "--frame-format",
         choices=("auto", "jpeg", "h264", "raw"),
         default="auto",
-        help="how frames come back: auto (JPEG on this machine or a private network, H.264 "
-        "elsewhere), jpeg, h264 (a tenth of the bytes), raw (lossless, loopback)",
+        help="how frames come back: auto (starts with JPEG on this machine or a private "
+        "network, H.264 elsewhere, then switches by the measured bandwidth), jpeg, h264 (a "
+        "thirtieth of the bytes), raw (lossless, loopback); an explicit format is kept",
     )
     models = p.add_argument_group("model")
     models.add_argument("--graphs", type=Path, metavar="DIR", help="compiled graphs in DIR")

@@ -10,6 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
+from runtime.engine.latency import LatencyMonitor
+from runtime.engine.types import EngineState, EngineStats, LiveControls
 from runtime.remote import protocol as P
 from runtime.remote.bandwidth import ChooserConfig, FormatChooser
 
@@ -184,3 +186,25 @@ def test_a_return_to_jpeg_that_does_not_last_doubles_the_hold() -> None:
 def test_explicit_start_formats_only() -> None:
     with pytest.raises(ValueError, match="jpeg or h264"):
         FormatChooser("raw", ChooserConfig(), now=0.0)
+
+
+def test_stats_show_the_format_and_the_measured_rates() -> None:
+    stats = EngineStats(
+        state=EngineState.RUNNING,
+        latency=LatencyMonitor(clock=lambda: 5.0).snapshot(),
+        playout_delay_ms=80.0,
+        audio=None,
+        webcam=None,
+        sinks=[],
+        hops=10,
+        skipped_frames=0,
+        controls=LiveControls(),
+        avatar="me",
+        remote="connected",
+        frame_format="h264",
+        link_mbps=0.36,
+        link_capacity_mbps=6.0,
+    )
+    assert "frames h264   0.4 Mbit/s (link   6.0)" in stats.line()
+    d = stats.as_dict()
+    assert (d["frame_format"], d["link_mbps"], d["link_capacity_mbps"]) == ("h264", 0.36, 6.0)

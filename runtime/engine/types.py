@@ -302,7 +302,7 @@ class EngineStats:
                 f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "
                 f"p95 {lat.latency_p95_ms:6.0f} ms | remote {self.remote}: server compute "
                 f"{lat.compute['server'].mean_ms:6.1f} ms/hop network round trip "
-                f"{lat.compute['network'].mean_ms:6.1f} ms frames {self.frame_format} "
+                f"{lat.compute['network'].mean_ms:6.1f} ms frames {self.frame_format or '-'} "
                 f"{self.link_mbps:5.1f} Mbit/s (link {self.link_capacity_mbps:5.1f}) | {hop} | "
                 f"late {c.get('late', 0)} "
                 f"repeated {c.get('repeated', 0)} dropped {c.get('dropped', 0)} | audio {audio}"

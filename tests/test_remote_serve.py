@@ -67,7 +67,8 @@ def test_a_twenty_second_file_session_keeps_the_output_rate(
     """`live --remote` with --audio-file for 20 s: frames arrive at the output rate. Then the
     same command on local stub compute for 6 s (one after the other: on 2 cores, side by side
     they slow each other); the latency the remote path adds is measured and reported
-    (tests/output/remote_latency.json)."""
+    (tests/output/remote_latency.json): end to end, and split into the arrival (capture ->
+    pixels here) and the pacer's playout on top of it."""
     speech = wav_16k(fixtures_dir / "audio_1.wav")
     audio = write_wav_16k(tmp_path / "speech20.wav", np.concatenate([speech, speech]))
     short = write_wav_16k(tmp_path / "speech6.wav", speech[: 6 * 16000])
@@ -92,10 +93,19 @@ def test_a_twenty_second_file_session_keeps_the_output_rate(
     assert last_r["server_compute_ms"] > 0 and last_r["network_rtt_ms"] > 0
     p50_r = last_r["latency"]["latency_p50_ms"]
     p50_l = last_l["latency"]["latency_p50_ms"]
+    arrival_r = last_r["latency"]["to_pixels_ms"]
+    arrival_l = last_l["latency"]["to_pixels_ms"]
     report = {
         "remote_p50_ms": p50_r,
         "local_p50_ms": p50_l,
         "added_ms": p50_r - p50_l,
+        # Capture -> pixels here (arrival, or the local render) at the median: what the way
+        # through the server adds before the pacer.
+        "remote_arrival_p50_ms": arrival_r,
+        "local_arrival_p50_ms": arrival_l,
+        "arrival_added_ms": arrival_r - arrival_l,
+        "remote_playout_ms": p50_r - arrival_r,
+        "local_playout_ms": p50_l - arrival_l,
         "server_compute_ms_per_hop": last_r["server_compute_ms"],
         "network_rtt_ms": last_r["network_rtt_ms"],
         "remote_unique_fps": last_r["unique_fps"],

@@ -13,7 +13,8 @@ unless already there. Stages, each through the app's own session code and input 
   graph (what switching avatars costs);
 - motion encoding, per driving frame: the `motion_encoder` graph at batch 1 and 4 on frames
   resized to the version's size (video-driven render, webcam mode);
-- renderer, per frame, batch 1 (`BoundRenderer`; the same 512x512 output for both versions).
+- renderer, per frame, batch 1 (`DeviceRenderer`, as the app renders; the same 512x512 output
+  for both versions).
 
 The machine is shared, so the versions are interleaved (one call of each per round, order
 alternating, after one warm-up each); the table gives the fastest and the median run and the
@@ -46,7 +47,8 @@ from runtime.engine.offline import image_to_tensor, resize_driving_frame  # noqa
 from runtime.media.face_crop import prepare_avatar  # noqa: E402
 from runtime.media.video_file import VideoReader  # noqa: E402
 from runtime.model import compiled_cache  # noqa: E402
-from runtime.model.sessions import BoundRenderer, ModelSet, SessionOptions, open_model_set  # noqa: E402
+from runtime.model.device_graphs import DeviceRenderer  # noqa: E402
+from runtime.model.sessions import ModelSet, SessionOptions, open_model_set  # noqa: E402
 from runtime.model.weights import WeightsFolder  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
@@ -108,7 +110,8 @@ def stage_fns(
         out["motion encoding b1"][version] = lambda c=crops, g=motion: g.run({"image": c[:1]})
         out["motion encoding b4"][version] = lambda c=crops, g=motion: g.run({"image": c[:4]})
         avatar = encode_avatar(encoder, prepare_avatar(photo, size=size).image, size=size)
-        bound = BoundRenderer(m["renderer"], avatar.tensors)
+        bound = DeviceRenderer(m["renderer"])
+        bound.use(avatar.tensors)
         latent = avatar.source_motion[None]
         out["renderer b1"][version] = lambda b=bound, z=latent: b.render(z)
     return out

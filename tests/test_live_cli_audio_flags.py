@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from runtime.commands import cli
-from runtime.commands.live import gate_config, validate_args
+from runtime.commands.live_args import gate_config, validate_args
 from runtime.core.validate import ValidationError
 from tests.stub_graphs import write_stub_graphs
 from tests.test_live_cli import live, short_wav

@@ -8,7 +8,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from websockets.sync.client import ClientConnection, connect
 from runtime.remote import protocol as P
 from runtime.remote.codec import decode_frame
 from tests.conftest import ROOT
-from tests.remote_support import TOKEN
+from tests.remote_support import TOKEN, free_port
 
 
 @dataclass(frozen=True)
@@ -37,13 +36,6 @@ class Server:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @contextmanager

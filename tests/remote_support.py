@@ -1,16 +1,21 @@
-"""Shared pieces of the remote-compute tests: audio as wire packets, an in-memory channel."""
+"""Shared pieces of the remote-compute tests: audio as wire packets, an in-memory channel, an
+in-process render server."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
 
+from runtime.model.sessions import ModelSet
 from runtime.remote import protocol as P
 from runtime.remote.codec import pcm_from_float
-from runtime.server.connection import Disconnected, ServerContext, handle
+from runtime.server.connection import Admission, Disconnected, ServerContext, handle
 
 TOKEN = "test-token-0123456789abcdef"
 
@@ -135,3 +140,23 @@ class InProcessServer:
         self.stop()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@contextmanager
+def serving(models: ModelSet, *, capacity: int) -> Iterator[InProcessServer]:
+    """An in-process render server of `models` (token `TOKEN`) listening on a free port until
+    the block ends."""
+    ctx = ServerContext(models=models, token=TOKEN, admission=Admission(capacity=capacity))
+    server = InProcessServer(ctx, free_port())
+    server.start()
+    try:
+        yield server
+    finally:
+        server.shutdown()

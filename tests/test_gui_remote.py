@@ -7,6 +7,7 @@ hardware is faked as in the other window tests."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,26 +17,20 @@ from desktop_app.live_bridge import LiveState
 from desktop_app.settings import Compute, Settings, SettingsStore
 from runtime.model.sessions import open_model_set
 from runtime.model.versions import V2
-from runtime.server.connection import Admission, ServerContext
 from tests.live_support import CPU
-from tests.remote_server import free_port
-from tests.remote_support import TOKEN, InProcessServer
+from tests.remote_support import TOKEN, InProcessServer, serving
 from tests.stub_graphs import write_stub_graphs
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import WindowFactory
 
 
 @pytest.fixture(scope="module")
-def render_server(tmp_path_factory: pytest.TempPathFactory) -> InProcessServer:
+def render_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer]:
     models = open_model_set(
         write_stub_graphs(tmp_path_factory.mktemp("server_graphs"), version=V2), options=CPU
     )
-    server = InProcessServer(
-        ServerContext(models=models, token=TOKEN, admission=Admission(capacity=2)), free_port()
-    )
-    server.start()
-    yield server
-    server.shutdown()
+    with serving(models, capacity=2) as server:
+        yield server
 
 
 def test_compute_setting_is_kept_and_checked(tmp_path: Path) -> None:

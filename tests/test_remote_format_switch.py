@@ -27,11 +27,17 @@ from runtime.remote.client import (
     websocket_connect,
 )
 from runtime.remote.codec import FrameDecoder, encode_photo, pcm_from_float
-from runtime.server.connection import Admission, ServerContext, handle
+from runtime.server.connection import handle
 from tests import stub_graphs
 from tests.live_support import CPU
-from tests.remote_server import free_port
-from tests.remote_support import TOKEN, InProcessServer, MemoryChannel, audio_packets, speechlike
+from tests.remote_support import (
+    TOKEN,
+    InProcessServer,
+    MemoryChannel,
+    audio_packets,
+    serving,
+    speechlike,
+)
 
 RATE_BPS = 1.2e6
 """The stub renderer's JPEG frames are ~9.6 KB (1.9 Mbit/s at 25 fps), its H.264 ~0.6 KB."""
@@ -42,12 +48,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer
     models = open_model_set(
         stub_graphs.write_stub_graphs(tmp_path_factory.mktemp("stubs"), version=V2), options=CPU
     )
-    s = InProcessServer(
-        ServerContext(models=models, token=TOKEN, admission=Admission(capacity=1)), free_port()
-    )
-    s.start()
-    yield s
-    s.shutdown()
+    with serving(models, capacity=1) as s:
+        yield s
 
 
 class SlowDownlink:

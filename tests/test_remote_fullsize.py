@@ -17,10 +17,9 @@ from runtime.engine.live_avatar import encode_avatar, render, to_uint8
 from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
 from runtime.remote import protocol as P
 from runtime.remote.codec import encode_photo
-from runtime.server.connection import Admission, ServerContext
 from tests.live_support import Tap, wav_16k
-from tests.remote_server import RawSession, collect_frames, free_port
-from tests.remote_support import TOKEN, InProcessServer, audio_packets
+from tests.remote_server import RawSession, collect_frames
+from tests.remote_support import InProcessServer, audio_packets, serving
 from tests.support.golden import assert_frames_close
 
 pytestmark = pytest.mark.slow
@@ -36,11 +35,8 @@ def full_models(recipe_graphs_v2: Path) -> ModelSet:
 
 @pytest.fixture(scope="module")
 def full_server(full_models: ModelSet) -> Iterator[InProcessServer]:
-    ctx = ServerContext(models=full_models, token=TOKEN, admission=Admission(capacity=1))
-    server = InProcessServer(ctx, free_port())
-    server.start()
-    yield server
-    server.shutdown()
+    with serving(full_models, capacity=1) as server:
+        yield server
 
 
 def test_full_size_remote_frames_equal_the_local_engines(

@@ -16,12 +16,10 @@ from runtime.engine.live_remote import RemoteCompute, remote_avatar
 from runtime.model.sessions import open_model_set
 from runtime.model.versions import V2
 from runtime.remote.client import RemoteConfig
-from runtime.server.connection import Admission, ServerContext
 from tests import stub_graphs
 from tests.fakes.camera import FakeCv2
 from tests.live_support import CPU, Tap
-from tests.remote_server import free_port
-from tests.remote_support import TOKEN, InProcessServer
+from tests.remote_support import TOKEN, InProcessServer, serving
 
 
 class CentreCrop512:
@@ -41,12 +39,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InProcessServer
     models = open_model_set(
         stub_graphs.write_stub_graphs(tmp_path_factory.mktemp("stubs"), version=V2), options=CPU
     )
-    s = InProcessServer(
-        ServerContext(models=models, token=TOKEN, admission=Admission(capacity=1)), free_port()
-    )
-    s.start()
-    yield s
-    s.shutdown()
+    with serving(models, capacity=1) as s:
+        yield s
 
 
 def test_webcam_crops_drive_the_avatar_on_the_server(server: InProcessServer) -> None:

@@ -30,10 +30,8 @@ sys.path.insert(0, str(ROOT))
 from runtime.engine.live import EngineConfig, FileInput, LiveControls, LiveEngine  # noqa: E402
 from runtime.engine.live_remote import RemoteCompute, remote_avatar  # noqa: E402
 from runtime.remote.client import RemoteConfig  # noqa: E402
-from runtime.server.connection import Admission, ServerContext  # noqa: E402
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k  # noqa: E402
-from tests.remote_server import free_port  # noqa: E402
-from tests.remote_support import TOKEN, InProcessServer  # noqa: E402
+from tests.remote_support import TOKEN, serving  # noqa: E402
 
 SETTLE_S = 2.0
 
@@ -97,12 +95,7 @@ def main() -> int:
         rows["local, aligned ticks"] = run(
             aligned, aligned_tap, grey_avatar(models, 120), args.hop, args.seconds
         )
-        server = InProcessServer(
-            ServerContext(models=models, token=TOKEN, admission=Admission(capacity=1)),
-            free_port(),
-        )
-        server.start()
-        try:
+        with serving(models, capacity=1) as server:
             remote_tap = Tap()
             remote = LiveEngine(
                 models=None,
@@ -118,8 +111,6 @@ def main() -> int:
             rows["remote"] = run(
                 remote, remote_tap, remote_avatar(image, "grey"), args.hop, args.seconds
             )
-        finally:
-            server.shutdown()
     head = (
         "| path | frames | arrival p50 | arrival p95 | end-to-end p50 | end-to-end p95 "
         "| playout delay | repeated | dropped |"

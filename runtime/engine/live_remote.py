@@ -28,6 +28,7 @@ from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar
 from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_webcam import open_webcam
 from runtime.engine.pacer import Pacer
 from runtime.engine.types import (
     EngineConfig,
@@ -363,18 +364,8 @@ class RemoteWebcamWorker:
         self.link = link
         avatar, _ = hooks.take_avatar()
         link.set_avatar(encode_photo(avatar.image), avatar.name)
-        source = self._source
-        if source.cropper is not None:
-            cropper = source.cropper()
-        else:
-            from runtime.media.face_crop import FaceTracker
-
-            cropper = FaceTracker(output_size=REMOTE_CROP)
-        webcam = WebcamSource(
-            cv2=source.cv2,
-            config=source.config,
-            clock=self._clock,
-            on_state=lambda s, e: hooks.emit("webcam", s.value + (f": {e}" if e else "")),
+        cropper, webcam = open_webcam(
+            self._source, clock=self._clock, emit=hooks.emit, crop_size=REMOTE_CROP
         )
         self.webcam = webcam
         link.start()

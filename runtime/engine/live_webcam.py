@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,26 @@ from runtime.engine.types import WebcamInput
 from runtime.media.webcam import WebcamSource, WebcamState
 from runtime.model.contract import MOTION_DIM
 from runtime.sinks.frame import LiveFrame
+
+
+def open_webcam(
+    source: WebcamInput, *, clock: Clock, emit: Callable[[str, str], None], crop_size: int
+) -> tuple[Any, WebcamSource]:
+    """The face cropper (`source.cropper`'s, else a face tracker cropping `crop_size` squares)
+    and the camera of `source`, not started; camera states go out as "webcam" events."""
+    if source.cropper is not None:
+        cropper = source.cropper()
+    else:
+        from runtime.media.face_crop import FaceTracker
+
+        cropper = FaceTracker(output_size=crop_size)
+    webcam = WebcamSource(
+        cv2=source.cv2,
+        config=source.config,
+        clock=clock,
+        on_state=lambda s, e: emit("webcam", s.value + (f": {e}" if e else "")),
+    )
+    return cropper, webcam
 
 
 class WebcamWorker:
@@ -50,18 +71,8 @@ class WebcamWorker:
         self.webcam: WebcamSource | None = None
 
     def run(self) -> None:
-        source = self._source
-        if source.cropper is not None:
-            cropper = source.cropper()
-        else:
-            from runtime.media.face_crop import FaceTracker
-
-            cropper = FaceTracker(output_size=self._source_size)
-        webcam = WebcamSource(
-            cv2=source.cv2,
-            config=source.config,
-            clock=self._clock,
-            on_state=lambda s, e: self._emit("webcam", s.value + (f": {e}" if e else "")),
+        cropper, webcam = open_webcam(
+            self._source, clock=self._clock, emit=self._emit, crop_size=self._source_size
         )
         self.webcam = webcam
         if self._stop.is_set():
@@ -103,5 +114,5 @@ class WebcamWorker:
             mon.record_compute("motion", t_motion - t0)
             mon.record_compute("render", t_pix - t_motion)
             mon.record_compute("hop", t_pix - t0)
-            mon.record_media(1.0 / source.config.fps)
+            mon.record_media(1.0 / self._source.config.fps)
             self._on_hop()

@@ -43,7 +43,7 @@ from runtime.engine.hop_choice import HopPlan, next_step
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_hop import Graph, HopRunner, Stopped
-from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_input import AudioFeed, open_capture
 from runtime.engine.live_local import local_runner
 from runtime.engine.live_plan import HopPlanner
 from runtime.engine.live_remote import (
@@ -398,7 +398,6 @@ class LiveEngine:
         renderer = self._graph("renderer")
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
-        sd, capture_cfg = sound_device(source, cfg, self._clock)
         runner = local_runner(
             models=models,
             config=cfg,
@@ -414,9 +413,9 @@ class LiveEngine:
         look = 0 if cfg.quality else cfg.lookahead
         planner = self._planner
         assert planner is not None
-        capture = AudioCapture(
-            sd=sd,
-            config=capture_cfg,
+        capture = open_capture(
+            source,
+            cfg,
             clock=self._clock,
             on_status=self._on_capture,
             switch=self.mic,

@@ -1,6 +1,6 @@
 """The audio-driven worker's input side (`live-worker` thread): which sound device a source
-means, and moving captured audio into the timeline and to the audio sinks, with silence filling
-the time when there is no input.
+means and its capture, and moving captured audio into the timeline and to the audio sinks,
+with silence filling the time when there is no input.
 """
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from runtime.core.timing import Clock
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.types import EngineConfig, FileInput, MicrophoneInput
-from runtime.media.audio_capture import AudioCapture, CaptureConfig, CaptureState, SoundDeviceLike
+from runtime.media.audio_capture import (
+    AudioCapture,
+    CaptureConfig,
+    CaptureState,
+    CaptureStatus,
+    CaptureTap,
+    SoundDeviceLike,
+)
+from runtime.media.audio_gate import MicSwitch
 from runtime.media.audio_playback import FilePlayback
 from runtime.model.contract import SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.sinks import AudioSink
@@ -34,6 +42,22 @@ def sound_device(
         playback = FilePlayback(source.audio, source.rate, name=source.name, clock=clock)
         return playback, replace(config.capture, finite=True, device=None)
     return source.sd, replace(config.capture, device=source.device)
+
+
+def open_capture(
+    source: FileInput | MicrophoneInput,
+    config: EngineConfig,
+    *,
+    clock: Clock,
+    on_status: Callable[[CaptureStatus], None],
+    switch: MicSwitch,
+    tap: CaptureTap | None,
+) -> AudioCapture:
+    """The capture of `source` (its sound device and settings, `sound_device`), not started."""
+    sd, capture_config = sound_device(source, config, clock)
+    return AudioCapture(
+        sd=sd, config=capture_config, clock=clock, on_status=on_status, switch=switch, tap=tap
+    )
 
 
 class AudioFeed:

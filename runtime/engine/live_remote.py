@@ -27,7 +27,7 @@ from runtime.core.timing import Clock, FrameTiming, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar
-from runtime.engine.live_input import AudioFeed, sound_device
+from runtime.engine.live_input import AudioFeed, open_capture
 from runtime.engine.live_webcam import open_webcam
 from runtime.engine.pacer import Pacer
 from runtime.engine.types import (
@@ -217,10 +217,9 @@ class RemoteWorker:
         link.set_avatar(encode_photo(avatar.image), avatar.name)
         controls = hooks.controls()
         link.set_controls(wire_controls(controls))
-        sd, capture_cfg = sound_device(self._source, cfg, self._clock)
-        capture = AudioCapture(
-            sd=sd,
-            config=capture_cfg,
+        capture = open_capture(
+            self._source,
+            cfg,
             clock=self._clock,
             on_status=hooks.on_capture,
             switch=self._mic,

@@ -42,6 +42,18 @@ dropped frame per period."""
 
 
 @dataclass(frozen=True, kw_only=True)
+class HopCompute:
+    """What one hop cost: the fixed part (features + motion), rendering, frames rendered; and
+    of the fixed part, the sampler's `nfe - 1` velocity evaluations."""
+
+    fixed_s: float
+    render_s: float
+    rendered: int
+    sampler_s: float
+    nfe: int
+
+
+@dataclass(frozen=True, kw_only=True)
 class HopPlan:
     hop: int
     """Frames (at 25 fps) per step; in a slideshow, the most motion frames one step makes."""
@@ -179,6 +191,16 @@ class HopChooser:
         if self._warm():
             self._plan = self._choose()
         return self._plan
+
+    def observe_hop(self, cost: HopCompute) -> HopPlan:
+        """`observe` with what `HopRunner.run` measured."""
+        return self.observe(
+            fixed_s=cost.fixed_s,
+            render_s=cost.render_s,
+            rendered=cost.rendered,
+            sampler_s=cost.sampler_s,
+            nfe=cost.nfe,
+        )
 
     def _warm(self) -> bool:
         return self._seen >= self.config.warmup_hops and not math.isnan(self._render)

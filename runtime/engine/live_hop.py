@@ -8,7 +8,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -18,6 +17,7 @@ import onnxruntime as ort
 from runtime.core.timing import Clock, FrameTiming
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.features import window_features
+from runtime.engine.hop_choice import HopCompute
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
 from runtime.engine.live_generator import LiveGenerator
@@ -94,18 +94,6 @@ class Graph:
             if self._stop.is_set():
                 raise Stopped from None
             raise
-
-
-@dataclass(frozen=True, kw_only=True)
-class HopCompute:
-    """What one hop cost: the fixed part (features + motion), rendering, frames rendered; and
-    of the fixed part, the sampler's `nfe - 1` velocity evaluations."""
-
-    fixed_s: float
-    render_s: float
-    rendered: int
-    sampler_s: float
-    nfe: int
 
 
 class HopRunner:

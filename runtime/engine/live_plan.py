@@ -8,8 +8,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from runtime.engine.hop_choice import HopChooser, HopPlan, describe_plan
-from runtime.engine.live_hop import HopCompute
+from runtime.engine.hop_choice import HopChooser, HopCompute, HopPlan, describe_plan
 from runtime.engine.types import LiveControls
 from runtime.model.contract import CLIP_FRAMES
 
@@ -49,10 +48,4 @@ class HopPlanner:
         return plan
 
     def observe(self, cost: HopCompute) -> None:
-        self._chooser.observe(
-            fixed_s=cost.fixed_s,
-            render_s=cost.render_s,
-            rendered=cost.rendered,
-            sampler_s=cost.sampler_s,
-            nfe=cost.nfe,
-        )
+        self._chooser.observe_hop(cost)

@@ -279,13 +279,7 @@ class ServerSession:
             nfe=plan.nfe,
             newest_only=plan.slideshow,
         )
-        self._chooser.observe(
-            fixed_s=cost.fixed_s,
-            render_s=cost.render_s,
-            rendered=cost.rendered,
-            sampler_s=cost.sampler_s,
-            nfe=cost.nfe,
-        )
+        self._chooser.observe_hop(cost)
         self._next_frame += emit
         self.hops += 1
         offset = self._index_offset

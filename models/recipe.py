@@ -1,4 +1,4 @@
-"""Deterministic "recipe" weights from a golden manifest (see ../shared/golden/README.md).
+"""Deterministic "recipe" weights from a golden manifest (see tests/data/golden/README.md).
 
 The golden outputs of the reference implementation were computed with these weights, so a
 port that loads them must reproduce the golden outputs exactly (within float tolerance).

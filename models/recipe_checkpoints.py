@@ -3,9 +3,9 @@
     python -m models.recipe_checkpoints OUT_DIR [--extras] [--golden-dir DIR] [--version v1|v2]
 
 writes OUT_DIR/renderer.ckpt, OUT_DIR/generator.ckpt and OUT_DIR/wav2vec2-base-960h/ holding
-the deterministic recipe weights of ../shared/golden (see models/recipe.py), laid out exactly
+the deterministic recipe weights of tests/data/golden (see models/recipe.py), laid out exactly
 like the published files of the chosen model version. `--golden-dir` is always the golden root
-(../shared/golden): v1's manifests sit in it, every later version's in the subfolder of its
+(tests/data/golden): v1's manifests sit in it, every later version's in the subfolder of its
 name (`golden_version_dir`), so the loading path can be tested end to end without the real ones.
 Every manifest entry is written, "computed" buffers included (a real checkpoint carries its
 persistent buffers): their values are built here from the reference's definitions.
@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import math
-import os
 import re
 import sys
 import types
@@ -42,7 +41,8 @@ from runtime.model.versions import V1, V2, VERSIONS, ModelVersion, version
 logger = logging.getLogger(__name__)
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-DEFAULT_GOLDEN_DIR = Path(os.environ.get("IMTALKER_SHARED", REPO_ROOT.parent / "shared")) / "golden"
+# The golden data ships with the tests (tests/data); an installed wheel has no default.
+DEFAULT_GOLDEN_DIR = REPO_ROOT / "tests" / "data" / "golden"
 ATTRIBUTE_DICT_GLOBAL = "pytorch_lightning.utilities.parsing.AttributeDict"
 WAV2VEC2_FOLDER = "wav2vec2-base-960h"
 FMT_ATTENTION_WINDOW = 5  # reference default (`--attention_window`)

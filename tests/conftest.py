@@ -1,4 +1,5 @@
-"""Shared pytest fixtures: paths to ../shared (golden files, real fixtures) and an output folder."""
+"""Shared pytest fixtures: paths to the suite's own data (tests/data: golden files, real fixtures)
+and an output folder."""
 
 from __future__ import annotations
 
@@ -7,32 +8,31 @@ from pathlib import Path
 
 import pytest
 
+from tests.support import data
+
 # `pytest` run directly (not through packaging/run-tests.sh) has no display: Qt would abort in
 # pytest-qt's qapp. Offscreen unless the caller chose a platform.
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("IMTALKER_SHARED", ROOT.parent / "shared"))
-GOLDEN = SHARED / "golden"
-FIXTURES = SHARED / "fixtures" / "imtalker"
 OUTPUT = ROOT / "tests" / "output"
 
 
 @pytest.fixture(scope="session")
-def shared_dir() -> Path:
-    if not SHARED.is_dir():
-        pytest.fail(f"shared inputs not found at {SHARED} (set IMTALKER_SHARED)")
-    return SHARED
+def test_data_dir() -> Path:
+    if not data.DATA.is_dir():
+        pytest.fail(f"the test data is not at {data.DATA} (set IMTALKER_TEST_DATA)")
+    return data.DATA
 
 
 @pytest.fixture(scope="session")
-def golden_dir(shared_dir: Path) -> Path:
-    return GOLDEN
+def golden_dir(test_data_dir: Path) -> Path:
+    return data.GOLDEN
 
 
 @pytest.fixture(scope="session")
-def fixtures_dir(shared_dir: Path) -> Path:
-    return FIXTURES
+def fixtures_dir(test_data_dir: Path) -> Path:
+    return data.FIXTURES
 
 
 @pytest.fixture(scope="session")

@@ -1,5 +1,5 @@
 """The motion generator port reproduces the reference's golden velocities and samples, for every
-model version (v1: ../shared/golden, v2: ../shared/golden/v2)."""
+model version (v1: tests/data/golden, v2: tests/data/golden/v2)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """The renderer port reproduces the reference IMTalker renderer under the golden recipe weights,
-for every model version (v1: ../shared/golden, v2: ../shared/golden/v2).
+for every model version (v1: tests/data/golden, v2: tests/data/golden/v2).
 
 Every array of each version's renderer_golden.npz is compared with the README tolerances;
 the precomputed (per-avatar cached) render path is checked against the plain one and across

@@ -56,8 +56,7 @@ from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink 
 from tests.fakes import virtual_camera as fakecam  # noqa: E402
 from tests.fakes.sound_device import FakeSoundDevice  # noqa: E402
 from tests.live_support import grey_avatar, stub_models, wav_16k  # noqa: E402
-
-FIXTURES = ROOT.parent / "shared" / "fixtures" / "imtalker"
+from tests.support.data import FIXTURES  # noqa: E402
 
 
 def rss_mib() -> float:

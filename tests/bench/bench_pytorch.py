@@ -39,9 +39,9 @@ from models.audio_encoder import AudioEncoder, audio_encoder_state_dict
 from models.generator import FMGenerator, GeneratorConfig
 from models.recipe import golden_version_dir, read_manifest, recipe_state_dict
 from runtime.model.versions import VERSIONS, ModelVersion
+from tests.support.data import GOLDEN
 
 ROOT = Path(__file__).resolve().parents[2]
-GOLDEN = ROOT.parent / "shared" / "golden"
 FRAME_BUDGET_MS = 40.0  # 25 fps
 
 

@@ -32,6 +32,7 @@ from runtime.engine.live_remote import RemoteCompute, remote_avatar  # noqa: E40
 from runtime.remote.client import RemoteConfig  # noqa: E402
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k  # noqa: E402
 from tests.remote_support import TOKEN, serving  # noqa: E402
+from tests.support.data import FIXTURES  # noqa: E402
 
 SETTLE_S = 2.0
 
@@ -73,7 +74,7 @@ def main() -> int:
     ap.add_argument("--hop", type=int, default=1)
     ap.add_argument("--out", type=Path, default=ROOT / "tests/bench/results/remote_latency.md")
     args = ap.parse_args()
-    speech = wav_16k(ROOT.parent / "shared/fixtures/imtalker/audio_1.wav")
+    speech = wav_16k(FIXTURES / "audio_1.wav")
     audio = np.concatenate([speech] * 3)
     with tempfile.TemporaryDirectory() as tmp:
         models = stub_models(Path(tmp))

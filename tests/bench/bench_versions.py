@@ -50,8 +50,8 @@ from runtime.model import compiled_cache  # noqa: E402
 from runtime.model.device_graphs import DeviceRenderer  # noqa: E402
 from runtime.model.sessions import ModelSet, SessionOptions, open_model_set  # noqa: E402
 from runtime.model.weights import WeightsFolder  # noqa: E402
+from tests.support.data import FIXTURES, GOLDEN  # noqa: E402
 
-SHARED = ROOT.parent / "shared"
 DEFAULT_WORK = ROOT / "tests" / "output" / "bench_versions"
 VERSIONS = ("v1", "v2")
 
@@ -61,9 +61,7 @@ def prepare(work: Path, version: str) -> Path:
     weights = work / f"weights_{version}"
     if not (weights / "generator.ckpt").is_file():
         print(f"writing {version} recipe checkpoints into {weights}", flush=True)
-        write_recipe_checkpoints(
-            weights, golden_dir=SHARED / "golden", extras=True, version=version
-        )
+        write_recipe_checkpoints(weights, golden_dir=GOLDEN, extras=True, version=version)
     print(f"compiling {version} (cached after the first run)", flush=True)
     return compiled_cache.convert(WeightsFolder(weights), root=work / "compiled")
 
@@ -83,7 +81,7 @@ def interleaved(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str,
 
 
 def driving_frames(count: int) -> list[np.ndarray]:
-    with VideoReader(SHARED / "fixtures" / "imtalker" / "driving_1.mp4") as reader:
+    with VideoReader(FIXTURES / "driving_1.mp4") as reader:
         return [f for _, f in zip(range(count), reader, strict=False)]
 
 
@@ -158,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     models = {v: open_model_set(prepare(args.work, v), options=options) for v in VERSIONS}
     for version, m in models.items():
         assert m.version.name == version, (version, m.version.name)
-    photo = SHARED / "fixtures" / "imtalker" / "source_1.png"
+    photo = FIXTURES / "source_1.png"
     fns = stage_fns(models, photo, driving_frames(4))
     rows = []
     for stage, by_version in fns.items():

@@ -1,6 +1,6 @@
 """GPU check: the real graphs (or the PyTorch port) on an NVIDIA GPU, timed and checked against
 CPU float32. Run by tests/bench/gpu_check.sh; needs no network, no virtual environment and no
-../shared (weights come from the model code's own state-dict shapes with a fixed seed).
+tests/data (weights come from the model code's own state-dict shapes with a fixed seed).
 
     python3 tests/bench/gpu_check.py [--out DIR] [--versions v1,v2] [--budget-s 420]
     python3 tests/bench/gpu_check.py --self-test --out DIR     # CPU, tiny, for CI

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # GPU check (see tests/bench/gpu_check.py): run on a machine with an NVIDIA GPU, from a copy
 # of the project tree, with that machine's own Python (torch + CUDA, optionally
-# onnxruntime-gpu); no network, no virtual environment, no ../shared. Finishes within 8 minutes
+# onnxruntime-gpu); no network, no virtual environment, no tests/data. Finishes within 8 minutes
 # and writes tests/bench/results/gpu_<gpu>.json and .md.
 #
 #   bash tests/bench/gpu_check.sh                 # GPU: ORT graphs if onnxruntime-gpu works, else PyTorch

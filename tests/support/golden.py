@@ -1,4 +1,4 @@
-"""The golden README's comparisons, in one place (shared/golden/README.md, "Tolerances").
+"""The golden README's comparisons, in one place (tests/data/golden/README.md, "Tolerances").
 
 Frames are compared by mean and 99th-percentile |d| (the renderer's top-1 resampler may flip a
 choice on rounding noise and move a few pixels a lot); latents and features by relative error.

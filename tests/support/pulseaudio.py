@@ -1,5 +1,5 @@
-"""A real, user-space PulseAudio server for the live-audio tests (the shared recipe
-shared/recipes/pulseaudio: a null sink whose monitor is the default input)."""
+"""A real, user-space PulseAudio server for the live-audio tests (the recipe in
+tests/data/recipes/pulseaudio: a null sink whose monitor is the default input)."""
 
 from __future__ import annotations
 
@@ -11,10 +11,8 @@ from pathlib import Path
 
 import pytest
 
-RECIPES = (
-    Path(__file__).resolve().parents[3] / "shared" / "recipes" / "pulseaudio",
-    Path("/work/shared/recipes/pulseaudio"),
-)
+from tests.support.data import PULSEAUDIO_RECIPE
+
 CLIENT_VARIABLES = ("HOME", "XDG_RUNTIME_DIR", "PULSE_RUNTIME_PATH", "PULSE_SERVER")
 
 
@@ -26,9 +24,9 @@ def pulseaudio_server(base: Path, *, tools: Sequence[str]) -> Iterator[dict[str,
     for tool in tools:
         if shutil.which(tool) is None:
             pytest.skip(f"`{tool}` is not installed (packaging/bootstrap.sh installs PulseAudio)")
-    recipe = next((r for r in RECIPES if (r / "up.sh").is_file()), None)
-    if recipe is None:
-        pytest.skip("the PulseAudio recipe (shared/recipes/pulseaudio) is not available")
+    recipe = PULSEAUDIO_RECIPE
+    if not (recipe / "up.sh").is_file():
+        pytest.fail(f"the PulseAudio recipe is missing from {recipe}")
     source = 'source "$1" "$2" >/dev/null 2>&1 && env -0'
     up = subprocess.run(
         ["bash", "-c", source, "_", str(recipe / "up.sh"), str(base)],

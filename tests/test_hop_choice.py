@@ -74,7 +74,7 @@ def test_far_from_real_time_is_a_slideshow_that_says_so() -> None:
     chooser = HopChooser(fps=25, lookahead=2)
     feed(chooser, 2.0, 10.0, 5)  # CPU, full-size graphs: seconds per frame
     plan = chooser.plan
-    assert not plan.real_time and plan.hop == 48  # the motion of everything since the last
+    assert not plan.real_time and plan.hop == 10  # the newest frame and the next context
     assert plan.picture_interval_s == pytest.approx(12.0)
     text = describe_plan(plan, auto=True)
     assert "not real time" in text and "1 new picture every 12 s" in text

@@ -216,10 +216,14 @@ def test_connection_serves_a_session_end_to_end(models: ModelSet) -> None:
     assert {"kind": "pong", "t": 1.5} in texts
     frames = [P.unpack_frame(m) for m in got if isinstance(m, bytes)]
     firsts = [h for h, _ in frames[1:] if h.first_in_hop]
-    assert len(firsts) == 5 and all(h.hop_frames == 5 and h.compute_s > 0 for h in firsts)
+    # The whole second came at once, then "end": five hops of backlog. Like the local engine
+    # (one hop scheduler), the server makes one last hop of the newest frames (the hop and the
+    # two lookahead frames, which need no later audio now) and skips the older ones instead of
+    # working through old audio, at the end of the input as anywhere else.
+    assert len(firsts) == 1 and all(h.hop_frames == 7 and h.compute_s > 0 for h in firsts)
     assert frames[0][0].index == -1  # the idle picture first
     indices = [h.index for h, _ in frames[1:]]
-    assert indices == list(range(25))
+    assert indices == list(range(18, 25))
     image = decode_frame(*frames[1])
     assert image.shape == (512, 512, 3)
     assert ctx.admission.active == 0
@@ -310,7 +314,9 @@ def test_h264_frames_are_one_stream_and_the_idle_picture_stays_out(models: Model
     messages = [
         P.Hello(token=TOKEN, frame_format="h264").to_text(),
         *_avatar_messages(models, 90),
-        P.WireControls(hop=5).to_text(),
+        # One hop for the whole second: all 25 frames in one stream (with smaller hops the
+        # server would make only the newest of a backlog that arrives all at once).
+        P.WireControls(hop=25).to_text(),
         *audio_packets(speechlike(1.0)),
         P.text("end"),
     ]

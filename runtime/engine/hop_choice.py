@@ -9,9 +9,9 @@ projections, `E` one velocity evaluation of the sampler's `nfe - 1`. With `F` th
 `E` and `R` as medians over the last hops (a lone slow hop, the machine briefly busy, does not
 move the choice; a lasting change does) and picks the smallest `h` whose compute fits in
 `budget` (70 %) of its duration. When no hop fits (the renderer alone is slower than real time,
-or the fixed part needs more than a whole chunk) the engine cannot be real time: it then makes
-the motion of everything since the last picture (so the motion context stays continuous) but
-renders only the newest frame, one picture every `F + R` seconds.
+or the fixed part needs more than a whole chunk) the engine cannot be real time: each step then
+makes the motion of the newest frames only (the one it renders and the motion context the next
+chunk needs, `SLIDESHOW_FRAMES`) and renders the newest, one picture every `F + R` seconds.
 
 Hysteresis keeps it from flapping: it moves to a smaller hop only when that hop also fits in
 `budget_down` (60 %), and leaves the current hop only when it no longer fits in `budget_up`
@@ -33,7 +33,7 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, replace
 
-from runtime.model.contract import CLIP_FRAMES, FPS
+from runtime.model.contract import CLIP_FRAMES, FPS, PREV_FRAMES
 
 INITIAL_HOP = 1
 """Auto's hop before anything has been measured: the lowest latency. Starting higher would
@@ -56,7 +56,8 @@ class HopCompute:
 @dataclass(frozen=True, kw_only=True)
 class HopPlan:
     hop: int
-    """Frames (at 25 fps) per step; in a slideshow, the most motion frames one step makes."""
+    """Frames (at 25 fps) per step; in a slideshow, the motion frames one step makes: the newest
+    frame and the ones before it that the next chunk takes as its motion context."""
     real_time: bool
     """False: render the newest frame only, one picture every `picture_interval_s`."""
     picture_interval_s: float
@@ -69,6 +70,12 @@ class HopPlan:
     """Auto and not real time: each step renders only its newest frame."""
 
 
+SLIDESHOW_FRAMES = PREV_FRAMES
+"""Motion frames a slideshow step makes: its one rendered frame and the frames before it that
+the next chunk takes as context. More would cost audio features for motion nobody sees (the
+sampler's chunk costs the same either way)."""
+
+
 @dataclass(frozen=True, kw_only=True)
 class Step:
     hop: int
@@ -77,18 +84,28 @@ class Step:
     """Frames of audio skipped (no motion) just before it."""
 
 
-def next_step(span: int, plan: HopPlan, *, quality: bool) -> Step | None:
+def next_step(span: int, plan: HopPlan, *, ended: bool = False, lookahead: int = 0) -> Step | None:
     """What the worker does with `span` frames ready (audio and lookahead in, not yet made):
-    None to wait for more. Two hops behind (or 160 ms, so that a hiccup at hop 1 is caught up,
-    not skipped) it skips to the newest audio in whole hops, leaving less than a hop; a
-    slideshow makes the motion of everything since its last picture (up to a chunk)."""
+    None to wait for more (or, once the input has `ended`, when nothing is left). Two hops behind
+    (or 160 ms, so that a hiccup at hop 1 is caught up, not skipped) it skips to the newest audio
+    in whole hops, leaving less than a hop; a slideshow makes only the newest frames
+    (`SLIDESHOW_FRAMES`). The end of the input is no exception: it gets one last step, of the
+    newest frames (a hop and the `lookahead` frames that no longer need audio after them; in a
+    slideshow, its hop), and anything older is skipped, not worked through hop after hop. The
+    same holds in quality mode (hop 50), so no pattern of compute lets a backlog of old audio
+    build up anywhere."""
+    if span <= 0:
+        return None
+    if ended:
+        hop = min(span, plan.hop if plan.slideshow else plan.hop + lookahead)
+        return Step(hop=hop, skipped=span - hop)
     if span < (1 if plan.slideshow else plan.hop):
         return None
     if plan.slideshow:
         hop = min(span, plan.hop)
         return Step(hop=hop, skipped=span - hop)
     behind = span - plan.hop
-    skip = not quality and behind >= max(2 * plan.hop, 4)
+    skip = behind >= max(2 * plan.hop, 4)
     return Step(hop=plan.hop, skipped=behind // plan.hop * plan.hop if skip else 0)
 
 
@@ -246,7 +263,7 @@ class HopChooser:
         if pick is None:
             nfe = self._floor
             return HopPlan(
-                hop=self.max_hop,
+                hop=min(SLIDESHOW_FRAMES, self.max_hop),
                 real_time=False,
                 picture_interval_s=self._fixed(nfe) + self._render,
                 measured=True,

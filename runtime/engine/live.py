@@ -39,13 +39,13 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.core.timing import Clock, wait_on
-from runtime.engine.hop_choice import HopPlan, next_step
+from runtime.engine.hop_choice import HopPlan
+from runtime.engine.hop_scheduler import HopScheduler
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
-from runtime.engine.live_hop import Graph, HopRunner, Stopped
+from runtime.engine.live_hop import Graph, Stopped
 from runtime.engine.live_input import AudioFeed, open_capture
-from runtime.engine.live_local import local_runner
-from runtime.engine.live_plan import HopPlanner
+from runtime.engine.live_local import local_scheduler
 from runtime.engine.live_remote import (
     RemoteCompute,
     RemoteWebcamWorker,
@@ -75,7 +75,7 @@ from runtime.engine.types import (
 from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus
 from runtime.media.audio_gate import MicSwitch, NoiseGate
 from runtime.media.virtual_mic import VirtualMic
-from runtime.model.contract import SAMPLE_RATE, SAMPLES_PER_FRAME
+from runtime.model.contract import SAMPLE_RATE
 from runtime.model.sessions import ModelSet
 from runtime.sinks import AudioSink, Sink, SinkSet
 
@@ -141,10 +141,9 @@ class LiveEngine:
         self._pacer: Pacer | None = None
         self._capture: AudioCapture | None = None
         self._webcam: WebcamWorker | None = None
-        self._planner: HopPlanner | None = None
+        self._scheduler: HopScheduler | None = None
         self._run_options: ort.RunOptions | None = None
-        self._hops = 0
-        self._skipped = 0
+        self._hops = 0  # webcam pictures (audio hops: the scheduler's)
         self._audio_ended = threading.Event()
         # Sinks that also take the audio (the recorder, meters): `add_audio(first, samples)`.
         self._audio_sinks: list[AudioSink] = [s for s in sinks if isinstance(s, AudioSink)]
@@ -194,7 +193,8 @@ class LiveEngine:
             self._pending_avatar = None
         self._stop.clear()
         self._audio_ended.clear()
-        self._hops = self._skipped = self._skipped_hops = 0
+        self._hops = 0
+        self._scheduler = None
         self.monitor.reset()
         self._run_options = ort.RunOptions()
         self._sinks.open_all(fps=self.config.fps)
@@ -222,13 +222,6 @@ class LiveEngine:
         if self.compute is not None:
             target = self._remote_worker
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
-        self._planner = HopPlanner(
-            fps=self.config.fps,
-            lookahead=0 if self.config.quality else self.config.lookahead,
-            quality=self.config.quality,
-            controls=self._controls,
-            emit=self._emit,
-        )
         self._pacer.start()
         self._worker.start()
         self._emit("started", f"live at {self.config.fps} fps")
@@ -278,10 +271,10 @@ class LiveEngine:
         if isinstance(remote, RemoteWebcamWorker):
             webcam = remote.webcam
         pacer = self._pacer
-        planner = self._planner
+        scheduler = self._scheduler
         plan = HopPlan(hop=0, real_time=True, picture_interval_s=math.nan, measured=False, nfe=0)
-        if planner is not None:
-            plan = planner.plan
+        if scheduler is not None:
+            plan = scheduler.plan
         with self._lock:
             controls, avatar = self._controls, self._avatar
         return EngineStats(
@@ -291,9 +284,9 @@ class LiveEngine:
             audio=capture.status() if capture is not None else None,
             webcam=None if webcam is None else webcam.state.value,
             sinks=self._sinks.statuses(),
-            hops=self._hops,
-            skipped_frames=self._skipped,
-            skipped_hops=self._skipped_hops,
+            hops=self._hops if scheduler is None else scheduler.hops,
+            skipped_frames=0 if scheduler is None else scheduler.skipped_frames,
+            skipped_hops=0 if scheduler is None else scheduler.skipped_hops,
             hop=plan.hop,
             auto_hop=controls.hop is None and not self.config.quality,
             real_time=plan.real_time,
@@ -398,7 +391,7 @@ class LiveEngine:
         renderer = self._graph("renderer")
         avatar = self._take_avatar(renderer)
         self._set_idle(renderer, avatar)
-        runner = local_runner(
+        scheduler = local_scheduler(
             models=models,
             config=cfg,
             source=source,
@@ -407,12 +400,11 @@ class LiveEngine:
             pacer=pacer,
             monitor=self.monitor,
             clock=self._clock,
+            controls=self.controls,
+            emit=self._emit,
             on_hop=self._listener.on_hop,
         )
-        timeline = runner.timeline
-        look = 0 if cfg.quality else cfg.lookahead
-        planner = self._planner
-        assert planner is not None
+        self._scheduler = scheduler
         capture = open_capture(
             source,
             cfg,
@@ -428,7 +420,7 @@ class LiveEngine:
         capture.start()
         feed = AudioFeed(
             capture=capture,
-            timeline=timeline,
+            timeline=scheduler.timeline,
             sinks=self._audio_sinks,
             monitor=self.monitor,
             clock=self._clock,
@@ -436,8 +428,7 @@ class LiveEngine:
             emit=self._emit,
             gate=self.gate.process,
         )
-        next_frame = 0
-        ended = False  # the finite input ended and its last frames were generated
+        ended = False  # the finite input ended and its last hop was made
         pacer.set_streaming(True)
         while not self._stop.is_set():
             # ENDED is only set after the last block arrived: a read that follows it and
@@ -445,62 +436,20 @@ class LiveEngine:
             ending = not ended and capture.state is CaptureState.ENDED
             got = feed.pull(ended)
             if ending and not got:
-                timeline.pad_last_frame()
-                final = timeline.frames
-                while next_frame < final and not self._stop.is_set():
-                    controls = self.controls
-                    plan = planner.plan_for(controls)
-                    real = min(plan.hop + look, final - next_frame)
-                    emit = min(plan.hop, real)
-                    self._step(runner, planner, next_frame, emit, real, 0, controls, plan)
-                    next_frame += emit
+                self._hop(scheduler, renderer, ended=True)
                 ended = True
                 self._audio_ended.set()
                 self._emit("audio_ended", "the audio file has been played")
-                continue
-            controls = self.controls
-            plan = planner.plan_for(controls)
-            # Frames whose audio and lookahead are in, not yet made.
-            step = next_step(timeline.frames - look - next_frame, plan, quality=cfg.quality)
-            if step is None:
+            elif not self._hop(scheduler, renderer, ended=False):
                 wait_on(self._stop, 0.005, self._clock)
-                continue
-            hop, skipped = step.hop, step.skipped
-            oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
-            skipped = max(skipped, oldest_usable - next_frame)
-            if skipped > 0:
-                next_frame += skipped
-                self._skipped += skipped
-                self._skipped_hops += -(-skipped // hop)
-                self.monitor.count("skipped_frames", skipped)
-            self._step(runner, planner, next_frame, hop, hop + look, skipped, controls, plan)
-            next_frame += hop
 
-    def _step(
-        self,
-        runner: HopRunner,
-        planner: HopPlanner,
-        first: int,
-        emit: int,
-        real: int,
-        skipped: int,
-        controls: LiveControls,
-        plan: HopPlan,
-    ) -> None:
-        avatar = self._take_avatar(runner.renderer)
-        cost = runner.run(
-            first=first,
-            emit=emit,
-            real=real,
-            skipped=skipped,
-            avatar=avatar,
-            controls=controls,
-            nfe=plan.nfe,
-            newest_only=plan.slideshow,
-        )
-        planner.observe(cost)
-        self._hops += 1
+    def _hop(self, scheduler: HopScheduler, renderer: Graph, *, ended: bool) -> bool:
+        """One hop of the scheduler, if one is due; True if it ran."""
+        avatar = self._take_avatar(renderer)
+        if scheduler.step(controls=self.controls, avatar=avatar, ended=ended) is None:
+            return False
         self._vmic.update()
+        return True
 
     def _on_capture(self, status: CaptureStatus) -> None:
         text = status.state.value

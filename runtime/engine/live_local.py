@@ -1,33 +1,18 @@
-"""The local compute of the audio-driven live worker, assembled (`live-worker` thread): the
-audio encoder, the sampler with its noise, a whole file's features in quality mode, and the
-`HopRunner` over them and the renderer. (With a render server the worker is
-`runtime.engine.live_remote` instead.)"""
+"""The local compute of the audio-driven live worker (`live-worker` thread): the engine's graphs
+under `runtime.engine.hop_scheduler`'s one assembly, with the whole file's features in quality
+mode. (With a render server the worker is `runtime.engine.live_remote` instead; the server
+assembles its sessions with the same function.)"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-import numpy as np
-import numpy.typing as npt
-
 from runtime.core.timing import Clock
-from runtime.engine.audio_timeline import AudioTimeline
-from runtime.engine.features import encoder_from_session, utterance_features
+from runtime.engine.hop_scheduler import HopScheduler, hop_scheduler
 from runtime.engine.latency import LatencyMonitor
-from runtime.engine.live_generator import LiveGenerator
-from runtime.engine.live_hop import FrameQueue, Graph, HopRunner
-from runtime.engine.motion_sampler import (
-    NoiseFn,
-    conditioner_from_session,
-    fixed_noise,
-    random_noise,
-    velocity_from_session,
-)
-from runtime.engine.types import EngineConfig, FileInput, HopRecord, MicrophoneInput
-from runtime.model.contract import SAMPLE_RATE
+from runtime.engine.live_hop import FrameQueue, Graph
+from runtime.engine.types import EngineConfig, FileInput, HopRecord, LiveControls, MicrophoneInput
 from runtime.model.sessions import ModelSet
-
-Array = npt.NDArray[np.float32]
 
 
 def on_gpu(models: ModelSet) -> bool:
@@ -37,7 +22,7 @@ def on_gpu(models: ModelSet) -> bool:
         return False
 
 
-def local_runner(
+def local_scheduler(
     *,
     models: ModelSet,
     config: EngineConfig,
@@ -47,40 +32,21 @@ def local_runner(
     pacer: FrameQueue,
     monitor: LatencyMonitor,
     clock: Clock,
+    controls: LiveControls,
+    emit: Callable[[str, str], None],
     on_hop: Callable[[HopRecord], None] | None,
-) -> HopRunner:
-    encode = encoder_from_session(graph("audio_encoder"))
-    noise: NoiseFn = (
-        fixed_noise(config.seed)
-        if config.seed is not None
-        else random_noise(np.random.default_rng())
-    )
-    generator = LiveGenerator(
-        velocity=velocity_from_session(graph("velocity")),
-        conditioner=conditioner_from_session(graph("conditioner")),
-        noise=noise,
-        clock=clock,
-    )
-    precomputed: Array | None = None
-    if isinstance(source, FileInput) and config.quality:
-        audio16k = source.audio
-        if source.rate != SAMPLE_RATE:
-            import soxr
-
-            audio16k = soxr.resample(source.audio, source.rate, SAMPLE_RATE, "HQ")
-        precomputed = utterance_features(encode, np.asarray(audio16k, np.float32))
-    timeline = AudioTimeline(keep_seconds=max(12.0, config.context_s + 4 * config.max_backlog_s))
-    return HopRunner(
+) -> HopScheduler:
+    return hop_scheduler(
         config=config,
-        timeline=timeline,
-        encode=encode,
-        precomputed=precomputed,
-        generator=generator,
+        graph=graph,
         renderer=renderer,
-        pacer=pacer,
+        frames=pacer,
         monitor=monitor,
+        controls=controls,
+        emit=emit,
+        model_version=models.version,
+        on_gpu=on_gpu(models),
         clock=clock,
         on_hop=on_hop,
-        on_gpu=on_gpu(models),
-        model_version=models.version,
+        whole_audio=(source.audio, source.rate) if isinstance(source, FileInput) else None,
     )

@@ -1,16 +1,17 @@
 """One client's session on a render server: its avatar (in memory only), its controls, its own
-16 kHz audio timeline, and the engine's hop machinery run on the replica's graphs.
+16 kHz audio timeline, and the engine's hop scheduler run on the replica's graphs.
 
 Threads: `add_audio`, `set_controls` and `finish` are called from the connection's event loop
 (they only queue or swap values); `set_avatar` and `step` run on the session's compute thread
-(one at a time: the transport awaits each). The math is the local engine's own
-(`runtime.engine.live_hop.HopRunner` with `AudioTimeline`, `LiveGenerator`, the feature and
-motion encoders and `HopChooser`/`next_step` for the hop and skipping ahead), so a remote
-session's frames are the local engine's frames for the same audio and controls.
+(one at a time: the transport awaits each). The hops are the local engine's own
+(`runtime.engine.hop_scheduler`: one assembly of the compute, one scheduler for planning,
+skipping ahead, the end of the input and Auto), so a remote session's frames are the local
+engine's frames for the same audio and controls.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections import deque
@@ -23,8 +24,7 @@ import onnxruntime as ort
 
 from runtime.core.timing import Clock, FrameTiming
 from runtime.engine.audio_timeline import AudioTimeline
-from runtime.engine.features import encoder_from_session
-from runtime.engine.hop_choice import HopChooser, next_step
+from runtime.engine.hop_scheduler import HopScheduler, hop_scheduler
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import (
     LiveAvatar,
@@ -33,17 +33,9 @@ from runtime.engine.live_avatar import (
     render,
     to_uint8,
 )
-from runtime.engine.live_generator import LiveGenerator
-from runtime.engine.live_hop import Graph, HopRunner
-from runtime.engine.motion_sampler import (
-    NoiseFn,
-    conditioner_from_session,
-    fixed_noise,
-    random_noise,
-    velocity_from_session,
-)
+from runtime.engine.live_hop import Graph
 from runtime.engine.types import EngineConfig, Gaze, HeadPose, LiveControls
-from runtime.model.contract import MOTION_DIM, SAMPLES_PER_FRAME
+from runtime.model.contract import MOTION_DIM
 from runtime.model.sessions import ModelSet
 from runtime.remote.codec import decode_photo, float_from_pcm
 from runtime.remote.protocol import (
@@ -56,6 +48,8 @@ from runtime.remote.protocol import (
     WireControls,
 )
 from runtime.sinks.frame import LiveFrame
+
+logger = logging.getLogger(__name__)
 
 Image8 = npt.NDArray[np.uint8]
 
@@ -107,38 +101,26 @@ class ServerSession:
         self.config = EngineConfig(fps=hello.fps, lookahead=hello.lookahead, seed=hello.seed)
         self._stop = threading.Event()
         self._options = ort.RunOptions()
-        noise: NoiseFn = (
-            fixed_noise(hello.seed)
-            if hello.seed is not None
-            else random_noise(np.random.default_rng())
-        )
         self._avatar_encoder = self._graph("avatar_encoder")
         self._motion_encoder: Graph | None = None  # webcam mode, opened on the first crop
         self._crop: CropPacket | None = None  # the newest face crop not yet rendered
         self._last_crop_seq = -1
         self.crops_dropped = 0
         self._renderer = self._graph("renderer")
-        self.timeline = AudioTimeline(keep_seconds=max(12.0, self.config.context_s + 4.0))
         self._collector = _Collector()
         self.monitor = LatencyMonitor(window_s=self.config.stats_window_s, clock=clock)
-        self._runner = HopRunner(
+        self._scheduler: HopScheduler = hop_scheduler(
             config=self.config,
-            timeline=self.timeline,
-            encode=encoder_from_session(self._graph("audio_encoder")),
-            precomputed=None,
-            generator=LiveGenerator(
-                velocity=velocity_from_session(self._graph("velocity")),
-                conditioner=conditioner_from_session(self._graph("conditioner")),
-                noise=noise,
-            ),
+            graph=self._graph,
             renderer=self._renderer,
-            pacer=self._collector,
+            frames=self._collector,
             monitor=self.monitor,
-            clock=clock,
+            controls=LiveControls(),
+            emit=self._log_event,
             model_version=models.version,
             on_gpu=on_gpu,
+            clock=clock,
         )
-        self._chooser = HopChooser(fps=self.config.fps, lookahead=self.config.lookahead)
         self._lock = threading.Lock()
         self._inbox: deque[AudioPacket] = deque()
         self._controls = LiveControls()
@@ -146,13 +128,30 @@ class ServerSession:
         self._last_seq = -1
         self._ending = False
         self._done = False
-        self._next_frame = 0
         self._index_offset = hello.start_frame * hello.fps // 25
-        self.hops = 0
-        self.skipped_frames = 0
+        self._webcam_hops = 0
 
     def _graph(self, name: str) -> Graph:
         return Graph(self._models[name], self._options, self._stop)
+
+    def _log_event(self, kind: str, message: str) -> None:
+        logger.info("session: %s: %s", kind, message)
+
+    @property
+    def timeline(self) -> AudioTimeline:
+        return self._scheduler.timeline
+
+    @property
+    def hops(self) -> int:
+        return self._scheduler.hops + self._webcam_hops
+
+    @property
+    def skipped_frames(self) -> int:
+        return self._scheduler.skipped_frames
+
+    @property
+    def skipped_hops(self) -> int:
+        return self._scheduler.skipped_hops
 
     # -- event loop --------------------------------------------------------------------------
 
@@ -242,53 +241,22 @@ class ServerSession:
         if crop is not None:
             return self._webcam_step(avatar, crop)
         self._drain()
-        controls = self.controls
-        look = self.config.lookahead
-        plan = self._chooser.current(
-            controls.hop, quality=False, nfe=controls.nfe, min_nfe=controls.min_nfe
-        )
-        timeline = self.timeline
-        skipped = 0
-        if self._ending and not self._inbox:
-            timeline.pad_last_frame()
-            final = timeline.frames
-            if self._next_frame >= final:
-                self._done = True
-                return None
-            real = min(plan.hop + look, final - self._next_frame)
-            emit = min(plan.hop, real)
-        else:
-            step = next_step(timeline.frames - look - self._next_frame, plan, quality=False)
-            if step is None:
-                return None
-            emit, skipped = step.hop, step.skipped
-            oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
-            skipped = max(skipped, oldest_usable - self._next_frame)
-            if skipped > 0:
-                self._next_frame += skipped
-                self.skipped_frames += skipped
-            real = emit + look
-        first = self._next_frame
-        cost = self._runner.run(
-            first=first,
-            emit=emit,
-            real=real,
-            skipped=skipped,
-            avatar=avatar,
-            controls=controls,
-            nfe=plan.nfe,
-            newest_only=plan.slideshow,
-        )
-        self._chooser.observe_hop(cost)
-        self._next_frame += emit
-        self.hops += 1
+        with self._lock:
+            ending = self._ending and not self._inbox
+        done = self._scheduler.step(controls=self.controls, avatar=avatar, ended=ending)
+        self._done = ending  # the end of the input gets one last hop
+        if done is None:
+            return None
         offset = self._index_offset
         frames = [
             LiveFrame(index=f.index + offset, image=f.image, timing=f.timing)
             for f in self._collector.take()
         ]
         return HopOutput(
-            frames=frames, compute_s=cost.fixed_s + cost.render_s, skipped=skipped, first=first
+            frames=frames,
+            compute_s=done.cost.fixed_s + done.cost.render_s,
+            skipped=done.skipped,
+            first=done.first,
         )
 
     def _webcam_step(self, avatar: LiveAvatar, crop: CropPacket) -> HopOutput:
@@ -301,7 +269,7 @@ class ServerSession:
             self._motion_encoder = self._graph("motion_encoder")
         motion = self._motion_encoder.run({"image": image})["motion"].reshape(1, MOTION_DIM)
         frame = to_uint8(render(self._renderer, avatar, motion))[0]
-        self.hops += 1
+        self._webcam_hops += 1
         return HopOutput(
             frames=[
                 LiveFrame(index=crop.index, image=frame, timing=FrameTiming(capture=crop.capture))

@@ -45,7 +45,7 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.engine.types import EngineConfig, HopRecord, LiveControls
-from runtime.model.contract import SAMPLE_RATE, SAMPLES_PER_FRAME
+from runtime.model.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.model.versions import ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -79,17 +79,20 @@ class HopScheduler:
         planner: HopPlanner,
         lookahead: int,
         monitor: LatencyMonitor,
+        clock: Clock = time.perf_counter,
     ) -> None:
         self.runner = runner
         self.planner = planner
         self._look = lookahead
         self._monitor = monitor
+        self._clock = clock
         self.next_frame = 0
         """The next timeline frame to make (everything before it was made or skipped)."""
         self.hops = 0
         self.skipped_frames = 0
         self.skipped_hops = 0
         """Times it skipped ahead, in hops of the hop then in use."""
+        self._unreported = 0
 
     @property
     def timeline(self) -> AudioTimeline:
@@ -100,18 +103,31 @@ class HopScheduler:
         return self.planner.plan
 
     def step(
-        self, *, controls: LiveControls, avatar: LiveAvatar, ended: bool = False
+        self,
+        *,
+        controls: LiveControls,
+        avatar: LiveAvatar,
+        ended: bool = False,
+        silence_follows: bool = False,
     ) -> HopDone | None:
         """Run at most one hop on what the timeline holds now; None when none is due (not
         enough new audio yet). `ended`: the input is over and all of it is in the timeline: the
-        one last hop, of its newest frames (None if nothing is left)."""
+        one last hop, of its newest frames (None if nothing is left). `silence_follows`: time
+        goes on after the end (the local engine idles on silence), so a tail that this silence
+        has already put two hops behind is skipped like any other old audio."""
         timeline = self.timeline
         if ended:
             timeline.pad_last_frame()
         plan = self.planner.plan_for(controls)
         # At the end there is no more audio to wait for: the last frames go without lookahead.
         ready = timeline.frames - (0 if ended else self._look)
-        step = next_step(ready - self.next_frame, plan, ended=ended, lookahead=self._look)
+        span = ready - self.next_frame
+        if ended and silence_follows and span > 0:
+            behind = (self._clock() - timeline.end_time) * FPS
+            if behind >= max(2 * plan.hop, 4):
+                self._skip(span, plan.hop)
+                return None
+        step = next_step(span, plan, ended=ended, lookahead=self._look)
         if step is None:
             return None
         oldest_usable = -(-timeline.oldest // SAMPLES_PER_FRAME)
@@ -120,10 +136,9 @@ class HopScheduler:
         if emit <= 0:
             return None
         if skipped > 0:
-            self.next_frame += skipped
-            self.skipped_frames += skipped
-            self.skipped_hops += -(-skipped // step.hop)
-            self._monitor.count("skipped_frames", skipped)
+            self._skip(skipped, step.hop)
+        # Reported with this hop: everything skipped since the last one (a skipped tail too).
+        skipped, self._unreported = self._unreported, 0
         first = self.next_frame
         cost = self.runner.run(
             first=first,
@@ -139,6 +154,13 @@ class HopScheduler:
         self.next_frame += emit
         self.hops += 1
         return HopDone(first=first, emitted=emit, skipped=skipped, cost=cost, plan=plan)
+
+    def _skip(self, frames: int, hop: int) -> None:
+        self.next_frame += frames
+        self.skipped_frames += frames
+        self.skipped_hops += -(-frames // hop)
+        self._unreported += frames
+        self._monitor.count("skipped_frames", frames)
 
 
 def hop_scheduler(
@@ -199,4 +221,6 @@ def hop_scheduler(
     planner = HopPlanner(
         fps=config.fps, lookahead=lookahead, quality=config.quality, controls=controls, emit=emit
     )
-    return HopScheduler(runner=runner, planner=planner, lookahead=lookahead, monitor=monitor)
+    return HopScheduler(
+        runner=runner, planner=planner, lookahead=lookahead, monitor=monitor, clock=clock
+    )

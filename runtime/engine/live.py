@@ -431,12 +431,12 @@ class LiveEngine:
         ended = False  # the finite input ended and its last hop was made
         pacer.set_streaming(True)
         while not self._stop.is_set():
-            # ENDED is only set after the last block arrived: a read that follows it and
-            # finds nothing new means the whole file is in the timeline.
+            # ENDED is only set after the last block arrived: a read that follows it takes in
+            # the rest of the file.
             ending = not ended and capture.state is CaptureState.ENDED
-            got = feed.pull(ended)
-            if ending and not got:
-                self._hop(scheduler, renderer, ended=True)
+            feed.pull(ended)
+            if ending:
+                self._hop(scheduler, renderer, ended=True)  # silence follows: idling on
                 ended = True
                 self._audio_ended.set()
                 self._emit("audio_ended", "the audio file has been played")
@@ -446,7 +446,10 @@ class LiveEngine:
     def _hop(self, scheduler: HopScheduler, renderer: Graph, *, ended: bool) -> bool:
         """One hop of the scheduler, if one is due; True if it ran."""
         avatar = self._take_avatar(renderer)
-        if scheduler.step(controls=self.controls, avatar=avatar, ended=ended) is None:
+        done = scheduler.step(
+            controls=self.controls, avatar=avatar, ended=ended, silence_follows=True
+        )
+        if done is None:
             return False
         self._vmic.update()
         return True

@@ -4,7 +4,8 @@ output rate (called on the inference worker).
 The pacer publishes exactly one frame per deadline `t0 + k / fps`. Frames carry the capture time
 of what they depict; a frame is shown when `capture + playout delay` has come, so frames that
 arrive in bursts (one hop at a time) leave evenly spaced. The delay adapts to how late frames
-arrive (a jitter buffer): it rises at once and comes down slowly. When no frame is due the last
+arrive (a jitter buffer): it rises at once and comes down slowly, or at once when it is far
+above what the arrivals need (after a stall). When no frame is due the last
 one repeats (counted late if a frame was expected); when several are due the newest wins and the
 older ones are dropped. A tick delayed by a busy machine still happens and the following ones
 come back onto the grid, never closer than half a period; after a longer stall the missed
@@ -64,6 +65,10 @@ class PacerConfig:
     decay_per_s: float = 0.08
     """How fast an adaptive delay comes back down (seconds of delay per second, in steps of one
     period)."""
+    cut_above_s: float = 0.5
+    """A delay this far above what the arrivals need (after a stall, once the stall has left
+    the arrival window) is cut to it at once, the older frames dropped: gliding down from
+    seconds at `decay_per_s` would keep the picture seconds late for a minute."""
     catch_up_frames: float = 2.0
     """A tick this late or less still happens (then the next ones, no closer than
     `min_gap_frames`, bring the clock back on its grid); later ones are skipped."""
@@ -214,6 +219,9 @@ class Pacer:
                     nearest = phase + round((self._delay - phase) / self._period) * self._period
                     self._delay = max(nearest, self._on_grid(self._target))
         want = self._on_grid(self._target)
+        if self._delay - want > self.config.cut_above_s:
+            self._cut_locked(want, now)
+            return 0.0
         if not self.config.phase_lock:
             if want > self._delay:
                 self._delay = want
@@ -232,6 +240,12 @@ class Pacer:
             self._next_down = now + self._period / self.config.decay_per_s
         return 0.0
 
+    def _cut_locked(self, want: float, now: float) -> None:
+        logger.debug("playout delay cut from %.0f to %.0f ms", self._delay * 1e3, want * 1e3)
+        self._delay = want
+        self._next_down = now + self._period / self.config.decay_per_s
+        self._monitor.count("delay_cuts")
+
     def _adapt_aligned(self, now: float) -> float:
         """`align_ticks`: the delay is the target (up at once; down at most a period at a time
         once it is `align_slack_frames` above it), and the ticks move to put frames on them."""
@@ -245,7 +259,10 @@ class Pacer:
                     self._grid = head  # a new stream (or the first frames)
                     self._delay = max(self._delay, want)
                     changed = True
-        if want > self._delay + ALIGN_RISE_FRAMES * period:
+        if self._delay - want > self.config.cut_above_s:
+            self._cut_locked(want, now)
+            changed = True
+        elif want > self._delay + ALIGN_RISE_FRAMES * period:
             self._delay = want
             self._next_down = now + period / self.config.decay_per_s
             changed = True

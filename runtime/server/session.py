@@ -64,6 +64,8 @@ class HopOutput:
     compute_s: float
     skipped: int
     first: int
+    emitted: int = 0
+    """Frames of motion the hop made (in a slideshow, more than it rendered)."""
 
 
 class _Collector:
@@ -257,6 +259,7 @@ class ServerSession:
             compute_s=done.cost.fixed_s + done.cost.render_s,
             skipped=done.skipped,
             first=done.first,
+            emitted=done.emitted,
         )
 
     def _webcam_step(self, avatar: LiveAvatar, crop: CropPacket) -> HopOutput:

@@ -320,3 +320,40 @@ def test_aligned_ticks_move_at_most_half_a_period_and_never_burst() -> None:
     assert gaps.min() >= 0.5 / fps - 1e-9 and gaps.max() <= 1.5 / fps + 1e-9
     shown = [f.index for _, f, rep in rec.frames if not rep and f.index >= 0]
     assert shown == sorted(shown)
+
+
+@pytest.mark.parametrize("align", [False, True], ids=["grid", "aligned"])
+def test_after_a_stall_the_delay_is_cut_not_glided_down(align: bool) -> None:
+    """Hop-1 frames arriving 120 ms after capture, then one hop stalled 4 s (the delay rises to
+    it at once), then 120 ms again: once the stall has left the arrival window (8 s) the delay
+    is cut back to what arrivals need in one step, not over the minute that one period every
+    half second would take; the frames it passes over are dropped, none is shown late."""
+    fps = 25.0
+    clock = virtual()
+    mon = LatencyMonitor(clock=clock)
+    rec = Recorder(clock)
+    config = PacerConfig(fps=fps, align_ticks=align)
+    pacer = Pacer(config=config, publish=rec, monitor=mon, clock=clock)
+    pacer.set_idle(IMG)
+    pacer.start()
+    t0 = clock()
+    delays: list[tuple[float, float]] = []
+    pacer.set_streaming(True)
+    try:
+        for i in range(25 * 20):
+            capture = t0 + (i + 1) / fps
+            arrival = 4.0 if i == 100 else 0.12
+            if i == 100:  # the stalled hop: nothing arrives meanwhile
+                clock.sleep_until(capture + arrival)
+            else:
+                clock.sleep_until(max(clock(), capture + arrival))
+            pacer.submit([LiveFrame(i, IMG, FrameTiming(capture=capture, pixels=clock()))])
+            delays.append((clock() - t0, pacer.delay_s))
+    finally:
+        assert pacer.stop()
+    rose = next(t for t, d in delays if d >= 3.0)  # it did rise with the stall
+    back = [t for t, d in delays if t > rose and d <= 0.3]
+    assert back and back[0] <= rose + 8.0 + 1.0, (rose, back[:1])  # the window, then at once
+    assert mon.counter("delay_cuts") >= 1
+    late = [f for t, f, rep in rec.frames if not rep and f.index >= 0 and t > 14.0 + t0]
+    assert all(f.timing.sent - f.timing.capture <= 0.3 for f in late)

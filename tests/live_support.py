@@ -5,7 +5,7 @@ from __future__ import annotations
 import threading
 import time
 import wave
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,3 +100,13 @@ class Tap:
             if self.clock() >= end:
                 return None
             sleep(0.01)
+
+
+def assert_on_deadlines(times: Sequence[float], period: float, tick_moves: int) -> None:
+    """Publications on absolute deadlines, no stall and no burst: one period apart, except
+    where the pacer moved its ticks onto the frames (`tick_moves`, each by at most half a
+    period: one gap, or two where the minimum gap held the next tick back)."""
+    gaps = np.diff(np.asarray(times, np.float64))
+    assert gaps.min() >= 0.5 * period - 1e-9 and gaps.max() <= 1.5 * period + 1e-9, gaps
+    off = int(np.sum(~np.isclose(gaps, period)))
+    assert off <= 2 * tick_moves, (off, tick_moves)

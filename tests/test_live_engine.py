@@ -42,7 +42,7 @@ from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests import stub_graphs
 from tests.fakes import virtual_camera as fakecam
 from tests.fakes.sound_device import FakeSoundDevice
-from tests.live_support import Tap, grey_avatar, stub_models, wav_16k
+from tests.live_support import Tap, assert_on_deadlines, grey_avatar, stub_models, wav_16k
 from tests.virtual_clock import VirtualClock
 
 ENGINE_THREADS = ("live-worker", "pacer", "audio-watchdog", "fake-mic", "recorder", "webcam")
@@ -141,7 +141,8 @@ def test_frame_rate_order_and_memory_over_20s(
     n = sum(1 for t in cam.times if t <= end)  # (stopping lets the pacer tick on alone)
     times = np.array(cam.times[:n])
     assert times[-1] - times[0] > 19.0
-    assert np.allclose(np.diff(times), 0.04)  # on absolute deadlines, no stall, no burst
+    assert_on_deadlines(times, 0.04, stats.latency.counters.get("tick_moves", 0))
+    assert stats.latency.counters.get("tick_moves", 0) <= 3  # the start, a delay change
     assert abs(stats.latency.output_fps - 25.0) < 1e-6
     # In order: every sink got the same frames in the same order, indices never go back.
     shown = [(t, f) for t, f in tap.frames if t <= end]
@@ -213,8 +214,9 @@ def test_measured_latency_equals_reported(models: ModelSet, vclock: VirtualClock
     diff = measured_a - reported_a
     assert np.abs(diff).max() < 0.001, diff
     assert abs(np.median(measured_a) * 1e3 - stats.latency.latency_p50_ms) < 1
-    # The budget: hop + lookahead (280 ms) + one frame of margin; compute takes no time here.
-    assert np.median(measured_a) == pytest.approx(0.32, abs=0.001)
+    # The budget: hop + lookahead (280 ms) + half a frame of margin (the ticks are moved onto
+    # the frames, so no rounding to a whole frame adds to it); compute takes no time here.
+    assert np.median(measured_a) == pytest.approx(0.30, abs=0.004)
 
 
 def test_pose_change_reaches_the_generator_within_one_hop(

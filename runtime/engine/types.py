@@ -149,7 +149,8 @@ class EngineConfig:
     playout_delay_s: float | None = None  # None: adaptive
     align_ticks: bool | None = None
     """Move the pacer's ticks onto the frames instead of rounding the delay up to a whole period
-    (`PacerConfig.align_ticks`); None: with remote compute only."""
+    (`PacerConfig.align_ticks`); None: for audio-driven sources, local or remote compute (a
+    webcam's frames are on no capture grid)."""
     capture: CaptureConfig = field(default_factory=CaptureConfig)
     gate: GateConfig = field(default_factory=GateConfig)
     """The noise gate in front of the model (off by default; `engine.gate` changes it live)."""

@@ -139,8 +139,9 @@ def decode(path: Path) -> tuple[list[float], np.ndarray, list[np.ndarray], float
 
 
 def test_recorder_places_frames_and_audio_by_media_time(tmp_path: Path) -> None:
-    """Frames 10..59 at 25 fps over a timeline where a 440 Hz tone starts at frame 30: in the
-    file, the tone starts at 0.8 s and the bright frames start at 0.8 s too."""
+    """Frames 10..59 at 25 fps over a 3 s timeline where a 440 Hz tone starts at frame 30: in
+    the file, the tone starts at 0.8 s and the bright frames start at 0.8 s too; the frame the
+    pacer dropped is the one before it again, and the last frame holds to the audio's end."""
     out = tmp_path / "rec.mp4"
     rec = RecorderSink(RecorderConfig(path=out))
     rec.open(fps=25)
@@ -160,15 +161,51 @@ def test_recorder_places_frames_and_audio_by_media_time(tmp_path: Path) -> None:
     rec.close(timeout=5)
     assert rec.error is None and out.exists() and not list(tmp_path.glob(".*part"))
     times, sound, frames, rate = decode(out)
-    assert rate == sr and rec.frames_written == 49
+    # No idle picture was sent: the file starts at the first frame (10) and runs at 25 fps to
+    # the audio's end (frame 75): 65 frames, the dropped one and the tail held.
+    assert rate == sr and rec.frames_written == 65
     assert times[0] == 0.0
+    np.testing.assert_allclose(np.diff(times), 1 / 25, atol=1e-6)
     bright = [tt for tt, f in zip(times, frames, strict=True) if f.mean() > 128]
     assert abs(bright[0] - 0.8) < 1e-6
-    assert 39 / 25 - 0.05 < times[-1] < 50 / 25
+    assert abs(times[-1] - 64 / 25) < 1e-6
     env = np.abs(sound)
     onset = np.argmax(env > 0.2) / sr
     assert abs(onset - 0.8) < 0.03  # AAC priming aside, the tone starts with the bright frames
-    assert abs(sound.size / sr - 2.0) < 0.1
+    assert abs(sound.size / sr - 2.6) < 0.1
+
+
+def test_recorder_holds_a_slideshow_session_whole(tmp_path: Path) -> None:
+    """A machine far from real time: the idle picture, then two new pictures in 6 s (frames 75
+    and 125), everything else repeats. The file is the whole 6 s at 25 fps with all its audio:
+    the avatar at rest until the first picture, each picture held until the next, the last one
+    to the end (not a 0.04 s file of one frame)."""
+    out = tmp_path / "slides.mp4"
+    rec = RecorderSink(RecorderConfig(path=out))
+    rec.open(fps=25)
+    sr = 16000
+    audio = (0.3 * np.sin(2 * math.pi * 220 * np.arange(sr * 6) / sr)).astype(np.float32)
+    idle = np.full((512, 512, 3), 60, np.uint8)
+    shown = {75: np.full((512, 512, 3), 140, np.uint8), 125: np.full((512, 512, 3), 230, np.uint8)}
+    last: LiveFrame | None = None
+    for tick in range(150):
+        s0 = tick * sr // 25
+        rec.add_audio(s0, audio[s0 : s0 + sr // 25])
+        if tick - 2 in shown:  # each picture arrives a little after its audio
+            last = frame(tick - 2, shown[tick - 2])
+            rec.send(last, False)
+        elif last is None:
+            rec.send(LiveFrame(index=-1, image=idle, timing=FrameTiming(capture=math.nan)), True)
+        else:
+            rec.send(last, True)
+    rec.close(timeout=10)
+    assert rec.error is None and out.exists()
+    times, sound, frames, _ = decode(out)
+    assert len(frames) == 150 and abs(times[-1] - 149 / 25) < 1e-6
+    levels = np.array([f.mean() for f in frames])
+    assert np.all(np.abs(levels[:75] - 60) < 3)
+    assert np.all(np.abs(levels[75:125] - 140) < 3) and np.all(np.abs(levels[125:] - 230) < 3)
+    assert abs(sound.size / sr - 6.0) < 0.1
 
 
 def test_recorder_unwritable_folder_is_unavailable(tmp_path: Path) -> None:

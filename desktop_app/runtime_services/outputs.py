@@ -175,6 +175,7 @@ class RecorderTap(RecorderSink):
         self._size: tuple[int, int] | None = None  # the recording's picture size
         self._composer: FrameComposer | None = None
         self._tap_fps = 25.0
+        self._idle_src: Any = None  # the idle picture last passed on
         self.level = 0.0
 
     @property
@@ -187,8 +188,12 @@ class RecorderTap(RecorderSink):
     def send(self, frame: Any, repeat: bool) -> None:
         with self._tap_lock:
             inner = self._inner
-        if inner is None or repeat or frame.index < 0:
+        if inner is None or (repeat and frame.index >= 0):
             return
+        if frame.index < 0:  # the idle picture (the file starts on it): composed once
+            if frame.image is self._idle_src:
+                return
+            self._idle_src = frame.image
         if self._look is not None:
             output, composer, _ = self._look.get()
             if (output.width, output.height) == self._size:
@@ -212,6 +217,7 @@ class RecorderTap(RecorderSink):
             self._size, self._composer = (output.width, output.height), composer
         with self._tap_lock:
             previous, self._inner = self._inner, recorder
+            self._idle_src = None
         if previous is not None:
             previous.close(timeout=10.0)
 

@@ -191,6 +191,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     from runtime.model.store_errors import ModelStoreError
 
     failed = threading.Event()
+    warned_slideshow = threading.Event()
 
     def on_event(event: EngineEvent) -> None:
         if event.kind == "error":
@@ -203,9 +204,11 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
                 "%s. For smooth video use a GPU, or render offline: imtalker-cam render",
                 event.message,
             )
-            if args.record is not None:
+            if args.record is not None and not warned_slideshow.is_set():
+                warned_slideshow.set()
                 logger.warning(
-                    "the recording will be a slideshow; for a smooth file render it offline: "
+                    "the recording will be a slideshow (the whole session, each new picture "
+                    "held until the next); for a smooth file render it offline: "
                     "imtalker-cam render --audio FILE"
                 )
         elif event.kind in (

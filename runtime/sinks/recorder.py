@@ -4,9 +4,13 @@
 with PyAV (H.264 when available). Frames are placed by the media time they depict, not by when
 they were published, so lips stay in sync in the file whatever the live latency was: video
 frame `index` (output rate) and 16 kHz audio sample `s` of the engine's timeline land at
-`index / fps` and `s / 16000`, both shifted so the first recorded frame starts the file.
-Repeated frames are skipped (the player holds the previous one). The file is written under a
-temporary name and moved into place when the recording closes cleanly.
+`index / fps` and `s / 16000`.
+
+The file holds the whole session at the output rate, whatever the compute: it starts with the
+first audio (the idle picture, the avatar at rest, until the first frame), a frame the engine
+did not make anew (a slideshow, a skipped hop) is the previous picture again, and at the end the
+last picture stays until the audio ends. The file is written under a temporary name and moved
+into place when the recording closes cleanly.
 """
 
 from __future__ import annotations
@@ -46,7 +50,9 @@ class RecorderConfig:
     crf: int = 20
     preset: str = "veryfast"
     encoder_threads: int = 1  # leave the cores to inference
-    audio_buffer_s: float = 10.0  # audio kept until the first frame arrives
+    audio_buffer_s: float = 60.0
+    """Audio kept until the first frame arrives (a slow machine's first picture can take
+    seconds; the file starts with the audio, on the idle picture)."""
 
 
 _STOP = object()
@@ -60,6 +66,7 @@ class RecorderSink:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._closing: threading.Thread | None = None  # the writer finishing after close()
+        self._idle: object = None  # the idle picture last queued (pacer thread)
         self.fps = 25
         self.frames_written = 0
         self.frames_dropped = 0
@@ -86,7 +93,12 @@ class RecorderSink:
         self._thread.start()
 
     def send(self, frame: LiveFrame, repeat: bool) -> None:
-        if repeat or frame.index < 0:
+        if frame.index < 0:  # the idle picture: what the file shows before the first frame
+            if frame.image is not self._idle:
+                self._idle = frame.image
+                self._queue.put(("idle", -1, frame.image))
+            return
+        if repeat:
             return
         with self._lock:
             if self._pending >= self.config.max_queue:
@@ -140,6 +152,8 @@ class _Writer:
         self.audio_next = 0  # next timeline sample to encode
         self.audio_buf: deque[tuple[int, Array]] = deque()
         self.audio_pending = np.zeros(0, np.float32)
+        self.idle: npt.NDArray[np.uint8] | None = None
+        self.shown: npt.NDArray[np.uint8] | None = None  # the picture at `last_pts`
 
     def run(self) -> None:
         try:
@@ -151,6 +165,8 @@ class _Writer:
                 if kind == "video":
                     self.sink._took()
                     self._video(index, data)
+                elif kind == "idle":
+                    self.idle = data
                 else:
                     self._audio(index, data)
             self._finish()
@@ -192,9 +208,14 @@ class _Writer:
     def _video(self, index: int, image: npt.NDArray[np.uint8]) -> None:
         if self.container is None:
             self._open(image)
-            self.first_index = index
-            self.audio_origin = round(index * SAMPLE_RATE / self.sink.fps)
+            start = index
+            if self.idle is not None and self.audio_buf:
+                # The file starts with the audio, on the idle picture.
+                start = min(index, self.audio_buf[0][0] * self.sink.fps // SAMPLE_RATE)
+            self.first_index = start
+            self.audio_origin = round(start * SAMPLE_RATE / self.sink.fps)
             self.audio_next = self.audio_origin
+            self.shown = self.idle
             buffered = list(self.audio_buf)
             self.audio_buf.clear()
             for first, samples in buffered:
@@ -203,13 +224,26 @@ class _Writer:
         pts = index - self.first_index
         if pts <= self.last_pts:
             return
+        self._hold(pts - 1)
+        self._write(image, pts)
+        if self.audio is not None:
+            self._encode_audio(final=False)
+
+    def _hold(self, until_pts: int) -> None:
+        """The picture shown so far, again, for every frame up to `until_pts` (the output rate
+        holds: what the camera repeated, the file repeats)."""
+        if self.shown is None:
+            return
+        for pts in range(self.last_pts + 1, until_pts + 1):
+            self._write(self.shown, pts)
+
+    def _write(self, image: npt.NDArray[np.uint8], pts: int) -> None:
         frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(image), format="rgb24")
         frame.pts = pts
         self._mux(self.video.encode(frame))
         self.last_pts = pts
+        self.shown = image
         self.sink.frames_written += 1
-        if self.audio is not None:
-            self._encode_audio(final=False)
 
     def _audio(self, first: int, samples: Array) -> None:
         if self.audio is None:
@@ -256,6 +290,11 @@ class _Writer:
         if self.container is None:
             logger.warning("nothing was recorded; %s not written", self.cfg.path)
             return
+        if self.audio is not None:
+            # The last picture stays until the audio ends.
+            assert self.first_index is not None
+            end = -(-(self.audio_next - self.audio_origin) * self.sink.fps // SAMPLE_RATE)
+            self._hold(end - 1)
         self._mux(self.video.encode(None))
         if self.audio is not None:
             self._encode_audio(final=True)

@@ -58,6 +58,7 @@ def test_audio_file_with_stats_and_recording(tmp_path: Path, fixtures_dir: Path)
     )
     assert done.returncode == 0, done.stderr
     lines = [json.loads(x) for x in done.stdout.splitlines()]
+    lines = [x for x in lines if x["phase"] != "loading"]
     assert len(lines) >= 2
     last = lines[-1]
     assert last["state"] == "running"
@@ -93,7 +94,13 @@ def test_human_stats_line_and_duration(tmp_path: Path, fixtures_dir: Path) -> No
     )
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
-    assert len(lines) == 2 and all(line.startswith("fps ") for line in lines)
+    # What it is doing from the first second: loading, encoding, then a line a second that
+    # starts with the session's state, a dash for what is not measured yet, never "nan".
+    assert lines[:2] == ["loading the model...", "encoding the avatar..."]
+    lines = lines[2:]
+    assert len(lines) == 2 and all(" | fps " in line for line in lines)
+    assert all(line.startswith(("starting: ", "live: ")) for line in lines), lines
+    assert not any("nan" in line for line in lines)
     line = lines[-1]
     assert "latency newest" in line and "p50" in line and "rtf" in line and "hop " in line
     assert "new " in line and "skipped " in line and "overflows 0" in line
@@ -175,6 +182,11 @@ def test_defaults_are_auto_and_live_without_repeats_or_drops(
     clock.leave()
     assert code == 0
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    loading = [x["status"] for x in lines if x["phase"] == "loading"]
+    assert loading == ["loading the model", "encoding the avatar"]
+    lines = [x for x in lines if x["phase"] != "loading"]
+    assert all(x["phase"] in ("starting", "live") for x in lines)
+    assert lines[-1]["phase"] == "live" and lines[-1]["status"].startswith("live: hop 1")
     assert len(lines) >= 10  # 10 s of speech, a line a second
     first, playing, last = lines[0], lines[-3], lines[-1]
     assert last["hop"] == 1 and last["auto_hop"] and last["real_time"]

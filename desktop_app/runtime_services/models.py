@@ -195,7 +195,7 @@ class RuntimeModels:
             progress(Progress("measure", f"Timing the {name}", None))
 
         models = open_model_set(state.graphs_dir, options=SessionOptions())
-        result = run_bench(models, progress=stage)
+        result = run_bench(models, progress=stage, graphs=state.graphs_dir)
         write_result(result, paths.cache_dir())
         return result.verdict[:1].upper() + result.verdict[1:]
 

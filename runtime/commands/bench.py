@@ -91,7 +91,13 @@ def run(args: argparse.Namespace) -> int:
         if not args.json:
             sys.stderr.write(f"timing {stage}...\n")
 
-    result = run_bench(models, settings=settings, precision=options.precision, progress=progress)
+    result = run_bench(
+        models,
+        settings=settings,
+        precision=options.precision,
+        progress=progress,
+        graphs=Path(graphs),
+    )
     if not args.no_save:
         saved = write_result(result, paths.cache_dir())
         logger.debug("bench result kept in %s", saved)

@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from runtime.commands import live_args
 from runtime.commands.boundary import Terminated
@@ -53,6 +53,10 @@ from runtime.media.webcam import WebcamConfig
 from runtime.sinks import Sink
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
+
+if TYPE_CHECKING:
+    from runtime.engine.hop_choice import HopCompute
+    from runtime.model.sessions import ModelSet
 
 logger = logging.getLogger(__name__)
 
@@ -233,13 +237,18 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         sinks = _sinks(args)
         compute = _remote(args)
         models = None
+        expected: HopCompute | None = None
         if compute is not None:
             # The server encodes the crop at its model's source size (512 or less).
             avatar = remote_avatar(prepared.image_at(REMOTE_CROP), args.avatar.name)
             logger.info("rendering on %s", compute.config.url)
         else:
-            models = open_model_set(_graphs(args), options=session_options(args))
+            graphs, options = _graphs(args), session_options(args)
+            _say(args, "loading the model")
+            models = open_model_set(graphs, options=options)
             logger.info("running on %s", ", ".join(models.providers))
+            expected = _expected_hop(graphs, models, options.precision)
+            _say(args, "encoding the avatar")
             avatar = encode_avatar(
                 models["avatar_encoder"],
                 prepared.image_at(models.source_size),
@@ -247,6 +256,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
                 name=args.avatar.name,
             )
         config = EngineConfig(
+            expected_hop=expected,
             # Headless, nothing else uses PortAudio: restart it on retries so a microphone
             # plugged back in is found.
             capture=CaptureConfig(refresh_devices=True),
@@ -301,6 +311,35 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             final.skipped_hops,
         )
     return code
+
+
+def _say(args: argparse.Namespace, status: str) -> None:
+    """A stats line before the engine runs (loading, encoding): the stats say what is going on
+    from the first second, not `fps 0.0 ... nan ms`."""
+    if args.stats_json:
+        sys.stdout.write(json.dumps({"state": "starting", "phase": "loading", "status": status}))
+        sys.stdout.write("\n")
+    elif args.stats:
+        sys.stdout.write(f"{status}...\n")
+    else:
+        return
+    sys.stdout.flush()
+
+
+def _expected_hop(graphs: Path, models: ModelSet, precision: str) -> HopCompute | None:
+    """A hop's compute from `imtalker-cam bench` on these graphs, if it was measured here."""
+    from runtime.core import paths
+    from runtime.engine.bench import result_for
+
+    try:
+        result = result_for(paths.cache_dir(), graphs, precision=precision)
+    except (OSError, ValueError):
+        return None
+    gpu = models.providers[0] != "CPUExecutionProvider"
+    if result is None or result.on_gpu != gpu:
+        return None
+    logger.info("from the last bench of these graphs: %s", result.verdict)
+    return result.hop_costs()
 
 
 def _supervise(

@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.engine.features import encoder_from_session, window_features
+from runtime.engine.hop_choice import HopCompute
 from runtime.engine.live_avatar import image_to_source
 from runtime.engine.motion_sampler import (
     ChunkContext,
@@ -91,6 +92,9 @@ class BenchResult:
     machine: str = ""
     created: str = ""
     notices: tuple[str, ...] = field(default=())
+    graphs: str = ""
+    """The compiled graphs measured (their folder), so that a live session on the same graphs
+    can start from these figures (`result_for`); empty in results from before it was kept."""
 
     @property
     def render_batch(self) -> int:
@@ -168,6 +172,19 @@ class BenchResult:
             machine=str(data.get("machine", "")),
             created=str(data.get("created", "")),
             notices=tuple(data.get("notices", ())),
+            graphs=str(data.get("graphs", "")),
+        )
+
+    def hop_costs(self) -> HopCompute:
+        """The figures as one hop's measured compute (what Auto observes after a hop), so that
+        Auto and the readout start from them instead of from nothing."""
+        fixed_ms = self.audio_encoder_ms_per_hop + self.sampler_ms_per_hop
+        return HopCompute(
+            fixed_s=fixed_ms / 1e3,
+            render_s=self.renderer_ms_per_frame[self.render_batch] / 1e3,
+            rendered=1,
+            sampler_s=self.sampler_ms_per_hop / 1e3,
+            nfe=self.settings.nfe,
         )
 
 
@@ -182,6 +199,18 @@ def write_result(result: BenchResult, cache_dir: Path) -> Path:
     cache_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, json.dumps(result.to_json(), indent=2).encode() + b"\n")
     return path
+
+
+def result_for(cache_dir: Path, graphs: Path, *, precision: str) -> BenchResult | None:
+    """The kept result if it measured these graphs at this precision, else None."""
+    result = read_result(cache_dir)
+    if result is None or result.precision != precision or not result.graphs:
+        return None
+    try:
+        same = Path(result.graphs).resolve() == graphs.resolve()
+    except OSError:
+        return None
+    return result if same else None
 
 
 def read_result(cache_dir: Path) -> BenchResult | None:
@@ -263,8 +292,10 @@ def run_bench(
     precision: str = "fp32",
     clock: Clock = time.perf_counter,
     progress: Callable[[str], None] | None = None,
+    graphs: Path | None = None,
 ) -> BenchResult:
-    """Measure every stage once (see the module docstring)."""
+    """Measure every stage once (see the module docstring); `graphs`: the folder they were
+    opened from, kept with the result."""
     s = settings or BenchSettings()
     say = progress or (lambda _text: None)
     rng = np.random.default_rng(0)
@@ -345,4 +376,5 @@ def run_bench(
         machine=f"{platform.machine()} {platform.processor() or platform.system()}".strip(),
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         notices=notices,
+        graphs="" if graphs is None else str(graphs.resolve()),
     )

@@ -209,6 +209,15 @@ class HopChooser:
             self._plan = self._choose()
         return self._plan
 
+    def seed(self, cost: HopCompute) -> HopPlan:
+        """Start from costs measured before the session (`imtalker-cam bench` on these graphs)
+        as if the warm-up hops had cost that: the first plan is then already the right one (a
+        slideshow at once on a slow machine, announced as such), and real hops replace the
+        figures as they come (medians over the last `window_hops`)."""
+        for _ in range(self.config.warmup_hops):
+            self.observe_hop(cost)
+        return self._plan
+
     def observe_hop(self, cost: HopCompute) -> HopPlan:
         """`observe` with what `HopRunner.run` measured."""
         return self.observe(

@@ -219,7 +219,12 @@ def hop_scheduler(
     )
     lookahead = 0 if config.quality else config.lookahead
     planner = HopPlanner(
-        fps=config.fps, lookahead=lookahead, quality=config.quality, controls=controls, emit=emit
+        fps=config.fps,
+        lookahead=lookahead,
+        quality=config.quality,
+        controls=controls,
+        emit=emit,
+        expected=config.expected_hop,
     )
     return HopScheduler(
         runner=runner, planner=planner, lookahead=lookahead, monitor=monitor, clock=clock

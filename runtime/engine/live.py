@@ -39,7 +39,7 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.core.timing import Clock, wait_on
-from runtime.engine.hop_choice import HopPlan
+from runtime.engine.hop_choice import HopPlan, describe_plan
 from runtime.engine.hop_scheduler import HopScheduler
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
@@ -277,14 +277,17 @@ class LiveEngine:
             plan = scheduler.plan
         with self._lock:
             controls, avatar = self._controls, self._avatar
+        latency = self.monitor.snapshot()
+        hops = self._hops if scheduler is None else scheduler.hops
+        phase, status = self._phase(plan, made=hops > 0 or latency.frames_unique > 0)
         return EngineStats(
             state=self._state,
-            latency=self.monitor.snapshot(),
+            latency=latency,
             playout_delay_ms=(pacer.delay_s * 1e3) if pacer is not None else math.nan,
             audio=capture.status() if capture is not None else None,
             webcam=None if webcam is None else webcam.state.value,
             sinks=self._sinks.statuses(),
-            hops=self._hops if scheduler is None else scheduler.hops,
+            hops=hops,
             skipped_frames=0 if scheduler is None else scheduler.skipped_frames,
             skipped_hops=0 if scheduler is None else scheduler.skipped_hops,
             hop=plan.hop,
@@ -296,7 +299,26 @@ class LiveEngine:
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=self._vmic.status(),
             remote=None if remote is None else remote.state.value,
+            phase=phase,
+            status=status,
             **({} if remote is None or remote.link is None else remote.link.stats()),
+        )
+
+    def _phase(self, plan: HopPlan, *, made: bool) -> tuple[str, str]:
+        """(phase, status) for the stats: what the session is doing, in words."""
+        state = self._state
+        if state is not EngineState.RUNNING:
+            return state.value, state.value
+        if plan.measured and not plan.real_time:  # known at once from a bench of these graphs
+            return "not_real_time", describe_plan(plan, auto=True, nfe=self.controls.nfe)
+        if not made:
+            if self.compute is not None:
+                return "starting", "starting: waiting for the render server's first picture"
+            return "starting", "starting: making the first picture"
+        if plan.hop == 0:  # a webcam, or remote compute: no hop plan here
+            return "live", "live"
+        return "live", "live: " + describe_plan(
+            plan, auto=self.controls.hop is None, nfe=self.controls.nfe
         )
 
     # -- shared worker helpers ---------------------------------------------------------------

@@ -22,7 +22,10 @@ class HopPlanner:
         quality: bool,
         controls: LiveControls,
         emit: Callable[[str, str], None],
+        expected: HopCompute | None = None,
     ) -> None:
+        """`expected`: a hop's compute measured before the session (the bench), to plan the
+        first hops with (`HopChooser.seed`)."""
         self._quality = quality
         self._emit = emit
         self._chooser = HopChooser(
@@ -35,6 +38,9 @@ class HopPlanner:
             measured=False,
             nfe=controls.nfe,
         )
+        if expected is not None and not quality:
+            self._chooser.seed(expected)
+            self.plan_for(controls)  # known (and said) before the first hop
 
     def plan_for(self, controls: LiveControls) -> HopPlan:
         """The hop and steps to use now (an "hop" event when they change)."""

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from runtime.engine.hop_choice import HopCompute
 from runtime.engine.latency import LatencyStats
 from runtime.engine.motion_sampler import RawConditions
 from runtime.media.audio_capture import CaptureConfig, CaptureStatus, SoundDeviceLike
@@ -160,6 +161,10 @@ class EngineConfig:
     stats_window_s: float = 10.0
     stop_timeout_s: float = 1.0
     max_queue: int = 120  # frames waiting in the pacer
+    expected_hop: HopCompute | None = None
+    """A hop's compute measured before the session on these graphs (`imtalker-cam bench`,
+    `BenchResult.hop_costs`): Auto plans the first hops with it and the stats say from the
+    start what this machine gives (not real time: a slideshow), instead of after a few hops."""
     render_batch: int | None = None
     """Frames per renderer call; None: the whole hop in one batch on a GPU, one at a time on
     the CPU (where batching gains little and the full-size renderer needs about 0.3 GB of
@@ -249,6 +254,11 @@ class EngineStats:
     """Remote compute: frames received, Mbit/s (the last few seconds)."""
     link_capacity_mbps: float = math.nan
     """Remote compute: what the link delivers back to back, Mbit/s (NaN until measured)."""
+    phase: str = "stopped"
+    """starting (no picture made yet), live, not_real_time (a slideshow), stopped, failed."""
+    status: str = ""
+    """The phase in words, for a status line: "starting: making the first picture", "not real
+    time on this machine: about 1 new picture every 6.5 s", "live: hop 1 (40 ms) (auto)"."""
 
     @property
     def unique_fps(self) -> float:
@@ -284,10 +294,13 @@ class EngineStats:
             "frame_format": self.frame_format,
             "link_mbps": self.link_mbps,
             "link_capacity_mbps": self.link_capacity_mbps,
+            "phase": self.phase,
+            "status": self.status,
         }
 
     def line(self) -> str:
-        """One human line for `live --stats`."""
+        """One human line for `live --stats`: what the session is doing, then its figures (a
+        dash for a figure not measured yet, never "nan")."""
         lat = self.latency
         c = lat.counters
         audio = "-" if self.audio is None else self.audio.state.value
@@ -297,25 +310,35 @@ class EngineStats:
         hop += f" nfe {self.nfe}"
         if 0 < self.nfe < self.controls.nfe:
             hop += f" of {self.controls.nfe}"
+        head = f"{self.status} | " if self.status else ""
+        rates = (
+            f"fps {_num(lat.output_fps, 5, 1)} new {_num(lat.unique_fps, 5, 1)} | latency newest "
+            f"{_num(lat.newest_latency_ms, 6)} ms p50 {_num(lat.latency_p50_ms, 6)} ms "
+            f"p95 {_num(lat.latency_p95_ms, 6)} ms"
+        )
+        counts = (
+            f"late {c.get('late', 0)} repeated {c.get('repeated', 0)} dropped {c.get('dropped', 0)}"
+        )
         if self.remote is not None:
             return (
-                f"fps {lat.output_fps:5.1f} new {lat.unique_fps:5.1f} | latency newest "
-                f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "
-                f"p95 {lat.latency_p95_ms:6.0f} ms | remote {self.remote}: server compute "
-                f"{lat.compute['server'].mean_ms:6.1f} ms/hop network round trip "
-                f"{lat.compute['network'].mean_ms:6.1f} ms frames {self.frame_format or '-'} "
-                f"{self.link_mbps:5.1f} Mbit/s (link {self.link_capacity_mbps:5.1f}) | {hop} | "
-                f"late {c.get('late', 0)} "
-                f"repeated {c.get('repeated', 0)} dropped {c.get('dropped', 0)} | audio {audio}"
+                f"{head}{rates} | remote {self.remote}: server compute "
+                f"{_num(lat.compute['server'].mean_ms, 6, 1)} ms/hop network round trip "
+                f"{_num(lat.compute['network'].mean_ms, 6, 1)} ms frames "
+                f"{self.frame_format or '-'} {_num(self.link_mbps, 5, 1)} Mbit/s (link "
+                f"{_num(self.link_capacity_mbps, 5, 1)}) | {hop} | {counts} | audio {audio}"
             )
         return (
-            f"fps {lat.output_fps:5.1f} new {lat.unique_fps:5.1f} | latency newest "
-            f"{lat.newest_latency_ms:6.0f} ms p50 {lat.latency_p50_ms:6.0f} ms "
-            f"p95 {lat.latency_p95_ms:6.0f} ms | rtf {lat.real_time_factor:5.2f} | {hop} | "
-            f"features {lat.compute['features'].mean_ms:5.1f} ms motion "
-            f"{lat.compute['motion'].mean_ms:6.1f} ms render {lat.compute['render'].mean_ms:6.1f}"
-            f" ms | late {c.get('late', 0)} repeated {c.get('repeated', 0)} dropped "
-            f"{c.get('dropped', 0)} skipped {self.skipped_hops} hops ({self.skipped_frames} "
-            f"frames) | audio {audio} overflows "
+            f"{head}{rates} | rtf {_num(lat.real_time_factor, 5, 2)} | {hop} | features "
+            f"{_num(lat.compute['features'].mean_ms, 5, 1)} ms motion "
+            f"{_num(lat.compute['motion'].mean_ms, 6, 1)} ms render "
+            f"{_num(lat.compute['render'].mean_ms, 6, 1)} ms | {counts} skipped "
+            f"{self.skipped_hops} hops ({self.skipped_frames} frames) | audio {audio} overflows "
             f"{0 if self.audio is None else self.audio.overflows}"
         )
+
+
+def _num(value: float, width: int, places: int = 0) -> str:
+    """A figure for a status line; a dash (as wide) until it has been measured."""
+    if not math.isfinite(value):
+        return "-".rjust(width)
+    return f"{value:{width}.{places}f}"

@@ -28,7 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.services import VirtualMicInfo
-from desktop_app.settings import GATE_RANGE, MIC_OFFSET_RANGE, CallAudio
+from desktop_app.settings import GATE_RANGE, MAX_MIC_DELAY_RANGE, MIC_OFFSET_RANGE, CallAudio
 
 VMIC_NAME = "imtalker-cam Microphone"
 VMIC_HINT = (
@@ -65,6 +65,16 @@ class CallAudioPanel(QGroupBox):
         self.offset.setToolTip(
             "Added to the measured delay: more if the call app shows video later than it "
             "plays sound, less if the voice now comes after the lips"
+        )
+
+        self.max_delay = QSpinBox(self)
+        self.max_delay.setRange(int(MAX_MIC_DELAY_RANGE.lo), int(MAX_MIC_DELAY_RANGE.hi))
+        self.max_delay.setSingleStep(100)
+        self.max_delay.setSuffix(" ms")
+        self.max_delay.setAccessibleName("Longest microphone delay")
+        self.max_delay.setToolTip(
+            "The call never hears your voice later than this. When the video is further "
+            "behind (a slow computer), the voice stays this late and the lips are not in sync."
         )
 
         self.gate = QCheckBox("Noise gate", self)
@@ -104,6 +114,9 @@ class CallAudioPanel(QGroupBox):
         offset_label = QLabel("Extra delay", self)
         offset_label.setBuddy(self.offset)
         form.addRow(offset_label, self.offset)
+        max_label = QLabel("Longest delay", self)
+        max_label.setBuddy(self.max_delay)
+        form.addRow(max_label, self.max_delay)
         root = QVBoxLayout(self)
         root.addWidget(self.virtual_mic)
         root.addWidget(self.vmic_state)
@@ -117,6 +130,7 @@ class CallAudioPanel(QGroupBox):
         self.show_virtual_mic(None, live=False)
         self.virtual_mic.toggled.connect(self._edited)
         self.offset.valueChanged.connect(self._edited)
+        self.max_delay.valueChanged.connect(self._edited)
         self.gate.toggled.connect(self._edited)
         self.gate_level.valueChanged.connect(self._edited)
         self.push_to_talk.toggled.connect(self._edited)
@@ -141,6 +155,7 @@ class CallAudioPanel(QGroupBox):
         widgets = (
             self.virtual_mic,
             self.offset,
+            self.max_delay,
             self.gate,
             self.gate_level,
             self.push_to_talk,
@@ -151,6 +166,7 @@ class CallAudioPanel(QGroupBox):
         try:
             self.virtual_mic.setChecked(call_audio.virtual_mic)
             self.offset.setValue(round(call_audio.mic_offset_ms))
+            self.max_delay.setValue(round(call_audio.max_mic_delay_ms))
             self.gate.setChecked(call_audio.gate)
             self.gate_level.setValue(round(call_audio.gate_dbfs))
             self.push_to_talk.setChecked(call_audio.push_to_talk)
@@ -167,6 +183,7 @@ class CallAudioPanel(QGroupBox):
             self._value,
             virtual_mic=self.virtual_mic.isChecked(),
             mic_offset_ms=float(self.offset.value()),
+            max_mic_delay_ms=float(self.max_delay.value()),
             gate=self.gate.isChecked(),
             gate_dbfs=float(self.gate_level.value()),
             push_to_talk=self.push_to_talk.isChecked(),
@@ -178,6 +195,7 @@ class CallAudioPanel(QGroupBox):
     def _sync(self) -> None:
         v = self._value
         self.offset.setEnabled(v.virtual_mic)
+        self.max_delay.setEnabled(v.virtual_mic)
         self.gate_level.setEnabled(v.gate)
         self.ptt_key.setEnabled(v.push_to_talk)
         self._set_filter(v.push_to_talk)
@@ -190,6 +208,7 @@ class CallAudioPanel(QGroupBox):
         return [
             self.virtual_mic,
             self.offset,
+            self.max_delay,
             self.gate,
             self.gate_level,
             self.mute,
@@ -217,6 +236,8 @@ class CallAudioPanel(QGroupBox):
         elif info.open:
             delay = "measuring…" if info.delay_ms is None else f"{info.delay_ms:.0f} ms"
             text = f'Pick "{info.device}" in the call app · delay in use {delay}'
+            if info.out_of_sync is not None:
+                text += f" · {info.out_of_sync}"
         else:
             text = f"No virtual microphone: {info.reason or 'unavailable'}"
         self.vmic_state.setText(text)

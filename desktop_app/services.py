@@ -217,6 +217,8 @@ class VirtualMicInfo:
     device: str | None  # what to pick as the microphone in the call app
     delay_ms: float | None  # the delay in use (the measured latency plus the offset)
     reason: str | None  # why there is none, with what to install
+    out_of_sync: str | None = None
+    """While the delay sync needs is over the cap: "lips not in sync: video 4.8 s behind"."""
 
 
 @dataclass(frozen=True)

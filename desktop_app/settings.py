@@ -41,6 +41,7 @@ HOP_CHOICES: tuple[int, ...] = (0, 1, 2, 5, 10, 25)
 """Frames per engine step (40 ms each); 0 = Auto: the smallest the machine keeps real time."""
 GATE_RANGE = Range(name="gate", lo=-80.0, hi=-10.0, unit="dBFS")
 MIC_OFFSET_RANGE = Range(name="virtual microphone offset", lo=-500.0, hi=500.0, unit="ms")
+MAX_MIC_DELAY_RANGE = Range(name="longest virtual microphone delay", lo=200.0, hi=5000.0, unit="ms")
 
 
 @dataclass(frozen=True)
@@ -94,6 +95,7 @@ class CallAudio:
 
     virtual_mic: bool = False  # play the delayed microphone into "imtalker-cam Microphone"
     mic_offset_ms: float = 0.0  # added to the measured latency, -500..500
+    max_mic_delay_ms: float = 1000.0  # the voice is never delayed more, 200..5000
     gate: bool = True
     gate_dbfs: float = -45.0  # quieter reaches the model as silence, -80..-10
     push_to_talk: bool = False
@@ -145,6 +147,8 @@ def _check(name: str, value: Any) -> None:
         GATE_RANGE.check(value, label=name)
     elif name == "mic_offset_ms":
         MIC_OFFSET_RANGE.check(value, label=name)
+    elif name == "max_mic_delay_ms":
+        MAX_MIC_DELAY_RANGE.check(value, label=name)
     elif name == "steps":
         validate.check_choice(value, STEPS_CHOICES, label=name)
     elif name == "hop":

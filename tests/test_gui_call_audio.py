@@ -60,6 +60,33 @@ def test_panel_values_and_push_to_talk_key(qtbot: QtBot) -> None:
     assert talking == [True, False, True, False]  # the filter is gone with push-to-talk
 
 
+def test_longest_delay_and_the_out_of_sync_note(qtbot: QtBot) -> None:
+    """Issue 20: the cap on the voice's delay is a setting (with the virtual microphone), and
+    while the video is further behind than it the panel says the lips are not in sync."""
+    from desktop_app.services import VirtualMicInfo
+
+    panel = CallAudioPanel(CallAudio())
+    qtbot.addWidget(panel)
+    values: list[CallAudio] = []
+    panel.call_audio_changed.connect(values.append)
+    assert not panel.max_delay.isEnabled() and panel.max_delay.value() == 1000
+    panel.virtual_mic.setChecked(True)
+    panel.max_delay.setValue(1500)
+    assert values[-1].max_mic_delay_ms == 1500.0
+    info = VirtualMicInfo(open=True, device="imtalker-cam Microphone", delay_ms=1500.0, reason=None)
+    panel.show_virtual_mic(info, live=True)
+    assert "not in sync" not in panel.vmic_state.text()
+    late = VirtualMicInfo(
+        open=True,
+        device="imtalker-cam Microphone",
+        delay_ms=1500.0,
+        reason=None,
+        out_of_sync="lips not in sync: video 3.3 s behind",
+    )
+    panel.show_virtual_mic(late, live=True)
+    assert panel.vmic_state.text().endswith("· lips not in sync: video 3.3 s behind")
+
+
 def test_virtual_mic_gate_and_mute_through_the_window(
     qtbot: QtBot, make_window: WindowFactory
 ) -> None:

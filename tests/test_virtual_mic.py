@@ -267,6 +267,72 @@ def test_plays_the_captured_audio_delayed_into_the_device() -> None:
     vmic.close()  # idempotent
 
 
+def test_the_voice_is_never_delayed_past_the_cap() -> None:
+    """Issue 20: with the video 4.75 s behind (a CPU slideshow), the call would hear the voice
+    about 5 s late. The delay stops at the cap (1 s by default), the voice plays that late, and
+    the status says by how much the lips are out of sync; a raised cap follows again."""
+    pactl, sd, clock = FakePactl(), FakeOutputSD(), Clock()
+    vmic = VirtualMic(sd=sd, device=PulseVirtualDevice(sd=sd, pactl=pactl, pid=1), clock=clock)
+    vmic.open()
+    stream = sd.streams[0]
+    ramp = np.arange(48_000 * 6, dtype=np.float32) / (48_000 * 6)
+    for k in range(600):  # 6 s captured, block k at 100 + (k + 1) / 100
+        clock.now = 100.0 + (k + 1) / 100
+        vmic.tap(ramp[k * 480 : (k + 1) * 480], 48_000, clock.now)
+    vmic.set_latency(4.75)
+    status = vmic.status()
+    assert status.target_ms == pytest.approx(1000.0) and status.max_delay_ms == 1000.0
+    assert status.behind_ms == pytest.approx(3750.0)
+    assert status.out_of_sync == "lips not in sync: video 3.8 s behind"
+    assert status.as_dict()["out_of_sync"] == status.out_of_sync
+    # What plays now (t = 106, output latency 20 ms) was captured 1 s ago, not 4.75 s ago.
+    out = stream.pull(480, latency=0.02)
+    assert out[0] == pytest.approx((5.02 * 48_000 - 1) / (48_000 * 6), abs=4 / 48_000), out[0]
+    vmic.set_max_delay_ms(5000.0)
+    assert vmic.status().target_ms == pytest.approx(4750.0)
+    assert vmic.status().behind_ms == 0.0 and vmic.status().out_of_sync is None
+    with pytest.raises(ValueError, match="virtual-microphone delay"):
+        vmic.set_max_delay_ms(-1.0)
+    with pytest.raises(ValueError, match="virtual-microphone delay"):
+        VirtualMicConfig(max_delay_ms=float("nan"))
+    vmic.close()
+
+
+def test_the_engine_link_says_when_the_lips_go_out_of_sync_and_back() -> None:
+    """The engine's link hands the measured latency over once per hop and says so, once, when
+    the delay it needs passes the cap, and once when it is back under it."""
+    from runtime.core.timing import FrameTiming
+    from runtime.engine.latency import LatencyMonitor
+    from runtime.engine.live_vmic import VirtualMicLink
+
+    pactl, sd, clock = FakePactl(), FakeOutputSD(), Clock()
+    vmic = VirtualMic(sd=sd, device=PulseVirtualDevice(sd=sd, pactl=pactl, pid=1), clock=clock)
+    monitor = LatencyMonitor(window_s=1000.0, clock=clock)
+    said: list[tuple[str, str]] = []
+    link = VirtualMicLink(vmic, monitor=monitor, emit=lambda k, m: said.append((k, m)))
+    link.open(has_audio=True)
+    said.clear()
+
+    def latency(seconds: float) -> None:
+        for _ in range(50):
+            clock.now += 0.04
+            sent = FrameTiming(capture=clock.now - seconds).with_sent(clock.now)
+            monitor.record_published(sent, first=True)
+        link.update()
+
+    latency(0.3)
+    latency(4.75)
+    latency(4.8)
+    assert len(said) == 1 and said[0][0] == "virtual_mic"  # once, however long it lasts
+    assert said[0][1].startswith("lips not in sync: video ")
+    assert said[0][1].endswith(" s behind (the voice is delayed 1.0 s at most)")
+    assert vmic.status().out_of_sync == "lips not in sync: video 3.8 s behind"
+    monitor.reset()
+    latency(0.5)
+    assert said[-1] == ("virtual_mic", "lips in sync again") and len(said) == 2
+    link.close()
+
+
 def test_a_stream_that_cannot_open_removes_the_device() -> None:
     pactl, sd = FakePactl(), FakeOutputSD()
     sd.refuse = OSError("Device unavailable [PaErrorCode -9985]")

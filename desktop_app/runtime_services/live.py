@@ -219,6 +219,7 @@ class RuntimeSession:
         vmic = self._engine.virtual_mic
         if vmic is not None:
             vmic.set_offset_ms(call_audio.mic_offset_ms)
+            vmic.set_max_delay_ms(call_audio.max_mic_delay_ms)
 
     def set_muted(self, muted: bool) -> None:
         self._engine.mic.set_muted(muted)
@@ -235,6 +236,7 @@ class RuntimeSession:
             device=status.device,
             delay_ms=delay if status.open and math.isfinite(delay) else None,
             reason=status.error,
+            out_of_sync=status.out_of_sync,
         )
 
     def stats(self) -> LiveStats:
@@ -349,7 +351,9 @@ class RuntimeEngine:
         return VirtualMic(
             sd=sd,
             device=default_device(sd),
-            config=VirtualMicConfig(offset_ms=call.mic_offset_ms),
+            config=VirtualMicConfig(
+                offset_ms=call.mic_offset_ms, max_delay_ms=call.max_mic_delay_ms
+            ),
         )
 
     def virtual_camera_status(self) -> VirtualCameraInfo:

@@ -108,7 +108,7 @@ def _virtual_mic(args: argparse.Namespace) -> VirtualMic | None:
     return VirtualMic(
         sd=sounddevice,
         device=default_device(sounddevice),
-        config=VirtualMicConfig(offset_ms=args.mic_offset),
+        config=VirtualMicConfig(offset_ms=args.mic_offset, max_delay_ms=args.max_mic_delay),
     )
 
 
@@ -203,6 +203,8 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             failed.set()
         elif event.kind == "virtual_mic" and "unavailable" in event.message:
             logger.error("%s", event.message)
+        elif event.kind == "virtual_mic" and "not in sync" in event.message:
+            logger.warning("%s", event.message)
         elif event.kind == "hop" and "not real time" in event.message:
             logger.warning(
                 "%s. For smooth video use a GPU, or render offline: imtalker-cam render",

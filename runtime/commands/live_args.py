@@ -104,6 +104,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         metavar="MS",
         help="add MS milliseconds to the virtual microphone's delay (negative: earlier)",
     )
+    out.add_argument(
+        "--max-mic-delay",
+        type=float,
+        default=1000.0,
+        metavar="MS",
+        help="never delay the voice more than MS milliseconds (default 1000): past it the call "
+        "hears the voice on time and the stats say the lips are not in sync",
+    )
     p.add_argument(
         "--gate",
         default=f"{DEFAULT_GATE_DBFS:g}",
@@ -177,6 +185,7 @@ def validate_args(args: argparse.Namespace) -> None:
     check_files(args, inputs, output=("--record", args.record))
     gate_config(args.gate)
     v.MIC_OFFSET.check(args.mic_offset, label="--mic-offset")
+    v.MAX_MIC_DELAY.check(args.max_mic_delay, label="--max-mic-delay")
     if args.mic_offset and not args.virtual_mic:
         raise v.ValidationError("--mic-offset needs --virtual-mic", subject="--mic-offset")
     if args.virtual_mic and args.webcam is not None:

@@ -114,6 +114,7 @@ FRAME_SIDE = Range(name="output size", lo=64, hi=4096, integer=True, unit="pixel
 FPS_CHOICES: tuple[int, ...] = (25, 30)
 WEBCAM_INDEX = Range(name="webcam", lo=0, hi=255, integer=True)
 MIC_OFFSET = Range(name="virtual-microphone offset", lo=-2000.0, hi=2000.0, unit="ms")
+MAX_MIC_DELAY = Range(name="longest virtual-microphone delay", lo=0.0, hi=10000.0, unit="ms")
 GATE_THRESHOLD = Range(name="gate threshold", lo=-100.0, hi=0.0, unit="dBFS")
 
 # Per-frame track files come from recorded motion, so they may go beyond the sliders; these are

@@ -280,6 +280,9 @@ class LiveEngine:
         latency = self.monitor.snapshot()
         hops = self._hops if scheduler is None else scheduler.hops
         phase, status = self._phase(plan, made=hops > 0 or latency.frames_unique > 0)
+        vmic = self._vmic.status()
+        if vmic is not None and vmic.open and vmic.out_of_sync is not None:
+            status += f"; {vmic.out_of_sync}"
         return EngineStats(
             state=self._state,
             latency=latency,
@@ -297,7 +300,7 @@ class LiveEngine:
             nfe=plan.nfe,
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
-            virtual_mic=self._vmic.status(),
+            virtual_mic=vmic,
             remote=None if remote is None else remote.state.value,
             phase=phase,
             status=status,

@@ -27,6 +27,7 @@ class VirtualMicLink:
         self.vmic = vmic
         self._monitor, self._emit = monitor, emit
         self.is_open = False
+        self._out_of_sync = False
 
     def open(self, *, has_audio: bool) -> None:
         vmic = self.vmic
@@ -48,11 +49,21 @@ class VirtualMicLink:
         return self.vmic.tap if self.is_open and self.vmic is not None else None
 
     def update(self) -> None:
-        """Hand the measured latency to the virtual microphone."""
+        """Hand the measured latency to the virtual microphone; say when the delay it would
+        need goes over its cap (the lips are then out of sync) and when it comes back."""
         if self.vmic is None or not self.is_open:
             return
         p50 = self._monitor.snapshot().latency_p50_ms
         self.vmic.set_latency(p50 / 1e3 if math.isfinite(p50) else None)
+        status = self.vmic.status()
+        words = status.out_of_sync
+        if (words is not None) != self._out_of_sync:
+            self._out_of_sync = words is not None
+            cap = f"the voice is delayed {status.max_delay_ms / 1e3:.1f} s at most"
+            self._emit(
+                "virtual_mic",
+                f"{words} ({cap})" if words is not None else "lips in sync again",
+            )
 
     def close(self) -> None:
         if self.vmic is not None and self.is_open:

@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.core.timing import Clock
-from runtime.core.validate import MIC_OFFSET
+from runtime.core.validate import MAX_MIC_DELAY, MIC_OFFSET
 from runtime.media.delay_line import DelayLine, DelayLineConfig
 from runtime.media.stream_close import stop_and_close
 from runtime.media.virtual_mic_device import (
@@ -47,6 +47,10 @@ _ENV_LOCK = threading.Lock()  # PULSE_SINK is process-wide while a stream opens
 class VirtualMicConfig:
     offset_ms: float = 0.0
     """Added to the measured latency (+: later), for the call app's own video delay."""
+    max_delay_ms: float = 1000.0
+    """The voice is never delayed more than this: past it the call hears the voice this late
+    and sees the lips later still (`VirtualMicStatus.behind_ms` says by how much). A call with
+    the voice seconds late is worse than lips out of sync."""
     initial_delay_s: float = 0.3
     block_s: float = 0.02
     latency_s: float = 0.1
@@ -56,6 +60,7 @@ class VirtualMicConfig:
 
     def __post_init__(self) -> None:
         MIC_OFFSET.check(self.offset_ms)
+        MAX_MIC_DELAY.check(self.max_delay_ms)
 
 
 @dataclass(frozen=True)
@@ -67,9 +72,22 @@ class VirtualMicStatus:
     offset_ms: float
     underruns: int
     error: str | None  # why it is not available
+    max_delay_ms: float = 1000.0
+    behind_ms: float = 0.0
+    """How much later than the voice the video reaches the call, when the delay sync needs is
+    over `max_delay_ms` (0: the lips are in sync)."""
+
+    @property
+    def out_of_sync(self) -> str | None:
+        """The words for it ("lips not in sync: video 4.8 s behind"), or None when in sync."""
+        if self.behind_ms <= 0:
+            return None
+        return f"lips not in sync: video {self.behind_ms / 1e3:.1f} s behind"
 
     def as_dict(self) -> dict[str, Any]:
-        return dict(self.__dict__)
+        out = dict(self.__dict__)
+        out["out_of_sync"] = self.out_of_sync
+        return out
 
 
 class VirtualMic:
@@ -86,6 +104,7 @@ class VirtualMic:
         self.config = config if config is not None else VirtualMicConfig()
         self._clock = clock
         self._offset_s = self.config.offset_ms / 1e3
+        self._max_delay_s = self.config.max_delay_ms / 1e3
         self._latency_s: float | None = None
         self._line: DelayLine | None = None  # replaced when the capture rate changes
         self._target: OutputTarget | None = None
@@ -174,9 +193,18 @@ class VirtualMic:
         self._offset_s = offset_ms / 1e3
         self.set_latency(self._latency_s)
 
-    def _delay_target(self) -> float:
+    def set_max_delay_ms(self, max_delay_ms: float) -> None:
+        MAX_MIC_DELAY.check(max_delay_ms)
+        self._max_delay_s = max_delay_ms / 1e3
+        self.set_latency(self._latency_s)
+
+    def _wanted(self) -> float:
+        """The delay that keeps the lips in sync."""
         base = self._latency_s if self._latency_s is not None else self.config.initial_delay_s
         return max(0.0, base + self._offset_s)
+
+    def _delay_target(self) -> float:
+        return min(self._wanted(), self._max_delay_s)
 
     def status(self) -> VirtualMicStatus:
         line = self._line
@@ -189,6 +217,8 @@ class VirtualMic:
             offset_ms=self._offset_s * 1e3,
             underruns=(st.underruns if st is not None else 0) + self._underflows,
             error=self._error,
+            max_delay_ms=self._max_delay_s * 1e3,
+            behind_ms=max(0.0, self._wanted() - self._max_delay_s) * 1e3,
         )
 
     # -- capture callback ---------------------------------------------------------------------

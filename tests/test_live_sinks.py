@@ -213,3 +213,39 @@ def test_recorder_unwritable_folder_is_unavailable(tmp_path: Path) -> None:
     sinks.open_all(fps=25)
     (status,) = sinks.statuses()
     assert not status.open and "does not exist" in (status.unavailable or "")
+
+
+def test_live_recording_holds_the_audio_of_the_last_hop(tmp_path: Path) -> None:
+    """A renderer that takes 0.6 s a frame (a slideshow): the audio captured while the last
+    hop ran is in the recording too, up to the moment the session stopped (before, the file
+    ended where the last hop had last read the microphone, up to a hop's compute early)."""
+    from runtime.engine.live import FileInput, LiveControls, LiveEngine
+    from runtime.model.sessions import ModelSet
+    from tests.live_support import grey_avatar, stub_models
+
+    class Slow:
+        def __init__(self, inner: object) -> None:
+            self.inner = inner
+            self.providers = inner.providers  # type: ignore[attr-defined]
+
+        def run(self, inputs: dict[str, np.ndarray], *, run_options: object = None) -> object:
+            time.sleep(0.6 * inputs["motion"].shape[0])
+            return self.inner.run(inputs, run_options=run_options)  # type: ignore[attr-defined]
+
+    models = stub_models(tmp_path / "stubs")
+    slow = ModelSet(sessions={**models.sessions, "renderer": Slow(models["renderer"])})  # type: ignore[dict-item]
+    out = tmp_path / "live.mp4"
+    rec = RecorderSink(RecorderConfig(path=out))
+    audio = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 20).astype(np.float32)
+    engine = LiveEngine(models=slow, source=FileInput(audio=audio), sinks=[rec])
+    engine.start(grey_avatar(models, 100), LiveControls())
+    time.sleep(4.0)
+    status = engine.stats().audio
+    assert status is not None
+    heard = status.callbacks * 0.01  # 10 ms blocks delivered by the file's "sound card"
+    assert engine.stop()
+    assert rec.wait_finished(30) and rec.error is None
+    _, sound, frames, _ = decode(out)
+    assert heard > 2.0
+    assert sound.size / 16000 >= heard - 0.1, (sound.size / 16000, heard)
+    assert abs(len(frames) / 25 - sound.size / 16000) < 0.1  # the pictures hold to the end

@@ -455,18 +455,23 @@ class LiveEngine:
         )
         ended = False  # the finite input ended and its last hop was made
         pacer.set_streaming(True)
-        while not self._stop.is_set():
-            # ENDED is only set after the last block arrived: a read that follows it takes in
-            # the rest of the file.
-            ending = not ended and capture.state is CaptureState.ENDED
+        try:
+            while not self._stop.is_set():
+                # ENDED is only set after the last block arrived: a read that follows it takes
+                # in the rest of the file.
+                ending = not ended and capture.state is CaptureState.ENDED
+                feed.pull(ended)
+                if ending:
+                    self._hop(scheduler, renderer, ended=True)  # silence follows: idling on
+                    ended = True
+                    self._audio_ended.set()
+                    self._emit("audio_ended", "the audio file has been played")
+                elif not self._hop(scheduler, renderer, ended=False):
+                    wait_on(self._stop, 0.005, self._clock)
+        finally:
+            # What was captured during the last hop still goes to the recording (a slow
+            # machine's hop lasts seconds).
             feed.pull(ended)
-            if ending:
-                self._hop(scheduler, renderer, ended=True)  # silence follows: idling on
-                ended = True
-                self._audio_ended.set()
-                self._emit("audio_ended", "the audio file has been played")
-            elif not self._hop(scheduler, renderer, ended=False):
-                wait_on(self._stop, 0.005, self._clock)
 
     def _hop(self, scheduler: HopScheduler, renderer: Graph, *, ended: bool) -> bool:
         """One hop of the scheduler, if one is due; True if it ran."""

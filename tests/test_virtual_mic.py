@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.engine.live import EngineConfig, LiveEngine, MicrophoneInput
+from runtime.engine.live import EngineConfig, LiveEngine, MicEvent, MicrophoneInput
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import (
     CableDevice,
@@ -309,9 +309,17 @@ def test_the_engine_link_says_when_the_lips_go_out_of_sync_and_back() -> None:
     vmic = VirtualMic(sd=sd, device=PulseVirtualDevice(sd=sd, pactl=pactl, pid=1), clock=clock)
     monitor = LatencyMonitor(window_s=1000.0, clock=clock)
     said: list[tuple[str, str]] = []
-    link = VirtualMicLink(vmic, monitor=monitor, emit=lambda k, m: said.append((k, m)))
+    events: list[object] = []
+
+    def emit(kind: str, message: str, detail: object = None) -> None:
+        said.append((kind, message))
+        events.append(detail)
+
+    link = VirtualMicLink(vmic, monitor=monitor, emit=emit)
     link.open(has_audio=True)
+    assert events == [MicEvent.OPEN]
     said.clear()
+    events.clear()
 
     def latency(seconds: float) -> None:
         for _ in range(50):
@@ -324,12 +332,14 @@ def test_the_engine_link_says_when_the_lips_go_out_of_sync_and_back() -> None:
     latency(4.75)
     latency(4.8)
     assert len(said) == 1 and said[0][0] == "virtual_mic"  # once, however long it lasts
+    assert events == [MicEvent.OUT_OF_SYNC]  # what to decide on: not the words
     assert said[0][1].startswith("lips not in sync: video ")
     assert said[0][1].endswith(" s behind (the voice is delayed 1.0 s at most)")
     assert vmic.status().out_of_sync == "lips not in sync: video 3.8 s behind"
     monitor.reset()
     latency(0.5)
     assert said[-1] == ("virtual_mic", "lips in sync again") and len(said) == 2
+    assert events[-1] is MicEvent.IN_SYNC
     link.close()
 
 

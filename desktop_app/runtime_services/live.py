@@ -39,6 +39,7 @@ from desktop_app.services import (
 from desktop_app.settings import CallAudio, Output, Pose, Quality
 from runtime.engine import live as engine_api
 from runtime.engine.hop_choice import picture_rate
+from runtime.engine.live import EngineEvent, EventKind
 from runtime.engine.live_avatar import LiveAvatar, encode_avatar
 from runtime.engine.live_remote import RemoteCompute, remote_avatar
 from runtime.media.audio_gate import GateConfig
@@ -416,12 +417,12 @@ class RuntimeEngine:
         watch = SourceWatch(config.source)
         meter = LevelMeter() if config.source == "microphone" else None
 
-        def on_event(event: Any) -> None:
-            if event.kind == "error":
+        def on_event(event: EngineEvent) -> None:
+            if event.kind is EventKind.ERROR:
                 callbacks.on_error(f"The live engine stopped: {event.message}")
-            elif event.kind == "remote":
+            elif event.kind is EventKind.REMOTE:
                 callbacks.on_source()  # the reconnecting badge: ask stats() now
-            elif event.kind in ("audio", "webcam"):
+            elif event.kind in (EventKind.AUDIO, EventKind.WEBCAM):
                 watch.event(event.message)
                 callbacks.on_source()
 

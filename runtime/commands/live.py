@@ -36,11 +36,13 @@ from runtime.engine.live import (
     EngineConfig,
     EngineEvent,
     EngineListener,
+    EventKind,
     FileInput,
     Gaze,
     HeadPose,
     LiveControls,
     LiveEngine,
+    MicEvent,
     MicrophoneInput,
     RemoteCompute,
     Source,
@@ -198,14 +200,15 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     warned_slideshow = threading.Event()
 
     def on_event(event: EngineEvent) -> None:
-        if event.kind == "error":
+        plan = event.plan
+        if event.kind is EventKind.ERROR:
             logger.error("the live engine failed: %s", event.message)
             failed.set()
-        elif event.kind == "virtual_mic" and "unavailable" in event.message:
+        elif event.mic is MicEvent.UNAVAILABLE:
             logger.error("%s", event.message)
-        elif event.kind == "virtual_mic" and "not in sync" in event.message:
+        elif event.mic is MicEvent.OUT_OF_SYNC:
             logger.warning("%s", event.message)
-        elif event.kind == "hop" and "not real time" in event.message:
+        elif plan is not None and not plan.real_time:
             logger.warning(
                 "%s. For smooth video use a GPU, or render offline: imtalker-cam render",
                 event.message,
@@ -217,15 +220,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
                     "held until the next); for a smooth file render it offline: "
                     "imtalker-cam render --audio FILE"
                 )
-        elif event.kind in (
-            "audio",
-            "webcam",
-            "avatar",
-            "audio_ended",
-            "virtual_mic",
-            "hop",
-            "remote",
-        ):
+        elif event.kind not in (EventKind.STARTED, EventKind.STOPPED, EventKind.SINK):
             logger.info("%s: %s", event.kind, event.message)
         # Sinks report their own failures (runtime.sinks logs them).
 

@@ -44,7 +44,7 @@ from runtime.engine.motion_sampler import (
     random_noise,
     velocity_from_session,
 )
-from runtime.engine.types import EngineConfig, HopRecord, LiveControls
+from runtime.engine.types import Emit, EngineConfig, HopRecord, LiveControls
 from runtime.model.contract import FPS, SAMPLE_RATE, SAMPLES_PER_FRAME
 from runtime.model.versions import ModelVersion
 
@@ -171,7 +171,7 @@ def hop_scheduler(
     frames: FrameQueue,
     monitor: LatencyMonitor,
     controls: LiveControls,
-    emit: Callable[[str, str], None],
+    emit: Emit,
     model_version: ModelVersion,
     on_gpu: bool,
     clock: Clock = time.perf_counter,

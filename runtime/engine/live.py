@@ -63,11 +63,14 @@ from runtime.engine.types import (
     EngineListener,
     EngineState,
     EngineStats,
+    EventDetail,
+    EventKind,
     FileInput,
     Gaze,
     HeadPose,
     HopRecord,
     LiveControls,
+    MicEvent,
     MicrophoneInput,
     Source,
     WebcamInput,
@@ -88,12 +91,14 @@ __all__ = [
     "EngineListener",
     "EngineState",
     "EngineStats",
+    "EventKind",
     "FileInput",
     "Gaze",
     "HeadPose",
     "HopRecord",
     "LiveControls",
     "LiveEngine",
+    "MicEvent",
     "MicrophoneInput",
     "RemoteCompute",
     "Source",
@@ -129,7 +134,7 @@ class LiveEngine:
         self.config = config if config is not None else EngineConfig()
         self._listener = listener if listener is not None else EngineListener()
         self._clock = clock
-        self._sinks = SinkSet(sinks, on_error=lambda n, m: self._emit("sink", f"{n}: {m}"))
+        self._sinks = SinkSet(sinks, on_error=lambda n, m: self._emit(EventKind.SINK, f"{n}: {m}"))
         self.monitor = LatencyMonitor(window_s=self.config.stats_window_s, clock=clock)
         self._lock = threading.Lock()
         self._controls = LiveControls()
@@ -224,7 +229,7 @@ class LiveEngine:
         self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
         self._pacer.start()
         self._worker.start()
-        self._emit("started", f"live at {self.config.fps} fps")
+        self._emit(EventKind.STARTED, f"live at {self.config.fps} fps")
 
     def stop(self) -> bool:
         """Stop everything; True when every thread ended within `stop_timeout_s` (1 s)."""
@@ -257,7 +262,9 @@ class LiveEngine:
         if self._state is EngineState.RUNNING:
             self._state = EngineState.STOPPED
         if was is not EngineState.STOPPED:
-            self._emit("stopped", "stopped" if ok else "stopped (a thread did not end in time)")
+            self._emit(
+                EventKind.STOPPED, "stopped" if ok else "stopped (a thread did not end in time)"
+            )
         return ok
 
     def wait_audio_ended(self, timeout: float | None = None) -> bool:
@@ -337,17 +344,17 @@ class LiveEngine:
                     return
                 logger.exception("the live engine failed")
                 self._state = EngineState.FAILED
-                self._emit("error", f"{type(exc).__name__}: {exc}")
+                self._emit(EventKind.ERROR, f"{type(exc).__name__}: {exc}")
 
         return run
 
-    def _emit(self, kind: str, message: str) -> None:
+    def _emit(self, kind: EventKind, message: str, detail: EventDetail = None) -> None:
         logger.debug("%s: %s", kind, message)
         callback = self._listener.on_event
         if callback is None:
             return
         try:
-            callback(EngineEvent(kind=kind, message=message, when=self._clock()))
+            callback(EngineEvent(kind=kind, message=message, when=self._clock(), detail=detail))
         except Exception:
             logger.exception("engine event listener failed")
 
@@ -370,7 +377,7 @@ class LiveEngine:
         avatar, changed = self._swap_avatar()
         if changed:
             self._set_idle(renderer, avatar)
-            self._emit("avatar", f"avatar {avatar.name}")
+            self._emit(EventKind.AVATAR, f"avatar {avatar.name}")
         return avatar
 
     def _set_idle(self, renderer: Graph, avatar: LiveAvatar) -> None:
@@ -465,7 +472,7 @@ class LiveEngine:
                     self._hop(scheduler, renderer, ended=True)  # silence follows: idling on
                     ended = True
                     self._audio_ended.set()
-                    self._emit("audio_ended", "the audio file has been played")
+                    self._emit(EventKind.AUDIO_ENDED, "the audio file has been played")
                 elif not self._hop(scheduler, renderer, ended=False):
                     wait_on(self._stop, 0.005, self._clock)
         finally:
@@ -488,7 +495,7 @@ class LiveEngine:
         text = status.state.value
         if status.error:
             text += f": {status.error}"
-        self._emit("audio", text)
+        self._emit(EventKind.AUDIO, text)
 
     # -- video-driven worker -----------------------------------------------------------------
 

@@ -15,7 +15,7 @@ import numpy.typing as npt
 from runtime.core.timing import Clock
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.latency import LatencyMonitor
-from runtime.engine.types import EngineConfig, FileInput, MicrophoneInput
+from runtime.engine.types import Emit, EngineConfig, EventKind, FileInput, MicrophoneInput
 from runtime.media.audio_capture import (
     AudioCapture,
     CaptureConfig,
@@ -70,7 +70,7 @@ class AudioFeed:
         monitor: LatencyMonitor,
         clock: Clock,
         silence_fill_s: float,
-        emit: Callable[[str, str], None],
+        emit: Emit,
         gate: Callable[[Array], Array] | None = None,
     ) -> None:
         self.capture, self.timeline = capture, timeline
@@ -111,4 +111,4 @@ class AudioFeed:
                 self._monitor.count("audio_sink_errors")
                 if self._monitor.counter("audio_sink_errors") == 1:
                     logger.exception("a sink failed to take audio")
-                    self._emit("sink", f"{type(exc).__name__}: {exc}")
+                    self._emit(EventKind.SINK, f"{type(exc).__name__}: {exc}")

@@ -11,7 +11,14 @@ from runtime.core.timing import Clock
 from runtime.engine.hop_scheduler import HopScheduler, hop_scheduler
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_hop import FrameQueue, Graph
-from runtime.engine.types import EngineConfig, FileInput, HopRecord, LiveControls, MicrophoneInput
+from runtime.engine.types import (
+    Emit,
+    EngineConfig,
+    FileInput,
+    HopRecord,
+    LiveControls,
+    MicrophoneInput,
+)
 from runtime.model.sessions import ModelSet
 
 
@@ -33,7 +40,7 @@ def local_scheduler(
     monitor: LatencyMonitor,
     clock: Clock,
     controls: LiveControls,
-    emit: Callable[[str, str], None],
+    emit: Emit,
     on_hop: Callable[[HopRecord], None] | None,
 ) -> HopScheduler:
     return hop_scheduler(

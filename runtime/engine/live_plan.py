@@ -6,10 +6,9 @@ is read by `LiveEngine.stats` on any thread: one attribute, replaced whole).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from runtime.engine.hop_choice import HopChooser, HopCompute, HopPlan, describe_plan
-from runtime.engine.types import LiveControls
+from runtime.engine.types import Emit, EventKind, LiveControls
 from runtime.model.contract import CLIP_FRAMES
 
 
@@ -21,7 +20,7 @@ class HopPlanner:
         lookahead: int,
         quality: bool,
         controls: LiveControls,
-        emit: Callable[[str, str], None],
+        emit: Emit,
         expected: HopCompute | None = None,
     ) -> None:
         """`expected`: a hop's compute measured before the session (the bench), to plan the
@@ -50,7 +49,8 @@ class HopPlanner:
         before, self.plan = self.plan, plan
         now, was = (plan.hop, plan.real_time, plan.nfe), (before.hop, before.real_time, before.nfe)
         if plan.measured and now != was:
-            self._emit("hop", describe_plan(plan, auto=controls.hop is None, nfe=controls.nfe))
+            words = describe_plan(plan, auto=controls.hop is None, nfe=controls.nfe)
+            self._emit(EventKind.HOP, words, plan)
         return plan
 
     def observe(self, cost: HopCompute) -> None:

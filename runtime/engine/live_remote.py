@@ -31,7 +31,9 @@ from runtime.engine.live_input import AudioFeed, open_capture
 from runtime.engine.live_webcam import open_webcam
 from runtime.engine.pacer import Pacer
 from runtime.engine.types import (
+    Emit,
     EngineConfig,
+    EventKind,
     FileInput,
     LiveControls,
     MicrophoneInput,
@@ -92,7 +94,7 @@ class WorkerHooks:
     take_avatar: Callable[[], tuple[LiveAvatar, bool]]
     """The current avatar, and whether it changed since the last call."""
     controls: Callable[[], LiveControls]
-    emit: Callable[[str, str], None]
+    emit: Emit
     on_capture: Callable[[CaptureStatus], None]
     vmic_tap: CaptureTap | None
     vmic_update: Callable[[], None]
@@ -129,11 +131,11 @@ class _Intake:
         if state is LinkState.RECONNECTING:
             self._monitor.count("reconnects")
         if state is not LinkState.CLOSED:
-            self._hooks.emit("remote", message)
+            self._hooks.emit(EventKind.REMOTE, message)
 
     def on_ended(self) -> None:
         self._hooks.audio_ended.set()
-        self._hooks.emit("audio_ended", "the audio file has been played")
+        self._hooks.emit(EventKind.AUDIO_ENDED, "the audio file has been played")
 
 
 class RemoteWorker:
@@ -264,7 +266,7 @@ class RemoteWorker:
             avatar, changed = hooks.take_avatar()
             if changed:
                 link.set_avatar(encode_photo(avatar.image), avatar.name)
-                hooks.emit("avatar", f"avatar {avatar.name}")
+                hooks.emit(EventKind.AVATAR, f"avatar {avatar.name}")
             now_controls = hooks.controls()
             if now_controls != controls:
                 controls = now_controls
@@ -387,7 +389,7 @@ class RemoteWebcamWorker:
             avatar, changed = hooks.take_avatar()
             if changed:
                 link.set_avatar(encode_photo(avatar.image), avatar.name)
-                hooks.emit("avatar", f"avatar {avatar.name}")
+                hooks.emit(EventKind.AVATAR, f"avatar {avatar.name}")
             grab = webcam.latest(after=last, timeout=0.1)
             if grab is None:
                 pacer.set_streaming(webcam.state is WebcamState.RUNNING)

@@ -8,9 +8,9 @@ voice when it sees the lips (`runtime.media.virtual_mic`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 
 from runtime.engine.latency import LatencyMonitor
+from runtime.engine.types import Emit, EventKind, MicEvent
 from runtime.media.audio_capture import CaptureTap
 from runtime.media.virtual_mic import VirtualMic, VirtualMicStatus
 from runtime.media.virtual_mic_device import VirtualMicUnavailable
@@ -22,7 +22,7 @@ class VirtualMicLink:
         vmic: VirtualMic | None,
         *,
         monitor: LatencyMonitor,
-        emit: Callable[[str, str], None],
+        emit: Emit,
     ) -> None:
         self.vmic = vmic
         self._monitor, self._emit = monitor, emit
@@ -34,15 +34,25 @@ class VirtualMicLink:
         if vmic is None:
             return
         if not has_audio:
-            self._emit("virtual_mic", "no virtual microphone: the webcam source has no audio")
+            self._emit(
+                EventKind.VIRTUAL_MIC,
+                "no virtual microphone: the webcam source has no audio",
+                MicEvent.NO_AUDIO,
+            )
             return
         try:
             vmic.open()
         except VirtualMicUnavailable as exc:
-            self._emit("virtual_mic", f"virtual microphone unavailable: {exc}")
+            self._emit(
+                EventKind.VIRTUAL_MIC,
+                f"virtual microphone unavailable: {exc}",
+                MicEvent.UNAVAILABLE,
+            )
             return
         self.is_open = True
-        self._emit("virtual_mic", f"virtual microphone: {vmic.status().device}")
+        self._emit(
+            EventKind.VIRTUAL_MIC, f"virtual microphone: {vmic.status().device}", MicEvent.OPEN
+        )
 
     @property
     def tap(self) -> CaptureTap | None:
@@ -61,8 +71,9 @@ class VirtualMicLink:
             self._out_of_sync = words is not None
             cap = f"the voice is delayed {status.max_delay_ms / 1e3:.1f} s at most"
             self._emit(
-                "virtual_mic",
+                EventKind.VIRTUAL_MIC,
                 f"{words} ({cap})" if words is not None else "lips in sync again",
+                MicEvent.OUT_OF_SYNC if words is not None else MicEvent.IN_SYNC,
             )
 
     def close(self) -> None:

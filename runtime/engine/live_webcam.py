@@ -20,14 +20,14 @@ from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, image_to_source, render, to_uint8
 from runtime.engine.live_hop import Graph
 from runtime.engine.pacer import Pacer
-from runtime.engine.types import WebcamInput
+from runtime.engine.types import Emit, EventKind, WebcamInput
 from runtime.media.webcam import WebcamSource, WebcamState
 from runtime.model.contract import MOTION_DIM
 from runtime.sinks.frame import LiveFrame
 
 
 def open_webcam(
-    source: WebcamInput, *, clock: Clock, emit: Callable[[str, str], None], crop_size: int
+    source: WebcamInput, *, clock: Clock, emit: Emit, crop_size: int
 ) -> tuple[Any, WebcamSource]:
     """The face cropper (`source.cropper`'s, else a face tracker cropping `crop_size` squares)
     and the camera of `source`, not started; camera states go out as "webcam" events."""
@@ -41,7 +41,7 @@ def open_webcam(
         cv2=source.cv2,
         config=source.config,
         clock=clock,
-        on_state=lambda s, e: emit("webcam", s.value + (f": {e}" if e else "")),
+        on_state=lambda s, e: emit(EventKind.WEBCAM, s.value + (f": {e}" if e else "")),
     )
     return cropper, webcam
 
@@ -57,7 +57,7 @@ class WebcamWorker:
         monitor: LatencyMonitor,
         clock: Clock,
         stop: threading.Event,
-        emit: Callable[[str, str], None],
+        emit: Emit,
         take_avatar: Callable[[], LiveAvatar],
         on_hop: Callable[[], None],
         source_size: int,

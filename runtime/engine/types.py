@@ -10,12 +10,12 @@ import enum
 import math
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
 
-from runtime.engine.hop_choice import HopCompute
+from runtime.engine.hop_choice import HopCompute, HopPlan
 from runtime.engine.latency import LatencyStats
 from runtime.engine.motion_sampler import RawConditions
 from runtime.media.audio_capture import CaptureConfig, CaptureStatus, SoundDeviceLike
@@ -186,14 +186,58 @@ class EngineState(enum.Enum):
     FAILED = "failed"
 
 
+class EventKind(enum.StrEnum):
+    """What an `EngineEvent` is about."""
+
+    STARTED = "started"
+    STOPPED = "stopped"
+    AUDIO = "audio"  # the input's state changed (`message`: the state and its error)
+    AUDIO_ENDED = "audio_ended"  # a file input was played to its end
+    WEBCAM = "webcam"  # the webcam's state changed
+    SINK = "sink"  # a sink failed or is unavailable
+    AVATAR = "avatar"  # the avatar was switched
+    VIRTUAL_MIC = "virtual_mic"  # `detail`: a `MicEvent`
+    HOP = "hop"  # the plan changed (hop, steps, real time or not); `detail`: the `HopPlan`
+    REMOTE = "remote"  # the render server link's state changed
+    ERROR = "error"  # the worker failed; the engine stops
+
+
+class MicEvent(enum.StrEnum):
+    """What happened to the virtual microphone (`EventKind.VIRTUAL_MIC`)."""
+
+    OPEN = "open"
+    UNAVAILABLE = "unavailable"
+    NO_AUDIO = "no_audio"  # the source has no audio (a webcam)
+    OUT_OF_SYNC = "out_of_sync"  # the delay sync needs is over the cap
+    IN_SYNC = "in_sync"  # back under the cap
+
+
+EventDetail = HopPlan | MicEvent | None
+
+
+class Emit(Protocol):
+    """How the engine's parts report an event (the engine stamps and delivers it)."""
+
+    def __call__(self, kind: EventKind, message: str, detail: EventDetail = None) -> None: ...
+
+
 @dataclass(frozen=True)
 class EngineEvent:
-    kind: str
-    """started, stopped, audio (input state changed), audio_ended, webcam, sink (a sink failed
-    or is unavailable), avatar (switched), virtual_mic (open, or why not), hop (the hop in use
-    changed, or the machine is not real time), error (the worker failed; the engine stops)."""
+    kind: EventKind
     message: str
+    """In words, for a log or a status line; decide on `kind` and `detail`, never on this."""
     when: float
+    detail: EventDetail = None
+
+    @property
+    def plan(self) -> HopPlan | None:
+        """`EventKind.HOP`: the plan now in use."""
+        return self.detail if isinstance(self.detail, HopPlan) else None
+
+    @property
+    def mic(self) -> MicEvent | None:
+        """`EventKind.VIRTUAL_MIC`: what happened."""
+        return self.detail if isinstance(self.detail, MicEvent) else None
 
 
 @dataclass(frozen=True, eq=False)

@@ -34,7 +34,14 @@ from runtime.engine.live_avatar import (
     to_uint8,
 )
 from runtime.engine.live_hop import Graph
-from runtime.engine.types import EngineConfig, Gaze, HeadPose, LiveControls
+from runtime.engine.types import (
+    EngineConfig,
+    EventDetail,
+    EventKind,
+    Gaze,
+    HeadPose,
+    LiveControls,
+)
 from runtime.model.contract import MOTION_DIM
 from runtime.model.sessions import ModelSet
 from runtime.remote.codec import decode_photo, float_from_pcm
@@ -136,7 +143,7 @@ class ServerSession:
     def _graph(self, name: str) -> Graph:
         return Graph(self._models[name], self._options, self._stop)
 
-    def _log_event(self, kind: str, message: str) -> None:
+    def _log_event(self, kind: EventKind, message: str, detail: EventDetail = None) -> None:
         logger.info("session: %s: %s", kind, message)
 
     @property

@@ -158,11 +158,12 @@ class ModelStore:
             source=source,
             model_version=model_version,
         )
-        self._write_record(
+        self.write_record(
             StoreRecord(repo_id=record.repo_id, revision=record.revision, files=files)
         )
 
-    def _write_record(self, record: StoreRecord) -> None:
+    def write_record(self, record: StoreRecord) -> None:
+        """Replace `store.json` with `record`, atomically (the caller holds what it read)."""
         data = json.dumps(record.to_json(), indent=2).encode() + b"\n"
         atomic_write_bytes(self.record_path, data)
 
@@ -174,7 +175,7 @@ class ModelStore:
                 return
             self.check_root()
             self.root.mkdir(parents=True, exist_ok=True)
-            self._write_record(
+            self.write_record(
                 StoreRecord(repo_id=repo_id, revision=revision, files=dict(record.files))
             )
 
@@ -188,9 +189,12 @@ class ModelStore:
         recorded = self.read_record().files.get(relpath)
         return recorded.sha256 if recorded is not None else None
 
-    def _candidate_problem(
+    def candidate_problem(
         self, relpath: str, candidate: Path, *, sha256: str, size: int, switching: bool = False
     ) -> str:
+        """Why `candidate` (with this digest and size) may not become `relpath`: its size or
+        digest against the manifest and the first verification, or its structure; "" if it
+        may. `switching`: another model version is being imported on purpose."""
         entry = self.expected(relpath)
         if entry.size is not None and size != entry.size:
             return f"size {size} bytes, expected {entry.size}"
@@ -219,19 +223,19 @@ class ModelStore:
         if candidate.parent != final.parent:
             raise ValueError("candidate must sit next to its final path for an atomic rename")
         try:
-            problem = self._candidate_problem(relpath, candidate, sha256=sha256, size=size)
+            problem = self.candidate_problem(relpath, candidate, sha256=sha256, size=size)
             if problem:
                 raise VerificationError(f"{relpath}: {problem}. {deleted_copy(source)}")
-            versions = self._inspect({relpath: (candidate, sha256)})
-            self._check_versions(versions, switching=False)
+            versions = self.inspect_versions({relpath: (candidate, sha256)})
+            self.check_versions(versions, switching=False)
         except BaseException:
             with contextlib.suppress(OSError):
                 candidate.unlink()
             raise
-        self._place(relpath, candidate, sha256=sha256, size=size, source=source,
+        self.place_verified(relpath, candidate, sha256=sha256, size=size, source=source,
                     model_version=versions.get(relpath))  # fmt: skip
 
-    def _place(
+    def place_verified(
         self,
         relpath: str,
         candidate: Path,
@@ -241,6 +245,8 @@ class ModelStore:
         source: str,
         model_version: str | None,
     ) -> None:
+        """Move a checked candidate into place and record it verified (the checks are the
+        caller's: `candidate_problem`, `inspect_versions`, `check_versions`)."""
         final = self.path(relpath)
         with self._lock:
             if candidate != final:
@@ -258,10 +264,13 @@ class ModelStore:
         recorded, None while either is missing or unknown."""
         return store_versions.recorded_version(self.read_record(), self.manifest)
 
-    def _inspect(self, candidates: dict[str, tuple[Path, str]]) -> dict[str, str | None]:
+    def inspect_versions(self, candidates: dict[str, tuple[Path, str]]) -> dict[str, str | None]:
+        """The model version each candidate checkpoint is, by its keys (None: not one)."""
         return store_versions.inspect_candidates(self.manifest, candidates)
 
-    def _check_versions(self, incoming: dict[str, str | None], *, switching: bool) -> None:
+    def check_versions(self, incoming: dict[str, str | None], *, switching: bool) -> None:
+        """Refuse (`ModelStoreError`) a set that would leave the store mixed or of another
+        version than it holds, unless `switching`."""
         store_versions.check_versions(
             self.manifest, self.read_record(), incoming, switching=switching
         )
@@ -313,7 +322,7 @@ class ModelStore:
             with self._lock:
                 current = self.read_record()
                 files = {**current.files, **refreshed}
-                self._write_record(
+                self.write_record(
                     StoreRecord(repo_id=current.repo_id, revision=current.revision, files=files)
                 )
         return StoreStatus(

@@ -103,7 +103,7 @@ def import_files(
                     file.unlink()
         raise
     for relpath, (file, sha, size, origin) in staged.items():
-        store._place(relpath, file, sha256=sha, size=size, source=origin,
+        store.place_verified(relpath, file, sha256=sha, size=size, source=origin,
                      model_version=versions.get(relpath))  # fmt: skip
     missing = tuple(e.path for e in store.manifest if e.path not in located)
     return ImportResult(tuple(staged), tuple(unchanged), missing)
@@ -112,15 +112,15 @@ def import_files(
 def _check_staged(store: ModelStore, staged: _Staged, *, switching: bool) -> dict[str, str | None]:
     """Every check of a batch of files before any is placed; returns the model versions.
     A switch needs both versioned checkpoints in the batch and a version that differs."""
-    versions = store._inspect({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
+    versions = store.inspect_versions({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
     if switching:
         store_versions.check_switch(store.manifest, versions, held=store.model_version())
-    store._check_versions(versions, switching=switching)
+    store.check_versions(versions, switching=switching)
     # After the version checks, so that another version is named as such.
     for relpath, (file, sha, size, origin) in staged.items():
         # A switch replaces the versioned checkpoints only; other files keep their digests.
         replaced = switching and relpath in versions
-        problem = store._candidate_problem(relpath, file, sha256=sha, size=size,
+        problem = store.candidate_problem(relpath, file, sha256=sha, size=size,
                                            switching=replaced)  # fmt: skip
         if problem:
             done = (

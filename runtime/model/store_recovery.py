@@ -82,7 +82,7 @@ def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[Store
         failed.append(f"{rel} ({reason})")
     record = StoreRecord(repo_id=salvaged.repo_id, revision=salvaged.revision, files=files)
     with contextlib.suppress(OSError):
-        store._write_record(record)
+        store.write_record(record)
     kept = f" (the damaged file was kept as {aside.name})" if aside is not None else ""
     notice = (
         f"The model store's record {store.record_path} was damaged: {damage.reason}{kept}. "

@@ -100,3 +100,23 @@ def test_picture_rate_words() -> None:
 def test_config_is_checked() -> None:
     with pytest.raises(ValueError, match="budget"):
         HopChoiceConfig(budget=0.9, budget_up=0.8)
+
+
+def test_a_bench_seeds_the_first_plan() -> None:
+    """Figures measured before the session (the bench of these graphs) make the first plan:
+    a slow machine is a slideshow from the first hop, announced with its picture rate, and the
+    real hops then take over (the seed is three hops of the median window, no more)."""
+    from runtime.engine.hop_choice import HopCompute
+
+    chooser = HopChooser(fps=25, lookahead=2)
+    assert not chooser.plan.measured
+    slow = HopCompute(fixed_s=0.8, render_s=1.0, rendered=1, sampler_s=0.65, nfe=10)
+    plan = chooser.seed(slow)
+    assert plan.measured and not plan.real_time
+    assert plan.picture_interval_s == pytest.approx(1.8)
+    for _ in range(5):  # the machine is fast after all
+        frames = chooser.plan.hop if chooser.plan.real_time else 1
+        chooser.observe(
+            fixed_s=0.002, render_s=0.001 * frames, rendered=frames, sampler_s=0.001, nfe=10
+        )
+    assert chooser.plan.real_time and chooser.plan.hop == 1

@@ -332,3 +332,38 @@ def test_a_slow_sampler_lowers_the_steps_only_when_allowed(
         assert settled == [(10, 9)] * 4
         assert stats.nfe == 10 and not stats.real_time
         assert stats.as_dict()["nfe"] == 10 and " of 10" not in stats.line()
+
+
+def test_a_bench_of_the_graphs_makes_the_stats_honest_from_the_start(models: ModelSet) -> None:
+    """Issue 20: with a bench of these graphs that found the machine far too slow, the session
+    says "not real time" with its picture rate before its first hop, and Auto's first hop is
+    already a slideshow's (the newest frames only)."""
+    from runtime.engine.hop_choice import HopCompute
+
+    clock = VirtualClock(real_timeout_s=120.0)
+    slow = ModelSet(
+        sessions={
+            **models.sessions,
+            "renderer": SlowRenderer(models["renderer"], clock, 2.0),  # type: ignore[dict-item]
+        }
+    )
+    bench = HopCompute(fixed_s=0.8, render_s=2.0, rendered=1, sampler_s=0.6, nfe=10)
+    events: list[Any] = []
+    hops: list[Any] = []
+    listener = EngineListener(on_event=events.append, on_hop=hops.append)
+    _, _, snaps = run_live(
+        slow,
+        clock,
+        8.0,
+        controls=LiveControls(),
+        config=EngineConfig(expected_hop=bench),
+        stats_at=(0.05,),
+        listener=listener,
+    )
+    first = snaps[0.05]
+    assert first.hops == 0 and first.phase == "not_real_time" and not first.real_time
+    assert first.status == "not real time on this machine: about 1 new picture every 2.8 s"
+    said = [e for e in events if e.kind == "hop"]
+    assert said and said[0].plan is not None and not said[0].plan.real_time
+    assert said[0].when < hops[0].started  # said before the first hop began
+    assert hops[0].rendered == 1 and hops[0].emitted <= 10

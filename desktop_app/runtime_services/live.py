@@ -369,6 +369,15 @@ class RuntimeEngine:
         sink.close()
         return VirtualCameraInfo(True, backend, device, None)
 
+    def _expected_hop(self, models: Any, precision: str) -> Any:
+        """What the last bench of these graphs measured (None: not measured here)."""
+        from runtime.core import paths
+        from runtime.engine.bench import expected_hop
+
+        if models is None or self._model_dir is None:
+            return None
+        return expected_hop(paths.cache_dir(), self._model_dir, models, precision=precision)
+
     def _open_models(self, precision: str = "fp32") -> Any:
         state = self.models.model_state()
         if not state.ready or state.graphs_dir is None:
@@ -434,7 +443,8 @@ class RuntimeEngine:
             models=models,
             source=self._source(config, meter),
             config=api.EngineConfig(
-                gate=GateConfig(threshold_dbfs=call.gate_dbfs if call.gate else None)
+                gate=GateConfig(threshold_dbfs=call.gate_dbfs if call.gate else None),
+                expected_hop=self._expected_hop(models, config.quality.precision),
             ),
             sinks=[PreviewOut(look, callbacks.on_frame), camera, tap],
             listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),

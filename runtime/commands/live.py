@@ -58,7 +58,6 @@ from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 
 if TYPE_CHECKING:
     from runtime.engine.hop_choice import HopCompute
-    from runtime.model.sessions import ModelSet
 
 logger = logging.getLogger(__name__)
 
@@ -189,6 +188,8 @@ def _graphs(args: argparse.Namespace) -> Path:
 
 
 def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
+    from runtime.core import paths
+    from runtime.engine.bench import expected_hop
     from runtime.engine.live_avatar import encode_avatar
     from runtime.engine.live_remote import remote_avatar
     from runtime.media.avatar_image import AvatarImageError
@@ -244,7 +245,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             _say(args, "loading the model")
             models = open_model_set(graphs, options=options)
             logger.info("running on %s", ", ".join(models.providers))
-            expected = _expected_hop(graphs, models, options.precision)
+            expected = expected_hop(paths.cache_dir(), graphs, models, precision=options.precision)
             _say(args, "encoding the avatar")
             avatar = encode_avatar(
                 models["avatar_encoder"],
@@ -321,22 +322,6 @@ def _say(args: argparse.Namespace, status: str) -> None:
     else:
         return
     sys.stdout.flush()
-
-
-def _expected_hop(graphs: Path, models: ModelSet, precision: str) -> HopCompute | None:
-    """A hop's compute from `imtalker-cam bench` on these graphs, if it was measured here."""
-    from runtime.core import paths
-    from runtime.engine.bench import result_for
-
-    try:
-        result = result_for(paths.cache_dir(), graphs, precision=precision)
-    except (OSError, ValueError):
-        return None
-    gpu = models.providers[0] != "CPUExecutionProvider"
-    if result is None or result.on_gpu != gpu:
-        return None
-    logger.info("from the last bench of these graphs: %s", result.verdict)
-    return result.hop_costs()
 
 
 def _supervise(

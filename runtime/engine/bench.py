@@ -213,6 +213,22 @@ def result_for(cache_dir: Path, graphs: Path, *, precision: str) -> BenchResult 
     return result if same else None
 
 
+def expected_hop(
+    cache_dir: Path, graphs: Path, models: ModelSet, *, precision: str
+) -> HopCompute | None:
+    """A hop's compute as the last `imtalker-cam bench` measured it on these graphs, at this
+    precision, on the same kind of device (`EngineConfig.expected_hop`); None if it did not."""
+    try:
+        result = result_for(cache_dir, graphs, precision=precision)
+    except (OSError, ValueError):
+        return None
+    gpu = models.providers[0] != "CPUExecutionProvider"
+    if result is None or result.on_gpu != gpu:
+        return None
+    logger.info("from the last bench of these graphs: %s", result.verdict)
+    return result.hop_costs()
+
+
 def read_result(cache_dir: Path) -> BenchResult | None:
     """The last result, or None when there is none or it cannot be read (it is only a cache)."""
     path = cache_dir / RESULT_FILE

@@ -421,8 +421,6 @@ class LiveEngine:
         assert pacer is not None and models is not None
         assert isinstance(source, FileInput | MicrophoneInput)
         renderer = self._graph("renderer")
-        avatar = self._take_avatar(renderer)
-        self._set_idle(renderer, avatar)
         scheduler = local_scheduler(
             models=models,
             config=cfg,
@@ -436,7 +434,9 @@ class LiveEngine:
             emit=self._emit,
             on_hop=self._listener.on_hop,
         )
-        self._scheduler = scheduler
+        self._scheduler = scheduler  # (its plan is known now: from a bench, before any hop)
+        avatar = self._take_avatar(renderer)
+        self._set_idle(renderer, avatar)
         capture = open_capture(
             source,
             cfg,

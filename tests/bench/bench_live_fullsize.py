@@ -14,6 +14,8 @@ with fixture speech tiled to the session's length, while a load runs beside it:
 - `memory`: one process that holds all but `--headroom-gb` of the available memory and keeps
   touching, freeing and reallocating it (page reclaim, no swap here);
 - `disk`: 1 GB written and fsynced every 10 s (writeback stalls);
+- `mix`: one burner, the memory load and the disk load at once (the issue's own mix had
+  renders, conversions and a server under a memory flood beside it);
 - `none`: nothing beside it (a reference).
 
 From the command's one-line-a-second stats it writes the latency curve per stage (newest picture,
@@ -52,7 +54,7 @@ if str(ROOT) not in sys.path:  # run as a script
 
 from tests.support.data import FIXTURES, GOLDEN  # noqa: E402
 
-LOADS = ("none", "steady", "onoff", "memory", "disk")
+LOADS = ("none", "steady", "onoff", "memory", "disk", "mix")
 EARLY = (30.0, 60.0)
 LAST_S = 50.0
 
@@ -126,6 +128,8 @@ def start_load(
         return [child("burner"), child("burner")]
     if kind == "onoff":
         return [child("onoff"), child("onoff")]
+    if kind == "mix":
+        return [child("burner"), child("memory"), child("disk")]
     return [child(kind)]
 
 
@@ -270,7 +274,8 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         "# Live on full-size graphs under load (issue 20)",
         "",
         f"{meta['seconds']:.0f} s sessions of `imtalker-cam live --audio-file` (fixture speech "
-        "tiled) on full-size recipe graphs, CPU provider, with a load beside each. "
+        f"tiled to {meta.get('audio_seconds', meta['seconds'] + 5):.0f} s) on full-size recipe "
+        "graphs, CPU provider, with a load beside each. "
         f"Machine: {meta['machine']}. Run {meta['date']}; {meta['note']}",
         "",
         "Acceptance: p95 of the newest picture's latency over the last 50 s <= 1.15 x that "
@@ -315,6 +320,12 @@ def main() -> int:
     ap.add_argument("--versions", default="v1,v2")
     ap.add_argument("--loads", default="steady,onoff,memory,disk")
     ap.add_argument("--seconds", type=float, default=150.0)
+    ap.add_argument(
+        "--audio-seconds",
+        type=float,
+        help="length of the speech file (default: the session's and 5 s more); shorter ends "
+        "the file mid-session, where the latency once grew without bound",
+    )
     ap.add_argument("--work", type=Path, default=ROOT / "tests/output/bench_live_fullsize")
     ap.add_argument("--graphs-v1", dest="graphs_v1")
     ap.add_argument("--graphs-v2", dest="graphs_v2")
@@ -336,7 +347,8 @@ def main() -> int:
         args.out.write_text(markdown(data["runs"], data["meta"]))
         args.out.with_suffix(".json").write_text(json.dumps(data, indent=1))
         return 0
-    audio = speech(args.seconds + 5.0, args.work)
+    audio_s = args.audio_seconds if args.audio_seconds is not None else args.seconds + 5.0
+    audio = speech(audio_s, args.work)
     results = []
     for version in args.versions.split(","):
         graphs = graphs_for(version, args)
@@ -381,6 +393,7 @@ def main() -> int:
             args.out.with_suffix(".json").write_text(json.dumps(results, indent=1))
     meta = {
         "seconds": args.seconds,
+        "audio_seconds": audio_s,
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "note": "absolute times depend on this shared machine; compare within a row.",

@@ -248,9 +248,10 @@ class RuntimeSession:
         realtime = rtf <= 1.0 if measured else self.provider != "CPU"
         interval = stats.picture_interval_s
         expectation = None
-        if math.isfinite(interval) and lat.frames_unique > 0:
+        known = stats.phase == "not_real_time"  # at once, from a bench of these graphs
+        if math.isfinite(interval) and (lat.frames_unique > 0 or known):
             realtime = stats.real_time  # the engine's own measure of its hop's compute
-            if self._on_measured is not None:
+            if self._on_measured is not None and lat.frames_unique > 0:
                 self._on_measured(realtime, interval)
             if not realtime:
                 expectation = expectation_text(interval, self.provider)

@@ -4,6 +4,9 @@ and an output folder."""
 from __future__ import annotations
 
 import os
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -96,3 +99,46 @@ def recipe_graphs_v2(recipe_weights_v2: Path, recipe_cache_home_v2: Path) -> Pat
     return compiled_cache.convert(
         WeightsFolder(recipe_weights_v2), root=recipe_cache_home_v2 / "compiled"
     )
+
+
+# Threads the project starts (runtime and desktop_app name every thread they start; the app's
+# background tasks are "imtalker-<task>").
+OUR_THREADS = frozenset(
+    {
+        "live-worker",
+        "pacer",
+        "audio-watchdog",
+        "file-playback",
+        "recorder",
+        "remote-link",
+        "webcam",
+        "webcam-preview",
+        "mic-level",
+        "exporter-stdout",
+        "exporter-stderr",
+        "session-compute",
+        "session-receive",
+    }
+)
+
+
+@pytest.fixture(autouse=True)
+def _no_thread_left_running() -> Iterator[None]:
+    """A test that leaves one of the project's threads running fails (a stop() that did not
+    join, an engine never stopped): it would run on into the next test, and in the app into
+    the next session. Threads get a moment to finish what they were told to."""
+    before = set(threading.enumerate())
+    yield
+    deadline = time.monotonic() + 3.0
+    while True:
+        left = [
+            t
+            for t in threading.enumerate()
+            if t not in before
+            and t.is_alive()
+            and (t.name in OUR_THREADS or t.name.startswith("imtalker-"))
+        ]
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.02)
+    assert not left, f"threads still running after the test: {sorted(t.name for t in left)}"

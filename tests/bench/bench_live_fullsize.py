@@ -273,9 +273,10 @@ def markdown(results: list[dict[str, Any]], meta: dict[str, Any]) -> str:
     out = [
         "# Live on full-size graphs under load (issue 20)",
         "",
-        f"{meta['seconds']:.0f} s sessions of `imtalker-cam live --audio-file` (fixture speech "
-        f"tiled to {meta.get('audio_seconds', meta['seconds'] + 5):.0f} s) on full-size recipe "
-        "graphs, CPU provider, with a load beside each. "
+        f"Sessions of `imtalker-cam live --audio-file --duration {meta['seconds']:.0f}` "
+        f"(fixture speech tiled to {meta.get('audio_seconds', meta['seconds'] + 5):.0f} s; a "
+        "file that ends first ends the session just after it, through its end) on full-size "
+        "recipe graphs, CPU provider, with a load beside each. "
         f"Machine: {meta['machine']}. Run {meta['date']}; {meta['note']}",
         "",
         "Acceptance: p95 of the newest picture's latency over the last 50 s <= 1.15 x that "

@@ -20,8 +20,7 @@ stretch is no worse than early on.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -41,7 +40,6 @@ from tests.live_support import grey_avatar, stub_models
 from tests.support.slow_graphs import Profile, SlowGraph, drift, slowed, spikes, steady
 from tests.virtual_clock import VirtualClock
 
-ENGINE_THREADS = ("live-worker", "pacer", "audio-watchdog", "file-playback")
 LOOK = 2
 CONTEXT_FRAMES = 50  # EngineConfig.context_s at 25 fps
 AUDIO_S = 75.0  # the file; the local session runs on after it ends
@@ -51,15 +49,6 @@ SESSION_S = 95.0
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelSet:
     return stub_models(tmp_path_factory.mktemp("stubs"))
-
-
-@pytest.fixture(autouse=True)
-def _no_thread_left() -> Iterator[None]:
-    yield
-    for t in threading.enumerate():
-        if t.name in ENGINE_THREADS:
-            t.join(2.0)
-            assert not t.is_alive(), f"thread {t.name} still running"
 
 
 # -- the load: which stage is slow, and how its cost moves -----------------------------------

@@ -11,8 +11,7 @@ what the engine says about itself, and compared with what it says.
 from __future__ import annotations
 
 import itertools
-import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -34,21 +33,10 @@ from runtime.sinks.preview import PreviewSink
 from tests.live_support import assert_on_deadlines, grey_avatar, stub_models
 from tests.virtual_clock import VirtualClock
 
-ENGINE_THREADS = ("live-worker", "pacer", "audio-watchdog", "file-playback")
-
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory: pytest.TempPathFactory) -> ModelSet:
     return stub_models(tmp_path_factory.mktemp("stubs"))
-
-
-@pytest.fixture(autouse=True)
-def _no_thread_left() -> Iterator[None]:
-    yield
-    for t in threading.enumerate():
-        if t.name in ENGINE_THREADS:
-            t.join(2.0)
-            assert not t.is_alive(), f"thread {t.name} still running"
 
 
 class SlowRenderer:

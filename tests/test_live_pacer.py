@@ -235,18 +235,23 @@ def test_short_stall_is_caught_up_without_bunching() -> None:
     assert len(times) == 25
 
 
+def _started(config: PacerConfig) -> tuple[VirtualClock, LatencyMonitor, Recorder, Pacer]:
+    """A pacer on a virtual clock, publishing to a recorder, showing its idle frame."""
+    clock = virtual()
+    mon = LatencyMonitor(clock=clock)
+    rec = Recorder(clock)
+    pacer = Pacer(config=config, publish=rec, monitor=mon, clock=clock)
+    pacer.set_idle(IMG)
+    pacer.start()
+    return clock, mon, rec, pacer
+
+
 def _steady_stream(align: bool, *, arrival_s: float, capture_offset_s: float) -> dict[str, float]:
     """One frame every period (hop 1), each arriving `arrival_s` after its capture (+ up to
     4 ms of jitter); the capture grid sits `capture_offset_s` from the tick grid. Returns the
     settled frames' latencies, the delay, and the publication gaps after the first second."""
     fps = 25.0
-    clock = virtual()
-    mon = LatencyMonitor(clock=clock)
-    rec = Recorder(clock)
-    config = PacerConfig(fps=fps, align_ticks=align)
-    pacer = Pacer(config=config, publish=rec, monitor=mon, clock=clock)
-    pacer.set_idle(IMG)
-    pacer.start()
+    clock, _, rec, pacer = _started(PacerConfig(fps=fps, align_ticks=align))
     t0 = clock() + capture_offset_s
     jitter = np.random.default_rng(1).uniform(0.0, 0.004, 150)
     pacer.set_streaming(True)
@@ -330,13 +335,7 @@ def test_after_a_stall_the_delay_is_cut_not_glided_down(align: bool) -> None:
     is cut back to what arrivals need in one step, not over the minute that one period every
     half second would take; the frames it passes over are dropped, none is shown late."""
     fps = 25.0
-    clock = virtual()
-    mon = LatencyMonitor(clock=clock)
-    rec = Recorder(clock)
-    config = PacerConfig(fps=fps, align_ticks=align)
-    pacer = Pacer(config=config, publish=rec, monitor=mon, clock=clock)
-    pacer.set_idle(IMG)
-    pacer.start()
+    clock, mon, rec, pacer = _started(PacerConfig(fps=fps, align_ticks=align))
     t0 = clock()
     delays: list[tuple[float, float]] = []
     pacer.set_streaming(True)

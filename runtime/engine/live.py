@@ -477,8 +477,11 @@ class LiveEngine:
                     wait_on(self._stop, 0.005, self._clock)
         finally:
             # What was captured during the last hop still goes to the recording (a slow
-            # machine's hop lasts seconds).
-            feed.pull(ended)
+            # machine's hop lasts seconds); a failing input must not hide why the loop ended.
+            try:
+                feed.pull(ended)
+            except Exception:
+                logger.exception("could not take the last audio in")
 
     def _hop(self, scheduler: HopScheduler, renderer: Graph, *, ended: bool) -> bool:
         """One hop of the scheduler, if one is due; True if it ran."""

@@ -25,6 +25,7 @@ import numpy.typing as npt
 
 from runtime.core.timing import Clock, FrameTiming, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
+from runtime.engine.hop_scheduler import keep_seconds
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar
 from runtime.engine.live_input import AudioFeed, open_capture
@@ -156,9 +157,7 @@ class RemoteWorker:
         self._compute, self._cfg, self._source = compute, config, source
         self._pacer, self._monitor, self._clock, self._stop = pacer, monitor, clock, stop
         self._mic, self._audio_sinks, self._hooks = mic, list(audio_sinks), hooks
-        self.timeline = AudioTimeline(
-            keep_seconds=max(12.0, config.context_s + 4 * config.max_backlog_s)
-        )
+        self.timeline = AudioTimeline(keep_seconds=keep_seconds(config))
         self._lock = threading.Lock()
         self._starts: dict[int, int] = {}  # connection generation -> first sample it gets
         self._next_start = 0

@@ -151,6 +151,7 @@ class _Writer:
         self.audio_origin = 0  # timeline sample at pts 0
         self.audio_next = 0  # next timeline sample to encode
         self.audio_buf: deque[tuple[int, Array]] = deque()
+        self.audio_buffered = 0  # samples in `audio_buf`
         self.audio_pending = np.zeros(0, np.float32)
         self.idle: npt.NDArray[np.uint8] | None = None
         self.shown: npt.NDArray[np.uint8] | None = None  # the picture at `last_pts`
@@ -249,9 +250,10 @@ class _Writer:
         if self.audio is None:
             if self.container is None:  # no frame yet: keep the recent audio
                 self.audio_buf.append((first, samples))
+                self.audio_buffered += samples.size
                 keep = self.cfg.audio_buffer_s * SAMPLE_RATE
-                while sum(s.size for _, s in self.audio_buf) > keep:
-                    self.audio_buf.popleft()
+                while self.audio_buffered > keep:
+                    self.audio_buffered -= self.audio_buf.popleft()[1].size
             return
         end = first + samples.size
         if end <= self.audio_next:

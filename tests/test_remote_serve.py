@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -239,7 +240,7 @@ def test_a_killed_replica_is_survived(server: Server, fixtures_dir: Path) -> Non
         while not any(f.index >= 25 for _, f in list(tap.frames)):
             assert time.monotonic() < deadline, "no frames"
             time.sleep(0.05)
-        remote = engine._remote
+        remote: Any = engine.worker
         assert remote is not None and remote.link is not None
         pid = int(remote.link.server["pid"])
         t_kill = time.perf_counter()

@@ -3,10 +3,11 @@
 Threads (all started by `start`, all joined by `stop`):
 - audio: PortAudio's callback thread copies blocks into a ring buffer, the `audio-watchdog`
   thread reopens a lost device (`runtime.media.audio_capture`); or `webcam` reads camera frames;
-- `live-worker` (inference): pulls audio into the 16 kHz timeline, and every hop of H frames
-  encodes a sliding window of audio, samples motion for those frames, retimes it to the output
-  rate, renders it against the cached avatar and hands the frames to the pacer
-  (`runtime.engine.live_hop`; the webcam worker is `runtime.engine.live_webcam`);
+- `live-worker` (inference): runs the session's one worker, hosted through one protocol
+  (`runtime.engine.live_worker`: a `WorkerContext` in, `WorkerInputs` out): local audio
+  (`runtime.engine.live_audio`: pulls audio into the 16 kHz timeline, and the hop scheduler
+  encodes, samples, retimes and renders each hop for the pacer), local webcam
+  (`runtime.engine.live_webcam`), or either on a render server (`runtime.engine.live_remote`);
 - `pacer`: publishes one frame per deadline to the sinks (`runtime.engine.pacer`);
 - `recorder`: encodes the MP4 when recording;
 - the virtual microphone's output callback (PortAudio's thread) plays the captured audio,
@@ -38,23 +39,16 @@ import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
-from runtime.core.timing import Clock, wait_on
+from runtime.core.timing import Clock
 from runtime.engine.hop_choice import HopPlan, describe_plan
-from runtime.engine.hop_scheduler import HopScheduler
 from runtime.engine.latency import LatencyMonitor
-from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
+from runtime.engine.live_audio import LocalAudioWorker
+from runtime.engine.live_avatar import LiveAvatar
 from runtime.engine.live_hop import Graph, Stopped
-from runtime.engine.live_input import AudioFeed, open_capture
-from runtime.engine.live_local import local_scheduler
-from runtime.engine.live_remote import (
-    RemoteCompute,
-    RemoteWebcamWorker,
-    RemoteWorker,
-    WorkerHooks,
-    remote_worker,
-)
+from runtime.engine.live_remote import RemoteCompute, remote_worker
 from runtime.engine.live_vmic import VirtualMicLink
 from runtime.engine.live_webcam import WebcamWorker
+from runtime.engine.live_worker import LiveWorker, WorkerContext, WorkerInputs
 from runtime.engine.pacer import Pacer, PacerConfig
 from runtime.engine.types import (
     DEFAULT_MIN_NFE,
@@ -75,7 +69,7 @@ from runtime.engine.types import (
     Source,
     WebcamInput,
 )
-from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus
+from runtime.media.audio_capture import CaptureStatus
 from runtime.media.audio_gate import MicSwitch, NoiseGate
 from runtime.media.virtual_mic import VirtualMic
 from runtime.model.contract import SAMPLE_RATE
@@ -129,7 +123,6 @@ class LiveEngine:
             raise ValueError("local compute needs the models")
         self._models = models
         self.compute = compute
-        self._remote: RemoteWorker | RemoteWebcamWorker | None = None
         self.source = source
         self.config = config if config is not None else EngineConfig()
         self._listener = listener if listener is not None else EngineListener()
@@ -142,13 +135,11 @@ class LiveEngine:
         self._pending_avatar: LiveAvatar | None = None
         self._state = EngineState.STOPPED
         self._stop = threading.Event()
-        self._worker: threading.Thread | None = None
+        self._thread: threading.Thread | None = None
+        self._worker: LiveWorker | None = None  # this run's (kept after stop for the counts)
+        self._inputs_open = False  # the worker's inputs are reported until stop closes them
         self._pacer: Pacer | None = None
-        self._capture: AudioCapture | None = None
-        self._webcam: WebcamWorker | None = None
-        self._scheduler: HopScheduler | None = None
         self._run_options: ort.RunOptions | None = None
-        self._hops = 0  # webcam pictures (audio hops: the scheduler's)
         self._audio_ended = threading.Event()
         # Sinks that also take the audio (the recorder, meters): `add_audio(first, samples)`.
         self._audio_sinks: list[AudioSink] = [s for s in sinks if isinstance(s, AudioSink)]
@@ -198,8 +189,7 @@ class LiveEngine:
             self._pending_avatar = None
         self._stop.clear()
         self._audio_ended.clear()
-        self._hops = 0
-        self._scheduler = None
+        self._worker = None
         self.monitor.reset()
         self._run_options = ort.RunOptions()
         self._sinks.open_all(fps=self.config.fps)
@@ -223,12 +213,13 @@ class LiveEngine:
         )
         self._vmic.open(has_audio=not isinstance(self.source, WebcamInput))
         self._state = EngineState.RUNNING
-        target = self._video_worker if isinstance(self.source, WebcamInput) else self._audio_worker
-        if self.compute is not None:
-            target = self._remote_worker
-        self._worker = threading.Thread(target=self._guard(target), name="live-worker", daemon=True)
+        worker = self._make_worker(self._context(self._pacer))
+        self._worker, self._inputs_open = worker, True
+        self._thread = threading.Thread(
+            target=self._guard(worker.run), name="live-worker", daemon=True
+        )
         self._pacer.start()
-        self._worker.start()
+        self._thread.start()
         self._emit(EventKind.STARTED, f"live at {self.config.fps} fps")
 
     def stop(self) -> bool:
@@ -238,22 +229,16 @@ class LiveEngine:
         if self._run_options is not None:
             self._run_options.terminate = True
         ok = True
-        worker, self._worker = self._worker, None
-        if worker is not None and worker is not threading.current_thread():
-            worker.join(max(0.0, t_end - self._clock() - 0.3))
-            ok &= not worker.is_alive()
-        remote, self._remote = self._remote, None
-        if isinstance(remote, RemoteWorker) and remote.capture is not None:
-            self._capture = remote.capture
-        if self._capture is not None:
-            ok &= self._capture.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
-            self._capture = None
-        cam = None if self._webcam is None else self._webcam.webcam
-        if isinstance(remote, RemoteWebcamWorker):
-            cam = remote.webcam
-        if cam is not None:
-            ok &= cam.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
-        self._webcam = None
+        thread, self._thread = self._thread, None
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, t_end - self._clock() - 0.3))
+            ok &= not thread.is_alive()
+        inputs = self._worker.inputs() if self._worker is not None else WorkerInputs()
+        self._inputs_open = False
+        if inputs.capture is not None:
+            ok &= inputs.capture.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
+        if inputs.webcam is not None:
+            ok &= inputs.webcam.stop(timeout=max(0.05, t_end - self._clock() - 0.25))
         if self._pacer is not None:
             ok &= self._pacer.stop(timeout=max(0.05, t_end - self._clock() - 0.2))
         self._sinks.close_all(timeout=max(0.05, t_end - self._clock()))
@@ -271,21 +256,31 @@ class LiveEngine:
         """For a file input: wait until its last frame has been generated."""
         return self._audio_ended.wait(timeout)
 
+    def __enter__(self) -> LiveEngine:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def worker(self) -> LiveWorker | None:
+        """This run's worker (after `start`)."""
+        return self._worker
+
     def stats(self) -> EngineStats:
-        remote = self._remote
-        capture = remote.capture if isinstance(remote, RemoteWorker) else self._capture
-        webcam = None if self._webcam is None else self._webcam.webcam
-        if isinstance(remote, RemoteWebcamWorker):
-            webcam = remote.webcam
+        worker = self._worker
+        inputs = worker.inputs() if worker is not None else WorkerInputs()
+        if not self._inputs_open:  # stopped: only the counts are kept
+            inputs = WorkerInputs(scheduler=inputs.scheduler, pictures=inputs.pictures)
+        capture, webcam, scheduler = inputs.capture, inputs.webcam, inputs.scheduler
         pacer = self._pacer
-        scheduler = self._scheduler
         plan = HopPlan(hop=0, real_time=True, picture_interval_s=math.nan, measured=False, nfe=0)
         if scheduler is not None:
             plan = scheduler.plan
         with self._lock:
             controls, avatar = self._controls, self._avatar
         latency = self.monitor.snapshot()
-        hops = self._hops if scheduler is None else scheduler.hops
+        hops = inputs.pictures if scheduler is None else scheduler.hops
         phase, status = self._phase(plan, made=hops > 0 or latency.frames_unique > 0)
         vmic = self._vmic.status()
         if vmic is not None and vmic.open and vmic.out_of_sync is not None:
@@ -308,10 +303,10 @@ class LiveEngine:
             controls=controls,
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=vmic,
-            remote=None if remote is None else remote.state.value,
+            remote=inputs.link_state,
             phase=phase,
             status=status,
-            **({} if remote is None or remote.link is None else remote.link.stats()),
+            **inputs.link_stats,  # type: ignore[arg-type]
         )
 
     def _phase(self, plan: HopPlan, *, made: bool) -> tuple[str, str]:
@@ -372,159 +367,44 @@ class LiveEngine:
         assert avatar is not None
         return avatar, pending is not None
 
-    def _take_avatar(self, renderer: Graph) -> LiveAvatar:
-        """The avatar for this hop; a pending switch takes effect here (idle frame too)."""
-        avatar, changed = self._swap_avatar()
-        if changed:
-            self._set_idle(renderer, avatar)
-            self._emit(EventKind.AVATAR, f"avatar {avatar.name}")
-        return avatar
-
-    def _set_idle(self, renderer: Graph, avatar: LiveAvatar) -> None:
-        assert self._pacer is not None
-        idle = to_uint8(render(renderer, avatar, avatar.source_motion[None]))[0]
-        self._pacer.set_idle(idle)
-
-    # -- audio-driven worker -----------------------------------------------------------------
-
-    def _remote_worker(self) -> None:
-        source, compute, pacer = self.source, self.compute, self._pacer
-        assert pacer is not None and compute is not None
-        self.gate.reset()
-        hooks = WorkerHooks(
-            take_avatar=self._swap_avatar,
-            controls=lambda: self.controls,
-            emit=self._emit,
-            on_capture=self._on_capture,
-            vmic_tap=self._vmic.tap,
-            vmic_update=self._vmic.update,
-            audio_ended=self._audio_ended,
-            gate=self.gate.process,
-        )
-        worker = remote_worker(
-            compute=compute,
+    def _context(self, pacer: Pacer) -> WorkerContext:
+        return WorkerContext(
             config=self.config,
-            source=source,
+            source=self.source,
             pacer=pacer,
             monitor=self.monitor,
             clock=self._clock,
             stop=self._stop,
-            mic=self.mic,
-            audio_sinks=self._audio_sinks,
-            hooks=hooks,
-        )
-        self._remote = worker
-        worker.run()
-
-    def _audio_worker(self) -> None:
-        cfg, pacer, models, source = self.config, self._pacer, self._models, self.source
-        assert pacer is not None and models is not None
-        assert isinstance(source, FileInput | MicrophoneInput)
-        renderer = self._graph("renderer")
-        scheduler = local_scheduler(
-            models=models,
-            config=cfg,
-            source=source,
-            graph=self._graph,
-            renderer=renderer,
-            pacer=pacer,
-            monitor=self.monitor,
-            clock=self._clock,
-            controls=self.controls,
             emit=self._emit,
+            take_avatar=self._swap_avatar,
+            controls=lambda: self.controls,
+            mic=self.mic,
+            gate=self.gate.process,
+            on_capture=self._on_capture,
+            vmic_tap=self._vmic.tap,
+            vmic_update=self._vmic.update,
+            audio_sinks=self._audio_sinks,
+            audio_ended=self._audio_ended,
             on_hop=self._listener.on_hop,
         )
-        self._scheduler = scheduler  # (its plan is known now: from a bench, before any hop)
-        avatar = self._take_avatar(renderer)
-        self._set_idle(renderer, avatar)
-        capture = open_capture(
-            source,
-            cfg,
-            clock=self._clock,
-            on_status=self._on_capture,
-            switch=self.mic,
-            tap=self._vmic.tap,
-        )
-        self.gate.reset()
-        self._capture = capture
-        if self._stop.is_set():
-            return
-        capture.start()
-        feed = AudioFeed(
-            capture=capture,
-            timeline=scheduler.timeline,
-            sinks=self._audio_sinks,
-            monitor=self.monitor,
-            clock=self._clock,
-            silence_fill_s=cfg.silence_fill_s,
-            emit=self._emit,
-            gate=self.gate.process,
-        )
-        ended = False  # the finite input ended and its last hop was made
-        pacer.set_streaming(True)
-        try:
-            while not self._stop.is_set():
-                # ENDED is only set after the last block arrived: a read that follows it takes
-                # in the rest of the file.
-                ending = not ended and capture.state is CaptureState.ENDED
-                feed.pull(ended)
-                if ending:
-                    self._hop(scheduler, renderer, ended=True)  # silence follows: idling on
-                    ended = True
-                    self._audio_ended.set()
-                    self._emit(EventKind.AUDIO_ENDED, "the audio file has been played")
-                elif not self._hop(scheduler, renderer, ended=False):
-                    wait_on(self._stop, 0.005, self._clock)
-        finally:
-            # What was captured during the last hop still goes to the recording (a slow
-            # machine's hop lasts seconds); a failing input must not hide why the loop ended.
-            try:
-                feed.pull(ended)
-            except Exception:
-                logger.exception("could not take the last audio in")
 
-    def _hop(self, scheduler: HopScheduler, renderer: Graph, *, ended: bool) -> bool:
-        """One hop of the scheduler, if one is due; True if it ran."""
-        avatar = self._take_avatar(renderer)
-        done = scheduler.step(
-            controls=self.controls, avatar=avatar, ended=ended, silence_follows=True
-        )
-        if done is None:
-            return False
-        self._vmic.update()
-        return True
+    def _make_worker(self, ctx: WorkerContext) -> LiveWorker:
+        """The worker for this session: on a render server, or here for a webcam or audio."""
+        if self.compute is not None:
+            return remote_worker(ctx=ctx, compute=self.compute)
+        models = self._models
+        assert models is not None
+        if isinstance(self.source, WebcamInput):
+            return WebcamWorker(
+                ctx=ctx,
+                renderer=self._graph("renderer"),
+                encoder=self._graph("motion_encoder"),
+                source_size=models.source_size,
+            )
+        return LocalAudioWorker(ctx=ctx, models=models, graph=self._graph)
 
     def _on_capture(self, status: CaptureStatus) -> None:
         text = status.state.value
         if status.error:
             text += f": {status.error}"
         self._emit(EventKind.AUDIO, text)
-
-    # -- video-driven worker -----------------------------------------------------------------
-
-    def _video_worker(self) -> None:
-        source = self.source
-        assert isinstance(source, WebcamInput) and self._pacer is not None
-        renderer = self._graph("renderer")
-        avatar = self._take_avatar(renderer)
-        self._set_idle(renderer, avatar)
-        assert self._models is not None
-
-        def counted() -> None:
-            self._hops += 1
-
-        worker = WebcamWorker(
-            source=source,
-            renderer=renderer,
-            encoder=self._graph("motion_encoder"),
-            pacer=self._pacer,
-            monitor=self.monitor,
-            clock=self._clock,
-            stop=self._stop,
-            emit=self._emit,
-            take_avatar=lambda: self._take_avatar(renderer),
-            on_hop=counted,
-            source_size=self._models.source_size,
-        )
-        self._webcam = worker
-        worker.run()

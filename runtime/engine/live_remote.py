@@ -16,32 +16,27 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from runtime.core.timing import Clock, FrameTiming, wait_on
+from runtime.core.timing import FrameTiming, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.hop_scheduler import keep_seconds
-from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar
 from runtime.engine.live_input import AudioFeed, open_capture
 from runtime.engine.live_webcam import open_webcam
-from runtime.engine.pacer import Pacer
+from runtime.engine.live_worker import LiveWorker, WorkerContext, WorkerInputs
 from runtime.engine.types import (
-    Emit,
-    EngineConfig,
     EventKind,
     FileInput,
     LiveControls,
     MicrophoneInput,
     WebcamInput,
 )
-from runtime.media.audio_capture import AudioCapture, CaptureState, CaptureStatus, CaptureTap
-from runtime.media.audio_gate import MicSwitch
+from runtime.media.audio_capture import AudioCapture, CaptureState
 from runtime.media.webcam import WebcamSource, WebcamState
 from runtime.model.contract import FPS, MOTION_DIM, SAMPLES_PER_FRAME
 from runtime.remote import protocol as P
@@ -54,7 +49,6 @@ from runtime.remote.client import (
     websocket_connect,
 )
 from runtime.remote.codec import encode_crop, encode_photo, pcm_from_float
-from runtime.sinks import AudioSink
 from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
@@ -88,29 +82,13 @@ def wire_controls(controls: LiveControls) -> P.WireControls:
     )
 
 
-@dataclass(frozen=True, kw_only=True)
-class WorkerHooks:
-    """What the engine lends the remote worker."""
-
-    take_avatar: Callable[[], tuple[LiveAvatar, bool]]
-    """The current avatar, and whether it changed since the last call."""
-    controls: Callable[[], LiveControls]
-    emit: Emit
-    on_capture: Callable[[CaptureStatus], None]
-    vmic_tap: CaptureTap | None
-    vmic_update: Callable[[], None]
-    audio_ended: threading.Event
-    gate: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]
-
-
 class _Intake:
     """The link's callbacks into the engine (the `remote-link` thread): frames to the pacer,
     the link's state as events, the server's compute and the round trip to the monitor."""
 
-    def __init__(
-        self, *, config: EngineConfig, pacer: Pacer, monitor: LatencyMonitor, hooks: WorkerHooks
-    ) -> None:
-        self._cfg, self._pacer, self._monitor, self._hooks = config, pacer, monitor, hooks
+    def __init__(self, ctx: WorkerContext) -> None:
+        self._ctx = ctx
+        self._cfg, self._pacer, self._monitor = ctx.config, ctx.pacer, ctx.monitor
         self.state = LinkState.CONNECTING
 
     def on_frame(self, header: P.FrameHeader, image: Image8, arrival: float) -> None:
@@ -132,43 +110,44 @@ class _Intake:
         if state is LinkState.RECONNECTING:
             self._monitor.count("reconnects")
         if state is not LinkState.CLOSED:
-            self._hooks.emit(EventKind.REMOTE, message)
+            self._ctx.emit(EventKind.REMOTE, message)
 
     def on_ended(self) -> None:
-        self._hooks.audio_ended.set()
-        self._hooks.emit(EventKind.AUDIO_ENDED, "the audio file has been played")
+        self._ctx.audio_ended.set()
+        self._ctx.emit(EventKind.AUDIO_ENDED, "the audio file has been played")
+
+
+def _inputs(link: RemoteLink | None, intake: _Intake, **kw: Any) -> WorkerInputs:
+    return WorkerInputs(
+        link_state=intake.state.value,
+        link_stats={} if link is None else link.stats(),
+        **kw,
+    )
 
 
 class RemoteWorker:
-    def __init__(
-        self,
-        *,
-        compute: RemoteCompute,
-        config: EngineConfig,
-        source: FileInput | MicrophoneInput,
-        pacer: Pacer,
-        monitor: LatencyMonitor,
-        clock: Clock,
-        stop: threading.Event,
-        mic: MicSwitch,
-        audio_sinks: Sequence[AudioSink],
-        hooks: WorkerHooks,
-    ) -> None:
-        self._compute, self._cfg, self._source = compute, config, source
-        self._pacer, self._monitor, self._clock, self._stop = pacer, monitor, clock, stop
-        self._mic, self._audio_sinks, self._hooks = mic, list(audio_sinks), hooks
-        self.timeline = AudioTimeline(keep_seconds=keep_seconds(config))
+    def __init__(self, *, ctx: WorkerContext, compute: RemoteCompute) -> None:
+        source = ctx.source
+        if not isinstance(source, FileInput | MicrophoneInput):
+            raise TypeError("the remote audio worker takes a microphone or a file")
+        self._ctx, self._compute, self._cfg, self._source = ctx, compute, ctx.config, source
+        self._pacer, self._monitor, self._clock, self._stop = (
+            ctx.pacer,
+            ctx.monitor,
+            ctx.clock,
+            ctx.stop,
+        )
+        self.timeline = AudioTimeline(keep_seconds=keep_seconds(ctx.config))
         self._lock = threading.Lock()
         self._starts: dict[int, int] = {}  # connection generation -> first sample it gets
         self._next_start = 0
         self._connected: int | None = None  # the newest connection, not yet taken up
         self.link: RemoteLink | None = None
-        self._intake = _Intake(config=config, pacer=pacer, monitor=monitor, hooks=hooks)
-        self.capture: AudioCapture | None = None
+        self._intake = _Intake(ctx)
+        self._capture: AudioCapture | None = None
 
-    @property
-    def state(self) -> LinkState:
-        return self._intake.state
+    def inputs(self) -> WorkerInputs:
+        return _inputs(self.link, self._intake, capture=self._capture)
 
     # -- the link's thread -------------------------------------------------------------------
 
@@ -199,7 +178,7 @@ class RemoteWorker:
     # -- the worker thread -------------------------------------------------------------------
 
     def run(self) -> None:
-        cfg, hooks = self._cfg, self._hooks
+        cfg, ctx = self._cfg, self._ctx
         link = RemoteLink(
             self._compute.config,
             LinkCallbacks(
@@ -214,28 +193,28 @@ class RemoteWorker:
             clock=self._clock,
         )
         self.link = link
-        avatar, _ = hooks.take_avatar()
+        avatar, _ = ctx.take_avatar()
         link.set_avatar(encode_photo(avatar.image), avatar.name)
-        controls = hooks.controls()
+        controls = ctx.controls()
         link.set_controls(wire_controls(controls))
         capture = open_capture(
             self._source,
             cfg,
             clock=self._clock,
-            on_status=hooks.on_capture,
-            switch=self._mic,
-            tap=hooks.vmic_tap,
+            on_status=ctx.on_capture,
+            switch=ctx.mic,
+            tap=ctx.vmic_tap,
         )
-        self.capture = capture
+        self._capture = capture
         feed = AudioFeed(
             capture=capture,
             timeline=self.timeline,
-            sinks=self._audio_sinks,
+            sinks=ctx.audio_sinks,
             monitor=self._monitor,
             clock=self._clock,
             silence_fill_s=cfg.silence_fill_s,
-            emit=hooks.emit,
-            gate=hooks.gate,
+            emit=ctx.emit,
+            gate=ctx.gate,
         )
         link.start()
         try:
@@ -250,7 +229,7 @@ class RemoteWorker:
     def _loop(
         self, link: RemoteLink, feed: AudioFeed, capture: AudioCapture, controls: LiveControls
     ) -> None:
-        hooks, timeline = self._hooks, self.timeline
+        ctx, timeline = self._ctx, self.timeline
         generation, sent = 0, 0
         ended = ending_sent = False
         next_vmic = self._clock()
@@ -262,11 +241,11 @@ class RemoteWorker:
             if ending and not got:
                 ended = True
                 timeline.pad_last_frame()
-            avatar, changed = hooks.take_avatar()
+            avatar, changed = ctx.take_avatar()
             if changed:
                 link.set_avatar(encode_photo(avatar.image), avatar.name)
-                hooks.emit(EventKind.AVATAR, f"avatar {avatar.name}")
-            now_controls = hooks.controls()
+                ctx.emit(EventKind.AVATAR, f"avatar {avatar.name}")
+            now_controls = ctx.controls()
             if now_controls != controls:
                 controls = now_controls
                 link.set_controls(wire_controls(controls))
@@ -282,7 +261,7 @@ class RemoteWorker:
                 ending_sent = True
             if self._clock() >= next_vmic:
                 next_vmic = self._clock() + 0.2
-                hooks.vmic_update()
+                ctx.vmic_update()
             wait_on(self._stop, 0.005, self._clock)
 
     def _send(self, link: RemoteLink, generation: int, sent: int, *, final: bool) -> int:
@@ -313,36 +292,25 @@ class RemoteWebcamWorker:
     crop (not the camera picture) up, the rendered picture down to the pacer; the newest
     camera frame each time, as the local webcam worker (`runtime.engine.live_webcam`)."""
 
-    def __init__(
-        self,
-        *,
-        compute: RemoteCompute,
-        config: EngineConfig,
-        source: WebcamInput,
-        pacer: Pacer,
-        monitor: LatencyMonitor,
-        clock: Clock,
-        stop: threading.Event,
-        hooks: WorkerHooks,
-    ) -> None:
-        self._compute, self._cfg, self._source = compute, config, source
-        self._pacer, self._monitor, self._clock, self._stop = pacer, monitor, clock, stop
-        self._hooks = hooks
-        self._intake = _Intake(config=config, pacer=pacer, monitor=monitor, hooks=hooks)
+    def __init__(self, *, ctx: WorkerContext, compute: RemoteCompute) -> None:
+        source = ctx.source
+        if not isinstance(source, WebcamInput):
+            raise TypeError("the remote webcam worker takes a webcam")
+        self._ctx, self._compute, self._cfg, self._source = ctx, compute, ctx.config, source
+        self._pacer, self._clock, self._stop = ctx.pacer, ctx.clock, ctx.stop
+        self._intake = _Intake(ctx)
         self._generation = 0
         self.link: RemoteLink | None = None
-        self.webcam: WebcamSource | None = None
-        self.capture = None
+        self._webcam: WebcamSource | None = None
 
-    @property
-    def state(self) -> LinkState:
-        return self._intake.state
+    def inputs(self) -> WorkerInputs:
+        return _inputs(self.link, self._intake, webcam=self._webcam)
 
     def _on_connected(self, generation: int) -> None:
         self._generation = generation
 
     def run(self) -> None:
-        cfg, hooks, intake = self._cfg, self._hooks, self._intake
+        cfg, ctx, intake = self._cfg, self._ctx, self._intake
         link = RemoteLink(
             self._compute.config,
             LinkCallbacks(
@@ -362,12 +330,12 @@ class RemoteWebcamWorker:
             clock=self._clock,
         )
         self.link = link
-        avatar, _ = hooks.take_avatar()
+        avatar, _ = ctx.take_avatar()
         link.set_avatar(encode_photo(avatar.image), avatar.name)
         cropper, webcam = open_webcam(
-            self._source, clock=self._clock, emit=hooks.emit, crop_size=REMOTE_CROP
+            self._source, clock=self._clock, emit=ctx.emit, crop_size=REMOTE_CROP
         )
-        self.webcam = webcam
+        self._webcam = webcam
         link.start()
         try:
             if self._stop.is_set():
@@ -378,17 +346,17 @@ class RemoteWebcamWorker:
             link.stop()
 
     def _loop(self, link: RemoteLink, webcam: WebcamSource, cropper: Any) -> None:
-        pacer, hooks = self._pacer, self._hooks
+        pacer, ctx = self._pacer, self._ctx
         pacer.set_streaming(True)
         last = 0
         origin: float | None = None
         while not self._stop.is_set():
             if link.state is LinkState.FAILED:
                 raise RuntimeError(f"the render server refused the session: {link.error}")
-            avatar, changed = hooks.take_avatar()
+            avatar, changed = ctx.take_avatar()
             if changed:
                 link.set_avatar(encode_photo(avatar.image), avatar.name)
-                hooks.emit(EventKind.AVATAR, f"avatar {avatar.name}")
+                ctx.emit(EventKind.AVATAR, f"avatar {avatar.name}")
             grab = webcam.latest(after=last, timeout=0.1)
             if grab is None:
                 pacer.set_streaming(webcam.state is WebcamState.RUNNING)
@@ -401,40 +369,8 @@ class RemoteWebcamWorker:
             link.send_crop(encode_crop(crop), index, grab.capture, self._generation)
 
 
-def remote_worker(
-    *,
-    compute: RemoteCompute,
-    config: EngineConfig,
-    source: FileInput | MicrophoneInput | WebcamInput,
-    pacer: Pacer,
-    monitor: LatencyMonitor,
-    clock: Clock,
-    stop: threading.Event,
-    mic: MicSwitch,
-    audio_sinks: Sequence[AudioSink],
-    hooks: WorkerHooks,
-) -> RemoteWorker | RemoteWebcamWorker:
-    """The worker for `source` on a render server (audio-driven, or webcam face crops)."""
-    if isinstance(source, WebcamInput):
-        return RemoteWebcamWorker(
-            compute=compute,
-            config=config,
-            source=source,
-            pacer=pacer,
-            monitor=monitor,
-            clock=clock,
-            stop=stop,
-            hooks=hooks,
-        )
-    return RemoteWorker(
-        compute=compute,
-        config=config,
-        source=source,
-        pacer=pacer,
-        monitor=monitor,
-        clock=clock,
-        stop=stop,
-        mic=mic,
-        audio_sinks=audio_sinks,
-        hooks=hooks,
-    )
+def remote_worker(*, ctx: WorkerContext, compute: RemoteCompute) -> LiveWorker:
+    """The worker for the context's source on a render server (audio, or webcam face crops)."""
+    if isinstance(ctx.source, WebcamInput):
+        return RemoteWebcamWorker(ctx=ctx, compute=compute)
+    return RemoteWorker(ctx=ctx, compute=compute)

@@ -9,17 +9,14 @@ whenever the reader misses camera frames (a busy machine).
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
 from runtime.core.timing import Clock, FrameTiming
-from runtime.engine.latency import LatencyMonitor
-from runtime.engine.live_avatar import LiveAvatar, image_to_source, render, to_uint8
+from runtime.engine.live_avatar import image_to_source, render, to_uint8
 from runtime.engine.live_hop import Graph
-from runtime.engine.pacer import Pacer
+from runtime.engine.live_worker import WorkerContext, WorkerInputs, local_avatar, show_idle
 from runtime.engine.types import Emit, EventKind, WebcamInput
 from runtime.media.webcam import WebcamSource, WebcamState
 from runtime.model.contract import MOTION_DIM
@@ -48,42 +45,37 @@ def open_webcam(
 
 class WebcamWorker:
     def __init__(
-        self,
-        *,
-        source: WebcamInput,
-        renderer: Graph,
-        encoder: Graph,
-        pacer: Pacer,
-        monitor: LatencyMonitor,
-        clock: Clock,
-        stop: threading.Event,
-        emit: Emit,
-        take_avatar: Callable[[], LiveAvatar],
-        on_hop: Callable[[], None],
-        source_size: int,
+        self, *, ctx: WorkerContext, renderer: Graph, encoder: Graph, source_size: int
     ) -> None:
-        self._source = source
+        source = ctx.source
+        if not isinstance(source, WebcamInput):
+            raise TypeError("the webcam worker takes a webcam")
+        self._ctx, self._source = ctx, source
         self._renderer, self._encoder = renderer, encoder
-        self._pacer, self._monitor, self._clock = pacer, monitor, clock
-        self._stop, self._emit = stop, emit
-        self._take_avatar, self._on_hop = take_avatar, on_hop
         self._source_size = source_size
-        self.webcam: WebcamSource | None = None
+        self._webcam: WebcamSource | None = None
+        self._pictures = 0
+
+    def inputs(self) -> WorkerInputs:
+        return WorkerInputs(webcam=self._webcam, pictures=self._pictures)
 
     def run(self) -> None:
+        ctx = self._ctx
+        avatar, _ = ctx.take_avatar()
+        show_idle(ctx, self._renderer, avatar)
         cropper, webcam = open_webcam(
-            self._source, clock=self._clock, emit=self._emit, crop_size=self._source_size
+            self._source, clock=ctx.clock, emit=ctx.emit, crop_size=self._source_size
         )
-        self.webcam = webcam
-        if self._stop.is_set():
+        self._webcam = webcam
+        if ctx.stop.is_set():
             return
         webcam.start()
-        pacer, mon = self._pacer, self._monitor
+        pacer, mon = ctx.pacer, ctx.monitor
         pacer.set_streaming(True)
         last = 0
         origin: float | None = None
         fps = pacer.config.fps
-        while not self._stop.is_set():
+        while not ctx.stop.is_set():
             grab = webcam.latest(after=last, timeout=0.1)
             if grab is None:
                 pacer.set_streaming(webcam.state is WebcamState.RUNNING)
@@ -91,14 +83,14 @@ class WebcamWorker:
             last = grab.seq
             if origin is None:
                 origin = grab.capture
-            avatar = self._take_avatar()
-            t0 = self._clock()
+            avatar = local_avatar(ctx, self._renderer)
+            t0 = ctx.clock()
             crop = cropper.update(grab.rgb)
             image = image_to_source(np.asarray(crop, np.uint8), self._source_size)
             motion = self._encoder.run({"image": image})["motion"]
-            t_motion = self._clock()
+            t_motion = ctx.clock()
             frame = to_uint8(render(self._renderer, avatar, motion.reshape(1, MOTION_DIM)))[0]
-            t_pix = self._clock()
+            t_pix = ctx.clock()
             pacer.submit(
                 [
                     LiveFrame(
@@ -115,4 +107,4 @@ class WebcamWorker:
             mon.record_compute("render", t_pix - t_motion)
             mon.record_compute("hop", t_pix - t0)
             mon.record_media(1.0 / self._source.config.fps)
-            self._on_hop()
+            self._pictures += 1

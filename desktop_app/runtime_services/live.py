@@ -40,8 +40,14 @@ from desktop_app.settings import CallAudio, Output, Pose, Quality
 from runtime.engine import live as engine_api
 from runtime.engine.hop_choice import picture_rate
 from runtime.engine.live import EngineEvent, EventKind
-from runtime.engine.live_avatar import LiveAvatar, encode_avatar
-from runtime.engine.live_remote import RemoteCompute, remote_avatar
+from runtime.engine.live_remote import RemoteCompute
+from runtime.engine.live_session import (
+    AvatarSizeError,
+    LocalCompute,
+    SessionConfig,
+    session_avatar,
+    start_session,
+)
 from runtime.media.audio_gate import GateConfig
 from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
@@ -195,7 +201,10 @@ class RuntimeSession:
         return VirtualCameraInfo(False, None, None, "no virtual camera")
 
     def set_avatar(self, avatar: RGB, avatar_id: str) -> None:
-        live = _engine_live_avatar(self._models, avatar, avatar_id)
+        try:
+            live = session_avatar(self._models, avatar, avatar_id)
+        except AvatarSizeError as exc:
+            raise UserError(str(exc)) from None
         self._engine.set_avatar(live)
         self._look.update(avatar=avatar)
 
@@ -298,21 +307,6 @@ class RuntimeSession:
                 logger.warning("a live-engine thread did not end in time")
 
 
-def _engine_live_avatar(models: Any, image: RGB, name: str) -> LiveAvatar:
-    if models is None:  # a render server encodes it (at its model's size)
-        if image.shape[0] != image.shape[1]:
-            raise UserError("the avatar must be a square crop; crop it again")
-        return remote_avatar(image, name)
-    size = models.source_size
-    if image.shape[:2] != (size, size):
-        # The window re-crops gallery avatars for the installed model before they get here.
-        raise UserError(
-            f"this avatar was prepared for another model version ({image.shape[1]} px, the "
-            f"model takes {size} px); crop it again"
-        )
-    return encode_avatar(models["avatar_encoder"], image, size=size, name=name)
-
-
 class RuntimeEngine:
     """Starts live sessions over the runtime engine; probes the virtual camera."""
 
@@ -370,14 +364,18 @@ class RuntimeEngine:
         sink.close()
         return VirtualCameraInfo(True, backend, device, None)
 
-    def _expected_hop(self, models: Any, precision: str) -> Any:
-        """What the last bench of these graphs measured (None: not measured here)."""
+    def _local_compute(self, precision: str) -> LocalCompute:
+        """This computer, with the graphs kept open between sessions."""
         from runtime.core import paths
-        from runtime.engine.bench import expected_hop
 
-        if models is None or self._model_dir is None:
-            return None
-        return expected_hop(paths.cache_dir(), self._model_dir, models, precision=precision)
+        models = self._open_models(precision)
+        assert self._model_dir is not None
+        return LocalCompute(
+            graphs=self._model_dir,
+            options=sessions_api.SessionOptions(precision=precision),
+            models=models,
+            bench_dir=paths.cache_dir(),
+        )
 
     def _open_models(self, precision: str = "fp32") -> Any:
         state = self.models.model_state()
@@ -418,9 +416,10 @@ class RuntimeEngine:
         api = _engine_api()
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)  # refuse before anything starts
-        compute = _remote_compute(config)
-        models = None if compute is not None else self._open_models(config.quality.precision)
-        avatar = _engine_live_avatar(models, config.avatar, config.avatar_id)
+        remote = _remote_compute(config)
+        compute: LocalCompute | RemoteCompute = remote or self._local_compute(
+            config.quality.precision
+        )
         look = OutputLook(config.output, config.avatar)
         camera = CameraOut(look, self.vcam_backend)
         tap = RecorderTap(look)
@@ -440,23 +439,30 @@ class RuntimeEngine:
         vmic = None
         if call.virtual_mic and config.source == "microphone":
             vmic = self.make_virtual_mic(call)
-        engine = api.LiveEngine(
-            models=models,
-            source=self._source(config, meter),
-            config=api.EngineConfig(
-                gate=GateConfig(threshold_dbfs=call.gate_dbfs if call.gate else None),
-                expected_hop=self._expected_hop(models, config.quality.precision),
-            ),
-            sinks=[PreviewOut(look, callbacks.on_frame), camera, tap],
-            listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
-            virtual_mic=vmic,
-            compute=compute,
-        )
+        try:
+            started = start_session(
+                SessionConfig(
+                    source=self._source(config, meter),
+                    compute=compute,
+                    avatar=config.avatar,
+                    avatar_name=config.avatar_id,
+                    controls=controls_for(config.pose, config.quality),
+                    engine=api.EngineConfig(
+                        gate=GateConfig(threshold_dbfs=call.gate_dbfs if call.gate else None)
+                    ),
+                    sinks=[PreviewOut(look, callbacks.on_frame), camera, tap],
+                    virtual_mic=vmic,
+                    listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
+                )
+            )
+        except AvatarSizeError as exc:
+            # The window re-crops gallery avatars for the installed model before they get here.
+            raise UserError(str(exc)) from None
+        engine = started.engine
         engine.mic.set_push_to_talk(call.push_to_talk)
-        engine.start(avatar, controls_for(config.pose, config.quality))
         session = RuntimeSession(
             engine=engine,
-            models=models,
+            models=started.models,
             look=look,
             camera=camera,
             tap=tap,

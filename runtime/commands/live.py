@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from runtime.commands import live_args
 from runtime.commands.boundary import Terminated
@@ -55,9 +55,6 @@ from runtime.media.webcam import WebcamConfig
 from runtime.sinks import Sink
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
-
-if TYPE_CHECKING:
-    from runtime.engine.hop_choice import HopCompute
 
 logger = logging.getLogger(__name__)
 
@@ -189,12 +186,10 @@ def _graphs(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     from runtime.core import paths
-    from runtime.engine.bench import expected_hop
-    from runtime.engine.live_avatar import encode_avatar
-    from runtime.engine.live_remote import remote_avatar
+    from runtime.engine.live_session import LocalCompute, SessionConfig, start_session
     from runtime.media.avatar_image import AvatarImageError
     from runtime.media.face_crop import prepare_avatar
-    from runtime.model.sessions import open_model_set
+    from runtime.model.graph_version import GraphVersionError, graphs_version
     from runtime.model.store_errors import ModelStoreError
 
     failed = threading.Event()
@@ -233,55 +228,57 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
         sinks = _sinks(args)
-        compute = _remote(args)
-        models = None
-        expected: HopCompute | None = None
-        if compute is not None:
+        remote = _remote(args)
+        compute: LocalCompute | RemoteCompute
+        if remote is not None:
             # The server encodes the crop at its model's source size (512 or less).
-            avatar = remote_avatar(prepared.image_at(REMOTE_CROP), args.avatar.name)
-            logger.info("rendering on %s", compute.config.url)
+            image = prepared.image_at(REMOTE_CROP)
+            compute = remote
+            logger.info("rendering on %s", remote.config.url)
         else:
-            graphs, options = _graphs(args), session_options(args)
-            _say(args, "loading the model")
-            models = open_model_set(graphs, options=options)
-            logger.info("running on %s", ", ".join(models.providers))
-            expected = expected_hop(paths.cache_dir(), graphs, models, precision=options.precision)
-            _say(args, "encoding the avatar")
-            avatar = encode_avatar(
-                models["avatar_encoder"],
-                prepared.image_at(models.source_size),
-                size=models.source_size,
-                name=args.avatar.name,
+            graphs = _graphs(args)
+            compute = LocalCompute(
+                graphs=graphs, options=session_options(args), bench_dir=paths.cache_dir()
             )
-        config = EngineConfig(
-            expected_hop=expected,
-            # Headless, nothing else uses PortAudio: restart it on retries so a microphone
-            # plugged back in is found.
-            capture=CaptureConfig(refresh_devices=True),
-            gate=gate,
-            fps=args.fps,
-            lookahead=args.lookahead,
-            quality=args.quality,
-            seed=None if args.seed < 0 else args.seed,
-        )
-        engine = LiveEngine(
-            models=models,
+            image = prepared.image_at(graphs_version(graphs).source_size)
+        config = SessionConfig(
             source=source,
-            config=config,
-            sinks=sinks,
-            listener=EngineListener(on_event=on_event),
-            virtual_mic=vmic,
-            clock=clock,
             compute=compute,
+            avatar=image,
+            avatar_name=args.avatar.name,
+            controls=controls,
+            engine=EngineConfig(
+                # Headless, nothing else uses PortAudio: restart it on retries so a microphone
+                # plugged back in is found.
+                capture=CaptureConfig(refresh_devices=True),
+                gate=gate,
+                fps=args.fps,
+                lookahead=args.lookahead,
+                quality=args.quality,
+                seed=None if args.seed < 0 else args.seed,
+            ),
+            sinks=sinks,
+            virtual_mic=vmic,
+            listener=EngineListener(on_event=on_event),
+            clock=clock,
         )
-    except (AvatarImageError, ModelStoreError, ValueError, OSError) as exc:
+    except (AvatarImageError, ModelStoreError, GraphVersionError, ValueError, OSError) as exc:
+        logger.error("%s", exc)
+        return EXIT_INPUT
+    try:
+        # A signal while starting still stops what started (the virtual microphone's sink and
+        # source among it): start_session stops the engine before it raises.
+        engine = start_session(config, progress=lambda status: _say(args, status)).engine
+    except KeyboardInterrupt:
+        return EXIT_INTERRUPTED
+    except Terminated as exc:
+        logger.error("%s", exc)
+        return exc.exit_code
+    except (ModelStoreError, GraphVersionError, ValueError, OSError) as exc:
         logger.error("%s", exc)
         return EXIT_INPUT
     code = 0
     try:
-        # Inside the try: a signal while starting still stops what started (the virtual
-        # microphone's sink and source among it).
-        engine.start(avatar, controls)
         code = _supervise(engine, args, failed, clock)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED

@@ -484,5 +484,7 @@ class ModelSetupDialog(QDialog):
         super().done(result)
 
     def closeEvent(self, event: QCloseEvent) -> None:
+        # A dialog closed without being shown (or without done()) still ends its worker.
         self._cancel.set()
+        self._runner.shutdown(timeout=30)
         super().closeEvent(event)

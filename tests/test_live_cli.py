@@ -113,6 +113,17 @@ def test_bad_inputs_fail_fast_with_a_reason(tmp_path: Path, fixtures_dir: Path) 
         "--avatar", str(fixtures_dir / "source_1.png"), "--graphs", str(tmp_path), "--nfe", "1"
     )
     assert done.returncode == 1 and "--nfe" in done.stderr
+    done = live(
+        "--avatar",
+        str(fixtures_dir / "source_1.png"),
+        "--graphs",
+        str(tmp_path),
+        "--background",
+        "purple",
+    )
+    assert done.returncode == 1 and "--background must be a colour like #202020 or 'blur'" in (
+        done.stderr
+    )
 
 
 def test_controls_from_flags() -> None:

@@ -16,7 +16,12 @@ from runtime.sinks import SinkSet
 from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
-from runtime.sinks.virtual_camera import FrameComposer, VirtualCameraConfig, VirtualCameraSink
+from runtime.sinks.virtual_camera import (
+    FrameComposer,
+    VirtualCameraConfig,
+    VirtualCameraSink,
+    composer_for,
+)
 from tests.fakes import virtual_camera as fakecam
 
 
@@ -44,6 +49,24 @@ def test_composer_fits_face_on_background_and_mirrors() -> None:
     assert mirrored[360, 300, 0] == 200 and mirrored[360, 980, 0] == 10
     square = FrameComposer(width=512, height=512).compose(face())
     assert np.array_equal(square, face())
+
+
+def test_camera_background_colour_or_blurred_avatar_and_a_new_look_in_place() -> None:
+    """The camera's configuration carries its background (issue 21: the CLI and the app build
+    the same thing): a colour, or the avatar itself blurred and darkened around the face; a
+    new look (mirror, background) replaces the old without reopening, at the same size only."""
+    avatar = np.zeros((512, 512, 3), np.uint8)
+    avatar[:, :256] = 240  # a bright left half: the blur keeps it, darker and soft
+    colour = composer_for(VirtualCameraConfig(width=640, height=360, background=(9, 8, 7)))
+    assert (colour.compose(face())[:, :100] == [9, 8, 7]).all()
+    blurred = composer_for(VirtualCameraConfig(width=640, height=360, blur=True), avatar)
+    out = blurred.compose(face())
+    left, right = out[180, 20].astype(int), out[180, 620].astype(int)
+    assert abs(left.mean() - 240 * 0.7) < 3 and right.mean() < 10  # the avatar, darkened
+    sink = VirtualCameraSink(VirtualCameraConfig(width=640, height=360, blur=True), avatar=avatar)
+    sink.set_composer(colour)
+    with pytest.raises(ValueError, match="another size"):
+        sink.set_composer(composer_for(VirtualCameraConfig(width=320, height=180)))
 
 
 def test_virtual_camera_sends_to_registered_backend() -> None:

@@ -12,15 +12,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import cv2
-import numpy as np
-
 from desktop_app.images import RGB
 from desktop_app.runtime_services.devices import level_of
 from desktop_app.services import UserError
 from desktop_app.settings import Output
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import FrameComposer, VirtualCameraConfig, VirtualCameraSink
+from runtime.sinks.virtual_camera import composer_for as runtime_composer_for
 
 logger = logging.getLogger(__name__)
 
@@ -29,33 +27,23 @@ def hex_rgb(colour: str) -> tuple[int, int, int]:
     return (int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16))
 
 
-def blurred_backdrop(image: RGB, width: int, height: int) -> RGB:
-    """The avatar, scaled to cover the output, heavily blurred and darkened (the 'blur' mode)."""
-    small_w, small_h = max(8, width // 8), max(8, height // 8)
-    h, w = image.shape[:2]
-    scale = max(small_w / w, small_h / h)
-    size = (max(small_w, round(w * scale)), max(small_h, round(h * scale)))
-    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
-    top, left = (size[1] - small_h) // 2, (size[0] - small_w) // 2
-    cropped = resized[top : top + small_h, left : left + small_w]
-    blurred = cv2.GaussianBlur(cropped, (0, 0), sigmaX=max(2.0, small_w / 40))
-    big = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
-    return np.ascontiguousarray((big.astype(np.float32) * 0.7).astype(np.uint8))
+def camera_config(output: Output, backend: str | None = None) -> VirtualCameraConfig:
+    """The app's output settings as the runtime's camera configuration."""
+    return VirtualCameraConfig(
+        width=output.width,
+        height=output.height,
+        mirror=output.mirror,
+        background=hex_rgb(output.background_colour)
+        if output.background == "colour"
+        else (0, 0, 0),
+        blur=output.background == "blur",
+        backend=backend,
+    )
 
 
 def composer_for(output: Output, avatar: RGB) -> FrameComposer:
     """How the face is placed on the output picture (shared by the camera and the preview)."""
-    backdrop = None
-    if output.background == "blur":
-        backdrop = blurred_backdrop(avatar, output.width, output.height)
-    colour = hex_rgb(output.background_colour) if output.background == "colour" else (0, 0, 0)
-    return FrameComposer(
-        width=output.width,
-        height=output.height,
-        mirror=output.mirror,
-        background=colour,
-        background_image=backdrop,
-    )
+    return runtime_composer_for(camera_config(output), avatar)
 
 
 class OutputLook:
@@ -128,19 +116,14 @@ class CameraOut:
         self._use(composer, version)
 
     def _open(self, output: Output) -> None:
-        config = VirtualCameraConfig(
-            width=output.width, height=output.height, backend=self._backend
-        )
-        sink = VirtualCameraSink(config)
+        sink = VirtualCameraSink(camera_config(output, self._backend))
         sink.open(fps=self._fps)  # raises SinkUnavailable with the backend's reason
         self._sink, self._size = sink, (output.width, output.height)
         self.device, self.backend_name = sink.device, sink.backend
 
     def _use(self, composer: FrameComposer, version: int) -> None:
         assert self._sink is not None
-        # The runtime sink builds its composer from its config; it has no setter for a new
-        # look, so the app swaps it (mirror and background must change without reopening).
-        self._sink._composer = composer
+        self._sink.set_composer(composer)  # mirror and background change without reopening
         self._version = version
 
     def send(self, frame: Any, repeat: bool) -> None:

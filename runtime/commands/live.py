@@ -26,6 +26,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+import numpy.typing as npt
+
 from runtime.commands import live_args
 from runtime.commands.boundary import Terminated
 from runtime.commands.device_args import session_options
@@ -156,21 +159,22 @@ def _source(args: argparse.Namespace) -> Source:
     return MicrophoneInput(sd=sounddevice, device=device)
 
 
-def _sinks(args: argparse.Namespace) -> list[Sink]:
+def _sinks(args: argparse.Namespace, avatar: npt.NDArray[np.uint8]) -> list[Sink]:
+    """The camera (with `avatar`'s picture for a blurred background) and the recording."""
     sinks: list[Sink] = []
     if not args.no_vcam:
         w, h = live_args.vcam_size(args.vcam_size)
-        sinks.append(
-            VirtualCameraSink(
-                VirtualCameraConfig(
-                    width=w,
-                    height=h,
-                    mirror=args.mirror,
-                    backend=args.vcam_backend,
-                    device=args.vcam_device,
-                )
-            )
+        colour, blur = live_args.background(args.background)
+        config = VirtualCameraConfig(
+            width=w,
+            height=h,
+            mirror=args.mirror,
+            background=colour,
+            blur=blur,
+            backend=args.vcam_backend,
+            device=args.vcam_device,
         )
+        sinks.append(VirtualCameraSink(config, avatar=avatar))
     if args.record is not None:
         sinks.append(RecorderSink(RecorderConfig(path=args.record)))
     return sinks
@@ -227,7 +231,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         vmic = _virtual_mic(args)
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
-        sinks = _sinks(args)
+        sinks = _sinks(args, prepared.image_at(REMOTE_CROP))  # (a 512 px crop: for the blur)
         remote = _remote(args)
         compute: LocalCompute | RemoteCompute
         if remote is not None:

@@ -88,6 +88,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     out.add_argument("--no-vcam", action="store_true", help="no virtual camera")
     out.add_argument("--vcam-size", default="1280x720", metavar="WxH", help="camera frame size")
     out.add_argument("--mirror", action="store_true", help="mirror the camera image")
+    out.add_argument(
+        "--background",
+        default="#000000",
+        metavar="COLOUR|blur",
+        help="around the face on the camera: a colour (#RRGGBB, default black) or 'blur' (the "
+        "avatar, blurred)",
+    )
     out.add_argument("--vcam-backend", help="pyvirtualcam backend (default: any)")
     out.add_argument("--vcam-device", help="virtual camera device")
     out.add_argument("--record", type=Path, metavar="OUT.mp4", help="also record to an MP4")
@@ -152,6 +159,20 @@ def vcam_size(text: str) -> tuple[int, int]:
     return v.check_frame_size(w, h, label="--vcam-size")
 
 
+def background(text: str) -> tuple[tuple[int, int, int], bool]:
+    """`--background`: (colour, blur)."""
+    value = text.strip().lower()
+    if value == "blur":
+        return (0, 0, 0), True
+    digits = value.removeprefix("#")
+    if len(digits) != 6 or any(c not in "0123456789abcdef" for c in digits):
+        raise v.ValidationError(
+            f"--background must be a colour like #202020 or 'blur', not {text!r}",
+            subject="--background",
+        )
+    return (int(digits[0:2], 16), int(digits[2:4], 16), int(digits[4:6], 16)), False
+
+
 def hop_value(text: str) -> int | None:
     """`auto` (None) or a number; the range is checked in `validate_args`."""
     if text.strip().lower() == "auto":
@@ -185,6 +206,7 @@ def validate_args(args: argparse.Namespace) -> None:
     check_files(args, inputs, output=("--record", args.record))
     gate_config(args.gate)
     v.MIC_OFFSET.check(args.mic_offset, label="--mic-offset")
+    background(args.background)
     v.MAX_MIC_DELAY.check(args.max_mic_delay, label="--max-mic-delay")
     if args.mic_offset and not args.virtual_mic:
         raise v.ValidationError("--mic-offset needs --virtual-mic", subject="--mic-offset")

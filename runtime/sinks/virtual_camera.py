@@ -30,6 +30,10 @@ class VirtualCameraConfig:
     height: int = 720
     mirror: bool = False
     background: tuple[int, int, int] = (0, 0, 0)
+    """The colour around the face (RGB)."""
+    blur: bool = False
+    """Around the face, the avatar itself, scaled to cover, blurred and darkened, instead of
+    `background` (needs the avatar's picture: `composer_for`)."""
     device: str | None = None
     backend: str | None = None  # None: every registered backend, in pyvirtualcam's order
 
@@ -74,6 +78,36 @@ class FrameComposer:
         return self._canvas
 
 
+def blurred_backdrop(image: Image, width: int, height: int) -> Image:
+    """The avatar, scaled to cover the output, heavily blurred and darkened (the 'blur' mode)."""
+    small_w, small_h = max(8, width // 8), max(8, height // 8)
+    h, w = image.shape[:2]
+    scale = max(small_w / w, small_h / h)
+    size = (max(small_w, round(w * scale)), max(small_h, round(h * scale)))
+    resized = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+    top, left = (size[1] - small_h) // 2, (size[0] - small_w) // 2
+    cropped = resized[top : top + small_h, left : left + small_w]
+    blurred = cv2.GaussianBlur(cropped, (0, 0), sigmaX=max(2.0, small_w / 40))
+    big = cv2.resize(blurred, (width, height), interpolation=cv2.INTER_LINEAR)
+    out: Image = np.ascontiguousarray((big.astype(np.float32) * 0.7).astype(np.uint8))
+    return out
+
+
+def composer_for(config: VirtualCameraConfig, avatar: Image | None = None) -> FrameComposer:
+    """How the face is placed on the camera's picture: size, mirror, and the colour or (with
+    `blur` and the avatar's picture) the blurred avatar around it."""
+    backdrop = None
+    if config.blur and avatar is not None:
+        backdrop = blurred_backdrop(avatar, config.width, config.height)
+    return FrameComposer(
+        width=config.width,
+        height=config.height,
+        mirror=config.mirror,
+        background=config.background,
+        background_image=backdrop,
+    )
+
+
 def _cover(image: Image, width: int, height: int) -> Image:
     """Scale to cover width x height, centre-cropped."""
     h, w = image.shape[:2]
@@ -86,15 +120,10 @@ def _cover(image: Image, width: int, height: int) -> Image:
 
 
 class VirtualCameraSink:
-    def __init__(self, config: VirtualCameraConfig, *, background_image: Image | None = None):
+    def __init__(self, config: VirtualCameraConfig, *, avatar: Image | None = None):
+        """`avatar`: its picture, for the `blur` background."""
         self.config = config
-        self._composer = FrameComposer(
-            width=config.width,
-            height=config.height,
-            mirror=config.mirror,
-            background=config.background,
-            background_image=background_image,
-        )
+        self._composer = composer_for(config, avatar)
         self._camera: Any = None
         self.device: str | None = None
         self.backend: str | None = None
@@ -122,6 +151,13 @@ class VirtualCameraSink:
         self.device = str(self._camera.device)
         self.backend = str(self._camera.backend)
         logger.info("virtual camera %s (%s) open", self.device, self.backend)
+
+    def set_composer(self, composer: FrameComposer) -> None:
+        """A new look (mirror, background) from the next frame on, without reopening (a new
+        size needs a new camera: pyvirtualcam cannot resize one)."""
+        if (composer.width, composer.height) != (self.config.width, self.config.height):
+            raise ValueError("a composer for another size needs another camera")
+        self._composer = composer
 
     def send(self, frame: LiveFrame, repeat: bool) -> None:
         if self._camera is None:

@@ -56,6 +56,12 @@ class VirtualMicConfig:
     latency_s: float = 0.1
     """Output buffering: ample, because the delay line compensates the reported latency, and
     a buffer that runs dry while Python threads contend shifts everything played after it."""
+    min_delay_s: float = 0.2
+    """The shortest delay the line can keep without gaps: the output buffering above, a block,
+    and the time the capture takes to deliver a block (tens of ms through PulseAudio). With
+    the video sooner than this (hop 1 on a fast machine, ~110 ms) the voice comes that much
+    after the lips, which nobody notices (sound late by under ~100 ms is not seen as out of
+    sync), where a shorter delay would play silence in its gaps."""
     line: DelayLineConfig = field(default_factory=DelayLineConfig)
 
     def __post_init__(self) -> None:
@@ -204,7 +210,7 @@ class VirtualMic:
         return max(0.0, base + self._offset_s)
 
     def _delay_target(self) -> float:
-        return min(self._wanted(), self._max_delay_s)
+        return max(self.config.min_delay_s, min(self._wanted(), self._max_delay_s))
 
     def status(self) -> VirtualMicStatus:
         line = self._line

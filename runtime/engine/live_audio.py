@@ -11,9 +11,14 @@ from collections.abc import Callable
 from runtime.core.timing import wait_on
 from runtime.engine.hop_scheduler import HopScheduler
 from runtime.engine.live_hop import Graph
-from runtime.engine.live_input import AudioFeed, open_capture
 from runtime.engine.live_local import local_scheduler
-from runtime.engine.live_worker import WorkerContext, WorkerInputs, local_avatar, show_idle
+from runtime.engine.live_worker import (
+    WorkerContext,
+    WorkerInputs,
+    audio_input,
+    local_avatar,
+    show_idle,
+)
 from runtime.engine.types import EventKind, FileInput, MicrophoneInput
 from runtime.media.audio_capture import AudioCapture, CaptureState
 from runtime.model.sessions import ModelSet
@@ -54,28 +59,11 @@ class LocalAudioWorker:
         self._scheduler = scheduler  # (its plan is known now: from a bench, before any hop)
         avatar, _ = ctx.take_avatar()
         show_idle(ctx, renderer, avatar)
-        capture = open_capture(
-            self._source,
-            ctx.config,
-            clock=ctx.clock,
-            on_status=ctx.on_capture,
-            switch=ctx.mic,
-            tap=ctx.vmic_tap,
-        )
+        capture, feed = audio_input(ctx, self._source, scheduler.timeline)
         self._capture = capture
         if ctx.stop.is_set():
             return
         capture.start()
-        feed = AudioFeed(
-            capture=capture,
-            timeline=scheduler.timeline,
-            sinks=ctx.audio_sinks,
-            monitor=ctx.monitor,
-            clock=ctx.clock,
-            silence_fill_s=ctx.config.silence_fill_s,
-            emit=ctx.emit,
-            gate=ctx.gate,
-        )
         ended = False  # the finite input ended and its last hop was made
         ctx.pacer.set_streaming(True)
         try:

@@ -26,9 +26,9 @@ from runtime.core.timing import FrameTiming, wait_on
 from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.hop_scheduler import keep_seconds
 from runtime.engine.live_avatar import LiveAvatar
-from runtime.engine.live_input import AudioFeed, open_capture
+from runtime.engine.live_input import AudioFeed
 from runtime.engine.live_webcam import open_webcam
-from runtime.engine.live_worker import LiveWorker, WorkerContext, WorkerInputs
+from runtime.engine.live_worker import LiveWorker, WorkerContext, WorkerInputs, audio_input
 from runtime.engine.types import (
     EventKind,
     FileInput,
@@ -178,7 +178,7 @@ class RemoteWorker:
     # -- the worker thread -------------------------------------------------------------------
 
     def run(self) -> None:
-        cfg, ctx = self._cfg, self._ctx
+        ctx = self._ctx
         link = RemoteLink(
             self._compute.config,
             LinkCallbacks(
@@ -197,25 +197,8 @@ class RemoteWorker:
         link.set_avatar(encode_photo(avatar.image), avatar.name)
         controls = ctx.controls()
         link.set_controls(wire_controls(controls))
-        capture = open_capture(
-            self._source,
-            cfg,
-            clock=self._clock,
-            on_status=ctx.on_capture,
-            switch=ctx.mic,
-            tap=ctx.vmic_tap,
-        )
+        capture, feed = audio_input(ctx, self._source, self.timeline)
         self._capture = capture
-        feed = AudioFeed(
-            capture=capture,
-            timeline=self.timeline,
-            sinks=ctx.audio_sinks,
-            monitor=self._monitor,
-            clock=self._clock,
-            silence_fill_s=cfg.silence_fill_s,
-            emit=ctx.emit,
-            gate=ctx.gate,
-        )
         link.start()
         try:
             if self._stop.is_set():

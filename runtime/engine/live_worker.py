@@ -18,10 +18,21 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.core.timing import Clock
+from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.latency import LatencyMonitor
 from runtime.engine.live_avatar import LiveAvatar, render, to_uint8
+from runtime.engine.live_input import AudioFeed, open_capture
 from runtime.engine.pacer import Pacer
-from runtime.engine.types import Emit, EngineConfig, EventKind, HopRecord, LiveControls, Source
+from runtime.engine.types import (
+    Emit,
+    EngineConfig,
+    EventKind,
+    FileInput,
+    HopRecord,
+    LiveControls,
+    MicrophoneInput,
+    Source,
+)
 from runtime.media.audio_capture import AudioCapture, CaptureStatus, CaptureTap
 from runtime.media.audio_gate import MicSwitch
 from runtime.media.webcam import WebcamSource
@@ -82,6 +93,33 @@ class LiveWorker(Protocol):
         ...
 
     def inputs(self) -> WorkerInputs: ...
+
+
+def audio_input(
+    ctx: WorkerContext, source: FileInput | MicrophoneInput, timeline: AudioTimeline
+) -> tuple[AudioCapture, AudioFeed]:
+    """The capture of `source` with the context's mute switch and virtual-microphone tap (not
+    started), and the feed that moves what it captures into `timeline` (through the noise
+    gate) and to the audio sinks: the same for local and remote compute."""
+    capture = open_capture(
+        source,
+        ctx.config,
+        clock=ctx.clock,
+        on_status=ctx.on_capture,
+        switch=ctx.mic,
+        tap=ctx.vmic_tap,
+    )
+    feed = AudioFeed(
+        capture=capture,
+        timeline=timeline,
+        sinks=ctx.audio_sinks,
+        monitor=ctx.monitor,
+        clock=ctx.clock,
+        silence_fill_s=ctx.config.silence_fill_s,
+        emit=ctx.emit,
+        gate=ctx.gate,
+    )
+    return capture, feed
 
 
 def show_idle(ctx: WorkerContext, renderer: Graph, avatar: LiveAvatar) -> None:

@@ -75,8 +75,8 @@ def recipe_cache_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def recipe_graphs(recipe_weights: Path, recipe_cache_home: Path) -> Path:
     """Full-size ONNX graphs of the recipe checkpoints, compiled as the app compiles them: the
     exporter in a child process, the result sealed in the compiled-model cache."""
-    from runtime.model import compiled_cache
-    from runtime.model.weights import WeightsFolder
+    from runtime.model.compile import cache as compiled_cache
+    from runtime.model.compile.weights import WeightsFolder
 
     return compiled_cache.convert(
         WeightsFolder(recipe_weights), root=recipe_cache_home / "compiled"
@@ -93,8 +93,8 @@ def recipe_cache_home_v2(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def recipe_graphs_v2(recipe_weights_v2: Path, recipe_cache_home_v2: Path) -> Path:
     """`recipe_graphs` for model version v2 (in `recipe_cache_home_v2`)."""
-    from runtime.model import compiled_cache
-    from runtime.model.weights import WeightsFolder
+    from runtime.model.compile import cache as compiled_cache
+    from runtime.model.compile.weights import WeightsFolder
 
     return compiled_cache.convert(
         WeightsFolder(recipe_weights_v2), root=recipe_cache_home_v2 / "compiled"

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import numpy as np
 
-from runtime.engine.live import EngineEvent, EngineListener, HopRecord
-from runtime.engine.live_avatar import LiveAvatar, encode_avatar
-from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.engine.live.avatar import LiveAvatar, encode_avatar
+from runtime.engine.live.engine import EngineEvent, EngineListener, HopRecord
+from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
 from runtime.model.versions import ModelVersion
 from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink

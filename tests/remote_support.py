@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.remote import protocol as P
 from runtime.remote.codec import pcm_from_float
 from runtime.server.connection import Admission, Disconnected, ServerContext, handle

@@ -59,7 +59,7 @@ def test_breaking_a_contract_fails(tmp_path: Path, package: str, statement: str)
     ("module", "statement"),
     [
         # A lower layer of runtime/ reaching up, one hop and two.
-        ("runtime/model/_violation.py", "import runtime.engine.live\n"),
+        ("runtime/model/_violation.py", "import runtime.engine.live.engine\n"),
         ("runtime/media/_violation.py", "from runtime.sinks import SinkSet\n"),
         ("runtime/core/_violation.py", "from runtime.model import contract\n"),
         ("runtime/sinks/_violation.py", "from runtime.commands import cli\n"),

@@ -9,9 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine.live import EngineConfig, FileInput, LiveControls, LiveEngine
+from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine
 from runtime.media.audio_gate import GateConfig, MicSwitch, NoiseGate
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k
 
 RATE = 16_000

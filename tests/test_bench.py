@@ -17,7 +17,7 @@ from runtime.engine.bench import (
     run_bench,
     write_result,
 )
-from runtime.model.sessions import SessionOptions, open_model_set
+from runtime.model.execution.sessions import SessionOptions, open_model_set
 from tests import stub_graphs
 
 

@@ -7,8 +7,13 @@ import subprocess
 
 import pytest
 
-from runtime.model import cuda_env
-from runtime.model.cuda_env import DriverInfo, driver_problem, loaded_libraries, read_driver
+from runtime.model.execution import cuda_env
+from runtime.model.execution.cuda_env import (
+    DriverInfo,
+    driver_problem,
+    loaded_libraries,
+    read_driver,
+)
 
 QUERY_550 = "NVIDIA GeForce RTX 4070 Laptop GPU, 550.54.15, 8188 MiB\n"
 HEADER_550 = """\
@@ -98,7 +103,7 @@ def test_probe_names_the_old_driver_instead_of_the_library_symptom(
 ) -> None:
     import onnxruntime as ort
 
-    from runtime.model import providers
+    from runtime.model.execution import providers
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         pytest.skip("a CPU-only onnxruntime: there is no CUDA provider to fail")

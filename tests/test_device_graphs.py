@@ -11,8 +11,8 @@ import pytest
 
 from runtime.engine.motion_sampler import velocity_feeds
 from runtime.model import contract as C
-from runtime.model.device_graphs import DeviceGraph, DeviceRenderer, output_shapes
-from runtime.model.sessions import GraphSession, SessionOptions
+from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer, output_shapes
+from runtime.model.execution.sessions import GraphSession, SessionOptions
 from tests import stub_graphs
 from tests.test_sessions import avatar
 

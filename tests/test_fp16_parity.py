@@ -20,8 +20,8 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.model import contract
-from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
-from runtime.model.sessions import GraphSession, SessionOptions
+from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
+from runtime.model.execution.sessions import GraphSession, SessionOptions
 from runtime.model.versions import VERSIONS, ModelVersion
 from tests.support.golden import rel_err
 

@@ -15,7 +15,7 @@ from desktop_app.live_bridge import LiveState
 from desktop_app.runtime_services.live import controls_for, lowered_steps
 from desktop_app.services import LiveStats
 from desktop_app.settings import Pose, Quality
-from runtime.engine.live import DEFAULT_MIN_NFE
+from runtime.engine.live.engine import DEFAULT_MIN_NFE
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import Hops, WindowFactory
 

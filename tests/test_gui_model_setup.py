@@ -21,7 +21,7 @@ from desktop_app import theme
 from desktop_app.model_setup import ModelSetupDialog, describe, summarise_missing
 from desktop_app.runtime_services.models import RuntimeModels
 from desktop_app.services import Progress
-from runtime.model.download import DownloadOptions
+from runtime.model.download.model_download import DownloadOptions
 from tests.hub_server import FakeHub, closed_port, standin_files, write_tree
 from tests.support.gui import unnamed
 

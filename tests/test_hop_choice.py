@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from runtime.engine.hop_choice import (
+from runtime.engine.live.hop_choice import (
     HopChoiceConfig,
     HopChooser,
     describe_plan,
@@ -106,7 +106,7 @@ def test_a_bench_seeds_the_first_plan() -> None:
     """Figures measured before the session (the bench of these graphs) make the first plan:
     a slow machine is a slideshow from the first hop, announced with its picture rate, and the
     real hops then take over (the seed is three hops of the median window, no more)."""
-    from runtime.engine.hop_choice import HopCompute
+    from runtime.engine.live.hop_choice import HopCompute
 
     chooser = HopChooser(fps=25, lookahead=2)
     assert not chooser.plan.measured

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from runtime.engine.hop_choice import HopChooser, describe_plan
-from runtime.engine.types import LiveControls
+from runtime.engine.live.hop_choice import HopChooser, describe_plan
+from runtime.engine.live.types import LiveControls
 
 AUDIO_S = 0.05  # features + projections per hop
 RENDER_S = 0.001  # per rendered frame

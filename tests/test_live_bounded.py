@@ -1,6 +1,6 @@
 """Every stage bounded (issue 20): whatever the compute does, no hop works on old audio.
 
-The one hop scheduler (`runtime.engine.hop_scheduler`) is driven by two hosts, the local
+The one hop scheduler (`runtime.engine.live.hop_scheduler`) is driven by two hosts, the local
 engine (its real threads: worker, pacer, file playback, capture watchdog) and a render server's
 session (driven here the way its connection drives it), both on a virtual clock
 (tests/virtual_clock.py), so minutes of a loaded machine run in seconds and give the same answer
@@ -26,11 +26,17 @@ from dataclasses import dataclass, field
 import numpy as np
 import pytest
 
-from runtime.engine.hop_choice import SLIDESHOW_FRAMES
-from runtime.engine.live import EngineConfig, EngineListener, FileInput, LiveControls, LiveEngine
-from runtime.engine.live_remote import wire_controls
+from runtime.engine.live.engine import (
+    EngineConfig,
+    EngineListener,
+    FileInput,
+    LiveControls,
+    LiveEngine,
+)
+from runtime.engine.live.hop_choice import SLIDESHOW_FRAMES
+from runtime.engine.live.remote import wire_controls
 from runtime.model.contract import FPS, SAMPLE_RATE
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.remote import protocol as P
 from runtime.remote.codec import encode_photo, pcm_from_float
 from runtime.server.session import ServerSession

@@ -15,7 +15,7 @@ import pytest
 from runtime.commands import cli
 from runtime.commands.live import controls_from_args
 from runtime.commands.live_args import check_fewer_steps
-from runtime.engine.live import DEFAULT_MIN_NFE
+from runtime.engine.live.engine import DEFAULT_MIN_NFE
 from tests.stub_graphs import write_stub_graphs
 
 

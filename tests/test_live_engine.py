@@ -21,7 +21,7 @@ import pytest
 import soxr
 
 from runtime.engine.features import encoder_from_session, utterance_features
-from runtime.engine.live import (
+from runtime.engine.live.engine import (
     EngineConfig,
     FileInput,
     HeadPose,
@@ -37,7 +37,7 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.model.contract import SAMPLES_PER_FRAME
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests import stub_graphs
 from tests.fakes import virtual_camera as fakecam

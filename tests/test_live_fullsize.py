@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine.live import EngineConfig, FileInput, LiveControls, LiveEngine
-from runtime.engine.live_avatar import LiveAvatar
-from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.engine.live.avatar import LiveAvatar
+from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine
+from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
 from tests.live_support import CPU, Tap, wav_16k
 from tests.stub_graphs import write_stub_graphs
 
@@ -68,7 +68,7 @@ def test_live_frames_equal_the_offline_render(
     """All six real graphs, live for as long as a few frames take; each frame the engine
     published is the offline renderer's frame for the motion the engine generated. For both
     model versions: the avatar is prepared at the size the graphs say (256 / 512 px)."""
-    from runtime.engine.live_avatar import encode_avatar
+    from runtime.engine.live.avatar import encode_avatar
     from runtime.engine.offline import OfflineRenderer
     from runtime.media.face_crop import prepare_avatar
 

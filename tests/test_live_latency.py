@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from runtime.core.timing import FrameTiming
-from runtime.engine.live import (
+from runtime.engine.live.engine import (
     EngineConfig,
     EngineListener,
     FileInput,
@@ -27,7 +27,7 @@ from runtime.engine.live import (
     LiveEngine,
 )
 from runtime.model.contract import FPS
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink
 from tests.live_support import assert_on_deadlines, grey_avatar, stub_models
@@ -326,7 +326,7 @@ def test_a_bench_of_the_graphs_makes_the_stats_honest_from_the_start(models: Mod
     """Issue 20: with a bench of these graphs that found the machine far too slow, the session
     says "not real time" with its picture rate before its first hop, and Auto's first hop is
     already a slideshow's (the newest frames only)."""
-    from runtime.engine.hop_choice import HopCompute
+    from runtime.engine.live.hop_choice import HopCompute
 
     clock = VirtualClock(real_timeout_s=120.0)
     slow = ModelSet(

@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from runtime.core.timing import FrameTiming
-from runtime.engine.latency import LatencyMonitor
-from runtime.engine.pacer import MotionRetimer, Pacer, PacerConfig
+from runtime.engine.live.latency import LatencyMonitor
+from runtime.engine.live.pacer import MotionRetimer, Pacer, PacerConfig
 from runtime.sinks.frame import LiveFrame
 from tests.virtual_clock import VirtualClock
 

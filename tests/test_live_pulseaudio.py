@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine.live import LiveEngine, MicrophoneInput
-from runtime.engine.types import LiveControls
-from runtime.model.sessions import ModelSet
+from runtime.engine.live.engine import LiveEngine, MicrophoneInput
+from runtime.engine.live.types import LiveControls
+from runtime.model.execution.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests.fakes import virtual_camera as fakecam
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k, write_wav_16k

@@ -1,4 +1,4 @@
-"""One live session from one typed configuration (`runtime.engine.live_session`), the builder
+"""One live session from one typed configuration (`runtime.engine.live.session`), the builder
 the CLI and the app both use: local graphs opened or reused, the avatar checked and encoded at
 their size, the bench's seed for the same graphs, and nothing left running when starting
 fails."""
@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 from runtime.engine.bench import BenchResult, write_result
-from runtime.engine.live import FileInput, LiveControls
-from runtime.engine.live_session import (
+from runtime.engine.live.engine import FileInput, LiveControls
+from runtime.engine.live.session import (
     AvatarSizeError,
     LocalCompute,
     SessionConfig,
     session_avatar,
     start_session,
 )
-from runtime.model.sessions import open_model_set
+from runtime.model.execution.sessions import open_model_set
 from tests.live_support import CPU
 from tests.stub_graphs import write_stub_graphs
 from tests.test_bench import result

@@ -242,8 +242,8 @@ def test_live_recording_holds_the_audio_of_the_last_hop(tmp_path: Path) -> None:
     """A renderer that takes 0.6 s a frame (a slideshow): the audio captured while the last
     hop ran is in the recording too, up to the moment the session stopped (before, the file
     ended where the last hop had last read the microphone, up to a hop's compute early)."""
-    from runtime.engine.live import FileInput, LiveControls, LiveEngine
-    from runtime.model.sessions import ModelSet
+    from runtime.engine.live.engine import FileInput, LiveControls, LiveEngine
+    from runtime.model.execution.sessions import ModelSet
     from tests.live_support import grey_avatar, stub_models
 
     class Slow:

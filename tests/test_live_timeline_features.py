@@ -8,7 +8,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine.audio_timeline import AudioTimeline
 from runtime.engine.features import (
     frames_for_samples,
     normalize,
@@ -16,6 +15,7 @@ from runtime.engine.features import (
     utterance_features,
     window_features,
 )
+from runtime.engine.live.audio_timeline import AudioTimeline
 from tests.live_support import CPU
 from tests.stub_graphs import write_stub_graphs
 
@@ -77,7 +77,7 @@ def test_normalisation_and_padding_match_the_reference_recipe(golden_dir: Path) 
 
 
 def test_window_features_take_the_last_frames(tmp_path: Path) -> None:
-    from runtime.model.sessions import open_model_set
+    from runtime.model.execution.sessions import open_model_set
 
     models = open_model_set(write_stub_graphs(tmp_path), options=CPU, names=("audio_encoder",))
     from runtime.engine.features import encoder_from_session

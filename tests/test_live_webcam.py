@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from runtime.engine.live import EngineStats, LiveEngine, WebcamInput
+from runtime.engine.live.engine import EngineStats, LiveEngine, WebcamInput
 from runtime.media.webcam import WebcamConfig, WebcamSource, WebcamState
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 from tests import stub_graphs
 from tests.fakes import virtual_camera as fakecam

@@ -15,17 +15,16 @@ import pytest
 from huggingface_hub import close_session
 
 from runtime.commands import models_cmd
-from runtime.model import download as model_download
-from runtime.model import hub_fetch
-from runtime.model.download import (
+from runtime.model.download import hub_fetch, model_download
+from runtime.model.download.model_download import (
     DownloadError,
     DownloadOptions,
     OfflineError,
     download_model,
 )
-from runtime.model.store import ModelStore
-from runtime.model.store_errors import Cancelled, DiskFullError, VerificationError
-from runtime.model.store_records import MANIFEST, ExpectedFile
+from runtime.model.store.errors import Cancelled, DiskFullError, VerificationError
+from runtime.model.store.model_store import ModelStore
+from runtime.model.store.records import MANIFEST, ExpectedFile
 from runtime.model.transfer import TransferProgress
 from tests.hub_server import COMMIT, FakeHub, closed_port, read_tree, sha256, standin_files
 

@@ -16,8 +16,8 @@ import pytest
 
 from runtime.commands import models_cmd
 from runtime.core.files import temp_path
-from runtime.model import compiled_cache, store_import
-from runtime.model.compiled_cache import (
+from runtime.model.compile import cache as compiled_cache
+from runtime.model.compile.cache import (
     ConversionError,
     ConversionProgress,
     ExporterUnavailable,
@@ -27,9 +27,10 @@ from runtime.model.compiled_cache import (
     is_converted,
 )
 from runtime.model.contract import FP16_GRAPHS, GRAPHS
-from runtime.model.store import ModelStore
-from runtime.model.store_errors import Cancelled, DiskFullError, ModelStoreError, VerificationError
-from runtime.model.store_records import MANIFEST
+from runtime.model.store import importing as store_import
+from runtime.model.store.errors import Cancelled, DiskFullError, ModelStoreError, VerificationError
+from runtime.model.store.model_store import ModelStore
+from runtime.model.store.records import MANIFEST
 from runtime.model.transfer import TransferProgress
 from tests.hub_server import read_tree, sha256, standin_files, write_tree
 

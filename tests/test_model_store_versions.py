@@ -13,8 +13,8 @@ import pytest
 import torch
 
 from runtime.commands import models_cmd
-from runtime.model.store import ModelStore
-from runtime.model.store_errors import ModelVersionConflictError, VerificationError
+from runtime.model.store.errors import ModelVersionConflictError, VerificationError
+from runtime.model.store.model_store import ModelStore
 from tests.hub_server import read_tree, standin_files, write_tree
 from tests.support.malicious_checkpoints import MarkerPayload, with_payload
 from tests.support.skeleton_checkpoints import skeleton_checkpoint
@@ -155,7 +155,8 @@ def test_the_inspector_runs_in_a_child_process(store: ModelStore, tmp_path: Path
     import sys
 
     code = (
-        "import sys; from pathlib import Path; from runtime.model.store import ModelStore; "
+        "import sys; from pathlib import Path; "
+        "from runtime.model.store.model_store import ModelStore; "
         f"ModelStore(Path({str(tmp_path / 's')!r})).import_files([Path({str(tmp_path / 'f')!r})]);"
         " print('torch' in sys.modules)"
     )
@@ -169,7 +170,7 @@ def test_the_inspector_runs_in_a_child_process(store: ModelStore, tmp_path: Path
 
 
 def test_cache_key_carries_the_recorded_model_version() -> None:
-    from runtime.model.compiled_cache import cache_key
+    from runtime.model.compile.cache import cache_key
 
     digests = {"renderer.ckpt": "a" * 64, "generator.ckpt": "b" * 64}
     keys = {cache_key(digests), cache_key(digests, "v1"), cache_key(digests, "v2")}

@@ -13,7 +13,7 @@ import torch
 from models.loading import LoadedModels, load_models
 from models.recipe import golden_version_dir
 from runtime.model import contract
-from runtime.model.sessions import GraphSession, SessionOptions
+from runtime.model.execution.sessions import GraphSession, SessionOptions
 from runtime.model.versions import VERSIONS, ModelVersion
 from tests.support.golden import assert_frames_close, rel_err
 

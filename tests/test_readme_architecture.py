@@ -23,24 +23,30 @@ def sketch() -> str:
     return section[start : section.index("```", start)]
 
 
-def module_path(package: str, module: str) -> Path | None:
-    base = ROOT / package / module
-    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
-        if candidate.is_file():
-            return candidate
-    return None
+def resolve(parts: list[str]) -> tuple[Path | None, list[str]]:
+    """The longest run of `parts` that is a module file, and what is left (an attribute)."""
+    for cut in range(len(parts), 1, -1):
+        base = ROOT.joinpath(*parts[:cut])
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate, parts[cut:]
+    return None, []
 
 
 def test_every_box_of_the_sketch_is_a_module() -> None:
-    names = re.findall(r"\b((?:models|runtime\.)?[a-z_]+\.[a-z_]+(?:\.[A-Za-z_]+)?)\b", sketch())
+    pattern = r"\b((?:models|runtime\.)?[a-z_]+(?:\.[a-z_]+)+(?:\.[A-Z][A-Za-z_]*)?)\b"
+    names = re.findall(pattern, sketch())
     dotted = [n.removeprefix("runtime.") for n in names if not n.endswith((".onnx", ".py"))]
     checked = 0
     for name in dotted:
-        package, module, *attr = name.split(".")
+        package = name.split(".")[0]
         if package != "models" and package not in LAYERS:
             continue
-        path = module_path(package if package == "models" else f"runtime/{package}", module)
-        assert path is not None, f"the README's sketch names {name}, which is not a module"
+        parts = name.split(".") if package == "models" else ["runtime", *name.split(".")]
+        path, attr = resolve(parts)
+        assert path is not None and len(attr) <= 1, (
+            f"the README's sketch names {name}, which is not a module"
+        )
         if attr:
             source = path.read_text(encoding="utf-8")
             assert re.search(rf"^(?:class|def) {attr[0]}\b", source, re.MULTILINE), (
@@ -57,7 +63,11 @@ def test_layer_table_lists_every_module() -> None:
     }
     assert set(rows) == set(LAYERS), "the layer table's rows are not the runtime's layers"
     for layer, holds in rows.items():
-        named = set(re.findall(r"`([a-z_]+)`", holds))
-        modules = {p.stem for p in (ROOT / "runtime" / layer).glob("*.py")} - {"__init__"}
+        named = set(re.findall(r"`([a-z_.]+)`", holds))
+        folder = ROOT / "runtime" / layer
+        modules = {
+            ".".join(p.relative_to(folder).with_suffix("").parts).removesuffix(".__init__")
+            for p in folder.rglob("*.py")
+        } - {"__init__"}
         missing = sorted(modules - named)
         assert not missing, f"README's layer table: runtime.{layer} does not list {missing}"

@@ -10,8 +10,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from runtime.engine.latency import LatencyMonitor
-from runtime.engine.types import EngineState, EngineStats, LiveControls
+from runtime.engine.live.latency import LatencyMonitor
+from runtime.engine.live.types import EngineState, EngineStats, LiveControls
 from runtime.remote import protocol as P
 from runtime.remote.bandwidth import ChooserConfig, FormatChooser
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from runtime.engine.live import EngineConfig, FileInput, LiveControls, LiveEngine
-from runtime.engine.live_avatar import encode_avatar, render, to_uint8
-from runtime.model.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.engine.live.avatar import encode_avatar, render, to_uint8
+from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine
+from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
 from runtime.remote import protocol as P
 from runtime.remote.codec import encode_photo
 from tests.live_support import Tap, wav_16k

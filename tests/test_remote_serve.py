@@ -19,8 +19,8 @@ import numpy as np
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from runtime.engine.live import EngineConfig, FileInput, LiveControls, LiveEngine
-from runtime.engine.live_remote import RemoteCompute, remote_avatar
+from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine
+from runtime.engine.live.remote import RemoteCompute, remote_avatar
 from runtime.model.versions import V2
 from runtime.remote import protocol as P
 from runtime.remote.client import RemoteConfig

@@ -11,8 +11,8 @@ import math
 import numpy as np
 import pytest
 
-from runtime.engine.live_avatar import to_uint8
-from runtime.model.sessions import ModelSet
+from runtime.engine.live.avatar import to_uint8
+from runtime.model.execution.sessions import ModelSet
 from runtime.remote import protocol as P
 from runtime.remote.client import RemoteConfig
 from runtime.remote.codec import (

@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from runtime.engine.live import LiveEngine, WebcamInput
-from runtime.engine.live_remote import RemoteCompute, remote_avatar
-from runtime.model.sessions import open_model_set
+from runtime.engine.live.engine import LiveEngine, WebcamInput
+from runtime.engine.live.remote import RemoteCompute, remote_avatar
+from runtime.model.execution.sessions import open_model_set
 from runtime.model.versions import V2
 from runtime.remote.client import RemoteConfig
 from tests import stub_graphs

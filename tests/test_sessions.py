@@ -16,9 +16,9 @@ import onnxruntime as ort
 import pytest
 
 from runtime.model import contract as C
-from runtime.model import providers, sessions
-from runtime.model.providers import ProviderProbe, provider_report, short_reason
-from runtime.model.sessions import (
+from runtime.model.execution import providers, sessions
+from runtime.model.execution.providers import ProviderProbe, provider_report, short_reason
+from runtime.model.execution.sessions import (
     ContractError,
     GraphSession,
     SessionOptions,

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from runtime.commands import models_cmd
-from runtime.model import compiled_cache, loader_files
-from runtime.model.compiled_cache import ConversionError, convert
-from runtime.model.store import ModelStore
-from runtime.model.store_errors import VerificationError
-from runtime.model.store_records import MANIFEST
+from runtime.model import loader_files
+from runtime.model.compile import cache as compiled_cache
+from runtime.model.compile.cache import ConversionError, convert
+from runtime.model.store.errors import VerificationError
+from runtime.model.store.model_store import ModelStore
+from runtime.model.store.records import MANIFEST
 from tests.hub_server import sha256, standin_files, write_tree
 
 ALL = [e.path for e in MANIFEST]
@@ -292,7 +293,7 @@ def test_cache_dir_pointing_at_a_file_stops_conversion_with_a_sentence(
 def test_a_weights_folder_is_never_written_even_with_a_damaged_store_json(
     tmp_path: Path,
 ) -> None:
-    from runtime.model.weights import WeightsFolder
+    from runtime.model.compile.weights import WeightsFolder
 
     root = write_tree(tmp_path / "weights", standin_files())
     (root / "store.json").write_bytes(b"\xff damaged")

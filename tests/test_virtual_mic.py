@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from runtime.engine.live import EngineConfig, LiveEngine, MicEvent, MicrophoneInput
+from runtime.engine.live.engine import EngineConfig, LiveEngine, MicEvent, MicrophoneInput
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import (
     CableDevice,
@@ -23,7 +23,7 @@ from runtime.media.virtual_mic_device import (
     help_text,
     run_pactl,
 )
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from tests.fakes.sound_device import FakeSoundDevice
 from tests.live_support import Tap, grey_avatar, stub_models, wav_16k
 
@@ -315,8 +315,8 @@ def test_the_engine_link_says_when_the_lips_go_out_of_sync_and_back() -> None:
     """The engine's link hands the measured latency over once per hop and says so, once, when
     the delay it needs passes the cap, and once when it is back under it."""
     from runtime.core.timing import FrameTiming
-    from runtime.engine.latency import LatencyMonitor
-    from runtime.engine.live_vmic import VirtualMicLink
+    from runtime.engine.live.latency import LatencyMonitor
+    from runtime.engine.live.vmic import VirtualMicLink
 
     pactl, sd, clock = FakePactl(), FakeOutputSD(), Clock()
     vmic = VirtualMic(sd=sd, device=PulseVirtualDevice(sd=sd, pactl=pactl, pid=1), clock=clock)

@@ -37,11 +37,11 @@ from desktop_app.services import (
     VirtualMicInfo,
 )
 from desktop_app.settings import CallAudio, Output, Pose, Quality
-from runtime.engine import live as engine_api
-from runtime.engine.hop_choice import picture_rate
-from runtime.engine.live import EngineEvent, EventKind
-from runtime.engine.live_remote import RemoteCompute
-from runtime.engine.live_session import (
+from runtime.engine.live import engine as engine_api
+from runtime.engine.live.engine import EngineEvent, EventKind
+from runtime.engine.live.hop_choice import picture_rate
+from runtime.engine.live.remote import RemoteCompute
+from runtime.engine.live.session import (
     AvatarSizeError,
     LocalCompute,
     SessionConfig,
@@ -53,7 +53,7 @@ from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.model import sessions as sessions_api
+from runtime.model.execution import sessions as sessions_api
 from runtime.sinks import SinkUnavailable
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 

@@ -24,9 +24,12 @@ from desktop_app.services import (
 )
 from runtime.core import units
 from runtime.media import avatar_image, face_crop
-from runtime.model import compiled_cache, graph_version, store_errors, transfer
-from runtime.model import download as model_download
-from runtime.model import store as model_store
+from runtime.model import transfer
+from runtime.model.compile import cache as compiled_cache
+from runtime.model.compile import graph_version
+from runtime.model.download import model_download
+from runtime.model.store import errors as store_errors
+from runtime.model.store import model_store
 
 logger = logging.getLogger(__name__)
 
@@ -183,7 +186,7 @@ class RuntimeModels:
     def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> str:
         from runtime.core import paths
         from runtime.engine.bench import run_bench, write_result
-        from runtime.model.sessions import SessionOptions, open_model_set
+        from runtime.model.execution.sessions import SessionOptions, open_model_set
 
         state = self.model_state()
         if not state.ready or state.graphs_dir is None:

@@ -69,8 +69,8 @@ def format_result(result: Any) -> str:
 def run(args: argparse.Namespace) -> int:
     from runtime.core import paths
     from runtime.engine.bench import BenchSettings, run_bench, write_result
-    from runtime.model.sessions import open_model_set
-    from runtime.model.weights import resolve_graphs
+    from runtime.model.compile.weights import resolve_graphs
+    from runtime.model.execution.sessions import open_model_set
 
     try:
         settings = BenchSettings(

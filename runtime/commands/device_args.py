@@ -6,7 +6,7 @@ from __future__ import annotations
 import argparse
 
 from runtime.model.contract import PRECISIONS
-from runtime.model.sessions import SessionOptions
+from runtime.model.execution.sessions import SessionOptions
 
 
 def add_device_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:

@@ -14,8 +14,8 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
-from runtime.model.cuda_env import cuda_environment
-from runtime.model.providers import ProviderProbe, ProviderReport, provider_report
+from runtime.model.execution.cuda_env import cuda_environment
+from runtime.model.execution.providers import ProviderProbe, ProviderReport, provider_report
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class Report:
     models: dict[str, Any] = field(default_factory=dict)
     cuda: dict[str, Any] = field(default_factory=dict)
     """Driver version, the CUDA major this build needs, CUDA/cuDNN libraries loaded and where
-    from (`runtime.model.cuda_env.CudaEnvironment.to_json`)."""
+    from (`runtime.model.execution.cuda_env.CudaEnvironment.to_json`)."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -69,7 +69,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def probe_providers() -> tuple[tuple[str, ...], tuple[ProviderProbe, ...]]:
-    """Every compiled-in provider run on a 1-node graph (`runtime.model.providers`, cached)."""
+    """Every compiled-in provider run on a 1-node graph (cached:
+    `runtime.model.execution.providers`)."""
     report = provider_report()
     return report.compiled, report.probes
 

@@ -34,7 +34,7 @@ from runtime.commands.boundary import Terminated
 from runtime.commands.device_args import session_options
 from runtime.core import validate as v
 from runtime.core.timing import Clock, wait_on
-from runtime.engine.live import (
+from runtime.engine.live.engine import (
     DEFAULT_MIN_NFE,
     EngineConfig,
     EngineEvent,
@@ -183,18 +183,18 @@ def _sinks(args: argparse.Namespace, avatar: npt.NDArray[np.uint8]) -> list[Sink
 def _graphs(args: argparse.Namespace) -> Path:
     if args.graphs is not None:
         return Path(args.graphs)
-    from runtime.model.weights import resolve_graphs
+    from runtime.model.compile.weights import resolve_graphs
 
     return resolve_graphs(args.weights)
 
 
 def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     from runtime.core import paths
-    from runtime.engine.live_session import LocalCompute, SessionConfig, start_session
+    from runtime.engine.live.session import LocalCompute, SessionConfig, start_session
     from runtime.media.avatar_image import AvatarImageError
     from runtime.media.face_crop import prepare_avatar
-    from runtime.model.graph_version import GraphVersionError, graphs_version
-    from runtime.model.store_errors import ModelStoreError
+    from runtime.model.compile.graph_version import GraphVersionError, graphs_version
+    from runtime.model.store.errors import ModelStoreError
 
     failed = threading.Event()
     warned_slideshow = threading.Event()

@@ -16,7 +16,7 @@ from runtime.commands.app_folders import check_app_folders
 from runtime.commands.arg_checks import check_files, check_pose, check_sampler
 from runtime.commands.device_args import add_device_arguments
 from runtime.core import validate as v
-from runtime.engine.live import DEFAULT_MIN_NFE
+from runtime.engine.live.engine import DEFAULT_MIN_NFE
 from runtime.media.audio_gate import DEFAULT_GATE_DBFS, GateConfig
 
 GATE = dataclasses.replace(v.GATE_THRESHOLD, name="gate", help="or off")

@@ -20,16 +20,16 @@ from typing import Any, TextIO
 
 from runtime.commands.app_folders import check_app_folders
 from runtime.core.units import human_bytes, human_duration
-from runtime.model import compiled_cache
-from runtime.model.compiled_cache import ConversionError, ConversionProgress
+from runtime.model.compile import cache as compiled_cache
+from runtime.model.compile.cache import ConversionError, ConversionProgress
+from runtime.model.compile.graph_version import GraphVersionError, graphs_version
+from runtime.model.compile.weights import WeightsFolder
 from runtime.model.contract import GRAPHS
-from runtime.model.download import DownloadOptions, OfflineError, download_model
-from runtime.model.graph_version import GraphVersionError, graphs_version
-from runtime.model.store import ModelStore
-from runtime.model.store_errors import Cancelled, ModelStoreError
-from runtime.model.store_records import StoreStatus
+from runtime.model.download.model_download import DownloadOptions, OfflineError, download_model
+from runtime.model.store.errors import Cancelled, ModelStoreError
+from runtime.model.store.model_store import ModelStore
+from runtime.model.store.records import StoreStatus
 from runtime.model.transfer import TransferProgress, format_progress
-from runtime.model.weights import WeightsFolder
 
 logger = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ class _ProgressLine:
 
 def _providers() -> list[str]:
     try:
-        from runtime.model.sessions import SessionOptions, requested_providers
+        from runtime.model.execution.sessions import SessionOptions, requested_providers
     except ImportError as exc:  # onnxruntime missing or broken
         logger.debug("cannot list providers: %s", exc)
         return []

@@ -45,9 +45,9 @@ from runtime.media.video_file import (
     check_destination,
 )
 from runtime.model import contract
-from runtime.model.sessions import open_model_set
-from runtime.model.store_errors import ModelStoreError
-from runtime.model.weights import resolve_graphs
+from runtime.model.compile.weights import resolve_graphs
+from runtime.model.execution.sessions import open_model_set
+from runtime.model.store.errors import ModelStoreError
 
 logger = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ GPUS = v.Range(name="gpus-per-replica", lo=0.0, hi=8.0)
 CPUS = v.Range(name="num-cpus", lo=1, hi=4096, integer=True)
 BENCH_BUDGET = 0.7
 """Share of a second of compute a replica gives its sessions per second of video: the same
-margin Auto hop keeps (`runtime.engine.hop_choice`)."""
+margin Auto hop keeps (`runtime.engine.live.hop_choice`)."""
 
 
 def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
@@ -80,8 +80,8 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
 
 
 def cuda_usable() -> bool:
-    from runtime.model.cuda_env import read_driver
-    from runtime.model.providers import compiled_providers
+    from runtime.model.execution.cuda_env import read_driver
+    from runtime.model.execution.providers import compiled_providers
 
     if "CUDAExecutionProvider" not in compiled_providers():
         return False
@@ -111,7 +111,7 @@ def default_capacity() -> tuple[int, str]:
 
 
 def _graphs(args: argparse.Namespace) -> Path:
-    from runtime.model.weights import resolve_graphs
+    from runtime.model.compile.weights import resolve_graphs
 
     if args.graphs is not None:
         return Path(args.graphs)

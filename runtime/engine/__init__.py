@@ -1,6 +1,6 @@
-"""From inputs to frames: the live streaming engine (`live`), its value types (`types`), audio
-timeline and features, the flow-matching sampler, motion retiming and pacing, latency figures,
-and the offline renderer.
+"""From inputs to frames: the live streaming engine (`runtime.engine.live`: workers, the hop
+scheduler, pacing, latency, the session builder) and what it shares with the offline renderer at
+this level (audio features, the flow-matching sampler, condition tracks, the stage bench).
 
 May use `runtime.sinks`, `runtime.media`, `runtime.model` and `runtime.core`.
 """

@@ -36,8 +36,8 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.engine.features import encoder_from_session, window_features
-from runtime.engine.hop_choice import HopCompute
-from runtime.engine.live_avatar import image_to_source
+from runtime.engine.live.avatar import image_to_source
+from runtime.engine.live.hop_choice import HopCompute
 from runtime.engine.motion_sampler import (
     ChunkContext,
     ProjectedConditions,
@@ -46,8 +46,8 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.model import contract
-from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
+from runtime.model.execution.sessions import ModelSet
 
 logger = logging.getLogger(__name__)
 

@@ -51,7 +51,7 @@ CONDITION_NAMES = ("audio", "gaze", "pose", "cam")
 
 
 class Runner(Protocol):
-    """Anything with `run(dict) -> dict` (a `runtime.model.sessions.GraphSession`)."""
+    """Anything with `run(dict) -> dict` (a `runtime.model.execution.sessions.GraphSession`)."""
 
     def run(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> dict[str, Array]: ...
 

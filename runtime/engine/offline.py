@@ -2,8 +2,9 @@
 
 photo + speech: avatar_encoder -> audio_encoder -> conditioner -> velocity (Euler, chunked as the
 reference) -> renderer in batches; velocity and renderer run device-resident
-(`runtime.model.device_graphs`). photo + driving video: avatar_encoder -> motion_encoder per
-batch of driving frames -> renderer. Frames come out as uint8 RGB (512, 512, 3), in order.
+(`runtime.model.execution.device_graphs`). photo + driving video: avatar_encoder ->
+motion_encoder per batch of driving frames -> renderer. Frames come out as uint8 RGB (512, 512, 3),
+in order.
 """
 
 from __future__ import annotations
@@ -26,8 +27,8 @@ from runtime.engine.motion_sampler import (
 )
 from runtime.media.audio_file import normalize_utterance, num_frames, pad_to_frames
 from runtime.model import contract
-from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
+from runtime.model.execution.sessions import ModelSet
 
 logger = logging.getLogger(__name__)
 

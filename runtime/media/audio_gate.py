@@ -7,7 +7,7 @@
   the switch was flipped in, and the virtual microphone carries silence from that very sample,
   delayed like the video.
 - `NoiseGate` runs on the inference worker over the 16 kHz samples just before they join the
-  engine's audio timeline (`runtime.engine.live` calls it): audio whose level stays below the
+  engine's audio timeline (`runtime.engine.live.engine` calls it): audio whose level stays below the
   threshold reaches the model as digital silence. The engine normalises each encoder window, so
   a fan at -55 dBFS would otherwise be amplified into the same range as speech and the avatar
   would mouth it. The gate is for the model only: the recording and the virtual microphone get

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Literal
 
-from runtime.model.store_errors import Cancelled
+from runtime.model.store.errors import Cancelled
 
 HASH_CHUNK = 8 << 20
 """Bytes read at a time when hashing or copying model files (cancel is checked between)."""

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.model.child_env import child_env, project_root
-from runtime.model.store_errors import ModelStoreError
+from runtime.model.store.errors import ModelStoreError
 from runtime.model.versions import VERSIONS
 
 logger = logging.getLogger(__name__)

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.remote import protocol as P
 from runtime.remote.codec import FrameEncoder, encode_frame
 from runtime.server.session import ServerSession

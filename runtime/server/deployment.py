@@ -21,7 +21,7 @@ from fastapi import FastAPI, WebSocket
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from runtime.model.sessions import SessionOptions, open_model_set
+from runtime.model.execution.sessions import SessionOptions, open_model_set
 from runtime.server.connection import Admission, Disconnected, ServerContext, handle
 
 logger = logging.getLogger(__name__)

@@ -4,7 +4,7 @@
 Threads: `add_audio`, `set_controls` and `finish` are called from the connection's event loop
 (they only queue or swap values); `set_avatar` and `step` run on the session's compute thread
 (one at a time: the transport awaits each). The hops are the local engine's own
-(`runtime.engine.hop_scheduler`: one assembly of the compute, one scheduler for planning,
+(`runtime.engine.live.hop_scheduler`: one assembly of the compute, one scheduler for planning,
 skipping ahead, the end of the input and Auto), so a remote session's frames are the local
 engine's frames for the same audio and controls.
 """
@@ -23,18 +23,18 @@ import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.core.timing import Clock, FrameTiming
-from runtime.engine.audio_timeline import AudioTimeline
-from runtime.engine.hop_scheduler import HopScheduler, hop_scheduler
-from runtime.engine.latency import LatencyMonitor
-from runtime.engine.live_avatar import (
+from runtime.engine.live.audio_timeline import AudioTimeline
+from runtime.engine.live.avatar import (
     LiveAvatar,
     encode_avatar,
     image_to_source,
     render,
     to_uint8,
 )
-from runtime.engine.live_hop import Graph
-from runtime.engine.types import (
+from runtime.engine.live.hop import Graph
+from runtime.engine.live.hop_scheduler import HopScheduler, hop_scheduler
+from runtime.engine.live.latency import LatencyMonitor
+from runtime.engine.live.types import (
     EngineConfig,
     EventDetail,
     EventKind,
@@ -43,7 +43,7 @@ from runtime.engine.types import (
     LiveControls,
 )
 from runtime.model.contract import MOTION_DIM
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from runtime.remote.codec import decode_photo, float_from_pcm
 from runtime.remote.protocol import (
     BAD_AUDIO,
@@ -271,7 +271,7 @@ class ServerSession:
 
     def _webcam_step(self, avatar: LiveAvatar, crop: CropPacket) -> HopOutput:
         """One picture from one face crop: motion encoder -> renderer (the local webcam
-        worker's steps, `runtime.engine.live_webcam`)."""
+        worker's steps, `runtime.engine.live.webcam`)."""
         t0 = self._clock()
         size = self._models.source_size
         image = image_to_source(decode_photo(crop.jpeg, size=size), size)

@@ -38,8 +38,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from runtime.engine.features import encoder_from_session, window_features  # noqa: E402
-from runtime.engine.live import EngineConfig, LiveEngine, MicrophoneInput  # noqa: E402
-from runtime.engine.live_avatar import encode_avatar, render, to_uint8  # noqa: E402
+from runtime.engine.live.avatar import encode_avatar, render, to_uint8  # noqa: E402
+from runtime.engine.live.engine import EngineConfig, LiveEngine, MicrophoneInput  # noqa: E402
 from runtime.engine.motion_sampler import (  # noqa: E402
     ChunkContext,
     RawConditions,
@@ -50,7 +50,7 @@ from runtime.engine.motion_sampler import (  # noqa: E402
     velocity_from_session,
 )
 from runtime.model.contract import AUDIO_FEATURE_DIM, CLIP_FRAMES, FPS, SAMPLES_PER_FRAME  # noqa: E402
-from runtime.model.sessions import SessionOptions, open_model_set  # noqa: E402
+from runtime.model.execution.sessions import SessionOptions, open_model_set  # noqa: E402
 from runtime.sinks.preview import PreviewSink  # noqa: E402
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink  # noqa: E402
 from tests.fakes import virtual_camera as fakecam  # noqa: E402

@@ -141,8 +141,8 @@ def graphs_for(version: str, args: argparse.Namespace) -> Path:
     if given is not None:
         return Path(given)
     from models.recipe_checkpoints import write_recipe_checkpoints
-    from runtime.model import compiled_cache
-    from runtime.model.weights import WeightsFolder
+    from runtime.model.compile import cache as compiled_cache
+    from runtime.model.compile.weights import WeightsFolder
 
     weights = args.work / f"weights_{version}"
     if not (weights / "renderer.ckpt").exists():

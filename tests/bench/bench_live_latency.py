@@ -22,7 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runtime.engine.live import EngineConfig, LiveControls  # noqa: E402
+from runtime.engine.live.engine import EngineConfig, LiveControls  # noqa: E402
 from tests.live_support import stub_models  # noqa: E402
 from tests.test_live_latency import run_live  # noqa: E402
 from tests.virtual_clock import VirtualClock  # noqa: E402

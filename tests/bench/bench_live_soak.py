@@ -33,7 +33,7 @@ import soxr
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from runtime.engine.live import LiveEngine, MicrophoneInput  # noqa: E402
+from runtime.engine.live.engine import LiveEngine, MicrophoneInput  # noqa: E402
 from runtime.sinks.frame import LiveFrame  # noqa: E402
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink  # noqa: E402
 from tests.fakes import virtual_camera as fakecam  # noqa: E402

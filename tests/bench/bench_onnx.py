@@ -9,7 +9,7 @@ Recipe checkpoints (`models.recipe_checkpoints`) and the graphs exported from th
 unless they are already there, or taken from --weights / --graphs; so repeated runs are quick.
 The PyTorch models are loaded from the same checkpoints the graphs were exported from.
 
-Stages (ORT runs through `runtime.model.sessions`, the app's own session code):
+Stages (ORT runs through `runtime.model.execution.sessions`, the app's own session code):
 - renderer per frame at batch 1 and 4 (8 with `--batches 1,4,8` and ~20 GB free): ORT
   `DeviceRenderer` (avatar on the device once) vs `IMTRenderer.render_precomputed`; plus ORT
   IOBinding vs a plain `GraphSession.run`
@@ -65,8 +65,8 @@ from runtime.engine.motion_sampler import (  # noqa: E402
     velocity_from_session,
 )
 from runtime.model import contract  # noqa: E402
-from runtime.model.device_graphs import DeviceRenderer  # noqa: E402
-from runtime.model.sessions import GraphSession, SessionOptions  # noqa: E402
+from runtime.model.execution.device_graphs import DeviceRenderer  # noqa: E402
+from runtime.model.execution.sessions import GraphSession, SessionOptions  # noqa: E402
 from tests.bench.bench_pytorch import count_flops, matmul_peak_gflops  # noqa: E402
 from tests.stub_graphs import write_stub_graphs  # noqa: E402
 from tests.support.data import GOLDEN  # noqa: E402
@@ -678,8 +678,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "of a batch-2 (CFG) transformer forward; ORT runs the app's numpy Euler loop",
         "FLOPs: FlopCounterMode on the PyTorch call (matmul, conv, attention; elementwise ops "
         "not counted), the same work as the ONNX graph",
-        "renderer ORT path: runtime.model.device_graphs.DeviceRenderer (IOBinding, avatar "
-        "tensors uploaded once per avatar)",
+        "renderer ORT path: runtime.model.execution.device_graphs.DeviceRenderer (IOBinding, "
+        "avatar tensors uploaded once per avatar)",
         "the conditioner (four Linear+LayerNorm projections, < 1 ms) is left out of the end "
         "to end sum",
     ]

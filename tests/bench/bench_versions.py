@@ -5,7 +5,7 @@ encoders of v2 cost.
         [--out DIR]
 
 For each version, recipe checkpoints (`models.recipe_checkpoints --version`) and their graphs
-(compiled as the app compiles them: `runtime.model.compiled_cache` running the exporter in a
+(compiled as the app compiles them: `runtime.model.compile.cache` running the exporter in a
 child process, ~1-3 min each) are built into --work (default tests/output/bench_versions/)
 unless already there. Stages, each through the app's own session code and input preparation:
 
@@ -42,14 +42,14 @@ if str(ROOT) not in sys.path:  # run as a script
     sys.path.insert(0, str(ROOT))
 
 from models.recipe_checkpoints import write_recipe_checkpoints  # noqa: E402
-from runtime.engine.live_avatar import encode_avatar  # noqa: E402
+from runtime.engine.live.avatar import encode_avatar  # noqa: E402
 from runtime.engine.offline import image_to_tensor, resize_driving_frame  # noqa: E402
 from runtime.media.face_crop import prepare_avatar  # noqa: E402
 from runtime.media.video_file import VideoReader  # noqa: E402
-from runtime.model import compiled_cache  # noqa: E402
-from runtime.model.device_graphs import DeviceRenderer  # noqa: E402
-from runtime.model.sessions import ModelSet, SessionOptions, open_model_set  # noqa: E402
-from runtime.model.weights import WeightsFolder  # noqa: E402
+from runtime.model.compile import cache as compiled_cache  # noqa: E402
+from runtime.model.compile.weights import WeightsFolder  # noqa: E402
+from runtime.model.execution.device_graphs import DeviceRenderer  # noqa: E402
+from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set  # noqa: E402
 from tests.support.data import FIXTURES, GOLDEN  # noqa: E402
 
 DEFAULT_WORK = ROOT / "tests" / "output" / "bench_versions"

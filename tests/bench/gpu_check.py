@@ -7,7 +7,7 @@ tests/data (weights come from the model code's own state-dict shapes with a fixe
 
 With onnxruntime-gpu whose CUDA provider initialises: exports the renderer, velocity and
 avatar-encoder graphs (fp32 + the exporter's fp16 variants) from the seeded weights and runs
-them through the app's own session code (`runtime.model.device_graphs`): CUDA, CUDA + CUDA
+them through the app's own session code (`runtime.model.execution.device_graphs`): CUDA, CUDA + CUDA
 graphs, CUDA fp16, TensorRT (fp16) when compiled in; renderer per frame at batch 1, 2, 5, 8 and
 the sampler per hop (nfe 10). Without it but with torch + CUDA: the PyTorch port on the GPU,
 renderer at batch 1, 2, 5, 8 in fp32 and fp16/bf16 autocast, with and without CUDA graphs
@@ -326,8 +326,8 @@ def ort_branch(
         velocity_from_session,
     )
     from runtime.model import contract
-    from runtime.model.device_graphs import DeviceGraph, DeviceRenderer
-    from runtime.model.sessions import GraphSession, SessionOptions
+    from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
+    from runtime.model.execution.sessions import GraphSession, SessionOptions
 
     rows: list[dict[str, Any]] = []
     specs = {s.name: s for s in contract.graphs(version)}
@@ -457,7 +457,7 @@ def environment() -> dict[str, Any]:
     except ImportError:
         env["onnxruntime"] = None
     try:
-        from runtime.model.cuda_env import read_driver
+        from runtime.model.execution.cuda_env import read_driver
 
         driver = read_driver()
         env["driver"] = driver.driver_version
@@ -471,7 +471,7 @@ def environment() -> dict[str, Any]:
 
 def usable_ort_gpu_providers() -> list[str]:
     try:
-        from runtime.model.providers import CUDA, TENSORRT, probe_provider
+        from runtime.model.execution.providers import CUDA, TENSORRT, probe_provider
     except ImportError:
         return []
     return [p for p in (CUDA, TENSORRT) if probe_provider(p).initialises]

@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from runtime.model.contract import SAMPLES_PER_FRAME
-from runtime.model.sessions import ModelSet
+from runtime.model.execution.sessions import ModelSet
 from tests.virtual_clock import VirtualClock
 
 Profile = Callable[[float], float]

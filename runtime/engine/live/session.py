@@ -1,0 +1,139 @@
+"""One live session assembled from one typed configuration, for every front end (the caller's
+thread: the CLI's main thread, the app's session worker).
+
+`start_session` takes a `SessionConfig` (the source; the compute, local graphs or a render
+server; the avatar's square crop; the controls; the engine's settings; the front end's sinks and
+virtual microphone) and does what the CLI and the app each used to do by hand: open the graphs
+(or take the ones the caller keeps open), encode the avatar at the size the graphs take (a render
+server encodes it itself), start from the last bench of the same graphs, build the engine and
+start it. The render server assembles its per-session compute with the same
+`runtime.engine.live.hop_scheduler.hop_scheduler`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import numpy.typing as npt
+
+from runtime.core.timing import Clock
+from runtime.engine.bench import expected_hop
+from runtime.engine.live.avatar import LiveAvatar, encode_avatar
+from runtime.engine.live.engine import LiveEngine
+from runtime.engine.live.remote import RemoteCompute, remote_avatar
+from runtime.engine.live.types import EngineConfig, EngineListener, LiveControls, Source
+from runtime.media.virtual_mic import VirtualMic
+from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.sinks import Sink
+
+logger = logging.getLogger(__name__)
+
+Image8 = npt.NDArray[np.uint8]
+
+
+class AvatarSizeError(ValueError):
+    """The avatar's crop is not the size the graphs take (it was made for another version)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LocalCompute:
+    """The graphs in `graphs`, run here; `models`: those graphs already open (the app keeps
+    them between sessions), else they are opened with `options`."""
+
+    graphs: Path
+    options: SessionOptions = dataclasses.field(default_factory=SessionOptions)
+    models: ModelSet | None = None
+    bench_dir: Path | None = None
+    """Where `imtalker-cam bench` keeps its result (the cache dir): a result for these graphs
+    seeds Auto (`EngineConfig.expected_hop`); None: start from nothing."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class SessionConfig:
+    source: Source
+    compute: LocalCompute | RemoteCompute
+    avatar: Image8
+    """The avatar's square crop: at the graphs' source size for local compute (the front end
+    prepares it so), any size for a render server (512 px is what it takes best)."""
+    avatar_name: str
+    controls: LiveControls
+    engine: EngineConfig = dataclasses.field(default_factory=EngineConfig)
+    sinks: Sequence[Sink] = ()
+    virtual_mic: VirtualMic | None = None
+    listener: EngineListener = dataclasses.field(default_factory=EngineListener)
+    clock: Clock = time.perf_counter
+
+
+@dataclass(frozen=True, kw_only=True)
+class LiveSession:
+    engine: LiveEngine
+    models: ModelSet | None
+    """The graphs in use (None with a render server)."""
+    avatar: LiveAvatar
+
+
+def session_avatar(models: ModelSet | None, image: Image8, name: str) -> LiveAvatar:
+    """`image` (a square crop) as the avatar for `models` (None: for a render server, which
+    encodes it itself); `AvatarSizeError` when it is not the size the graphs take."""
+    if models is None:
+        if image.shape[0] != image.shape[1]:
+            raise AvatarSizeError("the avatar must be a square crop; crop it again")
+        return remote_avatar(image, name)
+    size = models.source_size
+    if image.shape[:2] != (size, size):
+        raise AvatarSizeError(
+            f"this avatar was prepared for another model version ({image.shape[1]} px, the "
+            f"model takes {size} px); crop it again"
+        )
+    return encode_avatar(models["avatar_encoder"], image, size=size, name=name)
+
+
+def start_session(
+    config: SessionConfig, *, progress: Callable[[str], None] | None = None
+) -> LiveSession:
+    """Open, encode, build and start; `progress` hears "loading the model" and "encoding the
+    avatar" as they begin. Raises what opening the graphs raises, `AvatarSizeError`, and what
+    `LiveEngine.start` raises; nothing is left running when it does."""
+    say = progress or (lambda _: None)
+    compute = config.compute
+    engine_config = config.engine
+    if isinstance(compute, RemoteCompute):
+        models = None
+        avatar = session_avatar(None, config.avatar, config.avatar_name)
+        remote: RemoteCompute | None = compute
+    else:
+        remote = None
+        models = compute.models
+        if models is None:
+            say("loading the model")
+            models = open_model_set(compute.graphs, options=compute.options)
+        logger.info("running on %s", ", ".join(models.providers))
+        if compute.bench_dir is not None and engine_config.expected_hop is None:
+            seed = expected_hop(
+                compute.bench_dir, compute.graphs, models, precision=compute.options.precision
+            )
+            engine_config = dataclasses.replace(engine_config, expected_hop=seed)
+        say("encoding the avatar")
+        avatar = session_avatar(models, config.avatar, config.avatar_name)
+    engine = LiveEngine(
+        models=models,
+        source=config.source,
+        config=engine_config,
+        sinks=config.sinks,
+        listener=config.listener,
+        virtual_mic=config.virtual_mic,
+        clock=config.clock,
+        compute=remote,
+    )
+    try:
+        engine.start(avatar, config.controls)
+    except BaseException:
+        engine.stop()
+        raise
+    return LiveSession(engine=engine, models=models, avatar=avatar)

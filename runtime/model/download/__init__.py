@@ -1,0 +1,1 @@
+"""Downloading the published checkpoints from the Hugging Face Hub into the model store."""

@@ -16,12 +16,12 @@ import os
 import threading
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from runtime.core.files import is_disk_full, temp_path, write_all
 from runtime.core.units import human_bytes
 from runtime.model.files import HASH_CHUNK, sha256_file
 from runtime.model.store import versions as store_versions
+from runtime.model.store.access import StoreAccess
 from runtime.model.store.errors import (
     Cancelled,
     DiskFullError,
@@ -30,9 +30,6 @@ from runtime.model.store.errors import (
 )
 from runtime.model.store.records import ImportResult
 from runtime.model.transfer import ProgressCallback, ProgressReporter
-
-if TYPE_CHECKING:
-    from runtime.model.store.model_store import ModelStore
 
 # relpath -> (file, sha256, size, source)
 _Staged = dict[str, tuple[Path, str, int, str]]
@@ -47,7 +44,7 @@ def deleted_copy(source: str) -> str:
 
 
 def import_files(
-    store: ModelStore,
+    store: StoreAccess,
     sources: Sequence[Path],
     *,
     progress: ProgressCallback | None = None,
@@ -109,7 +106,7 @@ def import_files(
     return ImportResult(tuple(staged), tuple(unchanged), missing)
 
 
-def _check_staged(store: ModelStore, staged: _Staged, *, switching: bool) -> dict[str, str | None]:
+def _check_staged(store: StoreAccess, staged: _Staged, *, switching: bool) -> dict[str, str | None]:
     """Every check of a batch of files before any is placed; returns the model versions.
     A switch needs both versioned checkpoints in the batch and a version that differs."""
     versions = store.inspect_versions({rel: (f, sha) for rel, (f, sha, _, _) in staged.items()})
@@ -133,7 +130,7 @@ def _check_staged(store: ModelStore, staged: _Staged, *, switching: bool) -> dic
 
 
 def _hash_in_place(
-    store: ModelStore,
+    store: StoreAccess,
     relpath: str,
     reporter: ProgressReporter,
     index: int,

@@ -16,11 +16,11 @@ from __future__ import annotations
 import contextlib
 import logging
 from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from runtime.core.damaged import set_aside
 from runtime.model import inspection
 from runtime.model.files import sha256_file, structure_problem
+from runtime.model.store.access import StoreAccess
 from runtime.model.store.records import (
     STORE_FILE,
     DamagedRecordError,
@@ -29,16 +29,13 @@ from runtime.model.store.records import (
     utc_now,
 )
 
-if TYPE_CHECKING:
-    from runtime.model.store.model_store import ModelStore
-
 logger = logging.getLogger(__name__)
 
 DAMAGED_PREFIX = f"{STORE_FILE}.damaged-"
 REVERIFIED_SOURCE = "re-verified after store.json was damaged"
 
 
-def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[StoreRecord, str]:
+def rebuild_record(store: StoreAccess, damage: DamagedRecordError) -> tuple[StoreRecord, str]:
     """Set the damaged record aside, write one re-verified from the files present, and
     return it with a notice for the user."""
     salvaged = damage.salvaged or StoreRecord()
@@ -96,7 +93,7 @@ def rebuild_record(store: ModelStore, damage: DamagedRecordError) -> tuple[Store
 
 
 def _inspect_unvouched(
-    store: ModelStore, files: dict[str, FileRecord], unvouched: dict[str, str]
+    store: StoreAccess, files: dict[str, FileRecord], unvouched: dict[str, str]
 ) -> dict[str, str]:
     """Run the checkpoint inspector on the checkpoints about to be trusted anew; record the
     model version of those that pass and return relpath -> reason for those that fail."""

@@ -22,7 +22,7 @@ def test_pytest_run_directly_defaults_qt_to_offscreen() -> None:
             "-q",
             "-p",
             "no:cacheprovider",
-            "tests/test_gui_widgets.py::test_preview_overlay_text_and_cpu_warning",
+            "tests/desktop_app/test_widgets.py::test_preview_overlay_text_and_cpu_warning",
         ],
         cwd=root,
         env={**env, "PYTHONPATH": str(root)},

@@ -16,7 +16,7 @@ S3FD is not available offline, so we convert the Haar box into an "S3FD-like" bo
 - size: ``S3FD side ~= HAAR_TO_S3FD_SCALE * Haar side`` with the scale 1.05;
 - centre: ``S3FD centre ~= Haar centre + HAAR_CENTER_SHIFT_Y * Haar side`` downwards, 0.05.
 
-How these were chosen (``tests/test_face_crop.py`` pins the result on the fixtures):
+How these were chosen (``tests/runtime/media/test_face_crop.py`` pins the result on the fixtures):
 1. By eye on the four fixture portraits, with the Haar boxes drawn: the Haar square runs from the
    upper forehead (often into the hair) to about the chin and is a little wider than the cheeks.
    An S3FD/WIDER-style box spans hairline-ish to chin, cheek to cheek, and is taller than wide,

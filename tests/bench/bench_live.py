@@ -53,10 +53,10 @@ from runtime.model.contract import AUDIO_FEATURE_DIM, CLIP_FRAMES, FPS, SAMPLES_
 from runtime.model.execution.sessions import SessionOptions, open_model_set  # noqa: E402
 from runtime.sinks.preview import PreviewSink  # noqa: E402
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink  # noqa: E402
-from tests.fakes import virtual_camera as fakecam  # noqa: E402
-from tests.fakes.sound_device import FakeSoundDevice  # noqa: E402
-from tests.live_support import grey_avatar, stub_models, wav_16k  # noqa: E402
 from tests.support.data import FIXTURES  # noqa: E402
+from tests.support.fakes import virtual_camera as fakecam  # noqa: E402
+from tests.support.fakes.sound_device import FakeSoundDevice  # noqa: E402
+from tests.support.live import grey_avatar, stub_models, wav_16k  # noqa: E402
 
 
 def rss_mib() -> float:

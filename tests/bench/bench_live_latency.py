@@ -4,7 +4,7 @@
         [--out tests/bench/results/live_latency.md]
 
 The real engine (file input through the capture path, hop sampler, pacer) runs on a virtual
-clock (tests/virtual_clock.py) with stub graphs that take no time, so what it measures is the
+clock (support/virtual_clock.py) with stub graphs that take no time, so what it measures is the
 latency the design itself adds: audio of the hop, lookahead, the pacer's playout margin. A
 machine's compute adds to it (see `--stats`). The same numbers on any machine; the GUI's hop
 labels and the README's latency table come from here.
@@ -23,9 +23,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from runtime.engine.live.engine import EngineConfig, LiveControls  # noqa: E402
-from tests.live_support import stub_models  # noqa: E402
-from tests.test_live_latency import run_live  # noqa: E402
-from tests.virtual_clock import VirtualClock  # noqa: E402
+from tests.runtime.engine.live.test_latency import run_live  # noqa: E402
+from tests.support.live import stub_models  # noqa: E402
+from tests.support.virtual_clock import VirtualClock  # noqa: E402
 
 HOPS = (1, 2, 3, 5, 10, 25)
 LOOKAHEADS = (0, 1, 2)

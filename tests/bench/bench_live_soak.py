@@ -36,10 +36,10 @@ sys.path.insert(0, str(ROOT))
 from runtime.engine.live.engine import LiveEngine, MicrophoneInput  # noqa: E402
 from runtime.sinks.frame import LiveFrame  # noqa: E402
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink  # noqa: E402
-from tests.fakes import virtual_camera as fakecam  # noqa: E402
-from tests.fakes.sound_device import FakeSoundDevice  # noqa: E402
-from tests.live_support import grey_avatar, stub_models, wav_16k  # noqa: E402
 from tests.support.data import FIXTURES  # noqa: E402
+from tests.support.fakes import virtual_camera as fakecam  # noqa: E402
+from tests.support.fakes.sound_device import FakeSoundDevice  # noqa: E402
+from tests.support.live import grey_avatar, stub_models, wav_16k  # noqa: E402
 
 
 def rss_kib() -> int:

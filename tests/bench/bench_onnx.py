@@ -68,8 +68,8 @@ from runtime.model import contract  # noqa: E402
 from runtime.model.execution.device_graphs import DeviceRenderer  # noqa: E402
 from runtime.model.execution.sessions import GraphSession, SessionOptions  # noqa: E402
 from tests.bench.bench_pytorch import count_flops, matmul_peak_gflops  # noqa: E402
-from tests.stub_graphs import write_stub_graphs  # noqa: E402
 from tests.support.data import GOLDEN  # noqa: E402
+from tests.support.stub_graphs import write_stub_graphs  # noqa: E402
 
 DEFAULT_WORK = ROOT / "tests" / "output" / "bench_onnx"
 FPS = contract.FPS

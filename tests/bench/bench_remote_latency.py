@@ -30,9 +30,9 @@ sys.path.insert(0, str(ROOT))
 from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine  # noqa: E402
 from runtime.engine.live.remote import RemoteCompute, remote_avatar  # noqa: E402
 from runtime.remote.client import RemoteConfig  # noqa: E402
-from tests.live_support import Tap, grey_avatar, stub_models, wav_16k  # noqa: E402
-from tests.remote_support import TOKEN, serving  # noqa: E402
 from tests.support.data import FIXTURES  # noqa: E402
+from tests.support.live import Tap, grey_avatar, stub_models, wav_16k  # noqa: E402
+from tests.support.remote import TOKEN, serving  # noqa: E402
 
 SETTLE_S = 2.0
 

@@ -290,7 +290,7 @@ def export_graphs(version: Any, out: Path, *, tiny: bool) -> Path:
     """Seeded full-size graphs (renderer, velocity, avatar encoder + fp16 variants); with
     `tiny`, the contract's stub graphs instead (the self-test's stand-in)."""
     if tiny:
-        from tests import stub_graphs
+        from tests.support import stub_graphs
 
         return stub_graphs.write_stub_graphs(out)
     from models import export

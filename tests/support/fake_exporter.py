@@ -2,7 +2,7 @@
 
     python -m tests.support.fake_exporter --weights STORE --out DIR [--delay SECONDS]
 
-Writes the stub graphs (tests/stub_graphs.py) and a config JSON per graph into DIR, printing
+Writes the stub graphs (tests/support/stub_graphs.py) and a config JSON per graph into DIR, printing
 the exporter's JSON progress lines, one graph at a time with a pause so progress is visible,
 and, as the real exporter does, the digests of the files the loader would read
 (`sources.json`).
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from runtime.model import loader_files
 from runtime.model.contract import GRAPHS
-from tests.stub_graphs import write_stub_graphs
+from tests.support.stub_graphs import write_stub_graphs
 
 
 def report_sources(weights: Path, out: Path) -> None:

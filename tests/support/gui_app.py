@@ -19,9 +19,9 @@ from PySide6.QtCore import QTimer
 from desktop_app import app as desktop
 from desktop_app.runtime_services import runtime_backend
 from runtime.media.audio_file import load_audio
-from tests.fakes import virtual_camera as fakecam
-from tests.fakes.camera import FakeCv2
-from tests.fakes.sound_device import FakeSoundDevice
+from tests.support.fakes import virtual_camera as fakecam
+from tests.support.fakes.camera import FakeCv2
+from tests.support.fakes.sound_device import FakeSoundDevice
 
 LIVE_FRAMES = 20
 

@@ -16,10 +16,10 @@ from desktop_app.app import build_window
 from desktop_app.main_window import MainWindow
 from desktop_app.runtime_services import runtime_backend
 from runtime.media.audio_file import load_audio
-from tests.fakes import virtual_camera as fakecam
-from tests.fakes.camera import FakeCv2
-from tests.fakes.sound_device import FakeSoundDevice
-from tests.stub_graphs import write_stub_graphs
+from tests.support.fakes import virtual_camera as fakecam
+from tests.support.fakes.camera import FakeCv2
+from tests.support.fakes.sound_device import FakeSoundDevice
+from tests.support.stub_graphs import write_stub_graphs
 
 __all__ = ["app_dirs", "graphs", "hops", "make_window", "window"]  # fixtures for `import *`
 

@@ -1,4 +1,4 @@
-"""Stub graphs that take virtual time (tests/virtual_clock.py), with costs that change during a
+"""Stub graphs that take virtual time (support/virtual_clock.py), with costs that change during a
 session: a constant cost, recurring spikes, a slow drift, a stall of seconds. Any graph can be
 slowed (audio encoder, velocity, renderer), alone or all at once; the wrapper records what each
 run was given, so a test can check what work was done, not only how long it took."""
@@ -14,7 +14,7 @@ import numpy as np
 
 from runtime.model.contract import SAMPLES_PER_FRAME
 from runtime.model.execution.sessions import ModelSet
-from tests.virtual_clock import VirtualClock
+from tests.support.virtual_clock import VirtualClock
 
 Profile = Callable[[float], float]
 """Seconds since the session started -> cost multiplier."""

@@ -148,6 +148,12 @@ class LiveSession:
         """Stop the engine (its sinks close); True when every thread ended in time."""
         return self.engine.stop()
 
+    def __enter__(self) -> LiveSession:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
 
 def session_avatar(models: ModelSet | None, image: Image8, name: str) -> LiveAvatar:
     """`image` (a square crop) as the avatar for `models` (None: for a render server, which

@@ -10,14 +10,20 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
 from desktop_app.runtime_services.devices import RuntimeDevices
 from desktop_app.runtime_services.models import RuntimeAvatars, RuntimeModels
 from desktop_app.services import Backend
+from runtime.media.audio_capture import SoundDeviceLike
+
+if TYPE_CHECKING:
+    from desktop_app.runtime_services.live import RuntimeEngine
+    from runtime.engine.live.types import HopRecord
 
 
-def _live_module() -> Any:
+def _live_module() -> ModuleType:
     # Loaded on first use: importing the engine loads ONNX Runtime (a few hundred ms), which
     # the window does not need to appear.
     return importlib.import_module("desktop_app.runtime_services.live")
@@ -26,20 +32,18 @@ def _live_module() -> Any:
 def runtime_backend(
     *,
     graphs_dir: Path | None = None,
-    sound_device: Any = None,
+    sound_device: SoundDeviceLike | None = None,
     camera_module: Any = None,
     webcam_lister: Callable[[], list[str]] | None = None,
     vcam_backend: str | None = None,
-    on_hop: Callable[[Any], None] | None = None,
+    on_hop: Callable[[HopRecord], None] | None = None,
     models: RuntimeModels | None = None,
 ) -> Backend:
     """The real backend. The app passes nothing; tests pass hardware fakes (a sound device
     module, an OpenCV-like camera module and its device list, a registered pyvirtualcam
     backend), stub graphs, and a hop listener to watch the engine."""
-    live = _live_module()
+    engine_class: type[RuntimeEngine] = _live_module().RuntimeEngine
     models = models or RuntimeModels(graphs_dir=graphs_dir)
     devices = RuntimeDevices(sd=sound_device, cv2_module=camera_module, webcam_lister=webcam_lister)
-    engine = live.RuntimeEngine(
-        models=models, devices=devices, vcam_backend=vcam_backend, on_hop=on_hop
-    )
+    engine = engine_class(models=models, devices=devices, vcam_backend=vcam_backend, on_hop=on_hop)
     return Backend(avatars=RuntimeAvatars(), devices=devices, models=models, engine=engine)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import logging
-import math
 import sys
 import threading
 from collections.abc import Callable
@@ -18,10 +17,10 @@ from types import ModuleType
 from typing import Any
 
 import cv2
-import numpy as np
 
 from desktop_app.images import RGB
-from desktop_app.services import AudioLevel, DeviceChoice, SourceKind, SourceUnavailable, UserError
+from desktop_app.services import AudioLevel, DeviceChoice, SourceUnavailable, UserError
+from desktop_app.settings import SourceKind
 from runtime.media import device_names
 from runtime.media.audio_capture import AudioCapture, CaptureConfig, SoundDeviceLike
 from runtime.media.device_names import Microphone, PulseSource, Runner
@@ -33,18 +32,6 @@ logger = logging.getLogger(__name__)
 
 
 LEVEL_PERIOD_S = 1 / 30  # meters redraw 30 times a second
-
-
-LEVEL_FLOOR_DB = -60.0
-
-
-def level_of(samples: np.ndarray) -> float:
-    """Loudness for a meter: RMS in dBFS mapped from [-60, 0] dB to [0, 1]."""
-    if samples.size == 0:
-        return 0.0
-    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
-    db = 20.0 * math.log10(max(rms, 1e-9))
-    return min(1.0, max(0.0, (db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB))
 
 
 def _import_sounddevice() -> SoundDeviceLike:

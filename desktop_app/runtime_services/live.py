@@ -1,8 +1,11 @@
 """The live engine for the GUI, built on `runtime/`: sessions start and stop on the bridge's
 worker; callbacks arrive on runtime threads.
 
-Hardware is passed in: the devices (`runtime_services.devices`), the pyvirtualcam backend
-name and the virtual microphone's device maker (fakes in tests). Nothing here touches Qt.
+The app's settings are translated into the runtime's `SessionConfig` and `OutputsConfig`; a
+running session is the runtime's typed `LiveSession` (the preview, virtual camera and
+recordings are `runtime.sinks.outputs`). Hardware is passed in: the devices
+(`runtime_services.devices`), the pyvirtualcam backend name and the virtual microphone's device
+maker (fakes in tests). Nothing here touches Qt.
 """
 
 from __future__ import annotations
@@ -12,7 +15,6 @@ import math
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from desktop_app.images import RGB
 from desktop_app.runtime_services.devices import (
@@ -20,41 +22,57 @@ from desktop_app.runtime_services.devices import (
     audio_level,
     webcam_index,
 )
-from desktop_app.runtime_services.outputs import CameraOut, OutputLook, PreviewOut, RecorderTap
+from desktop_app.runtime_services.outputs import camera_config
 from desktop_app.services import (
     AudioLevel,
     LiveCallbacks,
     LiveConfig,
-    LiveSession,
     LiveStats,
     ModelLoadFailed,
     Models,
     SourceHealth,
-    SourceKind,
     SourceState,
     UserError,
     VirtualCameraInfo,
     VirtualMicInfo,
 )
-from desktop_app.settings import CallAudio, Output, Pose, Quality
-from runtime.engine.live import engine as engine_api
-from runtime.engine.live.engine import EngineEvent, EventKind
+from desktop_app.services import LiveSession as AppLiveSession
+from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
+from runtime.core import paths
+from runtime.engine.live.engine import LiveEngine
 from runtime.engine.live.hop_choice import picture_rate
 from runtime.engine.live.remote import RemoteCompute
 from runtime.engine.live.session import (
     AvatarSizeError,
+    LiveSession,
     LocalCompute,
     SessionConfig,
-    session_avatar,
     start_session,
 )
+from runtime.engine.live.types import (
+    DEFAULT_MIN_NFE,
+    EngineConfig,
+    EngineEvent,
+    EngineListener,
+    EventKind,
+    Gaze,
+    HeadPose,
+    HopRecord,
+    LiveControls,
+    MicrophoneInput,
+    Source,
+    WebcamInput,
+)
+from runtime.media.audio_capture import CaptureStatus
 from runtime.media.audio_gate import GateConfig
 from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
-from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
+from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicStatus
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.model.execution import sessions as sessions_api
+from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
 from runtime.sinks import SinkUnavailable
+from runtime.sinks.composed import RecordingFailed
+from runtime.sinks.outputs import OutputsConfig
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 
 logger = logging.getLogger(__name__)
@@ -64,30 +82,21 @@ GAZE_RANGE = 0.7
 """The model's gaze condition spans about -0.7..0.7; the sliders' -1..1 map onto it."""
 
 
-def _engine_api() -> Any:
-    return engine_api
-
-
-def _sessions_api() -> Any:
-    return sessions_api
-
-
 def short_provider(name: str) -> str:
     """'CUDAExecutionProvider' -> 'CUDA'."""
     return name.removesuffix("ExecutionProvider") or name
 
 
-def controls_for(pose: Pose, quality: Quality) -> Any:
+def controls_for(pose: Pose, quality: Quality) -> LiveControls:
     """The engine's LiveControls for the GUI's pose and quality settings."""
-    api = _engine_api()
     natural = pose.natural
-    return api.LiveControls(
-        pose=None if natural else api.HeadPose(yaw=pose.yaw, pitch=pose.pitch, roll=pose.roll),
-        gaze=None if natural else api.Gaze(x=pose.gaze_x * GAZE_RANGE, y=pose.gaze_y * GAZE_RANGE),
+    return LiveControls(
+        pose=None if natural else HeadPose(yaw=pose.yaw, pitch=pose.pitch, roll=pose.roll),
+        gaze=None if natural else Gaze(x=pose.gaze_x * GAZE_RANGE, y=pose.gaze_y * GAZE_RANGE),
         cfg_scale=quality.cfg_scale,
         nfe=quality.steps + 1,  # nfe time-grid points = steps + 1
         hop=quality.hop or None,  # 0: Auto
-        min_nfe=api.DEFAULT_MIN_NFE if quality.fewer_steps else None,
+        min_nfe=DEFAULT_MIN_NFE if quality.fewer_steps else None,
     )
 
 
@@ -139,7 +148,7 @@ class SourceWatch:
                 retries = 0
             self._health = SourceHealth(self.kind, state, detail.strip() or None, retries)
 
-    def capture(self, status: Any) -> None:
+    def capture(self, status: CaptureStatus) -> None:
         """The microphone capture's status (its restarts count the attempts)."""
         state = _CAPTURE_STATES.get(status.state.value, "retrying")
         with self._lock:
@@ -153,16 +162,14 @@ class SourceWatch:
 
 
 class RuntimeSession:
-    """One live session: the runtime engine with its preview, camera and recorder sinks."""
+    """One live session for the window: the runtime's `LiveSession` and the app's settings
+    translated for it (the bridge's worker calls in; stats from the GUI's timer)."""
 
     def __init__(
         self,
         *,
-        engine: Any,
-        models: Any,
-        look: OutputLook,
-        camera: CameraOut,
-        tap: RecorderTap,
+        session: LiveSession,
+        vcam_backend: str | None,
         pose: Pose,
         quality: Quality,
         watch: SourceWatch,
@@ -170,74 +177,63 @@ class RuntimeSession:
         call_audio: CallAudio | None = None,
         on_measured: Callable[[bool, float], None] | None = None,
     ) -> None:
-        self._engine = engine
+        self._session = session
+        self._vcam_backend = vcam_backend
         self._on_measured = on_measured
-        self._models = models
         self._watch = watch
         self._meter = meter
-        self._look = look
-        self._camera = camera
-        self._tap = tap
         self._lock = threading.Lock()
         self._pose = pose
         self._quality = quality
+        models = session.models
         self.provider = "server" if models is None else short_provider(models.providers[0])
-        self.virtual_camera = self._camera_info()
+        camera = session.outputs.camera()
+        self.virtual_camera = VirtualCameraInfo(
+            camera.open, camera.backend, camera.device, camera.reason
+        )
         if call_audio is not None:
             self.set_call_audio(call_audio)
 
     @property
-    def engine(self) -> Any:
-        return self._engine
-
-    def _camera_info(self) -> VirtualCameraInfo:
-        for status in self._engine.stats().sinks:
-            if status.name == CameraOut.name:
-                if status.open:
-                    return VirtualCameraInfo(
-                        True, self._camera.backend_name, self._camera.device, None
-                    )
-                return VirtualCameraInfo(False, None, None, status.unavailable)
-        return VirtualCameraInfo(False, None, None, "no virtual camera")
+    def engine(self) -> LiveEngine:
+        """The runtime's engine (tests look at its gate and switch)."""
+        return self._session.engine
 
     def set_avatar(self, avatar: RGB, avatar_id: str) -> None:
         try:
-            live = session_avatar(self._models, avatar, avatar_id)
+            self._session.set_avatar(avatar, avatar_id)
         except AvatarSizeError as exc:
             raise UserError(str(exc)) from None
-        self._engine.set_avatar(live)
-        self._look.update(avatar=avatar)
 
     def set_pose(self, pose: Pose) -> None:
         with self._lock:
             self._pose = pose
             controls = controls_for(self._pose, self._quality)
-        self._engine.set_controls(controls)
+        self._session.set_controls(controls)
 
     def set_quality(self, quality: Quality) -> None:
         with self._lock:
             self._quality = quality
             controls = controls_for(self._pose, self._quality)
-        self._engine.set_controls(controls)
+        self._session.set_controls(controls)
 
     def set_output(self, output: Output) -> None:
-        self._look.update(output=output)
+        self._session.outputs.set_look(camera_config(output, self._vcam_backend))
 
     def set_call_audio(self, call_audio: CallAudio) -> None:
-        self._engine.gate.set_threshold(call_audio.gate_dbfs if call_audio.gate else None)
-        self._engine.mic.set_push_to_talk(call_audio.push_to_talk)
-        vmic = self._engine.virtual_mic
-        if vmic is not None:
-            vmic.set_offset_ms(call_audio.mic_offset_ms)
-            vmic.set_max_delay_ms(call_audio.max_mic_delay_ms)
+        session = self._session
+        session.set_gate(call_audio.gate_dbfs if call_audio.gate else None)
+        session.set_push_to_talk(call_audio.push_to_talk)
+        session.set_mic_offset_ms(call_audio.mic_offset_ms)
+        session.set_max_mic_delay_ms(call_audio.max_mic_delay_ms)
 
     def set_muted(self, muted: bool) -> None:
-        self._engine.mic.set_muted(muted)
+        self._session.set_muted(muted)
 
     def set_talking(self, held: bool) -> None:
-        self._engine.mic.set_talking(held)
+        self._session.set_talking(held)
 
-    def _virtual_mic_info(self, status: Any) -> VirtualMicInfo | None:
+    def _virtual_mic_info(self, status: VirtualMicStatus | None) -> VirtualMicInfo | None:
         if status is None:
             return None
         delay = status.delay_ms if math.isfinite(status.delay_ms) else status.target_ms
@@ -250,7 +246,7 @@ class RuntimeSession:
         )
 
     def stats(self) -> LiveStats:
-        stats = self._engine.stats()
+        stats = self._session.stats()
         lat = stats.latency
         rtf = lat.real_time_factor
         measured = math.isfinite(rtf) and lat.frames_unique > 0
@@ -273,7 +269,7 @@ class RuntimeSession:
             latency_ms=newest if math.isfinite(newest) else None,
             provider=self.provider,
             realtime=realtime,
-            audio_level=self._tap.level if stats.audio is not None else None,
+            audio_level=self._session.outputs.audio_level if stats.audio is not None else None,
             source=self._watch.health(),
             virtual_mic=self._virtual_mic_info(stats.virtual_mic),
             unique_fps=lat.unique_fps if lat.frames_unique > 0 else None,
@@ -293,17 +289,22 @@ class RuntimeSession:
         return audio_level(reading) if reading.blocks else None
 
     def start_recording(self, path: Path) -> None:
-        self._tap.begin(path)
+        try:
+            self._session.outputs.begin_recording(path)
+        except RecordingFailed as exc:
+            raise UserError(str(exc)) from None
 
     def stop_recording(self) -> Path | None:
-        result: Path | None = self._tap.end()
-        return result
+        try:
+            return self._session.outputs.end_recording()
+        except RecordingFailed as exc:
+            raise UserError(str(exc)) from None
 
     def stop(self) -> None:
         try:
-            self._tap.end()
+            self.stop_recording()
         finally:
-            if not self._engine.stop():
+            if not self._session.stop():
                 logger.warning("a live-engine thread did not end in time")
 
 
@@ -316,7 +317,7 @@ class RuntimeEngine:
         models: Models,
         devices: RuntimeDevices,
         vcam_backend: str | None = None,
-        on_hop: Callable[[Any], None] | None = None,
+        on_hop: Callable[[HopRecord], None] | None = None,
         make_virtual_mic: Callable[[CallAudio], VirtualMic] | None = None,
     ) -> None:
         self.models = models
@@ -324,7 +325,7 @@ class RuntimeEngine:
         self.vcam_backend = vcam_backend
         self.make_virtual_mic = make_virtual_mic or self._virtual_mic
         self.on_hop = on_hop  # diagnostics and tests: every hop the engine makes
-        self._model_set: Any = None
+        self._model_set: ModelSet | None = None
         self._model_dir: Path | None = None
         self._precision = "fp32"
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
@@ -366,18 +367,16 @@ class RuntimeEngine:
 
     def _local_compute(self, precision: str) -> LocalCompute:
         """This computer, with the graphs kept open between sessions."""
-        from runtime.core import paths
-
         models = self._open_models(precision)
         assert self._model_dir is not None
         return LocalCompute(
             graphs=self._model_dir,
-            options=sessions_api.SessionOptions(precision=precision),
+            options=SessionOptions(precision=precision),
             models=models,
             bench_dir=paths.cache_dir(),
         )
 
-    def _open_models(self, precision: str = "fp32") -> Any:
+    def _open_models(self, precision: str = "fp32") -> ModelSet:
         state = self.models.model_state()
         if not state.ready or state.graphs_dir is None:
             raise UserError("the model is not set up yet (Help > Model set-up)")
@@ -386,10 +385,9 @@ class RuntimeEngine:
             or self._model_dir != state.graphs_dir
             or self._precision != precision
         ):
-            sessions = _sessions_api()
             try:
-                self._model_set = sessions.open_model_set(
-                    state.graphs_dir, options=sessions.SessionOptions(precision=precision)
+                self._model_set = open_model_set(
+                    state.graphs_dir, options=SessionOptions(precision=precision)
                 )
             except Exception as exc:
                 logger.exception("cannot load the model from %s", state.graphs_dir)
@@ -399,30 +397,37 @@ class RuntimeEngine:
                 ) from None
             self._model_dir = state.graphs_dir
             self._precision = precision
+        assert self._model_set is not None
         return self._model_set
 
-    def _source(self, config: LiveConfig, meter: LevelMeter | None) -> Any:
-        api = _engine_api()
+    def _source(self, config: LiveConfig, meter: LevelMeter | None) -> Source:
         if config.source == "webcam":
             index = webcam_index(config.webcam)
-            return api.WebcamInput(cv2=self.devices.cv2, config=WebcamConfig(index=index))
+            return WebcamInput(cv2=self.devices.cv2, config=WebcamConfig(index=index))
         assert meter is not None
-        return api.MicrophoneInput(
+        return MicrophoneInput(
             sd=MeteredSoundDevice(self.devices.sd, meter),
             device=self.devices.resolve_microphone(config.microphone),
         )
 
-    def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:
-        api = _engine_api()
+    def outputs_config(self, config: LiveConfig, callbacks: LiveCallbacks) -> OutputsConfig:
+        """The app's outputs: the preview, the virtual camera (always tried: one that appeared
+        since the last probe is used, one that is gone says why) and the Record button's
+        recording of the composed picture."""
+        return OutputsConfig(
+            look=camera_config(config.output, self.vcam_backend),
+            virtual_camera=True,
+            preview=callbacks.on_frame,
+            recording_tap=True,
+        )
+
+    def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> AppLiveSession:
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)  # refuse before anything starts
         remote = _remote_compute(config)
         compute: LocalCompute | RemoteCompute = remote or self._local_compute(
             config.quality.precision
         )
-        look = OutputLook(config.output, config.avatar)
-        camera = CameraOut(look, self.vcam_backend)
-        tap = RecorderTap(look)
         watch = SourceWatch(config.source)
         meter = LevelMeter() if config.source == "microphone" else None
 
@@ -447,25 +452,20 @@ class RuntimeEngine:
                     avatar=config.avatar,
                     avatar_name=config.avatar_id,
                     controls=controls_for(config.pose, config.quality),
-                    engine=api.EngineConfig(
+                    engine=EngineConfig(
                         gate=GateConfig(threshold_dbfs=call.gate_dbfs if call.gate else None)
                     ),
-                    sinks=[PreviewOut(look, callbacks.on_frame), camera, tap],
+                    outputs=self.outputs_config(config, callbacks),
                     virtual_mic=vmic,
-                    listener=api.EngineListener(on_event=on_event, on_hop=self.on_hop),
+                    listener=EngineListener(on_event=on_event, on_hop=self.on_hop),
                 )
             )
         except AvatarSizeError as exc:
             # The window re-crops gallery avatars for the installed model before they get here.
             raise UserError(str(exc)) from None
-        engine = started.engine
-        engine.mic.set_push_to_talk(call.push_to_talk)
-        session = RuntimeSession(
-            engine=engine,
-            models=started.models,
-            look=look,
-            camera=camera,
-            tap=tap,
+        return RuntimeSession(
+            session=started,
+            vcam_backend=self.vcam_backend,
             pose=config.pose,
             quality=config.quality,
             watch=watch,
@@ -473,7 +473,6 @@ class RuntimeEngine:
             call_audio=call,
             on_measured=self._remember,
         )
-        return session
 
 
 def _remote_compute(config: LiveConfig) -> RemoteCompute | None:

@@ -26,9 +26,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
 from runtime.commands import live_args
 from runtime.commands.boundary import Terminated
 from runtime.commands.device_args import session_options
@@ -55,9 +52,8 @@ from runtime.media.audio_capture import CaptureConfig
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.sinks import Sink
-from runtime.sinks.recorder import RecorderConfig, RecorderSink
-from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
+from runtime.sinks.outputs import OutputsConfig
+from runtime.sinks.virtual_camera import VirtualCameraConfig
 
 logger = logging.getLogger(__name__)
 
@@ -159,13 +155,15 @@ def _source(args: argparse.Namespace) -> Source:
     return MicrophoneInput(sd=sounddevice, device=device)
 
 
-def _sinks(args: argparse.Namespace, avatar: npt.NDArray[np.uint8]) -> list[Sink]:
-    """The camera (with `avatar`'s picture for a blurred background) and the recording."""
-    sinks: list[Sink] = []
-    if not args.no_vcam:
-        w, h = live_args.vcam_size(args.vcam_size)
-        colour, blur = live_args.background(args.background)
-        config = VirtualCameraConfig(
+def outputs_from_args(args: argparse.Namespace) -> OutputsConfig:
+    """The virtual camera (unless --no-vcam) with its look, and the whole session's recording
+    of the raw frames (--record)."""
+    if args.no_vcam:
+        return OutputsConfig(record=args.record)  # (the camera's flags are not even read)
+    w, h = live_args.vcam_size(args.vcam_size)
+    colour, blur = live_args.background(args.background)
+    return OutputsConfig(
+        look=VirtualCameraConfig(
             width=w,
             height=h,
             mirror=args.mirror,
@@ -173,11 +171,10 @@ def _sinks(args: argparse.Namespace, avatar: npt.NDArray[np.uint8]) -> list[Sink
             blur=blur,
             backend=args.vcam_backend,
             device=args.vcam_device,
-        )
-        sinks.append(VirtualCameraSink(config, avatar=avatar))
-    if args.record is not None:
-        sinks.append(RecorderSink(RecorderConfig(path=args.record)))
-    return sinks
+        ),
+        virtual_camera=True,
+        record=args.record,
+    )
 
 
 def _graphs(args: argparse.Namespace) -> Path:
@@ -231,7 +228,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         vmic = _virtual_mic(args)
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
-        sinks = _sinks(args, prepared.image_at(REMOTE_CROP))  # (a 512 px crop: for the blur)
+        outputs = outputs_from_args(args)
         remote = _remote(args)
         compute: LocalCompute | RemoteCompute
         if remote is not None:
@@ -261,7 +258,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
                 quality=args.quality,
                 seed=None if args.seed < 0 else args.seed,
             ),
-            sinks=sinks,
+            outputs=outputs,
             virtual_mic=vmic,
             listener=EngineListener(on_event=on_event),
             clock=clock,
@@ -272,7 +269,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     try:
         # A signal while starting still stops what started (the virtual microphone's sink and
         # source among it): start_session stops the engine before it raises.
-        engine = start_session(config, progress=lambda status: _say(args, status)).engine
+        session = start_session(config, progress=lambda status: _say(args, status))
     except KeyboardInterrupt:
         return EXIT_INTERRUPTED
     except Terminated as exc:
@@ -283,19 +280,18 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         return EXIT_INPUT
     code = 0
     try:
-        code = _supervise(engine, args, failed, clock)
+        code = _supervise(session.engine, args, failed, clock)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Terminated as exc:
         logger.error("%s", exc)
         code = exc.exit_code
     finally:
-        final = engine.stats()
-        if not engine.stop():
+        final = session.stats()
+        if not session.stop():
             logger.warning("a live-engine thread did not stop within a second")
-        for sink in sinks:
-            if isinstance(sink, RecorderSink) and not sink.wait_finished(RECORDER_FINISH_S):
-                logger.error("the recording did not finish within %.0f s", RECORDER_FINISH_S)
+        if not session.outputs.wait_recorded(RECORDER_FINISH_S):
+            logger.error("the recording did not finish within %.0f s", RECORDER_FINISH_S)
         lat = final.latency
         logger.info(
             "published %d frames (%d new), latency p50 %.0f ms p95 %.0f ms, late %d, "

@@ -6,6 +6,8 @@ lock, no allocation beyond NumPy's reductions). `LevelMeter.read` (one reader: a
 monitor thread) aggregates every block since its previous read into one reading, so a meter
 polled 30 times a second shows each peak once and never lags behind the microphone.
 
+`level_of` maps a block of samples to a meter's 0..1 (any thread; a pure function).
+
 `MeteredSoundDevice` wraps a sounddevice-like module so that every input stream opened through
 it also feeds a meter; `AudioCapture` and the live engine use it like the module itself.
 """
@@ -18,11 +20,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from runtime.media.audio_capture import InputStreamLike, SoundDeviceLike
 
 SILENCE_DB = -100.0
 _SLOTS = 512  # blocks kept between two reads: 5 s of 10 ms blocks
+LEVEL_FLOOR_DB = -60.0
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,15 @@ class LevelReading:
 
 def to_db(amplitude: float) -> float:
     return 20.0 * math.log10(amplitude) if amplitude > 1e-5 else SILENCE_DB
+
+
+def level_of(samples: npt.NDArray[np.floating[Any]]) -> float:
+    """Loudness for a meter: RMS in dBFS mapped from [-60, 0] dB to [0, 1]."""
+    if samples.size == 0:
+        return 0.0
+    rms = float(np.sqrt(np.mean(np.square(samples, dtype=np.float64))))
+    db = 20.0 * math.log10(max(rms, 1e-9))
+    return min(1.0, max(0.0, (db - LEVEL_FLOOR_DB) / -LEVEL_FLOOR_DB))
 
 
 class LevelMeter:

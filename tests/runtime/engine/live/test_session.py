@@ -22,6 +22,8 @@ from runtime.engine.live.session import (
     start_session,
 )
 from runtime.model.execution.sessions import open_model_set
+from runtime.sinks.outputs import OutputsConfig
+from runtime.sinks.virtual_camera import VirtualCameraConfig
 from tests.runtime.engine.test_bench import result
 from tests.support.live import CPU
 from tests.support.stub_graphs import write_stub_graphs
@@ -81,3 +83,43 @@ def test_a_bench_of_the_same_graphs_seeds_the_session(tmp_path: Path) -> None:
 
 def _with_graphs(r: BenchResult, graphs: Path) -> BenchResult:
     return dataclasses.replace(r, graphs=str(graphs.resolve()))
+
+
+def test_the_session_changes_call_audio_and_avatar_through_typed_methods(tmp_path: Path) -> None:
+    """What the front ends change live goes through `LiveSession`'s own methods: the gate,
+    push-to-talk, mute, and the avatar, whose picture the outputs' blurred backdrop follows."""
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    models = open_model_set(graphs, options=CPU)
+    size = models.source_size
+    bright = threading.Event()
+
+    def preview(picture: np.ndarray) -> None:
+        if picture[:, :20].mean() > 100:  # left of the face: the backdrop
+            bright.set()
+
+    config = dataclasses.replace(
+        _config(graphs, np.zeros((size, size, 3), np.uint8), models=models),
+        outputs=OutputsConfig(
+            look=VirtualCameraConfig(width=320, height=180, blur=True), preview=preview
+        ),
+    )
+    with start_session(config) as session:
+        engine = session.engine
+        session.set_gate(-30.0)
+        assert engine.gate.threshold_dbfs == -30.0
+        session.set_gate(None)
+        assert engine.gate.threshold_dbfs is None
+        session.set_push_to_talk(True)
+        assert engine.mic.push_to_talk and not engine.mic.is_open
+        session.set_talking(True)
+        assert engine.mic.is_open
+        session.set_muted(True)
+        assert engine.mic.muted and not engine.mic.is_open
+        session.set_mic_offset_ms(100.0)  # without a virtual microphone: nothing to change
+        with pytest.raises(AvatarSizeError):
+            session.set_avatar(np.zeros((10, 10, 3), np.uint8), "tiny")
+        assert session.avatar.name == "grey" and not bright.is_set()
+        session.set_avatar(np.full((size, size, 3), 250, np.uint8), "white")
+        assert session.avatar.name == "white"
+        assert bright.wait(30.0)
+    assert not engine.running

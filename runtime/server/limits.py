@@ -1,0 +1,103 @@
+"""What one connection may cost a render server: timeouts, message rates and the count of
+connections not yet authenticated (the replica's event loop; `Pending` is also read by the
+health endpoint, under its lock).
+
+The numbers bound a client's cost whatever it sends: a connection that has not said a valid
+`hello` within `hello_timeout_s` is closed and never counts against capacity; a session that
+sends nothing for `idle_timeout_s` (the client pings every second) is closed; messages beyond
+the rates below are refused, so an authenticated flood ends within a second or two instead of
+queueing in the server. The burst allowances hold a whole photo (10 MB) plus audio.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from runtime.remote import protocol as P
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServerLimits:
+    hello_timeout_s: float = P.HELLO_TIMEOUT_S
+    idle_timeout_s: float = P.IDLE_TIMEOUT_S
+    send_timeout_s: float = 10.0
+    """A client that takes nothing it is sent for this long is closed."""
+    max_pending: int = 64
+    """Connections of one replica still waiting for their `hello`; more are closed at once."""
+    messages_per_s: float = 400.0
+    """All messages (audio is 50 a second, webcam crops up to 60, controls as they change)."""
+    message_burst: float = 800.0
+    text_per_s: float = 100.0
+    """Text messages (controls, pings, format switches, avatars)."""
+    text_burst: float = 200.0
+    bytes_per_s: float = 8 * 2**20
+    byte_burst: float = 3 * P.MAX_PHOTO_BYTES
+
+
+class TokenBucket:
+    """`rate` units a second, at most `burst` saved up; `take` says whether `n` fit."""
+
+    def __init__(self, rate: float, burst: float, clock: Callable[[], float]) -> None:
+        self._rate, self._burst, self._clock = rate, burst, clock
+        self._level = burst
+        self._at = clock()
+
+    def take(self, n: float = 1.0) -> bool:
+        now = self._clock()
+        self._level = min(self._burst, self._level + (now - self._at) * self._rate)
+        self._at = now
+        if n > self._level:
+            return False
+        self._level -= n
+        return True
+
+
+class Rates:
+    """One session's three buckets; `check` refuses a message over any of them."""
+
+    def __init__(self, limits: ServerLimits, clock: Callable[[], float]) -> None:
+        self._limits = limits
+        self._messages = TokenBucket(limits.messages_per_s, limits.message_burst, clock)
+        self._texts = TokenBucket(limits.text_per_s, limits.text_burst, clock)
+        self._bytes = TokenBucket(limits.bytes_per_s, limits.byte_burst, clock)
+
+    def check(self, data: str | bytes) -> None:
+        limits = self._limits
+        if not self._messages.take():
+            raise P.ProtocolError(
+                P.TOO_FAST,
+                f"messages arrive faster than {limits.messages_per_s:.0f} a second; refused",
+            )
+        if isinstance(data, str) and not self._texts.take():
+            raise P.ProtocolError(
+                P.TOO_FAST,
+                f"text messages arrive faster than {limits.text_per_s:.0f} a second; refused",
+            )
+        if not self._bytes.take(len(data)):
+            raise P.ProtocolError(
+                P.TOO_FAST,
+                f"data arrives faster than {limits.bytes_per_s / 2**20:.0f} MB a second; refused",
+            )
+
+
+@dataclass
+class Pending:
+    """Connections waiting for their `hello` (capped: a crowd of silent sockets cannot queue
+    ahead of a real user)."""
+
+    limit: int
+    count: int = 0
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def try_enter(self) -> bool:
+        with self._lock:
+            if self.count >= self.limit:
+                return False
+            self.count += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self.count = max(0, self.count - 1)

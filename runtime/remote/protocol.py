@@ -467,10 +467,10 @@ def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
     payload = data[_PREFIX.size + _FRAME.size :]
     if not (0 < w <= MAX_FRAME_SIDE and 0 < h <= MAX_FRAME_SIDE):
         raise ProtocolError(
-            MALFORMED, f"the server sent a frame of {w}x{h} pixels (at most {MAX_FRAME_SIDE})"
+            MALFORMED, f"a frame of {w}x{h} pixels (at most {MAX_FRAME_SIDE} a side)"
         )
     if index < -1 or not math.isfinite(compute_s) or compute_s < 0:
-        raise ProtocolError(MALFORMED, "the server sent a frame with an unusable header")
+        raise ProtocolError(MALFORMED, "a frame with an unusable index or compute time")
     if fmt == FORMAT_RAW and len(payload) != w * h * 3:
         raise ProtocolError(MALFORMED, "a raw frame's size does not match its header")
     if fmt not in (FORMAT_RAW, FORMAT_JPEG, FORMAT_H264):

@@ -16,6 +16,7 @@ import logging
 import os
 import threading
 import time
+from asyncio import FIRST_COMPLETED
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -105,8 +106,12 @@ class ServerContext:
     on_gpu: bool = False
     clock: Callable[[], float] = time.perf_counter
     limits: ServerLimits = field(default_factory=ServerLimits)
-    pending: Pending = field(default_factory=lambda: Pending(limit=ServerLimits.max_pending))
     live: LiveSessions = field(default_factory=LiveSessions)
+    pending: Pending = field(init=False)
+    """Connections waiting for their hello (`limits.max_pending` at most)."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "pending", Pending(self.limits.max_pending))
 
 
 SHUTTING_DOWN = "the server is shutting down; connect again in a moment"
@@ -130,29 +135,15 @@ async def handle(channel: Channel, ctx: ServerContext) -> None:
 
 async def _handle(channel: Channel, ctx: ServerContext) -> None:
     session: ServerSession | None = None
-    entered = pending = False
+    entered = False
     limits = ctx.limits
     try:
         if ctx.live.ending:
             raise P.ProtocolError(P.GOING_AWAY, SHUTTING_DOWN)
-        pending = ctx.pending.try_enter()
-        if not pending:
-            raise P.ProtocolError(
-                P.SERVER_FULL,
-                f"server busy: {ctx.pending.limit} connections are waiting to authenticate; "
-                "try again later",
-            )
-        try:
-            first = await asyncio.wait_for(channel.receive(), limits.hello_timeout_s)
-        except TimeoutError:
-            raise P.ProtocolError(
-                P.MALFORMED, f"no 'hello' within {limits.hello_timeout_s:g} s"
-            ) from None
+        first = await _first_message(channel, ctx)
         if not isinstance(first, str):
             raise P.ProtocolError(P.MALFORMED, "the first message must be a 'hello' text")
         hello = P.parse_hello(P.parse_text(first), ctx.token)
-        ctx.pending.leave()
-        pending = False
         entered = ctx.admission.try_enter()
         if not entered:
             raise P.ProtocolError(
@@ -175,7 +166,8 @@ async def _handle(channel: Channel, ctx: ServerContext) -> None:
         )
         await running.run()
     except P.ProtocolError as exc:
-        logger.info("session refused or closed: %s (%s)", exc, exc.code)
+        # The text, not the exception: a kept log record must not keep the session alive.
+        logger.info("session refused or closed: %s (%s)", str(exc), exc.code)
         await _refuse(channel, exc, limits)
     except Disconnected:
         pass
@@ -191,8 +183,34 @@ async def _handle(channel: Channel, ctx: ServerContext) -> None:
             session.close()
         if entered:
             ctx.admission.leave()
-        if pending:
-            ctx.pending.leave()
+
+
+async def _first_message(channel: Channel, ctx: ServerContext) -> str | bytes:
+    """The client's first message, within the hello timeout, holding one of the replica's
+    pending slots while it waits (taken away from it when newer connections need one)."""
+    loop = asyncio.get_running_loop()
+    evicted = asyncio.Event()
+    slot = ctx.pending.enter(lambda: loop.call_soon_threadsafe(evicted.set))
+    receive = asyncio.ensure_future(channel.receive())
+    bumped = asyncio.ensure_future(evicted.wait())
+    try:
+        done, _ = await asyncio.wait(
+            {receive, bumped}, timeout=ctx.limits.hello_timeout_s, return_when=FIRST_COMPLETED
+        )
+    finally:
+        ctx.pending.leave(slot)
+        for t in (receive, bumped):
+            t.cancel()
+        await asyncio.gather(receive, bumped, return_exceptions=True)
+    if receive in done:
+        return receive.result()
+    if bumped in done:
+        raise P.ProtocolError(
+            P.SERVER_FULL,
+            f"server busy: over {ctx.pending.limit} connections are waiting to authenticate; "
+            "this one waited longest",
+        )
+    raise P.ProtocolError(P.MALFORMED, f"no 'hello' within {ctx.limits.hello_timeout_s:g} s")
 
 
 async def _refuse(channel: Channel, exc: P.ProtocolError, limits: ServerLimits) -> None:

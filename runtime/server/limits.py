@@ -12,8 +12,9 @@ queueing in the server. The burst allowances hold a whole photo (10 MB) plus aud
 from __future__ import annotations
 
 import threading
+from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from runtime.remote import protocol as P
 
@@ -25,7 +26,8 @@ class ServerLimits:
     send_timeout_s: float = 10.0
     """A client that takes nothing it is sent for this long is closed."""
     max_pending: int = 64
-    """Connections of one replica still waiting for their `hello`; more are closed at once."""
+    """Connections of one replica still waiting for their `hello`; a newcomer beyond it closes
+    the one that has waited longest."""
     messages_per_s: float = 400.0
     """All messages (audio is 50 a second, webcam crops up to 60, controls as they change)."""
     message_burst: float = 800.0
@@ -82,22 +84,34 @@ class Rates:
             )
 
 
-@dataclass
 class Pending:
-    """Connections waiting for their `hello` (capped: a crowd of silent sockets cannot queue
-    ahead of a real user)."""
+    """Connections waiting for their `hello`, at most `limit`: a newcomer past it evicts the
+    one that has waited longest (a real client says hello within milliseconds of connecting,
+    so a crowd of silent sockets can neither queue ahead of it nor lock it out)."""
 
-    limit: int
-    count: int = 0
-    _lock: threading.Lock = field(default_factory=threading.Lock)
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._lock = threading.Lock()
+        self._slots: OrderedDict[int, Callable[[], object]] = OrderedDict()
+        self._next = 0
 
-    def try_enter(self) -> bool:
+    def enter(self, evict: Callable[[], object]) -> int:
+        """A slot id; `evict` is called (from this call) if the slot is later taken away."""
         with self._lock:
-            if self.count >= self.limit:
-                return False
-            self.count += 1
-            return True
+            evicted = []
+            while len(self._slots) >= self.limit:
+                evicted.append(self._slots.popitem(last=False)[1])
+            slot, self._next = self._next, self._next + 1
+            self._slots[slot] = evict
+        for call in evicted:
+            call()
+        return slot
 
-    def leave(self) -> None:
+    def leave(self, slot: int) -> None:
         with self._lock:
-            self.count = max(0, self.count - 1)
+            self._slots.pop(slot, None)
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._slots)

@@ -190,7 +190,8 @@ def test_shutdown_ends_sessions_with_a_reason(models: ModelSet) -> None:
 
 @pytest.fixture
 def gated(models: ModelSet) -> Iterator[tuple[InProcessServer, int]]:
-    limits = ServerLimits(hello_timeout_s=1.0, max_pending=8)
+    # A low text rate: the flood below is refused however slowly a loaded machine reads it.
+    limits = ServerLimits(hello_timeout_s=1.0, max_pending=8, text_per_s=20, text_burst=50)
     ctx = ServerContext(models=models, token=TOKEN, admission=Admission(capacity=1), limits=limits)
     server = InProcessServer(ctx, free_port())
     server.start()
@@ -305,7 +306,7 @@ def test_memory_returns_to_baseline_after_a_flood(
     try:
         baseline, _ = tracemalloc.get_traced_memory()
         with caplog.at_level(logging.INFO, logger="runtime.server.connection"):
-            session(2000)  # 30 MB of text if it were all taken
+            session(600)  # 9 MB of text if it were all taken, 12 times the burst allowed
         gc.collect()
         current, peak = tracemalloc.get_traced_memory()
     finally:

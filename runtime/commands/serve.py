@@ -28,6 +28,7 @@ from typing import Any
 from runtime.commands.device_args import add_device_arguments, session_options
 from runtime.commands.leftovers import Process, descendants, end_leftovers
 from runtime.core import validate as v
+from runtime.server.gate import GateLimits
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +38,8 @@ CAPACITY = v.Range(name="capacity", lo=1, hi=256, integer=True, unit="sessions p
 REPLICAS = v.Range(name="max-replicas", lo=1, hi=1024, integer=True)
 GPUS = v.Range(name="gpus-per-replica", lo=0.0, hi=8.0)
 CPUS = v.Range(name="num-cpus", lo=1, hi=4096, integer=True)
+CONNECTIONS = v.Range(name="max-connections", lo=1, hi=65536, integer=True)
+GATE = GateLimits()
 BENCH_BUDGET = 0.7
 """Share of a second of compute a replica gives its sessions per second of video: the same
 margin Auto hop keeps (`runtime.engine.live.hop_choice`)."""
@@ -80,6 +83,19 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         type=int,
         default=2,
         help="CPUs of the Ray cluster this command starts (2; ignored with --address)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=GATE.max_connections,
+        help=f"connections open at once, all addresses ({GATE.max_connections})",
+    )
+    p.add_argument(
+        "--max-per-address",
+        type=int,
+        default=GATE.max_per_address,
+        help=f"connections open at once from one address ({GATE.max_per_address}; behind a "
+        "reverse proxy on this machine every client has its address: raise it)",
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds (tests, demos)")
     models = p.add_argument_group("model")
@@ -138,6 +154,10 @@ def run(args: argparse.Namespace) -> int:
         _port(args.port)
         args.max_replicas = int(REPLICAS.check(args.max_replicas, label="--max-replicas"))
         args.num_cpus = int(CPUS.check(args.num_cpus, label="--num-cpus"))
+        gate_limits = GateLimits(
+            max_connections=int(CONNECTIONS.check(args.max_connections, label="--max-connections")),
+            max_per_address=int(CONNECTIONS.check(args.max_per_address, label="--max-per-address")),
+        )
         if args.capacity is not None:
             capacity = int(CAPACITY.check(args.capacity, label="--capacity"))
         else:
@@ -156,7 +176,7 @@ def run(args: argparse.Namespace) -> int:
 
     upstream = ("127.0.0.1", _free_loopback_port())
     try:
-        gate = start_gate(args.host, args.port, upstream=upstream)
+        gate = start_gate(args.host, args.port, upstream=upstream, limits=gate_limits)
     except OSError as exc:
         logger.error("%s", _bind_error(args.host, args.port, exc))
         return EXIT_INPUT

@@ -338,7 +338,7 @@ class LiveEngine:
             except LinkRefused as exc:  # the server said no: one sentence, no traceback
                 if self._stop.is_set():
                     return
-                logger.error("%s", exc)
+                logger.debug("the render server link ended: %s", exc)  # the event says it
                 self._state = EngineState.FAILED
                 self._emit(EventKind.ERROR, str(exc))
             except Exception as exc:

@@ -11,6 +11,7 @@ import json
 import logging
 import socket
 import struct
+import threading
 import time
 import tracemalloc
 import zlib
@@ -27,7 +28,7 @@ from runtime.remote import protocol as P
 from runtime.remote.codec import encode_photo
 from runtime.server.connection import Admission, ServerContext, handle
 from runtime.server.gate import GateLimits, start_gate
-from runtime.server.limits import ServerLimits
+from runtime.server.limits import ServerLimits, TokenBucket
 from tests.live_support import stub_models
 from tests.remote_support import TOKEN, InProcessServer, MemoryChannel, free_port
 
@@ -314,3 +315,81 @@ def test_memory_returns_to_baseline_after_a_flood(
     assert any("text messages arrive faster than" in r.getMessage() for r in caplog.records)
     assert peak - baseline < 16 * 2**20, f"peak {(peak - baseline) / 2**20:.1f} MB over baseline"
     assert current - baseline < 2 * 2**20, f"{(current - baseline) / 2**20:.1f} MB left behind"
+
+
+# -- the gate alone, and the rate buckets ------------------------------------------------------
+
+
+@pytest.fixture
+def sink_upstream() -> Iterator[tuple[int, list[bytes]]]:
+    """A TCP server that takes what it is sent and never answers."""
+    received: list[bytes] = []
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.1)
+    stop = threading.Event()
+
+    def run() -> None:
+        conns = []
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+                conn.setblocking(False)
+                conns.append(conn)
+            except TimeoutError:
+                pass
+            for c in conns:
+                try:
+                    if data := c.recv(65536):
+                        received.append(data)
+                except BlockingIOError:
+                    pass
+        for c in conns:
+            c.close()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield listener.getsockname()[1], received
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_the_gate_caps_all_connections_and_closes_idle_ones(
+    sink_upstream: tuple[int, list[bytes]],
+) -> None:
+    upstream, received = sink_upstream
+    port = free_port()
+    limits = GateLimits(max_connections=2, max_per_address=10, idle_timeout_s=0.2)
+    gate = start_gate("127.0.0.1", port, upstream=("127.0.0.1", upstream), limits=limits)
+    try:
+        head = b"GET /health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+        first = socket.create_connection(("127.0.0.1", port), timeout=10)
+        second = socket.create_connection(("127.0.0.1", port), timeout=10)
+        for s in (first, second):
+            s.sendall(head)
+        deadline = time.monotonic() + 10
+        while gate.gate.open < 2:  # both relayed
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        third = socket.create_connection(("127.0.0.1", port), timeout=10)
+        assert _read_all(third).startswith(b"HTTP/1.1 503")
+        # Nothing moves either way on the first two: the idle timeout closes them.
+        assert _read_all(first) == b"" and _read_all(second) == b""
+        assert head in b"".join(received)
+        for s in (first, second, third):
+            s.close()
+    finally:
+        gate.close()
+
+
+def test_a_token_bucket_allows_its_burst_then_its_rate() -> None:
+    now = [0.0]
+    bucket = TokenBucket(rate=10.0, burst=5.0, clock=lambda: now[0])
+    assert [bucket.take() for _ in range(6)] == [True] * 5 + [False]
+    now[0] = 0.2  # two more earned
+    assert [bucket.take() for _ in range(3)] == [True, True, False]
+    now[0] = 100.0  # never more than the burst saved up
+    assert sum(bucket.take() for _ in range(10)) == 5
+    assert not bucket.take(6)  # more than the burst at once never fits

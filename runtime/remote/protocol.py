@@ -27,7 +27,13 @@ server -> client
   of JPEG's bytes for slow links) or raw RGB (lossless, for loopback); index -1 is the idle
   picture (never part of the H.264 stream). No separate per-hop message: every message
   crosses the serving proxy.
-- `ended`, `pong`, and `error` (code + one-sentence message; the server then closes).
+- `ended`, `pong`, and `error` (code + one-sentence message; the server then closes, with the
+  same sentence as the close reason, cut to `CLOSE_REASON_BYTES`).
+
+Every number is finite and in range: JSON's `NaN`/`Infinity`, a float literal past the double
+range (`1e999`) and integer literals of more than 18 digits are refused while parsing; what a
+refusal quotes of the value it refuses is cut (`shown`). Timeouts and rates per connection are
+the server's (`runtime.server.limits`).
 """
 
 from __future__ import annotations

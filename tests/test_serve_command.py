@@ -1,8 +1,9 @@
 """`imtalker-cam serve`'s own arguments are checked before Ray starts: a graphs folder that is
 missing or holds no graphs, and a port in use, are said in one sentence naming the folder or
 the port (Ray is made unimportable here: reaching it would say "needs the server extra").
-Then, with real Ray (slow): SIGTERM ends every session with a reason, exits 0 and leaves no
-process of its group behind."""
+Then, with real Ray (slow): twenty silent sockets do not keep a real client from its session,
+and SIGTERM ends every session with a reason, exits 0 and leaves no process of its group
+behind."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
+from websockets.sync.client import connect
 
 from runtime.commands import cli
 from runtime.model.versions import V2
@@ -78,8 +80,16 @@ def test_a_port_in_use_is_said_before_ray_starts(
 @pytest.mark.slow
 def test_sigterm_ends_sessions_with_a_reason_and_leaves_no_process(tmp_path: Path) -> None:
     graphs = write_stub_graphs(tmp_path / "stubs", version=V2)
-    with serve(graphs, tmp_path, "--capacity", "1") as server:
+    with serve(graphs, tmp_path, "--capacity", "2", "--max-per-address", "64") as server:
+        # Through Ray's proxy too, twenty silent sockets do not keep a real client waiting
+        # (they used to hold Ray's request slots, each for its whole hello timeout).
+        silent = [
+            connect(server.url + "/session", proxy=None, open_timeout=30).__enter__()
+            for _ in range(20)
+        ]
         session = grey_less(server)
+        for ws in silent:
+            ws.close()
         server.proc.send_signal(signal.SIGTERM)
         try:
             while True:

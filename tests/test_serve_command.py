@@ -17,7 +17,6 @@ from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
-from websockets.sync.client import connect
 
 from runtime.commands import cli
 from runtime.model.versions import V2
@@ -83,13 +82,10 @@ def test_sigterm_ends_sessions_with_a_reason_and_leaves_no_process(tmp_path: Pat
     with serve(graphs, tmp_path, "--capacity", "2", "--max-per-address", "64") as server:
         # Through Ray's proxy too, twenty silent sockets do not keep a real client waiting
         # (they used to hold Ray's request slots, each for its whole hello timeout).
-        silent = [
-            connect(server.url + "/session", proxy=None, open_timeout=30).__enter__()
-            for _ in range(20)
-        ]
+        silent = [_upgrade_and_say_nothing(server.url) for _ in range(20)]
         session = grey_less(server)
-        for ws in silent:
-            ws.close()
+        for sock in silent:
+            sock.close()
         server.proc.send_signal(signal.SIGTERM)
         try:
             while True:
@@ -103,6 +99,19 @@ def test_sigterm_ends_sessions_with_a_reason_and_leaves_no_process(tmp_path: Pat
     assert code == 0, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
     assert not group_left, f"processes of serve's group left: {group_left}"
+
+
+def _upgrade_and_say_nothing(url: str) -> socket.socket:
+    """A WebSocket upgrade request sent all at once (not waiting for its answer), then
+    silence: no hello."""
+    host, port = url.removeprefix("ws://").rsplit(":", 1)
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    sock.sendall(
+        f"GET /session HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+        "Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+        "Sec-WebSocket-Version: 13\r\n\r\n".encode()
+    )
+    return sock
 
 
 def _wait_group_gone(pgid: int, timeout: float) -> list[int]:

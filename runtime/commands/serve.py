@@ -1,6 +1,12 @@
 """`imtalker-cam serve`: render for remote clients on this machine's GPU(s) through Ray Serve
-(main thread: starts or joins a Ray cluster, deploys `runtime.server.deployment`, then waits
-for Ctrl-C / SIGTERM and shuts the application down).
+(main thread: checks its own arguments, opens the front gate on --host:--port, starts or joins
+a Ray cluster, deploys `runtime.server.deployment` behind the gate, then waits for SIGTERM or
+SIGINT; signal handlers only raise an event the main thread waits on).
+
+Its own arguments are checked before Ray starts: the graphs folder exists and holds every graph,
+and the port is free (the gate binds it first, so nothing can take it meanwhile). On SIGTERM or
+SIGINT it stops accepting, ends every session with "the server is shutting down", shuts Serve
+and Ray down, ends what is left of the processes it started, and exits 0.
 
 Needs the `server` extra (`pip install 'imtalker-cam[server]'`: ray[serve], websockets).
 """
@@ -8,15 +14,21 @@ Needs the `server` extra (`pip install 'imtalker-cam[server]'`: ray[serve], webs
 from __future__ import annotations
 
 import argparse
+import errno
 import logging
 import math
+import signal
+import socket
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 from runtime.commands.device_args import add_device_arguments, session_options
+from runtime.commands.leftovers import Process, descendants, end_leftovers
 from runtime.core import validate as v
+from runtime.server.gate import GateLimits
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +38,8 @@ CAPACITY = v.Range(name="capacity", lo=1, hi=256, integer=True, unit="sessions p
 REPLICAS = v.Range(name="max-replicas", lo=1, hi=1024, integer=True)
 GPUS = v.Range(name="gpus-per-replica", lo=0.0, hi=8.0)
 CPUS = v.Range(name="num-cpus", lo=1, hi=4096, integer=True)
+CONNECTIONS = v.Range(name="max-connections", lo=1, hi=65536, integer=True)
+GATE = GateLimits()
 BENCH_BUDGET = 0.7
 """Share of a second of compute a replica gives its sessions per second of video: the same
 margin Auto hop keeps (`runtime.engine.live.hop_choice`)."""
@@ -69,6 +83,19 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         type=int,
         default=2,
         help="CPUs of the Ray cluster this command starts (2; ignored with --address)",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=GATE.max_connections,
+        help=f"connections open at once, all addresses ({GATE.max_connections})",
+    )
+    p.add_argument(
+        "--max-per-address",
+        type=int,
+        default=GATE.max_per_address,
+        help=f"connections open at once from one address ({GATE.max_per_address}; behind a "
+        "reverse proxy on this machine every client has its address: raise it)",
     )
     p.add_argument("--duration", type=float, help="stop after this many seconds (tests, demos)")
     models = p.add_argument_group("model")
@@ -120,12 +147,17 @@ def _graphs(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from runtime.core import paths
+    from runtime.model.compile.graph_version import GraphVersionError
     from runtime.remote.token import TokenError, server_token
 
     try:
         _port(args.port)
         args.max_replicas = int(REPLICAS.check(args.max_replicas, label="--max-replicas"))
         args.num_cpus = int(CPUS.check(args.num_cpus, label="--num-cpus"))
+        gate_limits = GateLimits(
+            max_connections=int(CONNECTIONS.check(args.max_connections, label="--max-connections")),
+            max_per_address=int(CONNECTIONS.check(args.max_per_address, label="--max-per-address")),
+        )
         if args.capacity is not None:
             capacity = int(CAPACITY.check(args.capacity, label="--capacity"))
         else:
@@ -134,9 +166,39 @@ def run(args: argparse.Namespace) -> int:
         gpus = args.gpus_per_replica
         gpus = (1.0 if cuda_usable() else 0.0) if gpus is None else GPUS.check(gpus)
         token, generated = server_token(args.token, paths.config_dir())
+        options = session_options(args)
         graphs = _graphs(args)
-    except (v.ValidationError, TokenError, ValueError, OSError) as exc:
+        check_graphs(graphs, precision=options.precision)
+    except (v.ValidationError, TokenError, GraphVersionError, ValueError, OSError) as exc:
         logger.error("%s", exc)
+        return EXIT_INPUT
+    from runtime.server.gate import start_gate
+
+    upstream = ("127.0.0.1", _free_loopback_port())
+    try:
+        gate = start_gate(args.host, args.port, upstream=upstream, limits=gate_limits)
+    except OSError as exc:
+        logger.error("%s", _bind_error(args.host, args.port, exc))
+        return EXIT_INPUT
+    try:
+        import ray
+        from ray import serve
+
+        from runtime.server.deployment import (
+            APP_NAME,
+            NAMESPACE,
+            STOP_FLAG,
+            STOP_POLL_S,
+            ServeConfig,
+            StopFlag,
+            application,
+            session_url,
+        )
+    except ImportError as exc:
+        gate.close()
+        logger.error(
+            "the server needs the 'server' extra (pip install 'imtalker-cam[server]'): %s", exc
+        )
         return EXIT_INPUT
     if generated:
         logger.warning(
@@ -144,36 +206,34 @@ def run(args: argparse.Namespace) -> int:
             paths.config_dir(),
             token,
         )
-    try:
-        import ray
-        from ray import serve
-
-        from runtime.server.deployment import APP_NAME, ServeConfig, application, session_url
-    except ImportError as exc:
-        logger.error(
-            "the server needs the 'server' extra (pip install 'imtalker-cam[server]'): %s", exc
-        )
-        return EXIT_INPUT
     config = ServeConfig(
         graphs=graphs.resolve(),
         token=token,
         capacity=capacity,
         gpus_per_replica=gpus,
         max_replicas=args.max_replicas,
-        options=session_options(args),
+        options=options,
     )
-    if args.address:
-        ray.init(address=args.address, log_to_driver=False)
-    else:
-        ray.init(
-            num_cpus=args.num_cpus,
-            num_gpus=None if gpus > 0 else 0,
-            include_dashboard=False,
-            log_to_driver=False,
-            object_store_memory=100 * 2**20,
-        )
+    stop = threading.Event()
+    own_cluster = not args.address
+    started_procs: set[Process] = set()
+    previous = _on_stop_signals(stop)  # during ray.init too (it installs its own: again below)
     try:
-        serve.start(http_options={"host": args.host, "port": args.port})
+        if args.address:
+            ray.init(address=args.address, namespace=NAMESPACE, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=args.num_cpus,
+                num_gpus=None if gpus > 0 else 0,
+                include_dashboard=False,
+                log_to_driver=False,
+                namespace=NAMESPACE,
+                object_store_memory=100 * 2**20,
+            )
+        # After ray.init: Ray's own SIGTERM handler prints a stack and aborts (rc 134).
+        _on_stop_signals(stop)
+        flag = StopFlag.options(name=STOP_FLAG, namespace=NAMESPACE).remote()  # type: ignore[attr-defined]
+        serve.start(http_options={"host": upstream[0], "port": upstream[1]})
         serve.run(application(config), name=APP_NAME, route_prefix="/")
         logger.info(
             "serving %s (%d session%s per replica, %g GPU each, up to %d replicas)",
@@ -184,15 +244,81 @@ def run(args: argparse.Namespace) -> int:
             config.max_replicas,
         )
         started = time.monotonic()
-        tick = threading.Event()
         while args.duration is None or time.monotonic() - started < args.duration:
-            tick.wait(0.2)
+            if stop.wait(0.2):
+                break
+        logger.info("stopping: ending the sessions")
+        try:
+            ray.get(flag.set.remote(), timeout=5)
+            time.sleep(4 * STOP_POLL_S)  # each replica's watcher sees it and ends its sessions
+        except Exception:
+            logger.warning("could not tell the replicas to end their sessions", exc_info=True)
     finally:
+        if own_cluster:
+            started_procs = descendants()
+        gate.close()
         try:
             serve.shutdown()  # type: ignore[no-untyped-call]
+        except Exception:
+            logger.warning("Serve did not shut down cleanly", exc_info=True)
         finally:
             ray.shutdown()
+        left = end_leftovers(started_procs)
+        logger.info("stopped%s", f" ({left} processes would not end)" if left else "")
+        for sig, was in previous.items():
+            signal.signal(sig, was)
     return 0
+
+
+def check_graphs(folder: Path, *, precision: str) -> None:
+    """The folder exists and holds every graph of its model version (`ValueError` naming the
+    folder and what it lacks): said before Ray starts, not as a failed deployment."""
+    from runtime.model.compile.graph_version import graphs_version
+    from runtime.model.contract import graphs
+
+    if not folder.exists():
+        raise ValueError(f"the graphs folder {folder} does not exist")
+    if not folder.is_dir():
+        raise ValueError(f"the graphs folder {folder} is not a folder")
+    version = graphs_version(folder)
+    missing = [
+        g.filename_for(precision)
+        for g in graphs(version)
+        if not (folder / g.filename_for(precision)).is_file()
+    ]
+    if missing:
+        raise ValueError(
+            f"the graphs folder {folder} lacks {', '.join(missing)} "
+            "(compile the graphs first: imtalker-cam models status says how)"
+        )
+
+
+def _bind_error(host: str, port: int, exc: OSError) -> str:
+    if exc.errno == errno.EADDRINUSE:
+        return f"port {port} is in use on {host}: stop what uses it, or pass --port"
+    if exc.errno == errno.EACCES:
+        return f"port {port} on {host} needs more privileges: pass a port above 1023"
+    if exc.errno == errno.EADDRNOTAVAIL:
+        return f"{host} is not an address of this machine (--host)"
+    return f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+
+
+def _free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _on_stop_signals(stop: threading.Event) -> dict[int, Any]:
+    """SIGTERM and SIGINT set `stop` (the main loop ends the server cleanly); the handlers they
+    had before."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        logger.info("%s: stopping", signal.Signals(signum).name)
+        stop.set()
+
+    return {sig: signal.signal(sig, handler) for sig in (signal.SIGTERM, signal.SIGINT)}
 
 
 def _port(port: int) -> None:

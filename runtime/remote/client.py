@@ -39,7 +39,18 @@ logger = logging.getLogger(__name__)
 
 Image8 = npt.NDArray[np.uint8]
 
-FATAL_CODES = frozenset({P.BAD_TOKEN, P.TOO_LARGE, P.BAD_AUDIO, P.BAD_PHOTO, P.MALFORMED})
+FATAL_CODES = frozenset(
+    {P.BAD_TOKEN, P.TOO_LARGE, P.BAD_AUDIO, P.BAD_PHOTO, P.MALFORMED, P.TOO_FAST}
+)
+
+
+class LinkRefused(RuntimeError):
+    """The link ended for good: the server refused the session, or sent what this client
+    cannot read. `str()` is one sentence for the user (no traceback: nothing is broken here)."""
+
+
+class ServerRefusal(P.ProtocolError):
+    """An `error` the server sent (not something this end found wrong with its data)."""
 
 
 class Connection(Protocol):
@@ -306,8 +317,8 @@ class RemoteLink:
                 self._session(backoff)
             except P.ProtocolError as exc:
                 if exc.code in FATAL_CODES or (exc.code == P.SERVER_FULL and not self._served):
-                    self.error = str(exc)
-                    self._set_state(LinkState.FAILED, str(exc))
+                    self.error = _refusal(exc)
+                    self._set_state(LinkState.FAILED, self.error)
                     self._drop()
                     return
                 reason = str(exc)
@@ -420,4 +431,14 @@ class RemoteLink:
 
 def _server_error(message: dict[str, Any]) -> P.ProtocolError:
     code = str(message.get("code", P.INTERNAL))
-    return P.ProtocolError(code, str(message.get("message", "the server refused the session")))
+    text = message.get("message")
+    if not isinstance(text, str) or not text:
+        text = "the server refused the session"
+    return ServerRefusal(code[:40], P.close_reason(text))
+
+
+def _refusal(exc: P.ProtocolError) -> str:
+    """The one sentence the user sees when the link ends for good."""
+    if isinstance(exc, ServerRefusal):
+        return f"the render server refused the session: {exc}"
+    return f"the render server sent what this client cannot read: {exc}"

@@ -8,6 +8,7 @@ format and pixel count checked from the header before any pixel is decoded.
 from __future__ import annotations
 
 import io
+import struct
 import warnings
 from fractions import Fraction
 from typing import Any
@@ -176,6 +177,13 @@ def decode_photo(data: bytes, *, size: int) -> Image8:
             rgb = np.asarray(img.convert("RGB"), np.uint8)
     except ProtocolError:
         raise
+    except Image.DecompressionBombError:
+        # PIL refuses far past its own limit before we see the size: say it in ours.
+        w, h = _png_size(data) or (0, 0)
+        shown = f"{w}x{h} pixels" if w else f"over {2 * (Image.MAX_IMAGE_PIXELS or 0)} pixels"
+        raise ProtocolError(
+            TOO_LARGE, f"the photo has {shown}; at most {MAX_PHOTO_PIXELS} are accepted"
+        ) from None
     except UnidentifiedImageError:
         raise ProtocolError(BAD_PHOTO, "the photo is not an image; send PNG or JPEG") from None
     except (OSError, SyntaxError, ValueError, Warning) as exc:
@@ -183,3 +191,11 @@ def decode_photo(data: bytes, *, size: int) -> Image8:
     if rgb.shape[0] != size:
         rgb = np.asarray(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA), np.uint8)
     return np.ascontiguousarray(rgb)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """A PNG's size from its header (IHDR), None for anything else."""
+    if len(data) < 24 or not data.startswith(b"\x89PNG\r\n\x1a\n") or data[12:16] != b"IHDR":
+        return None
+    w, h = struct.unpack(">II", data[16:24])
+    return int(w), int(h)

@@ -27,7 +27,13 @@ server -> client
   of JPEG's bytes for slow links) or raw RGB (lossless, for loopback); index -1 is the idle
   picture (never part of the H.264 stream). No separate per-hop message: every message
   crosses the serving proxy.
-- `ended`, `pong`, and `error` (code + one-sentence message; the server then closes).
+- `ended`, `pong`, and `error` (code + one-sentence message; the server then closes, with the
+  same sentence as the close reason, cut to `CLOSE_REASON_BYTES`).
+
+Every number is finite and in range: JSON's `NaN`/`Infinity`, a float literal past the double
+range (`1e999`) and integer literals of more than 18 digits are refused while parsing; what a
+refusal quotes of the value it refuses is cut (`shown`). Timeouts and rates per connection are
+the server's (`runtime.server.limits`).
 """
 
 from __future__ import annotations
@@ -54,6 +60,14 @@ MAX_PHOTO_BYTES: Final = 10 * 1024 * 1024
 MAX_PHOTO_PIXELS: Final = 4096 * 4096
 MAX_FRAME_SIDE: Final = 4096
 HELLO_TIMEOUT_S: Final = 5.0
+"""A connection without a valid `hello` by then is closed (it never holds a session's place)."""
+IDLE_TIMEOUT_S: Final = 30.0
+"""A session with no message for this long is closed (the client pings every second)."""
+MAX_START_FRAME: Final = 2**30
+"""A hello's `start_frame` (over 400 days at 30 fps): frame indices stay in the header's
+32 bits for the whole session."""
+CLOSE_REASON_BYTES: Final = 123
+"""What a WebSocket close frame holds of a reason (UTF-8)."""
 TOKEN_MIN_CHARS: Final = 16
 
 # Binary kinds
@@ -79,9 +93,13 @@ TOO_LARGE: Final = "too_large"
 BAD_AUDIO: Final = "bad_audio"
 BAD_PHOTO: Final = "bad_photo"
 MALFORMED: Final = "malformed"
+TOO_FAST: Final = "too_fast"
+IDLE: Final = "idle"
+GOING_AWAY: Final = "going_away"
 INTERNAL: Final = "internal"
 
-CLOSE_POLICY: Final = 1008  # WebSocket close codes
+CLOSE_GOING_AWAY: Final = 1001  # WebSocket close codes
+CLOSE_POLICY: Final = 1008
 CLOSE_TOO_BIG: Final = 1009
 CLOSE_TRY_LATER: Final = 1013
 CLOSE_ERROR: Final = 1011
@@ -101,7 +119,27 @@ class ProtocolError(ValueError):
             SERVER_FULL: CLOSE_TRY_LATER,
             TOO_LARGE: CLOSE_TOO_BIG,
             INTERNAL: CLOSE_ERROR,
+            GOING_AWAY: CLOSE_GOING_AWAY,
         }.get(self.code, CLOSE_POLICY)
+
+    @property
+    def close_reason(self) -> str:
+        """The message as a close frame's reason: whole characters within its 123 bytes."""
+        return close_reason(str(self))
+
+
+def close_reason(message: str) -> str:
+    data = message.encode("utf-8")
+    if len(data) <= CLOSE_REASON_BYTES:
+        return message
+    return data[: CLOSE_REASON_BYTES - 3].decode("utf-8", "ignore") + "..."
+
+
+def shown(value: object, limit: int = 40) -> str:
+    """`repr(value)` cut to `limit` characters: a refusal quotes what it refuses, never a
+    whole message."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- token -----------------------------------------------------------------------------------
@@ -130,7 +168,13 @@ def parse_text(data: str) -> dict[str, Any]:
     if len(data.encode("utf-8")) > MAX_TEXT_BYTES:
         raise ProtocolError(TOO_LARGE, f"a text message is over {MAX_TEXT_BYTES} bytes")
     try:
-        message = json.loads(data, parse_constant=_no_constant)
+        message = json.loads(
+            data, parse_constant=_no_constant, parse_float=_finite_float, parse_int=_bounded_int
+        )
+    except _OutOfRange as exc:
+        raise ProtocolError(
+            MALFORMED, f"a text message holds a number out of range ({exc})"
+        ) from None
     except (ValueError, RecursionError) as exc:
         raise ProtocolError(MALFORMED, f"a text message is not JSON ({exc})") from None
     if not isinstance(message, dict) or not isinstance(message.get("kind"), str):
@@ -140,6 +184,35 @@ def parse_text(data: str) -> dict[str, Any]:
 
 def _no_constant(name: str) -> None:
     raise ValueError(f"{name} is not a number")
+
+
+class _OutOfRange(ValueError):
+    pass
+
+
+def _bounded_int(literal: str) -> int:
+    if len(literal.lstrip("-")) > 18:  # past 1e18 no field means anything
+        raise _OutOfRange(shown(literal, 24))
+    return int(literal)
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if not math.isfinite(value):  # 1e999 reads as infinity
+        raise _OutOfRange(shown(literal, 24))
+    return value
+
+
+def parse_ping(message: dict[str, Any]) -> float | None:
+    """A `ping`'s send time (echoed in the `pong`): a finite number, or absent."""
+    t = message.get("t")
+    if t is None:
+        return None
+    if isinstance(t, bool) or not isinstance(t, int | float) or not math.isfinite(t):
+        raise ProtocolError(MALFORMED, f"a ping's time must be a finite number, not {shown(t)}")
+    if abs(t) > 1e15:
+        raise ProtocolError(MALFORMED, "a ping's time is out of range")
+    return float(t)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -174,12 +247,12 @@ def parse_hello(message: dict[str, Any], expected_token: str) -> Hello:
     if message.get("version") != PROTOCOL_VERSION:
         raise ProtocolError(
             MALFORMED,
-            f"protocol version {message.get('version')!r} is not supported "
+            f"protocol version {shown(message.get('version'))} is not supported "
             f"(this server speaks {PROTOCOL_VERSION})",
         )
     fps = message.get("fps", 25)
     if fps not in (25, 30):
-        raise ProtocolError(MALFORMED, f"fps must be 25 or 30, not {fps!r}")
+        raise ProtocolError(MALFORMED, f"fps must be 25 or 30, not {shown(fps)}")
     frame_format = message.get("frame_format", "jpeg")
     if frame_format not in FRAME_FORMATS:
         raise ProtocolError(MALFORMED, f"frame_format must be one of {sorted(FRAME_FORMATS)}")
@@ -192,8 +265,10 @@ def parse_hello(message: dict[str, Any], expected_token: str) -> Hello:
         start = _number(message.get("start_frame", 0), "start_frame")
     except V.ValidationError as exc:
         raise ProtocolError(MALFORMED, str(exc)) from None
-    if not float(start).is_integer() or not 0 <= start < 2**40:
-        raise ProtocolError(MALFORMED, "start_frame must be a frame index >= 0")
+    if not float(start).is_integer() or not 0 <= start <= MAX_START_FRAME:
+        raise ProtocolError(
+            MALFORMED, f"start_frame must be a whole frame index from 0 to {MAX_START_FRAME}"
+        )
     return Hello(
         token="",
         fps=int(fps),
@@ -206,7 +281,7 @@ def parse_hello(message: dict[str, Any], expected_token: str) -> Hello:
 
 def _number(value: object, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise V.ValidationError(f"{name} must be a number, not {value!r}", subject=name)
+        raise V.ValidationError(f"{name} must be a number, not {shown(value)}", subject=name)
     return float(value)
 
 
@@ -264,7 +339,7 @@ def parse_frame_format(message: dict[str, Any]) -> str:
     fmt = message.get("format")
     if not isinstance(fmt, str) or fmt not in FRAME_FORMATS:
         raise ProtocolError(
-            MALFORMED, f"frame_format must be one of {sorted(FRAME_FORMATS)}, not {fmt!r}"
+            MALFORMED, f"frame_format must be one of {sorted(FRAME_FORMATS)}, not {shown(fmt)}"
         )
     return fmt
 
@@ -397,7 +472,11 @@ def unpack_frame(data: bytes) -> tuple[FrameHeader, bytes]:
     index, capture, compute_s, w, h, fmt, hop_frames, first = _FRAME.unpack_from(data, _PREFIX.size)
     payload = data[_PREFIX.size + _FRAME.size :]
     if not (0 < w <= MAX_FRAME_SIDE and 0 < h <= MAX_FRAME_SIDE):
-        raise ProtocolError(MALFORMED, f"a frame of {w}x{h} pixels")
+        raise ProtocolError(
+            MALFORMED, f"a frame of {w}x{h} pixels (at most {MAX_FRAME_SIDE} a side)"
+        )
+    if index < -1 or not math.isfinite(compute_s) or compute_s < 0:
+        raise ProtocolError(MALFORMED, "a frame with an unusable index or compute time")
     if fmt == FORMAT_RAW and len(payload) != w * h * 3:
         raise ProtocolError(MALFORMED, "a raw frame's size does not match its header")
     if fmt not in (FORMAT_RAW, FORMAT_JPEG, FORMAT_H264):

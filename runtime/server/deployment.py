@@ -3,31 +3,55 @@
 each WebSocket on the replica's event loop, hops on worker threads, `runtime.server.connection`).
 
 Admission is explicit: a replica counts its sessions and answers "server full" beyond its
-capacity. Ray Serve admits one request more than that per replica (`max_ongoing_requests`) so
-the refusal reaches the client instead of queueing, and scales replicas on the sessions in
-flight (`target_ongoing_requests` = capacity) between `min_replicas` and `max_replicas`.
+capacity. Ray Serve admits, per replica, the sessions, the connections still waiting for their
+hello (`ServerLimits.max_pending`, closed within seconds) and one more
+(`max_ongoing_requests`), so a crowd of silent sockets never queues ahead of a real client in
+Ray's proxy and a refusal reaches the client instead of queueing; replicas scale on the
+requests in flight (`target_ongoing_requests` = capacity) between `min_replicas` and
+`max_replicas`. On shutdown `serve` raises the `StopFlag` actor: each replica's watcher ends its
+sessions with "the server is shutting down" before Serve goes down.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the handlers' parameter types at
 # runtime (a string annotation on a Serve ingress method does not resolve to WebSocket).
 
+import asyncio
 import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import ray
 from fastapi import FastAPI, WebSocket
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
 from runtime.model.execution.sessions import SessionOptions, open_model_set
 from runtime.server.connection import Admission, Disconnected, ServerContext, handle
+from runtime.server.limits import ServerLimits
 
 logger = logging.getLogger(__name__)
 
 APP_NAME = "imtalker"
 SESSION_PATH = "/session"
+STOP_FLAG = "imtalker-stop"
+NAMESPACE = "imtalker"
+STOP_POLL_S = 0.25
+
+
+@ray.remote(num_cpus=0)
+class StopFlag:
+    """Raised once by `serve` when it is told to stop; the replicas watch it."""
+
+    def __init__(self) -> None:
+        self._raised = False
+
+    def set(self) -> None:
+        self._raised = True
+
+    def is_set(self) -> bool:
+        return self._raised
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -93,6 +117,7 @@ class RenderReplica:
         self._ctx = ServerContext(
             models=models, token=token, admission=Admission(capacity=capacity), on_gpu=on_gpu
         )
+        self._watcher: asyncio.Task[None] | None = None
         logger.info(
             "replica %d ready: IMTalker %s on %s, %d sessions at once",
             os.getpid(),
@@ -103,13 +128,33 @@ class RenderReplica:
 
     @web.websocket(SESSION_PATH)
     async def session(self, ws: WebSocket) -> None:
+        if self._watcher is None:  # the replica's event loop is running here
+            self._watcher = asyncio.create_task(self._watch_stop())
         await ws.accept()
         await handle(StarletteChannel(ws), self._ctx)
 
+    async def _watch_stop(self) -> None:
+        """Ends every session with a reason once `serve` raises the stop flag."""
+        try:
+            flag = ray.get_actor(STOP_FLAG, namespace=NAMESPACE)
+        except ValueError:  # deployed by something else than `serve`: no flag to watch
+            return
+        try:
+            while not await flag.is_set.remote():
+                await asyncio.sleep(STOP_POLL_S)
+        except ray.exceptions.RayError:  # `serve` is gone: Serve itself ends the replica
+            return
+        ended = self._ctx.live.end_all()
+        logger.info("shutting down: ended %d session%s", ended, "" if ended == 1 else "s")
+
     @web.get("/health")
     def health(self) -> dict[str, Any]:
-        admission = self._ctx.admission
-        return {"sessions": admission.active, "capacity": admission.capacity}
+        ctx = self._ctx
+        return {
+            "sessions": ctx.admission.active,
+            "capacity": ctx.admission.capacity,
+            "waiting_for_hello": ctx.pending.count,
+        }
 
 
 def application(config: ServeConfig) -> Any:
@@ -129,7 +174,7 @@ def application(config: ServeConfig) -> Any:
             "num_gpus": config.gpus_per_replica,
             "num_cpus": config.cpus_per_replica,
         },
-        max_ongoing_requests=config.capacity + 1,
+        max_ongoing_requests=config.capacity + ServerLimits().max_pending + 1,
         autoscaling_config=autoscaling,
         health_check_period_s=2.0,
         health_check_timeout_s=10.0,

@@ -121,7 +121,9 @@ class InProcessServer:
         from websockets.asyncio.server import serve
 
         async def listen() -> Any:
-            return await serve(self._handler, "127.0.0.1", self.port, max_size=P.MAX_MESSAGE_BYTES)
+            return await serve(
+                self._handler, "127.0.0.1", self.port, max_size=P.MAX_MESSAGE_BYTES, close_timeout=1
+            )
 
         self._server = asyncio.run_coroutine_threadsafe(listen(), self._loop).result(10)
 

@@ -74,6 +74,7 @@ from runtime.media.audio_gate import MicSwitch, NoiseGate
 from runtime.media.virtual_mic import VirtualMic
 from runtime.model.contract import SAMPLE_RATE
 from runtime.model.execution.sessions import ModelSet
+from runtime.remote.client import LinkRefused
 from runtime.sinks import AudioSink, Sink, SinkSet
 
 logger = logging.getLogger(__name__)
@@ -334,6 +335,12 @@ class LiveEngine:
                 body()
             except Stopped:
                 pass
+            except LinkRefused as exc:  # the server said no: one sentence, no traceback
+                if self._stop.is_set():
+                    return
+                logger.debug("the render server link ended: %s", exc)  # the event says it
+                self._state = EngineState.FAILED
+                self._emit(EventKind.ERROR, str(exc))
             except Exception as exc:
                 if self._stop.is_set():
                     return

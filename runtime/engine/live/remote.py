@@ -43,6 +43,7 @@ from runtime.remote import protocol as P
 from runtime.remote.client import (
     Connector,
     LinkCallbacks,
+    LinkRefused,
     LinkState,
     RemoteConfig,
     RemoteLink,
@@ -218,7 +219,7 @@ class RemoteWorker:
         next_vmic = self._clock()
         while not self._stop.is_set():
             if link.state is LinkState.FAILED:
-                raise RuntimeError(f"the render server refused the session: {link.error}")
+                raise LinkRefused(link.error)
             ending = not ended and capture.state is CaptureState.ENDED
             got = feed.pull(ended)
             if ending and not got:
@@ -335,7 +336,7 @@ class RemoteWebcamWorker:
         origin: float | None = None
         while not self._stop.is_set():
             if link.state is LinkState.FAILED:
-                raise RuntimeError(f"the render server refused the session: {link.error}")
+                raise LinkRefused(link.error)
             avatar, changed = ctx.take_avatar()
             if changed:
                 link.set_avatar(encode_photo(avatar.image), avatar.name)

@@ -155,4 +155,4 @@ def test_a_wrong_token_fails_without_retrying() -> None:
     link.stop()
     clock.leave()
     assert states == [LinkState.FAILED] and len(attempts) == 1
-    assert link.error == "wrong or missing token"
+    assert link.error == "the render server refused the session: wrong or missing token"

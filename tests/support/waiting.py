@@ -20,7 +20,11 @@ class WaitTimeout(AssertionError):
 
 
 def wait_until(
-    predicate: Callable[[], T], timeout: float = 10.0, *, poll_s: float = 0.01, what: str = ""
+    predicate: Callable[[], T | None],
+    timeout: float = 10.0,
+    *,
+    poll_s: float = 0.01,
+    what: str = "",
 ) -> T:
     """Poll `predicate` until it returns something truthy and return that; raise `WaitTimeout`
     after `timeout` real seconds."""

@@ -24,17 +24,18 @@ def wait_until(
     timeout: float = 10.0,
     *,
     poll_s: float = 0.01,
-    what: str = "",
+    what: str | Callable[[], object] = "",
 ) -> T:
     """Poll `predicate` until it returns something truthy and return that; raise `WaitTimeout`
-    after `timeout` real seconds."""
+    after `timeout` real seconds, saying `what` (or what `what()` tells then)."""
     deadline = time.monotonic() + timeout
     while True:
         got = predicate()
         if got:
             return got
         if time.monotonic() > deadline:
-            raise WaitTimeout(f"not within {timeout} s: {what or predicate}")
+            said = what() if callable(what) else what
+            raise WaitTimeout(f"not within {timeout} s: {said or predicate}")
         time.sleep(poll_s)
 
 

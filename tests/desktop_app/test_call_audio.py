@@ -125,6 +125,7 @@ def test_virtual_mic_gate_and_mute_through_the_window(
     # Mute: the switch closes; what the virtual microphone receives from then on is silence.
     qtbot.mouseClick(panel.mute, Qt.MouseButton.LeftButton)
     assert engine.mic.muted and "Muted" in panel.talk_state.text()
+    qtbot.waitUntil(lambda: made[0]._line is not None, timeout=5_000)  # the first block came
     line = made[0]._line
     assert line is not None
     # A block already in the callback may still be loud: skip 0.1 s of audio.

@@ -46,7 +46,13 @@ class _App:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,  # (gui_app --quit-when-live closes on a line from the test)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -192,7 +198,10 @@ def test_main_window_live_under_xvfb(
         env = _env(display, tmp_path)
         with _running(args, env) as app:
             app.wait_for("live")
-            grab_screen(display, shot)
+            _grab_when_painted(display, shot, width, height)
+            assert app.proc.stdin is not None
+            app.proc.stdin.write("quit\n")  # close the window now, mid-inference
+            app.proc.stdin.flush()
             code = app.proc.wait(timeout=30)
     _check_painted(shot, width, height)
     log = "\n".join(app.log)

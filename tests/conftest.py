@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support import data
+from tests.support.waiting import eventually
 
 # `pytest` run directly (not through packaging/run-tests.sh) has no display: Qt would abort in
 # pytest-qt's qapp. Offscreen unless the caller chose a platform.
@@ -129,14 +129,14 @@ def _no_thread_left_running() -> Iterator[None]:
     the next session. Threads get a moment to finish what they were told to."""
     before = set(threading.enumerate())
     yield
-    deadline = time.monotonic() + 3.0
-    while True:
-        left = [
+
+    def still_running() -> list[threading.Thread]:
+        return [
             t
             for t in threading.enumerate()
             if t not in before and t.is_alive() and t.name in OUR_THREADS
         ]
-        if not left or time.monotonic() > deadline:
-            break
-        time.sleep(0.02)
+
+    eventually(lambda: not still_running(), 3.0, poll_s=0.02)
+    left = still_running()
     assert not left, f"threads still running after the test: {sorted(t.name for t in left)}"

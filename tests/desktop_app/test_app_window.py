@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 from PySide6.QtGui import QImage
 
+from tests.support.waiting import WaitTimeout, wait_until
 from tests.support.xvfb import grab_screen, xvfb
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -45,7 +46,13 @@ class _App:
 
     def __init__(self, args: list[str], env: dict[str, str]) -> None:
         self.proc = subprocess.Popen(
-            args, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+            args,
+            env=env,
+            cwd=ROOT,
+            stdin=subprocess.PIPE,  # (gui_app --quit-when-live closes on a line from the test)
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
         self.log: list[str] = []
@@ -81,13 +88,31 @@ def _running(args: list[str], env: dict[str, str]) -> Iterator[_App]:
 
 
 def _wait_for_window(env: dict[str, str], title: str, app: _App, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    def shown() -> bool:
         if f'"{title}"' in _windows(env):
-            return
+            return True
         assert app.proc.poll() is None, "app exited:\n" + "\n".join(app.log)
-        time.sleep(0.25)
-    pytest.fail(f"no window titled {title!r} appeared:\n" + "\n".join(app.log))
+        return False
+
+    try:
+        wait_until(shown, timeout, poll_s=0.1)
+    except WaitTimeout:
+        pytest.fail(f"no window titled {title!r} appeared:\n" + "\n".join(app.log))
+
+
+def _grab_when_painted(display: str, shot: Path, width: int, height: int) -> None:
+    """Grab the screen into `shot` until it shows painted windows (bounded), not after a fixed
+    pause that a loaded machine may outlast."""
+
+    def painted() -> bool:
+        grab_screen(display, shot)
+        try:
+            _check_painted(shot, width, height)
+        except AssertionError:
+            return False
+        return True
+
+    wait_until(painted, 60.0, poll_s=0.1, what="painted windows")
 
 
 def _check_painted(shot: Path, width: int, height: int) -> None:
@@ -112,8 +137,7 @@ def test_first_run_opens_the_model_setup_under_xvfb(
             _wait_for_window(env, "imtalker-cam", app)
             # Qt adds the app's name to a dialog's title on X11.
             _wait_for_window(env, "Set up the model — imtalker-cam", app)
-            time.sleep(1.0)  # let it paint
-            grab_screen(display, shot)
+            _grab_when_painted(display, shot, width, height)
     _check_painted(shot, width, height)
     # The first run also left the built-in sample avatar in the gallery.
     avatars = list((tmp_path / "data" / "avatars").glob("*/avatar.png"))
@@ -142,8 +166,7 @@ def test_main_window_idle_under_xvfb(
         with _running(args, env) as app:
             app.wait_for("ready")
             _wait_for_window(env, "imtalker-cam", app)
-            time.sleep(0.5)
-            grab_screen(display, shot)
+            _grab_when_painted(display, shot, width, height)
             assert "Set up the model" not in _windows(env)  # graphs are there: no set-up
     _check_painted(shot, width, height)
 
@@ -175,7 +198,10 @@ def test_main_window_live_under_xvfb(
         env = _env(display, tmp_path)
         with _running(args, env) as app:
             app.wait_for("live")
-            grab_screen(display, shot)
+            _grab_when_painted(display, shot, width, height)
+            assert app.proc.stdin is not None
+            app.proc.stdin.write("quit\n")  # close the window now, mid-inference
+            app.proc.stdin.flush()
             code = app.proc.wait(timeout=30)
     _check_painted(shot, width, height)
     log = "\n".join(app.log)

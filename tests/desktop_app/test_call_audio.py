@@ -4,8 +4,6 @@ bridge and runtime engine (stub graphs, a fake microphone, fake pactl and output
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 from PySide6.QtCore import QEvent, Qt
 from PySide6.QtGui import QKeyEvent
@@ -127,9 +125,12 @@ def test_virtual_mic_gate_and_mute_through_the_window(
     # Mute: the switch closes; what the virtual microphone receives from then on is silence.
     qtbot.mouseClick(panel.mute, Qt.MouseButton.LeftButton)
     assert engine.mic.muted and "Muted" in panel.talk_state.text()
-    time.sleep(0.1)
+    qtbot.waitUntil(lambda: made[0]._line is not None, timeout=5_000)  # the first block came
     line = made[0]._line
     assert line is not None
+    # A block already in the callback may still be loud: skip 0.1 s of audio.
+    at_mute = line.written
+    qtbot.waitUntil(lambda: line.written >= at_mute + line.rate // 10, timeout=5_000)
     mark = line.written
     qtbot.waitUntil(lambda: line.written > mark + 3000, timeout=5_000)
     assert np.all(line._data[np.arange(mark, line.written) % line._data.size] == 0)

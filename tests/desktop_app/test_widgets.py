@@ -109,10 +109,11 @@ def test_task_runner_runs_in_order_off_the_gui_thread(qtbot: QtBot) -> None:
     gui = threading.get_ident()
     seen: list[tuple[str, object]] = []
     threads: list[int] = []
+    queued = threading.Event()  # every task waits in the queue while the first one runs
 
     def work(n: int) -> int:
         threads.append(threading.get_ident())
-        time.sleep(0.01)
+        queued.wait(5)
         return n * n
 
     def boom() -> None:
@@ -121,6 +122,7 @@ def test_task_runner_runs_in_order_off_the_gui_thread(qtbot: QtBot) -> None:
     for n in range(3):
         runner.submit(lambda n=n: work(n), on_done=lambda r: seen.append(("done", r)))
     runner.submit(boom, on_error=lambda e: seen.append(("error", str(e))))
+    queued.set()
     qtbot.waitUntil(lambda: len(seen) == 4, timeout=5000)
     assert seen == [("done", 0), ("done", 1), ("done", 4), ("error", "no")]
     assert gui not in threads
@@ -135,7 +137,7 @@ def test_shutdown_waits_for_the_running_task(qtbot: QtBot) -> None:
     finished = threading.Event()
 
     def slow() -> None:
-        time.sleep(0.3)
+        time.sleep(0.3)  # real: a task still running at shutdown; load only makes it longer
         finished.set()
 
     runner.submit(slow)

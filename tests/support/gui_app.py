@@ -4,13 +4,15 @@
 
 The Xvfb screenshot tests start this in a child process. It prints one line per milestone on
 stdout ("ready", "live <frames>") so the test knows when to grab the screen; with
---quit-when-live it closes the window while the engine runs, and the exit code is the app's.
+--quit-when-live it closes the window while the engine runs, once the test writes a line to its
+stdin (after its screenshot, however long that took), and the exit code is the app's.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -62,13 +64,26 @@ def main(argv: list[str] | None = None) -> int:
     if args.go_live:
         QTimer.singleShot(800, window.go_live)
         poll = QTimer(window)
+        said = False
+        asked = threading.Event()  # the test wrote its line: close now
+
+        def wait_for_the_test() -> None:
+            sys.stdin.readline()
+            asked.set()
+
+        if args.quit_when_live:
+            threading.Thread(target=wait_for_the_test, daemon=True).start()
 
         def check() -> None:
-            if window.preview.frames_shown >= LIVE_FRAMES:
+            nonlocal said
+            if not said and window.preview.frames_shown >= LIVE_FRAMES:
                 _say(f"live {window.preview.frames_shown}")
+                said = True
+                if not args.quit_when_live:
+                    poll.stop()
+            if said and asked.is_set():
                 poll.stop()
-                if args.quit_when_live:
-                    QTimer.singleShot(1500, window.close)  # mid-inference
+                window.close()  # mid-inference
 
         poll.timeout.connect(check)
         poll.start(100)

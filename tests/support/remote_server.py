@@ -25,6 +25,7 @@ from runtime.remote import protocol as P
 from runtime.remote.codec import decode_frame
 from tests.conftest import ROOT
 from tests.support.remote import TOKEN, free_port
+from tests.support.waiting import eventually
 
 
 @dataclass(frozen=True)
@@ -62,12 +63,14 @@ def serve(graphs: Path, folder: Path, *extra: str, timeout_s: float = 180.0) -> 
             cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT, start_new_session=True
         )
     try:
-        while "serving ws://" not in log.read_text(errors="replace"):
+
+        def serving() -> bool:
             if proc.poll() is not None:
                 raise AssertionError(f"serve exited {proc.returncode}:\n{log.read_text()}")
-            if time.monotonic() - t0 > timeout_s:
-                raise AssertionError(f"serve did not start in {timeout_s} s:\n{log.read_text()}")
-            time.sleep(0.2)
+            return "serving ws://" in log.read_text(errors="replace")
+
+        if not eventually(serving, timeout_s, poll_s=0.2):
+            raise AssertionError(f"serve did not start in {timeout_s} s:\n{log.read_text()}")
         yield Server(
             url=f"ws://127.0.0.1:{port}",
             log=log,

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Container, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -51,14 +51,17 @@ class VirtualClock:
             self._advance_locked()
 
     @contextmanager
-    def adopting(self) -> Iterator[None]:
-        """Threads started meanwhile take part in the clock from their start."""
+    def adopting(self, *, except_names: Container[str] = ()) -> Iterator[None]:
+        """Threads started meanwhile take part in the clock from their start, but those named
+        in `except_names` (a thread that only blocks on a queue and never waits on the clock,
+        e.g. a file writer, would hold the clock still forever)."""
         real_start = threading.Thread.start
         clock = self
 
         def start(thread: threading.Thread, *args: Any, **kwargs: Any) -> None:
-            with clock._cond:
-                clock._threads[thread] = None
+            if thread.name not in except_names:
+                with clock._cond:
+                    clock._threads[thread] = None
             real_start(thread, *args, **kwargs)
 
         threading.Thread.start = start  # type: ignore[method-assign]

@@ -12,7 +12,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import wave
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 from tests.support.stub_graphs import write_stub_graphs
+from tests.support.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -448,11 +448,12 @@ def test_stop_signal_mid_render_cleans_up(
     )  # fmt: skip
     try:
         # Wait (bounded) until the temporary file exists: the render is writing frames.
-        deadline = time.monotonic() + 90
-        while not [p for p in work.iterdir() if p.name.startswith(".out.mp4")]:
+
+        def writing() -> bool:
             assert proc.poll() is None, proc.communicate()[1]
-            assert time.monotonic() < deadline, "the render never started writing"
-            time.sleep(0.02)
+            return any(p.name.startswith(".out.mp4") for p in work.iterdir())
+
+        wait_until(writing, 90.0, poll_s=0.02, what="the render started writing")
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=60)
     finally:

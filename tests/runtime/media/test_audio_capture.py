@@ -14,6 +14,7 @@ import soxr
 from runtime.media.audio_capture import AudioCapture, CaptureConfig, CaptureState, CaptureStatus
 from runtime.media.audio_playback import FilePlayback
 from tests.support.fakes.sound_device import FakeSoundDevice
+from tests.support.virtual_clock import VirtualClock
 
 
 def speech_16k(fixtures_dir: Path, name: str = "audio_1.wav") -> np.ndarray:
@@ -23,31 +24,42 @@ def speech_16k(fixtures_dir: Path, name: str = "audio_1.wav") -> np.ndarray:
     return pcm.astype(np.float32) / 32768.0
 
 
-def collect(cap: AudioCapture, seconds: float) -> tuple[np.ndarray, list[tuple[int, float]]]:
-    """Read for `seconds`; returns the samples and (end index, end time) per read."""
+def collect(
+    cap: AudioCapture, seconds: float, clock: VirtualClock
+) -> tuple[np.ndarray, list[tuple[int, float]]]:
+    """Read for `seconds` of `clock`; returns the samples and (end index, end time) per read."""
     chunks, marks, total = [], [], 0
-    end = time.perf_counter() + seconds
-    while time.perf_counter() < end:
+    end = clock() + seconds
+    while clock() < end:
         got = cap.read()
         if got.samples.size:
             chunks.append(got.samples)
             total += got.samples.size
             marks.append((total, got.end_time))
-        time.sleep(0.02)
+        clock.sleep(0.02)
     return (np.concatenate(chunks) if chunks else np.zeros(0, np.float32)), marks
+
+
+def start_on(clock: VirtualClock, cap: AudioCapture) -> None:
+    """Start `cap` with the test thread and every capture thread on the virtual clock."""
+    clock.join()
+    with clock.adopting():
+        cap.start()
 
 
 @pytest.mark.parametrize("native", [48000, 44100])
 def test_native_rate_resampled_with_capture_times(fixtures_dir: Path, native: int) -> None:
     speech = speech_16k(fixtures_dir)
     played = soxr.resample(speech, 16000, native).astype(np.float32)
-    dev = FakeSoundDevice(played, native)
-    cap = AudioCapture(sd=dev, config=CaptureConfig())
-    cap.start()
+    clock = VirtualClock(real_timeout_s=60.0)
+    dev = FakeSoundDevice(played, native, clock=clock)
+    cap = AudioCapture(sd=dev, config=CaptureConfig(), clock=clock)
+    start_on(clock, cap)
     try:
-        got, marks = collect(cap, 1.5)
+        got, marks = collect(cap, 1.5, clock)
         status = cap.status()
     finally:
+        clock.leave()
         assert cap.stop()
     assert status.state is CaptureState.RUNNING and status.native_rate == native
     assert all(s.rate == native for s in dev.streams)
@@ -68,32 +80,35 @@ def test_native_rate_resampled_with_capture_times(fixtures_dir: Path, native: in
 
 
 def test_unsupported_default_rate_falls_back(fixtures_dir: Path) -> None:
-    dev = FakeSoundDevice(np.zeros(48000, np.float32), 48000, default_rate=96000)
-    cap = AudioCapture(sd=dev, config=CaptureConfig())
-    cap.start()
-    time.sleep(0.2)
+    clock = VirtualClock(real_timeout_s=60.0)
+    dev = FakeSoundDevice(np.zeros(48000, np.float32), 48000, default_rate=96000, clock=clock)
+    cap = AudioCapture(sd=dev, config=CaptureConfig(), clock=clock)
+    start_on(clock, cap)
+    clock.sleep(0.2)
     status = cap.status()
+    clock.leave()
     cap.stop()
     assert status.native_rate == 48000 and status.state is CaptureState.RUNNING
 
 
 def test_overflows_are_counted() -> None:
-    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
-    cap = AudioCapture(sd=dev, config=CaptureConfig())
-    cap.start()
-    time.sleep(0.1)
+    clock = VirtualClock(real_timeout_s=60.0)
+    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True, clock=clock)
+    cap = AudioCapture(sd=dev, config=CaptureConfig(), clock=clock)
+    start_on(clock, cap)
+    clock.sleep(0.1)
     dev.inject_overflow()
-    time.sleep(0.1)
+    clock.sleep(0.1)
     dev.inject_overflow()
-    time.sleep(0.1)
-    assert cap.status().overflows == 2
+    clock.sleep(0.1)
+    overflows = cap.status().overflows
+    clock.leave()
     cap.stop()
+    assert overflows == 2
 
 
 def test_unplug_detected_then_recovered() -> None:
     """In virtual time: the detection and retry times are the watchdog's, not the machine's."""
-    from tests.support.virtual_clock import VirtualClock
-
     clock = VirtualClock(real_timeout_s=60.0)
     dev = FakeSoundDevice(np.full(16000, 0.1, np.float32), 16000, loop=True, clock=clock)
     seen: list[tuple[float, CaptureStatus]] = []
@@ -159,8 +174,6 @@ def test_no_input_device_is_reported() -> None:
 
 def test_file_playback_plays_everything_then_ends(fixtures_dir: Path) -> None:
     """In virtual time: one second of audio takes one second of the playback's clock."""
-    from tests.support.virtual_clock import VirtualClock
-
     speech = speech_16k(fixtures_dir)[:16000]
     for rate, audio in ((16000, speech), (44100, soxr.resample(speech, 16000, 44100))):
         clock = VirtualClock(real_timeout_s=60.0)
@@ -189,24 +202,31 @@ def test_file_playback_plays_everything_then_ends(fixtures_dir: Path) -> None:
 
 def test_device_list_refreshed_before_retries_when_asked() -> None:
     """A microphone that appears only after the start is found once PortAudio re-lists."""
-    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
+    clock = VirtualClock(real_timeout_s=60.0)
+    dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True, clock=clock)
     dev.remove_device()
     cfg = CaptureConfig(retry_backoff_s=(0.2,), refresh_devices=True)
-    cap = AudioCapture(sd=dev, config=cfg)
-    cap.start()
-    time.sleep(0.5)
-    assert cap.state is CaptureState.NO_DEVICE
-    assert dev.terminated >= 1 and dev.initialized == dev.terminated
-    dev.present = dev.plugged = True
-    time.sleep(0.5)
-    assert cap.state is CaptureState.RUNNING
-    cap.stop()
-    quiet = FakeSoundDevice(np.zeros(16000, np.float32), 16000)
+    cap = AudioCapture(sd=dev, config=cfg, clock=clock)
+    start_on(clock, cap)
+    try:
+        clock.sleep(0.5)
+        assert cap.state is CaptureState.NO_DEVICE
+        assert dev.terminated >= 1 and dev.initialized == dev.terminated
+        dev.present = dev.plugged = True
+        clock.sleep(0.5)
+        assert cap.state is CaptureState.RUNNING
+    finally:
+        clock.leave()
+        cap.stop()
+    clock = VirtualClock(real_timeout_s=60.0)
+    quiet = FakeSoundDevice(np.zeros(16000, np.float32), 16000, clock=clock)
     quiet.remove_device()
-    cap = AudioCapture(sd=quiet, config=CaptureConfig(retry_backoff_s=(0.1,)))
-    cap.start()
-    time.sleep(0.4)
+    cap = AudioCapture(sd=quiet, config=CaptureConfig(retry_backoff_s=(0.1,)), clock=clock)
+    start_on(clock, cap)
+    clock.sleep(0.4)
+    clock.leave()
     cap.stop()
+    assert cap.status().restarts >= 2  # it did retry
     assert quiet.terminated == 0  # not by default: a GUI may be using PortAudio
 
 
@@ -216,8 +236,6 @@ def test_a_reader_busy_longer_than_the_ring_keeps_true_capture_times(rate: int) 
     next is marked as a new stream and its capture times are still the real ones. Before, the
     lost span shifted every later capture time, more at every overrun: the latency on a CPU
     that is not real time grew without bound. In virtual time (support/virtual_clock.py)."""
-    from tests.support.virtual_clock import VirtualClock
-
     clock = VirtualClock(real_timeout_s=60.0)
     audio = np.random.default_rng(3).uniform(-0.2, 0.2, rate * 30).astype(np.float32)
     playback = FilePlayback(audio, rate, clock=clock)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ from runtime.media.virtual_mic_device import (
 from runtime.model.execution.sessions import ModelSet
 from tests.support.fakes.sound_device import FakeSoundDevice
 from tests.support.live import Tap, grey_avatar, stub_models, wav_16k
+from tests.support.waiting import wait_until
 
 
 class FakePactl:
@@ -393,13 +393,13 @@ def test_engine_feeds_it_follows_the_latency_and_mute_silences_it(
     floor_ms = vmic.config.min_delay_s * 1e3
     try:
         assert tap.wait_event("virtual_mic", "imtalker-cam Microphone", timeout=5) is not None
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
+
+        def follows() -> bool:
             lat = engine.stats().latency.latency_p50_ms
             want = max(floor_ms, lat)  # never below what the line can keep without gaps
-            if math.isfinite(lat) and vmic.status().target_ms == pytest.approx(want, abs=30):
-                break
-            time.sleep(0.05)
+            return math.isfinite(lat) and vmic.status().target_ms == pytest.approx(want, abs=30)
+
+        wait_until(follows, 10.0, poll_s=0.05, what="the line follows the latency")
         stats = engine.stats()
         assert stats.virtual_mic is not None
         want = max(floor_ms, stats.latency.latency_p50_ms)
@@ -411,9 +411,11 @@ def test_engine_feeds_it_follows_the_latency_and_mute_silences_it(
         assert n < line._data.size
         np.testing.assert_array_equal(line._data[:n], mic.samples(0, n))
         engine.mic.set_muted(True)
-        time.sleep(0.1)
+        # A block already in the callback may still be loud: skip 0.1 s, then look at 0.3 s.
+        at_mute = line.written
+        wait_until(lambda: line.written >= at_mute + 1600, 10.0, what="0.1 s after the mute")
         mark = line.written
-        time.sleep(0.3)
+        wait_until(lambda: line.written >= mark + 4800, 10.0, what="0.3 s muted")
         muted = line._data[np.arange(mark, line.written) % line._data.size]
         assert muted.size > 1000 and np.all(muted == 0)
         as_json = engine.stats().as_dict()["virtual_mic"]

@@ -29,6 +29,7 @@ from runtime.media.virtual_mic import VirtualMicConfig
 from tests.support.live import wav_16k, write_wav_16k
 from tests.support.pulseaudio import pulseaudio_server
 from tests.support.stub_graphs import write_stub_graphs
+from tests.support.waiting import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -103,14 +104,14 @@ class App:
         self.stderr = self.proc.stderr.read()
 
     def wait_open(self, timeout: float = 30.0) -> None:
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
+
+        def opened() -> bool:
             vmic = self.stats[-1].get("virtual_mic") if self.stats else None
-            if isinstance(vmic, dict) and vmic.get("open"):
-                return
-            if self.proc.poll() is not None:
-                break
-            time.sleep(0.1)
+            return isinstance(vmic, dict) and bool(vmic.get("open"))
+
+        eventually(lambda: opened() or self.proc.poll() is not None, timeout, poll_s=0.1)
+        if opened():
+            return
         self.proc.kill()
         self._err.join(5)
         pytest.fail(f"the virtual microphone did not open: {self.stats[-1:]} {self.stderr}")
@@ -201,9 +202,9 @@ def test_delayed_speech_through_the_virtual_microphone(
         assert len(our_modules(pulse_env)) == 2
         rec_in = Recorder(pulse_env, "vsink.monitor")
         rec_out = Recorder(pulse_env, "imtalker_cam_mic")
-        time.sleep(1.5)
+        time.sleep(1.5)  # real: the recorders of the real audio server run before the speech
         subprocess.run(["paplay", str(speech_wav)], env=pulse_env, check=True, timeout=90)
-        time.sleep(1.5)
+        time.sleep(1.5)  # real: and after it, until the delayed speech has left the virtual mic
         heard, t_in = rec_in.stop()
         played, t_out = rec_out.stop()
         stats = app.stats[-1]

@@ -131,6 +131,7 @@ def test_a_slow_link_switches_to_h264_and_every_frame_decodes(server: InProcessS
         switched_at: float | None = None
         for k in range(len(audio) // P.PACKET_SAMPLES):
             due = t0 + (k + 1) * P.PACKET_MS / 1000
+            # Real: audio paced like a microphone over a real socket; load only slows the link.
             time.sleep(max(0.0, due - time.perf_counter()))
             pcm = pcm_from_float(audio[k * P.PACKET_SAMPLES : (k + 1) * P.PACKET_SAMPLES])
             link.send_audio(pcm, time.perf_counter(), 1)

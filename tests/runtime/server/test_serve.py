@@ -30,6 +30,7 @@ from tests.support.live import Tap, wav_16k, write_wav_16k
 from tests.support.remote import TOKEN, audio_packets, speechlike
 from tests.support.remote_server import RawSession, Server, collect_frames, grey_less, serve
 from tests.support.stub_graphs import write_stub_graphs
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -149,7 +150,7 @@ def test_bad_input_is_refused_clearly_while_another_session_is_served(server: Se
     thread = threading.Thread(target=_keep_streaming, args=(good, received, failed, stop))
     thread.start()
     try:
-        time.sleep(1.0)
+        wait_until(lambda: len(received) >= 10 or failed, 30.0, what="the good session served")
         wrong = RawSession(server.url, token="not-the-token-at-all")
         answer = wrong.text()
         assert (answer["code"], answer["message"]) == (P.BAD_TOKEN, "wrong or missing token")
@@ -180,7 +181,8 @@ def test_bad_input_is_refused_clearly_while_another_session_is_served(server: Se
             raw.text()
         raw.close()
         before = len(received)
-        time.sleep(1.5)
+        # Served still: 25 more frames come (a second at 25 fps, however slow the machine).
+        wait_until(lambda: len(received) - before >= 25 or failed, 30.0, what="25 more frames")
         after = len(received)
     finally:
         stop.set()
@@ -236,10 +238,7 @@ def test_a_killed_replica_is_survived(server: Server, fixtures_dir: Path) -> Non
     engine.start(remote_avatar(image, "source_1"), LiveControls(hop=2, pose=None))
     try:
         assert tap.wait_event("remote", "connected", 30) is not None
-        deadline = time.monotonic() + 30
-        while not any(f.index >= 25 for _, f in list(tap.frames)):
-            assert time.monotonic() < deadline, "no frames"
-            time.sleep(0.05)
+        wait_until(lambda: any(f.index >= 25 for _, f in list(tap.frames)), 30.0, what="frames")
         remote: Any = engine.worker
         assert remote is not None and remote.link is not None
         pid = int(remote.link.server["pid"])
@@ -249,16 +248,15 @@ def test_a_killed_replica_is_survived(server: Server, fixtures_dir: Path) -> Non
         assert t_lost is not None
         assert engine.stats().remote == "reconnecting"
         t_back = _wait_until_served(server, timeout=90)
-        deadline = time.monotonic() + 30
-        while True:
+
+        def resumed_times() -> list[float]:
             with tap.lock:
-                before = [f.index for t, f in tap.frames if t <= t_lost]
-                newest_before = max(before)
-                resumed = [t for t, f in tap.frames if t > t_lost and f.index > newest_before + 2]
-            if resumed:
-                break
-            assert time.monotonic() < deadline, "the session did not resume"
-            time.sleep(0.02)
+                newest = max(f.index for t, f in tap.frames if t <= t_lost)
+                return [t for t, f in tap.frames if t > t_lost and f.index > newest + 2]
+
+        with tap.lock:
+            newest_before = max(f.index for t, f in tap.frames if t <= t_lost)
+        resumed = wait_until(resumed_times, 30.0, poll_s=0.02, what="the session resumed")
         with tap.lock:
             gap = [(t, f.index) for t, f in tap.frames if t_lost < t < resumed[0]]
         stats = engine.stats()
@@ -280,15 +278,14 @@ def test_a_killed_replica_is_survived(server: Server, fixtures_dir: Path) -> Non
 
 def _wait_until_served(server: Server, timeout: float) -> float:
     """When a new session is accepted again (perf_counter)."""
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
+
+    def served() -> float | None:
         try:
             s = RawSession(server.url)
             ready = s.text(timeout=2)
             s.close()
-            if ready.get("kind") == "ready":
-                return time.perf_counter()
         except Exception:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("the replica did not come back")
+            return None
+        return time.perf_counter() if ready.get("kind") == "ready" else None
+
+    return wait_until(served, timeout, poll_s=0.05, what="the replica came back")

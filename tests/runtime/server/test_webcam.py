@@ -5,7 +5,6 @@ the camera is a fake (hardware)."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 
 import numpy as np
@@ -20,6 +19,7 @@ from tests.support import stub_graphs
 from tests.support.fakes.camera import FakeCv2
 from tests.support.live import CPU, Tap
 from tests.support.remote import TOKEN, InProcessServer, serving
+from tests.support.waiting import wait_until
 
 
 class CentreCrop512:
@@ -56,10 +56,11 @@ def test_webcam_crops_drive_the_avatar_on_the_server(server: InProcessServer) ->
     level = 100
     engine.start(remote_avatar(np.full((512, 512, 3), level, np.uint8), "grey"))
     try:
-        deadline = time.monotonic() + 20
-        while len({f.index for _, f in tap.frames if f.index >= 0}) < 30:
-            assert time.monotonic() < deadline, tap.events
-            time.sleep(0.05)
+        wait_until(
+            lambda: len({f.index for _, f in list(tap.frames) if f.index >= 0}) >= 30,
+            20.0,
+            what=lambda: f"30 frames; events: {tap.events}",
+        )
         stats = engine.stats()
     finally:
         assert engine.stop()

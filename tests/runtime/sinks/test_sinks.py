@@ -241,31 +241,30 @@ def test_recorder_unwritable_folder_is_unavailable(tmp_path: Path) -> None:
 def test_live_recording_holds_the_audio_of_the_last_hop(tmp_path: Path) -> None:
     """A renderer that takes 0.6 s a frame (a slideshow): the audio captured while the last
     hop ran is in the recording too, up to the moment the session stopped (before, the file
-    ended where the last hop had last read the microphone, up to a hop's compute early)."""
+    ended where the last hop had last read the microphone, up to a hop's compute early).
+    In virtual time (support/virtual_clock.py): the renderer's 0.6 s are the clock's."""
     from runtime.engine.live.engine import FileInput, LiveControls, LiveEngine
-    from runtime.model.execution.sessions import ModelSet
     from tests.support.live import grey_avatar, stub_models
+    from tests.support.slow_graphs import SlowGraph, slowed
+    from tests.support.virtual_clock import VirtualClock
 
-    class Slow:
-        def __init__(self, inner: object) -> None:
-            self.inner = inner
-            self.providers = inner.providers  # type: ignore[attr-defined]
-
-        def run(self, inputs: dict[str, np.ndarray], *, run_options: object = None) -> object:
-            time.sleep(0.6 * inputs["motion"].shape[0])
-            return self.inner.run(inputs, run_options=run_options)  # type: ignore[attr-defined]
-
+    clock = VirtualClock(real_timeout_s=120.0)
     models = stub_models(tmp_path / "stubs")
-    slow = ModelSet(sessions={**models.sessions, "renderer": Slow(models["renderer"])})  # type: ignore[dict-item]
+    renderer = SlowGraph(models["renderer"], "renderer", clock, per_unit_s=0.6)
+    slow = slowed(models, {"renderer": renderer})
     out = tmp_path / "live.mp4"
     rec = RecorderSink(RecorderConfig(path=out))
     audio = np.random.default_rng(0).uniform(-0.3, 0.3, 16000 * 20).astype(np.float32)
-    engine = LiveEngine(models=slow, source=FileInput(audio=audio), sinks=[rec])
-    engine.start(grey_avatar(models, 100), LiveControls())
-    time.sleep(4.0)
+    engine = LiveEngine(models=slow, source=FileInput(audio=audio), sinks=[rec], clock=clock)
+    clock.join()
+    # The recorder's thread only blocks on its queue: it must not hold virtual time.
+    with clock.adopting(except_names=("recorder",)):
+        engine.start(grey_avatar(models, 100), LiveControls())
+    clock.sleep(4.0)
     status = engine.stats().audio
     assert status is not None
     heard = status.callbacks * 0.01  # 10 ms blocks delivered by the file's "sound card"
+    clock.leave()
     assert engine.stop()
     assert rec.wait_finished(30) and rec.error is None
     _, sound, frames, _ = decode(out)

@@ -44,6 +44,7 @@ from tests.support.fakes import virtual_camera as fakecam
 from tests.support.fakes.sound_device import FakeSoundDevice
 from tests.support.live import Tap, assert_on_deadlines, grey_avatar, stub_models, wav_16k
 from tests.support.virtual_clock import VirtualClock
+from tests.support.waiting import eventually, wait_until
 
 ENGINE_THREADS = ("live-worker", "pacer", "audio-watchdog", "fake-mic", "recorder", "webcam")
 
@@ -69,9 +70,12 @@ def _fake_camera_and_cleanup(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     yield
     for engine in started:
         engine.stop()
-    time.sleep(0.05)
-    for t in threading.enumerate():
-        assert t.name not in ENGINE_THREADS, f"thread {t.name} still running"
+
+    def no_engine_thread() -> bool:
+        return all(t.name not in ENGINE_THREADS for t in threading.enumerate())
+
+    # A stopped thread may take a moment to leave `threading.enumerate()`; a leaked one never.
+    wait_until(no_engine_thread, 2.0, what="every engine thread ended")
 
 
 def vcam(width: int = 640, height: int = 360, backend: str = "fake") -> VirtualCameraSink:
@@ -364,12 +368,8 @@ def test_stop_is_fast_and_start_stop_start_works(models: ModelSet) -> None:
     for run in range(3):
         engine.start(avatar)
         # Each run publishes: wait (bounded) for frames rather than trusting a loaded machine.
-        deadline = time.perf_counter() + 10.0
-        while time.perf_counter() < deadline:
-            cams = fakecam.RecordingBackend.instances
-            if len(cams) == run + 1 and len(cams[-1].times) > 10:
-                break
-            time.sleep(0.05)
+        cams = fakecam.RecordingBackend.instances
+        wait_until(lambda: len(cams) == run + 1 and len(cams[-1].times) > 10, 10.0)  # noqa: B023
         t = time.perf_counter()
         assert engine.stop()
         assert time.perf_counter() - t < 1.0
@@ -385,25 +385,30 @@ def test_stop_interrupts_a_slow_hop(models: ModelSet) -> None:
     """A hop that takes seconds (a big model on a slow CPU) does not hold up stop()."""
 
     class SlowVelocity:
+        """A hop that ends only after 10 s, or when ONNX Runtime's terminate flag is set."""
+
         def __init__(self, inner: object) -> None:
             self.inner = inner
+            self.entered = threading.Event()
+            self.terminated = False
 
         def run(self, inputs: object, *, run_options: object = None) -> object:
-            deadline = time.perf_counter() + 3.0
-            while time.perf_counter() < deadline:
-                if getattr(run_options, "terminate", False):
-                    raise RuntimeError("Exiting due to terminate flag being set to true.")
-                time.sleep(0.01)
+            self.entered.set()
+            if eventually(lambda: getattr(run_options, "terminate", False), 10.0):
+                self.terminated = True
+                raise RuntimeError("Exiting due to terminate flag being set to true.")
             return self.inner.run(inputs, run_options=run_options)  # type: ignore[attr-defined]
 
-    slow = ModelSet(sessions={**models.sessions, "velocity": SlowVelocity(models["velocity"])})
+    velocity = SlowVelocity(models["velocity"])
+    slow = ModelSet(sessions={**models.sessions, "velocity": velocity})
     dev = FakeSoundDevice(np.zeros(16000, np.float32), 16000, loop=True)
     engine = LiveEngine(models=slow, source=MicrophoneInput(sd=dev))  # type: ignore[arg-type]
     engine.start(grey_avatar(models, 100))
-    time.sleep(1.0)  # the first hop is now inside the slow velocity
+    wait_until(velocity.entered.is_set, 10.0, what="the first hop inside the slow velocity")
     t = time.perf_counter()
     assert engine.stop()
     assert time.perf_counter() - t < 1.0
+    assert velocity.terminated  # the hop was cut short, not waited for
 
 
 def test_quality_mode_equals_the_offline_sampler(tmp_path: Path, golden_dir: Path) -> None:
@@ -454,20 +459,27 @@ def test_quality_mode_equals_the_offline_sampler(tmp_path: Path, golden_dir: Pat
     assert np.abs(other - offline).max() > 1e-3
 
 
-def test_file_input_plays_in_real_time_then_idles(models: ModelSet, fixtures_dir: Path) -> None:
+def test_file_input_plays_in_real_time_then_idles(
+    models: ModelSet, fixtures_dir: Path, vclock: VirtualClock
+) -> None:
+    """In virtual time: the file takes its own length on the engine's clock."""
     audio = wav_16k(fixtures_dir / "audio_1.wav")[: 16000 * 2 + 123]
-    tap = Tap()
+    tap = Tap(clock=vclock)
     engine = LiveEngine(
         models=models,
         source=FileInput(audio=audio, name="audio_1.wav"),
         sinks=[tap.preview()],
         listener=tap.listener(),
+        clock=vclock,
     )
-    t0 = time.perf_counter()
-    engine.start(grey_avatar(models, 100))
-    assert engine.wait_audio_ended(timeout=5)
-    elapsed = time.perf_counter() - t0
-    time.sleep(0.8)
+    t0 = vclock()
+    start_on(vclock, engine, grey_avatar(models, 100))
+    while not engine.wait_audio_ended(timeout=0) and vclock() - t0 < 5:
+        vclock.sleep(0.01)
+    assert engine.wait_audio_ended(timeout=0)
+    elapsed = vclock() - t0
+    vclock.sleep(0.8)
+    vclock.leave()
     assert engine.stop()
     assert 2.0 < elapsed < 2.6
     frames = math.ceil(audio.size / SAMPLES_PER_FRAME)  # 51: the last one padded
@@ -485,7 +497,9 @@ def test_stub_level_decoding_matches_the_stub_math() -> None:
         assert abs(stub_graphs.motion_from_level(lvl, 0.4) - m) < 1e-9
 
 
-def test_recording_keeps_lips_in_sync_with_the_microphone(models: ModelSet, tmp_path: Path) -> None:
+def test_recording_keeps_lips_in_sync_with_the_microphone(
+    models: ModelSet, tmp_path: Path, vclock: VirtualClock
+) -> None:
     """A burst starting at 16 kHz frame 50 (2.0 s): in the recorded MP4 the first bright frame
     and the start of the sound coincide, although the frames were published ~0.3 s after the
     sound was captured. An audio sink that raises does not stop anything."""
@@ -514,18 +528,24 @@ def test_recording_keeps_lips_in_sync_with_the_microphone(models: ModelSet, tmp_
     audio[50 * SAMPLES_PER_FRAME : 50 * SAMPLES_PER_FRAME + burst.size] = 0.4 * np.sin(
         2 * np.pi * 300 * burst
     )
-    dev = FakeSoundDevice(audio, rate)
+    dev = FakeSoundDevice(audio, rate, clock=vclock)
     out = tmp_path / "live.mp4"
-    tap = Tap()
+    tap = Tap(clock=vclock)
+    recorder = RecorderSink(RecorderConfig(path=out))
     engine = LiveEngine(
         models=models,
         source=MicrophoneInput(sd=dev),
-        sinks=[RecorderSink(RecorderConfig(path=out)), BrokenMeter(), tap.preview()],
+        sinks=[recorder, BrokenMeter(), tap.preview()],
         listener=tap.listener(),
+        clock=vclock,
     )
-    engine.start(grey_avatar(models, 100))
-    time.sleep(3.5)
+    # The recorder's thread only blocks on its queue: it must not hold virtual time.
+    with vclock.adopting(except_names=("recorder",)):
+        engine.start(grey_avatar(models, 100))
+    vclock.sleep(3.5)
+    vclock.leave()
     assert engine.stop()
+    assert recorder.wait_finished(60.0)  # in virtual time the file may still be being written
     assert any("meter broke" in m for m in tap.kinds("sink"))
     assert engine.stats().latency.frames_published > 80
     with av.open(str(out)) as c:

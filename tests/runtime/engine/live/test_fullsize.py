@@ -4,7 +4,6 @@ the same motion latents. Slow: the full-size renderer takes seconds per frame on
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import numpy as np
@@ -15,6 +14,7 @@ from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, Li
 from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
 from tests.support.live import CPU, Tap, wav_16k
 from tests.support.stub_graphs import write_stub_graphs
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -87,13 +87,12 @@ def test_live_frames_equal_the_offline_render(
     )
     engine.start(avatar, LiveControls(hop=1, nfe=3))
     try:
-        deadline = time.perf_counter() + 300
-        while time.perf_counter() < deadline:
+
+        def two_shown() -> bool:
             with tap.lock:
-                shown = {f.index for _, f in tap.frames if f.index >= 0}
-            if len(shown) >= 2:
-                break
-            time.sleep(0.5)
+                return len({f.index for _, f in tap.frames if f.index >= 0}) >= 2
+
+        wait_until(two_shown, 300.0, poll_s=0.5, what="two frames shown")
         stats = engine.stats()
     finally:
         assert engine.stop()

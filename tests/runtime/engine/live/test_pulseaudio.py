@@ -74,10 +74,10 @@ def test_speech_through_pulseaudio(pulse: None, tmp_path: Path, fixtures_dir: Pa
     engine.start(grey_avatar(models, 100), LiveControls(hop=5))
     try:
         assert tap.wait_event("audio", "running", timeout=10) is not None, tap.events
-        time.sleep(1.0)
+        time.sleep(1.0)  # real: a second of the real audio server's silence before the speech
         t_play = time.perf_counter()
         subprocess.run(["paplay", str(clip)], check=True, timeout=30, env=os.environ.copy())
-        time.sleep(1.0)
+        time.sleep(1.0)  # real: and after it, so the speech's last hops are generated
         stats = engine.stats()
     finally:
         assert engine.stop()

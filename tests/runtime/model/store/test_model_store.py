@@ -275,7 +275,7 @@ STANDIN_EXPORTER = textwrap.dedent(
             print("RuntimeError: export of " + name + " failed", file=sys.stderr)
             sys.exit(3)
         if mode == "hang" and i == 1:
-            time.sleep(60)
+            time.sleep(60)  # real: a hung child process, which the test cancels
         with open(os.path.join(a.out, name + ".onnx"), "wb") as f:
             f.write(name.encode() * 100)
         with open(os.path.join(a.out, name + ".json"), "w") as f:

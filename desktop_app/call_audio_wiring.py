@@ -10,10 +10,10 @@ from PySide6.QtCore import QObject
 
 from desktop_app.call_audio_panel import CallAudioPanel
 from desktop_app.level_meter import LevelMeter
-from desktop_app.live_bridge import EngineBridge, LiveState
+from desktop_app.live_bridge import LiveState
 from desktop_app.services import LiveStats
 from desktop_app.settings import CallAudio
-from desktop_app.window_settings import WindowSettings
+from desktop_app.window_context import WindowContext
 
 
 class CallAudioWiring(QObject):
@@ -22,26 +22,24 @@ class CallAudioWiring(QObject):
         panel: CallAudioPanel,
         *,
         meter: LevelMeter,
-        bridge: EngineBridge,
-        settings: WindowSettings,
+        ctx: WindowContext,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._panel = panel
         self._meter = meter
-        self._bridge = bridge
-        self._settings = settings
+        self._ctx = ctx
         panel.call_audio_changed.connect(self._changed)
-        panel.muted_changed.connect(bridge.set_muted)
-        panel.talking_changed.connect(bridge.set_talking)
-        bridge.stats_updated.connect(self._stats)
-        bridge.state_changed.connect(self._state)
+        panel.muted_changed.connect(ctx.bridge.set_muted)
+        panel.talking_changed.connect(ctx.bridge.set_talking)
+        ctx.bridge.stats_updated.connect(self._stats)
+        ctx.bridge.state_changed.connect(self._state)
         self._show_gate(panel.value)
 
     def _changed(self, call_audio: CallAudio) -> None:
-        self._bridge.set_call_audio(call_audio)
+        self._ctx.bridge.set_call_audio(call_audio)
         self._show_gate(call_audio)
-        self._settings.update(replace(self._settings.settings, call_audio=call_audio))
+        self._ctx.settings.update(replace(self._ctx.settings.settings, call_audio=call_audio))
 
     def _show_gate(self, call_audio: CallAudio) -> None:
         self._meter.set_gate(call_audio.gate_dbfs if call_audio.gate else None)

@@ -8,10 +8,9 @@ from dataclasses import replace
 from PySide6.QtCore import QObject
 
 from desktop_app.compute_panel import ComputePanel
-from desktop_app.live_bridge import EngineBridge, LiveState
+from desktop_app.live_bridge import LiveState
 from desktop_app.settings import Compute
-from desktop_app.user_messages import UserMessages
-from desktop_app.window_settings import WindowSettings
+from desktop_app.window_context import WindowContext
 
 
 class ComputeChoice(QObject):
@@ -19,20 +18,16 @@ class ComputeChoice(QObject):
         self,
         panel: ComputePanel,
         *,
-        bridge: EngineBridge,
-        settings: WindowSettings,
-        messages: UserMessages,
+        ctx: WindowContext,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
-        self._bridge = bridge
-        self._settings = settings
-        self._messages = messages
+        self._ctx = ctx
         panel.compute_changed.connect(self._changed)
 
     def _changed(self, compute: Compute) -> None:
         if compute.url and not compute.url.startswith(("ws://", "wss://")):
             compute = replace(compute, url="")  # not saved: the note asks for a usable one
-        self._settings.update(replace(self._settings.settings, compute=compute))
-        if self._bridge.state != LiveState.IDLE:
-            self._messages.status("The compute choice applies from the next Go Live.", 6000)
+        self._ctx.settings.update(replace(self._ctx.settings.settings, compute=compute))
+        if self._ctx.bridge.state != LiveState.IDLE:
+            self._ctx.messages.status("The compute choice applies from the next Go Live.", 6000)

@@ -18,11 +18,11 @@ from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QLabel, QMessageBox, QPushButton, QWidget
 
 from desktop_app.alerts import AlertBar
+from desktop_app.avatar_flow import AvatarFlow
 from desktop_app.avatar_panel import AvatarPanel
 from desktop_app.controls_panel import ControlsPanel
 from desktop_app.gallery import Gallery
-from desktop_app.images import RGB
-from desktop_app.live_bridge import EngineBridge, LiveProblem, LiveState
+from desktop_app.live_bridge import LiveProblem, LiveState
 from desktop_app.preview import PreviewStats, PreviewWidget
 from desktop_app.services import (
     AudioLevel,
@@ -33,9 +33,8 @@ from desktop_app.services import (
     SourceHealth,
 )
 from desktop_app.source_panel import SourcePanel
-from desktop_app.user_messages import UserMessages
 from desktop_app.vcam_status import VirtualCameraStatus
-from desktop_app.window_settings import WindowSettings
+from desktop_app.window_context import WindowContext
 
 APPLY_NOTE_MIN_S = 1.0  # below this a change is seen "at once"
 
@@ -59,80 +58,69 @@ class LiveWidgets:
     alerts: AlertBar
 
 
-@dataclass(frozen=True)
-class WindowHooks:
-    """What going live needs from the window that owns the avatars and the model set-up."""
-
-    open_model_setup: Callable[[], object]
-    model_avatar: Callable[[str, int | None], RGB]  # avatar id, model input size
-    show_still: Callable[[], None]
-
-
 class LiveController(QObject):
     def __init__(
         self,
         widgets: LiveWidgets,
         *,
-        bridge: EngineBridge,
+        ctx: WindowContext,
         engine: LiveEngine,
         models: Models,
         gallery: Gallery,
         vcam: VirtualCameraStatus,
-        settings: WindowSettings,
-        messages: UserMessages,
-        hooks: WindowHooks,
+        avatar_flow: AvatarFlow,
+        open_model_setup: Callable[[], object],
         dialog_parent: QWidget,
     ) -> None:
         super().__init__(dialog_parent)
         self._w = widgets
-        self._bridge = bridge
+        self._ctx = ctx
         self._engine = engine
         self._models = models
         self._gallery = gallery
         self._vcam = vcam
-        self._settings = settings
-        self._messages = messages
-        self._hooks = hooks
+        self._avatar_flow = avatar_flow
+        self._open_model_setup = open_model_setup
         self._dialog_parent = dialog_parent
         self._latency_s: float | None = None
         self._relive_with_microphone = False
         widgets.live_button.clicked.connect(self.toggle)
-        bridge.state_changed.connect(self._state_changed)
-        bridge.stats_updated.connect(self.show_stats)
-        bridge.problem.connect(self._live_problem)
-        bridge.source_health.connect(self._source_health)
-        bridge.level_updated.connect(self._level_updated)
-        bridge.avatar_switched.connect(self._avatar_switched)
+        ctx.bridge.state_changed.connect(self._state_changed)
+        ctx.bridge.stats_updated.connect(self.show_stats)
+        ctx.bridge.problem.connect(self._live_problem)
+        ctx.bridge.source_health.connect(self._source_health)
+        ctx.bridge.level_updated.connect(self._level_updated)
+        ctx.bridge.avatar_switched.connect(self._avatar_switched)
 
     def toggle(self) -> None:
-        state = self._bridge.state
+        state = self._ctx.bridge.state
         if state in (LiveState.LIVE, LiveState.STARTING):
-            self._bridge.stop()
+            self._ctx.bridge.stop()
         elif state == LiveState.IDLE:
             self.go_live()
 
     def go_live(self) -> bool:
         models = self._models.model_state()
-        s = self._settings.settings
+        s = self._ctx.settings.settings
         remote = s.compute.mode == "remote"  # the server has the model
         if not models.ready and not remote:
-            self._hooks.open_model_setup()
+            self._open_model_setup()
             return False
         avatar_id = self._w.avatars.selected_id()
         if avatar_id is None:
-            self._messages.error("Add or pick an avatar first.")
+            self._ctx.messages.error("Add or pick an avatar first.")
             return False
         try:
-            avatar = self._hooks.model_avatar(avatar_id, models.source_size)
+            avatar = self._avatar_flow.model_avatar(avatar_id, models.source_size)
         except (OSError, KeyError, ValueError) as exc:
-            self._messages.error(f"Cannot read that avatar: {exc}")
+            self._ctx.messages.error(f"Cannot read that avatar: {exc}")
             return False
         if not self._accept_expectation():
             return False
         self._w.alerts.clear()
         source = self._w.source
         source.set_live(True)
-        self._bridge.start(
+        self._ctx.bridge.start(
             LiveConfig(
                 avatar=avatar,
                 avatar_id=avatar_id,
@@ -166,19 +154,19 @@ class LiveController(QObject):
     def use_microphone(self) -> None:
         """The alert's offer when the webcam cannot open: switch the source and go live."""
         self._w.source.mic_radio.setChecked(True)
-        if self._bridge.state == LiveState.IDLE:
+        if self._ctx.bridge.state == LiveState.IDLE:
             self.go_live()
 
     def switch_avatar(self, avatar_id: str) -> None:
         """While live (or starting), send the newly chosen avatar to the session."""
-        if self._bridge.state not in (LiveState.STARTING, LiveState.LIVE):
+        if self._ctx.bridge.state not in (LiveState.STARTING, LiveState.LIVE):
             return
         try:
-            avatar = self._hooks.model_avatar(avatar_id, None)
+            avatar = self._avatar_flow.model_avatar(avatar_id, None)
         except (OSError, KeyError, ValueError) as exc:
-            self._messages.error(f"Cannot read that avatar: {exc}")
+            self._ctx.messages.error(f"Cannot read that avatar: {exc}")
             return
-        self._bridge.switch_avatar(avatar_id, avatar)
+        self._ctx.bridge.switch_avatar(avatar_id, avatar)
         self._w.live_info.setText("Switching avatar…")
 
     def _avatar_switched(self, avatar_id: str) -> None:
@@ -192,7 +180,7 @@ class LiveController(QObject):
         if state == LiveState.IDLE:
             w.source.set_live(False)
             w.preview.set_stats(None)
-            self._hooks.show_still()
+            self._avatar_flow.show_still()
             w.provider_status.setText("")
             self._latency_s = None
             if self._relive_with_microphone:
@@ -206,7 +194,7 @@ class LiveController(QObject):
 
     def sync(self) -> None:
         """The Go Live button and the live line for the bridge's state."""
-        state = self._bridge.state
+        state = self._ctx.bridge.state
         button = self._w.live_button
         button.setText(LIVE_TEXTS[state])
         button.setAccessibleName("Stop" if state != LiveState.IDLE else "Go live")
@@ -263,7 +251,7 @@ class LiveController(QObject):
     # ---- problems
 
     def _source_health(self, health: SourceHealth) -> None:
-        if self._bridge.state not in (LiveState.STARTING, LiveState.LIVE):
+        if self._ctx.bridge.state not in (LiveState.STARTING, LiveState.LIVE):
             return
         alerts = self._w.alerts
         if health.state in ("retrying", "stopped"):
@@ -277,28 +265,28 @@ class LiveController(QObject):
             alerts.clear("source")
             self._show_live_as()
             name = "microphone" if health.kind == "microphone" else "webcam"
-            self._messages.status(f"The {name} is back.", 6000)
+            self._ctx.messages.status(f"The {name} is back.", 6000)
 
     def _switch_to_microphone(self) -> None:
         """While live on a lost webcam: stop, choose the microphone, go live again."""
-        if self._bridge.state == LiveState.IDLE:
+        if self._ctx.bridge.state == LiveState.IDLE:
             self.use_microphone()
             return
         self._relive_with_microphone = True
-        self._bridge.stop()
+        self._ctx.bridge.stop()
 
     def _live_problem(self, problem: LiveProblem) -> None:
         action: tuple[str, Callable[[], object]] | None = None
         if problem.topic == "source" and problem.source == "webcam":
             action = ("Use the microphone", self.use_microphone)
         elif problem.topic == "model":
-            action = ("Model set-up…", self._hooks.open_model_setup)
+            action = ("Model set-up…", self._open_model_setup)
         self._w.alerts.show_alert(problem.topic, problem.message, severity="error", action=action)
         self._w.live_info.setText("")
 
     def control_changed(self) -> None:
         """A control changed: while live with a long delay, say when it will be seen."""
-        if self._bridge.state != LiveState.LIVE or self._latency_s is None:
+        if self._ctx.bridge.state != LiveState.LIVE or self._latency_s is None:
             return
         if self._latency_s > APPLY_NOTE_MIN_S:
             self._w.controls.show_apply_note(self._latency_s)

@@ -2,12 +2,13 @@
 and controls on the right, Go Live below the preview, the virtual camera in the status bar.
 
 Everything slow happens elsewhere: the engine on the bridge's worker thread, model set-up on
-the dialog's worker. The window builds the widgets and hands them, with the live bridge, to
-controllers that own their state: going live and its problems (`live_status.LiveController`),
-recording and snapshots (`recording.RecordingController`), the virtual camera's status
-(`vcam_status`), call audio (`call_audio_wiring`), where the model runs (`compute_choice`);
-menus are `window_menus.WindowMenus`. The settings live in `window_settings.WindowSettings`.
-The window itself keeps the avatars, the controls' settings and the model set-up.
+the dialog's worker. The window builds the widgets and hands them, with a `WindowContext`
+(the live bridge, the settings, the user messages), to controllers that own their state: the
+chosen avatar (`avatar_flow`), going live and its problems (`live_status`), recording and
+snapshots (`recording`), the virtual camera's status (`vcam_status`), call audio
+(`call_audio_wiring`), where the model runs (`compute_choice`); the menus are
+`window_menus.WindowMenus`. The window itself wires them together and keeps the controls'
+settings and the model set-up dialog.
 
 The layout fits a 1024x640 window: the side panels narrow (down to their minimum) before
 anything is clipped, the settings scroll, the banners shorten, and buttons are never
@@ -19,10 +20,9 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import replace
-from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtCore import QByteArray, QTimer
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -36,17 +36,16 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.alerts import AlertBar
+from desktop_app.avatar_flow import AvatarFlow
 from desktop_app.avatar_panel import AvatarPanel, dropped_photo
 from desktop_app.call_audio_panel import CallAudioPanel
 from desktop_app.call_audio_wiring import CallAudioWiring
 from desktop_app.compute_choice import ComputeChoice
 from desktop_app.compute_panel import ComputePanel
 from desktop_app.controls_panel import ControlsPanel
-from desktop_app.crop_dialog import CropDialog
 from desktop_app.gallery import Gallery
-from desktop_app.images import RGB, rgb_to_qimage
 from desktop_app.live_bridge import EngineBridge, LiveState
-from desktop_app.live_status import LIVE_TEXTS, LiveController, LiveWidgets, WindowHooks
+from desktop_app.live_status import LIVE_TEXTS, LiveController, LiveWidgets
 from desktop_app.model_setup import ModelSetupDialog
 from desktop_app.panels import (
     DEFAULT_SIZE,
@@ -63,12 +62,13 @@ from desktop_app.recording import (
     RecordingController,
     RecordingWidgets,
 )
-from desktop_app.services import Backend, ModelState, UserError
+from desktop_app.services import Backend, ModelState
 from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
 from desktop_app.source_panel import SourcePanel
 from desktop_app.user_messages import WINDOW_TITLE, UserMessages
 from desktop_app.vcam_help import VirtualCameraHelp
 from desktop_app.vcam_status import VirtualCameraStatus
+from desktop_app.window_context import WindowContext
 from desktop_app.window_menus import MenuCommands, WindowMenus
 from desktop_app.window_settings import WindowSettings
 
@@ -99,16 +99,21 @@ class MainWindow(QMainWindow):
             settings_store, settings or Settings(), messages=self.messages, parent=self
         )
         self.bridge = EngineBridge(backend.engine, self)
+        ctx = WindowContext(bridge=self.bridge, settings=self.prefs, messages=self.messages)
         self.model_dialog: ModelSetupDialog | None = None
 
         self._build(notice)
+        self.avatar_flow = AvatarFlow(
+            self.avatars,
+            preview=self.preview,
+            gallery=gallery,
+            tools=backend.avatars,
+            models=backend.models,
+            ctx=ctx,
+            dialog_parent=self,
+        )
         self.vcam = VirtualCameraStatus(
-            label=self.vcam_status,
-            help_banner=self.vcam_help,
-            bridge=self.bridge,
-            settings=self.prefs,
-            messages=self.messages,
-            parent=self,
+            label=self.vcam_status, help_banner=self.vcam_help, ctx=ctx, parent=self
         )
         self.live = LiveController(
             LiveWidgets(
@@ -121,18 +126,13 @@ class MainWindow(QMainWindow):
                 preview=self.preview,
                 alerts=self.alerts,
             ),
-            bridge=self.bridge,
+            ctx=ctx,
             engine=backend.engine,
             models=backend.models,
             gallery=gallery,
             vcam=self.vcam,
-            settings=self.prefs,
-            messages=self.messages,
-            hooks=WindowHooks(
-                open_model_setup=self.open_model_setup,
-                model_avatar=self._model_avatar,
-                show_still=self._show_still,
-            ),
+            avatar_flow=self.avatar_flow,
+            open_model_setup=self.open_model_setup,
             dialog_parent=self,
         )
         self.recording = RecordingController(
@@ -143,26 +143,14 @@ class MainWindow(QMainWindow):
                 avatars=self.avatars,
                 alerts=self.alerts,
             ),
-            bridge=self.bridge,
+            ctx=ctx,
             gallery=gallery,
-            settings=self.prefs,
-            messages=self.messages,
             dialog_parent=self,
         )
         self.call_audio_wiring = CallAudioWiring(
-            self.call_audio,
-            meter=self.source.level,
-            bridge=self.bridge,
-            settings=self.prefs,
-            parent=self,
+            self.call_audio, meter=self.source.level, ctx=ctx, parent=self
         )
-        self.compute_choice = ComputeChoice(
-            self.compute,
-            bridge=self.bridge,
-            settings=self.prefs,
-            messages=self.messages,
-            parent=self,
-        )
+        self.compute_choice = ComputeChoice(self.compute, ctx=ctx, parent=self)
         self.menus = WindowMenus(
             self,
             MenuCommands(
@@ -182,7 +170,7 @@ class MainWindow(QMainWindow):
         self._connect()
         self._tab_order()
         self._restore_geometry()
-        self._select_initial_avatar()
+        self.avatar_flow.select_initial()
         self.live.sync()
         self.recording.sync()
         QTimer.singleShot(0, self.vcam.check)
@@ -325,10 +313,7 @@ class MainWindow(QMainWindow):
         self.avatars.list.setFocus()
 
     def _connect(self) -> None:
-        self.avatars.photo_requested.connect(self.add_photo)
-        self.avatars.avatar_selected.connect(self._avatar_selected)
-        self.avatars.recrop_requested.connect(self.recrop)
-        self.avatars.avatar_deleted.connect(self._avatar_deleted)
+        self.avatar_flow.chosen.connect(self.live.switch_avatar)
         self.overlay_button.toggled.connect(self._overlay_toggled)
         self.source.source_changed.connect(self._source_changed)
         self.controls.pose_changed.connect(self._pose_changed)
@@ -347,101 +332,6 @@ class MainWindow(QMainWindow):
             self.resize(default_size(self.screen().availableGeometry().size()))
         if s.window_state:
             self.restoreState(QByteArray.fromBase64(s.window_state.encode()))
-
-    # ------------------------------------------------------------------ avatars
-
-    def _select_initial_avatar(self) -> None:
-        wanted = self.settings.avatar_id
-        if not (wanted and self.avatars.select(wanted)) and self.avatars.entries:
-            self.avatars.select(self.avatars.entries[0].id)
-        self._show_still()
-
-    def _show_still(self) -> None:
-        avatar_id = self.avatars.selected_id()
-        entry = self.gallery.get(avatar_id) if avatar_id else None
-        self.preview.show_still(QImage(str(entry.avatar_path)) if entry else None)
-        if self.bridge.state == LiveState.IDLE:
-            self.preview.clear_live(
-                "Press Go Live to start" if entry else "Add a portrait photo to begin"
-            )
-
-    def add_photo(self, path: Path) -> CropDialog | None:
-        """Load a photo and open the crop dialog; accepting it saves the new avatar."""
-        try:
-            photo = self.backend.avatars.load_photo(path)
-        except (UserError, ValueError) as exc:
-            self.messages.error(str(exc))
-            return None
-        square = self.backend.avatars.detect_face(photo)
-        dialog = CropDialog(rgb_to_qimage(photo), detected=square, name=path.stem, parent=self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-        def accepted() -> None:
-            avatar = self.backend.avatars.crop(photo, dialog.square)
-            entry = self.gallery.add(
-                name=dialog.name, photo=photo, crop=dialog.square, avatar=avatar
-            )
-            self.avatars.refresh()
-            self.avatars.select(entry.id)
-            self.messages.status(f"Added avatar “{entry.name}”", 5000)
-
-        dialog.accepted.connect(accepted)
-        dialog.open()
-        return dialog
-
-    def recrop(self, avatar_id: str) -> CropDialog | None:
-        entry = self.gallery.get(avatar_id)
-        if entry is None:
-            return None
-        photo = self.gallery.load_photo(avatar_id)
-        dialog = CropDialog(
-            rgb_to_qimage(photo),
-            detected=self.backend.avatars.detect_face(photo),
-            initial=entry.crop,
-            name=entry.name,
-            parent=self,
-        )
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-        def accepted() -> None:
-            avatar = self.backend.avatars.crop(photo, dialog.square)
-            self.gallery.recrop(avatar_id, crop=dialog.square, avatar=avatar)
-            if dialog.name != entry.name:
-                self.gallery.rename(avatar_id, dialog.name)
-            self.avatars.refresh(select=avatar_id)
-            self._avatar_selected(avatar_id)
-
-        dialog.accepted.connect(accepted)
-        dialog.open()
-        return dialog
-
-    def _avatar_selected(self, avatar_id: str) -> None:
-        self.prefs.update(replace(self.settings, avatar_id=avatar_id))
-        self._show_still()
-        self.live.switch_avatar(avatar_id)
-
-    def _model_avatar(self, avatar_id: str, size: int | None = None) -> RGB:
-        """The gallery avatar at the installed model's input size. An avatar saved for another
-        model version (256 px for v1, 512 px for v2) is cut again from its photo with its own
-        crop square and saved, so switching model versions needs nothing from the user."""
-        if size is None:
-            size = self.backend.models.model_state().source_size
-        avatar = self.gallery.load_avatar(avatar_id)
-        if size is None or avatar.shape[:2] == (size, size):
-            return avatar
-        entry = self.gallery.get(avatar_id)
-        if entry is None:
-            raise KeyError(avatar_id)
-        photo = self.gallery.load_photo(avatar_id)
-        avatar = self.backend.avatars.crop(photo, entry.crop, size)
-        self.gallery.recrop(avatar_id, crop=entry.crop, avatar=avatar)
-        logger.info("avatar %s re-prepared at %d px for the installed model", avatar_id, size)
-        return avatar
-
-    def _avatar_deleted(self, avatar_id: str) -> None:
-        if self.settings.avatar_id == avatar_id:
-            self.prefs.update(replace(self.settings, avatar_id=None))
-        self._show_still()
 
     # ------------------------------------------------------------------ controls
 
@@ -513,7 +403,7 @@ class MainWindow(QMainWindow):
         path = dropped_photo(event)
         if path is not None:
             event.acceptProposedAction()
-            QTimer.singleShot(0, lambda: self.add_photo(path))
+            QTimer.singleShot(0, lambda: self.avatar_flow.add_photo(path))
 
     def closeEvent(self, event: QCloseEvent) -> None:
         self.messages.closing = True

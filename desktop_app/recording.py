@@ -18,11 +18,10 @@ from PySide6.QtWidgets import QFileDialog, QPushButton, QWidget
 from desktop_app.alerts import AlertBar
 from desktop_app.avatar_panel import AvatarPanel
 from desktop_app.gallery import Gallery
-from desktop_app.live_bridge import EngineBridge, LiveState
+from desktop_app.live_bridge import LiveState
 from desktop_app.preview import PreviewWidget
 from desktop_app.services import LiveStats
-from desktop_app.user_messages import UserMessages
-from desktop_app.window_settings import WindowSettings
+from desktop_app.window_context import WindowContext
 
 RECORD_TEXT = "● &Record"
 STOP_RECORD_TEXT = "■ Stop &recording"
@@ -42,30 +41,26 @@ class RecordingController(QObject):
         self,
         widgets: RecordingWidgets,
         *,
-        bridge: EngineBridge,
+        ctx: WindowContext,
         gallery: Gallery,
-        settings: WindowSettings,
-        messages: UserMessages,
         dialog_parent: QWidget,
     ) -> None:
         super().__init__(dialog_parent)
         self._w = widgets
-        self._bridge = bridge
+        self._ctx = ctx
         self._gallery = gallery
-        self._settings = settings
-        self._messages = messages
         self._dialog_parent = dialog_parent
         self._recording_since: float | None = None  # time.monotonic() when recording began
         widgets.record_button.toggled.connect(self._record_toggled)
         widgets.snapshot_button.clicked.connect(self.snapshot)
-        bridge.recording_changed.connect(self._recording_changed)
-        bridge.stats_updated.connect(self._show_elapsed)
-        bridge.state_changed.connect(self.sync)
+        ctx.bridge.recording_changed.connect(self._recording_changed)
+        ctx.bridge.stats_updated.connect(self._show_elapsed)
+        ctx.bridge.state_changed.connect(self.sync)
 
     def sync(self) -> None:
         """The buttons for the bridge's state: record only while live, snapshot while live or
         with an avatar chosen."""
-        state = self._bridge.state
+        state = self._ctx.bridge.state
         live = state == LiveState.LIVE
         self._w.record_button.setEnabled(live)
         self._w.snapshot_button.setEnabled(live or self._w.avatars.selected_id() is not None)
@@ -73,7 +68,7 @@ class RecordingController(QObject):
             self._set_checked(False)
 
     def recordings_dir(self) -> Path:
-        chosen = self._settings.settings.recordings_dir
+        chosen = self._ctx.settings.settings.recordings_dir
         if chosen:
             return Path(chosen)
         movies = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.MoviesLocation)
@@ -84,7 +79,7 @@ class RecordingController(QObject):
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            self._messages.error(
+            self._ctx.messages.error(
                 f"The recordings folder {folder} cannot be created ({exc.strerror or exc}). "
                 "Choose another one in File › Choose recordings folder…"
             )
@@ -97,18 +92,18 @@ class RecordingController(QObject):
         )
         if not chosen:
             return None
-        self._settings.update(replace(self._settings.settings, recordings_dir=chosen))
-        self._messages.status(f"Recordings and snapshots go to {chosen}", 8000)
+        self._ctx.settings.update(replace(self._ctx.settings.settings, recordings_dir=chosen))
+        self._ctx.messages.status(f"Recordings and snapshots go to {chosen}", 8000)
         return Path(chosen)
 
     def open_recordings_folder(self) -> bool:
         folder = self._ready_folder()
         if folder is None:
             return False
-        self._messages.status(f"Opening {folder}…", 4000)
+        self._ctx.messages.status(f"Opening {folder}…", 4000)
         if QDesktopServices.openUrl(QUrl.fromLocalFile(str(folder))):
             return True
-        self._messages.error(
+        self._ctx.messages.error(
             f"No file manager could be opened. Your recordings and snapshots are in:\n{folder}"
         )
         return False
@@ -119,9 +114,9 @@ class RecordingController(QObject):
             if folder is None:
                 self._recording_changed(False, "")
                 return
-            self._bridge.start_recording(folder / time.strftime("imtalker-%Y%m%d-%H%M%S.mp4"))
+            self._ctx.bridge.start_recording(folder / time.strftime("imtalker-%Y%m%d-%H%M%S.mp4"))
         else:
-            self._bridge.stop_recording()
+            self._ctx.bridge.stop_recording()
 
     def _set_checked(self, on: bool) -> None:
         """The button's state without asking the bridge to start or stop anything."""
@@ -135,7 +130,7 @@ class RecordingController(QObject):
         self._w.record_button.setText(STOP_RECORD_TEXT if recording else RECORD_TEXT)
         self._recording_since = time.monotonic() if recording else None
         if recording:
-            self._messages.status(f"● Recording 0:00 to {path}")
+            self._ctx.messages.status(f"● Recording 0:00 to {path}")
             if not self._preview_realtime():
                 self._w.alerts.show_alert(
                     "recording",
@@ -146,7 +141,7 @@ class RecordingController(QObject):
         else:
             self._w.alerts.clear("recording")
             if path:
-                self._messages.status(f"Saved the recording to {path}", 10000)
+                self._ctx.messages.status(f"Saved the recording to {path}", 10000)
 
     def _preview_realtime(self) -> bool:
         stats = self._w.preview.stats
@@ -154,11 +149,12 @@ class RecordingController(QObject):
 
     def _show_elapsed(self, stats: LiveStats) -> None:
         since = self._recording_since
-        if self._bridge.recording is not None and since is not None:
+        if self._ctx.bridge.recording is not None and since is not None:
             elapsed = int(time.monotonic() - since)
             note = "" if stats.realtime else " - not real time: the file will be a slideshow"
-            self._messages.status(
-                f"● Recording {elapsed // 60}:{elapsed % 60:02d} to {self._bridge.recording}" + note
+            self._ctx.messages.status(
+                f"● Recording {elapsed // 60}:{elapsed % 60:02d} to {self._ctx.bridge.recording}"
+                + note
             )
 
     def snapshot(self) -> Path | None:
@@ -178,7 +174,7 @@ class RecordingController(QObject):
             path = path.with_name(f"{path.stem.split('_')[0]}_{counter}.png")
             counter += 1
         if not image.save(str(path)):  # PNG, from the suffix
-            self._messages.error(f"Could not save the snapshot to {path}")
+            self._ctx.messages.error(f"Could not save the snapshot to {path}")
             return None
-        self._messages.status(f"Snapshot saved to {path}", 8000)
+        self._ctx.messages.status(f"Snapshot saved to {path}", 8000)
         return path

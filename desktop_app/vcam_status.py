@@ -12,11 +12,10 @@ from dataclasses import replace
 from PySide6.QtCore import QObject
 from PySide6.QtWidgets import QLabel
 
-from desktop_app.live_bridge import EngineBridge, LiveState
+from desktop_app.live_bridge import LiveState
 from desktop_app.services import VirtualCameraInfo
-from desktop_app.user_messages import UserMessages
 from desktop_app.vcam_help import VirtualCameraHelp
-from desktop_app.window_settings import WindowSettings
+from desktop_app.window_context import WindowContext
 
 
 class VirtualCameraStatus(QObject):
@@ -25,23 +24,19 @@ class VirtualCameraStatus(QObject):
         *,
         label: QLabel,
         help_banner: VirtualCameraHelp,
-        bridge: EngineBridge,
-        settings: WindowSettings,
-        messages: UserMessages,
+        ctx: WindowContext,
         parent: QObject | None = None,
     ) -> None:
         super().__init__(parent)
         self._label = label
         self._help = help_banner
-        self._bridge = bridge
-        self._settings = settings
-        self._messages = messages
+        self._ctx = ctx
         self._info: VirtualCameraInfo | None = None
         self._rechecking = False
         help_banner.recheck_requested.connect(self.recheck)
         help_banner.hide_button.clicked.connect(self._help_dismissed)
-        bridge.virtual_camera_changed.connect(self._show)
-        bridge.state_changed.connect(self._state_changed)
+        ctx.bridge.virtual_camera_changed.connect(self._show)
+        ctx.bridge.state_changed.connect(self._state_changed)
 
     @property
     def available(self) -> bool:
@@ -49,16 +44,16 @@ class VirtualCameraStatus(QObject):
         return bool(self._info and self._info.available)
 
     def check(self) -> None:
-        self._bridge.check_virtual_camera()
+        self._ctx.bridge.check_virtual_camera()
 
     def recheck(self) -> None:
         """ "Check again": says it is checking, then what it found (never silent)."""
-        if self._bridge.state != LiveState.IDLE:
-            self._messages.status("The virtual camera is checked again after Stop.", 6000)
+        if self._ctx.bridge.state != LiveState.IDLE:
+            self._ctx.messages.status("The virtual camera is checked again after Stop.", 6000)
             return
         self._rechecking = True
         self._help.recheck.setEnabled(False)
-        self._messages.status("Checking for a virtual camera…")
+        self._ctx.messages.status("Checking for a virtual camera…")
         self.check()
 
     def show_help(self) -> None:
@@ -77,17 +72,17 @@ class VirtualCameraStatus(QObject):
             self._help.recheck.setEnabled(True)
             found = f"Virtual camera found: {info.device or info.backend}"
             missing = f"Still no virtual camera ({info.reason or 'no backend'})."
-            self._messages.status(found if info.available else missing, 8000)
+            self._ctx.messages.status(found if info.available else missing, 8000)
         if info.available:
             name = info.device or info.backend or "virtual camera"
-            doing = "sending" if self._bridge.state == LiveState.LIVE else "ready"
+            doing = "sending" if self._ctx.bridge.state == LiveState.LIVE else "ready"
             self._label.setText(f"Virtual camera: {name} · {doing}")
             self._help.hide()
         else:
             self._label.setText("Virtual camera: not available · preview and recording only")
             self._help.set_reason(info.reason)
-            if not self._settings.settings.vcam_help_dismissed:
+            if not self._ctx.settings.settings.vcam_help_dismissed:
                 self._help.show()
 
     def _help_dismissed(self) -> None:
-        self._settings.update(replace(self._settings.settings, vcam_help_dismissed=True))
+        self._ctx.settings.update(replace(self._ctx.settings.settings, vcam_help_dismissed=True))

@@ -46,7 +46,7 @@ def test_photo_to_live_to_quit(
     sample_id = window.avatars.entries[0].id
 
     # Pick a photo: the crop dialog opens on the detected face; accept it.
-    dialog = window.add_photo(fixtures_dir / "source_2.png")
+    dialog = window.avatar_flow.add_photo(fixtures_dir / "source_2.png")
     assert dialog is not None and dialog.isVisible()
     dialog.name_edit.setText("Portrait")
     qtbot.mouseClick(dialog.accept_button, Qt.MouseButton.LeftButton)

@@ -30,7 +30,7 @@ class AlertBar(QFrame):
         row.addWidget(self.label, 1)
         row.addWidget(self.action_button)
         row.addWidget(self.dismiss_button)
-        self._action: Callable[[], None] | None = None
+        self._action: Callable[[], object] | None = None
         self.topic: str | None = None  # what the shown alert is about ("source", "model"...)
         self.action_button.clicked.connect(self._act)
         self.dismiss_button.clicked.connect(self.clear)
@@ -42,7 +42,7 @@ class AlertBar(QFrame):
         message: str,
         *,
         severity: str = "error",
-        action: tuple[str, Callable[[], None]] | None = None,
+        action: tuple[str, Callable[[], object]] | None = None,
     ) -> None:
         """Show `message` (replacing any alert); `action` is a button's text and what it does."""
         self.topic = topic

@@ -282,7 +282,9 @@ class CallAudioPanel(QGroupBox):
         wanted = QKeySequence(self._value.ptt_key)
         if wanted.isEmpty():
             return False
-        return bool(event.key() == wanted[0].key())
+        # The stubs lack QKeySequence.__getitem__ (Qt's operator[]), which PySide6 has.
+        first = wanted[0]  # type: ignore[index]
+        return bool(event.key() == first.key())
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()

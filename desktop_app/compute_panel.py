@@ -1,5 +1,5 @@
 """Where the model runs (GUI thread): "Compute: this computer / remote server (URL, token)" in
-the Controls tab, and its wiring into the settings. A change applies from the next Go Live.
+the Controls tab. `compute_choice` takes a change into the settings (from the next Go Live).
 
 With a render server (`imtalker-cam serve`), everything that touches this computer's hardware
 stays here (microphone, camera, preview, recording, the virtual microphone); only the model
@@ -7,9 +7,6 @@ runs there. No model needs to be installed here for it.
 """
 
 from __future__ import annotations
-
-from dataclasses import replace
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Signal
 from PySide6.QtWidgets import (
@@ -23,11 +20,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from desktop_app.live_bridge import LiveState
 from desktop_app.settings import Compute
-
-if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
 
 
 class ComputePanel(QGroupBox):
@@ -101,15 +94,3 @@ class ComputePanel(QGroupBox):
     def _edited(self) -> None:
         self._sync()
         self.compute_changed.emit(self.value)
-
-
-class ComputeMixin:
-    def _connect_compute(self: MainWindow) -> None:
-        self.compute.compute_changed.connect(self._compute_changed)
-
-    def _compute_changed(self: MainWindow, compute: Compute) -> None:
-        if compute.url and not compute.url.startswith(("ws://", "wss://")):
-            compute = replace(compute, url="")  # not saved: the note asks for a usable one
-        self._update_settings(compute=compute)
-        if self.bridge.state != LiveState.IDLE:
-            self.statusBar().showMessage("The compute choice applies from the next Go Live.", 6000)

@@ -8,6 +8,7 @@ as users expect. While live, `show_apply_note` says when a change will be seen.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import Qt, QTimer, Signal
@@ -76,11 +77,22 @@ def _format_pose(name: str, value: float) -> str:
     return f"{value:+.0f}°" if _POSE_UNITS[name] == 1 else f"{value:+.2f}"
 
 
+def _pose_formatter(name: str) -> Callable[[int], str]:
+    """How a pose slider's raw position reads beside it."""
+    units = _POSE_UNITS[name]
+    return lambda raw: _format_pose(name, raw / units)
+
+
 class _ValueSlider(QWidget):
     """A slider with its current value written beside it."""
 
     def __init__(
-        self, minimum: int, maximum: int, fmt: object, name: str, parent: QWidget | None
+        self,
+        minimum: int,
+        maximum: int,
+        fmt: Callable[[int], str],
+        name: str,
+        parent: QWidget | None,
     ) -> None:
         super().__init__(parent)
         self.slider = QSlider(Qt.Orientation.Horizontal, self)
@@ -100,7 +112,7 @@ class _ValueSlider(QWidget):
         self._show(self.slider.value())
 
     def _show(self, raw: int) -> None:
-        text = self._fmt(raw)  # type: ignore[operator]
+        text = self._fmt(raw)
         self.value_label.setText(text)
         self.slider.setAccessibleDescription(text)
 
@@ -152,11 +164,10 @@ class ControlsPanel(QWidget):
         pose_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
         for name, (label, tip) in _POSE_LABELS.items():
             limit = round(POSE_LIMITS[name] * _POSE_UNITS[name])
-            units = _POSE_UNITS[name]
             row = _ValueSlider(
                 -limit,
                 limit,
-                lambda raw, n=name, u=units: _format_pose(n, raw / u),
+                _pose_formatter(name),
                 label.replace("&", ""),
                 pose_box,
             )

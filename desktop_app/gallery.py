@@ -161,11 +161,14 @@ class Gallery:
             square = CropSquare(x=int(crop["x"]), y=int(crop["y"]), size=int(crop["size"]))
             if not (folder / "avatar.png").is_file():
                 raise FileNotFoundError("avatar.png")
+            created = meta["created"]
+            if not isinstance(created, (int, float, str)):
+                raise TypeError("created is not a number")
             return AvatarEntry(
                 id=folder.name,
                 name=clean_name(str(meta["name"])),
                 crop=square,
-                created=float(meta["created"]),  # type: ignore[arg-type]
+                created=float(created),
                 directory=folder,
             )
         except (OSError, ValueError, KeyError, TypeError) as exc:

@@ -2,8 +2,13 @@
 and controls on the right, Go Live below the preview, the virtual camera in the status bar.
 
 Everything slow happens elsewhere: the engine on the bridge's worker thread, model set-up on
-the dialog's worker. This window only reacts to their signals. Going live and its problems
-are in `live_status`, recording and snapshots in `recording`, menus in `window_menus`.
+the dialog's worker. The window builds the widgets and hands them, with a `WindowContext`
+(the live bridge, the settings, the user messages), to controllers that own their state: the
+chosen avatar (`avatar_flow`), going live and its problems (`live_status`), recording and
+snapshots (`recording`), the virtual camera's status (`vcam_status`), call audio
+(`call_audio_wiring`), where the model runs (`compute_choice`); the menus are
+`window_menus.WindowMenus`. The window itself wires them together and keeps the controls'
+settings and the model set-up dialog.
 
 The layout fits a 1024x640 window: the side panels narrow (down to their minimum) before
 anything is clipped, the settings scroll, the banners shorten, and buttons are never
@@ -15,17 +20,14 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import replace
-from pathlib import Path
 
-from PySide6.QtCore import QByteArray, Qt, QTimer
-from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent, QImage
+from PySide6.QtCore import QByteArray, QTimer
+from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import (
-    QDialog,
     QFrame,
     QHBoxLayout,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QPushButton,
     QSizePolicy,
     QTabWidget,
@@ -34,16 +36,16 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.alerts import AlertBar
+from desktop_app.avatar_flow import AvatarFlow
 from desktop_app.avatar_panel import AvatarPanel, dropped_photo
 from desktop_app.call_audio_panel import CallAudioPanel
-from desktop_app.call_audio_wiring import CallAudioMixin
-from desktop_app.compute_panel import ComputeMixin, ComputePanel
+from desktop_app.call_audio_wiring import CallAudioWiring
+from desktop_app.compute_choice import ComputeChoice
+from desktop_app.compute_panel import ComputePanel
 from desktop_app.controls_panel import ControlsPanel
-from desktop_app.crop_dialog import CropDialog
 from desktop_app.gallery import Gallery
-from desktop_app.images import RGB, rgb_to_qimage
 from desktop_app.live_bridge import EngineBridge, LiveState
-from desktop_app.live_status import LIVE_TEXTS, LiveStatusMixin
+from desktop_app.live_status import LIVE_TEXTS, LiveController, LiveWidgets
 from desktop_app.model_setup import ModelSetupDialog
 from desktop_app.panels import (
     DEFAULT_SIZE,
@@ -54,21 +56,28 @@ from desktop_app.panels import (
     scrolling,
 )
 from desktop_app.preview import PreviewWidget
-from desktop_app.recording import RECORD_TEXT, STOP_RECORD_TEXT, RecordingMixin
-from desktop_app.services import Backend, ModelState, UserError, VirtualCameraInfo
+from desktop_app.recording import (
+    RECORD_TEXT,
+    STOP_RECORD_TEXT,
+    RecordingController,
+    RecordingWidgets,
+)
+from desktop_app.services import Backend, ModelState
 from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
 from desktop_app.source_panel import SourcePanel
+from desktop_app.user_messages import WINDOW_TITLE, UserMessages
 from desktop_app.vcam_help import VirtualCameraHelp
-from desktop_app.window_menus import build_actions
+from desktop_app.vcam_status import VirtualCameraStatus
+from desktop_app.window_context import WindowContext
+from desktop_app.window_menus import MenuCommands, WindowMenus
+from desktop_app.window_settings import WindowSettings
 
 logger = logging.getLogger(__name__)
 
-WINDOW_TITLE = "imtalker-cam"
-SAVE_DELAY_MS = 400
 STATS_TEXT, STATS_ON_TEXT = "&Stats", "✓ &Stats"
 
 
-class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, QMainWindow):
+class MainWindow(QMainWindow):
     def __init__(
         self,
         *,
@@ -80,41 +89,100 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, 
     ) -> None:
         super().__init__()
         self.backend = backend
-        self.settings_store = settings_store
         self.gallery = gallery
-        self.settings = settings or Settings()
         self.setWindowTitle(WINDOW_TITLE)
         self.setAcceptDrops(True)
         self.setMinimumSize(MIN_SIZE)
         self.resize(DEFAULT_SIZE)
+        self.messages = UserMessages(self)
+        self.prefs = WindowSettings(
+            settings_store, settings or Settings(), messages=self.messages, parent=self
+        )
         self.bridge = EngineBridge(backend.engine, self)
+        ctx = WindowContext(bridge=self.bridge, settings=self.prefs, messages=self.messages)
         self.model_dialog: ModelSetupDialog | None = None
-        self.about_box: QMessageBox | None = None
-        self.shortcuts_dialog: QDialog | None = None
-        self._vcam: VirtualCameraInfo | None = None
-        self._latency_s: float | None = None
-        self._recording_since: float | None = None  # time.monotonic() when recording began
-        self._relive_with_microphone = False
-        self._rechecking = False
-        self._closing = False
-        self._save_timer = QTimer(self)
-        self._save_timer.setSingleShot(True)
-        self._save_timer.setInterval(SAVE_DELAY_MS)
-        self._save_timer.timeout.connect(self.save_settings)
 
         self._build(notice)
-        self.actions_ = build_actions(self)
+        self.avatar_flow = AvatarFlow(
+            self.avatars,
+            preview=self.preview,
+            gallery=gallery,
+            tools=backend.avatars,
+            models=backend.models,
+            ctx=ctx,
+            dialog_parent=self,
+        )
+        self.vcam = VirtualCameraStatus(
+            label=self.vcam_status, help_banner=self.vcam_help, ctx=ctx, parent=self
+        )
+        self.live = LiveController(
+            LiveWidgets(
+                live_button=self.live_button,
+                live_info=self.live_info,
+                provider_status=self.provider_status,
+                avatars=self.avatars,
+                source=self.source,
+                controls=self.controls,
+                preview=self.preview,
+                alerts=self.alerts,
+            ),
+            ctx=ctx,
+            engine=backend.engine,
+            models=backend.models,
+            gallery=gallery,
+            vcam=self.vcam,
+            avatar_flow=self.avatar_flow,
+            open_model_setup=self.open_model_setup,
+            dialog_parent=self,
+        )
+        self.recording = RecordingController(
+            RecordingWidgets(
+                record_button=self.record_button,
+                snapshot_button=self.snapshot_button,
+                preview=self.preview,
+                avatars=self.avatars,
+                alerts=self.alerts,
+            ),
+            ctx=ctx,
+            gallery=gallery,
+            dialog_parent=self,
+        )
+        self.call_audio_wiring = CallAudioWiring(
+            self.call_audio, meter=self.source.level, ctx=ctx, parent=self
+        )
+        self.compute_choice = ComputeChoice(self.compute, ctx=ctx, parent=self)
+        self.menus = WindowMenus(
+            self,
+            MenuCommands(
+                toggle_live=self.live.toggle,
+                snapshot=self.recording.snapshot,
+                reset_pose=self.reset_pose,
+                open_model_setup=self.open_model_setup,
+                show_vcam_help=self.vcam.show_help,
+                open_recordings_folder=self.recording.open_recordings_folder,
+                choose_recordings_folder=self.recording.choose_recordings_folder,
+            ),
+            avatars=self.avatars,
+            overlay_button=self.overlay_button,
+            record_button=self.record_button,
+            models=backend.models,
+        )
         self._connect()
         self._tab_order()
         self._restore_geometry()
-        self._select_initial_avatar()
-        self._sync_live_ui()
-        QTimer.singleShot(0, self.check_virtual_camera)
+        self.avatar_flow.select_initial()
+        self.live.sync()
+        self.recording.sync()
+        QTimer.singleShot(0, self.vcam.check)
+
+    @property
+    def settings(self) -> Settings:
+        return self.prefs.settings
 
     # ------------------------------------------------------------------ layout
 
     def _build(self, notice: str | None) -> None:
-        s = self.settings
+        s = self.prefs.settings
         central = QWidget(self)
         # Left: avatars.
         self.avatars = AvatarPanel(self.gallery, central)
@@ -181,6 +249,7 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, 
         self.controls = ControlsPanel(pose=s.pose, quality=s.quality, output=s.output)
         self.call_audio = CallAudioPanel(s.call_audio)
         controls_layout = self.controls.layout()  # under Output: what the call gets
+        assert isinstance(controls_layout, QVBoxLayout)
         controls_layout.insertWidget(controls_layout.count() - 1, self.call_audio)
         self.compute = ComputePanel(s.compute)
         controls_layout.insertWidget(controls_layout.count() - 1, self.compute)
@@ -244,193 +313,58 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, 
         self.avatars.list.setFocus()
 
     def _connect(self) -> None:
-        self.avatars.photo_requested.connect(self.add_photo)
-        self.avatars.avatar_selected.connect(self._avatar_selected)
-        self.avatars.recrop_requested.connect(self.recrop)
-        self.avatars.avatar_deleted.connect(self._avatar_deleted)
-        self.live_button.clicked.connect(self.toggle_live)
-        self.record_button.toggled.connect(self._record_toggled)
-        self.snapshot_button.clicked.connect(self.snapshot)
+        self.avatar_flow.chosen.connect(self.live.switch_avatar)
         self.overlay_button.toggled.connect(self._overlay_toggled)
         self.source.source_changed.connect(self._source_changed)
         self.controls.pose_changed.connect(self._pose_changed)
         self.controls.quality_changed.connect(self._quality_changed)
         self.controls.output_changed.connect(self._output_changed)
-        self.vcam_help.recheck_requested.connect(self.recheck_virtual_camera)
-        self.vcam_help.hide_button.clicked.connect(self._vcam_help_dismissed)
-        bridge = self.bridge
-        bridge.state_changed.connect(self._state_changed)
-        bridge.frame_ready.connect(self.preview.show_frame)
-        bridge.stats_updated.connect(self._stats_updated)
-        bridge.error.connect(self.show_error)
-        bridge.problem.connect(self._live_problem)
-        bridge.source_health.connect(self._source_health)
-        bridge.level_updated.connect(self._level_updated)
-        bridge.recording_changed.connect(self._recording_changed)
-        bridge.virtual_camera_changed.connect(self._show_vcam)
-        self._connect_call_audio()
-        self._connect_compute()
-        bridge.avatar_switched.connect(self._avatar_switched)
+        self.bridge.frame_ready.connect(self.preview.show_frame)
+        self.bridge.error.connect(self.messages.error)
 
     # ------------------------------------------------------------------ settings
 
-    def _update_settings(self, **changes: object) -> None:
-        self.settings = replace(self.settings, **changes)  # type: ignore[arg-type]
-        self._save_timer.start()
-
-    def save_settings(self) -> None:
-        try:
-            self.settings_store.save(self.settings)
-        except OSError as exc:
-            logger.error("could not save settings: %s", exc)
-            self.statusBar().showMessage(f"Could not save settings: {exc}", 8000)
-
     def _restore_geometry(self) -> None:
-        if self.settings.window_geometry:
-            self.restoreGeometry(QByteArray.fromBase64(self.settings.window_geometry.encode()))
+        s = self.prefs.settings
+        if s.window_geometry:
+            self.restoreGeometry(QByteArray.fromBase64(s.window_geometry.encode()))
         else:
             self.resize(default_size(self.screen().availableGeometry().size()))
-        if self.settings.window_state:
-            self.restoreState(QByteArray.fromBase64(self.settings.window_state.encode()))
-
-    # ------------------------------------------------------------------ avatars
-
-    def _select_initial_avatar(self) -> None:
-        wanted = self.settings.avatar_id
-        if not (wanted and self.avatars.select(wanted)) and self.avatars.entries:
-            self.avatars.select(self.avatars.entries[0].id)
-        self._show_still()
-
-    def _show_still(self) -> None:
-        avatar_id = self.avatars.selected_id()
-        entry = self.gallery.get(avatar_id) if avatar_id else None
-        self.preview.show_still(QImage(str(entry.avatar_path)) if entry else None)
-        if self.bridge.state == LiveState.IDLE:
-            self.preview.clear_live(
-                "Press Go Live to start" if entry else "Add a portrait photo to begin"
-            )
-
-    def add_photo(self, path: Path) -> CropDialog | None:
-        """Load a photo and open the crop dialog; accepting it saves the new avatar."""
-        try:
-            photo = self.backend.avatars.load_photo(path)
-        except (UserError, ValueError) as exc:
-            self.show_error(str(exc))
-            return None
-        square = self.backend.avatars.detect_face(photo)
-        dialog = CropDialog(rgb_to_qimage(photo), detected=square, name=path.stem, parent=self)
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-        def accepted() -> None:
-            avatar = self.backend.avatars.crop(photo, dialog.square)
-            entry = self.gallery.add(
-                name=dialog.name, photo=photo, crop=dialog.square, avatar=avatar
-            )
-            self.avatars.refresh()
-            self.avatars.select(entry.id)
-            self.statusBar().showMessage(f"Added avatar “{entry.name}”", 5000)
-
-        dialog.accepted.connect(accepted)
-        dialog.open()
-        return dialog
-
-    def recrop(self, avatar_id: str) -> CropDialog | None:
-        entry = self.gallery.get(avatar_id)
-        if entry is None:
-            return None
-        photo = self.gallery.load_photo(avatar_id)
-        dialog = CropDialog(
-            rgb_to_qimage(photo),
-            detected=self.backend.avatars.detect_face(photo),
-            initial=entry.crop,
-            name=entry.name,
-            parent=self,
-        )
-        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-        def accepted() -> None:
-            avatar = self.backend.avatars.crop(photo, dialog.square)
-            self.gallery.recrop(avatar_id, crop=dialog.square, avatar=avatar)
-            if dialog.name != entry.name:
-                self.gallery.rename(avatar_id, dialog.name)
-            self.avatars.refresh(select=avatar_id)
-            self._avatar_selected(avatar_id)
-
-        dialog.accepted.connect(accepted)
-        dialog.open()
-        return dialog
-
-    def _avatar_selected(self, avatar_id: str) -> None:
-        self._update_settings(avatar_id=avatar_id)
-        self._show_still()
-        if self.bridge.state in (LiveState.STARTING, LiveState.LIVE):
-            try:
-                avatar = self._model_avatar(avatar_id)
-            except (OSError, KeyError, ValueError) as exc:
-                self.show_error(f"Cannot read that avatar: {exc}")
-                return
-            self.bridge.switch_avatar(avatar_id, avatar)
-            self.live_info.setText("Switching avatar…")
-
-    def _model_avatar(self, avatar_id: str, size: int | None = None) -> RGB:
-        """The gallery avatar at the installed model's input size. An avatar saved for another
-        model version (256 px for v1, 512 px for v2) is cut again from its photo with its own
-        crop square and saved, so switching model versions needs nothing from the user."""
-        if size is None:
-            size = self.backend.models.model_state().source_size
-        avatar = self.gallery.load_avatar(avatar_id)
-        if size is None or avatar.shape[:2] == (size, size):
-            return avatar
-        entry = self.gallery.get(avatar_id)
-        if entry is None:
-            raise KeyError(avatar_id)
-        photo = self.gallery.load_photo(avatar_id)
-        avatar = self.backend.avatars.crop(photo, entry.crop, size)
-        self.gallery.recrop(avatar_id, crop=entry.crop, avatar=avatar)
-        logger.info("avatar %s re-prepared at %d px for the installed model", avatar_id, size)
-        return avatar
-
-    def _avatar_switched(self, avatar_id: str) -> None:
-        entry = self.gallery.get(avatar_id)
-        self.live_info.setText(f"Live as {entry.name}" if entry else "")
-
-    def _avatar_deleted(self, avatar_id: str) -> None:
-        if self.settings.avatar_id == avatar_id:
-            self._update_settings(avatar_id=None)
-        self._show_still()
+        if s.window_state:
+            self.restoreState(QByteArray.fromBase64(s.window_state.encode()))
 
     # ------------------------------------------------------------------ controls
 
     def _pose_changed(self, pose: Pose) -> None:
         self.bridge.set_pose(pose)
-        self._update_settings(pose=pose)
-        self._control_changed_live()
+        self.prefs.update(replace(self.settings, pose=pose))
+        self.live.control_changed()
 
     def _quality_changed(self, quality: Quality) -> None:
         self.bridge.set_quality(quality)
-        self._update_settings(quality=quality)
-        self._control_changed_live()
+        self.prefs.update(replace(self.settings, quality=quality))
+        self.live.control_changed()
 
     def _output_changed(self, output: Output) -> None:
         self.bridge.set_output(output)
         self.preview.set_output(output)
-        self._update_settings(output=output)
+        self.prefs.update(replace(self.settings, output=output))
 
     def reset_pose(self) -> None:
         """Ctrl+0: Natural on, every slider centred; the status bar says so."""
         self.controls.reset()
-        self.statusBar().showMessage("Head pose and gaze reset: Natural on, sliders centred.", 5000)
+        self.messages.status("Head pose and gaze reset: Natural on, sliders centred.", 5000)
 
     def _source_changed(self, kind: str, device: str | None) -> None:
         if kind == "webcam":
-            self._update_settings(source="webcam", webcam=device)
+            self.prefs.update(replace(self.settings, source="webcam", webcam=device))
         else:
-            self._update_settings(source="microphone", microphone=device)
+            self.prefs.update(replace(self.settings, source="microphone", microphone=device))
 
     def _overlay_toggled(self, shown: bool) -> None:
         self.overlay_button.setText(STATS_ON_TEXT if shown else STATS_TEXT)
         self.preview.set_overlay_visible(shown)
-        self._update_settings(show_overlay=shown)
+        self.prefs.update(replace(self.settings, show_overlay=shown))
 
     # ------------------------------------------------------------------ models
 
@@ -459,16 +393,6 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, 
         if state.default_cfg is not None:
             self.controls.set_model_default_cfg(state.default_cfg)
 
-    # ------------------------------------------------------------------ messages
-
-    def show_error(self, message: str) -> None:
-        logger.warning("%s", message)
-        if self._closing:
-            return
-        box = QMessageBox(QMessageBox.Icon.Warning, WINDOW_TITLE, message, parent=self)
-        box.setAccessibleName("Error")
-        box.open()
-
     # ------------------------------------------------------------------ drag and drop, closing
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
@@ -479,19 +403,19 @@ class MainWindow(LiveStatusMixin, RecordingMixin, CallAudioMixin, ComputeMixin, 
         path = dropped_photo(event)
         if path is not None:
             event.acceptProposedAction()
-            QTimer.singleShot(0, lambda: self.add_photo(path))
+            QTimer.singleShot(0, lambda: self.avatar_flow.add_photo(path))
 
     def closeEvent(self, event: QCloseEvent) -> None:
-        self._closing = True
-        self._save_timer.stop()
+        self.messages.closing = True
         self.source.stop_test()
         if self.model_dialog is not None:
             self.model_dialog.reject()
         self.bridge.shutdown()
-        self.settings = replace(
-            self.settings,
-            window_geometry=bytes(self.saveGeometry().toBase64().data()).decode(),
-            window_state=bytes(self.saveState().toBase64().data()).decode(),
+        self.prefs.close(
+            replace(
+                self.settings,
+                window_geometry=bytes(self.saveGeometry().toBase64().data()).decode(),
+                window_state=bytes(self.saveState().toBase64().data()).decode(),
+            )
         )
-        self.save_settings()
         event.accept()

@@ -306,6 +306,7 @@ class ModelSetupDialog(QDialog):
     def _sync(self) -> None:
         idle = not self._working
         state = self._state
+        assert state is not None, "refresh() runs in __init__"
         self.download_button.setVisible(idle and bool(state.weights_missing))
         self.import_button.setVisible(idle and not state.ready)
         self.convert_button.setVisible(idle and not state.weights_missing and not state.ready)
@@ -472,7 +473,9 @@ class ModelSetupDialog(QDialog):
         self.help.setMinimumSize(width, height)
         self.adjustSize()
         # Wrapped labels are taller at the new width than adjustSize() assumed.
-        needed = self.layout().totalHeightForWidth(self.width())
+        layout = self.layout()
+        assert layout is not None, "set in __init__"
+        needed = layout.totalHeightForWidth(self.width())
         if needed > self.height():
             self.resize(self.width(), needed)
 

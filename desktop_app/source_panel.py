@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal
 from PySide6.QtGui import QImage, QPixmap
@@ -33,6 +33,8 @@ from desktop_app.services import AudioLevel, Closable, DeviceChoice, Devices
 from desktop_app.settings import SourceKind
 
 logger = logging.getLogger(__name__)
+
+T = TypeVar("T")  # what a device lister lists
 
 WEBCAM_PREVIEW = 160
 DEFAULT_LABEL = "System default"
@@ -197,7 +199,7 @@ class SourcePanel(QWidget):
         except Exception:  # as for the lists: never break the panel
             return None
 
-    def _list(self, lister: Callable[[], list[Any]]) -> list[Any]:
+    def _list(self, lister: Callable[[], list[T]]) -> list[T]:
         try:
             return list(lister())
         except Exception as exc:  # a missing audio system must not break the panel

@@ -19,36 +19,58 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Generic, TypeVar
 
 from PySide6.QtCore import QObject, Signal
 
 logger = logging.getLogger(__name__)
 
-OnDone = Callable[[Any], None]
+T = TypeVar("T")  # a task's result
 OnError = Callable[[BaseException], None]
 
 
 @dataclass(frozen=True)
-class _Job:
+class _Job(Generic[T]):
     ticket: int
-    fn: Callable[[], Any]
+    fn: Callable[[], T]
+    on_done: Callable[[T], None] | None
+    on_error: OnError | None
+
+    def run(self, name: str) -> Callable[[], None]:
+        """Run the task (worker thread); returns the call that reports its outcome, for the
+        GUI thread to make."""
+        try:
+            value = self.fn()
+        except BaseException as exc:  # reported to the GUI, which decides what to show
+            logger.debug("task %d on %s failed", self.ticket, name, exc_info=True)
+            error = exc.with_traceback(None)
+            return lambda: self._failed(error)
+        return lambda: self._done(value)
+
+    def _done(self, value: T) -> None:
+        if self.on_done is not None:
+            self.on_done(value)
+
+    def _failed(self, error: BaseException) -> None:
+        if self.on_error is not None:
+            self.on_error(error)
+        else:
+            logger.error("background task failed: %s", error)
 
 
 _STOP = object()
 
 
 class TaskRunner(QObject):
-    _finished = Signal(int)  # ticket; the outcome is in self._outcomes
+    _finished = Signal(int)  # ticket; the outcome's report is in self._reports
 
     def __init__(self, name: str, parent: QObject | None = None) -> None:
         super().__init__(parent)
         self._name = name
-        self._queue: queue.Queue[_Job | object] = queue.Queue()
+        self._queue: queue.Queue[object] = queue.Queue()  # jobs, then _STOP
         self._tickets = itertools.count(1)
-        self._callbacks: dict[int, tuple[OnDone | None, OnError | None]] = {}
-        self._outcomes: dict[int, tuple[bool, Any]] = {}  # ticket -> (succeeded, value)
-        self._outcomes_lock = threading.Lock()
+        self._reports: dict[int, Callable[[], None]] = {}  # ticket -> its outcome's report
+        self._reports_lock = threading.Lock()
         self._closed = threading.Event()
         self._pending = 0
         self._thread = threading.Thread(target=self._work, name=f"imtalker-{name}", daemon=True)
@@ -61,18 +83,17 @@ class TaskRunner(QObject):
 
     def submit(
         self,
-        fn: Callable[[], Any],
+        fn: Callable[[], T],
         *,
-        on_done: OnDone | None = None,
+        on_done: Callable[[T], None] | None = None,
         on_error: OnError | None = None,
     ) -> int:
         """Queue `fn`; `on_done(result)` / `on_error(exc)` run later on the GUI thread."""
         if self._closed.is_set():
             raise RuntimeError(f"task runner {self._name!r} is shut down")
         ticket = next(self._tickets)
-        self._callbacks[ticket] = (on_done, on_error)
         self._pending += 1
-        self._queue.put(_Job(ticket, fn))
+        self._queue.put(_Job(ticket, fn, on_done, on_error))
         return ticket
 
     def shutdown(self, *, timeout: float = 10.0) -> bool:
@@ -93,27 +114,16 @@ class TaskRunner(QObject):
             job = self._queue.get()
             if job is _STOP or not isinstance(job, _Job):
                 return
-            outcome: tuple[bool, Any]
-            try:
-                outcome = (True, job.fn())
-            except BaseException as exc:  # reported to the GUI, which decides what to show
-                logger.debug("task %d on %s failed", job.ticket, self._name, exc_info=True)
-                outcome = (False, exc.with_traceback(None))
+            report = job.run(self._name)
             if self._closed.is_set():
                 continue
-            with self._outcomes_lock:
-                self._outcomes[job.ticket] = outcome
+            with self._reports_lock:
+                self._reports[job.ticket] = report
             self._finished.emit(job.ticket)
 
     def _deliver(self, ticket: int) -> None:
-        with self._outcomes_lock:
-            succeeded, value = self._outcomes.pop(ticket, (False, None))
-        on_done, on_error = self._callbacks.pop(ticket, (None, None))
+        with self._reports_lock:
+            report = self._reports.pop(ticket, None)
         self._pending -= 1
-        if succeeded:
-            if on_done is not None:
-                on_done(value)
-        elif on_error is not None:
-            on_error(value)
-        else:
-            logger.error("background task failed: %s", value)
+        if report is not None:
+            report()

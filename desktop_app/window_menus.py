@@ -9,14 +9,21 @@ from __future__ import annotations
 import importlib.metadata
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence, QShortcut
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QLabel, QMessageBox, QVBoxLayout
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QPushButton,
+    QVBoxLayout,
+)
 
-if TYPE_CHECKING:
-    from desktop_app.main_window import MainWindow
+from desktop_app.avatar_panel import AvatarPanel
+from desktop_app.services import Models
 
 MENU_LETTERS = frozenset("FLVH")  # &File, &Live, &View, &Help
 MODEL_REPO = "https://huggingface.co/cbsjtu01/IMTalker"
@@ -44,7 +51,7 @@ def app_version() -> str:
         return "development copy"
 
 
-@dataclass
+@dataclass(frozen=True)
 class WindowActions:
     live: QAction
     add: QAction
@@ -61,65 +68,131 @@ class WindowActions:
     quit: QAction
 
 
-def build_actions(win: MainWindow) -> WindowActions:
-    def action(
-        text: str, keys: list[QKeySequence.StandardKey | str], slot: Callable[..., object]
-    ) -> QAction:
-        act = QAction(text, win)
-        act.setShortcuts([QKeySequence(k) for k in keys])
-        act.triggered.connect(slot)
-        win.addAction(act)
-        return act
+@dataclass(frozen=True)
+class MenuCommands:
+    """What the menu items do (each is called with no arguments; its result is ignored)."""
 
-    overlay = action("Show &stats overlay", ["Ctrl+I"], lambda: None)
-    overlay.setCheckable(True)
-    overlay.setChecked(win.overlay_button.isChecked())
-    overlay.toggled.connect(win.overlay_button.setChecked)
-    win.overlay_button.toggled.connect(overlay.setChecked)
-    acts = WindowActions(
-        live=action("&Go Live / Stop", ["F5", "Ctrl+L"], win.toggle_live),
-        add=action("&Add photo…", [QKeySequence.StandardKey.Open], win.avatars.choose_photo),
-        record=action("&Record", ["Ctrl+R"], win.record_button.click),
-        snapshot=action("Snaps&hot", ["Ctrl+Shift+S"], win.snapshot),
-        overlay=overlay,
-        reset=action("Reset &pose", ["Ctrl+0"], win.reset_pose),
-        models=action("&Model set-up…", [], win.open_model_setup),
-        vcam=action("&Virtual camera help", [], win.show_vcam_help),
-        open_folder=action("&Open recordings folder", [], win.open_recordings_folder),
-        choose_folder=action("&Choose recordings folder…", [], win.choose_recordings_folder),
-        shortcuts=action("&Keyboard shortcuts", ["F1"], lambda: show_shortcuts(win)),
-        about=action("A&bout imtalker-cam", [], lambda: show_about(win)),
-        quit=action("&Quit", [QKeySequence.StandardKey.Quit], win.close),
-    )
-    rename = QShortcut(QKeySequence("F2"), win.avatars.list, win.avatars.rename_selected)
-    rename.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-    delete = QShortcut(
-        QKeySequence.StandardKey.Delete, win.avatars.list, win.avatars.delete_selected
-    )
-    delete.setContext(Qt.ShortcutContext.WidgetShortcut)
-    win.avatar_keys = []
-    for number in range(1, 10):
-        key = QShortcut(QKeySequence(str(number)), win)
-        key.activated.connect(lambda n=number: win.avatars.select_number(n))
-        win.avatar_keys.append(key)
+    toggle_live: Callable[[], object]
+    snapshot: Callable[[], object]
+    reset_pose: Callable[[], object]
+    open_model_setup: Callable[[], object]
+    show_vcam_help: Callable[[], object]
+    open_recordings_folder: Callable[[], object]
+    choose_recordings_folder: Callable[[], object]
 
-    menu = win.menuBar()
-    file_menu = menu.addMenu("&File")
-    for act in (acts.add, acts.snapshot, acts.open_folder, acts.choose_folder):
-        file_menu.addAction(act)
-    file_menu.addSeparator()
-    file_menu.addAction(acts.quit)
-    live_menu = menu.addMenu("&Live")
-    for act in (acts.live, acts.record, acts.reset):
-        live_menu.addAction(act)
-    view_menu = menu.addMenu("&View")
-    view_menu.addAction(acts.overlay)
-    help_menu = menu.addMenu("&Help")
-    for act in (acts.models, acts.vcam, acts.shortcuts):
-        help_menu.addAction(act)
-    help_menu.addSeparator()
-    help_menu.addAction(acts.about)
-    return acts
+
+class WindowMenus:
+    """The window's actions, menus and keys; it keeps the About box and the shortcut list
+    it last opened."""
+
+    def __init__(
+        self,
+        window: QMainWindow,
+        commands: MenuCommands,
+        *,
+        avatars: AvatarPanel,
+        overlay_button: QPushButton,
+        record_button: QPushButton,
+        models: Models,
+    ) -> None:
+        self._window = window
+        self._models = models
+        self.about_box: QMessageBox | None = None
+        self.shortcuts_dialog: QDialog | None = None
+
+        def action(
+            text: str, keys: list[QKeySequence.StandardKey | str], slot: Callable[[], object]
+        ) -> QAction:
+            act = QAction(text, window)
+            act.setShortcuts([QKeySequence(k) for k in keys])
+            act.triggered.connect(slot)
+            window.addAction(act)
+            return act
+
+        overlay = action("Show &stats overlay", ["Ctrl+I"], lambda: None)
+        overlay.setCheckable(True)
+        overlay.setChecked(overlay_button.isChecked())
+        overlay.toggled.connect(overlay_button.setChecked)
+        overlay_button.toggled.connect(overlay.setChecked)
+        self.actions = acts = WindowActions(
+            live=action("&Go Live / Stop", ["F5", "Ctrl+L"], commands.toggle_live),
+            add=action("&Add photo…", [QKeySequence.StandardKey.Open], avatars.choose_photo),
+            record=action("&Record", ["Ctrl+R"], record_button.click),
+            snapshot=action("Snaps&hot", ["Ctrl+Shift+S"], commands.snapshot),
+            overlay=overlay,
+            reset=action("Reset &pose", ["Ctrl+0"], commands.reset_pose),
+            models=action("&Model set-up…", [], commands.open_model_setup),
+            vcam=action("&Virtual camera help", [], commands.show_vcam_help),
+            open_folder=action("&Open recordings folder", [], commands.open_recordings_folder),
+            choose_folder=action(
+                "&Choose recordings folder…", [], commands.choose_recordings_folder
+            ),
+            shortcuts=action("&Keyboard shortcuts", ["F1"], self.show_shortcuts),
+            about=action("A&bout imtalker-cam", [], self.show_about),
+            quit=action("&Quit", [QKeySequence.StandardKey.Quit], window.close),
+        )
+        rename = QShortcut(QKeySequence("F2"), avatars.list, avatars.rename_selected)
+        rename.setContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        delete = QShortcut(QKeySequence.StandardKey.Delete, avatars.list, avatars.delete_selected)
+        delete.setContext(Qt.ShortcutContext.WidgetShortcut)
+        self.avatar_keys: list[QShortcut] = []
+        for number in range(1, 10):
+            key = QShortcut(QKeySequence(str(number)), window)
+            key.activated.connect(lambda n=number: avatars.select_number(n))
+            self.avatar_keys.append(key)
+
+        menu = window.menuBar()
+        file_menu = menu.addMenu("&File")
+        for act in (acts.add, acts.snapshot, acts.open_folder, acts.choose_folder):
+            file_menu.addAction(act)
+        file_menu.addSeparator()
+        file_menu.addAction(acts.quit)
+        live_menu = menu.addMenu("&Live")
+        for act in (acts.live, acts.record, acts.reset):
+            live_menu.addAction(act)
+        view_menu = menu.addMenu("&View")
+        view_menu.addAction(acts.overlay)
+        help_menu = menu.addMenu("&Help")
+        for act in (acts.models, acts.vcam, acts.shortcuts):
+            help_menu.addAction(act)
+        help_menu.addSeparator()
+        help_menu.addAction(acts.about)
+
+    def show_about(self) -> QMessageBox:
+        version: str | None = None
+        try:
+            state = self._models.model_state()
+            detail, version = state.detail, state.model_version
+        except Exception as exc:  # the About box must open whatever the store says
+            detail = f"Model state unavailable: {exc}"
+        box = QMessageBox(self._window)
+        box.setWindowTitle("About imtalker-cam")
+        box.setAccessibleName("About imtalker-cam")
+        box.setTextFormat(Qt.TextFormat.RichText)
+        box.setText(about_html(detail, version))
+        box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
+        box.setIconPixmap(self._window.windowIcon().pixmap(64, 64))
+        box.open()
+        self.about_box = box
+        return box
+
+    def show_shortcuts(self) -> QDialog:
+        dialog = QDialog(self._window)
+        dialog.setWindowTitle("Keyboard shortcuts")
+        dialog.setAccessibleName("Keyboard shortcuts")
+        rows = "".join(
+            f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{w}</td></tr>" for k, w in SHORTCUTS
+        )
+        label = QLabel(f"<table cellpadding='3'>{rows}</table>", dialog)
+        label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
+        buttons.rejected.connect(dialog.reject)
+        layout = QVBoxLayout(dialog)
+        layout.addWidget(label)
+        layout.addWidget(buttons)
+        dialog.open()
+        self.shortcuts_dialog = dialog
+        return dialog
 
 
 def about_html(model_detail: str, model_version: str | None = None) -> str:
@@ -132,39 +205,3 @@ def about_html(model_detail: str, model_version: str | None = None) -> str:
         "<p><b>Licence:</b> Apache-2.0, like the upstream IMTalker code. The model weights "
         "come under their authors' terms.</p>"
     )
-
-
-def show_about(win: MainWindow) -> QMessageBox:
-    version: str | None = None
-    try:
-        state = win.backend.models.model_state()
-        detail, version = state.detail, state.model_version
-    except Exception as exc:  # the About box must open whatever the store says
-        detail = f"Model state unavailable: {exc}"
-    box = QMessageBox(win)
-    box.setWindowTitle("About imtalker-cam")
-    box.setAccessibleName("About imtalker-cam")
-    box.setTextFormat(Qt.TextFormat.RichText)
-    box.setText(about_html(detail, version))
-    box.setTextInteractionFlags(Qt.TextInteractionFlag.TextBrowserInteraction)
-    box.setIconPixmap(win.windowIcon().pixmap(64, 64))
-    box.open()
-    win.about_box = box
-    return box
-
-
-def show_shortcuts(win: MainWindow) -> QDialog:
-    dialog = QDialog(win)
-    dialog.setWindowTitle("Keyboard shortcuts")
-    dialog.setAccessibleName("Keyboard shortcuts")
-    rows = "".join(f"<tr><td><b>{k}</b>&nbsp;&nbsp;</td><td>{w}</td></tr>" for k, w in SHORTCUTS)
-    label = QLabel(f"<table cellpadding='3'>{rows}</table>", dialog)
-    label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-    buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close, dialog)
-    buttons.rejected.connect(dialog.reject)
-    layout = QVBoxLayout(dialog)
-    layout.addWidget(label)
-    layout.addWidget(buttons)
-    dialog.open()
-    win.shortcuts_dialog = dialog
-    return dialog

@@ -18,6 +18,9 @@ import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
+
+T = TypeVar("T")  # a choice's type (check_choice)
 
 
 class ValidationError(ValueError):
@@ -146,7 +149,7 @@ ALL_RANGES: tuple[Range, ...] = (
 )
 
 
-def check_choice(value: int, choices: Sequence[int], *, label: str) -> int:
+def check_choice(value: T, choices: Sequence[T], *, label: str) -> T:
     if value not in choices:
         allowed = ", ".join(str(c) for c in choices)
         raise ValidationError(f"{label} must be one of {allowed}, not {value!r}", subject=label)

@@ -110,7 +110,7 @@ def test_virtual_mic_gate_and_mute_through_the_window(
     assert window.settings.call_audio.virtual_mic and window.settings.call_audio.gate_dbfs == -38
     assert "appears while live" in panel.vmic_state.text()
 
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)
     assert made and pactl.ours() == ["module-null-sink", "module-remap-source"]
     qtbot.waitUntil(lambda: "delay in use" in panel.vmic_state.text(), timeout=10_000)

@@ -26,7 +26,7 @@ def test_the_checkbox_reaches_the_engine_and_is_kept(
     first = make_window()
     box = first.controls.fewer_steps
     assert not box.isChecked()  # off by default: fewer steps change the motion
-    first.go_live()
+    first.live.go_live()
     qtbot.waitUntil(lambda: first.bridge.state == LiveState.LIVE, timeout=20_000)
     qtbot.waitUntil(lambda: len(hops.since(0)) >= 2, timeout=10_000)
     assert all(h.controls.min_nfe is None for h in hops.since(0))
@@ -42,7 +42,7 @@ def test_the_checkbox_reaches_the_engine_and_is_kept(
     qtbot.waitUntil(lambda: first.bridge.state == LiveState.IDLE, timeout=10_000)
     first.close()
 
-    saved, _ = first.settings_store.load()
+    saved, _ = first.prefs.store.load()
     assert saved.quality.fewer_steps
     second = make_window()
     assert second.controls.fewer_steps.isChecked()
@@ -51,10 +51,10 @@ def test_the_checkbox_reaches_the_engine_and_is_kept(
 def test_the_live_status_says_when_steps_are_lowered(make_window: WindowFactory) -> None:
     window = make_window()
     stats = LiveStats(fps=25.0, latency_ms=900.0, provider="CPU", realtime=True, audio_level=None)
-    window._stats_updated(stats)
+    window.live.show_stats(stats)
     assert "steps" not in window.provider_status.text()
     assert "steps" not in window.preview.overlay_text()
-    window._stats_updated(LiveStats(**{**stats.__dict__, "steps": (4, 9)}))
+    window.live.show_stats(LiveStats(**{**stats.__dict__, "steps": (4, 9)}))
     assert window.provider_status.text().endswith(" · 4 of 9 steps")
     assert window.preview.overlay_text().endswith("  ·  4 of 9 steps")
 

@@ -155,7 +155,7 @@ def test_window_fits_a_1366x768_laptop_and_its_size_comes_back(
     first.resize(1024, 640)
     qtbot.waitUntil(lambda: first.size() == QSize(1024, 640), timeout=2_000)
     first.close()
-    saved, _ = first.settings_store.load()
+    saved, _ = first.prefs.store.load()
     assert saved.window_geometry
     second = make_window()
     assert second.size() == restored_size(second, saved.window_geometry)

@@ -46,7 +46,7 @@ def test_photo_to_live_to_quit(
     sample_id = window.avatars.entries[0].id
 
     # Pick a photo: the crop dialog opens on the detected face; accept it.
-    dialog = window.add_photo(fixtures_dir / "source_2.png")
+    dialog = window.avatar_flow.add_photo(fixtures_dir / "source_2.png")
     assert dialog is not None and dialog.isVisible()
     dialog.name_edit.setText("Portrait")
     qtbot.mouseClick(dialog.accept_button, Qt.MouseButton.LeftButton)
@@ -120,26 +120,26 @@ def test_photo_to_live_to_quit(
     assert sys.getrefcount(None) > refs[0] - 500 and sys.getrefcount(True) > refs[1] - 500
 
     # Settings were saved (atomically) with the choices made.
-    qtbot.waitUntil(lambda: window.settings_store.path.exists(), timeout=3_000)
+    qtbot.waitUntil(lambda: window.prefs.store.path.exists(), timeout=3_000)
 
 
 def test_closing_while_live_stops_the_engine(qtbot: QtBot, window: MainWindow, hops: Hops) -> None:
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=20_000)
     window.close()  # mid-inference
     assert window.bridge.state == LiveState.IDLE
     alive = [t.name for t in threading.enumerate() if t.name in ENGINE_THREADS]
     assert alive == []
     # The geometry was saved with the settings.
-    saved, notice = window.settings_store.load()
+    saved, notice = window.prefs.store.load()
     assert notice is None and saved.window_geometry
 
 
 def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path) -> None:
-    window.settings = window.settings.__class__(recordings_dir=str(app_dirs / "rec"))
-    window.go_live()
+    window.prefs.update(window.settings.__class__(recordings_dir=str(app_dirs / "rec")))
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=20_000)
-    shot = window.snapshot()
+    shot = window.recording.snapshot()
     assert shot is not None and shot.exists()
     window.record_button.click()
     qtbot.waitUntil(lambda: window.bridge.recording is not None, timeout=5_000)
@@ -231,7 +231,7 @@ def test_keyboard_only_main_flow(qtbot: QtBot, window: MainWindow, hops: Hops) -
 
 def test_output_changes_apply_live(qtbot: QtBot, window: MainWindow) -> None:
     """Mirror changes the camera's picture in place; a new resolution reopens the camera."""
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)
     qtbot.waitUntil(lambda: len(fakecam.RecordingBackend.instances[-1].probes) > 5)
     camera = fakecam.RecordingBackend.instances[-1]
@@ -269,7 +269,7 @@ def test_without_a_virtual_camera_preview_and_recording_still_work(
     window.vcam_help.toggle.click()
     assert "in use by another application" in window.vcam_help.details.toPlainText()
     assert "exclusive_caps=1" in window.vcam_help.details.toPlainText()
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.preview.frames_shown >= 10, timeout=20_000)
     assert window.record_button.isEnabled()
     assert "not available" in window.vcam_status.text()
@@ -309,7 +309,7 @@ def test_webcam_source_previews_the_crop_and_drives_the_avatar(
     source.test_button.click()
     qtbot.waitUntil(lambda: not source.cam_preview.pixmap().isNull(), timeout=5_000)
     source.test_button.click()
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.preview.frames_shown >= 10, timeout=20_000)
     stats = window.bridge.session.stats()  # type: ignore[union-attr]
     assert stats.audio_level is None  # no microphone in this mode
@@ -325,7 +325,7 @@ def test_settings_and_geometry_come_back(qtbot: QtBot, make_window: WindowFactor
     first.source.mic_combo.setCurrentIndex(first.source.mic_combo.findData("Fake USB Mic"))
     first.close()
 
-    saved, _ = first.settings_store.load()
+    saved, _ = first.prefs.store.load()
     assert saved.window_geometry
     second = make_window()
     assert second.size() == restored_size(second, saved.window_geometry)
@@ -399,7 +399,7 @@ def test_go_live_on_a_machine_measured_not_real_time_says_so_first(
         return QMessageBox.StandardButton.No
 
     monkeypatch.setattr(QMessageBox, "question", question)
-    assert window.go_live() is False
+    assert window.live.go_live() is False
     assert window.bridge.state == LiveState.IDLE
     assert len(asked) == 1
     assert "about 1 new picture every 3.1 s" in asked[0] and "imtalker-cam render" in asked[0]

@@ -29,7 +29,7 @@ def test_go_live_refuses_a_webcam_that_cannot_open_and_offers_the_microphone(
     camera.present = False  # "Webcam" chosen, none there
     window = make_window(camera=camera)
     window.source.cam_radio.click()
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.alerts.isVisible(), timeout=10_000)
     assert window.bridge.state == LiveState.IDLE  # refused: nothing runs
     text = window.alerts.text()
@@ -54,7 +54,7 @@ def test_a_microphone_that_vanishes_while_live_is_shown_with_the_retries(
 ) -> None:
     sound = FakeSoundDevice(load_audio(fixtures_dir / "audio_1.wav"), 16_000, loop=True)
     window = make_window(sound=sound)
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=20_000)
     assert not window.alerts.isVisible()
 
@@ -79,7 +79,7 @@ def test_a_model_that_fails_to_load_is_shown_with_the_set_up(
     renderer = next(broken.glob("renderer*.onnx"))
     renderer.write_bytes(b"not an onnx graph")
     window = make_window(graphs_dir=broken)
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.alerts.isVisible(), timeout=20_000)
     assert window.bridge.state == LiveState.IDLE
     assert "model could not be loaded" in window.alerts.text()
@@ -99,7 +99,7 @@ def test_the_level_meter_follows_the_microphone_whatever_the_engine_does(
     window = make_window(on_hop=stuck)
     meter = window.source.level
     try:
-        window.go_live()
+        window.live.go_live()
         qtbot.waitUntil(lambda: len(hops.records) >= 1, timeout=20_000)
         qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=10_000)
         start = meter.updates

@@ -90,7 +90,7 @@ def test_a_change_while_live_says_when_it_will_show(
     qtbot: QtBot, make_window: WindowFactory
 ) -> None:
     window = make_window()
-    window.go_live()
+    window.live.go_live()
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)
     window.bridge._stats_timer.stop()  # only the stats below reach the window
     window.tabs.setCurrentIndex(1)
@@ -110,7 +110,7 @@ def test_a_change_while_live_says_when_it_will_show(
 
 def test_toggles_show_their_state_beyond_colour(qtbot: QtBot, make_window: WindowFactory) -> None:
     window = make_window()
-    stats, action = window.overlay_button, window.actions_.overlay
+    stats, action = window.overlay_button, window.menus.actions.overlay
     assert action.isCheckable() and action.isChecked() == stats.isChecked()
     assert stats.text().startswith("✓")
     stats.click()
@@ -237,16 +237,16 @@ def test_windows_endpoints_once_with_their_full_names() -> None:
 
 def test_about_box_and_shortcuts(qtbot: QtBot, make_window: WindowFactory) -> None:
     window = make_window()
-    window.actions_.about.trigger()
-    assert window.about_box is not None and window.about_box.isVisible()
-    text = window.about_box.text()
+    window.menus.actions.about.trigger()
+    assert window.menus.about_box is not None and window.menus.about_box.isVisible()
+    text = window.menus.about_box.text()
     assert "Apache-2.0" in text and "huggingface.co/cbsjtu01/IMTalker" in text
     assert "Installed:</b> IMTalker v1" in text  # the stub graphs carry no version: v1
-    window.about_box.close()
-    window.actions_.shortcuts.trigger()
-    assert window.shortcuts_dialog is not None
-    assert "Ctrl+Shift+S" in window.shortcuts_dialog.findChild(type(window.live_info)).text()
-    window.shortcuts_dialog.close()
+    window.menus.about_box.close()
+    window.menus.actions.shortcuts.trigger()
+    assert window.menus.shortcuts_dialog is not None
+    assert "Ctrl+Shift+S" in window.menus.shortcuts_dialog.findChild(type(window.live_info)).text()
+    window.menus.shortcuts_dialog.close()
 
 
 def test_idle_preview_shows_what_the_camera_sends(qtbot: QtBot, make_window: WindowFactory) -> None:
@@ -280,9 +280,9 @@ def test_check_again_and_open_folder_give_feedback(
     assert window.vcam_help.recheck.isEnabled()
 
     # A desktop without a file manager: the folder's path is said in the window instead.
-    window.settings = replace(window.settings, recordings_dir=str(app_dirs / "rec"))
+    window.prefs.update(replace(window.settings, recordings_dir=str(app_dirs / "rec")))
     monkeypatch.setattr(QDesktopServices, "openUrl", lambda url: False)
     shown: list[str] = []
-    monkeypatch.setattr(window, "show_error", shown.append)
-    assert not window.open_recordings_folder()
+    monkeypatch.setattr(window.messages, "error", shown.append)
+    assert not window.recording.open_recordings_folder()
     assert shown and str(app_dirs / "rec") in shown[0] and "No file manager" in shown[0]

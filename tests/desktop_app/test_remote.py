@@ -58,7 +58,7 @@ def test_live_on_a_render_server_with_a_reconnecting_badge(
     panel.token.editingFinished.emit()
     assert window.settings.compute == Compute(mode="remote", url=render_server.url, token=TOKEN)
 
-    assert window.go_live()
+    assert window.live.go_live()
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)
     qtbot.waitUntil(lambda: window.preview.frames_shown > 10, timeout=20_000)
     qtbot.waitUntil(
@@ -83,5 +83,5 @@ def test_live_on_a_render_server_with_a_reconnecting_badge(
     render_server.start()
     qtbot.waitUntil(lambda: window.preview.badge_text() == "", timeout=10_000)
     qtbot.waitUntil(lambda: window.preview.frames_shown > shown + 10, timeout=10_000)
-    window.toggle_live()
+    window.live.toggle()
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.IDLE, timeout=10_000)

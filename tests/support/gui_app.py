@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
     QTimer.singleShot(500, lambda: _say("ready"))
 
     if args.go_live:
-        QTimer.singleShot(800, window.go_live)
+        QTimer.singleShot(800, window.live.go_live)
         poll = QTimer(window)
         said = False
         asked = threading.Event()  # the test wrote its line: close now

@@ -47,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration", type=float, metavar="S", help=f"stop after S seconds, {v.DURATION.describe()}"
     )
-    p.add_argument("--fps", type=int, choices=v.FPS_CHOICES, default=25, help="output frame rate")
+    p.add_argument(
+        "--fps", type=int, choices=v.FPS_CHOICES, default=25, help="output frame rate (default 25)"
+    )
     p.add_argument(
         "--hop",
         type=hop_value,
@@ -89,7 +91,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "a slideshow; fewer steps change the motion, so only when asked",
     )
     p.add_argument(
-        "--seed", type=int, default=25, help=f"noise seed, {v.SEED.describe()} (-1: fresh noise)"
+        "--seed",
+        type=int,
+        default=25,
+        help=f"noise seed, {v.SEED.describe()} (default 25; -1: fresh noise)",
     )
     pose = p.add_argument_group("head pose and gaze (omit for natural motion)")
     pose.add_argument("--yaw", type=float, help=v.YAW.describe())

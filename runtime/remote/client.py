@@ -167,6 +167,7 @@ class RemoteLink:
         self._connect = connect
         self._clock = clock
         self._stop = threading.Event()
+        self._attempting = threading.Event()  # the link thread is inside `connect`
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._conn: Connection | None = None
@@ -226,12 +227,19 @@ class RemoteLink:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
+        """True when the link thread has ended, or is only blocked in a connection attempt
+        (a server that never answers holds it up to `connect_timeout_s`, which nothing can
+        cut short): it then closes that connection and ends by itself, sending nothing."""
         self._stop.set()
         self._drop()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            return not thread.is_alive()
+            deadline = time.monotonic() + timeout
+            while thread.is_alive() and not self._attempting.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                thread.join(min(left, 0.02))
         return True
 
     def set_avatar(self, photo: bytes, name: str) -> None:
@@ -361,7 +369,14 @@ class RemoteLink:
         self._set_state(LinkState.CLOSED, "closed")
 
     def _session(self, backoff: Backoff) -> None:
-        conn = self._connect(self.config.session_url, self.config.connect_timeout_s)
+        self._attempting.set()
+        try:
+            conn = self._connect(self.config.session_url, self.config.connect_timeout_s)
+        finally:
+            self._attempting.clear()
+        if self._stop.is_set():  # stopped while the attempt was under way
+            conn.close()
+            return
         self._conn = conn
         hello = self._hello()
         if self._meter is None:

@@ -476,6 +476,8 @@ def _prune(root: Path, *, keep: Path) -> None:
             continue
         if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime < _STALE_TMP_SECONDS:
             continue  # maybe another conversion in progress
+        if lease.in_use(path):
+            continue  # set aside by another process's eviction, and leased meanwhile: it goes back
         logger.info("removing stale compiled graphs %s", path)
         shutil.rmtree(path, ignore_errors=True)
     lru.evict([*entries, keep], keep=keep, max_bytes=max_bytes(), trash_prefix=_TRASH_PREFIX)

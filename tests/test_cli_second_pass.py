@@ -16,7 +16,7 @@ import pytest
 from runtime.commands import cli, doctor_report
 from runtime.model.execution.providers import ProviderProbe
 from runtime.model.store.model_store import ModelStore
-from tests.hub_server import standin_files, write_tree
+from tests.support.hub_server import standin_files, write_tree
 
 
 def subparser(name: str) -> argparse.ArgumentParser:

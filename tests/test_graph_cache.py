@@ -19,7 +19,7 @@ from runtime.model.compile.cache import ConversionProgress, convert
 from runtime.model.compile.weights import WeightsFolder
 from runtime.model.store.model_store import ModelStore
 from tests.conftest import ROOT
-from tests.hub_server import standin_files, write_tree
+from tests.support.hub_server import standin_files, write_tree
 
 EXPORTER = [sys.executable, "-m", "tests.support.fake_exporter", "--delay", "0"]
 

@@ -21,7 +21,7 @@ from runtime.engine.live.types import EngineEvent
 from runtime.remote import protocol as P
 from runtime.remote.client import LinkCallbacks, RemoteConfig, RemoteLink
 from runtime.remote.link_status import LinkState, LinkStatus
-from tests.virtual_clock import VirtualClock
+from tests.support.virtual_clock import VirtualClock
 
 TOKEN = "test-token-0123456789abcdef"
 

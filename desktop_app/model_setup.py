@@ -105,12 +105,14 @@ class ConversionClock:
 
 
 def summarise_missing(paths: tuple[str, ...]) -> str:
-    """'renderer.ckpt, wav2vec2-base-960h (4 files)': folders counted, not listed."""
+    """'6 files (renderer.ckpt, generator.ckpt, 4 in wav2vec2-base-960h/)': folders counted,
+    not listed, and the total counted as the manual download steps count it (every file)."""
     groups: dict[str, int] = {}
     for path in paths:
         head = path.split("/")[0]
-        groups[head] = groups.get(head, 0) + 1
-    return ", ".join(f"{name} ({n} files)" if n > 1 else name for name, n in groups.items())
+        groups[head] = groups.get(head, 0) + (1 if "/" in path else 0)
+    parts = ", ".join(f"{n} in {name}/" if n else name for name, n in groups.items())
+    return paths[0] if len(paths) == 1 else f"{len(paths)} files ({parts})"
 
 
 def describe(progress: Progress) -> str:

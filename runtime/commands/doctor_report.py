@@ -6,6 +6,7 @@ complete on a machine where everything is missing.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import logging
 import platform
@@ -14,8 +15,16 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
+from runtime.media import device_names
 from runtime.model.execution.cuda_env import cuda_environment
-from runtime.model.execution.providers import ProviderProbe, ProviderReport, provider_report
+from runtime.model.execution.providers import (
+    CPU,
+    TENSORRT,
+    ProviderProbe,
+    ProviderReport,
+    provider_report,
+    unusable_warning,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -101,20 +110,35 @@ def probe_gpu() -> dict[str, Any]:
     return info
 
 
-def probe_audio(sd: ModuleType | None = None) -> tuple[tuple[str, ...], str | None]:
-    """Input devices as PortAudio sees them, or the exact error it gives."""
+def probe_audio(
+    sd: ModuleType | None = None,
+    *,
+    pactl: device_names.Runner | None = None,
+    platform: str = sys.platform,
+) -> tuple[tuple[str, ...], str | None]:
+    """Microphones by the names the app shows (the sound server's descriptions, each device
+    once: `runtime.media.device_names`), the system default marked; or the exact error."""
     try:
         if sd is None:
             import sounddevice as sd_module
 
             sd = sd_module
-        devices = sd.query_devices()
+        devices = [dict(d) for d in sd.query_devices()]
+        hostapis_fn = getattr(sd, "query_hostapis", None)
+        hostapis = [dict(a) for a in hostapis_fn()] if hostapis_fn is not None else []
     except Exception as exc:  # PortAudio missing or broken: report its own words
         return (), f"{type(exc).__name__}: {exc}"
+    names = {str(d.get("name", "")) for d in devices}
+    pulse = None
+    if platform.startswith("linux") and {"pulse", "pipewire"} & names:
+        pulse = device_names.pulse_sources() if pactl is None else device_names.pulse_sources(pactl)
+    found = device_names.microphones(devices, hostapis, pulse=pulse, platform=platform)
+    default_index: int | None = None
+    with contextlib.suppress(TypeError, ValueError, IndexError, AttributeError):
+        default_index = int(sd.default.device[0])
+    default = device_names.default_label(devices, default_index, pulse=pulse, choices=found)
     inputs = tuple(
-        f"{d['name']} ({int(d['default_samplerate'])} Hz, {d['max_input_channels']} ch)"
-        for d in devices
-        if d.get("max_input_channels", 0) > 0
+        f"{mic.label} (system default)" if mic.label == default else mic.label for mic in found
     )
     if inputs:
         return inputs, None
@@ -142,19 +166,32 @@ def probe_virtual_camera() -> dict[str, Any]:
 
 
 def probe_models() -> dict[str, Any]:
+    """Every file of the model store with its state, the model version and whether the
+    graphs are converted (what `models status` says, in short)."""
     from runtime.core import paths
+    from runtime.model.compile import cache as compiled_cache
+    from runtime.model.store.model_store import ModelStore
 
-    store = paths.model_store_dir()
-    files = {
-        name: (store / name).is_file()
-        for name in (
-            "renderer.ckpt",
-            "generator.ckpt",
-            "wav2vec2-base-960h/config.json",
-            "wav2vec2-base-960h/pytorch_model.bin",
-        )
-    }
-    return {"store": str(store), "files": files, "complete": all(files.values())}
+    store = ModelStore(paths.model_store_dir())
+    doc: dict[str, Any] = {"store": str(store.root), "files": {}, "states": {}}
+    try:
+        status = store.status()
+        converted = compiled_cache.is_converted(store)
+        version = store.model_version()
+    except Exception as exc:  # an unusable store folder: say so, the report goes on
+        doc.update(complete=False, converted=False, model_version=None, error=str(exc))
+        return doc
+    for f in status.files:
+        doc["files"][f.path] = f.present
+        if f.verified:
+            state = "verified"
+        elif f.present:
+            state = f"not verified ({f.problem})" if f.problem else "not verified"
+        else:
+            state = "missing"
+        doc["states"][f.path] = state
+    doc.update(complete=status.complete, converted=converted, model_version=version)
+    return doc
 
 
 def collect() -> Report:
@@ -211,6 +248,12 @@ def format_report(report: Report) -> str:
         lines.append(f"  {probe.name:<28} {mark:<4} used: {used}  ({probe.detail})")
     in_use = ProviderReport(compiled=report.providers_compiled, probes=report.providers)
     lines.append(f"  usable: {in_use.summary()}")
+    running_on = (in_use.usable or (CPU,))[0]
+    for probe in report.providers:
+        # Said here, once, as a warning; elsewhere it is logged at INFO. TensorRT is only
+        # used when asked for (--tensorrt): its row above is enough.
+        if probe.name not in (CPU, TENSORRT, "onnxruntime") and not probe.initialises:
+            lines.append(f"  WARNING: {unusable_warning(probe, running_on=running_on)}")
     gpu = report.gpu
     lines += ["", f"GPU: {'; '.join(gpu['devices']) if gpu['present'] else 'none'}"]
     if not gpu["present"]:
@@ -224,8 +267,22 @@ def format_report(report: Report) -> str:
         lines.append(f"  {vcam['backend']} at {vcam.get('device')}")
     else:
         lines.append(f"  unavailable: {vcam['detail']}")
-    models = report.models
-    lines += ["", f"Model files in {models['store']}:"]
-    for name, present in models["files"].items():
-        lines.append(f"  {name:<40} {'present' if present else 'missing'}")
+    lines += format_models(report.models)
     return "\n".join(lines)
+
+
+def format_models(models: dict[str, Any]) -> list[str]:
+    lines = ["", f"Model files in {models['store']}:"]
+    if models.get("error"):
+        return [*lines, f"  unusable: {models['error']}"]
+    version = models.get("model_version")
+    lines.append(f"  model version: {'IMTalker ' + version if version else 'not known yet'}")
+    for name, state in models["states"].items():
+        lines.append(f"  {name:<48} {state}")
+    if models["converted"]:
+        lines.append("  converted for this computer: yes")
+    elif models["complete"]:
+        lines.append("  converted for this computer: no (the first start converts, a few minutes)")
+    else:
+        lines.append("  converted for this computer: no (files missing)")
+    return lines

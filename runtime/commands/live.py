@@ -13,6 +13,11 @@ built on `runtime.core.validate`: out-of-range or non-finite numbers, a `--recor
 missing folder, one that would replace an input, or an existing one without `--overwrite` are
 refused before the engine starts. SIGTERM and SIGHUP stop a session like Ctrl-C (the
 recording is closed and kept) and exit 128 + the signal number.
+
+With `--remote`, every failed attempt to reach the server is logged as it happens ("cannot
+reach the render server at ...: connection refused (attempt 3, retrying in 2 s)"), and when no
+session has begun after `--connect-timeout` seconds the command ends with one sentence (exit
+4) instead of waiting for ever.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from runtime.media.audio_capture import CaptureConfig
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
+from runtime.remote.link_status import LinkState, LinkStatus, gave_up_message
 from runtime.sinks.outputs import OutputsConfig
 from runtime.sinks.virtual_camera import VirtualCameraConfig
 
@@ -60,6 +66,7 @@ logger = logging.getLogger(__name__)
 REMOTE_CROP = 512
 EXIT_INPUT = 1
 EXIT_ENGINE = 3
+EXIT_UNREACHABLE = 4
 EXIT_INTERRUPTED = 130
 FLUSH_S = 1.5  # after a file has played: time for its last frames to leave the pacer
 RECORDER_FINISH_S = 60.0  # after stop: time for the recorder to write what it was given
@@ -93,6 +100,28 @@ def _remote(args: argparse.Namespace) -> RemoteCompute | None:
     return RemoteCompute(
         config=RemoteConfig(url=args.remote, token=token, frame_format=args.frame_format)
     )
+
+
+class RemoteWatch:
+    """`live --remote`'s bounded wait (the engine's threads report, the main thread asks): the
+    link's newest status, and whether a session has begun."""
+
+    def __init__(self, wait_s: float) -> None:
+        self.wait_s = wait_s
+        self.latest: LinkStatus | None = None
+        self.connected = threading.Event()
+
+    def on_link(self, status: LinkStatus) -> None:
+        self.latest = status
+        if status.state is LinkState.CONNECTED:
+            self.connected.set()
+
+    def gave_up(self, url: str, waited_s: float) -> str | None:
+        """The sentence to end with when no session has begun after the wait, else None."""
+        if self.connected.is_set() or waited_s < self.wait_s:
+            return None
+        status = self.latest or LinkStatus(state=LinkState.CONNECTING, url=url, message="")
+        return gave_up_message(status, waited_s=self.wait_s, option="--connect-timeout")
 
 
 def _virtual_mic(args: argparse.Namespace) -> VirtualMic | None:
@@ -195,10 +224,15 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
 
     failed = threading.Event()
     warned_slideshow = threading.Event()
+    watch = RemoteWatch(args.connect_timeout) if args.remote is not None else None
 
     def on_event(event: EngineEvent) -> None:
-        plan = event.plan
-        if event.kind is EventKind.ERROR:
+        plan, link = event.plan, event.link
+        if link is not None and watch is not None:
+            watch.on_link(link)
+        if link is not None and link.unreachable:
+            logger.warning("%s", event.message)
+        elif event.kind is EventKind.ERROR:
             logger.error("the live engine failed: %s", event.message)
             failed.set()
         elif event.mic is MicEvent.UNAVAILABLE:
@@ -280,7 +314,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         return EXIT_INPUT
     code = 0
     try:
-        code = _supervise(session.engine, args, failed, clock)
+        code = _supervise(session.engine, args, failed, clock, watch)
     except KeyboardInterrupt:
         code = EXIT_INTERRUPTED
     except Terminated as exc:
@@ -322,7 +356,11 @@ def _say(args: argparse.Namespace, status: str) -> None:
 
 
 def _supervise(
-    engine: LiveEngine, args: argparse.Namespace, failed: threading.Event, clock: Clock
+    engine: LiveEngine,
+    args: argparse.Namespace,
+    failed: threading.Event,
+    clock: Clock,
+    watch: RemoteWatch | None = None,
 ) -> int:
     started = clock()
     next_stats = started + 1.0
@@ -333,6 +371,10 @@ def _supervise(
         now = clock()
         if failed.is_set():
             return EXIT_ENGINE
+        gave_up = None if watch is None else watch.gave_up(args.remote, now - started)
+        if gave_up is not None:
+            logger.error("%s", gave_up)
+            return EXIT_UNREACHABLE
         if args.duration is not None and now - started >= args.duration:
             return 0
         if args.audio_file is not None and ended_at is None and engine.wait_audio_ended(0):

@@ -20,12 +20,21 @@ from runtime.engine.live.engine import DEFAULT_MIN_NFE
 from runtime.media.audio_gate import DEFAULT_GATE_DBFS, GateConfig
 
 GATE = dataclasses.replace(v.GATE_THRESHOLD, name="gate", help="or off")
+DEFAULT_REMOTE_WAIT_S = 20.0
+"""`--connect-timeout`'s default: long enough for a server that is starting (its first answer
+comes within seconds) and for a few attempts, short enough that a wrong address ends soon."""
 DEFAULT_FLOOR = object()  # --allow-fewer-steps without N (not a str: argparse converts those)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """Every option of `live` (`runtime.commands.live` makes the subcommand's parser)."""
-    p.add_argument("--avatar", type=Path, required=True, metavar="PHOTO")
+    p.add_argument(
+        "--avatar",
+        type=Path,
+        required=True,
+        metavar="PHOTO",
+        help="the portrait to animate (PNG or JPEG; the face is cropped unless --no-crop)",
+    )
     p.add_argument("--no-crop", action="store_true", help="use the whole photo, no face crop")
     src = p.add_mutually_exclusive_group()
     src.add_argument(
@@ -38,7 +47,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--duration", type=float, metavar="S", help=f"stop after S seconds, {v.DURATION.describe()}"
     )
-    p.add_argument("--fps", type=int, choices=v.FPS_CHOICES, default=25, help="output frame rate")
+    p.add_argument(
+        "--fps", type=int, choices=v.FPS_CHOICES, default=25, help="output frame rate (default 25)"
+    )
     p.add_argument(
         "--hop",
         type=hop_value,
@@ -51,7 +62,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--lookahead",
         type=int,
         default=2,
-        help=f"frames of audio lookahead, {v.LOOKAHEAD.describe()}",
+        help=f"frames of audio lookahead, {v.LOOKAHEAD.describe()} (default 2: 80 ms)",
     )
     p.add_argument("--quality", action="store_true", help="hop 50, as offline (high latency)")
     p.add_argument(
@@ -62,7 +73,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "2.0 for IMTalker v2, 3.0 for v1",
     )
     p.add_argument(
-        "--nfe", type=int, default=10, help=f"Euler time-grid points, {v.NFE.describe()}"
+        "--nfe",
+        type=int,
+        default=10,
+        help=f"Euler time-grid points, {v.NFE.describe()} (default 10); one more than the "
+        "app's Steps (Steps 9 is --nfe 10)",
     )
     p.add_argument(
         "--allow-fewer-steps",
@@ -76,7 +91,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "a slideshow; fewer steps change the motion, so only when asked",
     )
     p.add_argument(
-        "--seed", type=int, default=25, help=f"noise seed, {v.SEED.describe()} (-1: fresh noise)"
+        "--seed",
+        type=int,
+        default=25,
+        help=f"noise seed, {v.SEED.describe()} (default 25; -1: fresh noise)",
     )
     pose = p.add_argument_group("head pose and gaze (omit for natural motion)")
     pose.add_argument("--yaw", type=float, help=v.YAW.describe())
@@ -135,6 +153,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
     remote.add_argument("--token", help="the server's token (default: IMTALKER_TOKEN)")
     remote.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=DEFAULT_REMOTE_WAIT_S,
+        metavar="S",
+        help="give up when no session with the server has begun after S seconds, "
+        f"{v.REMOTE_WAIT.describe()} (default {DEFAULT_REMOTE_WAIT_S:g}); each failed attempt "
+        "is logged meanwhile. A server lost later is retried until Ctrl-C",
+    )
+    remote.add_argument(
         "--frame-format",
         choices=("auto", "jpeg", "h264", "raw"),
         default="auto",
@@ -190,6 +217,7 @@ def validate_args(args: argparse.Namespace) -> None:
     if args.hop is not None:
         v.HOP.check(args.hop, label="--hop")
     v.LOOKAHEAD.check(args.lookahead, label="--lookahead")
+    v.REMOTE_WAIT.check(args.connect_timeout, label="--connect-timeout")
     v.THREADS.check(args.threads, label="--threads")
     v.check_choice(args.fps, v.FPS_CHOICES, label="--fps")
     if args.duration is not None:

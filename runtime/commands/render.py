@@ -64,11 +64,24 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
             "audio format) or a driving video. The output is H.264/yuv420p MP4 with the audio."
         ),
     )
-    p.add_argument("--avatar", type=Path, required=True, metavar="PHOTO")
+    p.add_argument(
+        "--avatar",
+        type=Path,
+        required=True,
+        metavar="PHOTO",
+        help="the portrait to animate (PNG or JPEG; the face is cropped unless --no-crop)",
+    )
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--audio", type=Path, metavar="AUDIO", help="speech to lip-sync to")
     src.add_argument("--driving", type=Path, metavar="VIDEO", help="face video to re-enact")
-    p.add_argument("--out", type=Path, required=True, metavar="OUT.mp4")
+    p.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        metavar="OUT.mp4",
+        help="the video to write (H.264 MP4 with the audio; an existing file only with "
+        "--overwrite)",
+    )
     p.add_argument(
         "--overwrite",
         action="store_true",
@@ -96,10 +109,14 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
         "--nfe",
         type=int,
         default=10,
-        help=f"Euler time-grid points (quality/speed), {v.NFE.describe()}",
+        help=f"Euler time-grid points (quality/speed), {v.NFE.describe()} (default 10); one "
+        "more than the app's Steps (Steps 9 is --nfe 10)",
     )
     p.add_argument(
-        "--seed", type=int, default=25, help=f"noise seed, {v.SEED.describe()} (-1: random)"
+        "--seed",
+        type=int,
+        default=25,
+        help=f"noise seed, {v.SEED.describe()} (default 25; -1: random)",
     )
     p.add_argument(
         "--batch",

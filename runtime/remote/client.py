@@ -6,17 +6,18 @@ frames and per-hop reports while the worker sends audio. Once a second it pings,
 trip is measured apart from the server's compute (which every hop reports). When the
 connection drops it reports "reconnecting", keeps retrying with a short capped backoff (so a
 server that is back is found within half a second), and on success sends the same avatar and
-controls again: the session resumes where the audio is. With `--frame-format auto` it measures
-what the link delivers (`runtime.remote.bandwidth`) and asks the server to switch between JPEG
-and H.264 mid-session; the format chosen carries over to a new connection. A wrong token, or
-input the server refuses, ends the link (no retry); "server full" before any session was served
-ends it too, after one the link keeps trying.
+controls again: the session resumes where the audio is. Every failed attempt is reported
+(`LinkStatus`: the attempt count, the reason in words, the next retry) from the first one on,
+so a server that cannot be reached says so at once instead of "connecting" for ever. With
+`--frame-format auto` it measures what the link delivers (`runtime.remote.bandwidth`) and asks
+the server to switch between JPEG and H.264 mid-session; the format chosen carries over to a
+new connection. A wrong token, or input the server refuses, ends the link (no retry); "server
+full" before any session was served ends it too, after one the link keeps trying.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import enum
 import ipaddress
 import logging
 import math
@@ -34,6 +35,7 @@ from runtime.core.timing import Clock, wait_on
 from runtime.remote import protocol as P
 from runtime.remote.bandwidth import ChooserConfig, FormatChooser, LinkMeter, LinkReading
 from runtime.remote.codec import FrameDecoder
+from runtime.remote.link_status import LinkState, LinkStatus, connect_failure, unreachable_message
 
 logger = logging.getLogger(__name__)
 
@@ -91,8 +93,14 @@ class RemoteConfig:
     network address (plenty of bandwidth, and cheaper to code), H.264 (a thirtieth of the
     bytes) to anywhere else; then as the measured bandwidth calls for."""
     connect_timeout_s: float = 3.0
+    """Seconds one attempt may take: the TCP connection and the WebSocket handshake (a server
+    that accepts but never answers fails the attempt after this), then the server's 'ready'."""
     backoff_initial_s: float = 0.1
     backoff_max_s: float = 0.5
+    """Between attempts to get a lost server back (found within half a second once it is)."""
+    connect_backoff_max_s: float = 2.0
+    """Between attempts before any session was served: a server that is not there yet is
+    retried less often (every attempt is reported, so this also paces the reports)."""
     ping_interval_s: float = 1.0
     choose_interval_s: float = 0.5
     """How often `auto` reconsiders the format."""
@@ -140,21 +148,14 @@ class Backoff:
         self._next = self._initial
 
 
-class LinkState(enum.Enum):
-    CONNECTING = "connecting"
-    CONNECTED = "connected"
-    RECONNECTING = "reconnecting"
-    FAILED = "failed"
-    CLOSED = "closed"
-
-
 @dataclass(frozen=True, kw_only=True)
 class LinkCallbacks:
     """All called on the link thread; they must not block."""
 
     on_frame: Callable[[P.FrameHeader, Image8, float], None]
     """(header, RGB image, arrival time on the link's clock); index -1 is the idle picture."""
-    on_state: Callable[[LinkState, str], None]
+    on_state: Callable[[LinkStatus], None]
+    """Every change of state, and every failed attempt (with its count and the next retry)."""
     on_rtt: Callable[[float], None] = lambda seconds: None
     on_ended: Callable[[], None] = lambda: None
     on_connected: Callable[[int], None] = lambda generation: None
@@ -177,12 +178,16 @@ class RemoteLink:
         self._connect = connect
         self._clock = clock
         self._stop = threading.Event()
+        self._attempting = threading.Event()  # the link thread is inside `connect`
         self._lock = threading.Lock()
         self._send_lock = threading.Lock()
         self._conn: Connection | None = None
         self._avatar: tuple[bytes, str] | None = None
         self._controls = P.WireControls()
         self._state = LinkState.CONNECTING
+        self._status = LinkStatus(
+            state=LinkState.CONNECTING, url=config.url, message=f"connecting to {config.url}"
+        )
         self._served = False  # a session was established at least once
         self._generation = 0
         self._seq = 0
@@ -220,6 +225,11 @@ class RemoteLink:
         return self._state
 
     @property
+    def status(self) -> LinkStatus:
+        """The state with the failed attempts and the next retry (replaced whole)."""
+        return self._status
+
+    @property
     def generation(self) -> int:
         return self._generation
 
@@ -228,12 +238,19 @@ class RemoteLink:
         self._thread.start()
 
     def stop(self, timeout: float = 1.0) -> bool:
+        """True when the link thread has ended, or is only blocked in a connection attempt
+        (a server that never answers holds it up to `connect_timeout_s`, which nothing can
+        cut short): it then closes that connection and ends by itself, sending nothing."""
         self._stop.set()
         self._drop()
         thread, self._thread = self._thread, None
         if thread is not None and thread is not threading.current_thread():
-            thread.join(timeout)
-            return not thread.is_alive()
+            deadline = time.monotonic() + timeout
+            while thread.is_alive() and not self._attempting.is_set():
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                thread.join(min(left, 0.02))
         return True
 
     def set_avatar(self, photo: bytes, name: str) -> None:
@@ -302,19 +319,28 @@ class RemoteLink:
     def _set_state(self, state: LinkState, message: str) -> None:
         if state is self._state and state is not LinkState.CONNECTED:
             return
-        self._state = state
+        self._report(LinkStatus(state=state, url=self.config.url, message=message))
+
+    def _report(self, status: LinkStatus) -> None:
+        self._state, self._status = status.state, status
         try:
-            self._cb.on_state(state, message)
+            self._cb.on_state(status)
         except Exception:
             logger.exception("link state listener failed")
 
     # -- the link thread -----------------------------------------------------------------------
 
     def _run(self) -> None:
-        backoff = Backoff(self.config.backoff_initial_s, self.config.backoff_max_s)
+        cfg = self.config
+        again = Backoff(cfg.backoff_initial_s, cfg.backoff_max_s)
+        first = Backoff(cfg.backoff_initial_s, cfg.connect_backoff_max_s)
+        attempt = 0
+        since: float | None = None
         while not self._stop.is_set():
+            started = self._clock()
+            generation = self._generation
             try:
-                self._session(backoff)
+                self._session(again)
             except P.ProtocolError as exc:
                 if exc.code in FATAL_CODES or (exc.code == P.SERVER_FULL and not self._served):
                     self.error = _refusal(exc)
@@ -323,18 +349,45 @@ class RemoteLink:
                     return
                 reason = str(exc)
             except Exception as exc:  # connection refused, reset, timed out
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+                reason = connect_failure(exc, timeout_s=cfg.connect_timeout_s)
             finally:
                 self._drop()
             if self._stop.is_set():
                 break
-            state = LinkState.CONNECTING if not self._served else LinkState.RECONNECTING
-            self._set_state(state, f"{state.value} to {self.config.url} ({reason})")
-            wait_on(self._stop, backoff.next(), self._clock)
+            if self._generation != generation:  # a session ran: its end starts a new count
+                attempt, since = 0, self._clock()
+            attempt += 1
+            since = started if since is None else since
+            lost = self._served
+            delay = (again if lost else first).next()
+            state = LinkState.RECONNECTING if lost else LinkState.CONNECTING
+            message = unreachable_message(
+                url=cfg.url, reason=reason, attempt=attempt, retry_in_s=delay, lost=lost
+            )
+            logger.debug("%s", message)
+            self._report(
+                LinkStatus(
+                    state=state,
+                    url=cfg.url,
+                    message=message,
+                    attempt=attempt,
+                    retry_in_s=delay,
+                    reason=reason,
+                    unreachable_since=since,
+                )
+            )
+            wait_on(self._stop, delay, self._clock)
         self._set_state(LinkState.CLOSED, "closed")
 
     def _session(self, backoff: Backoff) -> None:
-        conn = self._connect(self.config.session_url, self.config.connect_timeout_s)
+        self._attempting.set()
+        try:
+            conn = self._connect(self.config.session_url, self.config.connect_timeout_s)
+        finally:
+            self._attempting.clear()
+        if self._stop.is_set():  # stopped while the attempt was under way
+            conn.close()
+            return
         self._conn = conn
         hello = self._hello()
         if self._meter is None:

@@ -67,7 +67,9 @@ def test_texts() -> None:
         "wav2vec2-base-960h/config.json",
         "wav2vec2-base-960h/pytorch_model.bin",
     )
-    assert summarise_missing(missing) == "renderer.ckpt, wav2vec2-base-960h (2 files)"
+    # Counted as the manual download steps count ("download these 6 files"): every file.
+    assert summarise_missing(missing) == "3 files (renderer.ckpt, 2 in wav2vec2-base-960h/)"
+    assert summarise_missing(("renderer.ckpt",)) == "renderer.ckpt"
     line = describe(Progress("download", "Downloading x", 0.5, speed=2_000_000, eta=125))
     assert line == "Downloading x  ·  50%  ·  2.0 MB/s  ·  2m05s left"
 

@@ -283,6 +283,9 @@ class LiveEngine:
         latency = self.monitor.snapshot()
         hops = inputs.pictures if scheduler is None else scheduler.hops
         phase, status = self._phase(plan, made=hops > 0 or latency.frames_unique > 0)
+        link = inputs.link
+        if phase in ("starting", "live") and link is not None and link.unreachable:
+            status = link.message  # the frames stopped coming: say why, not "live"
         vmic = self._vmic.status()
         if vmic is not None and vmic.open and vmic.out_of_sync is not None:
             status += f"; {vmic.out_of_sync}"
@@ -305,6 +308,7 @@ class LiveEngine:
             avatar=avatar.name if avatar is not None else "",
             virtual_mic=vmic,
             remote=inputs.link_state,
+            remote_link=link,
             phase=phase,
             status=status,
             **inputs.link_stats,  # type: ignore[arg-type]

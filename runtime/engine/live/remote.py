@@ -44,12 +44,12 @@ from runtime.remote.client import (
     Connector,
     LinkCallbacks,
     LinkRefused,
-    LinkState,
     RemoteConfig,
     RemoteLink,
     websocket_connect,
 )
 from runtime.remote.codec import encode_crop, encode_photo, pcm_from_float
+from runtime.remote.link_status import LinkState, LinkStatus
 from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
@@ -91,6 +91,7 @@ class _Intake:
         self._ctx = ctx
         self._cfg, self._pacer, self._monitor = ctx.config, ctx.pacer, ctx.monitor
         self.state = LinkState.CONNECTING
+        self.status: LinkStatus | None = None
 
     def on_frame(self, header: P.FrameHeader, image: Image8, arrival: float) -> None:
         if header.index < 0:
@@ -106,12 +107,12 @@ class _Intake:
     def on_rtt(self, seconds: float) -> None:
         self._monitor.record_compute("network", seconds)
 
-    def on_state(self, state: LinkState, message: str) -> None:
-        self.state = state
-        if state is LinkState.RECONNECTING:
+    def on_state(self, status: LinkStatus) -> None:
+        self.state, self.status = status.state, status
+        if status.state is LinkState.RECONNECTING and status.attempt == 1:  # lost just now
             self._monitor.count("reconnects")
-        if state is not LinkState.CLOSED:
-            self._ctx.emit(EventKind.REMOTE, message)
+        if status.state is not LinkState.CLOSED:
+            self._ctx.emit(EventKind.REMOTE, status.message, status)
 
     def on_ended(self) -> None:
         self._ctx.audio_ended.set()
@@ -121,6 +122,7 @@ class _Intake:
 def _inputs(link: RemoteLink | None, intake: _Intake, **kw: Any) -> WorkerInputs:
     return WorkerInputs(
         link_state=intake.state.value,
+        link=intake.status,
         link_stats={} if link is None else link.stats(),
         **kw,
     )

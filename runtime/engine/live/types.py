@@ -24,6 +24,7 @@ from runtime.media.virtual_mic import VirtualMicStatus
 from runtime.media.webcam import WebcamConfig
 from runtime.model.contract import CLIP_FRAMES, SAMPLE_RATE
 from runtime.model.versions import ModelVersion
+from runtime.remote.link_status import LinkStatus
 from runtime.sinks import SinkStatus
 
 Array = npt.NDArray[np.float32]
@@ -198,7 +199,8 @@ class EventKind(enum.StrEnum):
     AVATAR = "avatar"  # the avatar was switched
     VIRTUAL_MIC = "virtual_mic"  # `detail`: a `MicEvent`
     HOP = "hop"  # the plan changed (hop, steps, real time or not); `detail`: the `HopPlan`
-    REMOTE = "remote"  # the render server link's state changed
+    REMOTE = "remote"  # the render server link's state changed, or an attempt failed;
+    # `detail`: the `LinkStatus` (attempt count, next retry, the sentence)
     ERROR = "error"  # the worker failed; the engine stops
 
 
@@ -212,7 +214,7 @@ class MicEvent(enum.StrEnum):
     IN_SYNC = "in_sync"  # back under the cap
 
 
-EventDetail = HopPlan | MicEvent | None
+EventDetail = HopPlan | MicEvent | LinkStatus | None
 
 
 class Emit(Protocol):
@@ -238,6 +240,11 @@ class EngineEvent:
     def mic(self) -> MicEvent | None:
         """`EventKind.VIRTUAL_MIC`: what happened."""
         return self.detail if isinstance(self.detail, MicEvent) else None
+
+    @property
+    def link(self) -> LinkStatus | None:
+        """`EventKind.REMOTE`: the render server link's state, attempts and next retry."""
+        return self.detail if isinstance(self.detail, LinkStatus) else None
 
 
 @dataclass(frozen=True, eq=False)
@@ -292,6 +299,10 @@ class EngineStats:
     it (`controls.min_nfe`) and the machine needs it."""
     remote: str | None = None
     """Remote compute: the link's state (connecting, connected, reconnecting, failed)."""
+    remote_link: LinkStatus | None = None
+    """Remote compute: the link's state with its failed attempts in a row, the next retry and
+    the sentence for them ("cannot reach the render server at ...: connection refused (attempt
+    3, retrying in 2 s)"); `status` says the same while the server cannot be reached."""
     frame_format: str | None = None
     """Remote compute: how frames come down now (jpeg, h264, raw)."""
     link_mbps: float = math.nan
@@ -333,6 +344,9 @@ class EngineStats:
             "avatar": self.avatar,
             "virtual_mic": None if self.virtual_mic is None else self.virtual_mic.as_dict(),
             "remote": self.remote,
+            "remote_attempt": None if self.remote_link is None else self.remote_link.attempt,
+            "remote_retry_in_s": None if self.remote_link is None else self.remote_link.retry_in_s,
+            "remote_message": None if self.remote_link is None else self.remote_link.message,
             "server_compute_ms": self.latency.compute["server"].mean_ms,
             "network_rtt_ms": self.latency.compute["network"].mean_ms,
             "frame_format": self.frame_format,

@@ -37,6 +37,7 @@ from runtime.engine.live.types import (
 from runtime.media.audio_capture import AudioCapture, CaptureStatus, CaptureTap
 from runtime.media.audio_gate import MicSwitch
 from runtime.media.webcam import WebcamSource
+from runtime.remote.link_status import LinkStatus
 from runtime.sinks import AudioSink
 
 if TYPE_CHECKING:
@@ -84,6 +85,8 @@ class WorkerInputs:
     """Webcam: pictures made."""
     link_state: str | None = None
     """Remote compute: the link's state."""
+    link: LinkStatus | None = None
+    """Remote compute: the link's state with its failed attempts and next retry."""
     link_stats: Mapping[str, object] = field(default_factory=dict)
     """Remote compute: the link's figures (`EngineStats` fields: frame_format, link_mbps...)."""
 

@@ -9,12 +9,20 @@ Layout: `<cache>/<key>/` holds `<graph>.onnx` and `<graph>.json` for every graph
 `manifest.json`, which records the SHA-256 and size of every file and the model version the
 graphs are of (from their config JSON). The key is a hash of the SHA-256 of every file the
 loader reads (the verified published files plus any safetensors conversion the loader prefers,
-`runtime.model.loader_files`), the model version the store recorded for its checkpoints,
-`EXPORTER_VERSION` and `OPSET`, so new weights, a stray file, another model version or a new
-export recipe get a new entry. The exporter reports the digest of each file it read
-(`sources.json`); graphs built from any file the key does not cover, or of another model
-version than the store recorded, are refused. An entry whose files do not match its manifest
-is not converted: it is rebuilt, never loaded.
+`runtime.model.loader_files`), `EXPORTER_VERSION` and `OPSET`: one key per set of file
+contents, however they are referenced (imported into the store, or a `--weights` folder), so
+new weights, a stray file or a new export recipe get a new entry and the same files never
+convert twice. (The model version is not part of it: the contents decide it. An entry made
+when the key also carried the store's recorded version is still found.) The exporter reports
+the digest of each file it read (`sources.json`); graphs built from any file the key does not
+cover, or of another model version than the store recorded, are refused. An entry whose files
+do not match its manifest is not converted: it is rebuilt, never loaded.
+
+Several entries live side by side (v1 and v2, the app's and the command line's) while the
+cache fits its size cap (`IMTALKER_CACHE_MAX_GB`, default `DEFAULT_MAX_GB`); past it the least
+recently used go first (`runtime.model.compile.lru`). An entry handed out for use
+(`converted_dir`, `convert`) is leased for the rest of the process
+(`runtime.model.compile.lease`): no other process deletes it meanwhile.
 
 Exporter interface (the child process):
     python -m models.export --weights STORE_DIR --out OUT_DIR
@@ -49,6 +57,7 @@ from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
 from runtime.model import loader_files
 from runtime.model.child_env import child_env, project_root
+from runtime.model.compile import lease, lru
 from runtime.model.compile.graph_version import GraphVersionError, graphs_version
 from runtime.model.contract import EXPORTER_VERSION, FP16_GRAPHS, GRAPHS, OPSET
 from runtime.model.files import sha256_file
@@ -63,6 +72,10 @@ ENTRY_FORMAT = 1
 _TMP_PREFIX = ".tmp-"
 _TRASH_PREFIX = ".trash-"
 _STALE_TMP_SECONDS = 24 * 3600
+MAX_GB_ENV = "IMTALKER_CACHE_MAX_GB"
+DEFAULT_MAX_GB = 10.0
+"""The cache's size cap: room for the graphs of both model versions (a few GB each, fp32 and
+fp16) and a spare set."""
 
 
 class ConversionError(ModelStoreError):
@@ -96,19 +109,44 @@ def cache_root() -> Path:
     return paths.cache_dir() / "compiled"
 
 
-def cache_key(source_digests: Mapping[str, str], model_version: str | None = None) -> str:
-    """`model_version`: what the store recorded for its checkpoints ("v1", "v2"), None where
-    it is not known before exporting (a `--weights` folder: the digests decide alone)."""
+def cache_key(source_digests: Mapping[str, str]) -> str:
+    """The entry for the graphs of these files (relative path -> SHA-256)."""
     fields: dict[str, Any] = {
         "sources": dict(sorted(source_digests.items())),
         "exporter_version": EXPORTER_VERSION,
         "opset": OPSET,
     }
-    if model_version is not None:
-        # Only when known, so a store verified before versions were recorded keeps its entry.
-        fields["model_version"] = model_version
     payload = json.dumps(fields, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def _legacy_key(source_digests: Mapping[str, str], model_version: str | None) -> str | None:
+    """The key entries of an imported store had while it also carried the recorded model
+    version: their graphs are the same, so they are used rather than converted again."""
+    if model_version is None:
+        return None
+    fields: dict[str, Any] = {
+        "sources": dict(sorted(source_digests.items())),
+        "exporter_version": EXPORTER_VERSION,
+        "opset": OPSET,
+        "model_version": model_version,
+    }
+    payload = json.dumps(fields, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:32]
+
+
+def max_bytes() -> int:
+    """The cache's size cap in bytes (`IMTALKER_CACHE_MAX_GB`, else `DEFAULT_MAX_GB`)."""
+    text = os.environ.get(MAX_GB_ENV, "").strip()
+    try:
+        gb = float(text) if text else DEFAULT_MAX_GB
+    except ValueError:
+        logger.warning("%s=%r is not a number; using %g GB", MAX_GB_ENV, text, DEFAULT_MAX_GB)
+        gb = DEFAULT_MAX_GB
+    if not gb > 0 or gb == float("inf"):
+        logger.warning("%s=%r is out of range; using %g GB", MAX_GB_ENV, text, DEFAULT_MAX_GB)
+        gb = DEFAULT_MAX_GB
+    return int(gb * 1e9)
 
 
 def required_files() -> tuple[str, ...]:
@@ -183,26 +221,45 @@ def entry_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
     digests = source_digests(store)
     if digests is None:
         return None
-    return (root or cache_root()) / cache_key(digests, store.model_version())
+    return (root or cache_root()) / cache_key(digests)
 
 
-def converted_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
-    """The verified entry to load graphs from, or None if the store is not converted."""
-    path = entry_dir(store, root=root)
-    if path is None:
+def _usable(store: ModelStore, root: Path | None) -> Path | None:
+    """The verified entry of the store's files (under their key, or the legacy one)."""
+    digests = source_digests(store)
+    if digests is None:
         return None
+    root = root or cache_root()
+    path = root / cache_key(digests)
     check = check_entry(path, key=path.name)
-    if not check.ok:
-        if path.exists():
-            logger.warning(
-                "compiled graphs in %s are not usable: %s", path, "; ".join(check.problems)
-            )
+    if check.ok:
+        return path
+    legacy = _legacy_key(digests, store.model_version())
+    if legacy is not None and check_entry(root / legacy, key=legacy).ok:
+        return root / legacy
+    if path.exists():
+        logger.warning("compiled graphs in %s are not usable: %s", path, "; ".join(check.problems))
+    return None
+
+
+def _use(path: Path) -> Path | None:
+    """Lease `path` for this process and stamp it used; None when it went meanwhile."""
+    if not lease.hold(path):
         return None
+    lru.mark_used(path)
     return path
 
 
+def converted_dir(store: ModelStore, *, root: Path | None = None) -> Path | None:
+    """The verified entry to load graphs from, or None if the store is not converted. The
+    entry is leased for the rest of this process: no other process deletes it."""
+    path = _usable(store, root)
+    return None if path is None else _use(path)
+
+
 def is_converted(store: ModelStore, *, root: Path | None = None) -> bool:
-    return converted_dir(store, root=root) is not None
+    """Whether the store's graphs are in the cache (nothing is leased)."""
+    return _usable(store, root) is not None
 
 
 def exporter_available() -> bool:
@@ -407,22 +464,35 @@ def _own_entries(root: Path) -> Iterable[Path]:
 
 
 def _prune(root: Path, *, keep: Path) -> None:
-    """Drop other entries (older weights or exporter versions) and abandoned temp dirs."""
+    """Drop abandoned temp dirs, then the least recently used entries not in use while the
+    cache is over its cap (`keep`, the entry just made, stays)."""
     now = time.time()
+    entries = []
     for path in _own_entries(root):
         if path == keep:
             continue
+        if not path.name.startswith((_TMP_PREFIX, _TRASH_PREFIX)):
+            entries.append(path)
+            continue
         if path.name.startswith(_TMP_PREFIX) and now - path.stat().st_mtime < _STALE_TMP_SECONDS:
             continue  # maybe another conversion in progress
+        if lease.in_use(path):
+            continue  # set aside by another process's eviction, and leased meanwhile: it goes back
         logger.info("removing stale compiled graphs %s", path)
         shutil.rmtree(path, ignore_errors=True)
+    lru.evict([*entries, keep], keep=keep, max_bytes=max_bytes(), trash_prefix=_TRASH_PREFIX)
 
 
 def remove_entries(*, root: Path | None = None) -> list[Path]:
-    """Delete every compiled entry this app wrote under the cache root (nothing else)."""
+    """Delete every compiled entry this app wrote under the cache root (nothing else), but
+    those a running process is using (they are named in the log)."""
     root = root or cache_root()
     removed = []
     for path in _own_entries(root):
+        lease.release(path)  # this process asked for it; only others' use keeps an entry
+        if lease.in_use(path):
+            logger.warning("kept %s: a running imtalker-cam is using it", path)
+            continue
         shutil.rmtree(path, ignore_errors=True)
         removed.append(path)
     with contextlib.suppress(OSError):
@@ -453,10 +523,20 @@ def convert(
         )
     root = root or cache_root()
     model_version = store.model_version()
-    key = cache_key(digests, model_version)
+    key = cache_key(digests)
     final = root / key
-    if not force and check_entry(final, key=key).ok:
-        return final
+    if not force:
+        found = _usable(store, root)
+        used = None if found is None else _use(found)
+        if used is not None:
+            return used
+    else:
+        lease.release(final)
+        if lease.in_use(final):
+            raise ConversionError(
+                f"the compiled graphs in {final} are in use by a running imtalker-cam; stop it "
+                "before converting them again"
+            )
     if command is None:
         if not exporter_available():
             raise ExporterUnavailable(
@@ -482,6 +562,8 @@ def convert(
     check = check_entry(final, key=key)
     if not check.ok:
         raise ConversionError(f"the converted graphs failed their check: {check.problems}")
+    if _use(final) is None:
+        raise ConversionError(f"the converted graphs in {final} were removed meanwhile")
     _prune(root, keep=final)
     logger.info("compiled graphs ready in %s", final)
     return final

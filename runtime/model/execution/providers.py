@@ -120,8 +120,10 @@ def provider_report() -> ProviderReport:
 def usable_providers(wanted: tuple[str, ...]) -> tuple[str, ...]:
     """`wanted` minus what is not compiled in or fails its probe, CPU always last.
 
-    A GPU provider that is compiled in but does not initialise is logged once per process
-    as one clear warning ("CUDA provider compiled in but unusable: ...; running on CPU").
+    A GPU provider that is compiled in but does not initialise is logged once per process,
+    at INFO ("CUDA provider compiled in but unusable: ...; running on CPU"): on a machine
+    without a GPU that is how things are, not news for every command; `doctor` (and the app's
+    status) say it where the user looks for it (`unusable_warning`).
     """
     compiled = set(compiled_providers())
     chosen: list[str] = []
@@ -140,17 +142,20 @@ def usable_providers(wanted: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(chosen)
 
 
+def unusable_warning(probe: ProviderProbe, *, running_on: str = CPU) -> str:
+    """The sentence for a provider compiled in that does not initialise."""
+    return (
+        f"{SHORT_NAMES.get(probe.name, probe.name)} provider compiled in but unusable: "
+        f"{probe.reason}; running on {SHORT_NAMES.get(running_on, running_on)}"
+    )
+
+
 def _warn_once(probe: ProviderProbe, *, running_on: str) -> None:
     with _lock:
         if probe.name in _warned:
             return
         _warned.add(probe.name)
-    logger.warning(
-        "%s provider compiled in but unusable: %s; running on %s",
-        SHORT_NAMES.get(probe.name, probe.name),
-        probe.reason,
-        SHORT_NAMES.get(running_on, running_on),
-    )
+    logger.info("%s", unusable_warning(probe, running_on=running_on))
 
 
 def reset_probes() -> None:

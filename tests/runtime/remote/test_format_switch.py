@@ -114,7 +114,7 @@ def test_a_slow_link_switches_to_h264_and_every_frame_decodes(server: InProcessS
         RemoteConfig(url=server.url, token=TOKEN, frame_format="auto"),
         LinkCallbacks(
             on_frame=lambda h, image, t: got.append((h, image)),
-            on_state=lambda s, m: states.append(s),
+            on_state=lambda st: states.append(st.state),
             on_connected=lambda generation: connected.set(),
         ),
         hello=lambda: P.Hello(token=TOKEN, frame_format="jpeg"),  # as for a loopback address

@@ -188,7 +188,7 @@ def test_sessions_run_on_cpu_and_say_why_not_gpu(stubs: Path, fresh_probes: obje
         assert "CUDA unusable: " in models.summary()
 
 
-def test_fallback_warning_logged_exactly_once(
+def test_fallback_notice_logged_exactly_once_at_info(
     stubs: Path,
     fresh_probes: object,
     caplog: pytest.LogCaptureFixture,
@@ -199,12 +199,15 @@ def test_fallback_warning_logged_exactly_once(
     if gpu_present():
         pytest.skip("a GPU is present: CUDA may initialise")
     capfd.readouterr()
-    with caplog.at_level(logging.WARNING, logger="runtime"):
+    with caplog.at_level(logging.INFO, logger="runtime"):
         open_model_set(stubs, options=SessionOptions())  # six sessions
         open_model_set(stubs, options=SessionOptions(), names=["renderer"])
         assert requested_providers(SessionOptions()) == ["CPUExecutionProvider"]
-    warnings = [r.getMessage() for r in caplog.records if "unusable" in r.getMessage()]
-    assert len(warnings) == 1, warnings
+    found = [r for r in caplog.records if "compiled in but unusable" in r.getMessage()]
+    # Once, and at INFO: every command on a machine without a GPU would start with it (issue
+    # 24); `doctor` is where it is said out loud.
+    assert [r.levelno for r in found] == [logging.INFO], found
+    warnings = [r.getMessage() for r in found]
     assert warnings[0].startswith("CUDA provider compiled in but unusable: ")
     assert warnings[0].endswith("; running on CPU")
     cuda = provider_report().probe("CUDAExecutionProvider")

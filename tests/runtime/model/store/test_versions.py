@@ -169,12 +169,15 @@ def test_the_inspector_runs_in_a_child_process(store: ModelStore, tmp_path: Path
     assert done.stdout.strip() == "False"
 
 
-def test_cache_key_carries_the_recorded_model_version() -> None:
+def test_cache_key_is_the_file_contents_alone() -> None:
+    """One key per set of file contents (issue 24): v1 and v2 differ by their checkpoints'
+    digests, never by how the files were referenced or what was recorded about them."""
     from runtime.model.compile.cache import cache_key
 
-    digests = {"renderer.ckpt": "a" * 64, "generator.ckpt": "b" * 64}
-    keys = {cache_key(digests), cache_key(digests, "v1"), cache_key(digests, "v2")}
-    assert len(keys) == 3
+    v1 = {"renderer.ckpt": "a" * 64, "generator.ckpt": "b" * 64}
+    v2 = {"renderer.ckpt": "a" * 64, "generator.ckpt": "c" * 64}
+    assert cache_key(v1) == cache_key(dict(reversed(list(v1.items()))))
+    assert cache_key(v1) != cache_key(v2)
 
 
 def test_replace_keeps_the_other_files_digests(store: ModelStore, tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
+from runtime.model.compile.cache import CONVERT_EXTRA_HINT, missing_convert_modules
 from runtime.model.execution.cuda_env import cuda_environment
 from runtime.model.execution.providers import ProviderProbe, ProviderReport, provider_report
 
@@ -154,7 +155,14 @@ def probe_models() -> dict[str, Any]:
             "wav2vec2-base-960h/pytorch_model.bin",
         )
     }
-    return {"store": str(store), "files": files, "complete": all(files.values())}
+    missing = missing_convert_modules()
+    return {
+        "store": str(store),
+        "files": files,
+        "complete": all(files.values()),
+        "convert_extra_missing": list(missing),
+        "convert_hint": CONVERT_EXTRA_HINT if missing else None,
+    }
 
 
 def collect() -> Report:
@@ -228,4 +236,6 @@ def format_report(report: Report) -> str:
     lines += ["", f"Model files in {models['store']}:"]
     for name, present in models["files"].items():
         lines.append(f"  {name:<40} {'present' if present else 'missing'}")
+    if models.get("convert_hint"):
+        lines.append(f"  conversion: {models['convert_hint']}")
     return "\n".join(lines)

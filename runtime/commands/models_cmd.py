@@ -227,6 +227,7 @@ def _status_doc(store: ModelStore, status: StoreStatus) -> dict[str, Any]:
         "converted": compiled is not None,
         "compiled_dir": str(compiled) if compiled is not None else None,
         "exporter_available": compiled_cache.exporter_available(),
+        "convert_extra_missing": list(compiled_cache.missing_convert_modules()),
         "providers": _providers(),
     }
 
@@ -252,6 +253,8 @@ def _print_status(doc: dict[str, Any]) -> None:
         _out(f"Compiled graphs  converted ({doc['compiled_dir']})")
     elif not doc["exporter_available"]:
         _out("Compiled graphs  not converted (this installation has no ONNX exporter)")
+    elif doc["convert_extra_missing"]:
+        _out(f"Compiled graphs  not converted ({compiled_cache.CONVERT_EXTRA_HINT})")
     else:
         _out("Compiled graphs  not converted")
     providers = ", ".join(doc["providers"]) or "none (ONNX Runtime is not available)"

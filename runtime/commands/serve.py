@@ -120,6 +120,7 @@ def _graphs(args: argparse.Namespace) -> Path:
 
 def run(args: argparse.Namespace) -> int:
     from runtime.core import paths
+    from runtime.model.store.errors import ModelStoreError
     from runtime.remote.token import TokenError, server_token
 
     try:
@@ -135,7 +136,8 @@ def run(args: argparse.Namespace) -> int:
         gpus = (1.0 if cuda_usable() else 0.0) if gpus is None else GPUS.check(gpus)
         token, generated = server_token(args.token, paths.config_dir())
         graphs = _graphs(args)
-    except (v.ValidationError, TokenError, ValueError, OSError) as exc:
+    except (v.ValidationError, TokenError, ValueError, OSError, ModelStoreError) as exc:
+        # ModelStoreError: no model, or it cannot be converted here (the convert extra).
         logger.error("%s", exc)
         return EXIT_INPUT
     if generated:

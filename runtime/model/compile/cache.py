@@ -21,6 +21,10 @@ Exporter interface (the child process):
 writes the graphs into OUT_DIR (an empty temp dir; renamed into place only after it succeeds
 and its files are hashed) and prints progress to stdout as JSON lines
 `{"graph": "renderer", "done": 3, "total": 6}`; other lines are logged. Exit code 0 = success.
+
+The exporter needs the `convert` extra (torch, onnx, onnxconverter-common); without it
+`convert` raises `ConvertExtraMissing`, whose message is the one sentence saying what to install
+(checked here before starting the child, and recognised in the child's error output too).
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ import json
 import logging
 import os
 import queue
+import re
 import secrets
 import shutil
 import subprocess
@@ -71,6 +76,26 @@ class ConversionError(ModelStoreError):
 
 class ExporterUnavailable(ConversionError):
     """This installation has no ONNX exporter (`models.export`)."""
+
+
+CONVERT_EXTRA_MODULES = ("torch", "onnx", "onnxconverter_common")
+"""What `models.export` imports beyond the base install: the `convert` extra."""
+
+CONVERT_EXTRA_HINT = (
+    "converting the model needs PyTorch and ONNX, which this installation lacks: install "
+    'them with `pip install "imtalker-cam[convert]"` (or `pipx inject imtalker-cam torch onnx '
+    "onnxconverter-common`) and convert again"
+)
+
+_MISSING_IN_CHILD = re.compile(r"No module named '(torch|onnx|onnxconverter_common)[.']")
+
+
+class ConvertExtraMissing(ExporterUnavailable):
+    """The exporter is there but the `convert` extra (torch, onnx) is not installed."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(CONVERT_EXTRA_HINT)
+        self.missing = tuple(missing)
 
 
 @dataclass(frozen=True)
@@ -214,6 +239,19 @@ def exporter_available() -> bool:
     return any((Path(loc) / "export.py").is_file() for loc in locations or ())
 
 
+def missing_convert_modules() -> tuple[str, ...]:
+    """The `convert` extra's modules this interpreter cannot find (none imported to look)."""
+    missing = []
+    for name in CONVERT_EXTRA_MODULES:
+        try:
+            found = importlib_util.find_spec(name) is not None
+        except (ImportError, ValueError):  # a broken or blocked install counts as absent
+            found = False
+        if not found:
+            missing.append(name)
+    return tuple(missing)
+
+
 def _pump(stream: IO[str], sink: Callable[[str], None]) -> None:
     for line in stream:
         sink(line.rstrip("\r\n"))
@@ -259,6 +297,11 @@ def _run_exporter(
     ) as proc:
         code = _supervise(proc, lines, keep_stderr, started, progress=progress, cancel=cancel)
     if code != 0:
+        absent = sorted({m.group(1) for m in map(_MISSING_IN_CHILD.search, tail) if m})
+        if absent:
+            # The child's interpreter lacks the extra even where this one found it (another
+            # environment on its path): the same one sentence, not a traceback.
+            raise ConvertExtraMissing(absent)
         detail = "\n".join(tail) or "(no error output)"
         raise ConversionError(f"the exporter failed (exit code {code}):\n{detail}")
 
@@ -463,6 +506,9 @@ def convert(
                 "the ONNX exporter (models.export) is not available in this installation, "
                 "so the model cannot be converted yet"
             )
+        missing = missing_convert_modules()
+        if missing:
+            raise ConvertExtraMissing(missing)
         command = [sys.executable, "-m", EXPORTER_MODULE]
     paths.check_root(root, what=paths.label("compiled-graph cache", paths.CACHE_ENV))
     root.mkdir(parents=True, exist_ok=True)

@@ -22,7 +22,7 @@ import pytest
 from desktop_app.runtime_services.models import RuntimeModels
 from desktop_app.services import UserError
 from runtime.model.compile import cache as compiled_cache
-from runtime.model.compile.cache import CONVERT_EXTRA_HINT
+from runtime.model.convert_extra import HINT as CONVERT_EXTRA_HINT
 from runtime.model.execution import providers
 from runtime.model.store.model_store import ModelStore
 from tests.hub_server import standin_files, write_tree
@@ -129,11 +129,15 @@ def test_render_and_doctor_run_without_torch_or_onnx(tmp_path: Path, fixtures_di
     assert cpu and cpu[0]["initialises"], report["providers"]
 
 
-def test_models_convert_and_serve_say_what_to_install(tmp_path: Path) -> None:
+def test_models_convert_import_and_serve_say_what_to_install(tmp_path: Path) -> None:
     weights = write_tree(tmp_path / "weights", standin_files())
     done = cli(tmp_path, "models", "convert", "--weights", str(weights))
     assert done.returncode == 4, done.stderr  # EXIT_NOT_CONVERTED
     assert done.stderr.strip() == f"Error: {CONVERT_EXTRA_HINT}"
+
+    done = cli(tmp_path, "models", "import", str(weights))  # the checkpoint inspector
+    assert done.returncode != 0
+    assert done.stderr.strip().splitlines()[-1] == f"Error: {CONVERT_EXTRA_HINT}"
 
     done = cli(tmp_path, "serve", "--weights", str(weights), "--port", "9", "--duration", "0")
     assert done.returncode == 1, done.stderr  # EXIT_INPUT, before Ray starts

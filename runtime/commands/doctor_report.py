@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from types import ModuleType
 from typing import Any
 
-from runtime.model.compile.cache import CONVERT_EXTRA_HINT, missing_convert_modules
+from runtime.model import convert_extra
 from runtime.model.execution.cuda_env import cuda_environment
 from runtime.model.execution.providers import ProviderProbe, ProviderReport, provider_report
 
@@ -155,13 +155,13 @@ def probe_models() -> dict[str, Any]:
             "wav2vec2-base-960h/pytorch_model.bin",
         )
     }
-    missing = missing_convert_modules()
+    missing = convert_extra.missing_modules()
     return {
         "store": str(store),
         "files": files,
         "complete": all(files.values()),
         "convert_extra_missing": list(missing),
-        "convert_hint": CONVERT_EXTRA_HINT if missing else None,
+        "convert_hint": convert_extra.hint() if missing else None,
     }
 
 

@@ -37,7 +37,6 @@ import json
 import logging
 import os
 import queue
-import re
 import secrets
 import shutil
 import subprocess
@@ -52,7 +51,7 @@ from typing import IO, Any
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
-from runtime.model import loader_files
+from runtime.model import convert_extra, loader_files
 from runtime.model.child_env import child_env, project_root
 from runtime.model.compile.graph_version import GraphVersionError, graphs_version
 from runtime.model.contract import EXPORTER_VERSION, FP16_GRAPHS, GRAPHS, OPSET
@@ -78,23 +77,11 @@ class ExporterUnavailable(ConversionError):
     """This installation has no ONNX exporter (`models.export`)."""
 
 
-CONVERT_EXTRA_MODULES = ("torch", "onnx", "onnxconverter_common")
-"""What `models.export` imports beyond the base install: the `convert` extra."""
-
-CONVERT_EXTRA_HINT = (
-    "converting the model needs PyTorch and ONNX, which this installation lacks: install "
-    'them with `pip install "imtalker-cam[convert]"` (or `pipx inject imtalker-cam torch onnx '
-    "onnxconverter-common`) and convert again"
-)
-
-_MISSING_IN_CHILD = re.compile(r"No module named '(torch|onnx|onnxconverter_common)[.']")
-
-
 class ConvertExtraMissing(ExporterUnavailable):
     """The exporter is there but the `convert` extra (torch, onnx) is not installed."""
 
     def __init__(self, missing: Sequence[str]) -> None:
-        super().__init__(CONVERT_EXTRA_HINT)
+        super().__init__(convert_extra.hint())
         self.missing = tuple(missing)
 
 
@@ -239,19 +226,6 @@ def exporter_available() -> bool:
     return any((Path(loc) / "export.py").is_file() for loc in locations or ())
 
 
-def missing_convert_modules() -> tuple[str, ...]:
-    """The `convert` extra's modules this interpreter cannot find (none imported to look)."""
-    missing = []
-    for name in CONVERT_EXTRA_MODULES:
-        try:
-            found = importlib_util.find_spec(name) is not None
-        except (ImportError, ValueError):  # a broken or blocked install counts as absent
-            found = False
-        if not found:
-            missing.append(name)
-    return tuple(missing)
-
-
 def _pump(stream: IO[str], sink: Callable[[str], None]) -> None:
     for line in stream:
         sink(line.rstrip("\r\n"))
@@ -297,7 +271,7 @@ def _run_exporter(
     ) as proc:
         code = _supervise(proc, lines, keep_stderr, started, progress=progress, cancel=cancel)
     if code != 0:
-        absent = sorted({m.group(1) for m in map(_MISSING_IN_CHILD.search, tail) if m})
+        absent = convert_extra.missing_in_output(tail)
         if absent:
             # The child's interpreter lacks the extra even where this one found it (another
             # environment on its path): the same one sentence, not a traceback.
@@ -501,14 +475,14 @@ def convert(
     if not force and check_entry(final, key=key).ok:
         return final
     if command is None:
+        absent = convert_extra.missing_modules()
+        if absent:
+            raise ConvertExtraMissing(absent)
         if not exporter_available():
             raise ExporterUnavailable(
                 "the ONNX exporter (models.export) is not available in this installation, "
                 "so the model cannot be converted yet"
             )
-        missing = missing_convert_modules()
-        if missing:
-            raise ConvertExtraMissing(missing)
         command = [sys.executable, "-m", EXPORTER_MODULE]
     paths.check_root(root, what=paths.label("compiled-graph cache", paths.CACHE_ENV))
     root.mkdir(parents=True, exist_ok=True)

@@ -16,6 +16,7 @@ from typing import Any
 
 from runtime.model import convert_extra
 from runtime.model.execution.cuda_env import cuda_environment
+from runtime.model.execution.cuda_fetch import cuda_runtime_need, user_library_dir
 from runtime.model.execution.providers import ProviderProbe, ProviderReport, provider_report
 
 logger = logging.getLogger(__name__)
@@ -167,7 +168,14 @@ def probe_models() -> dict[str, Any]:
 
 def collect() -> Report:
     # First: it preloads CUDA/cuDNN from the nvidia-* wheels, which the provider probe then uses.
-    cuda = cuda_environment().to_json()
+    environment = cuda_environment()
+    cuda = environment.to_json()
+    cuda["fetch_offer"] = cuda_runtime_need(
+        driver=environment.driver,
+        build_cuda=environment.build_cuda,
+        wheels=environment.wheels,
+        folder=user_library_dir(environment.build_cuda),
+    )
     compiled, providers = probe_providers()
     inputs, audio_error = probe_audio()
     return Report(
@@ -201,6 +209,8 @@ def format_cuda(cuda: dict[str, Any]) -> list[str]:
         "  CUDA/cuDNN wheels: "
         + (", ".join(f"{n} {v}" for n, v in wheels.items()) or "none (set-up installs them)")
     )
+    if cuda.get("fetch_offer"):
+        lines.append(f"  {cuda['fetch_offer']}")
     if cuda.get("preload_error"):
         lines.append(f"  preloading them failed: {cuda['preload_error']}")
     for lib in cuda.get("libraries") or []:

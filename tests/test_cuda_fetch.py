@@ -283,3 +283,17 @@ def test_the_requirements_are_onnxruntime_gpus_own() -> None:
     assert "nvidia-cuda-runtime" in names or any(n.startswith("nvidia-cuda-runtime") for n in names)
     assert any(n.startswith("nvidia-cudnn") for n in names)
     assert all(n.startswith("nvidia-") for n in names)
+
+
+def test_doctor_shows_the_offer() -> None:
+    from runtime.commands.doctor_report import format_cuda
+
+    offer = "RTX 4090 can run the model with CUDA, but the CUDA 13 runtime is not installed"
+    cuda = {
+        "driver": {"present": True, "driver_version": "580.65", "max_cuda": "13.0"},
+        "build_cuda": "13.0",
+        "wheels": {},
+        "fetch_offer": offer,
+    }
+    assert f"  {offer}" in format_cuda(cuda)
+    assert not any("CUDA 13 runtime" in line for line in format_cuda({**cuda, "fetch_offer": None}))

@@ -79,8 +79,26 @@ def _cannot_start(text: str) -> int:
     return 1
 
 
-def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) -> int:
-    """Start the app. `backend` replaces the real runtime (tests pass fakes for hardware)."""
+def _started(app: QApplication, window: MainWindow) -> None:
+    """`--check-startup`: the window is up and the event loop turns; say so and leave."""
+    logger.info(
+        "the desktop app started: window %r shown at %dx%d on the %s platform",
+        window.windowTitle(),
+        window.width(),
+        window.height(),
+        app.platformName(),
+    )
+    app.quit()
+
+
+def run(
+    argv: Sequence[str] | None = None,
+    *,
+    backend: Backend | None = None,
+    quit_when_shown: bool = False,
+) -> int:
+    """Start the app. `backend` replaces the real runtime (tests pass fakes for hardware);
+    `quit_when_shown` closes it once the window is shown (an install's or a bundle's check)."""
     app = create_app(sys.argv if argv is None else argv)
     boundary = ErrorBoundary().install()
     try:
@@ -99,6 +117,8 @@ def run(argv: Sequence[str] | None = None, *, backend: Backend | None = None) ->
             return _cannot_start(report(exc, context="starting the app"))
         window.show()
         QTimer.singleShot(0, window.check_models)
+        if quit_when_shown:
+            QTimer.singleShot(0, lambda: _started(app, window))
         return app.exec()
     finally:
         boundary.uninstall()

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything imtalker-cam needs on a fresh Debian machine with only Python present:
 # the Debian packages (PortAudio, Qt's runtime libraries, Xvfb, espeak-ng, PulseAudio for the
-# live-audio tests) and a virtual environment at .venv with the project installed editable.
+# live-audio tests) and a virtual environment at .venv with the project installed editable,
+# with its convert, server and dev extras.
 # Where an NVIDIA driver answers (nvidia-smi), also onnxruntime-gpu's `cuda` and `cudnn` extras:
 # the CUDA and cuDNN runtime wheels it loads (about 1.5 GB); without a driver, nothing more.
 # Idempotent: a second run installs nothing that is already there.
@@ -38,8 +39,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   # The CPU build of torch (a bare 'torch' would pull a multi-GB CUDA build).
   .venv/bin/python -m pip install -q "torch==2.13.0"
-  # The server extra too: the tests start `imtalker-cam serve` on loopback.
-  .venv/bin/python -m pip install -q -e ".[dev,server]"
+  # The convert extra (torch, onnx: converting the checkpoints once; the tests build graphs
+  # with onnx) and the server extra (the tests start `imtalker-cam serve` on loopback).
+  .venv/bin/python -m pip install -q -e ".[dev,server,convert]"
   touch "$stamp"
 fi
 

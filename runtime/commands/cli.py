@@ -28,6 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    parser.add_argument(
+        "--check-startup",
+        action="store_true",
+        help="open the desktop app and quit as soon as its window is shown (checks an install)",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for command in _COMMANDS:
         command.add_parser(sub)
@@ -42,7 +47,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     if args.command is None:
-        return _run_gui()
+        return _run_gui(quit_when_shown=args.check_startup)
 
     def run() -> int:
         code: int = args.func(args)
@@ -51,7 +56,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     return guarded(args.command, run, argv=list(argv) if argv is not None else None)
 
 
-def _run_gui() -> int:
+def _run_gui(*, quit_when_shown: bool) -> int:
     # The GUI is imported lazily by name so that `runtime` keeps no import of Qt.
     import importlib
 
@@ -60,7 +65,7 @@ def _run_gui() -> int:
     except ImportError as exc:
         logger.error("the desktop app cannot start: %s", exc)
         return 1
-    code: int = app_module.run(sys.argv[:1])
+    code: int = app_module.run(sys.argv[:1], quit_when_shown=quit_when_shown)
     return code
 
 

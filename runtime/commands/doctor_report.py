@@ -16,7 +16,9 @@ from types import ModuleType
 from typing import Any
 
 from runtime.media import device_names
+from runtime.model import convert_extra
 from runtime.model.execution.cuda_env import cuda_environment
+from runtime.model.execution.cuda_fetch import cuda_runtime_need, user_library_dir
 from runtime.model.execution.providers import (
     CPU,
     TENSORRT,
@@ -173,7 +175,14 @@ def probe_models() -> dict[str, Any]:
     from runtime.model.store.model_store import ModelStore
 
     store = ModelStore(paths.model_store_dir())
-    doc: dict[str, Any] = {"store": str(store.root), "files": {}, "states": {}}
+    missing = convert_extra.missing_modules()
+    doc: dict[str, Any] = {
+        "store": str(store.root),
+        "files": {},
+        "states": {},
+        "convert_extra_missing": list(missing),
+        "convert_hint": convert_extra.hint() if missing else None,
+    }
     try:
         status = store.status()
         converted = compiled_cache.is_converted(store)
@@ -196,7 +205,14 @@ def probe_models() -> dict[str, Any]:
 
 def collect() -> Report:
     # First: it preloads CUDA/cuDNN from the nvidia-* wheels, which the provider probe then uses.
-    cuda = cuda_environment().to_json()
+    environment = cuda_environment()
+    cuda = environment.to_json()
+    cuda["fetch_offer"] = cuda_runtime_need(
+        driver=environment.driver,
+        build_cuda=environment.build_cuda,
+        wheels=environment.wheels,
+        folder=user_library_dir(environment.build_cuda),
+    )
     compiled, providers = probe_providers()
     inputs, audio_error = probe_audio()
     return Report(
@@ -230,6 +246,8 @@ def format_cuda(cuda: dict[str, Any]) -> list[str]:
         "  CUDA/cuDNN wheels: "
         + (", ".join(f"{n} {v}" for n, v in wheels.items()) or "none (set-up installs them)")
     )
+    if cuda.get("fetch_offer"):
+        lines.append(f"  {cuda['fetch_offer']}")
     if cuda.get("preload_error"):
         lines.append(f"  preloading them failed: {cuda['preload_error']}")
     for lib in cuda.get("libraries") or []:
@@ -285,4 +303,6 @@ def format_models(models: dict[str, Any]) -> list[str]:
         lines.append("  converted for this computer: no (the first start converts, a few minutes)")
     else:
         lines.append("  converted for this computer: no (files missing)")
+    if models.get("convert_hint"):
+        lines.append(f"  conversion: {models['convert_hint']}")
     return lines

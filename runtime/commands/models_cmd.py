@@ -20,6 +20,7 @@ from typing import Any, TextIO
 
 from runtime.commands.app_folders import check_app_folders
 from runtime.core.units import human_bytes, human_duration
+from runtime.model import convert_extra
 from runtime.model.compile import cache as compiled_cache
 from runtime.model.compile.cache import ConversionError, ConversionProgress
 from runtime.model.compile.graph_version import GraphVersionError, graphs_version
@@ -227,6 +228,7 @@ def _status_doc(store: ModelStore, status: StoreStatus) -> dict[str, Any]:
         "converted": compiled is not None,
         "compiled_dir": str(compiled) if compiled is not None else None,
         "exporter_available": compiled_cache.exporter_available(),
+        "convert_extra_missing": list(convert_extra.missing_modules()),
         "providers": _providers(),
     }
 
@@ -252,6 +254,8 @@ def _print_status(doc: dict[str, Any]) -> None:
         _out(f"Compiled graphs  converted ({doc['compiled_dir']})")
     elif not doc["exporter_available"]:
         _out("Compiled graphs  not converted (this installation has no ONNX exporter)")
+    elif doc["convert_extra_missing"]:
+        _out(f"Compiled graphs  not converted ({convert_extra.hint()})")
     else:
         _out("Compiled graphs  not converted")
     providers = ", ".join(doc["providers"]) or "none (ONNX Runtime is not available)"

@@ -148,6 +148,7 @@ def _graphs(args: argparse.Namespace) -> Path:
 def run(args: argparse.Namespace) -> int:
     from runtime.core import paths
     from runtime.model.compile.graph_version import GraphVersionError
+    from runtime.model.store.errors import ModelStoreError
     from runtime.remote.token import TokenError, server_token
 
     try:
@@ -169,7 +170,15 @@ def run(args: argparse.Namespace) -> int:
         options = session_options(args)
         graphs = _graphs(args)
         check_graphs(graphs, precision=options.precision)
-    except (v.ValidationError, TokenError, GraphVersionError, ValueError, OSError) as exc:
+    except (
+        v.ValidationError,
+        TokenError,
+        GraphVersionError,
+        ValueError,
+        OSError,
+        ModelStoreError,
+    ) as exc:
+        # ModelStoreError: no model, or it cannot be converted here (the convert extra).
         logger.error("%s", exc)
         return EXIT_INPUT
     from runtime.server.gate import start_gate

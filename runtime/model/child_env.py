@@ -18,7 +18,9 @@ def child_env() -> dict[str, str]:
     env = dict(os.environ)
     env["PYTHONUNBUFFERED"] = "1"
     root = project_root()
-    if (root / "models").is_dir():
-        # Running from a source tree: let the child import `models` as the parent would.
+    if (root / "models").is_dir() and (root / "pyproject.toml").is_file():
+        # Running from a source tree: let the child import `models` as the parent would. An
+        # installed copy (site-packages) is on the child's path already, and putting
+        # site-packages ahead of the standard library would be wrong.
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(root), env.get("PYTHONPATH", "")) if p)
     return env

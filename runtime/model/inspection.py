@@ -22,6 +22,7 @@ from importlib import util as importlib_util
 from pathlib import Path
 from typing import Any
 
+from runtime.model import convert_extra
 from runtime.model.child_env import child_env, project_root
 from runtime.model.store.errors import ModelStoreError
 from runtime.model.versions import VERSIONS
@@ -98,6 +99,8 @@ def inspect_files(
             todo[part] = path
     if not todo:
         return out
+    if command is None and convert_extra.missing_modules():
+        raise InspectionError(convert_extra.hint())
     argv = [*(command or [sys.executable, "-m", INSPECTOR_MODULE]), "--json"]
     argv += [f"{part}={path}" for part, path in todo.items()]
     logger.info("inspecting %s", ", ".join(f"{p} ({path.name})" for p, path in todo.items()))
@@ -116,6 +119,8 @@ def inspect_files(
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise InspectionError(f"the checkpoint inspector could not run: {exc}") from exc
     if done.returncode != 0:
+        if convert_extra.missing_in_output(done.stderr.splitlines()):
+            raise InspectionError(convert_extra.hint())
         tail = "\n".join(done.stderr.strip().splitlines()[-5:]) or "(no error output)"
         raise InspectionError(
             f"the checkpoint inspector failed (exit code {done.returncode}): {tail}"

@@ -29,6 +29,10 @@ Exporter interface (the child process):
 writes the graphs into OUT_DIR (an empty temp dir; renamed into place only after it succeeds
 and its files are hashed) and prints progress to stdout as JSON lines
 `{"graph": "renderer", "done": 3, "total": 6}`; other lines are logged. Exit code 0 = success.
+
+The exporter needs the `convert` extra (torch, onnx, onnxconverter-common); without it
+`convert` raises `ConvertExtraMissing`, whose message is the one sentence saying what to install
+(checked here before starting the child, and recognised in the child's error output too).
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from typing import IO, Any
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
-from runtime.model import loader_files
+from runtime.model import convert_extra, loader_files
 from runtime.model.child_env import child_env, project_root
 from runtime.model.compile import lease, lru
 from runtime.model.compile.graph_version import GraphVersionError, graphs_version
@@ -84,6 +88,14 @@ class ConversionError(ModelStoreError):
 
 class ExporterUnavailable(ConversionError):
     """This installation has no ONNX exporter (`models.export`)."""
+
+
+class ConvertExtraMissing(ExporterUnavailable):
+    """The exporter is there but the `convert` extra (torch, onnx) is not installed."""
+
+    def __init__(self, missing: Sequence[str]) -> None:
+        super().__init__(convert_extra.hint())
+        self.missing = tuple(missing)
 
 
 @dataclass(frozen=True)
@@ -316,6 +328,11 @@ def _run_exporter(
     ) as proc:
         code = _supervise(proc, lines, keep_stderr, started, progress=progress, cancel=cancel)
     if code != 0:
+        absent = convert_extra.missing_in_output(tail)
+        if absent:
+            # The child's interpreter lacks the extra even where this one found it (another
+            # environment on its path): the same one sentence, not a traceback.
+            raise ConvertExtraMissing(absent)
         detail = "\n".join(tail) or "(no error output)"
         raise ConversionError(f"the exporter failed (exit code {code}):\n{detail}")
 
@@ -538,6 +555,9 @@ def convert(
                 "before converting them again"
             )
     if command is None:
+        absent = convert_extra.missing_modules()
+        if absent:
+            raise ConvertExtraMissing(absent)
         if not exporter_available():
             raise ExporterUnavailable(
                 "the ONNX exporter (models.export) is not available in this installation, "

@@ -195,7 +195,13 @@ def _preload() -> tuple[bool, str | None]:
     if preload is None or "CUDAExecutionProvider" not in ort.get_available_providers():
         return False, None
     if not nvidia_wheels():
-        # Nothing to prefer: loading from the system path is what ORT does anyway.
+        # A runtime fetched into the user's folder (the bundle, a pipx install); otherwise
+        # nothing to prefer: loading from the system path is what ORT does anyway.
+        from runtime.model.execution.cuda_fetch import is_installed, preload_from, user_library_dir
+
+        folder = user_library_dir(build_cuda_version())
+        if folder is not None and is_installed(folder):
+            return preload_from(folder)
         return False, None
     try:
         preload(cuda=True, cudnn=True, msvc=True)

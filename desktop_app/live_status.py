@@ -24,6 +24,7 @@ from desktop_app.controls_panel import ControlsPanel
 from desktop_app.gallery import Gallery
 from desktop_app.live_bridge import LiveProblem, LiveState
 from desktop_app.preview import PreviewStats, PreviewWidget
+from desktop_app.remote_notice import RemoteNotice
 from desktop_app.services import (
     AudioLevel,
     LiveConfig,
@@ -70,6 +71,7 @@ class LiveController(QObject):
         vcam: VirtualCameraStatus,
         avatar_flow: AvatarFlow,
         open_model_setup: Callable[[], object],
+        edit_compute: Callable[[], object],
         dialog_parent: QWidget,
     ) -> None:
         super().__init__(dialog_parent)
@@ -84,6 +86,10 @@ class LiveController(QObject):
         self._dialog_parent = dialog_parent
         self._latency_s: float | None = None
         self._relive_with_microphone = False
+        self._edit_compute = edit_compute
+        self._remote = RemoteNotice(
+            alerts=widgets.alerts, preview=widgets.preview, edit=self._stop_and_edit_compute
+        )
         widgets.live_button.clicked.connect(self.toggle)
         ctx.bridge.state_changed.connect(self._state_changed)
         ctx.bridge.stats_updated.connect(self.show_stats)
@@ -183,6 +189,7 @@ class LiveController(QObject):
             self._avatar_flow.show_still()
             w.provider_status.setText("")
             self._latency_s = None
+            self._remote.clear()
             if self._relive_with_microphone:
                 self._relive_with_microphone = False
                 self.use_microphone()
@@ -210,6 +217,7 @@ class LiveController(QObject):
         self._w.live_info.setText(f"Live as {entry.name}" if entry else "Live")
 
     def show_stats(self, stats: LiveStats) -> None:
+        self._remote.follow(stats)
         self._w.preview.set_stats(
             PreviewStats(
                 fps=stats.fps,
@@ -283,6 +291,11 @@ class LiveController(QObject):
             action = ("Model set-up…", self._open_model_setup)
         self._w.alerts.show_alert(problem.topic, problem.message, severity="error", action=action)
         self._w.live_info.setText("")
+
+    def _stop_and_edit_compute(self) -> None:
+        """The unreachable server's alert: the address applies from the next Go Live."""
+        self._ctx.bridge.stop()
+        self._edit_compute()
 
     def control_changed(self) -> None:
         """A control changed: while live with a long delay, say when it will be seen."""

@@ -237,6 +237,10 @@ class LiveStats:
     None otherwise."""
     remote: str | None = None
     """With a render server: "connecting", "connected", "reconnecting" or "failed"."""
+    remote_problem: str | None = None
+    """With a render server that cannot be reached: why, with the attempt count and the next
+    retry ("cannot reach the render server at ...: connection refused (attempt 3, retrying in
+    0.5 s)"); None while it is reached (or nothing has failed yet)."""
     network_ms: float | None = None  # round trip to the render server
     server_ms: float | None = None  # the server's compute per step
     frame_format: str | None = None  # how frames come down: "jpeg", "h264" or "raw"

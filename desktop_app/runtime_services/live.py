@@ -23,6 +23,7 @@ from desktop_app.runtime_services.devices import (
     webcam_index,
 )
 from desktop_app.runtime_services.outputs import camera_config
+from desktop_app.runtime_services.remote_watch import RemoteWatch
 from desktop_app.services import (
     AudioLevel,
     LiveCallbacks,
@@ -70,6 +71,7 @@ from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicSt
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
 from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.remote.client import RemoteConfig, websocket_connect
 from runtime.sinks import SinkUnavailable
 from runtime.sinks.composed import RecordingFailed
 from runtime.sinks.outputs import OutputsConfig
@@ -176,8 +178,10 @@ class RuntimeSession:
         meter: LevelMeter | None,
         call_audio: CallAudio | None = None,
         on_measured: Callable[[bool, float], None] | None = None,
+        remote_watch: RemoteWatch | None = None,
     ) -> None:
         self._session = session
+        self._remote_watch = remote_watch
         self._vcam_backend = vcam_backend
         self._on_measured = on_measured
         self._watch = watch
@@ -276,6 +280,9 @@ class RuntimeSession:
             expectation=expectation,
             steps=lowered_steps(stats.nfe, stats.controls.nfe),
             remote=stats.remote,
+            remote_problem=None
+            if self._remote_watch is None
+            else self._remote_watch.problem(stats.remote),
             network_ms=network if math.isfinite(network) else None,
             server_ms=server if math.isfinite(server) else None,
             frame_format=stats.frame_format,
@@ -424,10 +431,16 @@ class RuntimeEngine:
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> AppLiveSession:
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)  # refuse before anything starts
-        remote = _remote_compute(config)
-        compute: LocalCompute | RemoteCompute = remote or self._local_compute(
-            config.quality.precision
-        )
+        remote_watch = None
+        compute: LocalCompute | RemoteCompute
+        remote = _remote_config(config)
+        if remote is None:
+            compute = self._local_compute(config.quality.precision)
+        else:
+            remote_watch = RemoteWatch(
+                remote, connect=websocket_connect, on_change=callbacks.on_source
+            )
+            compute = RemoteCompute(config=remote, connect=remote_watch.connect)
         watch = SourceWatch(config.source)
         meter = LevelMeter() if config.source == "microphone" else None
 
@@ -472,19 +485,18 @@ class RuntimeEngine:
             meter=meter,
             call_audio=call,
             on_measured=self._remember,
+            remote_watch=remote_watch,
         )
 
 
-def _remote_compute(config: LiveConfig) -> RemoteCompute | None:
+def _remote_config(config: LiveConfig) -> RemoteConfig | None:
     """The render server to use, or None for this computer; UserError when unusable."""
-    from runtime.remote.client import RemoteConfig
-
     c = config.compute
     if c.mode != "remote":
         return None
     if not c.token:
         raise UserError("The render server needs its token (Controls › Compute).")
     try:
-        return RemoteCompute(config=RemoteConfig(url=c.url, token=c.token))
+        return RemoteConfig(url=c.url, token=c.token)
     except ValueError as exc:
         raise UserError(f"The render server address cannot be used: {exc}") from None

@@ -5,8 +5,11 @@ with a message in the alert bar (and, for a webcam, the offer to use the microph
 lost while live is shown at once with what the engine does (retrying, with the attempt count,
 or stopped); a model that cannot load says so and offers the set-up. The level meter follows
 the microphone 30 times a second from the capture side. Output rate and new-picture rate are
-shown side by side (overlay and status bar); on a machine measured not to be real time, Go Live
-first says what the user will get.
+shown side by side (overlay and status bar). On a machine measured not to be real time (by the
+last session, or else by the set-up's timing run of the same graphs), Go Live says what the
+user will get and the way out (a GPU, a render server, offline render) once the source has
+opened, before anything starts; never when a render server does the work. A render server that
+cannot be reached is said with its attempts (`remote_notice`).
 """
 
 from __future__ import annotations
@@ -121,8 +124,9 @@ class LiveController(QObject):
         except (OSError, KeyError, ValueError) as exc:
             self._ctx.messages.error(f"Cannot read that avatar: {exc}")
             return False
-        if not self._accept_expectation():
-            return False
+        # A render server's speed is not this machine's: no question then.
+        expected = None if remote else self._engine.expectation(s.quality)
+        confirm = None if expected is None else lambda: self._accept_expectation(expected)
         self._w.alerts.clear()
         source = self._w.source
         source.set_live(True)
@@ -139,15 +143,14 @@ class LiveController(QObject):
                 virtual_camera=self._vcam.available,
                 call_audio=s.call_audio,
                 compute=s.compute,
-            )
+            ),
+            confirm=confirm,
         )
         return True
 
-    def _accept_expectation(self) -> bool:
-        """On a machine measured not to be real time: say what Go Live will give first."""
-        expected = self._engine.expectation()
-        if expected is None:
-            return True
+    def _accept_expectation(self, expected: str) -> bool:
+        """On a machine measured not to be real time, once the source has opened: say what
+        Go Live will give, and the way out, before it starts."""
         answer = QMessageBox.question(
             self._dialog_parent,
             "Not real time on this machine",

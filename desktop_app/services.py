@@ -303,9 +303,15 @@ class LiveSession(Protocol):
 class LiveEngine(Protocol):
     def virtual_camera_status(self) -> VirtualCameraInfo: ...
 
-    def expectation(self) -> str | None:
-        """Before Go Live: what this machine was measured to give when it is not real time
-        ("about 1 new picture every 3 s..."), None when it keeps up or nothing is known."""
+    def expectation(self, quality: Quality) -> str | None:
+        """Before Go Live: what this machine was measured to give with these settings when it
+        is not real time ("about 1 new picture every 3 s..."), by the last session or the
+        set-up's timing run; None when it keeps up or nothing is known."""
+        ...
+
+    def check_source(self, config: LiveConfig) -> None:
+        """Raise SourceUnavailable when the chosen source cannot be opened right now (the
+        bridge's worker: opening a webcam takes a moment)."""
         ...
 
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:

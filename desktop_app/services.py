@@ -142,6 +142,16 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+@dataclass(frozen=True)
+class Timing:
+    """What timing the converted model on this computer found."""
+
+    verdict: str  # "Real time at hop 5 with lookahead 2: no, 57.6x slower than real time ..."
+    not_real_time: str | None = None
+    """When it is not: what going live gives and what to do instead ("Not real time on this
+    CPU: about 1 new picture every 3 s. For smooth video use a GPU, ..."); None when it is."""
+
+
 class Models(Protocol):
     def model_state(self) -> ModelState: ...
 
@@ -155,9 +165,9 @@ class Models(Protocol):
 
     def convert(self, *, progress: ProgressFn, cancel: threading.Event) -> Path: ...
 
-    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> str:
+    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> Timing:
         """Time the converted model on this computer once (`imtalker-cam bench`, kept in the
-        cache folder) and return the verdict ("Real time at hop 5 ...: no, 6.8x slower ...")."""
+        cache folder): the verdict, and what going live gives when it is not real time."""
         ...
 
     def offline_help(self) -> str:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from runtime.engine.bench import result_for
+from runtime.engine.bench import BenchResult, result_for
 from runtime.engine.live.hop_choice import HopPlan, picture_rate
 from runtime.engine.live.plan import HopPlanner
 from runtime.engine.live.types import EngineConfig, EventDetail, EventKind, LiveControls
@@ -37,21 +37,20 @@ def expectation_text(interval_s: float, provider: str) -> str:
     )
 
 
+def measured_on(result: BenchResult) -> str:
+    """The provider a timing run measured, short ("CPU", "CUDA"): its `provider` is the model
+    set's summary line ("CPU, 2 threads (CUDA unusable: ...)")."""
+    if not result.on_gpu:
+        return "CPU"
+    return short_provider(result.provider.split(",")[0].split(" (")[0].strip())
+
+
 def _quiet(kind: EventKind, message: str, detail: EventDetail = None) -> None:
     """The planner's announcements are not wanted here: only its plan."""
 
 
-def bench_plan(
-    cache_dir: Path, graphs: Path, controls: LiveControls, *, precision: str
-) -> tuple[HopPlan, str] | None:
-    """(the first plan a session on these graphs would make, the provider measured), from the
-    last timing run of them; None when they were not timed (or the result cannot be read)."""
-    try:
-        result = result_for(cache_dir, graphs, precision=precision)
-    except (OSError, ValueError):
-        return None
-    if result is None:
-        return None
+def bench_plan(result: BenchResult, controls: LiveControls) -> HopPlan:
+    """The first plan a session would make with these controls, from a timing run's figures."""
     engine = EngineConfig()
     planner = HopPlanner(
         fps=engine.fps,
@@ -61,19 +60,29 @@ def bench_plan(
         emit=_quiet,
         expected=result.hop_costs(),
     )
-    return planner.plan, short_provider(result.provider)
+    return planner.plan
+
+
+def result_expectation(result: BenchResult, controls: LiveControls) -> str | None:
+    """What going live gives by a timing run, and what to do instead; None when it keeps up."""
+    plan = bench_plan(result, controls)
+    if not plan.measured or plan.real_time:
+        return None
+    return expectation_text(plan.picture_interval_s, measured_on(result))
 
 
 def from_bench(
     cache_dir: Path, graphs: Path, controls: LiveControls, *, precision: str
 ) -> str | None:
-    """The expectation from the last timing run of these graphs; None when it keeps up or
-    they were not timed."""
-    found = bench_plan(cache_dir, graphs, controls, precision=precision)
-    if found is None:
+    """The expectation from the last timing run of these graphs at this precision; None when
+    it keeps up, or they were not timed (or the result cannot be read)."""
+    try:
+        result = result_for(cache_dir, graphs, precision=precision)
+    except (OSError, ValueError):
         return None
-    plan, provider = found
-    if not plan.measured or plan.real_time:
+    if result is None:
         return None
-    logger.info("not real time by the last timing of %s", graphs)
-    return expectation_text(plan.picture_interval_s, provider)
+    expected = result_expectation(result, controls)
+    if expected is not None:
+        logger.info("not real time by the last timing run of %s", graphs)
+    return expected

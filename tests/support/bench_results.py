@@ -17,7 +17,7 @@ def write_slow_bench(graphs: Path) -> BenchResult:
     """A CPU far from real time (about 75x slower), measured on `graphs`, kept in the cache
     dir (`IMTALKER_CACHE_DIR`) as the set-up's timing run keeps it."""
     result = BenchResult(
-        provider="CPUExecutionProvider",
+        provider="CPU, 2 threads",  # the model set's summary line, as the bench keeps it
         on_gpu=False,
         precision="fp32",
         settings=BenchSettings(),

@@ -67,14 +67,15 @@ class RemoteWatch:
         return conn
 
     def problem(self, link_state: str | None) -> str | None:
-        """The sentence while the server cannot be reached, for the link's state; else None."""
+        """The sentence while the server cannot be reached ("cannot reach ...", or "lost ...;
+        reconnecting" after it was reached), for the link's state; else None."""
         if link_state not in UNREACHABLE_STATES:
             return None
         with self._lock:
             attempt, reason, retry = self._attempt, self._reason, self._retry_in_s
         if attempt == 0:
             return None
-        return (
-            f"cannot reach the render server at {self._config.url}: {reason} "
-            f"(attempt {attempt}, retrying in {round(retry, 1):g} s)"
-        )
+        url, tail = self._config.url, f"(attempt {attempt}, retrying in {round(retry, 1):g} s)"
+        if link_state == "reconnecting":  # it was reached before
+            return f"lost the render server at {url}: {reason}; reconnecting {tail}"
+        return f"cannot reach the render server at {url}: {reason} {tail}"

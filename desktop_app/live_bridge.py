@@ -173,9 +173,12 @@ class EngineBridge(QObject):
         def confirmed(_: object) -> None:
             if self._closed or self._state != LiveState.STARTING:  # stopped meanwhile
                 return
-            if confirm():
+            answer = confirm()  # a dialog: the window may close or stop meanwhile
+            if self._closed or self._state != LiveState.STARTING:
+                return
+            if answer:
                 self._start_session(config)
-            elif self._state == LiveState.STARTING:
+            else:
                 self._set_state(LiveState.IDLE)
 
         self._runner.submit(

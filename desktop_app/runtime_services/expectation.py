@@ -1,5 +1,5 @@
-"""What Go Live will give on a machine that is not real time, known before it starts (GUI
-thread; reads one small JSON file).
+"""What Go Live will give on a machine that is not real time, known before it starts (the GUI
+thread before Go Live, reading one small JSON file; the set-up's worker after its timing run).
 
 Two sources, the newest first: what the last live session on this model measured, and else the
 last timing run of the same compiled graphs at the same precision (the set-up's, after a

@@ -19,16 +19,21 @@ from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import Hops, WindowFactory
 
 
+class Questions(list[str]):
+    """Every "not real time" question asked; answered No unless `yes` is set."""
+
+    yes = False
+
+
 @pytest.fixture
-def questions(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """Every "not real time" question asked; each is answered No."""
+def questions(monkeypatch: pytest.MonkeyPatch) -> Questions:
     from PySide6.QtWidgets import QMessageBox
 
-    asked: list[str] = []
+    asked = Questions()
 
     def question(parent: object, title: str, text: str, *args: object) -> Any:
         asked.append(text)
-        return QMessageBox.StandardButton.No
+        return QMessageBox.StandardButton.Yes if asked.yes else QMessageBox.StandardButton.No
 
     monkeypatch.setattr(QMessageBox, "question", question)
     return asked
@@ -41,7 +46,7 @@ def graphs_of(window: MainWindow) -> Any:
 
 
 def test_the_first_go_live_after_a_slow_timing_run_asks_with_the_way_out(
-    qtbot: QtBot, window: MainWindow, questions: list[str], hops: Hops
+    qtbot: QtBot, window: MainWindow, questions: Questions, hops: Hops
 ) -> None:
     write_slow_bench(graphs_of(window))
     assert window.live.go_live()
@@ -54,9 +59,16 @@ def test_the_first_go_live_after_a_slow_timing_run_asks_with_the_way_out(
     assert hops.records == []  # No: nothing ran
     assert window.live_button.text() == "Go Live"
 
+    questions.yes = True  # Yes: the session starts
+    assert window.live.go_live()
+    qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)
+    assert len(questions) == 2
+    window.live.toggle()
+    qtbot.waitUntil(lambda: window.bridge.state == LiveState.IDLE, timeout=10_000)
+
 
 def test_a_webcam_that_cannot_open_is_said_before_the_question(
-    qtbot: QtBot, make_window: WindowFactory, questions: list[str]
+    qtbot: QtBot, make_window: WindowFactory, questions: Questions
 ) -> None:
     camera = FakeCv2()
     camera.present = False

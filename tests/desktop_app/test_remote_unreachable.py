@@ -8,7 +8,6 @@ leaves the machine."""
 from __future__ import annotations
 
 import re
-import socket
 from typing import Any
 
 import pytest
@@ -19,17 +18,11 @@ from desktop_app.main_window import MainWindow
 from desktop_app.remote_notice import EDIT_TEXT
 from tests.support.bench_results import write_slow_bench
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
+from tests.support.hub_server import closed_port
 from tests.support.remote import TOKEN
 
 WAIT_MS = 5_000
 """The bound on "within a few seconds" (a refused attempt fails at once)."""
-
-
-def closed_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-    return port
 
 
 def use_server(window: MainWindow, url: str) -> None:

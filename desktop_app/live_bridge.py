@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
@@ -154,13 +155,37 @@ class EngineBridge(QObject):
 
     # ---- start and stop
 
-    def start(self, config: LiveConfig) -> None:
+    def start(self, config: LiveConfig, *, confirm: Callable[[], bool] | None = None) -> None:
+        """Go live. With `confirm`: the source is checked first (on the worker), then
+        `confirm()` is asked on the GUI thread, and only a yes starts the session; a no goes
+        back to idle."""
         if self._closed or self._state != LiveState.IDLE:
             return
         self._pose, self._quality, self._output = config.pose, config.quality, config.output
         self._call_audio = config.call_audio
         self._set_state(LiveState.STARTING)
         self._health = None
+        if confirm is None:
+            self._start_session(config)
+            return
+        engine = self.engine
+
+        def confirmed(_: object) -> None:
+            if self._closed or self._state != LiveState.STARTING:  # stopped meanwhile
+                return
+            answer = confirm()  # a dialog: the window may close or stop meanwhile
+            if self._closed or self._state != LiveState.STARTING:
+                return
+            if answer:
+                self._start_session(config)
+            else:
+                self._set_state(LiveState.IDLE)
+
+        self._runner.submit(
+            lambda: engine.check_source(config), on_done=confirmed, on_error=self._start_failed
+        )
+
+    def _start_session(self, config: LiveConfig) -> None:
         callbacks = LiveCallbacks(
             on_frame=self._on_frame,
             on_error=self._engine_failed.emit,

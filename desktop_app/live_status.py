@@ -5,8 +5,11 @@ with a message in the alert bar (and, for a webcam, the offer to use the microph
 lost while live is shown at once with what the engine does (retrying, with the attempt count,
 or stopped); a model that cannot load says so and offers the set-up. The level meter follows
 the microphone 30 times a second from the capture side. Output rate and new-picture rate are
-shown side by side (overlay and status bar); on a machine measured not to be real time, Go Live
-first says what the user will get.
+shown side by side (overlay and status bar). On a machine measured not to be real time (by the
+last session, or else by the set-up's timing run of the same graphs), Go Live says what the
+user will get and the way out (a GPU, a render server, offline render) once the source has
+opened, before anything starts; never when a render server does the work. A render server that
+cannot be reached is said with its attempts (`remote_notice`).
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from desktop_app.controls_panel import ControlsPanel
 from desktop_app.gallery import Gallery
 from desktop_app.live_bridge import LiveProblem, LiveState
 from desktop_app.preview import PreviewStats, PreviewWidget
+from desktop_app.remote_notice import RemoteNotice
 from desktop_app.services import (
     AudioLevel,
     LiveConfig,
@@ -70,6 +74,7 @@ class LiveController(QObject):
         vcam: VirtualCameraStatus,
         avatar_flow: AvatarFlow,
         open_model_setup: Callable[[], object],
+        edit_compute: Callable[[], object],
         dialog_parent: QWidget,
     ) -> None:
         super().__init__(dialog_parent)
@@ -84,6 +89,10 @@ class LiveController(QObject):
         self._dialog_parent = dialog_parent
         self._latency_s: float | None = None
         self._relive_with_microphone = False
+        self._edit_compute = edit_compute
+        self._remote = RemoteNotice(
+            alerts=widgets.alerts, preview=widgets.preview, edit=self._stop_and_edit_compute
+        )
         widgets.live_button.clicked.connect(self.toggle)
         ctx.bridge.state_changed.connect(self._state_changed)
         ctx.bridge.stats_updated.connect(self.show_stats)
@@ -115,8 +124,9 @@ class LiveController(QObject):
         except (OSError, KeyError, ValueError) as exc:
             self._ctx.messages.error(f"Cannot read that avatar: {exc}")
             return False
-        if not self._accept_expectation():
-            return False
+        # A render server's speed is not this machine's: no question then.
+        expected = None if remote else self._engine.expectation(s.quality)
+        confirm = None if expected is None else lambda: self._accept_expectation(expected)
         self._w.alerts.clear()
         source = self._w.source
         source.set_live(True)
@@ -133,15 +143,14 @@ class LiveController(QObject):
                 virtual_camera=self._vcam.available,
                 call_audio=s.call_audio,
                 compute=s.compute,
-            )
+            ),
+            confirm=confirm,
         )
         return True
 
-    def _accept_expectation(self) -> bool:
-        """On a machine measured not to be real time: say what Go Live will give first."""
-        expected = self._engine.expectation()
-        if expected is None:
-            return True
+    def _accept_expectation(self, expected: str) -> bool:
+        """On a machine measured not to be real time, once the source has opened: say what
+        Go Live will give, and the way out, before it starts."""
         answer = QMessageBox.question(
             self._dialog_parent,
             "Not real time on this machine",
@@ -183,6 +192,7 @@ class LiveController(QObject):
             self._avatar_flow.show_still()
             w.provider_status.setText("")
             self._latency_s = None
+            self._remote.clear()
             if self._relive_with_microphone:
                 self._relive_with_microphone = False
                 self.use_microphone()
@@ -210,6 +220,7 @@ class LiveController(QObject):
         self._w.live_info.setText(f"Live as {entry.name}" if entry else "Live")
 
     def show_stats(self, stats: LiveStats) -> None:
+        self._remote.follow(stats)
         self._w.preview.set_stats(
             PreviewStats(
                 fps=stats.fps,
@@ -283,6 +294,11 @@ class LiveController(QObject):
             action = ("Model set-up…", self._open_model_setup)
         self._w.alerts.show_alert(problem.topic, problem.message, severity="error", action=action)
         self._w.live_info.setText("")
+
+    def _stop_and_edit_compute(self) -> None:
+        """The unreachable server's alert: the address applies from the next Go Live."""
+        self._ctx.bridge.stop()
+        self._edit_compute()
 
     def control_changed(self) -> None:
         """A control changed: while live with a long delay, say when it will be seen."""

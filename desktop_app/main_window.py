@@ -133,6 +133,7 @@ class MainWindow(QMainWindow):
             vcam=self.vcam,
             avatar_flow=self.avatar_flow,
             open_model_setup=self.open_model_setup,
+            edit_compute=self.edit_compute,
             dialog_parent=self,
         )
         self.recording = RecordingController(
@@ -256,7 +257,8 @@ class MainWindow(QMainWindow):
         self.tabs = QTabWidget(central)
         self.tabs.setAccessibleName("Source and controls")
         self.tabs.addTab(scrolling(self.source, self), "Source")
-        self.tabs.addTab(scrolling(self.controls, self), "Controls")
+        self.controls_scroll = scrolling(self.controls, self)
+        self.tabs.addTab(self.controls_scroll, "Controls")
         right = SidePanel("Settings", self.tabs, central, width=360, minimum=290)
 
         layout = QHBoxLayout(central)
@@ -365,6 +367,13 @@ class MainWindow(QMainWindow):
         self.overlay_button.setText(STATS_ON_TEXT if shown else STATS_TEXT)
         self.preview.set_overlay_visible(shown)
         self.prefs.update(replace(self.settings, show_overlay=shown))
+
+    def edit_compute(self) -> None:
+        """Show the Compute group's server address, focused and selected for typing."""
+        self.tabs.setCurrentIndex(self.tabs.indexOf(self.controls_scroll))
+        self.controls_scroll.ensureWidgetVisible(self.compute)
+        self.compute.url.setFocus()
+        self.compute.url.selectAll()
 
     # ------------------------------------------------------------------ models
 

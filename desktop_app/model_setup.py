@@ -146,6 +146,7 @@ class Measured:
     """The bench's verdict after a conversion (shown in the dialog)."""
 
     verdict: str
+    not_real_time: str | None = None  # what going live gives instead, and what to do
 
 
 class _Relay(QObject):
@@ -398,7 +399,8 @@ class ModelSetupDialog(QDialog):
         """Worker thread, once after a conversion: the bench's verdict, or why there is none
         (a failed or skipped timing never undoes the conversion)."""
         try:
-            return Measured(self.models.measure(progress=emit, cancel=cancel))
+            timing = self.models.measure(progress=emit, cancel=cancel)
+            return Measured(timing.verdict, timing.not_real_time)
         except Cancelled:
             return Measured("Timing skipped; run `imtalker-cam bench` to measure later.")
         except Exception as exc:
@@ -436,6 +438,13 @@ class ModelSetupDialog(QDialog):
         if isinstance(result, Measured):
             self.verdict = result.verdict
             self.detail.setText(result.verdict)
+            if state.ready and result.not_real_time is not None:
+                # Not "ready to go live" right above "no, 57.6x slower": what live gives here.
+                version = f" (IMTalker {state.model_version})" if state.model_version else ""
+                self.summary.setText(
+                    f"The model{version} is installed and converted, but this computer is too "
+                    f"slow for live video. {result.not_real_time}"
+                )
         if not state.ready and state.weights_missing:
             self.detail.setText(
                 "Some files are still missing: " + summarise_missing(state.weights_missing)

@@ -142,6 +142,16 @@ class Progress:
 ProgressFn = Callable[[Progress], None]
 
 
+@dataclass(frozen=True)
+class Timing:
+    """What timing the converted model on this computer found."""
+
+    verdict: str  # "Real time at hop 5 with lookahead 2: no, 57.6x slower than real time ..."
+    not_real_time: str | None = None
+    """When it is not: what going live gives and what to do instead ("Not real time on this
+    CPU: about 1 new picture every 3 s. For smooth video use a GPU, ..."); None when it is."""
+
+
 class Models(Protocol):
     def model_state(self) -> ModelState: ...
 
@@ -155,9 +165,9 @@ class Models(Protocol):
 
     def convert(self, *, progress: ProgressFn, cancel: threading.Event) -> Path: ...
 
-    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> str:
+    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> Timing:
         """Time the converted model on this computer once (`imtalker-cam bench`, kept in the
-        cache folder) and return the verdict ("Real time at hop 5 ...: no, 6.8x slower ...")."""
+        cache folder): the verdict, and what going live gives when it is not real time."""
         ...
 
     def offline_help(self) -> str:
@@ -237,6 +247,10 @@ class LiveStats:
     None otherwise."""
     remote: str | None = None
     """With a render server: "connecting", "connected", "reconnecting" or "failed"."""
+    remote_problem: str | None = None
+    """With a render server that cannot be reached: why, with the attempt count and the next
+    retry ("cannot reach the render server at ...: connection refused (attempt 3, retrying in
+    0.5 s)"); None while it is reached (or nothing has failed yet)."""
     network_ms: float | None = None  # round trip to the render server
     server_ms: float | None = None  # the server's compute per step
     frame_format: str | None = None  # how frames come down: "jpeg", "h264" or "raw"
@@ -299,9 +313,15 @@ class LiveSession(Protocol):
 class LiveEngine(Protocol):
     def virtual_camera_status(self) -> VirtualCameraInfo: ...
 
-    def expectation(self) -> str | None:
-        """Before Go Live: what this machine was measured to give when it is not real time
-        ("about 1 new picture every 3 s..."), None when it keeps up or nothing is known."""
+    def expectation(self, quality: Quality) -> str | None:
+        """Before Go Live: what this machine was measured to give with these settings when it
+        is not real time ("about 1 new picture every 3 s..."), by the last session or the
+        set-up's timing run; None when it keeps up or nothing is known."""
+        ...
+
+    def check_source(self, config: LiveConfig) -> None:
+        """Raise SourceUnavailable when the chosen source cannot be opened right now (the
+        bridge's worker: opening a webcam takes a moment)."""
         ...
 
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:

@@ -22,6 +22,7 @@ from desktop_app.runtime_services.devices import (
     audio_level,
     webcam_index,
 )
+from desktop_app.runtime_services.expectation import expectation_text, from_bench, short_provider
 from desktop_app.runtime_services.outputs import camera_config
 from desktop_app.services import (
     AudioLevel,
@@ -40,7 +41,6 @@ from desktop_app.services import LiveSession as AppLiveSession
 from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
 from runtime.core import paths
 from runtime.engine.live.engine import LiveEngine
-from runtime.engine.live.hop_choice import picture_rate
 from runtime.engine.live.remote import RemoteCompute
 from runtime.engine.live.session import (
     AvatarSizeError,
@@ -70,6 +70,8 @@ from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicSt
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
 from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.remote.client import RemoteConfig
+from runtime.remote.link_status import LinkStatus
 from runtime.sinks import SinkUnavailable
 from runtime.sinks.composed import RecordingFailed
 from runtime.sinks.outputs import OutputsConfig
@@ -80,11 +82,6 @@ logger = logging.getLogger(__name__)
 
 GAZE_RANGE = 0.7
 """The model's gaze condition spans about -0.7..0.7; the sliders' -1..1 map onto it."""
-
-
-def short_provider(name: str) -> str:
-    """'CUDAExecutionProvider' -> 'CUDA'."""
-    return name.removesuffix("ExecutionProvider") or name
 
 
 def controls_for(pose: Pose, quality: Quality) -> LiveControls:
@@ -105,15 +102,6 @@ def lowered_steps(nfe: int, chosen_nfe: int) -> tuple[int, int] | None:
     if 0 < nfe < chosen_nfe:
         return nfe - 1, chosen_nfe - 1
     return None
-
-
-def expectation_text(interval_s: float, provider: str) -> str:
-    """What a machine that is not real time gives, and what to do instead."""
-    on = "on this CPU" if provider == "CPU" else f"on {provider}"
-    return (
-        f"Not real time {on}: {picture_rate(interval_s)}. For smooth video use a GPU, or "
-        "render offline (imtalker-cam render)."
-    )
 
 
 _CAPTURE_STATES: dict[str, SourceState] = {
@@ -276,6 +264,7 @@ class RuntimeSession:
             expectation=expectation,
             steps=lowered_steps(stats.nfe, stats.controls.nfe),
             remote=stats.remote,
+            remote_problem=_remote_problem(stats.remote_link),
             network_ms=network if math.isfinite(network) else None,
             server_ms=server if math.isfinite(server) else None,
             frame_format=stats.frame_format,
@@ -330,15 +319,24 @@ class RuntimeEngine:
         self._precision = "fp32"
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
 
-    def expectation(self) -> str | None:
-        """What the last session on this model measured, when it was not real time."""
+    def expectation(self, quality: Quality) -> str | None:
+        """When this model is not real time here, what Go Live will give: as the last session
+        on it measured, or else as the last timing run of its graphs did (the set-up's)."""
         m = self._measured
-        if m is None or m[0] != self._model_dir or m[1]:
+        if m is not None and m[0] == self._model_dir:
+            if m[1]:
+                return None
+            provider = "this machine"
+            if self._model_set is not None:
+                provider = short_provider(self._model_set.providers[0])
+            return expectation_text(m[2], provider)
+        state = self.models.model_state()
+        if not state.ready or state.graphs_dir is None:
             return None
-        provider = "this machine"
-        if self._model_set is not None:
-            provider = short_provider(self._model_set.providers[0])
-        return expectation_text(m[2], provider)
+        controls = controls_for(Pose(), quality)
+        return from_bench(
+            paths.cache_dir(), state.graphs_dir, controls, precision=quality.precision
+        )
 
     def _remember(self, realtime: bool, interval: float) -> None:
         self._measured = (self._model_dir, realtime, interval)
@@ -421,13 +419,18 @@ class RuntimeEngine:
             recording_tap=True,
         )
 
-    def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> AppLiveSession:
+    def check_source(self, config: LiveConfig) -> None:
         device = config.webcam if config.source == "webcam" else config.microphone
-        self.devices.check_source(config.source, device)  # refuse before anything starts
-        remote = _remote_compute(config)
-        compute: LocalCompute | RemoteCompute = remote or self._local_compute(
-            config.quality.precision
-        )
+        self.devices.check_source(config.source, device)
+
+    def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> AppLiveSession:
+        self.check_source(config)  # refuse before anything starts
+        compute: LocalCompute | RemoteCompute
+        remote = _remote_config(config)
+        if remote is None:
+            compute = self._local_compute(config.quality.precision)
+        else:
+            compute = RemoteCompute(config=remote)
         watch = SourceWatch(config.source)
         meter = LevelMeter() if config.source == "microphone" else None
 
@@ -475,16 +478,20 @@ class RuntimeEngine:
         )
 
 
-def _remote_compute(config: LiveConfig) -> RemoteCompute | None:
+def _remote_config(config: LiveConfig) -> RemoteConfig | None:
     """The render server to use, or None for this computer; UserError when unusable."""
-    from runtime.remote.client import RemoteConfig
-
     c = config.compute
     if c.mode != "remote":
         return None
     if not c.token:
         raise UserError("The render server needs its token (Controls › Compute).")
     try:
-        return RemoteCompute(config=RemoteConfig(url=c.url, token=c.token))
+        return RemoteConfig(url=c.url, token=c.token)
     except ValueError as exc:
         raise UserError(f"The render server address cannot be used: {exc}") from None
+
+
+def _remote_problem(link: LinkStatus | None) -> str | None:
+    """The render server cannot be reached now: the runtime's own sentence (attempt, reason,
+    next retry), for the notice above the preview."""
+    return link.message if link is not None and link.unreachable else None

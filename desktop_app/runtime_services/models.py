@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from desktop_app.gallery import CropSquare
@@ -20,8 +21,10 @@ from desktop_app.services import (
     Offline,
     Progress,
     ProgressFn,
+    Timing,
     UserError,
 )
+from desktop_app.settings import Pose, Quality
 from runtime.core import units
 from runtime.media import avatar_image, face_crop
 from runtime.model import transfer
@@ -102,7 +105,8 @@ class RuntimeModels:
 
     `graphs_dir` short-cuts all of it (tests and developers point it at ready graphs);
     `download_options` and `convert_command` are passed on to the runtime (a local hub and a
-    stand-in exporter in tests).
+    stand-in exporter in tests); `bench_clock` is what the timing run measures with (tests: the
+    clock of a slow machine).
     """
 
     def __init__(
@@ -112,8 +116,10 @@ class RuntimeModels:
         graphs_dir: Path | None = None,
         download_options: model_download.DownloadOptions | None = None,
         convert_command: Sequence[str] | None = None,
+        bench_clock: Callable[[], float] = time.perf_counter,
     ):
         self.store = store or model_store.ModelStore()
+        self.bench_clock = bench_clock
         self.graphs_dir = graphs_dir
         self.download_options = download_options or model_download.DownloadOptions()
         self.convert_command = convert_command
@@ -183,7 +189,9 @@ class RuntimeModels:
         except store_errors.ModelStoreError as exc:
             raise UserError(str(exc)) from None
 
-    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> str:
+    def measure(self, *, progress: ProgressFn, cancel: threading.Event) -> Timing:
+        from desktop_app.runtime_services.expectation import result_expectation
+        from desktop_app.runtime_services.live import controls_for
         from runtime.core import paths
         from runtime.engine.bench import run_bench, write_result
         from runtime.model.execution.sessions import SessionOptions, open_model_set
@@ -198,9 +206,12 @@ class RuntimeModels:
             progress(Progress("measure", f"Timing the {name}", None))
 
         models = open_model_set(state.graphs_dir, options=SessionOptions())
-        result = run_bench(models, progress=stage, graphs=state.graphs_dir)
+        result = run_bench(models, progress=stage, graphs=state.graphs_dir, clock=self.bench_clock)
         write_result(result, paths.cache_dir())
-        return result.verdict[:1].upper() + result.verdict[1:]
+        return Timing(
+            verdict=result.verdict[:1].upper() + result.verdict[1:],
+            not_real_time=result_expectation(result, controls_for(Pose(), Quality())),
+        )
 
     def offline_help(self) -> str:
         options = self.download_options

@@ -387,10 +387,11 @@ def test_go_live_on_a_machine_measured_not_real_time_says_so_first(
     from PySide6.QtWidgets import QMessageBox
 
     from desktop_app.runtime_services.live import RuntimeEngine
+    from desktop_app.settings import Quality
 
     engine = window.backend.engine
     assert isinstance(engine, RuntimeEngine)
-    assert engine.expectation() is None  # nothing measured yet: no question
+    assert engine.expectation(Quality()) is None  # nothing measured yet: no question
     engine._remember(False, 3.1)  # what a session's stats report on such a machine
     asked: list[str] = []
 
@@ -399,7 +400,8 @@ def test_go_live_on_a_machine_measured_not_real_time_says_so_first(
         return QMessageBox.StandardButton.No
 
     monkeypatch.setattr(QMessageBox, "question", question)
-    assert window.live.go_live() is False
-    assert window.bridge.state == LiveState.IDLE
-    assert len(asked) == 1
+    assert window.live.go_live()  # asked once the source has opened
+    qtbot.waitUntil(lambda: len(asked) == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: window.bridge.state == LiveState.IDLE, timeout=10_000)
     assert "about 1 new picture every 3.1 s" in asked[0] and "imtalker-cam render" in asked[0]
+    assert "Remote server" in asked[0]

@@ -26,6 +26,7 @@ from runtime.commands.boundary import Terminated
 from runtime.commands.device_args import add_device_arguments, session_options
 from runtime.commands.progress import ProgressBar
 from runtime.core import validate as v
+from runtime.core.units import human_bytes
 from runtime.engine.conditions_track import TrackFileError, constant_conditions, read_track
 from runtime.engine.motion_sampler import RawConditions
 from runtime.engine.offline import (
@@ -43,6 +44,7 @@ from runtime.media.video_file import (
     VideoFileError,
     VideoReader,
     check_destination,
+    remove_leftovers,
 )
 from runtime.model import contract
 from runtime.model.compile.weights import resolve_graphs
@@ -174,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         validate_args(args)
         check_destination(args.out)
+        _remove_leftovers(args.out)
         avatar = prepare_avatar(args.avatar, crop=not args.no_crop)
         if args.audio is not None:
             speech = load_audio(args.audio)
@@ -211,6 +214,17 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def _remove_leftovers(out: Path) -> None:
+    removed = remove_leftovers(out)
+    if removed.paths:
+        logger.info(
+            "removed %d temporary file(s) (%s) that an interrupted render to %s left beside it",
+            len(removed.paths),
+            human_bytes(removed.size),
+            out,
+        )
+
+
 def _conversion_progress(progress: Any) -> None:
     logger.info("compiling the model: %s (%d/%d)", progress.graph, progress.done, progress.total)
 
@@ -239,6 +253,7 @@ def _render_audio(
         audio=speech,
         audio_rate=contract.SAMPLE_RATE,
         crf=args.crf,
+        overwrite=args.overwrite,
     ) as writer:
         for frame in renderer.render_all([motion], batch_size=args.batch, progress=bar.update):
             writer.write(frame)
@@ -272,6 +287,7 @@ def _render_driving(
         audio=speech,
         audio_rate=contract.SAMPLE_RATE,
         crf=args.crf,
+        overwrite=args.overwrite,
     ) as writer:
         for batch in motion:
             for frame in renderer.render(batch):

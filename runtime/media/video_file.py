@@ -4,9 +4,12 @@
 render job's worker thread, or the CLI's main thread). Nothing here is shared between threads.
 
 The writer is atomic: frames go to a hidden temporary file next to the destination, which is
-moved into place with :func:`os.replace` only when the ``with`` block ends without an
-exception. Any exception, including KeyboardInterrupt or a full disk, deletes the temporary
-file, so the destination path never holds a half-written video.
+moved into place only when the ``with`` block ends without an exception. Any exception,
+including KeyboardInterrupt or a full disk, deletes the temporary file, so the destination path
+never holds a half-written video. The temporary file is held while it is written
+(`runtime.core.leftovers`), so the one a killed render left is removed by the next render to the
+same destination; its name fits NAME_MAX whatever the destination's. Without `overwrite` the
+final move never replaces a file, not even one that appeared while the video was written.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from runtime.core.files import fit_name
+from runtime.core.leftovers import Removed, hold, remove_abandoned
 from runtime.core.signals import deferred_stop_signals
 from runtime.core.validate import ValidationError, check_input_file
 
@@ -58,6 +64,15 @@ class OutputPathError(VideoFileError):
 
 class DiskFullError(VideoFileError):
     """The disk filled up while writing; no partial file was left behind."""
+
+
+class OutputAppearedError(OutputPathError):
+    """A file appeared at the destination while the video was written (no `overwrite`): it
+    was left alone and the video saved under `saved_as` (None: not saved)."""
+
+    def __init__(self, message: str, saved_as: Path | None) -> None:
+        super().__init__(message)
+        self.saved_as = saved_as
 
 
 class VideoEncoderError(VideoFileError):
@@ -95,6 +110,7 @@ class Mp4Writer:
         crf: int = 18,
         preset: str = "medium",
         codecs: Sequence[str] = DEFAULT_VIDEO_CODECS,
+        overwrite: bool = False,
     ) -> None:
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(
@@ -109,6 +125,7 @@ class Mp4Writer:
         self._crf = crf
         self._preset = preset
         self._codecs = tuple(codecs)
+        self._overwrite = overwrite
         self._audio, self._audio_rate = _prepare_audio(audio, audio_rate)
         self._audio_sent = 0
         check_destination(self.path)
@@ -243,16 +260,20 @@ class Mp4Writer:
             self._mux(self._audio_stream.encode(None))
         container, self._container = self._container, None
         container.close()
-        self._close_file()
         assert self._tmp_path is not None
         try:
-            os.replace(self._tmp_path, self.path)
+            if self._overwrite:
+                os.replace(self._tmp_path, self.path)
+            else:
+                self._place_new(self._tmp_path)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise
             raise OutputPathError(
                 f"cannot save the video as {self.path}: {exc.strerror or exc}"
             ) from exc
+        finally:
+            self._close_file()  # after the move: the file stays held until it is in place
         self._tmp_path = None
         logger.info(
             "wrote %s: %d frames at %d fps, %s%s",
@@ -261,6 +282,28 @@ class Mp4Writer:
             self.fps,
             self.codec_name,
             " + AAC audio" if self._audio is not None else "",
+        )
+
+    def _place_new(self, tmp: Path) -> None:
+        """Move `tmp` to the destination only where no file is (a link fails on an existing
+        name, atomically); when one appeared meanwhile, save beside it under a free name."""
+        if _link_new(tmp, self.path):
+            _unlink_if_there(tmp)
+            return
+        stem, suffix = self.path.stem, self.path.suffix
+        for n in range(1, 100):
+            other = self.path.with_name(fit_name(f"{stem}-{n}", extra=len(suffix)) + suffix)
+            if _link_new(tmp, other):
+                _unlink_if_there(tmp)
+                raise OutputAppearedError(
+                    f"{self.path} appeared while the video was being written and was left as "
+                    f"it was (use --overwrite to replace it); the video was saved as {other}",
+                    other,
+                )
+        raise OutputAppearedError(
+            f"{self.path} appeared while the video was being written and was left as it was; "
+            "the video was not saved",
+            None,
         )
 
     def _mux(self, packets: list[av.Packet[Any]]) -> None:
@@ -347,11 +390,59 @@ def check_destination(path: Path) -> None:
         raise OutputPathError(f"the output folder {folder} is not writable")
 
 
+def _link_new(src: Path, dst: Path) -> bool:
+    """Give `src` the name `dst` unless `dst` exists (False then), never replacing it."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # No hard links here (FAT, some network shares): the narrow check-then-rename; on
+        # Windows the rename itself refuses an existing name.
+        if dst.exists():
+            return False
+        if os.name == "nt":
+            try:
+                os.rename(src, dst)
+            except FileExistsError:
+                return False
+        else:
+            os.rename(src, dst)
+    return True
+
+
+def _unlink_if_there(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+_PART_SUFFIX_LEN = len(".12345678.part")
+
+
+def _part_prefix(path: Path) -> str:
+    return f".{fit_name(path.name, extra=1 + _PART_SUFFIX_LEN)}."
+
+
+def remove_leftovers(path: Path) -> Removed:
+    """Delete the temporary files that killed renders to `path` left beside it (none that a
+    running render holds)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = _part_prefix(path)
+    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{8}\.part")
+    try:
+        names = [e.name for e in os.scandir(folder) if pattern.fullmatch(e.name)]
+    except OSError:
+        return Removed()
+    return remove_abandoned(folder / name for name in names)
+
+
 def _open_temp_output(path: Path) -> tuple[Path, IO[bytes]]:
     """Create the hidden temporary file next to ``path`` and open it for the muxer."""
     folder = path.parent if str(path.parent) else Path(".")
     for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(4)}.part"
+        tmp = folder / f"{_part_prefix(path)}{secrets.token_hex(4)}.part"
         try:
             # Mode 0o666 filtered by the umask, so the final file gets ordinary permissions
             # (mkstemp would make it owner-only).
@@ -367,7 +458,13 @@ def _open_temp_output(path: Path) -> tuple[Path, IO[bytes]]:
         os.close(fd)
         # Unbuffered and opened by name: the faststart pass of the MP4 muxer re-opens the file
         # by its name to move the index to the front, so every byte must already be on disk.
-        return tmp, open(tmp, "r+b", buffering=0)
+        file = open(tmp, "r+b", buffering=0)
+        try:
+            hold(file.fileno())  # released when the file is closed, or the process ends
+        except OSError:
+            file.close()
+            raise
+        return tmp, file
     raise OutputPathError(f"cannot create a temporary file in {folder}")
 
 

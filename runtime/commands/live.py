@@ -56,6 +56,7 @@ from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
 from runtime.sinks import Sink
+from runtime.sinks import SinkUnavailable, recording_journal
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 
@@ -224,14 +225,19 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             logger.info("%s: %s", event.kind, event.message)
         # Sinks report their own failures (runtime.sinks logs them).
 
+    sinks: list[Sink] = []
     try:
         live_args.validate_args(args)
+        recording_journal.recover()  # says where what a killed session recorded was saved
         controls = controls_from_args(args)
         gate = live_args.gate_config(args.gate)
         vmic = _virtual_mic(args)
         prepared = prepare_avatar(args.avatar, crop=not args.no_crop)
         source = _source(args)
         sinks = _sinks(args, prepared.image_at(REMOTE_CROP))  # (a 512 px crop: for the blur)
+        for sink in sinks:
+            if isinstance(sink, RecorderSink):
+                sink.claim()  # refused now, not as a log line once the session runs
         remote = _remote(args)
         compute: LocalCompute | RemoteCompute
         if remote is not None:
@@ -266,20 +272,31 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             listener=EngineListener(on_event=on_event),
             clock=clock,
         )
-    except (AvatarImageError, ModelStoreError, GraphVersionError, ValueError, OSError) as exc:
+    except (
+        AvatarImageError,
+        ModelStoreError,
+        GraphVersionError,
+        SinkUnavailable,
+        ValueError,
+        OSError,
+    ) as exc:
         logger.error("%s", exc)
+        _release(sinks)
         return EXIT_INPUT
     try:
         # A signal while starting still stops what started (the virtual microphone's sink and
         # source among it): start_session stops the engine before it raises.
         engine = start_session(config, progress=lambda status: _say(args, status)).engine
     except KeyboardInterrupt:
+        _release(sinks)
         return EXIT_INTERRUPTED
     except Terminated as exc:
         logger.error("%s", exc)
+        _release(sinks)
         return exc.exit_code
     except (ModelStoreError, GraphVersionError, ValueError, OSError) as exc:
         logger.error("%s", exc)
+        _release(sinks)
         return EXIT_INPUT
     code = 0
     try:
@@ -310,6 +327,13 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             final.skipped_hops,
         )
     return code
+
+
+def _release(sinks: list[Sink]) -> None:
+    """A session that did not start leaves no recording claimed (nor its empty file)."""
+    for sink in sinks:
+        if isinstance(sink, RecorderSink):
+            sink.close()
 
 
 def _say(args: argparse.Namespace, status: str) -> None:

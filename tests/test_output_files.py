@@ -25,10 +25,10 @@ def write(out: Path, **options: bool) -> None:
 
 def test_a_file_that_appears_meanwhile_is_not_replaced(tmp_path: Path) -> None:
     out = tmp_path / "out.mp4"
-    with pytest.raises(OutputAppearedError) as caught:
-        with Mp4Writer(out, width=64, height=64, fps=25, preset="ultrafast") as w:
-            w.write(FRAME)
-            out.write_bytes(b"the user's own file")
+    writer = Mp4Writer(out, width=64, height=64, fps=25, preset="ultrafast")
+    with pytest.raises(OutputAppearedError) as caught, writer as w:
+        w.write(FRAME)
+        out.write_bytes(b"the user's own file")
     assert out.read_bytes() == b"the user's own file"
     assert caught.value.saved_as == tmp_path / "out-1.mp4"
     assert (tmp_path / "out-1.mp4").stat().st_size > 0

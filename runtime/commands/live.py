@@ -55,8 +55,7 @@ from runtime.media.audio_capture import CaptureConfig
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.sinks import Sink
-from runtime.sinks import SinkUnavailable, recording_journal
+from runtime.sinks import Sink, SinkUnavailable, recording_journal
 from runtime.sinks.recorder import RecorderConfig, RecorderSink
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 

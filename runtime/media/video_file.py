@@ -458,7 +458,7 @@ def _open_temp_output(path: Path) -> tuple[Path, IO[bytes]]:
         os.close(fd)
         # Unbuffered and opened by name: the faststart pass of the MP4 muxer re-opens the file
         # by its name to move the index to the front, so every byte must already be on disk.
-        file = open(tmp, "r+b", buffering=0)
+        file = open(tmp, "r+b", buffering=0)  # noqa: SIM115 (returned to the caller, held)
         try:
             hold(file.fileno())  # released when the file is closed, or the process ends
         except OSError:

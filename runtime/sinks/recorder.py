@@ -11,7 +11,7 @@ first audio (the idle picture, the avatar at rest, until the first frame), a fra
 did not make anew (a slideshow, a skipped hop) is the previous picture again, and at the end the
 last picture stays until the audio ends.
 
-A crash loses at most the last second: the file is fragmented MP4 (`runtime.media.mp4_remux`),
+A crash loses at most the last second: the file is fragmented MP4 (`runtime.media.remux`),
 a keyframe and a self-contained fragment every second, written under a held temporary name and
 moved into place when the recording closes cleanly. What a killed session left is saved by the
 next start (`runtime.sinks.recording_journal`), which says where; a second session asked to
@@ -35,7 +35,7 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from runtime.media.mp4_remux import FRAGMENTED
+from runtime.media.remux import FRAGMENTED
 from runtime.model.contract import SAMPLE_RATE
 from runtime.sinks import SinkUnavailable
 from runtime.sinks import recording_journal as journal

@@ -25,7 +25,7 @@ from runtime.core import paths
 from runtime.core.damaged import parse_json
 from runtime.core.files import atomic_write_bytes, fit_name, hidden_temp_name
 from runtime.core.leftovers import hold
-from runtime.media.mp4_remux import RemuxError, remux
+from runtime.media.remux import RemuxError, remux
 
 logger = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ def claim(out: Path, *, journal: Path | None = None) -> tuple[RecordingClaim, Re
     a part a crashed recording left there is recovered first."""
     part = part_path(out)
     fd = os.open(part, os.O_RDWR | os.O_CREAT | getattr(os, "O_BINARY", 0), 0o666)
-    file = open(fd, "r+b", buffering=0)
+    file = open(fd, "r+b", buffering=0)  # noqa: SIM115 (the claim keeps it open)
     try:
         hold(fd)
     except OSError:

@@ -1,9 +1,11 @@
 """The model store: where the published IMTalker checkpoints live and how they are trusted.
 
 Runs on whichever thread calls it (the CLI's main thread, or the GUI's worker thread); the
-progress callback is called on that same thread. One store is used by one process at a time;
-a concurrent writer cannot corrupt it (every file is checked before it is moved into place),
-it can only waste work.
+progress callback is called on that same thread. Processes share a store safely: every file is
+checked before it is moved into place, `store.json` is read, changed and rewritten under a lock
+between processes (`.store.lock`), so no process's record update is lost, and imports take turns
+(`.import.lock`). Temporary files a killed import left are removed, and their size reported, by
+the next import or `status` (while no import runs).
 
 Layout (exactly the published repository's, so a hand-made copy of it can be imported):
 
@@ -26,15 +28,19 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
+
+import filelock
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir, glob_escape
+from runtime.core.leftovers import Removed, remove_abandoned
+from runtime.core.units import human_bytes
 from runtime.model.files import sha256_file, structure_problem
 from runtime.model.store import importing as store_import
 from runtime.model.store import versions as store_versions
-from runtime.model.store.errors import ModelStoreError, VerificationError
+from runtime.model.store.errors import Cancelled, ModelStoreError, VerificationError
 from runtime.model.store.importing import deleted_copy
 from runtime.model.store.locate import locate
 from runtime.model.store.records import (
@@ -57,6 +63,9 @@ from runtime.model.transfer import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
+RECORD_LOCK = ".store.lock"
+IMPORT_LOCK = ".import.lock"
+
 # --------------------------------------------------------------------------- locations
 
 
@@ -74,7 +83,9 @@ class ModelStore:
         # Re-entrant: the record is read (and may be rebuilt) while the lock is held.
         self._lock = threading.RLock()
         self.notice: str | None = None
+        self.leftovers_notice: str | None = None
         self._rebuilt: tuple[bytes, StoreRecord] | None = None
+        self._record_file_lock = filelock.FileLock(str(self.root / RECORD_LOCK))
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -112,6 +123,15 @@ class ModelStore:
         return self.root / STORE_FILE
 
     # ---- record
+
+    @contextlib.contextmanager
+    def updating_record(self) -> Iterator[None]:
+        """Held while `store.json` is read, changed and rewritten: this process's threads and
+        other processes wait their turn, so no update is lost."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with self._record_file_lock:
+                yield
 
     def read_record(self) -> StoreRecord:
         """The record; a damaged one is set aside and rebuilt from the files present
@@ -170,12 +190,14 @@ class ModelStore:
 
     def set_origin(self, *, repo_id: str, revision: str) -> None:
         """Remember which commit the store came from, so later downloads stay on it."""
-        with self._lock:
+        record = self.read_record()
+        if record.repo_id == repo_id and record.revision == revision:
+            return
+        self.check_root()
+        with self.updating_record():
             record = self.read_record()
             if record.repo_id == repo_id and record.revision == revision:
                 return
-            self.check_root()
-            self.root.mkdir(parents=True, exist_ok=True)
             self.write_record(
                 StoreRecord(repo_id=repo_id, revision=revision, files=dict(record.files))
             )
@@ -249,7 +271,7 @@ class ModelStore:
         """Move a checked candidate into place and record it verified (the checks are the
         caller's: `candidate_problem`, `inspect_versions`, `check_versions`)."""
         final = self.path(relpath)
-        with self._lock:
+        with self.updating_record():
             if candidate != final:
                 os.replace(candidate, final)
                 fsync_dir(final.parent)
@@ -282,6 +304,7 @@ class ModelStore:
         """What is present and verified. `deep` re-hashes every file instead of trusting
         an unchanged size and modification time since it was last verified."""
         self.check_root(writable=False)
+        self.remove_leftovers()
         record = self.read_record()
         out: list[FileStatus] = []
         refreshed: dict[str, FileRecord] = {}
@@ -320,7 +343,7 @@ class ModelStore:
                 problem = "modified since it was verified (run `models status --deep`)"
             out.append(FileStatus(entry.path, True, problem is None, st.st_size, digest, problem))
         if refreshed:
-            with self._lock:
+            with self.updating_record():
                 current = self.read_record()
                 files = {**current.files, **refreshed}
                 self.write_record(
@@ -331,7 +354,7 @@ class ModelStore:
             repo_id=record.repo_id,
             revision=record.revision,
             files=tuple(out),
-            notice=self.notice,
+            notice=" ".join(n for n in (self.notice, self.leftovers_notice) if n) or None,
         )
 
     def file_status(self, relpath: str) -> FileStatus:
@@ -370,9 +393,72 @@ class ModelStore:
         version: a renderer and generator of one version replace those of another (their
         recorded digests start over); without it such an import is refused.
         """
-        return store_import.import_files(
-            self, sources, progress=progress, cancel=cancel, replace=replace
-        )
+        with self._importing(cancel):
+            self._remove_leftovers()
+            return store_import.import_files(
+                self, sources, progress=progress, cancel=cancel, replace=replace
+            )
+
+    @contextlib.contextmanager
+    def _importing(self, cancel: threading.Event | None) -> Iterator[None]:
+        """One import at a time per store, across processes (the others wait, cancellable)."""
+        self.check_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        lock = filelock.FileLock(str(self.root / IMPORT_LOCK))
+        said = False
+        while True:
+            try:
+                lock.acquire(timeout=0.2)
+                break
+            except filelock.Timeout:
+                if cancel is not None and cancel.is_set():
+                    raise Cancelled("import cancelled") from None
+                if not said:
+                    logger.info("waiting for another import into %s to finish", self.root)
+                    said = True
+        try:
+            yield
+        finally:
+            lock.release()
+
+    # ---- leftovers of killed processes
+
+    def _temp_files(self) -> list[Path]:
+        found: list[Path] = []
+        for entry in self.manifest:
+            final = self.path(entry.path)
+            if final.parent.is_dir():
+                found.extend(final.parent.glob(f".{glob_escape(final.name)}.*.tmp"))
+        if self.root.is_dir():
+            found.extend(self.root.glob(f".{STORE_FILE}.*.tmp"))
+        return [p for p in found if p.is_file() and not p.is_symlink()]
+
+    def remove_leftovers(self) -> Removed:
+        """Delete the temporary files a killed import (or record write) left, when no import
+        is running; `leftovers_notice` then says how much was freed."""
+        if not self.root.is_dir() or not self._temp_files():
+            return Removed()
+        lock = filelock.FileLock(str(self.root / IMPORT_LOCK))
+        try:
+            lock.acquire(blocking=False)
+        except (filelock.Timeout, OSError):
+            return Removed()  # an import is running: its temporary files are its own
+        try:
+            return self._remove_leftovers()
+        finally:
+            lock.release()
+
+    def _remove_leftovers(self) -> Removed:
+        """(Holding the import lock.)"""
+        with self.updating_record():
+            removed = remove_abandoned(self._temp_files())
+        if removed.paths:
+            self.leftovers_notice = (
+                f"Removed {len(removed.paths)} temporary file(s) ({human_bytes(removed.size)}) "
+                "that an interrupted import left in the store."
+            )
+            logger.warning("%s", self.leftovers_notice)
+        return removed
 
     # ---- remove
 
@@ -422,6 +508,9 @@ class ModelStore:
                 removed.append(path)
             self.notice = None
             self._rebuilt = None
+            for name in (RECORD_LOCK, IMPORT_LOCK):  # empty lock files, not worth a line
+                with contextlib.suppress(OSError):
+                    (self.root / name).unlink()
         kept: list[Path] = []
         for folder in (self.root / WAV2VEC_DIR, self.root):
             if not folder.is_dir():

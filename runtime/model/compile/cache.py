@@ -69,6 +69,15 @@ class ConversionError(ModelStoreError):
     """Conversion failed; no entry was written (a previous valid entry is kept)."""
 
 
+class SourceChangedError(ConversionError):
+    """The exporter read a file with another digest than the key holds."""
+
+    def __init__(self, message: str, *, relpath: str, digest: str) -> None:
+        super().__init__(message)
+        self.relpath = relpath
+        self.digest = digest
+
+
 class ExporterUnavailable(ConversionError):
     """This installation has no ONNX exporter (`models.export`)."""
 
@@ -337,9 +346,11 @@ def _check_sources(tmp: Path, sources: Mapping[str, str]) -> None:
                 "graphs are keyed by; its graphs were not kept"
             )
         if sources[relpath] != digest:
-            raise ConversionError(
+            raise SourceChangedError(
                 f"{relpath} changed while it was being converted; its graphs were not kept. "
-                "Run the conversion again."
+                "Run the conversion again.",
+                relpath=relpath,
+                digest=digest,
             )
 
 
@@ -474,7 +485,15 @@ def convert(
             progress=progress,
             cancel=cancel,
         )
-        _seal(tmp, key=key, sources=digests, model_version=model_version)
+        try:
+            _seal(tmp, key=key, sources=digests, model_version=model_version)
+        except SourceChangedError as exc:
+            # Changed since it was verified (not during the conversion): say so, and how to
+            # restore it; the store remembers, so `models status` no longer calls it verified.
+            found = store.found_changed(exc.relpath, exc.digest)
+            if found is None:
+                raise
+            raise ConversionError(f"{found}. Its graphs were not kept.") from None
         _place(tmp, final)
     finally:
         if tmp.exists():

@@ -24,6 +24,7 @@ file in the same directory, flushed, fsync'ed, checked, then `os.replace`d into 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -67,6 +68,16 @@ RECORD_LOCK = ".store.lock"
 IMPORT_LOCK = ".import.lock"
 
 # --------------------------------------------------------------------------- locations
+
+
+def changed_problem(relpath: str, recorded: FileRecord) -> str:
+    """What to say of a file found changed since it was verified (same size and date)."""
+    return (
+        f"changed since it was verified on {recorded.first_verified} (same size and date, but "
+        f"SHA-256 {recorded.changed_sha256} instead of {recorded.sha256}); restore the "
+        "original: `imtalker-cam models download` fetches it again, or `imtalker-cam models "
+        f"import` the original {PurePosixPath(relpath).name}"
+    )
 
 
 def default_store_dir() -> Path:
@@ -330,15 +341,12 @@ class ModelStore:
                 actual = sha256_file(final, cancel=cancel)
                 if actual != recorded.sha256:
                     problem = "changed since it was verified (SHA-256 differs)"
-                elif st.st_mtime_ns != recorded.mtime_ns:
-                    refreshed[entry.path] = FileRecord(
-                        sha256=recorded.sha256,
-                        size=recorded.size,
-                        mtime_ns=st.st_mtime_ns,
-                        first_verified=recorded.first_verified,
-                        source=recorded.source,
-                        model_version=recorded.model_version,
+                elif st.st_mtime_ns != recorded.mtime_ns or recorded.changed_sha256:
+                    refreshed[entry.path] = dataclasses.replace(
+                        recorded, mtime_ns=st.st_mtime_ns, changed_sha256=None
                     )
+            elif recorded.changed_sha256 is not None:
+                problem = changed_problem(entry.path, recorded)
             elif st.st_mtime_ns != recorded.mtime_ns:
                 problem = "modified since it was verified (run `models status --deep`)"
             out.append(FileStatus(entry.path, True, problem is None, st.st_size, digest, problem))
@@ -356,6 +364,31 @@ class ModelStore:
             files=tuple(out),
             notice=" ".join(n for n in (self.notice, self.leftovers_notice) if n) or None,
         )
+
+    def found_changed(self, relpath: str, digest: str) -> str | None:
+        """A reader (the conversion) found `relpath` with `digest`, not the recorded one: when
+        the file now has another digest than the one recorded, remember it (status says so
+        until it is restored) and return what to tell the user; None when it matches again."""
+        try:
+            final = self.path(relpath)
+            actual = sha256_file(final)
+        except (KeyError, OSError):  # a file the loader prefers, not the store's own
+            return None
+        with self.updating_record():
+            record = self.read_record()
+            recorded = record.files.get(relpath)
+            if recorded is None or actual == recorded.sha256:
+                return None
+            changed = dataclasses.replace(recorded, changed_sha256=actual)
+            self.write_record(
+                StoreRecord(
+                    repo_id=record.repo_id,
+                    revision=record.revision,
+                    files={**record.files, relpath: changed},
+                )
+            )
+        logger.warning("%s in the model store: %s", relpath, changed_problem(relpath, changed))
+        return f"{final} {changed_problem(relpath, changed)}"
 
     def file_status(self, relpath: str) -> FileStatus:
         for status in self.status().files:

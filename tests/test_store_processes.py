@@ -101,3 +101,41 @@ def test_a_killed_imports_temporary_files_are_removed_next_time(tmp_path: Path) 
     assert not temps[0].exists()
     assert status.notice is not None
     assert "Removed 1 temporary file(s)" in status.notice and "interrupted import" in status.notice
+
+
+CONVERTING = """
+import sys, time
+from pathlib import Path
+from runtime.core.leftovers import claim_folder
+tmp = Path(sys.argv[1])
+claim = claim_folder(tmp)  # as compile.cache.convert holds its temporary folder
+tmp.mkdir()
+(tmp / "renderer.onnx").write_bytes(bytes(4096))
+print("converting", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_killed_conversions_folder_is_removed_by_the_next_one(tmp_path: Path) -> None:
+    from runtime.model.compile import cache
+
+    root = tmp_path / "compiled"
+    root.mkdir()
+    tmp = root / ".tmp-0123-abcd"
+    child = subprocess.Popen(
+        [sys.executable, "-c", CONVERTING, str(tmp)],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        assert child.stdout is not None
+        assert child.stdout.readline().strip() == "converting"
+        cache._remove_abandoned_conversions(root)
+        assert (tmp / "renderer.onnx").exists()  # still converting: its own
+        child.send_signal(signal.SIGKILL)
+    finally:
+        child.kill()
+        child.wait()
+    cache._remove_abandoned_conversions(root)  # what `convert` does first
+    assert list(root.iterdir()) == []

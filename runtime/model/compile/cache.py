@@ -47,6 +47,8 @@ from typing import IO, Any
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
+from runtime.core.leftovers import claim_folder, remove_abandoned_folder
+from runtime.core.units import human_bytes
 from runtime.model import loader_files
 from runtime.model.child_env import child_env, project_root
 from runtime.model.compile.graph_version import GraphVersionError, graphs_version
@@ -429,6 +431,19 @@ def _prune(root: Path, *, keep: Path) -> None:
         shutil.rmtree(path, ignore_errors=True)
 
 
+def _remove_abandoned_conversions(root: Path) -> None:
+    """The temporary folders of conversions that were killed (their claim is free), whatever
+    their age; those of running conversions stay."""
+    for path in root.glob(f"{_TMP_PREFIX}*"):
+        if not path.is_dir():
+            continue
+        size = remove_abandoned_folder(path)
+        if size is not None:
+            logger.warning(
+                "removed %s left by an interrupted conversion (%s)", path, human_bytes(size)
+            )
+
+
 def remove_entries(*, root: Path | None = None) -> list[Path]:
     """Delete every compiled entry this app wrote under the cache root (nothing else)."""
     root = root or cache_root()
@@ -477,7 +492,9 @@ def convert(
         command = [sys.executable, "-m", EXPORTER_MODULE]
     paths.check_root(root, what=paths.label("compiled-graph cache", paths.CACHE_ENV))
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_conversions(root)
     tmp = root / f"{_TMP_PREFIX}{key}-{secrets.token_hex(4)}"
+    claim = claim_folder(tmp)  # held while converting: a killed conversion's folder is free
     tmp.mkdir()
     try:
         _run_exporter(
@@ -498,6 +515,9 @@ def convert(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        claim.release()
+        with contextlib.suppress(OSError):
+            Path(claim.lock_file).unlink()
     check = check_entry(final, key=key)
     if not check.ok:
         raise ConversionError(f"the converted graphs failed their check: {check.problems}")

@@ -83,6 +83,10 @@ class VideoReadError(VideoFileError):
     """A driving video cannot be read (missing, not a video, corrupt, no video track)."""
 
 
+class VideoTooLongError(VideoReadError):
+    """A driving video is longer, or has more frames, than the caller's limit."""
+
+
 class Mp4Writer:
     """Write uint8 RGB frames (and an optional mono audio track) to an MP4 file, atomically.
 
@@ -484,11 +488,15 @@ class VideoReader:
 
     Frames are uint8 (H, W, 3) arrays, upright (rotation metadata from phones is applied).
     Opening raises :class:`VideoReadError` for a missing, unreadable or corrupt file or one
-    without a video track; corruption found while decoding raises it too.
+    without a video track; corruption found while decoding raises it too. With `max_seconds`,
+    a video longer than that by its header (duration, frame count) is refused when opened
+    (:class:`VideoTooLongError`), and one whose header says nothing is stopped when its frames
+    or their timestamps pass the limit, so no file can make the work unbounded.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_seconds: float | None = None) -> None:
         self.path = Path(path)
+        self.max_seconds = max_seconds
         if not self.path.exists():
             raise VideoReadError(f"video file not found: {self.path}")
         if self.path.is_dir():
@@ -508,9 +516,33 @@ class VideoReader:
             raise VideoReadError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         try:
             self.info = self._probe()
+            self._check_length()
         except BaseException:
             self._container.close()
             raise
+
+    @property
+    def max_frames(self) -> int | None:
+        """The most frames read before the video counts as too long (a second of slack)."""
+        if self.max_seconds is None:
+            return None
+        return int((self.max_seconds + 1.0) * self.info.fps)
+
+    def _too_long(self, what: str) -> VideoTooLongError:
+        assert self.max_seconds is not None
+        return VideoTooLongError(
+            f"{self.path.name} is too long: {what}; the limit is {self.max_seconds:.0f} s "
+            f"({self.max_frames} frames at {self.info.fps:g} fps)"
+        )
+
+    def _check_length(self) -> None:
+        info, limit = self.info, self.max_frames
+        if self.max_seconds is None or limit is None:
+            return
+        if info.duration is not None and info.duration > self.max_seconds + 1.0:
+            raise self._too_long(f"{info.duration:.0f} s by its timestamps")
+        if info.frame_count is not None and info.frame_count > limit:
+            raise self._too_long(f"{info.frame_count} frames")
 
     def _probe(self) -> VideoInfo:
         if not self._container.streams.video:
@@ -557,8 +589,13 @@ class VideoReader:
     def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
         stream = self._container.streams.video[0]
         produced = 0
+        limit, seconds = self.max_frames, self.max_seconds
         try:
             for frame in self._container.decode(stream):
+                if limit is not None and produced >= limit:
+                    raise self._too_long(f"more than {limit} frames")
+                if seconds is not None and frame.time is not None and frame.time > seconds + 1:
+                    raise self._too_long(f"a frame at {frame.time:.0f} s")
                 rgb: npt.NDArray[np.uint8] = np.asarray(
                     frame.to_ndarray(format="rgb24"), dtype=np.uint8
                 )

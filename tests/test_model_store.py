@@ -36,8 +36,6 @@ from tests.hub_server import read_tree, sha256, standin_files, write_tree
 
 ALL = [e.path for e in MANIFEST]
 
-LOCKS = {".store.lock", ".import.lock"}  # between processes; empty, kept
-
 
 @pytest.fixture(autouse=True)
 def _isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -80,7 +78,7 @@ def test_import_folder_copies_verifies_and_never_moves(
         assert store.path(rel).read_bytes() == data
         assert record["files"][rel]["sha256"] == sha256(data)
         assert record["files"][rel]["source"].startswith("import ")
-    assert [p.name for p in store.root.rglob(".*") if p.name not in LOCKS] == []
+    assert [p.name for p in store.root.rglob(".*")] == []
 
 
 def test_import_finds_files_in_common_layouts(store: ModelStore, tmp_path: Path) -> None:
@@ -191,10 +189,7 @@ def test_cancelled_import_leaves_no_temp_file(store: ModelStore, user_folder: Pa
     cancel.set()
     with pytest.raises(Cancelled):
         store.import_files([user_folder], cancel=cancel)
-    assert (
-        not store.root.exists()
-        or [p for p in store.root.rglob("*") if p.is_file() and p.name not in LOCKS] == []
-    )
+    assert not store.root.exists() or [p for p in store.root.rglob("*") if p.is_file()] == []
 
 
 # --------------------------------------------------------------------------- status

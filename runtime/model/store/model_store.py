@@ -2,10 +2,11 @@
 
 Runs on whichever thread calls it (the CLI's main thread, or the GUI's worker thread); the
 progress callback is called on that same thread. Processes share a store safely: every file is
-checked before it is moved into place, `store.json` is read, changed and rewritten under a lock
-between processes (`.store.lock`), so no process's record update is lost, and imports take turns
-(`.import.lock`). Temporary files a killed import left are removed, and their size reported, by
-the next import or `status` (while no import runs).
+checked before it is moved into place, and the store's folder is locked between processes
+(`runtime.core.folder_lock`, no file of its own) while `store.json` is read, changed and
+rewritten and for the whole of an import: no process's record update is lost, and imports take
+turns. Temporary files a killed import left are removed, and their size reported, by the next
+import or `status` (when no other process holds the lock).
 
 Layout (exactly the published repository's, so a hand-made copy of it can be imported):
 
@@ -28,14 +29,14 @@ import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
-import filelock
-
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir, glob_escape
+from runtime.core.folder_lock import WINDOWS_LOCK_FILE, FolderLock
 from runtime.core.leftovers import Removed, remove_abandoned
 from runtime.core.units import human_bytes
 from runtime.model.files import sha256_file, structure_problem
@@ -63,9 +64,6 @@ from runtime.model.store.recovery import DAMAGED_PREFIX, rebuild_record
 from runtime.model.transfer import ProgressCallback
 
 logger = logging.getLogger(__name__)
-
-RECORD_LOCK = ".store.lock"
-IMPORT_LOCK = ".import.lock"
 
 # --------------------------------------------------------------------------- locations
 
@@ -96,7 +94,7 @@ class ModelStore:
         self.notice: str | None = None
         self.leftovers_notice: str | None = None
         self._rebuilt: tuple[bytes, StoreRecord] | None = None
-        self._record_file_lock = filelock.FileLock(str(self.root / RECORD_LOCK))
+        self._folder_lock = FolderLock(self.root)
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -141,7 +139,7 @@ class ModelStore:
         other processes wait their turn, so no update is lost."""
         with self._lock:
             self.root.mkdir(parents=True, exist_ok=True)
-            with self._record_file_lock:
+            with self._folder_lock:
                 yield
 
     def read_record(self) -> StoreRecord:
@@ -437,22 +435,14 @@ class ModelStore:
         """One import at a time per store, across processes (the others wait, cancellable)."""
         self.check_root()
         self.root.mkdir(parents=True, exist_ok=True)
-        lock = filelock.FileLock(str(self.root / IMPORT_LOCK))
-        said = False
-        while True:
-            try:
-                lock.acquire(timeout=0.2)
-                break
-            except filelock.Timeout:
-                if cancel is not None and cancel.is_set():
-                    raise Cancelled("import cancelled") from None
-                if not said:
-                    logger.info("waiting for another import into %s to finish", self.root)
-                    said = True
+        if not self._folder_lock.acquire(blocking=False):
+            logger.info("waiting for another process using %s to finish", self.root)
+            if not self._folder_lock.acquire(cancelled=cancel):
+                raise Cancelled("import cancelled")
         try:
             yield
         finally:
-            lock.release()
+            self._folder_lock.release()
 
     # ---- leftovers of killed processes
 
@@ -471,15 +461,17 @@ class ModelStore:
         is running; `leftovers_notice` then says how much was freed."""
         if not self.root.is_dir() or not self._temp_files():
             return Removed()
-        lock = filelock.FileLock(str(self.root / IMPORT_LOCK))
+        if self._folder_lock.held:
+            return Removed()  # this store is importing: the files are its own
         try:
-            lock.acquire(blocking=False)
-        except (filelock.Timeout, OSError):
-            return Removed()  # an import is running: its temporary files are its own
+            if not self._folder_lock.acquire(blocking=False):
+                return Removed()  # another process imports: its temporary files are its own
+        except OSError:
+            return Removed()
         try:
             return self._remove_leftovers()
         finally:
-            lock.release()
+            self._folder_lock.release()
 
     def _remove_leftovers(self) -> Removed:
         """(Holding the import lock.)"""
@@ -541,9 +533,9 @@ class ModelStore:
                 removed.append(path)
             self.notice = None
             self._rebuilt = None
-            for name in (RECORD_LOCK, IMPORT_LOCK):  # empty lock files, not worth a line
+            if sys.platform == "win32":  # the folder lock's stand-in file
                 with contextlib.suppress(OSError):
-                    (self.root / name).unlink()
+                    (self.root / WINDOWS_LOCK_FILE).unlink()
         kept: list[Path] = []
         for folder in (self.root / WAV2VEC_DIR, self.root):
             if not folder.is_dir():

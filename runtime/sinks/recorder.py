@@ -12,10 +12,11 @@ did not make anew (a slideshow, a skipped hop) is the previous picture again, an
 last picture stays until the audio ends.
 
 A crash loses at most the last second: the file is fragmented MP4 (`runtime.media.remux`),
-a keyframe and a self-contained fragment every second, written under a held temporary name and
-moved into place when the recording closes cleanly. What a killed session left is saved by the
-next start (`runtime.sinks.recording_journal`), which says where; a second session asked to
-record to the same file is refused at open.
+a keyframe and a self-contained fragment every second, written under a held temporary name
+and, when the recording closes cleanly, copied (no re-encoding) into an ordinary MP4 at its
+path. What a killed session left is saved by the next start
+(`runtime.sinks.recording_journal`), which says where; a second session asked to record to
+the same file is refused at open.
 """
 
 from __future__ import annotations
@@ -35,7 +36,8 @@ import av
 import numpy as np
 import numpy.typing as npt
 
-from runtime.media.remux import FRAGMENTED
+from runtime.core.files import hidden_temp_name
+from runtime.media.remux import FRAGMENTED, RemuxError, remux
 from runtime.model.contract import SAMPLE_RATE
 from runtime.sinks import SinkUnavailable
 from runtime.sinks import recording_journal as journal
@@ -339,8 +341,7 @@ class _Writer:
             self._mux(self.audio.encode(None))
         container, self.container = self.container, None
         container.close()
-        os.replace(self.tmp, self.cfg.path)
-        self.claim.finish(remove_part=False)
+        self._place()
         self.sink.finished_path = self.cfg.path
         logger.info(
             "recorded %s: %d frames, %.1f s of audio",
@@ -348,6 +349,20 @@ class _Writer:
             self.sink.frames_written,
             self.sink.audio_written / SAMPLE_RATE,
         )
+
+    def _place(self) -> None:
+        """The finished recording into place as an ordinary MP4 (stream copy: players then
+        know its duration and frame count); the fragmented file itself if that fails."""
+        final = self.cfg.path.with_name(hidden_temp_name(self.cfg.path.name, journal.FINAL_SUFFIX))
+        try:
+            remux(self.tmp, final)
+        except RemuxError as exc:
+            logger.warning("keeping %s fragmented: %s", self.cfg.path, exc)
+            os.replace(self.tmp, self.cfg.path)
+            self.claim.finish(remove_part=False)
+            return
+        os.replace(final, self.cfg.path)
+        self.claim.finish(remove_part=True)
 
     def _mux(self, packets: Any) -> None:
         for packet in packets:

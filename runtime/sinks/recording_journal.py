@@ -30,6 +30,8 @@ from runtime.media.remux import RemuxError, remux
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part"
+FINAL_SUFFIX = ".final"  # the ordinary MP4 being made from a finished part
+RECOVERING_SUFFIX = ".recovering"
 
 
 class RecordingBusy(Exception):
@@ -94,6 +96,7 @@ def claim(out: Path, *, journal: Path | None = None) -> tuple[RecordingClaim, Re
     except OSError:
         file.close()
         raise RecordingBusy(f"another session is already recording to {out}") from None
+    _remove_temps(out)  # of a session killed while finishing: the part holds it all
     recovered = None
     if os.fstat(fd).st_size > 0:
         recovered = _recover_part(out, part)
@@ -149,6 +152,7 @@ def recover(*, journal: Path | None = None) -> list[Recovered]:
                 hold(file.fileno())
             except OSError:
                 continue  # a live session: its own
+            _remove_temps(out)
             if os.fstat(fd).st_size > 0:
                 found.append(_recover_part(out, part))
             with contextlib.suppress(FileNotFoundError):
@@ -160,7 +164,7 @@ def recover(*, journal: Path | None = None) -> list[Recovered]:
 def _recover_part(out: Path, part: Path) -> Recovered:
     """Save what `part` holds (the caller holds it, and deletes or reuses it)."""
     target = out if not out.exists() else _free_name(out)
-    tmp = out.with_name(hidden_temp_name(out.name, ".recovering"))
+    tmp = out.with_name(hidden_temp_name(out.name, RECOVERING_SUFFIX))
     try:
         seconds = remux(part, tmp)
         if target.exists():
@@ -175,6 +179,13 @@ def _recover_part(out: Path, part: Path) -> Recovered:
     result = Recovered(out, target, seconds)
     logger.warning("%s", result.describe())
     return result
+
+
+def _remove_temps(out: Path) -> None:
+    """(Holding OUT's part.)"""
+    for suffix in (FINAL_SUFFIX, RECOVERING_SUFFIX):
+        with contextlib.suppress(OSError):
+            out.with_name(hidden_temp_name(out.name, suffix)).unlink()
 
 
 def _free_name(out: Path) -> Path:

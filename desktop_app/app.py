@@ -46,6 +46,10 @@ def keep_qt_state_in(config_dir: Path) -> None:
         QSettings.setPath(fmt, QSettings.Scope.UserScope, folder)
 
 
+def avatars_dir() -> Path:
+    return paths.data_dir() / "avatars"
+
+
 def add_sample_avatar(gallery: Gallery, avatars: AvatarTools) -> None:
     """On the very first run, put the built-in illustrated avatar in the gallery."""
     if not gallery.needs_sample():
@@ -66,7 +70,7 @@ def build_window(backend: Backend) -> MainWindow:
     keep_qt_state_in(paths.config_dir())
     store = SettingsStore(paths.config_dir())
     settings, notice = store.load()
-    gallery = Gallery(paths.data_dir() / "avatars")
+    gallery = Gallery(avatars_dir())
     add_sample_avatar(gallery, backend.avatars)
     return MainWindow(
         backend=backend, settings_store=store, gallery=gallery, settings=settings, notice=notice
@@ -104,6 +108,7 @@ def run(
     try:
         try:
             paths.check_app_roots(config=True)
+            paths.check_root(avatars_dir(), what="avatars folder")
         except ValidationError as exc:
             logger.error("%s", exc)
             return _cannot_start(f"{str(exc)[:1].upper()}{str(exc)[1:]}.")

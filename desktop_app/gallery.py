@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from desktop_app.images import RGB, load_png, save_png
+from runtime.core import paths
 
 logger = logging.getLogger(__name__)
 
@@ -79,6 +80,7 @@ class Gallery:
 
     def add(self, *, name: str, photo: RGB, crop: CropSquare, avatar: RGB) -> AvatarEntry:
         """Save a new avatar: the photo, its accepted crop (already resized) and the square."""
+        paths.check_root(self.root, what="avatars folder")  # a file in its place: one sentence
         avatar_id = uuid.uuid4().hex[:12]
         folder = self.root / avatar_id
         staging = self.root / f".{avatar_id}.partial"
@@ -128,6 +130,7 @@ class Gallery:
         return not (self.root / SEEDED_MARKER).exists()
 
     def mark_sample_added(self) -> None:
+        paths.check_root(self.root, what="avatars folder")
         self.root.mkdir(parents=True, exist_ok=True)
         (self.root / SEEDED_MARKER).touch()
 

@@ -58,6 +58,7 @@ from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
 from runtime.remote.link_status import LinkState, LinkStatus, gave_up_message
+from runtime.sinks import SinkUnavailable, recording_journal
 from runtime.sinks.outputs import OutputsConfig
 from runtime.sinks.virtual_camera import VirtualCameraConfig
 
@@ -257,6 +258,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
 
     try:
         live_args.validate_args(args)
+        recording_journal.recover()  # says where what a killed session recorded was saved
         controls = controls_from_args(args)
         gate = live_args.gate_config(args.gate)
         vmic = _virtual_mic(args)
@@ -297,7 +299,14 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
             listener=EngineListener(on_event=on_event),
             clock=clock,
         )
-    except (AvatarImageError, ModelStoreError, GraphVersionError, ValueError, OSError) as exc:
+    except (
+        AvatarImageError,
+        ModelStoreError,
+        GraphVersionError,
+        SinkUnavailable,
+        ValueError,
+        OSError,
+    ) as exc:
         logger.error("%s", exc)
         return EXIT_INPUT
     try:
@@ -309,7 +318,9 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
     except Terminated as exc:
         logger.error("%s", exc)
         return exc.exit_code
-    except (ModelStoreError, GraphVersionError, ValueError, OSError) as exc:
+    except (ModelStoreError, GraphVersionError, SinkUnavailable, ValueError, OSError) as exc:
+        # SinkUnavailable: another session records to the same file (refused before the
+        # model loads).
         logger.error("%s", exc)
         return EXIT_INPUT
     code = 0

@@ -9,6 +9,12 @@ OUT (and an existing file there untouched). An existing OUT is replaced only wit
 All checks of values and paths are in `validate_args`, the command's one validation layer,
 built on `runtime.core.validate`. SIGTERM and SIGHUP stop a render like Ctrl-C does (the
 temporary file is deleted, nothing is left at OUT) and exit 128 + the signal number.
+
+Work is bounded before it starts: speech and driving videos longer than `--max-length` (600 s
+by default, the same for both) are refused with their length, a driving video by its header's
+duration and frame count, or when its frames pass the limit if the header does not say. A
+driving video's sound is used whole or the render says why not (no sound track, silence); a
+sound track that cannot be read is an error, never a silent MP4.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from runtime.commands.boundary import Terminated
 from runtime.commands.device_args import add_device_arguments, session_options
 from runtime.commands.progress import ProgressBar
 from runtime.core import validate as v
+from runtime.core.units import human_bytes
 from runtime.engine.conditions_track import TrackFileError, constant_conditions, read_track
 from runtime.engine.motion_sampler import RawConditions
 from runtime.engine.offline import (
@@ -34,7 +41,15 @@ from runtime.engine.offline import (
     resize_driving_frame,
     retime,
 )
-from runtime.media.audio_file import AudioFileError, load_audio, num_frames
+from runtime.media.audio_file import (
+    DEFAULT_MAX_SECONDS,
+    AudioFileError,
+    NoAudioTrackError,
+    SilentAudioError,
+    TooLongError,
+    load_audio,
+    num_frames,
+)
 from runtime.media.avatar_image import AvatarImageError
 from runtime.media.face_crop import prepare_avatar
 from runtime.media.video_file import (
@@ -42,7 +57,9 @@ from runtime.media.video_file import (
     Mp4Writer,
     VideoFileError,
     VideoReader,
+    VideoTooLongError,
     check_destination,
+    remove_leftovers,
 )
 from runtime.model import contract
 from runtime.model.compile.weights import resolve_graphs
@@ -131,6 +148,14 @@ def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--crf", type=int, default=18, help="H.264 quality, 0 (lossless) to 51 (default 18)"
     )
+    p.add_argument(
+        "--max-length",
+        type=float,
+        default=DEFAULT_MAX_SECONDS,
+        metavar="SECONDS",
+        help=f"longest speech or driving video accepted, {v.MAX_LENGTH.describe()} (default "
+        f"{DEFAULT_MAX_SECONDS:.0f}; longer inputs are refused before any work)",
+    )
     pose = p.add_argument_group("head pose and gaze (audio mode; omit for natural motion)")
     pose.add_argument("--yaw", type=float, help=f"{v.YAW.describe()}, + turns to the viewer's left")
     pose.add_argument("--pitch", type=float, help=v.PITCH.describe())
@@ -166,6 +191,7 @@ def validate_args(args: argparse.Namespace) -> None:
     v.BATCH.check(args.batch, label="--batch")
     v.THREADS.check(args.threads, label="--threads")
     v.CRF.check(args.crf, label="--crf")
+    v.MAX_LENGTH.check(args.max_length, label="--max-length")
     check_pose(args)
     inputs: list[tuple[str, Path | None]] = [
         ("--avatar", args.avatar),
@@ -191,12 +217,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         validate_args(args)
         check_destination(args.out)
+        _remove_leftovers(args.out)
         avatar = prepare_avatar(args.avatar, crop=not args.no_crop)
         if args.audio is not None:
-            speech = load_audio(args.audio)
+            speech = load_audio(args.audio, max_seconds=args.max_length)
             conditions = _conditions(args, num_frames(speech.shape[0]))
         else:
-            reader = VideoReader(args.driving)
+            reader = VideoReader(args.driving, max_seconds=args.max_length)
+            sound = _driving_sound(args)
         graphs = args.graphs or resolve_graphs(args.weights, progress=_conversion_progress)
         models = open_model_set(graphs, options=session_options(args))
         logger.info("running on %s", ", ".join(models.providers))
@@ -207,13 +235,16 @@ def run(args: argparse.Namespace) -> int:
             _render_audio(args, renderer, speech, conditions)
         else:
             with reader:
-                _render_driving(args, renderer, reader)
+                _render_driving(args, renderer, reader, sound)
     except KeyboardInterrupt:
         logger.error("interrupted; nothing was written to %s", args.out)
         return EXIT_INTERRUPTED
     except Terminated as exc:
         logger.error("%s; nothing was written to %s", exc, args.out)
         return exc.exit_code
+    except (TooLongError, VideoTooLongError) as exc:
+        logger.error("%s (raise it with --max-length SECONDS)", exc)
+        return EXIT_INPUT
     except (
         AvatarImageError,
         AudioFileError,
@@ -226,6 +257,17 @@ def run(args: argparse.Namespace) -> int:
         return EXIT_INPUT
     logger.info("wrote %s", args.out)
     return 0
+
+
+def _remove_leftovers(out: Path) -> None:
+    removed = remove_leftovers(out)
+    if removed.paths:
+        logger.info(
+            "removed %d temporary file(s) (%s) that an interrupted render to %s left beside it",
+            len(removed.paths),
+            human_bytes(removed.size),
+            out,
+        )
 
 
 def _conversion_progress(progress: Any) -> None:
@@ -256,20 +298,30 @@ def _render_audio(
         audio=speech,
         audio_rate=contract.SAMPLE_RATE,
         crf=args.crf,
+        overwrite=args.overwrite,
     ) as writer:
         for frame in renderer.render_all([motion], batch_size=args.batch, progress=bar.update):
             writer.write(frame)
     bar.close()
 
 
+def _driving_sound(args: argparse.Namespace) -> np.ndarray[Any, np.dtype[np.float32]] | None:
+    """The driving video's sound, or None when it has none (said); any other problem with it
+    (too long, unreadable) is an error, not a silent MP4."""
+    try:
+        return load_audio(args.driving, max_seconds=args.max_length)
+    except (NoAudioTrackError, SilentAudioError) as exc:
+        logger.warning("%s: the MP4 will have no sound", exc)
+        return None
+
+
 def _render_driving(
-    args: argparse.Namespace, renderer: OfflineRenderer, reader: VideoReader
+    args: argparse.Namespace,
+    renderer: OfflineRenderer,
+    reader: VideoReader,
+    speech: np.ndarray[Any, np.dtype[np.float32]] | None,
 ) -> None:
     fps = min(SUPPORTED_FPS, key=lambda f: abs(f - reader.fps))
-    try:
-        speech = load_audio(args.driving)
-    except AudioFileError:
-        speech = None  # a driving video without (audible) sound gives a silent MP4
     expected = reader.info.frame_count
     total = round(expected * fps / reader.fps) if expected else 0
     if speech is not None and total:
@@ -289,6 +341,7 @@ def _render_driving(
         audio=speech,
         audio_rate=contract.SAMPLE_RATE,
         crf=args.crf,
+        overwrite=args.overwrite,
     ) as writer:
         for batch in motion:
             for frame in renderer.render(batch):

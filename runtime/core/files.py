@@ -32,9 +32,28 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+#: The longest file name (bytes) of the common file systems (ext4, APFS, NTFS in UTF-16 units).
+NAME_MAX = 255
+
+
+def fit_name(name: str, *, extra: int) -> str:
+    """`name` cut (at a character boundary) so that `extra` more bytes still fit NAME_MAX: a
+    temporary name built from a long legal file name must not be refused as too long."""
+    room = NAME_MAX - extra
+    encoded = os.fsencode(name)
+    if len(encoded) <= room:
+        return name
+    return encoded[: max(room, 1)].decode("utf-8", errors="ignore") or "_"
+
+
+def hidden_temp_name(final_name: str, suffix: str) -> str:
+    """`.{final_name}{suffix}` within NAME_MAX (the final name shortened where needed)."""
+    return f".{fit_name(final_name, extra=1 + len(os.fsencode(suffix)))}{suffix}"
+
+
 def temp_path(final: Path, tag: str) -> Path:
     """A unique hidden temp name next to `final`, so the rename into place is atomic."""
-    return final.with_name(f".{final.name}.{tag}{secrets.token_hex(4)}.tmp")
+    return final.with_name(hidden_temp_name(final.name, f".{tag}{secrets.token_hex(4)}.tmp"))
 
 
 def atomic_write_bytes(final: Path, data: bytes) -> None:

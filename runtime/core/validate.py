@@ -114,6 +114,9 @@ CRF = Range(name="crf", lo=0, hi=51, integer=True, help="H.264 quality, 0 is los
 THREADS = Range(name="threads", lo=0, hi=1024, integer=True, help="0 picks automatically")
 DURATION = Range(name="duration", lo=0.001, hi=7 * 24 * 3600.0, unit="s")
 REMOTE_WAIT = Range(name="connect timeout", lo=1.0, hi=3600.0, unit="s")
+MAX_LENGTH = Range(
+    name="longest input", lo=1.0, hi=24 * 3600.0, unit="s", help="speech or driving video"
+)
 FRAME_SIDE = Range(name="output size", lo=64, hi=4096, integer=True, unit="pixels")
 FPS_CHOICES: tuple[int, ...] = (25, 30)
 WEBCAM_INDEX = Range(name="webcam", lo=0, hi=255, integer=True)

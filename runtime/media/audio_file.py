@@ -54,6 +54,14 @@ class SilentAudioError(AudioFileError):
     """The file decodes fine but contains only silence."""
 
 
+class NoAudioTrackError(AudioFileError):
+    """The file has no audio track at all (a video without sound)."""
+
+
+class TooLongError(AudioFileError):
+    """The audio is longer than the caller's limit."""
+
+
 def load_audio(
     path: str | os.PathLike[str],
     *,
@@ -157,10 +165,10 @@ def _decode_mono(file: Path, *, max_seconds: float) -> tuple[npt.NDArray[np.floa
         if not container.streams.audio:
             kinds = sorted({s.type for s in container.streams})
             found = f" (it has only {', '.join(kinds)})" if kinds else ""
-            raise AudioFileError(f"{file.name} has no audio track{found}")
+            raise NoAudioTrackError(f"{file.name} has no audio track{found}")
         stream = container.streams.audio[0]
         if container.duration is not None and container.duration / 1e6 > max_seconds + 1.0:
-            raise AudioFileError(_too_long(file, container.duration / 1e6, max_seconds))
+            raise TooLongError(_too_long(file, container.duration / 1e6, max_seconds))
         chunks: list[npt.NDArray[np.float32]] = []
         rate = 0
         channels = 0
@@ -179,7 +187,7 @@ def _decode_mono(file: Path, *, max_seconds: float) -> tuple[npt.NDArray[np.floa
                     chunks.append(planes.mean(axis=0, dtype=np.float32))
                     total += planes.shape[1]
                 if total > max_seconds * rate:
-                    raise AudioFileError(_too_long(file, None, max_seconds))
+                    raise TooLongError(_too_long(file, None, max_seconds))
             if resampler is not None:
                 for converted in resampler.resample(None):
                     planes = converted.to_ndarray().reshape(channels, -1)

@@ -4,9 +4,12 @@
 render job's worker thread, or the CLI's main thread). Nothing here is shared between threads.
 
 The writer is atomic: frames go to a hidden temporary file next to the destination, which is
-moved into place with :func:`os.replace` only when the ``with`` block ends without an
-exception. Any exception, including KeyboardInterrupt or a full disk, deletes the temporary
-file, so the destination path never holds a half-written video.
+moved into place only when the ``with`` block ends without an exception. Any exception,
+including KeyboardInterrupt or a full disk, deletes the temporary file, so the destination path
+never holds a half-written video. The temporary file is held while it is written
+(`runtime.core.leftovers`), so the one a killed render left is removed by the next render to the
+same destination; its name fits NAME_MAX whatever the destination's. Without `overwrite` the
+final move never replaces a file, not even one that appeared while the video was written.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import contextlib
 import errno
 import logging
 import os
+import re
 import secrets
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -29,6 +33,8 @@ import numpy as np
 import numpy.typing as npt
 import soxr
 
+from runtime.core.files import fit_name
+from runtime.core.leftovers import Removed, hold, remove_abandoned
 from runtime.core.signals import deferred_stop_signals
 from runtime.core.validate import ValidationError, check_input_file
 
@@ -60,12 +66,25 @@ class DiskFullError(VideoFileError):
     """The disk filled up while writing; no partial file was left behind."""
 
 
+class OutputAppearedError(OutputPathError):
+    """A file appeared at the destination while the video was written (no `overwrite`): it
+    was left alone and the video saved under `saved_as` (None: not saved)."""
+
+    def __init__(self, message: str, saved_as: Path | None) -> None:
+        super().__init__(message)
+        self.saved_as = saved_as
+
+
 class VideoEncoderError(VideoFileError):
     """No usable video encoder in this FFmpeg build."""
 
 
 class VideoReadError(VideoFileError):
     """A driving video cannot be read (missing, not a video, corrupt, no video track)."""
+
+
+class VideoTooLongError(VideoReadError):
+    """A driving video is longer, or has more frames, than the caller's limit."""
 
 
 class Mp4Writer:
@@ -95,6 +114,7 @@ class Mp4Writer:
         crf: int = 18,
         preset: str = "medium",
         codecs: Sequence[str] = DEFAULT_VIDEO_CODECS,
+        overwrite: bool = False,
     ) -> None:
         if width <= 0 or height <= 0 or width % 2 or height % 2:
             raise ValueError(
@@ -109,6 +129,7 @@ class Mp4Writer:
         self._crf = crf
         self._preset = preset
         self._codecs = tuple(codecs)
+        self._overwrite = overwrite
         self._audio, self._audio_rate = _prepare_audio(audio, audio_rate)
         self._audio_sent = 0
         check_destination(self.path)
@@ -243,16 +264,20 @@ class Mp4Writer:
             self._mux(self._audio_stream.encode(None))
         container, self._container = self._container, None
         container.close()
-        self._close_file()
         assert self._tmp_path is not None
         try:
-            os.replace(self._tmp_path, self.path)
+            if self._overwrite:
+                os.replace(self._tmp_path, self.path)
+            else:
+                self._place_new(self._tmp_path)
         except OSError as exc:
             if exc.errno == errno.ENOSPC:
                 raise
             raise OutputPathError(
                 f"cannot save the video as {self.path}: {exc.strerror or exc}"
             ) from exc
+        finally:
+            self._close_file()  # after the move: the file stays held until it is in place
         self._tmp_path = None
         logger.info(
             "wrote %s: %d frames at %d fps, %s%s",
@@ -261,6 +286,28 @@ class Mp4Writer:
             self.fps,
             self.codec_name,
             " + AAC audio" if self._audio is not None else "",
+        )
+
+    def _place_new(self, tmp: Path) -> None:
+        """Move `tmp` to the destination only where no file is (a link fails on an existing
+        name, atomically); when one appeared meanwhile, save beside it under a free name."""
+        if _link_new(tmp, self.path):
+            _unlink_if_there(tmp)
+            return
+        stem, suffix = self.path.stem, self.path.suffix
+        for n in range(1, 100):
+            other = self.path.with_name(fit_name(f"{stem}-{n}", extra=len(suffix)) + suffix)
+            if _link_new(tmp, other):
+                _unlink_if_there(tmp)
+                raise OutputAppearedError(
+                    f"{self.path} appeared while the video was being written and was left as "
+                    f"it was (use --overwrite to replace it); the video was saved as {other}",
+                    other,
+                )
+        raise OutputAppearedError(
+            f"{self.path} appeared while the video was being written and was left as it was; "
+            "the video was not saved",
+            None,
         )
 
     def _mux(self, packets: list[av.Packet[Any]]) -> None:
@@ -347,11 +394,59 @@ def check_destination(path: Path) -> None:
         raise OutputPathError(f"the output folder {folder} is not writable")
 
 
+def _link_new(src: Path, dst: Path) -> bool:
+    """Give `src` the name `dst` unless `dst` exists (False then), never replacing it."""
+    try:
+        os.link(src, dst)
+    except FileExistsError:
+        return False
+    except OSError as exc:
+        if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EXDEV, errno.EMLINK):
+            raise
+        # No hard links here (FAT, some network shares): the narrow check-then-rename; on
+        # Windows the rename itself refuses an existing name.
+        if dst.exists():
+            return False
+        if os.name == "nt":
+            try:
+                os.rename(src, dst)
+            except FileExistsError:
+                return False
+        else:
+            os.rename(src, dst)
+    return True
+
+
+def _unlink_if_there(path: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        path.unlink()
+
+
+_PART_SUFFIX_LEN = len(".12345678.part")
+
+
+def _part_prefix(path: Path) -> str:
+    return f".{fit_name(path.name, extra=1 + _PART_SUFFIX_LEN)}."
+
+
+def remove_leftovers(path: Path) -> Removed:
+    """Delete the temporary files that killed renders to `path` left beside it (none that a
+    running render holds)."""
+    folder = path.parent if str(path.parent) else Path(".")
+    prefix = _part_prefix(path)
+    pattern = re.compile(re.escape(prefix) + r"[0-9a-f]{8}\.part")
+    try:
+        names = [e.name for e in os.scandir(folder) if pattern.fullmatch(e.name)]
+    except OSError:
+        return Removed()
+    return remove_abandoned(folder / name for name in names)
+
+
 def _open_temp_output(path: Path) -> tuple[Path, IO[bytes]]:
     """Create the hidden temporary file next to ``path`` and open it for the muxer."""
     folder = path.parent if str(path.parent) else Path(".")
     for _ in range(100):
-        tmp = folder / f".{path.name}.{secrets.token_hex(4)}.part"
+        tmp = folder / f"{_part_prefix(path)}{secrets.token_hex(4)}.part"
         try:
             # Mode 0o666 filtered by the umask, so the final file gets ordinary permissions
             # (mkstemp would make it owner-only).
@@ -367,7 +462,13 @@ def _open_temp_output(path: Path) -> tuple[Path, IO[bytes]]:
         os.close(fd)
         # Unbuffered and opened by name: the faststart pass of the MP4 muxer re-opens the file
         # by its name to move the index to the front, so every byte must already be on disk.
-        return tmp, open(tmp, "r+b", buffering=0)
+        file = open(tmp, "r+b", buffering=0)  # noqa: SIM115 (returned to the caller, held)
+        try:
+            hold(file.fileno())  # released when the file is closed, or the process ends
+        except OSError:
+            file.close()
+            raise
+        return tmp, file
     raise OutputPathError(f"cannot create a temporary file in {folder}")
 
 
@@ -387,11 +488,15 @@ class VideoReader:
 
     Frames are uint8 (H, W, 3) arrays, upright (rotation metadata from phones is applied).
     Opening raises :class:`VideoReadError` for a missing, unreadable or corrupt file or one
-    without a video track; corruption found while decoding raises it too.
+    without a video track; corruption found while decoding raises it too. With `max_seconds`,
+    a video longer than that by its header (duration, frame count) is refused when opened
+    (:class:`VideoTooLongError`), and one whose header says nothing is stopped when its frames
+    or their timestamps pass the limit, so no file can make the work unbounded.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, max_seconds: float | None = None) -> None:
         self.path = Path(path)
+        self.max_seconds = max_seconds
         if not self.path.exists():
             raise VideoReadError(f"video file not found: {self.path}")
         if self.path.is_dir():
@@ -411,9 +516,33 @@ class VideoReader:
             raise VideoReadError(f"cannot read {self.path}: {exc.strerror or exc}") from None
         try:
             self.info = self._probe()
+            self._check_length()
         except BaseException:
             self._container.close()
             raise
+
+    @property
+    def max_frames(self) -> int | None:
+        """The most frames read before the video counts as too long (a second of slack)."""
+        if self.max_seconds is None:
+            return None
+        return int((self.max_seconds + 1.0) * self.info.fps)
+
+    def _too_long(self, what: str) -> VideoTooLongError:
+        assert self.max_seconds is not None
+        return VideoTooLongError(
+            f"{self.path.name} is too long: {what}; the limit is {self.max_seconds:.0f} s "
+            f"({self.max_frames} frames at {self.info.fps:g} fps)"
+        )
+
+    def _check_length(self) -> None:
+        info, limit = self.info, self.max_frames
+        if self.max_seconds is None or limit is None:
+            return
+        if info.duration is not None and info.duration > self.max_seconds + 1.0:
+            raise self._too_long(f"{info.duration:.0f} s by its timestamps")
+        if info.frame_count is not None and info.frame_count > limit:
+            raise self._too_long(f"{info.frame_count} frames")
 
     def _probe(self) -> VideoInfo:
         if not self._container.streams.video:
@@ -460,8 +589,13 @@ class VideoReader:
     def __iter__(self) -> Iterator[npt.NDArray[np.uint8]]:
         stream = self._container.streams.video[0]
         produced = 0
+        limit, seconds = self.max_frames, self.max_seconds
         try:
             for frame in self._container.decode(stream):
+                if limit is not None and produced >= limit:
+                    raise self._too_long(f"more than {limit} frames")
+                if seconds is not None and frame.time is not None and frame.time > seconds + 1:
+                    raise self._too_long(f"a frame at {frame.time:.0f} s")
                 rgb: npt.NDArray[np.uint8] = np.asarray(
                     frame.to_ndarray(format="rgb24"), dtype=np.uint8
                 )

@@ -4,7 +4,11 @@
   (`imtalker_cam_sink`) and a remapped source on its monitor, `imtalker_cam_mic`, described
   "imtalker-cam Microphone" (call apps hide monitor sources; a remapped source looks like a
   real microphone). Both are removed again by `remove`. The modules carry the owning
-  process's id, so modules left behind by a killed run are cleaned up by the next one. Audio is
+  process's id, so modules left behind by a killed run are cleaned up by the next one. One
+  process owns the virtual microphone: it holds an owner lock (per user and PulseAudio server)
+  from before it looks for modules until it has removed its own, so of several started
+  together exactly one makes the sink and source and the others are told another imtalker-cam
+  provides it (decided atomically, not by who lists the modules first). Audio is
   played into the sink through PortAudio's ALSA device with `PULSE_SINK` (and PipeWire's
   `PIPEWIRE_NODE`) naming it; `claim` then checks with `pactl` that this process's playback
   really landed there and moves it if not, so the user never hears their own delayed voice
@@ -19,15 +23,20 @@ tests use fakes.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
+
+import filelock
 
 logger = logging.getLogger(__name__)
 
@@ -116,6 +125,15 @@ class VirtualMicDevice(Protocol):
         ...
 
 
+def owner_lock_path() -> Path:
+    """The lock whose holder owns the virtual microphone of this user's PulseAudio server."""
+    folder = os.environ.get("XDG_RUNTIME_DIR") or tempfile.gettempdir()
+    server = os.environ.get("PULSE_SERVER", "")
+    uid = os.getuid() if hasattr(os, "getuid") else 0
+    key = hashlib.sha256(f"{uid}:{server}".encode()).hexdigest()[:12]
+    return Path(folder) / f"imtalker-cam-virtual-mic-{key}.lock"
+
+
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -134,12 +152,35 @@ class PulseVirtualDevice:
         pactl: PactlRunner = run_pactl,
         pid: int | None = None,
         pid_alive: Callable[[int], bool] = _pid_alive,
+        owner_lock: Path | None = None,
     ) -> None:
+        """`owner_lock`: held while this process owns the virtual microphone (None: no lock,
+        for fakes of `pactl` that no other process sees)."""
         self._sd = sd
         self._pactl = pactl
         self._pid = os.getpid() if pid is None else pid
         self._alive = pid_alive
         self._modules: list[str] = []  # loaded by us, in load order
+        # Not thread-local: created on the starting thread, removed on the stopping one.
+        self._owner = (
+            filelock.FileLock(str(owner_lock), thread_local=False)
+            if owner_lock is not None
+            else None
+        )
+
+    def _take_ownership(self) -> None:
+        if self._owner is None or self._owner.is_locked:
+            return
+        try:
+            self._owner.acquire(blocking=False)
+        except filelock.Timeout:
+            raise VirtualMicUnavailable(
+                f'another imtalker-cam already provides "{SOURCE_DESCRIPTION}"; this one runs '
+                "without a virtual microphone (stop the other first to have it here)"
+            ) from None
+        except OSError as exc:  # no lock possible here: the module check below still runs
+            logger.warning("cannot take the virtual-microphone lock: %s", exc)
+            self._owner = None
 
     def _ours(self) -> list[tuple[str, str]]:
         """(module index, arguments) of every module naming our sink or source."""
@@ -173,6 +214,7 @@ class PulseVirtualDevice:
                 logger.warning("could not remove module %s: %s", index, exc)
 
     def create(self) -> OutputTarget:
+        self._take_ownership()
         try:
             self._clean_stale()
             props = f"{PID_PROPERTY}={self._pid}"
@@ -204,6 +246,9 @@ class PulseVirtualDevice:
             raise VirtualMicUnavailable(
                 f"could not create the virtual microphone: {exc}. {help_text('linux')}"
             ) from exc
+        except BaseException:
+            self.remove()
+            raise
         return OutputTarget(
             name=SOURCE_DESCRIPTION,
             device=self._alsa_pulse_device(),
@@ -257,6 +302,8 @@ class PulseVirtualDevice:
                 self._pactl(["unload-module", index])
             except (PactlError, VirtualMicUnavailable) as exc:
                 logger.warning("could not remove virtual-microphone module %s: %s", index, exc)
+        if self._owner is not None and self._owner.is_locked:
+            self._owner.release()
 
 
 class CableDevice:
@@ -297,4 +344,4 @@ def default_device(
         return CableDevice(sd=sd, names=WINDOWS_CABLES, platform=platform)
     if platform == "darwin":
         return CableDevice(sd=sd, names=MAC_CABLES, platform=platform)
-    return PulseVirtualDevice(sd=sd, pactl=pactl)
+    return PulseVirtualDevice(sd=sd, pactl=pactl, owner_lock=owner_lock_path())

@@ -69,6 +69,17 @@ class Outputs:
                 sinks.append(sink)
         self.sinks: tuple[Sink, ...] = tuple(sinks)
 
+    def claim(self) -> None:
+        """Hold the whole-session recording's file before the session starts
+        (`SinkUnavailable` when another session records to it)."""
+        if self._recorder is not None:
+            self._recorder.claim()
+
+    def release(self) -> None:
+        """A session that did not start leaves no recording claimed (nor its empty file)."""
+        if self._recorder is not None:
+            self._recorder.close()
+
     def set_look(self, look: VirtualCameraConfig) -> None:
         """A new look from the next frame on: mirror and background in place, another size
         (backend, device) by reopening the camera."""

@@ -9,8 +9,14 @@ frame `index` (output rate) and 16 kHz audio sample `s` of the engine's timeline
 The file holds the whole session at the output rate, whatever the compute: it starts with the
 first audio (the idle picture, the avatar at rest, until the first frame), a frame the engine
 did not make anew (a slideshow, a skipped hop) is the previous picture again, and at the end the
-last picture stays until the audio ends. The file is written under a temporary name and moved
-into place when the recording closes cleanly.
+last picture stays until the audio ends.
+
+A crash loses at most the last second: the file is fragmented MP4 (`runtime.media.remux`),
+a keyframe and a self-contained fragment every second, written under a held temporary name
+and, when the recording closes cleanly, copied (no re-encoding) into an ordinary MP4 at its
+path. What a killed session left is saved by the next start
+(`runtime.sinks.recording_journal`), which says where; a second session asked to record to
+the same file is refused at open.
 """
 
 from __future__ import annotations
@@ -30,8 +36,11 @@ import av
 import numpy as np
 import numpy.typing as npt
 
+from runtime.core.files import hidden_temp_name
+from runtime.media.remux import FRAGMENTED, RemuxError, remux
 from runtime.model.contract import SAMPLE_RATE
 from runtime.sinks import SinkUnavailable
+from runtime.sinks import recording_journal as journal
 from runtime.sinks.frame import LiveFrame
 
 logger = logging.getLogger(__name__)
@@ -53,6 +62,8 @@ class RecorderConfig:
     audio_buffer_s: float = 60.0
     """Audio kept until the first frame arrives (a slow machine's first picture can take
     seconds; the file starts with the audio, on the idle picture)."""
+    journal: Path | None = None
+    """Where recordings in progress are noted (None: `<data dir>/recordings`)."""
 
 
 _STOP = object()
@@ -74,6 +85,8 @@ class RecorderSink:
         self.error: str | None = None
         self.codec: str | None = None
         self.finished_path: Path | None = None
+        self.recovered: journal.Recovered | None = None
+        self._claim: journal.RecordingClaim | None = None
 
     @property
     def name(self) -> str:
@@ -88,9 +101,27 @@ class RecorderSink:
         if abs(fps - round(fps)) > 1e-6:
             raise SinkUnavailable(f"cannot record at {fps} fps (whole frame rates only)")
         self.fps = round(fps)
-        self._writer = _Writer(self)
+        claim, self._claim = self.claim(), None  # the writer's now: it finishes it
+        self._writer = _Writer(self, claim)
         self._thread = threading.Thread(target=self._writer.run, name="recorder", daemon=True)
         self._thread.start()
+
+    def claim(self) -> journal.RecordingClaim:
+        """Hold the file for this session (SinkUnavailable when another session records to
+        it), saving first what crashed recordings left; `open` claims it if not done before."""
+        if self._claim is not None:
+            return self._claim
+        path = self.config.path
+        for earlier in journal.recover(journal=self.config.journal):
+            self.recovered = earlier
+        try:
+            self._claim, found = journal.claim(path, journal=self.config.journal)
+        except journal.RecordingBusy as exc:
+            raise SinkUnavailable(str(exc)) from None
+        except OSError as exc:
+            raise SinkUnavailable(f"cannot record to {path}: {exc.strerror or exc}") from None
+        self.recovered = found or self.recovered
+        return self._claim
 
     def send(self, frame: LiveFrame, repeat: bool) -> None:
         if frame.index < 0:  # the idle picture: what the file shows before the first frame
@@ -115,6 +146,9 @@ class RecorderSink:
     def close(self, timeout: float = 1.0) -> None:
         thread, self._thread = self._thread, None
         if thread is None:
+            if self._claim is not None:  # claimed, never opened
+                self._claim.finish(remove_part=True)
+                self._claim = None
             return
         self._closing = thread
         self._queue.put(_STOP)
@@ -139,10 +173,11 @@ class RecorderSink:
 class _Writer:
     """Runs on the recorder thread; owns the PyAV container."""
 
-    def __init__(self, sink: RecorderSink) -> None:
+    def __init__(self, sink: RecorderSink, claim: journal.RecordingClaim) -> None:
         self.sink = sink
         self.cfg = sink.config
-        self.tmp = self.cfg.path.with_name(f".{self.cfg.path.name}.part")
+        self.claim = claim
+        self.tmp = claim.part
         self.container: Any = None
         self.video: Any = None
         self.audio: Any = None
@@ -178,7 +213,8 @@ class _Writer:
 
     def _open(self, image: npt.NDArray[np.uint8]) -> None:
         fps = self.sink.fps
-        self.container = av.open(str(self.tmp), mode="w", format="mp4")
+        options = {**FRAGMENTED, "flush_packets": "1"}
+        self.container = av.open(self.claim.file, mode="w", format="mp4", options=options)
         height, width = image.shape[:2]
         errors = []
         for name in VIDEO_CODECS:
@@ -187,6 +223,7 @@ class _Writer:
                 stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
                 stream.time_base = Fraction(1, fps)
                 stream.codec_context.time_base = Fraction(1, fps)
+                stream.codec_context.gop_size = fps  # a fragment a second: what a crash costs
                 if name == "libx264":
                     stream.options = {
                         "crf": str(self.cfg.crf),
@@ -291,6 +328,7 @@ class _Writer:
     def _finish(self) -> None:
         if self.container is None:
             logger.warning("nothing was recorded; %s not written", self.cfg.path)
+            self.claim.finish(remove_part=True)
             return
         if self.audio is not None:
             # The last picture stays until the audio ends.
@@ -303,7 +341,7 @@ class _Writer:
             self._mux(self.audio.encode(None))
         container, self.container = self.container, None
         container.close()
-        os.replace(self.tmp, self.cfg.path)
+        self._place()
         self.sink.finished_path = self.cfg.path
         logger.info(
             "recorded %s: %d frames, %.1f s of audio",
@@ -311,6 +349,20 @@ class _Writer:
             self.sink.frames_written,
             self.sink.audio_written / SAMPLE_RATE,
         )
+
+    def _place(self) -> None:
+        """The finished recording into place as an ordinary MP4 (stream copy: players then
+        know its duration and frame count); the fragmented file itself if that fails."""
+        final = self.cfg.path.with_name(hidden_temp_name(self.cfg.path.name, journal.FINAL_SUFFIX))
+        try:
+            remux(self.tmp, final)
+        except RemuxError as exc:
+            logger.warning("keeping %s fragmented: %s", self.cfg.path, exc)
+            os.replace(self.tmp, self.cfg.path)
+            self.claim.finish(remove_part=False)
+            return
+        os.replace(final, self.cfg.path)
+        self.claim.finish(remove_part=True)
 
     def _mux(self, packets: Any) -> None:
         for packet in packets:
@@ -321,5 +373,4 @@ class _Writer:
             container, self.container = self.container, None
             with contextlib.suppress(Exception):
                 container.close()
-        with contextlib.suppress(FileNotFoundError):
-            self.tmp.unlink()
+        self.claim.finish(remove_part=True)

@@ -89,10 +89,11 @@ def test_errors_while_a_box_is_open_are_logged_not_stacked(
     assert len([b for b in boxes if b.isVisible()]) == 1
 
 
-@pytest.mark.parametrize("folder", ["config", "data"])
+@pytest.mark.parametrize("folder", ["config", "data", "data/avatars"])
 def test_a_file_where_a_folder_must_be_stops_the_app_with_one_sentence(
     qtbot: QtBot, tmp_path: Path, folder: str, caplog: pytest.LogCaptureFixture
 ) -> None:
+    (tmp_path / folder).parent.mkdir(parents=True, exist_ok=True)
     (tmp_path / folder).write_text("not a folder")
     seen: list[str] = []
 
@@ -117,5 +118,7 @@ def test_a_file_where_a_folder_must_be_stops_the_app_with_one_sentence(
         poll.stop()
         bound.stop()
     env = "IMTALKER_CONFIG_DIR" if folder == "config" else "IMTALKER_DATA_DIR"
+    if folder == "data/avatars":  # named by its path, as the app made it
+        env = f"avatars folder {tmp_path / folder}"
     assert len(seen) == 1 and env in seen[0] and "is a file, not a folder" in seen[0]
     assert "Traceback" not in caplog.text

@@ -175,43 +175,49 @@ def start_session(
     config: SessionConfig, *, progress: Callable[[str], None] | None = None
 ) -> LiveSession:
     """Open, encode, build and start; `progress` hears "loading the model" and "encoding the
-    avatar" as they begin. Raises what opening the graphs raises, `AvatarSizeError`, and what
-    `LiveEngine.start` raises; nothing is left running when it does."""
+    avatar" as they begin. Raises `SinkUnavailable` when another session records to the same
+    file, what opening the graphs raises, `AvatarSizeError`, and what `LiveEngine.start`
+    raises; nothing is left running (or claimed) when it does."""
     say = progress or (lambda _: None)
-    compute = config.compute
-    engine_config = config.engine
-    if isinstance(compute, RemoteCompute):
-        models = None
-        avatar = session_avatar(None, config.avatar, config.avatar_name)
-        remote: RemoteCompute | None = compute
-    else:
-        remote = None
-        models = compute.models
-        if models is None:
-            say("loading the model")
-            models = open_model_set(compute.graphs, options=compute.options)
-        logger.info("running on %s", ", ".join(models.providers))
-        if compute.bench_dir is not None and engine_config.expected_hop is None:
-            seed = expected_hop(
-                compute.bench_dir, compute.graphs, models, precision=compute.options.precision
-            )
-            engine_config = dataclasses.replace(engine_config, expected_hop=seed)
-        say("encoding the avatar")
-        avatar = session_avatar(models, config.avatar, config.avatar_name)
     outputs = Outputs(config.outputs or OutputsConfig(), avatar=config.avatar)
-    engine = LiveEngine(
-        models=models,
-        source=config.source,
-        config=engine_config,
-        sinks=(*outputs.sinks, *config.sinks),
-        listener=config.listener,
-        virtual_mic=config.virtual_mic,
-        clock=config.clock,
-        compute=remote,
-    )
+    outputs.claim()  # SinkUnavailable now, before minutes of loading, when a file is taken
     try:
-        engine.start(avatar, config.controls)
+        compute = config.compute
+        engine_config = config.engine
+        if isinstance(compute, RemoteCompute):
+            models = None
+            avatar = session_avatar(None, config.avatar, config.avatar_name)
+            remote: RemoteCompute | None = compute
+        else:
+            remote = None
+            models = compute.models
+            if models is None:
+                say("loading the model")
+                models = open_model_set(compute.graphs, options=compute.options)
+            logger.info("running on %s", ", ".join(models.providers))
+            if compute.bench_dir is not None and engine_config.expected_hop is None:
+                seed = expected_hop(
+                    compute.bench_dir, compute.graphs, models, precision=compute.options.precision
+                )
+                engine_config = dataclasses.replace(engine_config, expected_hop=seed)
+            say("encoding the avatar")
+            avatar = session_avatar(models, config.avatar, config.avatar_name)
+        engine = LiveEngine(
+            models=models,
+            source=config.source,
+            config=engine_config,
+            sinks=(*outputs.sinks, *config.sinks),
+            listener=config.listener,
+            virtual_mic=config.virtual_mic,
+            clock=config.clock,
+            compute=remote,
+        )
+        try:
+            engine.start(avatar, config.controls)
+        except BaseException:
+            engine.stop()
+            raise
     except BaseException:
-        engine.stop()
+        outputs.release()
         raise
     return LiveSession(engine=engine, models=models, avatar=avatar, outputs=outputs)

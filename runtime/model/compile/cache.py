@@ -59,6 +59,8 @@ from typing import IO, Any
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir
+from runtime.core.leftovers import claim_folder, remove_abandoned_folder
+from runtime.core.units import human_bytes
 from runtime.model import convert_extra, loader_files
 from runtime.model.child_env import child_env, project_root
 from runtime.model.compile import lease, lru
@@ -84,6 +86,15 @@ fp16) and a spare set."""
 
 class ConversionError(ModelStoreError):
     """Conversion failed; no entry was written (a previous valid entry is kept)."""
+
+
+class SourceChangedError(ConversionError):
+    """The exporter read a file with another digest than the key holds."""
+
+    def __init__(self, message: str, *, relpath: str, digest: str) -> None:
+        super().__init__(message)
+        self.relpath = relpath
+        self.digest = digest
 
 
 class ExporterUnavailable(ConversionError):
@@ -411,9 +422,11 @@ def _check_sources(tmp: Path, sources: Mapping[str, str]) -> None:
                 "graphs are keyed by; its graphs were not kept"
             )
         if sources[relpath] != digest:
-            raise ConversionError(
+            raise SourceChangedError(
                 f"{relpath} changed while it was being converted; its graphs were not kept. "
-                "Run the conversion again."
+                "Run the conversion again.",
+                relpath=relpath,
+                digest=digest,
             )
 
 
@@ -500,6 +513,19 @@ def _prune(root: Path, *, keep: Path) -> None:
     lru.evict([*entries, keep], keep=keep, max_bytes=max_bytes(), trash_prefix=_TRASH_PREFIX)
 
 
+def _remove_abandoned_conversions(root: Path) -> None:
+    """The temporary folders of conversions that were killed (their claim is free), whatever
+    their age; those of running conversions stay."""
+    for path in root.glob(f"{_TMP_PREFIX}*"):
+        if not path.is_dir():
+            continue
+        size = remove_abandoned_folder(path)
+        if size is not None:
+            logger.warning(
+                "removed %s left by an interrupted conversion (%s)", path, human_bytes(size)
+            )
+
+
 def remove_entries(*, root: Path | None = None) -> list[Path]:
     """Delete every compiled entry this app wrote under the cache root (nothing else), but
     those a running process is using (they are named in the log)."""
@@ -566,7 +592,9 @@ def convert(
         command = [sys.executable, "-m", EXPORTER_MODULE]
     paths.check_root(root, what=paths.label("compiled-graph cache", paths.CACHE_ENV))
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned_conversions(root)
     tmp = root / f"{_TMP_PREFIX}{key}-{secrets.token_hex(4)}"
+    claim = claim_folder(tmp)  # held while converting: a killed conversion's folder is free
     tmp.mkdir()
     try:
         _run_exporter(
@@ -574,11 +602,22 @@ def convert(
             progress=progress,
             cancel=cancel,
         )
-        _seal(tmp, key=key, sources=digests, model_version=model_version)
+        try:
+            _seal(tmp, key=key, sources=digests, model_version=model_version)
+        except SourceChangedError as exc:
+            # Changed since it was verified (not during the conversion): say so, and how to
+            # restore it; the store remembers, so `models status` no longer calls it verified.
+            changed = store.found_changed(exc.relpath, exc.digest)
+            if changed is None:
+                raise
+            raise ConversionError(f"{changed}. Its graphs were not kept.") from None
         _place(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        claim.release()
+        with contextlib.suppress(OSError):
+            Path(claim.lock_file).unlink()
     check = check_entry(final, key=key)
     if not check.ok:
         raise ConversionError(f"the converted graphs failed their check: {check.problems}")

@@ -1,9 +1,12 @@
 """The model store: where the published IMTalker checkpoints live and how they are trusted.
 
 Runs on whichever thread calls it (the CLI's main thread, or the GUI's worker thread); the
-progress callback is called on that same thread. One store is used by one process at a time;
-a concurrent writer cannot corrupt it (every file is checked before it is moved into place),
-it can only waste work.
+progress callback is called on that same thread. Processes share a store safely: every file is
+checked before it is moved into place, and the store's folder is locked between processes
+(`runtime.core.folder_lock`, no file of its own) while `store.json` is read, changed and
+rewritten and for the whole of an import: no process's record update is lost, and imports take
+turns. Temporary files a killed import left are removed, and their size reported, by the next
+import or `status` (when no other process holds the lock).
 
 Layout (exactly the published repository's, so a hand-made copy of it can be imported):
 
@@ -22,19 +25,24 @@ file in the same directory, flushed, fsync'ed, checked, then `os.replace`d into 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path, PurePosixPath
 
 from runtime.core import paths
 from runtime.core.files import atomic_write_bytes, fsync_dir, glob_escape
+from runtime.core.folder_lock import WINDOWS_LOCK_FILE, FolderLock
+from runtime.core.leftovers import Removed, remove_abandoned
+from runtime.core.units import human_bytes
 from runtime.model.files import sha256_file, structure_problem
 from runtime.model.store import importing as store_import
 from runtime.model.store import versions as store_versions
-from runtime.model.store.errors import ModelStoreError, VerificationError
+from runtime.model.store.errors import Cancelled, ModelStoreError, VerificationError
 from runtime.model.store.importing import deleted_copy
 from runtime.model.store.locate import locate
 from runtime.model.store.records import (
@@ -60,6 +68,16 @@ logger = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- locations
 
 
+def changed_problem(relpath: str, recorded: FileRecord) -> str:
+    """What to say of a file found changed since it was verified (same size and date)."""
+    return (
+        f"changed since it was verified on {recorded.first_verified} (same size and date, but "
+        f"SHA-256 {recorded.changed_sha256} instead of {recorded.sha256}); restore the "
+        "original: `imtalker-cam models download` fetches it again, or `imtalker-cam models "
+        f"import` the original {PurePosixPath(relpath).name}"
+    )
+
+
 def default_store_dir() -> Path:
     """`<user data dir>/models`; `IMTALKER_DATA_DIR` replaces the user data dir."""
     return paths.model_store_dir()
@@ -74,7 +92,9 @@ class ModelStore:
         # Re-entrant: the record is read (and may be rebuilt) while the lock is held.
         self._lock = threading.RLock()
         self.notice: str | None = None
+        self.leftovers_notice: str | None = None
         self._rebuilt: tuple[bytes, StoreRecord] | None = None
+        self._folder_lock = FolderLock(self.root)
 
     def __repr__(self) -> str:
         return f"ModelStore({str(self.root)!r})"
@@ -112,6 +132,15 @@ class ModelStore:
         return self.root / STORE_FILE
 
     # ---- record
+
+    @contextlib.contextmanager
+    def updating_record(self) -> Iterator[None]:
+        """Held while `store.json` is read, changed and rewritten: this process's threads and
+        other processes wait their turn, so no update is lost."""
+        with self._lock:
+            self.root.mkdir(parents=True, exist_ok=True)
+            with self._folder_lock:
+                yield
 
     def read_record(self) -> StoreRecord:
         """The record; a damaged one is set aside and rebuilt from the files present
@@ -170,12 +199,14 @@ class ModelStore:
 
     def set_origin(self, *, repo_id: str, revision: str) -> None:
         """Remember which commit the store came from, so later downloads stay on it."""
-        with self._lock:
+        record = self.read_record()
+        if record.repo_id == repo_id and record.revision == revision:
+            return
+        self.check_root()
+        with self.updating_record():
             record = self.read_record()
             if record.repo_id == repo_id and record.revision == revision:
                 return
-            self.check_root()
-            self.root.mkdir(parents=True, exist_ok=True)
             self.write_record(
                 StoreRecord(repo_id=repo_id, revision=revision, files=dict(record.files))
             )
@@ -249,7 +280,7 @@ class ModelStore:
         """Move a checked candidate into place and record it verified (the checks are the
         caller's: `candidate_problem`, `inspect_versions`, `check_versions`)."""
         final = self.path(relpath)
-        with self._lock:
+        with self.updating_record():
             if candidate != final:
                 os.replace(candidate, final)
                 fsync_dir(final.parent)
@@ -282,6 +313,7 @@ class ModelStore:
         """What is present and verified. `deep` re-hashes every file instead of trusting
         an unchanged size and modification time since it was last verified."""
         self.check_root(writable=False)
+        self.remove_leftovers()
         record = self.read_record()
         out: list[FileStatus] = []
         refreshed: dict[str, FileRecord] = {}
@@ -307,20 +339,17 @@ class ModelStore:
                 actual = sha256_file(final, cancel=cancel)
                 if actual != recorded.sha256:
                     problem = "changed since it was verified (SHA-256 differs)"
-                elif st.st_mtime_ns != recorded.mtime_ns:
-                    refreshed[entry.path] = FileRecord(
-                        sha256=recorded.sha256,
-                        size=recorded.size,
-                        mtime_ns=st.st_mtime_ns,
-                        first_verified=recorded.first_verified,
-                        source=recorded.source,
-                        model_version=recorded.model_version,
+                elif st.st_mtime_ns != recorded.mtime_ns or recorded.changed_sha256:
+                    refreshed[entry.path] = dataclasses.replace(
+                        recorded, mtime_ns=st.st_mtime_ns, changed_sha256=None
                     )
+            elif recorded.changed_sha256 is not None:
+                problem = changed_problem(entry.path, recorded)
             elif st.st_mtime_ns != recorded.mtime_ns:
                 problem = "modified since it was verified (run `models status --deep`)"
             out.append(FileStatus(entry.path, True, problem is None, st.st_size, digest, problem))
         if refreshed:
-            with self._lock:
+            with self.updating_record():
                 current = self.read_record()
                 files = {**current.files, **refreshed}
                 self.write_record(
@@ -331,8 +360,33 @@ class ModelStore:
             repo_id=record.repo_id,
             revision=record.revision,
             files=tuple(out),
-            notice=self.notice,
+            notice=" ".join(n for n in (self.notice, self.leftovers_notice) if n) or None,
         )
+
+    def found_changed(self, relpath: str, digest: str) -> str | None:
+        """A reader (the conversion) found `relpath` with `digest`, not the recorded one: when
+        the file now has another digest than the one recorded, remember it (status says so
+        until it is restored) and return what to tell the user; None when it matches again."""
+        try:
+            final = self.path(relpath)
+            actual = sha256_file(final)
+        except (KeyError, OSError):  # a file the loader prefers, not the store's own
+            return None
+        with self.updating_record():
+            record = self.read_record()
+            recorded = record.files.get(relpath)
+            if recorded is None or actual == recorded.sha256:
+                return None
+            changed = dataclasses.replace(recorded, changed_sha256=actual)
+            self.write_record(
+                StoreRecord(
+                    repo_id=record.repo_id,
+                    revision=record.revision,
+                    files={**record.files, relpath: changed},
+                )
+            )
+        logger.warning("%s in the model store: %s", relpath, changed_problem(relpath, changed))
+        return f"{final} {changed_problem(relpath, changed)}"
 
     def file_status(self, relpath: str) -> FileStatus:
         for status in self.status().files:
@@ -370,9 +424,66 @@ class ModelStore:
         version: a renderer and generator of one version replace those of another (their
         recorded digests start over); without it such an import is refused.
         """
-        return store_import.import_files(
-            self, sources, progress=progress, cancel=cancel, replace=replace
-        )
+        with self._importing(cancel):
+            self._remove_leftovers()
+            return store_import.import_files(
+                self, sources, progress=progress, cancel=cancel, replace=replace
+            )
+
+    @contextlib.contextmanager
+    def _importing(self, cancel: threading.Event | None) -> Iterator[None]:
+        """One import at a time per store, across processes (the others wait, cancellable)."""
+        self.check_root()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self._folder_lock.acquire(blocking=False):
+            logger.info("waiting for another process using %s to finish", self.root)
+            if not self._folder_lock.acquire(cancelled=cancel):
+                raise Cancelled("import cancelled")
+        try:
+            yield
+        finally:
+            self._folder_lock.release()
+
+    # ---- leftovers of killed processes
+
+    def _temp_files(self) -> list[Path]:
+        found: list[Path] = []
+        for entry in self.manifest:
+            final = self.path(entry.path)
+            if final.parent.is_dir():
+                found.extend(final.parent.glob(f".{glob_escape(final.name)}.*.tmp"))
+        if self.root.is_dir():
+            found.extend(self.root.glob(f".{STORE_FILE}.*.tmp"))
+        return [p for p in found if p.is_file() and not p.is_symlink()]
+
+    def remove_leftovers(self) -> Removed:
+        """Delete the temporary files a killed import (or record write) left, when no import
+        is running; `leftovers_notice` then says how much was freed."""
+        if not self.root.is_dir() or not self._temp_files():
+            return Removed()
+        if self._folder_lock.held:
+            return Removed()  # this store is importing: the files are its own
+        try:
+            if not self._folder_lock.acquire(blocking=False):
+                return Removed()  # another process imports: its temporary files are its own
+        except OSError:
+            return Removed()
+        try:
+            return self._remove_leftovers()
+        finally:
+            self._folder_lock.release()
+
+    def _remove_leftovers(self) -> Removed:
+        """(Holding the import lock.)"""
+        with self.updating_record():
+            removed = remove_abandoned(self._temp_files())
+        if removed.paths:
+            self.leftovers_notice = (
+                f"Removed {len(removed.paths)} temporary file(s) ({human_bytes(removed.size)}) "
+                "that an interrupted import left in the store."
+            )
+            logger.warning("%s", self.leftovers_notice)
+        return removed
 
     # ---- remove
 
@@ -422,6 +533,9 @@ class ModelStore:
                 removed.append(path)
             self.notice = None
             self._rebuilt = None
+            if sys.platform == "win32":  # the folder lock's stand-in file
+                with contextlib.suppress(OSError):
+                    (self.root / WINDOWS_LOCK_FILE).unlink()
         kept: list[Path] = []
         for folder in (self.root / WAV2VEC_DIR, self.root):
             if not folder.is_dir():

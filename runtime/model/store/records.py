@@ -76,6 +76,9 @@ class FileRecord:
     source: str
     model_version: str | None = None
     """The IMTalker version ("v1", "v2") the checkpoint inspector found (renderer, generator)."""
+    changed_sha256: str | None = None
+    """The digest the file was found to have since it was verified (by a conversion that read
+    it), though its size and date are unchanged: not verified until restored."""
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -87,6 +90,8 @@ class FileRecord:
         }
         if self.model_version is not None:
             out["model_version"] = self.model_version
+        if self.changed_sha256 is not None:
+            out["changed_sha256"] = self.changed_sha256
         return out
 
     @staticmethod
@@ -108,6 +113,9 @@ class FileRecord:
         version = raw.get("model_version")
         if version is not None and not isinstance(version, str):
             raise DamagedRecordError("model_version is not text")
+        changed = raw.get("changed_sha256")
+        if changed is not None and (not isinstance(changed, str) or not _SHA256.fullmatch(changed)):
+            raise DamagedRecordError("changed_sha256 is not 64 hex digits")
         assert isinstance(size, int) and isinstance(mtime, int)
         return FileRecord(
             sha256=sha.lower(),
@@ -116,6 +124,7 @@ class FileRecord:
             first_verified=first,
             source=source,
             model_version=version,
+            changed_sha256=changed.lower() if changed is not None else None,
         )
 
 

@@ -484,3 +484,22 @@ def test_live_existing_recording_needs_overwrite(work: Path, graphs: Path, speec
     )
     refused(done, "already exists", "--overwrite")
     assert out.read_bytes() == b"yesterday's call"
+
+
+def test_live_record_to_a_file_another_session_records_to_is_refused_at_start(
+    work: Path, graphs: Path, speech: Path
+) -> None:
+    """Issue 25, 8: both used to exit 0, the second saying it failed in a log line only."""
+    from runtime.sinks.recording_journal import claim
+
+    out = work / "rec.mp4"
+    session, _ = claim(out, journal=work / "journal")  # the first session, recording
+    try:
+        done = cli(
+            work,
+            *live_args(work, speech, "--no-vcam", "--record", str(out), "--graphs", str(graphs)),
+        )
+    finally:
+        session.finish(remove_part=True)
+    refused(done, "another session is already recording to", str(out))
+    assert not out.exists()

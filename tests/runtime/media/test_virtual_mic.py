@@ -3,8 +3,10 @@ table), the `sounddevice` output side, and in the engine test the microphone."""
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -188,6 +190,51 @@ def test_a_running_owner_is_not_robbed() -> None:
     with pytest.raises(VirtualMicUnavailable, match="process 111"):
         device.create()
     assert len(pactl.ours()) == 2
+
+
+def test_of_several_started_together_exactly_one_owns_the_microphone(tmp_path: Path) -> None:
+    """Both look for modules before either loads any (the interleaving that made
+    `imtalker_cam_mic.2`): the owner lock decides, the second is told and loads nothing."""
+    pactl = FakePactl()
+    both_listed = threading.Barrier(2)
+
+    def listing_together(args: Any) -> str:
+        if list(args[:3]) == ["list", "short", "modules"]:
+            with contextlib.suppress(threading.BrokenBarrierError):  # the other never got here
+                both_listed.wait(timeout=1.0)  # bounds the test only
+        return pactl(args)
+
+    lock = tmp_path / "owner.lock"
+    devices = [
+        PulseVirtualDevice(
+            sd=FakeOutputSD(), pactl=listing_together, pid=pid, pid_alive=lambda p: True,
+            owner_lock=lock,
+        )
+        for pid in (111, 222)
+    ]  # fmt: skip
+    outcomes: list[str] = []
+
+    def start(device: PulseVirtualDevice) -> None:
+        try:
+            device.create()
+            outcomes.append("owner")
+        except VirtualMicUnavailable as exc:
+            outcomes.append(str(exc))
+
+    threads = [threading.Thread(target=start, args=(d,)) for d in devices]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert outcomes.count("owner") == 1 and len(outcomes) == 2
+    assert any("another imtalker-cam already provides" in o for o in outcomes)
+    assert len(pactl.ours()) == 2  # one sink, one source
+    for device in devices:
+        device.remove()
+    assert pactl.ours() == []
+    again = PulseVirtualDevice(sd=FakeOutputSD(), pactl=pactl, pid=333, owner_lock=lock)
+    again.create()  # free once the owner has removed its own
+    again.remove()
 
 
 def test_a_failed_module_load_leaves_nothing_behind() -> None:

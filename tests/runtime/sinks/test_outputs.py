@@ -6,6 +6,7 @@ says why it is not there."""
 
 from __future__ import annotations
 
+import shutil
 import threading
 import time
 import wave
@@ -195,7 +196,7 @@ def test_a_recording_that_cannot_begin_or_be_written_raises_the_runtimes_error(
     folder = tmp_path / "gone"
     folder.mkdir()
     outputs.begin_recording(folder / "x.mp4")
-    folder.rmdir()  # the writer opens the file at the first frame: it cannot
+    shutil.rmtree(folder)  # the claimed file goes too: the writer cannot open it
     sinks.send(frame(0), False)
     with pytest.raises(RecordingFailed, match="the recording failed"):
         outputs.end_recording()

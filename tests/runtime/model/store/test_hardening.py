@@ -323,3 +323,28 @@ def test_rebuild_does_not_trust_anew_a_checkpoint_the_inspector_refuses(
     assert "renderer.ckpt" not in rebuilt
     assert rebuilt["generator.ckpt"]["model_version"] in ("v1", "v2")
     assert not marker.exists()
+
+
+def test_a_checkpoint_changed_since_it_was_verified_is_named_and_status_says_so(
+    full_store: ModelStore,
+) -> None:
+    """Same size, date put back: the conversion finds it (the exporter's digest) and says to
+    restore it, not to convert again; `models status` then no longer calls it verified."""
+    path = full_store.path("renderer.ckpt")
+    st = path.stat()
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF
+    path.write_bytes(bytes(data))
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert full_store.status().complete  # size and date unchanged: trusted without re-hashing
+    with pytest.raises(ConversionError) as caught:
+        convert(full_store, command=EXPORTER)
+    message = str(caught.value)
+    assert "changed since it was verified" in message and "restore" in message
+    assert "models download" in message and "Run the conversion again" not in message
+    status = ModelStore(full_store.root).file_status("renderer.ckpt")
+    assert not status.verified and "changed since it was verified" in (status.problem or "")
+    path.write_bytes(bytes(data[:-1]) + bytes([data[-1] ^ 0xFF]))  # the original again
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert ModelStore(full_store.root).status(deep=True).complete
+    assert ModelStore(full_store.root).status().complete

@@ -338,6 +338,11 @@ class RuntimeEngine:
             paths.cache_dir(), state.graphs_dir, controls, precision=quality.precision
         )
 
+    def reopen_models(self) -> None:
+        """Open the model set afresh at the next Go Live (any thread: the CUDA runtime was
+        just loaded). A running session keeps the set it has."""
+        self._model_set = None
+
     def _remember(self, realtime: bool, interval: float) -> None:
         self._measured = (self._model_dir, realtime, interval)
 

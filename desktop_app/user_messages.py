@@ -1,6 +1,6 @@
 """What the window tells the user (GUI thread): warnings and answers in a message box, short
-news in the status bar. Controllers are given this object rather than the window, so they reach the user
-without knowing the window's type."""
+news in the status bar. Controllers are given this object rather than the window, so they
+reach the user without knowing the window's type."""
 
 from __future__ import annotations
 

@@ -52,6 +52,11 @@ class CudaOfferController(QObject):
         """Whether this app can fetch the CUDA runtime at all (the Help item shows)."""
         return self._cuda is not None
 
+    @property
+    def looking(self) -> bool:
+        """Whether the runtime is being asked for an offer right now."""
+        return self._runner.busy
+
     def check_at_startup(self) -> None:
         """Offer once per start when the runtime says it would help."""
         settings = self._ctx.settings.settings

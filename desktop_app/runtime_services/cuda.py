@@ -17,6 +17,7 @@ import urllib.request
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import Requirement
 from packaging.tags import Tag
@@ -33,6 +34,12 @@ from runtime.model.store.errors import Cancelled as StoreCancelled
 
 logger = logging.getLogger(__name__)
 
+INDEX_TIMEOUT_S = 30.0  # a stalled connection ends the look-up (and lets the window close)
+
+
+def _open(url: str) -> Any:
+    return urllib.request.urlopen(url, timeout=INDEX_TIMEOUT_S)
+
 
 @dataclass(frozen=True, kw_only=True)
 class CudaSystem:
@@ -46,7 +53,7 @@ class CudaSystem:
     load: cuda_fetch.Loader = ctypes.CDLL
     preload: Callable[..., object] | None = None  # None: ONNX Runtime's preload_dlls
     index_url: str = cuda_fetch.INDEX_URL
-    opener: cuda_fetch.Fetcher = urllib.request.urlopen
+    opener: cuda_fetch.Fetcher = _open
     tags: tuple[Tag, ...] | None = None  # None: this interpreter's
     environment: Mapping[str, str] | None = None  # None: this interpreter's markers
     folder: Path | None = None  # None: `cuda_fetch.user_library_dir` for the build
@@ -162,5 +169,5 @@ class RuntimeCuda:
 
 
 def _sentence(exc: Exception) -> str:
-    text = str(exc).rstrip(".")
-    return f"{text[:1].upper()}{text[1:]}."
+    """The runtime's words in one sentence (they may start with a file name: case is kept)."""
+    return f"The CUDA runtime could not be fetched: {str(exc).rstrip('.')}."

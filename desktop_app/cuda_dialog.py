@@ -33,7 +33,8 @@ logger = logging.getLogger(__name__)
 TITLE = "Fetch the CUDA runtime"
 DONE_TEXT = "The CUDA runtime is installed. The next Go Live runs the model on the GPU."
 CANCELLED_TEXT = "Cancelled; nothing was kept."
-DONT_ASK_TEXT = "&Don't ask again (Help › Fetch the CUDA runtime still can)"
+DONT_ASK_TEXT = "&Don't ask again at start-up"
+DONT_ASK_TIP = "Help › Fetch the CUDA runtime still offers it"
 
 
 def size_text(offer: CudaOffer) -> str:
@@ -86,9 +87,8 @@ class CudaFetchDialog(QDialog):
         self.detail.setObjectName("Muted")
         self.detail.setWordWrap(True)
         self.detail.setAccessibleName("Progress details")
-        self.dont_ask = QCheckBox(
-            "&Don't ask again (Help › Fetch the CUDA runtime still can)", self
-        )
+        self.dont_ask = QCheckBox(DONT_ASK_TEXT, self)
+        self.dont_ask.setToolTip(DONT_ASK_TIP)
         self.fetch_button = QPushButton("&Fetch", self)
         self.fetch_button.setObjectName("Primary")
         self.fetch_button.setAccessibleName("Fetch the CUDA runtime")
@@ -141,12 +141,21 @@ class CudaFetchDialog(QDialog):
         self.progress.show()
         self.detail.setText("Connecting…")
         self._sync()
+        self._fit()
         cancel, emit = self._cancel, self._relay.put
         self._runner.submit(
             lambda: self.cuda.fetch(progress=emit, cancel=cancel),
             on_done=self._finished,
             on_error=self._failed,
         )
+
+    def _fit(self) -> None:
+        """Grow to show every line: wrapped labels are taller than adjustSize() assumes."""
+        layout = self.layout()
+        assert layout is not None, "set in __init__"
+        needed = layout.totalHeightForWidth(self.width())
+        if needed > self.height():
+            self.resize(self.width(), needed)
 
     def cancel(self) -> None:
         if self._working:
@@ -171,6 +180,7 @@ class CudaFetchDialog(QDialog):
         self.progress.setValue(1000)
         self.detail.setText(DONE_TEXT)
         self._sync()
+        self._fit()
         self.installed.emit()
 
     def _failed(self, exc: BaseException) -> None:
@@ -186,6 +196,7 @@ class CudaFetchDialog(QDialog):
             self.detail.setText(str(exc))
             self.fetch_button.setText("&Try again")
         self._sync()
+        self._fit()
 
     # ---- closing
 

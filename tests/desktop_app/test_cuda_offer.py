@@ -20,9 +20,10 @@ from typing import Any
 
 import pytest
 from PySide6.QtCore import Qt
+from PySide6.QtWidgets import QMessageBox
 from pytestqt.qtbot import QtBot
 
-from desktop_app import cuda_dialog
+from desktop_app import cuda_dialog, cuda_offer
 from desktop_app.cuda_dialog import CudaFetchDialog
 from desktop_app.live_bridge import LiveState
 from desktop_app.main_window import MainWindow
@@ -276,3 +277,15 @@ def test_dont_ask_again_is_kept_and_help_still_offers(
     assert again.menus.actions.cuda.isVisible()
     again.menus.actions.cuda.trigger()
     qtbot.waitUntil(lambda: again.cuda_offer.dialog is not None, timeout=10_000)
+
+
+def test_help_says_why_there_is_nothing_to_fetch(qtbot: QtBot, make_window: WindowFactory) -> None:
+    window = make_window()  # no NVIDIA driver
+    window.menus.actions.cuda.trigger()
+    qtbot.waitUntil(lambda: bool(answers(window)), timeout=10_000)
+    assert [box.text() for box in answers(window)] == [cuda_offer.NOTHING_TO_FETCH]
+    assert window.cuda_offer.dialog is None
+
+
+def answers(window: MainWindow) -> list[QMessageBox]:
+    return [b for b in window.findChildren(QMessageBox) if b.isVisible()]

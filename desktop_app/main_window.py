@@ -6,7 +6,8 @@ the dialog's worker. The window builds the widgets and hands them, with a `Windo
 (the live bridge, the settings, the user messages), to controllers that own their state: the
 chosen avatar (`avatar_flow`), going live and its problems (`live_status`), recording and
 snapshots (`recording`), the virtual camera's status (`vcam_status`), call audio
-(`call_audio_wiring`), where the model runs (`compute_choice`); the menus are
+(`call_audio_wiring`), where the model runs (`compute_choice`), the CUDA runtime's offer
+(`cuda_offer`); the menus are
 `window_menus.WindowMenus`. The window itself wires them together and keeps the controls'
 settings and the model set-up dialog.
 
@@ -43,6 +44,7 @@ from desktop_app.call_audio_wiring import CallAudioWiring
 from desktop_app.compute_choice import ComputeChoice
 from desktop_app.compute_panel import ComputePanel
 from desktop_app.controls_panel import ControlsPanel
+from desktop_app.cuda_offer import CudaOfferController
 from desktop_app.gallery import Gallery
 from desktop_app.live_bridge import EngineBridge, LiveState
 from desktop_app.live_status import LIVE_TEXTS, LiveController, LiveWidgets
@@ -152,6 +154,7 @@ class MainWindow(QMainWindow):
             self.call_audio, meter=self.source.level, ctx=ctx, parent=self
         )
         self.compute_choice = ComputeChoice(self.compute, ctx=ctx, parent=self)
+        self.cuda_offer = CudaOfferController(backend.cuda, ctx=ctx, dialog_parent=self)
         self.menus = WindowMenus(
             self,
             MenuCommands(
@@ -159,6 +162,7 @@ class MainWindow(QMainWindow):
                 snapshot=self.recording.snapshot,
                 reset_pose=self.reset_pose,
                 open_model_setup=self.open_model_setup,
+                fetch_cuda=self.cuda_offer.open_from_help,
                 show_vcam_help=self.vcam.show_help,
                 open_recordings_folder=self.recording.open_recordings_folder,
                 choose_recordings_folder=self.recording.choose_recordings_folder,
@@ -168,6 +172,7 @@ class MainWindow(QMainWindow):
             record_button=self.record_button,
             models=backend.models,
         )
+        self.menus.actions.cuda.setVisible(self.cuda_offer.available)
         self._connect()
         self._tab_order()
         self._restore_geometry()
@@ -389,13 +394,17 @@ class MainWindow(QMainWindow):
         if dialog is not None:
             dialog.deleteLater()
         self._follow_model(self.backend.models.model_state())
+        self.cuda_offer.check_at_startup()
 
     def check_models(self) -> None:
-        """First run (or missing weights): open the set-up dialog."""
+        """First run (or missing weights): open the set-up dialog; else the CUDA runtime's
+        offer, when it would help (after the set-up otherwise: one dialog at a time)."""
         state = self.backend.models.model_state()
         self._follow_model(state)
         if not state.ready:
             self.open_model_setup()
+        else:
+            self.cuda_offer.check_at_startup()
 
     def _follow_model(self, state: ModelState) -> None:
         """What depends on the installed model version: the expressiveness default."""
@@ -419,6 +428,7 @@ class MainWindow(QMainWindow):
         self.source.stop_test()
         if self.model_dialog is not None:
             self.model_dialog.reject()
+        self.cuda_offer.close()
         self.bridge.shutdown()
         self.prefs.close(
             replace(

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication, QTextOption
 from PySide6.QtWidgets import (
     QDialog,
@@ -39,7 +39,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.services import Cancelled, Models, ModelState, Offline, Progress
-from desktop_app.tasks import TaskRunner
+from desktop_app.tasks import ProgressRelay, TaskRunner
 from runtime.core import paths
 from runtime.core.units import human_bytes, human_duration
 
@@ -149,34 +149,6 @@ class Measured:
     not_real_time: str | None = None  # what going live gives instead, and what to do
 
 
-class _Relay(QObject):
-    """Progress from the worker thread: the newest report waits here and a bare signal says
-    one is there (a queued signal carrying a Python object can crash PySide6 at exit)."""
-
-    available = Signal()
-    progress = Signal(object)  # Progress, emitted on the GUI thread
-
-    def __init__(self, parent: QObject) -> None:
-        super().__init__(parent)
-        self._lock = threading.Lock()
-        self._latest: Progress | None = None
-        self.available.connect(self._deliver)
-
-    def put(self, progress: Progress) -> None:
-        """Worker thread."""
-        with self._lock:
-            notify = self._latest is None
-            self._latest = progress
-        if notify:
-            self.available.emit()
-
-    def _deliver(self) -> None:
-        with self._lock:
-            progress, self._latest = self._latest, None
-        if progress is not None:
-            self.progress.emit(progress)
-
-
 class ModelSetupDialog(QDialog):
     """Emits `ready(graphs_dir)` once converted graphs exist; `accept()`s on "Start"."""
 
@@ -189,7 +161,7 @@ class ModelSetupDialog(QDialog):
         self.setAccessibleName("Set up the model")
         self.setMinimumWidth(620)
         self._runner = TaskRunner("model-setup", self)
-        self._relay = _Relay(self)
+        self._relay: ProgressRelay[Progress] = ProgressRelay(self)
         self._cancel = threading.Event()
         self._working = False
         self._operation = ""

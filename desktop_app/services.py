@@ -175,6 +175,35 @@ class Models(Protocol):
         ...
 
 
+# ---- the CUDA runtime
+
+
+@dataclass(frozen=True)
+class CudaOffer:
+    """Why fetching the CUDA runtime would help here, and what it takes."""
+
+    reason: str  # the runtime's sentence: "RTX 4090 can run the model with CUDA, but ..."
+    total_bytes: int  # what the download weighs
+    files: int  # how many packages that is
+
+
+class CudaRuntime(Protocol):
+    """NVIDIA's CUDA and cuDNN libraries, fetched once into this user's folder where an NVIDIA
+    driver answers and no CUDA runtime is installed (the bundle carries none)."""
+
+    def offer(self) -> CudaOffer | None:
+        """Worker thread (asks the driver, then the package index): the offer, or None when
+        fetching would not help (no NVIDIA driver, a CPU build, a driver too old, CUDA there
+        already). Raises UserError when the index cannot say what to fetch."""
+        ...
+
+    def fetch(self, *, progress: ProgressFn, cancel: threading.Event) -> None:
+        """Worker thread: download the offer's packages (progress with speed and time left),
+        check them, keep their libraries and load them; the next Go Live opens the model on
+        CUDA. Raises Cancelled (nothing left behind) or UserError (one sentence)."""
+        ...
+
+
 # ---- live engine
 
 
@@ -338,3 +367,5 @@ class Backend:
     devices: Devices
     models: Models
     engine: LiveEngine
+    cuda: CudaRuntime | None = None
+    """None where the CUDA runtime is never offered (test backends, a render-server client)."""

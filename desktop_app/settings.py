@@ -128,6 +128,7 @@ class Settings:
     window_geometry: str | None = None  # base64 of QWidget.saveGeometry()
     window_state: str | None = None  # base64 of QMainWindow.saveState()
     vcam_help_dismissed: bool = False
+    cuda_offer_declined: bool = False  # "Don't ask again" on the CUDA runtime's offer
 
 
 _HEX = frozenset("0123456789abcdefABCDEF")

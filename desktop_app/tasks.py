@@ -7,6 +7,10 @@ callback given at submission: worker threads never touch a widget. The signal ca
 the task's ticket; the result waits in a dict. (A queued signal that carries a Python object
 and is still pending when the app exits can crash PySide6 while the interpreter finalises.)
 
+`ProgressRelay` carries a worker's progress reports to the GUI thread the same way: the
+newest report waits in the relay and a bare signal says one is there, so a fast worker never
+floods the event loop.
+
 `shutdown()` stops accepting work, lets the queue drain and joins the thread, so closing the
 window mid-task ends cleanly; after it no signal is emitted.
 """
@@ -26,6 +30,7 @@ from PySide6.QtCore import QObject, Signal
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")  # a task's result
+P = TypeVar("P")  # a progress report
 OnError = Callable[[BaseException], None]
 
 
@@ -127,3 +132,31 @@ class TaskRunner(QObject):
         self._pending -= 1
         if report is not None:
             report()
+
+
+class ProgressRelay(QObject, Generic[P]):
+    """Progress from a worker thread: `put` (any thread) keeps only the newest report;
+    `progress` emits it on the GUI thread."""
+
+    available = Signal()
+    progress = Signal(object)  # the report, emitted on the GUI thread
+
+    def __init__(self, parent: QObject) -> None:
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._latest: P | None = None
+        self.available.connect(self._deliver)
+
+    def put(self, report: P) -> None:
+        """Worker thread."""
+        with self._lock:
+            notify = self._latest is None
+            self._latest = report
+        if notify:
+            self.available.emit()
+
+    def _deliver(self) -> None:
+        with self._lock:
+            report, self._latest = self._latest, None
+        if report is not None:
+            self.progress.emit(report)

@@ -1,6 +1,6 @@
-"""What the window tells the user (GUI thread): warnings in a message box, short news in the
-status bar. Controllers are given this object rather than the window, so they reach the user
-without knowing the window's type."""
+"""What the window tells the user (GUI thread): warnings and answers in a message box, short
+news in the status bar. Controllers are given this object rather than the window, so they
+reach the user without knowing the window's type."""
 
 from __future__ import annotations
 
@@ -24,6 +24,15 @@ class UserMessages:
             return
         box = QMessageBox(QMessageBox.Icon.Warning, WINDOW_TITLE, message, parent=self._window)
         box.setAccessibleName("Error")
+        box.open()
+
+    def info(self, message: str) -> None:
+        """A message box that informs (no warning sign)."""
+        logger.info("%s", message)
+        if self.closing:
+            return
+        box = QMessageBox(QMessageBox.Icon.Information, WINDOW_TITLE, message, parent=self._window)
+        box.setAccessibleName("Information")
         box.open()
 
     def status(self, message: str, timeout_ms: int = 0) -> None:

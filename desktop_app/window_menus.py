@@ -60,6 +60,7 @@ class WindowActions:
     overlay: QAction
     reset: QAction
     models: QAction
+    cuda: QAction
     vcam: QAction
     open_folder: QAction
     choose_folder: QAction
@@ -76,6 +77,7 @@ class MenuCommands:
     snapshot: Callable[[], object]
     reset_pose: Callable[[], object]
     open_model_setup: Callable[[], object]
+    fetch_cuda: Callable[[], object]
     show_vcam_help: Callable[[], object]
     open_recordings_folder: Callable[[], object]
     choose_recordings_folder: Callable[[], object]
@@ -122,6 +124,7 @@ class WindowMenus:
             overlay=overlay,
             reset=action("Reset &pose", ["Ctrl+0"], commands.reset_pose),
             models=action("&Model set-up…", [], commands.open_model_setup),
+            cuda=action("Fetch the &CUDA runtime…", [], commands.fetch_cuda),
             vcam=action("&Virtual camera help", [], commands.show_vcam_help),
             open_folder=action("&Open recordings folder", [], commands.open_recordings_folder),
             choose_folder=action(
@@ -153,7 +156,7 @@ class WindowMenus:
         view_menu = menu.addMenu("&View")
         view_menu.addAction(acts.overlay)
         help_menu = menu.addMenu("&Help")
-        for act in (acts.models, acts.vcam, acts.shortcuts):
+        for act in (acts.models, acts.cuda, acts.vcam, acts.shortcuts):
             help_menu.addAction(act)
         help_menu.addSeparator()
         help_menu.addAction(acts.about)

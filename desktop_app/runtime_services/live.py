@@ -317,6 +317,8 @@ class RuntimeEngine:
         self._model_set: ModelSet | None = None
         self._model_dir: Path | None = None
         self._precision = "fp32"
+        self._generation = 0  # bumped by reopen_models
+        self._set_generation = 0  # the generation the open set was opened in
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
 
     def expectation(self, quality: Quality) -> str | None:
@@ -337,6 +339,12 @@ class RuntimeEngine:
         return from_bench(
             paths.cache_dir(), state.graphs_dir, controls, precision=quality.precision
         )
+
+    def reopen_models(self) -> None:
+        """Open the model set afresh at the next Go Live (any thread: the CUDA runtime was
+        just loaded). A running session keeps the set it has; a set being opened right now
+        counts as old."""
+        self._generation += 1
 
     def _remember(self, realtime: bool, interval: float) -> None:
         self._measured = (self._model_dir, realtime, interval)
@@ -378,10 +386,12 @@ class RuntimeEngine:
         state = self.models.model_state()
         if not state.ready or state.graphs_dir is None:
             raise UserError("the model is not set up yet (Help > Model set-up)")
+        generation = self._generation
         if (
             self._model_set is None
             or self._model_dir != state.graphs_dir
             or self._precision != precision
+            or self._set_generation != generation
         ):
             try:
                 self._model_set = open_model_set(
@@ -395,6 +405,7 @@ class RuntimeEngine:
                 ) from None
             self._model_dir = state.graphs_dir
             self._precision = precision
+            self._set_generation = generation
         assert self._model_set is not None
         return self._model_set
 

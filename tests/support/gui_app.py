@@ -20,10 +20,12 @@ from PySide6.QtCore import QTimer
 
 from desktop_app import app as desktop
 from desktop_app.runtime_services import runtime_backend
+from desktop_app.runtime_services.cuda import CudaSystem
 from runtime.media.audio_file import load_audio
 from tests.support.fakes import virtual_camera as fakecam
 from tests.support.fakes.camera import FakeCv2
 from tests.support.fakes.sound_device import FakeSoundDevice
+from tests.support.pypi_index import NO_DRIVER
 
 LIVE_FRAMES = 20
 
@@ -51,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
         camera_module=FakeCv2(),
         webcam_lister=lambda: ["0: Fake Camera"],
         vcam_backend="fake",
+        cuda=CudaSystem(driver=lambda: NO_DRIVER),  # never ask the real package index
     )
 
     application = desktop.create_app(sys.argv[:1])

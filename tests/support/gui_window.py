@@ -15,10 +15,12 @@ from pytestqt.qtbot import QtBot
 from desktop_app.app import build_window
 from desktop_app.main_window import MainWindow
 from desktop_app.runtime_services import runtime_backend
+from desktop_app.runtime_services.cuda import CudaSystem
 from runtime.media.audio_file import load_audio
 from tests.support.fakes import virtual_camera as fakecam
 from tests.support.fakes.camera import FakeCv2
 from tests.support.fakes.sound_device import FakeSoundDevice
+from tests.support.pypi_index import NO_DRIVER
 from tests.support.stub_graphs import write_stub_graphs
 
 __all__ = ["app_dirs", "graphs", "hops", "make_window", "window"]  # fixtures for `import *`
@@ -78,6 +80,7 @@ def make_window(
         camera: Any = None,
         on_hop: Callable[[Any], None] | None = None,
         graphs_dir: Path | None = None,
+        cuda: CudaSystem | None = None,
     ) -> MainWindow:
         backend = runtime_backend(
             graphs_dir=graphs_dir or graphs,
@@ -86,6 +89,7 @@ def make_window(
             webcam_lister=lambda: ["0: Fake Camera"],
             vcam_backend=vcam_backend,
             on_hop=on_hop or hops,
+            cuda=cuda or CudaSystem(driver=lambda: NO_DRIVER),
         )
         win = build_window(backend)
         qtbot.addWidget(win)

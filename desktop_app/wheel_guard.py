@@ -1,10 +1,10 @@
 """The mouse wheel never changes a setting by accident (GUI thread).
 
 One event filter on the application: a combo box, spin box or slider takes the wheel only
-while it has keyboard focus; otherwise the wheel goes to the scroll area around it (the settings panel scrolls)
-or, outside one, on to its parent. The same filter takes `Qt.WheelFocus` out of those widgets'
-focus policies when they are polished, because Qt gives wheel focus before any filter runs and
-the second notch would then change the value.
+while it has keyboard focus; otherwise the wheel goes to the scroll area around it (the
+settings panel scrolls) or, outside one, on to its parent. The same filter takes
+`Qt.WheelFocus` out of those widgets' focus policies when they are polished, because Qt gives
+wheel focus before any filter runs and the second notch would then change the value.
 """
 
 from __future__ import annotations

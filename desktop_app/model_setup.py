@@ -6,7 +6,8 @@ network is unreachable it says what to do instead. Closing the dialog mid-way ca
 work and waits for the worker to stop.
 
 Offline, it says so in plain words ("No internet connection") with the technical reason
-beside it, and shows the manual steps fully at the dialog's size, with links that open in the
+beside it, and shows the manual steps fully at the dialog's size (never larger than the
+screen's available area: past that the texts scroll and the buttons stay in view), with links that open in the
 browser and a button that copies them. The download's size is stated before it starts. A
 conversion shows the time spent and the time left, estimated from the previous conversion on
 this computer (kept in the cache folder) or from the graphs converted so far.
@@ -24,15 +25,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QObject, Qt, Signal
-from PySide6.QtGui import QCloseEvent, QGuiApplication, QTextOption
+from PySide6.QtCore import QObject, QRect, QSize, Qt, Signal
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QShowEvent, QTextOption
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -49,6 +52,8 @@ DOWNLOAD_SIZE = "about 1.4 GB"  # the six files of cbsjtu01/IMTalker together
 OFFLINE_TEXT = "No internet connection (the hub could not be reached)."
 _URL = re.compile(r"https?://[^\s<>\"']+")
 _TIMES_FILE = "conversion_time.json"
+WINDOW_FRAME = QSize(16, 40)  # room for the window manager's frame and title bar
+_HELP_LEAST = 120  # px: the offline steps are never squeezed below this (they scroll)
 
 
 def help_html(text: str) -> str:
@@ -179,9 +184,16 @@ class ModelSetupDialog(QDialog):
 
     ready = Signal(object)
 
-    def __init__(self, models: Models, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        models: Models,
+        parent: QWidget | None = None,
+        *,
+        available: Callable[[], QRect] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.models = models
+        self._available = available or (lambda: self.screen().availableGeometry())
         self.setWindowTitle("Set up the model")
         self.setAccessibleName("Set up the model")
         self.setMinimumWidth(620)
@@ -239,19 +251,37 @@ class ModelSetupDialog(QDialog):
         self.done_button.setAccessibleName("Start using the app")
 
         buttons = QHBoxLayout()
-        for button in (self.download_button, self.import_button, self.convert_button):
+        for button in (
+            self.download_button,
+            self.import_button,
+            self.convert_button,
+            self.copy_links_button,
+        ):
             buttons.addWidget(button)
         buttons.addStretch(1)
         for button in (self.cancel_button, self.close_button, self.done_button):
             buttons.addWidget(button)
+        # Everything but the buttons scrolls, so the buttons stay on a short screen.
+        self._body = QWidget(self)
+        body = QVBoxLayout(self._body)
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(10)
+        body.addWidget(title)
+        body.addWidget(self.summary)
+        body.addWidget(self.progress)
+        body.addWidget(self.detail)
+        body.addWidget(self.help, 1)
+        self._scroll = QScrollArea(self)
+        self._scroll.setObjectName("SetupScroll")
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self._scroll.setWidget(self._body)
+        self._buttons = buttons
         layout = QVBoxLayout(self)
         layout.setSpacing(10)
-        layout.addWidget(title)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.detail)
-        layout.addWidget(self.help, 1)
-        layout.addWidget(self.copy_links_button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self._scroll, 1)
         layout.addLayout(buttons)
 
         self.download_button.clicked.connect(self.start_download)
@@ -455,26 +485,60 @@ class ModelSetupDialog(QDialog):
             self.show_offline_help(self.models.offline_help())
 
     def show_offline_help(self, text: str) -> None:
-        """The manual steps, fully visible: the dialog grows to show them."""
+        """The manual steps, fully visible where the screen allows: the dialog grows to show
+        them, up to the screen's available area (then the text scrolls)."""
         self._help_text = text
         self.help.setHtml(help_html(text))
         self.help.show()
         self.copy_links_button.setVisible(bool(links_in(text)))
-        # Every line visible: as wide as the longest line allows on this screen (a longer link
-        # wraps), then as tall as the text is at that width.
+        # As wide as the longest line allows on this screen (a longer link wraps), then as
+        # tall as the text is at that width.
         self.help.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         document = self.help.document()
         frame = 2 * (self.help.frameWidth() + 8)  # the frame and the stylesheet's padding
-        screen = self.screen().availableGeometry()
-        width = min(round(document.idealWidth()) + frame + 16, screen.width() - 80)
+        room = self.room()
+        width = min(round(document.idealWidth()) + frame + 16, room.width() - 48)
         document.setTextWidth(width - frame - 16)
-        height = min(round(document.size().height()) + frame + 16, screen.height() - 300)
-        self.help.setMinimumSize(width, height)
-        self.adjustSize()
-        # Wrapped labels are taller at the new width than adjustSize() assumed.
-        needed = self.layout().totalHeightForWidth(self.width())
-        if needed > self.height():
-            self.resize(self.width(), needed)
+        height = round(document.size().height()) + frame + 16
+        # What is left of the screen beside the texts above and the buttons below.
+        self.help.setMinimumSize(width, _HELP_LEAST)
+        others = self._wanted().height() - _HELP_LEAST
+        self.help.setMinimumSize(width, max(_HELP_LEAST, min(height, room.height() - others)))
+        self.fit_to_screen()
+
+    def room(self) -> QSize:
+        """The largest size the dialog may take: the screen's available area (task bars left
+        out) less the window frame and title bar."""
+        area = self._available().size()
+        return QSize(area.width() - WINDOW_FRAME.width(), area.height() - WINDOW_FRAME.height())
+
+    def fit_to_screen(self) -> None:
+        """As large as the contents want, never larger than `room()`: past that the texts
+        scroll inside and the buttons stay in view."""
+        room = self.room()
+        self.setMaximumSize(room)
+        wanted = self._wanted()
+        self.resize(min(wanted.width(), room.width()), min(wanted.height(), room.height()))
+
+    def _wanted(self) -> QSize:
+        """The size that shows everything without scrolling (at most the room's width)."""
+        room = self.room()
+        margins = self.layout().contentsMargins()
+        side = margins.left() + margins.right()
+        wanted = max(self._body.sizeHint().width(), self._buttons.sizeHint().width()) + side
+        width = min(max(self.minimumWidth(), wanted), room.width())
+        # At the width left beside a scroll bar: wrapped texts are never taller than this.
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        body = self._body.layout().totalHeightForWidth(width - side - bar)
+        # Around the scrolling part: margins, the buttons (as the style draws them), spacing.
+        self.layout().activate()
+        chrome = self.height() - self._scroll.viewport().height()
+        return QSize(width, body + chrome)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self.help.isHidden():
+            self.fit_to_screen()
 
     # ---- closing
 

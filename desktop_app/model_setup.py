@@ -8,9 +8,10 @@ work and waits for the worker to stop.
 Offline, it says so in plain words ("No internet connection") with the technical reason
 beside it, and shows the manual steps fully at the dialog's size (never larger than the
 screen's available area: past that the texts scroll and the buttons stay in view), with
-links that open in the browser and a button that copies them. The download's size is stated before it starts. A
-conversion shows the time spent and the time left, estimated from the previous conversion on
-this computer (kept in the cache folder) or from the graphs converted so far.
+links that open in the browser and a button that copies them. The download's size is stated
+before it starts. A conversion shows the time spent and the time left, estimated from the
+previous conversion on this computer (kept in the cache folder) or from the graphs converted
+so far.
 """
 
 from __future__ import annotations

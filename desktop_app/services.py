@@ -92,6 +92,11 @@ class Devices(Protocol):
         """The description of the system default microphone, when it is known."""
         ...
 
+    def rescan(self) -> None:
+        """Ask the system for its devices again, so one plugged in since start is listed
+        (Refresh; only while no device of this object is open)."""
+        ...
+
     def webcams(self) -> list[str]: ...
 
     def monitor_microphone(

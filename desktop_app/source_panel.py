@@ -138,7 +138,7 @@ class SourcePanel(QWidget):
         self.mic_radio.toggled.connect(self._kind_changed)
         self.mic_combo.currentIndexChanged.connect(self._device_changed)
         self.cam_combo.currentIndexChanged.connect(self._device_changed)
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self.rescan)
         self.test_button.toggled.connect(self._test_toggled)
         self._signals.level.connect(lambda rms, peak: self.show_level(AudioLevel(rms, peak)))
         self._signals.frame.connect(self._show_frame)
@@ -170,6 +170,16 @@ class SourcePanel(QWidget):
     def webcam(self) -> str | None:
         data = self.cam_combo.currentData()
         return None if data is None else str(data)
+
+    def rescan(self) -> None:
+        """Refresh: ask the system for its devices again (one plugged in since start appears),
+        then re-read the lists. The test stops first: its stream would hold the old list."""
+        self.stop_test()
+        try:
+            self.devices.rescan()
+        except Exception as exc:  # the lists below still say what is known
+            logger.warning("cannot rescan devices: %s", exc)
+        self.refresh()
 
     def refresh(self) -> None:
         """Re-read the device lists, keeping the chosen devices when they are still there."""

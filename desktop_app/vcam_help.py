@@ -1,7 +1,8 @@
 """Virtual-camera help (GUI thread): shown when no virtual-camera backend is available.
 
 It explains, for the system the app runs on, what to install, quotes the reason the backend
-gave, and offers "Check again"; on Linux a button copies the `modprobe` line to the clipboard. Preview, recording and snapshots keep working meanwhile.
+gave, and offers "Check again"; on Linux a button copies the `modprobe` line to the
+clipboard. Preview, recording and snapshots keep working meanwhile.
 """
 
 from __future__ import annotations

@@ -26,6 +26,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app.elided_combo import ElidedComboBox
 from desktop_app.settings import (
     CFG_RANGE,
     HOP_CHOICES,
@@ -228,18 +229,16 @@ class ControlsPanel(QWidget):
         )
         self.cfg = self._cfg_row.slider
         self.cfg.setToolTip("How strongly the voice drives the face (audio guidance scale)")
-        self.steps = QComboBox(quality_box)
+        self.steps = ElidedComboBox(quality_box, help_tip=STEPS_TIP)
         self.steps.setAccessibleName("Sampler steps")
-        self.steps.setToolTip(STEPS_TIP)
         for s in STEPS_CHOICES:
             self.steps.addItem(_STEPS_LABELS[s], s)
             self.steps.setItemData(self.steps.count() - 1, STEPS_TIP, Qt.ItemDataRole.ToolTipRole)
         self.fewer_steps = QCheckBox("Fewer steps if behind", quality_box)
         self.fewer_steps.setAccessibleName("Auto may use fewer sampler steps when behind")
         self.fewer_steps.setToolTip(self.FEWER_STEPS_TIP)
-        self.hop = QComboBox(quality_box)
+        self.hop = ElidedComboBox(quality_box, help_tip=HOP_TIP)
         self.hop.setAccessibleName("Hop size")
-        self.hop.setToolTip(HOP_TIP)
         self._measured_delay: dict[int, float] = {}  # hop choice -> seconds, from live stats
         for h in HOP_CHOICES:
             self.hop.addItem(hop_label(h, None), h)

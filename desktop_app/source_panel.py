@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app.elided_combo import ElidedComboBox
 from desktop_app.images import rgb_to_qimage
 from desktop_app.level_meter import LevelMeter
 from desktop_app.services import AudioLevel, Closable, DeviceChoice, Devices
@@ -76,13 +77,13 @@ class SourcePanel(QWidget):
         group.addButton(self.mic_radio)
         group.addButton(self.cam_radio)
 
-        self.mic_combo = QComboBox(self)
+        self.mic_combo = ElidedComboBox(self)
         self.mic_combo.setAccessibleName("Microphone")
         self.mic_combo.setMinimumContentsLength(14)
         self.mic_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.cam_combo = QComboBox(self)
+        self.cam_combo = ElidedComboBox(self)
         self.cam_combo.setAccessibleName("Webcam")
         self.cam_combo.setMinimumContentsLength(14)
         self.cam_combo.setSizeAdjustPolicy(

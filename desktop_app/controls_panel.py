@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QResizeEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
@@ -58,7 +58,7 @@ _STEPS_LABELS = {
     1: "1 · fastest (--nfe 2)",
     2: "2 (--nfe 3)",
     4: "4 · balanced (--nfe 5)",
-    9: "9 · reference (--nfe 10)",
+    9: "9 · best (--nfe 10)",
 }
 STEPS_TIP = (
     "Euler steps of the motion sampler: more steps, smoother motion, more work per frame. "
@@ -91,10 +91,10 @@ def hop_label(hop: int, measured_s: float | None) -> str:
     """A Hop item: its name and the delay it gives ('~5.0 s here' once measured live)."""
     name = _HOP_NAMES[hop]
     if measured_s is not None:
-        return f"{name} · delay ~{measured_s:.1f} s here"
+        return f"{name} · ~{measured_s:.1f} s here"
     if hop == 0:
-        return f"{name} · shortest delay"
-    return f"{name} · delay from {_HOP_LEAST_S[hop]:.1f} s"
+        return f"{name} · shortest"
+    return f"{name} · ≥ {_HOP_LEAST_S[hop]:.1f} s"
 
 
 _BACKGROUNDS: tuple[tuple[BackgroundMode, str], ...] = (
@@ -102,9 +102,6 @@ _BACKGROUNDS: tuple[tuple[BackgroundMode, str], ...] = (
     ("colour", "Solid colour"),
     ("none", "Black bars"),
 )
-
-
-APPLY_NOTE_LONGEST_S = 99.0
 
 
 def _apply_text(seconds: float) -> str:
@@ -172,12 +169,8 @@ class ControlsPanel(QWidget):
         self.apply_note.setObjectName("ApplyNote")
         self.apply_note.setWordWrap(True)
         self.apply_note.setAccessibleName("When changes apply")
-        # Its room is kept while hidden: a note that comes and goes must not move the controls
-        # under the pointer. The room is sized by the longest text it shows.
-        self.apply_note.setText(_apply_text(APPLY_NOTE_LONGEST_S))
-        keep = self.apply_note.sizePolicy()
-        keep.setRetainSizeWhenHidden(True)
-        self.apply_note.setSizePolicy(keep)
+        # Floats over the top of the panel, outside the layout: a note that comes and goes
+        # must not move the controls under the pointer.
         self.apply_note.hide()
         self._note_timer = QTimer(self)
         self._note_timer.setSingleShot(True)
@@ -257,7 +250,7 @@ class ControlsPanel(QWidget):
             ("E&xpressiveness", self._cfg_row),
             ("Steps", self.steps),
             ("", self.fewer_steps),
-            ("Hop", self.hop),
+            ("Hop · delay", self.hop),
             ("Precision", self.precision),
         ):
             if not label:
@@ -297,16 +290,19 @@ class ControlsPanel(QWidget):
             output_form.addRow(caption, field)
         output_form.addRow(self.mirror)
 
-        for combo in (self.steps, self.hop, self.resolution, self.background):
+        for combo in (self.resolution, self.background):
             # Sized by a short minimum, not the longest item: the panel fits a narrow window.
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
             combo.setMinimumContentsLength(6)
+        for combo in (self.steps, self.hop):
+            # As wide as their longest item: in a narrow panel the row wraps (the label goes
+            # above) rather than cutting the delay or the --nfe off.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
-        root.addWidget(self.apply_note)
         root.addWidget(pose_box)
         root.addWidget(quality_box)
         root.addWidget(output_box)
@@ -395,6 +391,20 @@ class ControlsPanel(QWidget):
             self._loading = False
         self._pose_edited()
 
+    def _place_note(self) -> None:
+        """Over the top of the visible part of the panel (it may be scrolled)."""
+        top = 0
+        area = self.parentWidget()
+        if area is not None and area.parentWidget() is not None:  # a scroll area's viewport
+            top = max(0, -self.y())
+        width = self.width()
+        self.apply_note.setGeometry(0, top, width, self.apply_note.heightForWidth(width))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if self.apply_note.isVisible():
+            self._place_note()
+
     def show_live_delay(self, latency_ms: float | None) -> None:
         """While live: the delay measured for the Hop choice in use, written into its item, so
         the list says what each choice tried here gives (not only its least)."""
@@ -410,7 +420,9 @@ class ControlsPanel(QWidget):
     def show_apply_note(self, seconds: float) -> None:
         """Say that a change shows only after the pipeline's latency (for a few seconds)."""
         self.apply_note.setText(_apply_text(seconds))
+        self._place_note()
         self.apply_note.show()
+        self.apply_note.raise_()
         self._note_timer.start()
 
     def _sync_enabled(self) -> None:

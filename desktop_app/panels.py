@@ -77,8 +77,6 @@ def button_padding(button: QPushButton) -> int:
     return 56 if button.objectName() == "GoLive" else 30
 
 
-
-
 def default_size(available: QSize) -> QSize:
     """The first-run window size for a screen's available area (task bars left out)."""
     return QSize(

@@ -26,7 +26,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QRect, QSize, Qt, Signal
+from PySide6.QtCore import QObject, QRect, QSize, Qt, QTimer, Signal
 from PySide6.QtGui import QCloseEvent, QGuiApplication, QShowEvent, QTextOption
 from PySide6.QtWidgets import (
     QDialog,
@@ -53,6 +53,8 @@ DOWNLOAD_SIZE = "about 1.4 GB"  # the six files of cbsjtu01/IMTalker together
 OFFLINE_TEXT = "No internet connection (the hub could not be reached)."
 _URL = re.compile(r"https?://[^\s<>\"']+")
 _TIMES_FILE = "conversion_time.json"
+_MEASURE_FILE = "measure_time.json"
+TICK_MS = 1000  # the time texts move on once a second between progress reports
 WINDOW_FRAME = QSize(16, 40)  # room for the window manager's frame and title bar
 _HELP_LEAST = 120  # px: the offline steps are never squeezed below this (they scroll)
 
@@ -72,17 +74,20 @@ def links_in(text: str) -> list[str]:
 
 
 class ConversionClock:
-    """Elapsed and remaining time of a conversion: from the previous conversion's duration
-    (saved in the cache folder), else from the graphs done so far."""
+    """Elapsed and remaining time of a conversion (or, with `kind="measure"`, of the timing
+    run after it): from the previous run's duration on this computer (kept in the cache
+    folder) while this one is within it, else from the share done so far."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, kind: str = "conversion"
+    ) -> None:
         self._clock = clock
+        self._kind = kind
         self._started = clock()
         self.previous = self._load()
 
-    @staticmethod
-    def _file() -> Path:
-        return paths.cache_dir() / _TIMES_FILE
+    def _file(self) -> Path:
+        return paths.cache_dir() / (_TIMES_FILE if self._kind == "conversion" else _MEASURE_FILE)
 
     def _load(self) -> float | None:
         try:
@@ -96,18 +101,26 @@ class ConversionClock:
 
     def remaining(self, fraction: float | None) -> float | None:
         elapsed = self.elapsed()
-        if self.previous is not None:
-            return max(0.0, self.previous - elapsed)
+        if self.previous is not None and elapsed < self.previous:
+            return self.previous - elapsed
         if fraction:
             return elapsed * (1 - fraction) / fraction
         return None
+
+    def shown_fraction(self, reported: float | None) -> float | None:
+        """What the bar shows: the reported share, moved on by the time spent when the
+        previous run's duration is known (a long stage no longer looks stuck)."""
+        if self.previous is None:
+            return reported
+        by_time = min(0.99, self.elapsed() / self.previous)
+        return max(reported or 0.0, by_time)
 
     def finished(self) -> None:
         try:
             self._file().parent.mkdir(parents=True, exist_ok=True)
             self._file().write_text(json.dumps({"seconds": round(self.elapsed(), 1)}))
         except OSError as exc:  # only the next estimate suffers
-            logger.debug("cannot keep the conversion time: %s", exc)
+            logger.debug("cannot keep the %s time: %s", self._kind, exc)
 
 
 def summarise_missing(paths: tuple[str, ...]) -> str:
@@ -231,7 +244,11 @@ class ModelSetupDialog(QDialog):
         self.copy_links_button.hide()
         self._help_text = ""
         self._clock: ConversionClock | None = None
+        self._last: Progress | None = None
         self.time_source: Callable[[], float] = time.monotonic
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(TICK_MS)
+        self._ticker.timeout.connect(self._tick)
 
         self.download_button = QPushButton(f"&Download the model ({DOWNLOAD_SIZE})", self)
         self.download_button.setObjectName("Primary")
@@ -401,6 +418,8 @@ class ModelSetupDialog(QDialog):
         self.help.hide()
         self.copy_links_button.hide()
         self._clock = None
+        self._last = None
+        self._ticker.start()
         self._operation = headline
         self.detail.setText(headline)
         self.progress.setRange(0, 0)  # busy until the first progress report
@@ -436,29 +455,54 @@ class ModelSetupDialog(QDialog):
     def _show_progress(self, progress: Progress) -> None:
         if not self._working:
             return
-        if progress.fraction is None:
+        previous = self._last
+        self._last = progress
+        self.summary.setText(_PHASE_SUMMARY[progress.phase])
+        if progress.phase in ("convert", "measure"):
+            if previous is None or previous.phase != progress.phase or self._clock is None:
+                if self._clock is not None and previous is not None:
+                    self._clock.finished()  # the conversion ended: the timing run begins
+                kind = "conversion" if progress.phase == "convert" else "measure"
+                self._clock = ConversionClock(clock=self.time_source, kind=kind)
+            self._show_timed(progress)
+            return
+        self._show_bar(progress.fraction)
+        self.detail.setText(describe(progress))
+
+    def _show_bar(self, fraction: float | None) -> None:
+        if fraction is None:
             self.progress.setRange(0, 0)
         else:
             self.progress.setRange(0, 1000)
-            self.progress.setValue(round(1000 * progress.fraction))
-        self.summary.setText(_PHASE_SUMMARY[progress.phase])
-        if progress.phase == "convert":
-            if self._clock is None:
-                self._clock = ConversionClock(clock=self.time_source)
-            elapsed = self._clock.elapsed()
-            left = self._clock.remaining(progress.fraction)
-            timing = f"{human_duration(elapsed)} so far"
-            if left is not None:
-                timing += f", about {human_duration(left)} left"
-            self.detail.setText(f"{describe(progress)}  ·  {timing}")
-            return
-        self.detail.setText(describe(progress))
+            self.progress.setValue(round(1000 * fraction))
+
+    def _show_timed(self, progress: Progress) -> None:
+        """A conversion's or timing run's line: what, how far, the time spent and left."""
+        assert self._clock is not None
+        elapsed = self._clock.elapsed()
+        left = self._clock.remaining(progress.fraction)
+        self._show_bar(self._clock.shown_fraction(progress.fraction))
+        timing = f"{human_duration(elapsed)} so far"
+        timing += f", about {human_duration(left)} left" if left is not None else ", estimating…"
+        self.detail.setText(f"{describe(progress)}  ·  {timing}")
+
+    def _tick(self) -> None:
+        """Once a second while working: the spent and left times (and the bar, when the last
+        run's duration is known) move on between progress reports."""
+        last = self._last
+        timed = last is not None and last.phase in ("convert", "measure")
+        if self._working and timed and self._clock is not None:
+            assert last is not None
+            self._show_timed(last)
 
     def _finished(self, result: object) -> None:
         self._working = False
-        if self._clock is not None:
+        self._ticker.stop()
+        skipped = isinstance(result, Measured) and not result.verdict.startswith("Real time")
+        if self._clock is not None and not skipped:
             self._clock.finished()
-            self._clock = None
+        self._clock = None
+        self._last = None
         self.progress.setRange(0, 1000)
         state = self.refresh()
         if isinstance(result, Measured):
@@ -471,6 +515,8 @@ class ModelSetupDialog(QDialog):
 
     def _failed(self, exc: BaseException) -> None:
         self._working = False
+        self._ticker.stop()
+        self._last = None
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.refresh()

@@ -1,14 +1,15 @@
-"""A combo box that never cuts its text off (GUI thread): when the choice is wider than the
-box, the middle gives way to "…" so both ends stay readable ("System default (Headset…
-Microphone)"), the whole text is the tooltip, and the open list is as wide as its longest
-item."""
+"""A combo box (and a one-line label) that never cuts its text off (GUI thread): when the
+choice is wider than the box, the middle gives way to "…" so both ends stay readable
+("System default (Headset…Microphone)"), the whole text is the tooltip, and the open list is
+as wide as its longest item."""
 
 from __future__ import annotations
 
-from PySide6.QtCore import Qt
-from PySide6.QtGui import QPaintEvent, QResizeEvent, QShowEvent
+from PySide6.QtCore import QSize, Qt
+from PySide6.QtGui import QPainter, QPaintEvent, QResizeEvent, QShowEvent
 from PySide6.QtWidgets import (
     QComboBox,
+    QLabel,
     QStyle,
     QStyleOptionComboBox,
     QStylePainter,
@@ -68,3 +69,28 @@ class ElidedComboBox(QComboBox):
         tip = "\n\n".join(t for t in (whole, self.help_tip) if t)
         if tip != self.toolTip():
             self.setToolTip(tip)
+
+
+class ElidedLabel(QLabel):
+    """One line that gives way in the middle ("my-long-rec…ording.wav") instead of being cut
+    off at the end; the whole text stays in `text()` for screen readers."""
+
+    def minimumSizeHint(self) -> QSize:
+        return QSize(40, super().minimumSizeHint().height())
+
+    def sizeHint(self) -> QSize:
+        return QSize(40, super().sizeHint().height())
+
+    def shown_text(self) -> str:
+        return self.fontMetrics().elidedText(
+            self.text(), Qt.TextElideMode.ElideMiddle, max(0, self.contentsRect().width())
+        )
+
+    def paintEvent(self, event: QPaintEvent) -> None:
+        painter = QPainter(self)
+        painter.setPen(self.palette().color(self.foregroundRole()))
+        painter.drawText(
+            self.contentsRect(),
+            int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter),
+            self.shown_text(),
+        )

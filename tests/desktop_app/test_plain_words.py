@@ -6,7 +6,10 @@ from __future__ import annotations
 from pytestqt.qtbot import QtBot
 
 from desktop_app.controls_panel import ControlsPanel, hop_label
+from desktop_app.main_window import MainWindow
+from desktop_app.services import LiveStats
 from desktop_app.settings import HOP_CHOICES, STEPS_CHOICES, Output, Pose, Quality
+from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 
 
 def _panel(qtbot: QtBot, quality: Quality | None = None) -> ControlsPanel:
@@ -53,3 +56,10 @@ def test_the_apply_note_does_not_move_the_controls(qtbot: QtBot) -> None:
     panel.apply_note.hide()
     panel.layout().activate()
     assert panel.natural.mapTo(panel, panel.natural.rect().topLeft()) == before
+
+
+def test_the_window_passes_the_live_delay_to_the_hop_list(window: MainWindow) -> None:
+    stats = LiveStats(fps=25.0, latency_ms=5019.0, provider="CPU", realtime=True, audio_level=None)
+    window.bridge.stats_updated.emit(stats)
+    hop = window.controls.hop
+    assert hop.itemText(hop.currentIndex()) == "Auto · ~5.0 s here"

@@ -17,6 +17,7 @@ from desktop_app.gallery import Gallery
 from desktop_app.main_window import MainWindow
 from desktop_app.services import AvatarTools, Backend
 from desktop_app.settings import SettingsStore
+from desktop_app.status_messages import fit_messages
 from runtime.core import paths
 from runtime.core.validate import ValidationError
 
@@ -77,6 +78,7 @@ def build_window(backend: Backend) -> MainWindow:
     window.bridge.stats_updated.connect(
         lambda stats: window.controls.show_live_delay(stats.latency_ms)
     )
+    fit_messages(window.statusBar())  # a long message keeps its end ("…a slideshow")
     return window
 
 

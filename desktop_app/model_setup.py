@@ -347,6 +347,8 @@ class ModelSetupDialog(QDialog):
             self.progress.setValue(1000 if state.ready else 0)
             self.progress.setVisible(state.ready)
         self._sync()
+        if self.isVisible():
+            self.fit_to_screen(grow_only=True)  # a longer text shows whole where it can
         if state.ready and state.graphs_dir is not None:
             self.ready.emit(state.graphs_dir)
         return state
@@ -512,6 +514,8 @@ class ModelSetupDialog(QDialog):
             self.detail.setText(
                 "Some files are still missing: " + summarise_missing(state.weights_missing)
             )
+        if self.isVisible():
+            self.fit_to_screen(grow_only=True)
 
     def _failed(self, exc: BaseException) -> None:
         self._working = False
@@ -559,12 +563,15 @@ class ModelSetupDialog(QDialog):
         area = self._available().size()
         return QSize(area.width() - WINDOW_FRAME.width(), area.height() - WINDOW_FRAME.height())
 
-    def fit_to_screen(self) -> None:
+    def fit_to_screen(self, *, grow_only: bool = False) -> None:
         """As large as the contents want, never larger than `room()`: past that the texts
-        scroll inside and the buttons stay in view."""
+        scroll inside and the buttons stay in view. `grow_only`: after the texts changed,
+        never smaller than now (the user may have made it larger)."""
         room = self.room()
         self.setMaximumSize(room)
         wanted = self._wanted()
+        if grow_only:
+            wanted = wanted.expandedTo(self.size())
         self.resize(min(wanted.width(), room.width()), min(wanted.height(), room.height()))
 
     def _wanted(self) -> QSize:

@@ -11,7 +11,7 @@ from PySide6.QtCore import QSettings, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from desktop_app import assets, theme
+from desktop_app import assets, theme, wheel_guard
 from desktop_app.error_boundary import ErrorBoundary, message_box, report
 from desktop_app.gallery import Gallery
 from desktop_app.main_window import MainWindow
@@ -35,6 +35,7 @@ def create_app(argv: Sequence[str]) -> QApplication:
     app.setDesktopFileName(APP_NAME)
     app.setWindowIcon(QIcon(str(assets.icon_path())))
     theme.apply(app)
+    wheel_guard.install(app)
     return app
 
 
@@ -72,9 +73,10 @@ def build_window(backend: Backend) -> MainWindow:
     settings, notice = store.load()
     gallery = Gallery(avatars_dir())
     add_sample_avatar(gallery, backend.avatars)
-    return MainWindow(
+    window = MainWindow(
         backend=backend, settings_store=store, gallery=gallery, settings=settings, notice=notice
     )
+    return window
 
 
 def _cannot_start(text: str) -> int:

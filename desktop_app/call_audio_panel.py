@@ -2,14 +2,17 @@
 
 The group reports a whole frozen `CallAudio` when any setting changes; mute and the
 push-to-talk key are reported on their own (`muted_changed`, `talking_changed`), since they are
-momentary. The push-to-talk key is watched by an application-wide event filter while
-push-to-talk is on, so it works whichever widget has the focus; leaving the app counts as
-letting go of the key, so the microphone never stays open behind the user's back.
+momentary. The push-to-talk and mute keys are watched by an application-wide event filter, so
+they work whichever widget has the focus; leaving the app counts as letting go of the key, so
+the microphone never stays open behind the user's back. With "Keys work in other apps" (where
+`global_hotkeys.support()` allows) a system-wide listener reports the same keys while the call
+app has the focus.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 from PySide6.QtCore import QEvent, QObject, Qt, Signal
 from PySide6.QtGui import QKeyEvent, QKeySequence
@@ -27,6 +30,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app import global_hotkeys
+from desktop_app.global_hotkeys import GlobalKeys, HotkeySupport
 from desktop_app.services import VirtualMicInfo
 from desktop_app.settings import GATE_RANGE, MAX_MIC_DELAY_RANGE, MIC_OFFSET_RANGE, CallAudio
 
@@ -42,8 +47,28 @@ class CallAudioPanel(QGroupBox):
     muted_changed = Signal(bool)
     talking_changed = Signal(bool)
 
-    def __init__(self, call_audio: CallAudio, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        call_audio: CallAudio,
+        parent: QWidget | None = None,
+        *,
+        hotkeys: HotkeySupport | None = None,
+        keyboard: Any = None,
+    ) -> None:
+        """`hotkeys`/`keyboard`: whether system-wide keys work here and the `pynput.keyboard`
+        module (found out and imported when not given; tests pass a fake keyboard)."""
         super().__init__("Call audio", parent)
+        self.hotkeys = hotkeys or global_hotkeys.support()
+        self._global: GlobalKeys | None = None
+        if self.hotkeys.available:
+            module = keyboard if keyboard is not None else global_hotkeys.load_keyboard()
+            self._global = GlobalKeys(module, self)
+            self._global.pressed.connect(self._global_pressed)
+            self._global.released.connect(self._global_released)
+            app = QApplication.instance()
+            if app is not None:  # the listener's thread never outlives the app
+                app.aboutToQuit.connect(self.stop_global_keys)
+        self._watching: list[str] = []
         self._value = call_audio
         self._talking = False
         self._filtering = False
@@ -102,6 +127,25 @@ class CallAudioPanel(QGroupBox):
         self.ptt_key.setAccessibleName("Push-to-talk key")
         self.talk_state = QLabel(self)
         self.talk_state.setAccessibleName("Microphone state")
+        self.talk_state.setWordWrap(True)
+        self.mute_key = QKeySequenceEdit(self)
+        self.mute_key.setMaximumSequenceLength(1)
+        self.mute_key.setAccessibleName("Mute key")
+        self.mute_key.setToolTip("Press it to mute or unmute")
+        self.global_keys = QCheckBox("Keys work in other apps", self)
+        self.global_keys.setAccessibleName("Push-to-talk and mute keys work in other apps")
+        self.global_keys.setToolTip(
+            "The push-to-talk and mute keys work while the call app has the focus"
+            if self.hotkeys.available
+            else (self.hotkeys.reason or "Not available here")
+        )
+        self.global_keys.setEnabled(self.hotkeys.available)
+        self.keys_note = QLabel(self)
+        self.keys_note.setObjectName("Hint")
+        self.keys_note.setWordWrap(True)
+        self.keys_note.setAccessibleName("About the system-wide keys")
+        self.keys_note.setText("" if self.hotkeys.available else (self.hotkeys.reason or ""))
+        self.keys_note.setVisible(not self.hotkeys.available)
 
         gate_row = QHBoxLayout()
         gate_row.addWidget(self.gate)
@@ -124,6 +168,14 @@ class CallAudioPanel(QGroupBox):
         root.addLayout(gate_row)
         root.addWidget(self.mute)
         root.addLayout(ptt_row)
+        mute_row = QHBoxLayout()
+        mute_label = QLabel("Mute key", self)
+        mute_label.setBuddy(self.mute_key)
+        mute_row.addWidget(mute_label)
+        mute_row.addWidget(self.mute_key, 1)
+        root.addLayout(mute_row)
+        root.addWidget(self.global_keys)
+        root.addWidget(self.keys_note)
         root.addWidget(self.talk_state)
 
         self.set_value(call_audio)
@@ -135,6 +187,8 @@ class CallAudioPanel(QGroupBox):
         self.gate_level.valueChanged.connect(self._edited)
         self.push_to_talk.toggled.connect(self._edited)
         self.ptt_key.keySequenceChanged.connect(self._edited)
+        self.mute_key.keySequenceChanged.connect(self._edited)
+        self.global_keys.toggled.connect(self._edited)
         self.mute.toggled.connect(self._mute_toggled)
 
     # ---- values
@@ -160,6 +214,8 @@ class CallAudioPanel(QGroupBox):
             self.gate_level,
             self.push_to_talk,
             self.ptt_key,
+            self.mute_key,
+            self.global_keys,
         )
         for w in widgets:
             w.blockSignals(True)
@@ -171,6 +227,8 @@ class CallAudioPanel(QGroupBox):
             self.gate_level.setValue(round(call_audio.gate_dbfs))
             self.push_to_talk.setChecked(call_audio.push_to_talk)
             self.ptt_key.setKeySequence(QKeySequence(call_audio.ptt_key))
+            self.mute_key.setKeySequence(QKeySequence(call_audio.mute_key))
+            self.global_keys.setChecked(call_audio.global_keys and self.hotkeys.available)
         finally:
             for w in widgets:
                 w.blockSignals(False)
@@ -179,6 +237,7 @@ class CallAudioPanel(QGroupBox):
 
     def _edited(self) -> None:
         key = self.ptt_key.keySequence().toString(QKeySequence.SequenceFormat.PortableText)
+        mute = self.mute_key.keySequence().toString(QKeySequence.SequenceFormat.PortableText)
         self._value = replace(
             self._value,
             virtual_mic=self.virtual_mic.isChecked(),
@@ -188,6 +247,8 @@ class CallAudioPanel(QGroupBox):
             gate_dbfs=float(self.gate_level.value()),
             push_to_talk=self.push_to_talk.isChecked(),
             ptt_key=key or self._value.ptt_key,
+            mute_key=mute,
+            global_keys=self.global_keys.isChecked(),
         )
         self._sync()
         self.call_audio_changed.emit(self._value)
@@ -198,7 +259,8 @@ class CallAudioPanel(QGroupBox):
         self.max_delay.setEnabled(v.virtual_mic)
         self.gate_level.setEnabled(v.gate)
         self.ptt_key.setEnabled(v.push_to_talk)
-        self._set_filter(v.push_to_talk)
+        self._set_filter(v.push_to_talk or bool(v.mute_key))
+        self._watch_globally()
         if not v.push_to_talk:
             self._set_talking(False)
         self._show_talk_state()
@@ -214,6 +276,8 @@ class CallAudioPanel(QGroupBox):
             self.mute,
             self.push_to_talk,
             self.ptt_key,
+            self.mute_key,
+            self.global_keys,
         ]
 
     # ---- live state
@@ -253,13 +317,54 @@ class CallAudioPanel(QGroupBox):
             text = "Muted: the avatar idles, the call hears silence."
         elif self._value.push_to_talk:
             key = QKeySequence(self._value.ptt_key).toString(QKeySequence.SequenceFormat.NativeText)
-            text = "Talking." if self._talking else f"Hold {key} to talk."
+            anywhere = " (in any app)" if self.global_ptt else ""
+            text = "Talking." if self._talking else f"Hold {key} to talk{anywhere}."
         else:
             text = ""
         self.talk_state.setText(text)
         self.talk_state.setVisible(bool(text))
 
-    # ---- push-to-talk key
+    # ---- push-to-talk and mute keys
+
+    @property
+    def global_ptt(self) -> bool:
+        """The push-to-talk key is watched system-wide right now."""
+        return self._value.push_to_talk and self._value.ptt_key in self._watching
+
+    def _watch_globally(self) -> None:
+        if self._global is None:
+            return
+        v = self._value
+        keys = [v.ptt_key] if v.push_to_talk else []
+        keys += [v.mute_key] if v.mute_key else []
+        wanted = keys if v.global_keys else []
+        if wanted == self._watching:
+            return
+        refused = self._global.watch(wanted) if wanted else []
+        if not wanted:
+            self._global.stop()
+        self._watching = [k for k in wanted if k not in refused]
+        self.keys_note.setText(
+            f"These keys work only in this window: {', '.join(refused)}." if refused else ""
+        )
+        self.keys_note.setVisible(bool(refused))
+
+    def _global_pressed(self, key: str) -> None:
+        v = self._value
+        if v.push_to_talk and key == v.ptt_key:
+            self._set_talking(True)
+        if key == v.mute_key:
+            self.mute.toggle()
+
+    def _global_released(self, key: str) -> None:
+        if self._value.push_to_talk and key == self._value.ptt_key:
+            self._set_talking(False)
+
+    def stop_global_keys(self) -> None:
+        """Stop the system-wide listener (the window is closing)."""
+        if self._global is not None:
+            self._global.stop()
+        self._watching = []
 
     def _set_filter(self, on: bool) -> None:
         app = QApplication.instance()
@@ -278,9 +383,10 @@ class CallAudioPanel(QGroupBox):
         self._show_talk_state()
         self.talking_changed.emit(held)
 
-    def _is_ptt_key(self, event: QKeyEvent) -> bool:
-        wanted = QKeySequence(self._value.ptt_key)
-        if wanted.isEmpty():
+    @staticmethod
+    def _is_key(event: QKeyEvent, portable: str) -> bool:
+        wanted = QKeySequence(portable)
+        if not portable or wanted.isEmpty():
             return False
         # The stubs lack QKeySequence.__getitem__ (Qt's operator[]), which PySide6 has.
         first = wanted[0]  # type: ignore[index]
@@ -288,13 +394,21 @@ class CallAudioPanel(QGroupBox):
 
     def eventFilter(self, watched: QObject, event: QEvent) -> bool:
         kind = event.type()
+        v = self._value
         if kind == QEvent.Type.ApplicationDeactivate:
-            self._set_talking(False)
+            if not self.global_ptt:  # the system-wide listener still sees the key
+                self._set_talking(False)
         elif kind in (QEvent.Type.KeyPress, QEvent.Type.KeyRelease) and isinstance(
             event, QKeyEvent
         ):
-            if self.ptt_key.hasFocus() or event.isAutoRepeat() or not self._is_ptt_key(event):
+            if self.ptt_key.hasFocus() or self.mute_key.hasFocus() or event.isAutoRepeat():
                 return False
-            self._set_talking(kind == QEvent.Type.KeyPress)
-            return True
+            if v.push_to_talk and self._is_key(event, v.ptt_key):
+                self._set_talking(kind == QEvent.Type.KeyPress)
+                return True
+            if self._is_key(event, v.mute_key):
+                # With the system-wide listener on it reports this press too: toggle once.
+                if kind == QEvent.Type.KeyPress and v.mute_key not in self._watching:
+                    self.mute.toggle()
+                return True
         return False

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor
+from PySide6.QtGui import QColor, QResizeEvent
 from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
@@ -27,6 +27,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app.elided_combo import ElidedComboBox
 from desktop_app.settings import (
     CFG_RANGE,
     HOP_CHOICES,
@@ -52,25 +53,60 @@ _POSE_LABELS = {
 }
 _CFG_UNITS = 10
 _PRECISION_LABELS = {"fp32": "Full (fp32)", "fp16": "Half (fp16, GPU)"}
-_STEPS_LABELS = {1: "1 (fastest)", 2: "2", 4: "4 (balanced)", 9: "9 (reference quality)"}
+# The CLI's --nfe counts the sampler's time-grid points, one more than its steps: each item
+# says both, so "Steps 9" and "--nfe 10" are seen to be one setting.
+_STEPS_LABELS = {
+    1: "1 · fastest (--nfe 2)",
+    2: "2 (--nfe 3)",
+    4: "4 · balanced (--nfe 5)",
+    9: "9 · best (--nfe 10)",
+}
+STEPS_TIP = (
+    "Euler steps of the motion sampler: more steps, smoother motion, more work per frame. "
+    "The command line's --nfe counts the points of the sampler's time grid, one more than the "
+    "steps: Steps 9 here is --nfe 10 there."
+)
 APPLY_NOTE_MS = 5000
 NATURAL_HINT = "Natural is on: the voice moves the head and eyes. Move a slider to steer them."
 STEER_HINT = "The sliders steer the head and eyes. Tick Natural to let the voice do it."
-# Latency with instant compute (tests/bench/results/live_latency.md, lookahead 2, p95);
-# the machine's compute adds to it.
-_HOP_LABELS = {
-    0: "Auto (lowest latency this machine keeps up with)",
-    1: "1 frame (~160 ms)",
-    2: "2 frames (~200 ms)",
-    5: "5 frames (~320 ms)",
-    10: "10 frames (~520 ms)",
-    25: "25 frames (least work, ~1.1 s)",
+_HOP_NAMES = {
+    0: "Auto",
+    1: "1 frame",
+    2: "2 frames",
+    5: "5 frames",
+    10: "10 frames",
+    25: "25 frames",
 }
+# The delay with instant compute (tests/bench/results/live_latency.md, lookahead 2, p95): the
+# least a hop can give; this computer's work adds to it, so the list says "from" until a live
+# session has measured the delay of that choice here.
+_HOP_LEAST_S = {1: 0.16, 2: 0.2, 5: 0.32, 10: 0.52, 25: 1.1}
+HOP_TIP = (
+    "Frames made per step: fewer frames, a shorter delay but more work. The delay is the time "
+    "between a sound and the avatar's lips; 'here' is what was measured live on this computer. "
+    "Auto picks the shortest delay this computer keeps up with."
+)
+
+
+def hop_label(hop: int, measured_s: float | None) -> str:
+    """A Hop item: its name and the delay it gives ('~5.0 s here' once measured live)."""
+    name = _HOP_NAMES[hop]
+    if measured_s is not None:
+        return f"{name} · ~{measured_s:.1f} s here"
+    if hop == 0:
+        return f"{name} · shortest"
+    return f"{name} · ≥ {_HOP_LEAST_S[hop]:.1f} s"
+
+
 _BACKGROUNDS: tuple[tuple[BackgroundMode, str], ...] = (
     ("blur", "Blurred picture"),
     ("colour", "Solid colour"),
     ("none", "Black bars"),
 )
+
+
+def _apply_text(seconds: float) -> str:
+    return f"Changes show in about {seconds:.0f} s (the live delay)."
 
 
 def _format_pose(name: str, value: float) -> str:
@@ -145,6 +181,8 @@ class ControlsPanel(QWidget):
         self.apply_note.setObjectName("ApplyNote")
         self.apply_note.setWordWrap(True)
         self.apply_note.setAccessibleName("When changes apply")
+        # Floats over the top of the panel, outside the layout: a note that comes and goes
+        # must not move the controls under the pointer.
         self.apply_note.hide()
         self._note_timer = QTimer(self)
         self._note_timer.setSingleShot(True)
@@ -195,19 +233,19 @@ class ControlsPanel(QWidget):
         )
         self.cfg = self._cfg_row.slider
         self.cfg.setToolTip("How strongly the voice drives the face (audio guidance scale)")
-        self.steps = QComboBox(quality_box)
+        self.steps = ElidedComboBox(quality_box, help_tip=STEPS_TIP)
         self.steps.setAccessibleName("Sampler steps")
-        self.steps.setToolTip("More steps: smoother motion, more work per frame")
         for s in STEPS_CHOICES:
             self.steps.addItem(_STEPS_LABELS[s], s)
+            self.steps.setItemData(self.steps.count() - 1, STEPS_TIP, Qt.ItemDataRole.ToolTipRole)
         self.fewer_steps = QCheckBox("Fewer steps if behind", quality_box)
         self.fewer_steps.setAccessibleName("Auto may use fewer sampler steps when behind")
         self.fewer_steps.setToolTip(self.FEWER_STEPS_TIP)
-        self.hop = QComboBox(quality_box)
+        self.hop = ElidedComboBox(quality_box, help_tip=HOP_TIP)
         self.hop.setAccessibleName("Hop size")
-        self.hop.setToolTip("Frames made per step: fewer = lower latency, more = less work")
+        self._measured_delay: dict[int, float] = {}  # hop choice -> seconds, from live stats
         for h in HOP_CHOICES:
-            self.hop.addItem(_HOP_LABELS[h], h)
+            self.hop.addItem(hop_label(h, None), h)
         self.precision = QComboBox(quality_box)
         self.precision.setAccessibleName("Precision")
         self.precision.setToolTip(
@@ -223,7 +261,7 @@ class ControlsPanel(QWidget):
             ("E&xpressiveness", self._cfg_row),
             ("Steps", self.steps),
             ("", self.fewer_steps),
-            ("Hop", self.hop),
+            ("Hop · delay", self.hop),
             ("Precision", self.precision),
         ):
             if not label:
@@ -263,16 +301,19 @@ class ControlsPanel(QWidget):
             output_form.addRow(caption, field)
         output_form.addRow(self.mirror)
 
-        for combo in (self.steps, self.hop, self.resolution, self.background):
+        for combo in (self.resolution, self.background):
             # Sized by a short minimum, not the longest item: the panel fits a narrow window.
             combo.setSizeAdjustPolicy(
                 QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
             )
             combo.setMinimumContentsLength(6)
+        for combo in (self.steps, self.hop):
+            # As wide as their longest item: in a narrow panel the row wraps (the label goes
+            # above) rather than cutting the delay or the --nfe off.
+            combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
 
         root = QVBoxLayout(self)
         root.setContentsMargins(0, 0, 0, 0)
-        root.addWidget(self.apply_note)
         root.addWidget(pose_box)
         root.addWidget(quality_box)
         root.addWidget(output_box)
@@ -361,10 +402,38 @@ class ControlsPanel(QWidget):
             self._loading = False
         self._pose_edited()
 
+    def _place_note(self) -> None:
+        """Over the top of the visible part of the panel (it may be scrolled)."""
+        top = 0
+        area = self.parentWidget()
+        if area is not None and area.parentWidget() is not None:  # a scroll area's viewport
+            top = max(0, -self.y())
+        width = self.width()
+        self.apply_note.setGeometry(0, top, width, self.apply_note.heightForWidth(width))
+
+    def resizeEvent(self, event: QResizeEvent) -> None:
+        super().resizeEvent(event)
+        if self.apply_note.isVisible():
+            self._place_note()
+
+    def show_live_delay(self, latency_ms: float | None) -> None:
+        """While live: the delay measured for the Hop choice in use, written into its item, so
+        the list says what each choice tried here gives (not only its least)."""
+        if latency_ms is None:
+            return
+        hop = int(self.hop.currentData())
+        seconds = round(latency_ms / 1000, 1)
+        if self._measured_delay.get(hop) == seconds:
+            return
+        self._measured_delay[hop] = seconds
+        self.hop.setItemText(self.hop.currentIndex(), hop_label(hop, seconds))
+
     def show_apply_note(self, seconds: float) -> None:
         """Say that a change shows only after the pipeline's latency (for a few seconds)."""
-        self.apply_note.setText(f"Changes show in about {seconds:.0f} s (the live delay).")
+        self.apply_note.setText(_apply_text(seconds))
+        self._place_note()
         self.apply_note.show()
+        self.apply_note.raise_()
         self._note_timer.start()
 
     def _sync_enabled(self) -> None:

@@ -137,6 +137,7 @@ class LiveController(QObject):
                 source=source.kind,
                 microphone=source.microphone,
                 webcam=source.webcam,
+                audio_file=source.audio_file,
                 pose=s.pose,
                 quality=s.quality,
                 output=s.output,
@@ -275,7 +276,7 @@ class LiveController(QObject):
         elif health.state == "running" and alerts.topic == "source":
             alerts.clear("source")
             self._show_live_as()
-            name = "microphone" if health.kind == "microphone" else "webcam"
+            name = {"microphone": "microphone", "webcam": "webcam"}.get(health.kind, "audio file")
             self._ctx.messages.status(f"The {name} is back.", 6000)
 
     def _switch_to_microphone(self) -> None:

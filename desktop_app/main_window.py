@@ -21,6 +21,7 @@ from __future__ import annotations
 import itertools
 import logging
 from dataclasses import replace
+from pathlib import Path
 
 from PySide6.QtCore import QByteArray, QTimer
 from PySide6.QtGui import QCloseEvent, QDragEnterEvent, QDropEvent
@@ -67,6 +68,7 @@ from desktop_app.recording import (
 from desktop_app.services import Backend, ModelState
 from desktop_app.settings import Output, Pose, Quality, Settings, SettingsStore
 from desktop_app.source_panel import SourcePanel
+from desktop_app.status_messages import fit_messages
 from desktop_app.user_messages import WINDOW_TITLE, UserMessages
 from desktop_app.vcam_help import VirtualCameraHelp
 from desktop_app.vcam_status import VirtualCameraStatus
@@ -175,6 +177,7 @@ class MainWindow(QMainWindow):
         self.menus.actions.cuda.setVisible(self.cuda_offer.available)
         self._connect()
         self._tab_order()
+        fit_messages(self.statusBar())  # a long message keeps its end ("…a slideshow")
         self._restore_geometry()
         self.avatar_flow.select_initial()
         self.live.sync()
@@ -250,7 +253,11 @@ class MainWindow(QMainWindow):
         middle.addLayout(bar)
         # Right: source and controls.
         self.source = SourcePanel(
-            self.backend.devices, kind=s.source, microphone=s.microphone, webcam=s.webcam
+            self.backend.devices,
+            kind=s.source,
+            microphone=s.microphone,
+            webcam=s.webcam,
+            audio_file=s.audio_file,
         )
         self.controls = ControlsPanel(pose=s.pose, quality=s.quality, output=s.output)
         self.call_audio = CallAudioPanel(s.call_audio)
@@ -310,6 +317,7 @@ class MainWindow(QMainWindow):
             *self.call_audio.tab_chain(),
             *self.compute.tab_chain(),
             self.vcam_help.toggle,
+            self.vcam_help.copy_command,
             self.vcam_help.recheck,
             self.vcam_help.hide_button,
             self.alerts.action_button,
@@ -323,6 +331,12 @@ class MainWindow(QMainWindow):
         self.avatar_flow.chosen.connect(self.live.switch_avatar)
         self.overlay_button.toggled.connect(self._overlay_toggled)
         self.source.source_changed.connect(self._source_changed)
+        # Its own signal: a path is not a microphone's name.
+        self.source.file_source_chosen.connect(self._file_source_chosen)
+        # The Hop list says the delay measured live for the choice in use.
+        self.bridge.stats_updated.connect(
+            lambda stats: self.controls.show_live_delay(stats.latency_ms)
+        )
         self.controls.pose_changed.connect(self._pose_changed)
         self.controls.quality_changed.connect(self._quality_changed)
         self.controls.output_changed.connect(self._output_changed)
@@ -367,6 +381,9 @@ class MainWindow(QMainWindow):
             self.prefs.update(replace(self.settings, source="webcam", webcam=device))
         else:
             self.prefs.update(replace(self.settings, source="microphone", microphone=device))
+
+    def _file_source_chosen(self, path: Path) -> None:
+        self.prefs.update(replace(self.settings, source="file", audio_file=str(path)))
 
     def _overlay_toggled(self, shown: bool) -> None:
         self.overlay_button.setText(STATS_ON_TEXT if shown else STATS_TEXT)
@@ -426,6 +443,7 @@ class MainWindow(QMainWindow):
     def closeEvent(self, event: QCloseEvent) -> None:
         self.messages.closing = True
         self.source.stop_test()
+        self.call_audio.stop_global_keys()
         if self.model_dialog is not None:
             self.model_dialog.reject()
         self.cuda_offer.close()

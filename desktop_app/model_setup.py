@@ -6,10 +6,12 @@ network is unreachable it says what to do instead. Closing the dialog mid-way ca
 work and waits for the worker to stop.
 
 Offline, it says so in plain words ("No internet connection") with the technical reason
-beside it, and shows the manual steps fully at the dialog's size, with links that open in the
-browser and a button that copies them. The download's size is stated before it starts. A
-conversion shows the time spent and the time left, estimated from the previous conversion on
-this computer (kept in the cache folder) or from the graphs converted so far.
+beside it, and shows the manual steps fully at the dialog's size (never larger than the
+screen's available area: past that the texts scroll and the buttons stay in view), with
+links that open in the browser and a button that copies them. The download's size is stated
+before it starts. A conversion shows the time spent and the time left, estimated from the
+previous conversion on this computer (kept in the cache folder) or from the graphs converted
+so far.
 """
 
 from __future__ import annotations
@@ -24,15 +26,17 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QCloseEvent, QGuiApplication, QTextOption
+from PySide6.QtCore import QRect, QSize, Qt, QTimer, Signal
+from PySide6.QtGui import QCloseEvent, QGuiApplication, QShowEvent, QTextOption
 from PySide6.QtWidgets import (
     QDialog,
     QFileDialog,
+    QFrame,
     QHBoxLayout,
     QLabel,
     QProgressBar,
     QPushButton,
+    QScrollArea,
     QTextBrowser,
     QVBoxLayout,
     QWidget,
@@ -49,6 +53,10 @@ DOWNLOAD_SIZE = "about 1.4 GB"  # the six files of cbsjtu01/IMTalker together
 OFFLINE_TEXT = "No internet connection (the hub could not be reached)."
 _URL = re.compile(r"https?://[^\s<>\"']+")
 _TIMES_FILE = "conversion_time.json"
+_MEASURE_FILE = "measure_time.json"
+TICK_MS = 1000  # the time texts move on once a second between progress reports
+WINDOW_FRAME = QSize(16, 40)  # room for the window manager's frame and title bar
+_HELP_LEAST = 120  # px: the offline steps are never squeezed below this (they scroll)
 
 
 def help_html(text: str) -> str:
@@ -66,17 +74,20 @@ def links_in(text: str) -> list[str]:
 
 
 class ConversionClock:
-    """Elapsed and remaining time of a conversion: from the previous conversion's duration
-    (saved in the cache folder), else from the graphs done so far."""
+    """Elapsed and remaining time of a conversion (or, with `kind="measure"`, of the timing
+    run after it): from the previous run's duration on this computer (kept in the cache
+    folder) while this one is within it, else from the share done so far."""
 
-    def __init__(self, *, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, kind: str = "conversion"
+    ) -> None:
         self._clock = clock
+        self._kind = kind
         self._started = clock()
         self.previous = self._load()
 
-    @staticmethod
-    def _file() -> Path:
-        return paths.cache_dir() / _TIMES_FILE
+    def _file(self) -> Path:
+        return paths.cache_dir() / (_TIMES_FILE if self._kind == "conversion" else _MEASURE_FILE)
 
     def _load(self) -> float | None:
         try:
@@ -90,18 +101,26 @@ class ConversionClock:
 
     def remaining(self, fraction: float | None) -> float | None:
         elapsed = self.elapsed()
-        if self.previous is not None:
-            return max(0.0, self.previous - elapsed)
+        if self.previous is not None and elapsed < self.previous:
+            return self.previous - elapsed
         if fraction:
             return elapsed * (1 - fraction) / fraction
         return None
+
+    def shown_fraction(self, reported: float | None) -> float | None:
+        """What the bar shows: the reported share, moved on by the time spent when the
+        previous run's duration is known (a long stage no longer looks stuck)."""
+        if self.previous is None:
+            return reported
+        by_time = min(0.99, self.elapsed() / self.previous)
+        return max(reported or 0.0, by_time)
 
     def finished(self) -> None:
         try:
             self._file().parent.mkdir(parents=True, exist_ok=True)
             self._file().write_text(json.dumps({"seconds": round(self.elapsed(), 1)}))
         except OSError as exc:  # only the next estimate suffers
-            logger.debug("cannot keep the conversion time: %s", exc)
+            logger.debug("cannot keep the %s time: %s", self._kind, exc)
 
 
 def summarise_missing(paths: tuple[str, ...]) -> str:
@@ -154,9 +173,16 @@ class ModelSetupDialog(QDialog):
 
     ready = Signal(object)
 
-    def __init__(self, models: Models, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        models: Models,
+        parent: QWidget | None = None,
+        *,
+        available: Callable[[], QRect] | None = None,
+    ) -> None:
         super().__init__(parent)
         self.models = models
+        self._available = available or (lambda: self.screen().availableGeometry())
         self.setWindowTitle("Set up the model")
         self.setAccessibleName("Set up the model")
         self.setMinimumWidth(620)
@@ -193,7 +219,11 @@ class ModelSetupDialog(QDialog):
         self.copy_links_button.hide()
         self._help_text = ""
         self._clock: ConversionClock | None = None
+        self._last: Progress | None = None
         self.time_source: Callable[[], float] = time.monotonic
+        self._ticker = QTimer(self)
+        self._ticker.setInterval(TICK_MS)
+        self._ticker.timeout.connect(self._tick)
 
         self.download_button = QPushButton(f"&Download the model ({DOWNLOAD_SIZE})", self)
         self.download_button.setObjectName("Primary")
@@ -214,19 +244,37 @@ class ModelSetupDialog(QDialog):
         self.done_button.setAccessibleName("Start using the app")
 
         buttons = QHBoxLayout()
-        for button in (self.download_button, self.import_button, self.convert_button):
+        for button in (
+            self.download_button,
+            self.import_button,
+            self.convert_button,
+            self.copy_links_button,
+        ):
             buttons.addWidget(button)
         buttons.addStretch(1)
         for button in (self.cancel_button, self.close_button, self.done_button):
             buttons.addWidget(button)
+        # Everything but the buttons scrolls, so the buttons stay on a short screen.
+        self._body = QWidget(self)
+        body = QVBoxLayout(self._body)
+        body.setContentsMargins(0, 0, 0, 0)
+        body.setSpacing(10)
+        body.addWidget(title)
+        body.addWidget(self.summary)
+        body.addWidget(self.progress)
+        body.addWidget(self.detail)
+        body.addWidget(self.help, 1)
+        self._scroll = QScrollArea(self)
+        self._scroll.setObjectName("SetupScroll")
+        self._scroll.setWidgetResizable(True)
+        self._scroll.setFrameShape(QFrame.Shape.NoFrame)
+        self._scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self._scroll.setFocusPolicy(Qt.FocusPolicy.NoFocus)
+        self._scroll.setWidget(self._body)
+        self._buttons = buttons
         layout = QVBoxLayout(self)
         layout.setSpacing(10)
-        layout.addWidget(title)
-        layout.addWidget(self.summary)
-        layout.addWidget(self.progress)
-        layout.addWidget(self.detail)
-        layout.addWidget(self.help, 1)
-        layout.addWidget(self.copy_links_button, 0, Qt.AlignmentFlag.AlignLeft)
+        layout.addWidget(self._scroll, 1)
         layout.addLayout(buttons)
 
         self.download_button.clicked.connect(self.start_download)
@@ -274,6 +322,8 @@ class ModelSetupDialog(QDialog):
             self.progress.setValue(1000 if state.ready else 0)
             self.progress.setVisible(state.ready)
         self._sync()
+        if self.isVisible():
+            self.fit_to_screen(grow_only=True)  # a longer text shows whole where it can
         if state.ready and state.graphs_dir is not None:
             self.ready.emit(state.graphs_dir)
         return state
@@ -346,6 +396,8 @@ class ModelSetupDialog(QDialog):
         self.help.hide()
         self.copy_links_button.hide()
         self._clock = None
+        self._last = None
+        self._ticker.start()
         self._operation = headline
         self.detail.setText(headline)
         self.progress.setRange(0, 0)  # busy until the first progress report
@@ -382,29 +434,54 @@ class ModelSetupDialog(QDialog):
     def _show_progress(self, progress: Progress) -> None:
         if not self._working:
             return
-        if progress.fraction is None:
+        previous = self._last
+        self._last = progress
+        self.summary.setText(_PHASE_SUMMARY[progress.phase])
+        if progress.phase in ("convert", "measure"):
+            if previous is None or previous.phase != progress.phase or self._clock is None:
+                if self._clock is not None and previous is not None:
+                    self._clock.finished()  # the conversion ended: the timing run begins
+                kind = "conversion" if progress.phase == "convert" else "measure"
+                self._clock = ConversionClock(clock=self.time_source, kind=kind)
+            self._show_timed(progress)
+            return
+        self._show_bar(progress.fraction)
+        self.detail.setText(describe(progress))
+
+    def _show_bar(self, fraction: float | None) -> None:
+        if fraction is None:
             self.progress.setRange(0, 0)
         else:
             self.progress.setRange(0, 1000)
-            self.progress.setValue(round(1000 * progress.fraction))
-        self.summary.setText(_PHASE_SUMMARY[progress.phase])
-        if progress.phase == "convert":
-            if self._clock is None:
-                self._clock = ConversionClock(clock=self.time_source)
-            elapsed = self._clock.elapsed()
-            left = self._clock.remaining(progress.fraction)
-            timing = f"{human_duration(elapsed)} so far"
-            if left is not None:
-                timing += f", about {human_duration(left)} left"
-            self.detail.setText(f"{describe(progress)}  ·  {timing}")
-            return
-        self.detail.setText(describe(progress))
+            self.progress.setValue(round(1000 * fraction))
+
+    def _show_timed(self, progress: Progress) -> None:
+        """A conversion's or timing run's line: what, how far, the time spent and left."""
+        assert self._clock is not None
+        elapsed = self._clock.elapsed()
+        left = self._clock.remaining(progress.fraction)
+        self._show_bar(self._clock.shown_fraction(progress.fraction))
+        timing = f"{human_duration(elapsed)} so far"
+        timing += f", about {human_duration(left)} left" if left is not None else ", estimating…"
+        self.detail.setText(f"{describe(progress)}  ·  {timing}")
+
+    def _tick(self) -> None:
+        """Once a second while working: the spent and left times (and the bar, when the last
+        run's duration is known) move on between progress reports."""
+        last = self._last
+        timed = last is not None and last.phase in ("convert", "measure")
+        if self._working and timed and self._clock is not None:
+            assert last is not None
+            self._show_timed(last)
 
     def _finished(self, result: object) -> None:
         self._working = False
-        if self._clock is not None:
+        self._ticker.stop()
+        skipped = isinstance(result, Measured) and not result.verdict.startswith("Real time")
+        if self._clock is not None and not skipped:
             self._clock.finished()
-            self._clock = None
+        self._clock = None
+        self._last = None
         self.progress.setRange(0, 1000)
         state = self.refresh()
         if isinstance(result, Measured):
@@ -421,9 +498,13 @@ class ModelSetupDialog(QDialog):
             self.detail.setText(
                 "Some files are still missing: " + summarise_missing(state.weights_missing)
             )
+        if self.isVisible():
+            self.fit_to_screen(grow_only=True)
 
     def _failed(self, exc: BaseException) -> None:
         self._working = False
+        self._ticker.stop()
+        self._last = None
         self.progress.setRange(0, 1000)
         self.progress.setValue(0)
         self.refresh()
@@ -439,28 +520,65 @@ class ModelSetupDialog(QDialog):
             self.show_offline_help(self.models.offline_help())
 
     def show_offline_help(self, text: str) -> None:
-        """The manual steps, fully visible: the dialog grows to show them."""
+        """The manual steps, fully visible where the screen allows: the dialog grows to show
+        them, up to the screen's available area (then the text scrolls)."""
         self._help_text = text
         self.help.setHtml(help_html(text))
         self.help.show()
         self.copy_links_button.setVisible(bool(links_in(text)))
-        # Every line visible: as wide as the longest line allows on this screen (a longer link
-        # wraps), then as tall as the text is at that width.
+        # As wide as the longest line allows on this screen (a longer link wraps), then as
+        # tall as the text is at that width.
         self.help.setWordWrapMode(QTextOption.WrapMode.WrapAtWordBoundaryOrAnywhere)
         document = self.help.document()
         frame = 2 * (self.help.frameWidth() + 8)  # the frame and the stylesheet's padding
-        screen = self.screen().availableGeometry()
-        width = min(round(document.idealWidth()) + frame + 16, screen.width() - 80)
+        room = self.room()
+        width = min(round(document.idealWidth()) + frame + 16, room.width() - 48)
         document.setTextWidth(width - frame - 16)
-        height = min(round(document.size().height()) + frame + 16, screen.height() - 300)
-        self.help.setMinimumSize(width, height)
-        self.adjustSize()
-        # Wrapped labels are taller at the new width than adjustSize() assumed.
-        layout = self.layout()
-        assert layout is not None, "set in __init__"
-        needed = layout.totalHeightForWidth(self.width())
-        if needed > self.height():
-            self.resize(self.width(), needed)
+        height = round(document.size().height()) + frame + 16
+        # What is left of the screen beside the texts above and the buttons below.
+        self.help.setMinimumSize(width, _HELP_LEAST)
+        others = self._wanted().height() - _HELP_LEAST
+        self.help.setMinimumSize(width, max(_HELP_LEAST, min(height, room.height() - others)))
+        self.fit_to_screen()
+
+    def room(self) -> QSize:
+        """The largest size the dialog may take: the screen's available area (task bars left
+        out) less the window frame and title bar."""
+        area = self._available().size()
+        return QSize(area.width() - WINDOW_FRAME.width(), area.height() - WINDOW_FRAME.height())
+
+    def fit_to_screen(self, *, grow_only: bool = False) -> None:
+        """As large as the contents want, never larger than `room()`: past that the texts
+        scroll inside and the buttons stay in view. `grow_only`: after the texts changed,
+        never smaller than now (the user may have made it larger)."""
+        room = self.room()
+        self.setMaximumSize(room)
+        wanted = self._wanted()
+        if grow_only:
+            wanted = wanted.expandedTo(self.size())
+        self.resize(min(wanted.width(), room.width()), min(wanted.height(), room.height()))
+
+    def _wanted(self) -> QSize:
+        """The size that shows everything without scrolling (at most the room's width)."""
+        room = self.room()
+        layout, body_layout = self.layout(), self._body.layout()
+        assert layout is not None and body_layout is not None, "set in __init__"
+        margins = layout.contentsMargins()
+        side = margins.left() + margins.right()
+        wanted = max(self._body.sizeHint().width(), self._buttons.sizeHint().width()) + side
+        width = min(max(self.minimumWidth(), wanted), room.width())
+        # At the width left beside a scroll bar: wrapped texts are never taller than this.
+        bar = self._scroll.verticalScrollBar().sizeHint().width()
+        body = body_layout.totalHeightForWidth(width - side - bar)
+        # Around the scrolling part: margins, the buttons (as the style draws them), spacing.
+        layout.activate()
+        chrome = self.height() - self._scroll.viewport().height()
+        return QSize(width, body + chrome)
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if self.help.isHidden():
+            self.fit_to_screen()
 
     # ---- closing
 

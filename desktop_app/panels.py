@@ -3,7 +3,8 @@ clipped, scrolling panel bodies, and buttons that are never narrower than their 
 
 from __future__ import annotations
 
-from PySide6.QtCore import QSize, Qt
+from PySide6.QtCore import QEvent, QObject, QSize, Qt
+from PySide6.QtGui import QShowEvent
 from PySide6.QtWidgets import (
     QFrame,
     QLabel,
@@ -14,16 +15,25 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+MIN_SIZE = QSize(1000, 600)
+DEFAULT_SIZE = QSize(1240, 760)
+TITLE_BAR = 40  # room kept for the window's title bar (the task bar is already left out)
+
 
 class SidePanel(QFrame):
-    """A titled panel that prefers `width` and narrows to `minimum` when space runs out."""
+    """A titled panel that prefers `width` at the default window size, grows with a wider
+    window (up to `GROWTH` times; a 1920-px window gives the settings room for their texts)
+    and narrows to `minimum` when space runs out."""
+
+    GROWTH = 1.45
 
     def __init__(self, title: str, body: QWidget, parent: QWidget, *, width: int, minimum: int):
         super().__init__(parent)
         self.setObjectName("SidePanel")
         self._width = width
+        self._watched: QWidget | None = None
         self.setMinimumWidth(minimum)
-        self.setMaximumWidth(width)
+        self.setMaximumWidth(round(width * self.GROWTH))
         self.setSizePolicy(QSizePolicy.Policy.Preferred, QSizePolicy.Policy.Preferred)
         heading = QLabel(title, self)
         heading.setObjectName("PanelTitle")
@@ -32,8 +42,27 @@ class SidePanel(QFrame):
         layout.addWidget(heading)
         layout.addWidget(body, 1)
 
+    def preferred_width(self) -> int:
+        """`width` at the default window width, in proportion above it, capped."""
+        window = self.window().width() if self.window() is not self else DEFAULT_SIZE.width()
+        grown = round(self._width * window / DEFAULT_SIZE.width())
+        return min(self.maximumWidth(), max(self._width, grown))
+
     def sizeHint(self) -> QSize:
-        return QSize(self._width, super().sizeHint().height())
+        return QSize(self.preferred_width(), super().sizeHint().height())
+
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        window = self.window()
+        if window is not self and window is not self._watched:
+            window.installEventFilter(self)
+            self._watched = window
+        self.updateGeometry()
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:
+        if watched is self._watched and event.type() == QEvent.Type.Resize:
+            self.updateGeometry()  # the preferred width follows the window's
+        return False
 
 
 def fit_text_width(button: QPushButton, *texts: str) -> None:
@@ -46,11 +75,6 @@ def fit_text_width(button: QPushButton, *texts: str) -> None:
 def button_padding(button: QPushButton) -> int:
     """Horizontal space a button needs beside its text (the stylesheet's padding and border)."""
     return 56 if button.objectName() == "GoLive" else 30
-
-
-MIN_SIZE = QSize(1000, 600)
-DEFAULT_SIZE = QSize(1240, 760)
-TITLE_BAR = 40  # room kept for the window's title bar (the task bar is already left out)
 
 
 def default_size(available: QSize) -> QSize:

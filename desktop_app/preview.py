@@ -55,6 +55,11 @@ def framed_still(avatar: QImage, output: Output) -> QImage:
     return frame
 
 
+def delay_text(latency_ms: float) -> str:
+    """The end-to-end delay as the overlay says it: '180 ms' below a second, '5.0 s' above."""
+    return f"{latency_ms:.0f} ms" if latency_ms < 1000 else f"{latency_ms / 1000:.1f} s"
+
+
 def output_caption(output: Output) -> str:
     parts = [f"{output.width} × {output.height}", _BACKGROUND_WORDS.get(output.background, "")]
     if output.mirror:
@@ -162,7 +167,7 @@ class PreviewWidget(QWidget):
         if s.unique_fps is not None:
             parts.append(f"{s.unique_fps:.1f} new/s")
         if s.latency_ms is not None:
-            parts.append(f"{s.latency_ms:.0f} ms")
+            parts.append(f"delay {delay_text(s.latency_ms)}")
         parts.append(s.provider if s.realtime else f"{s.provider} - not real time")
         if s.steps is not None:
             parts.append(f"{s.steps[0]} of {s.steps[1]} steps")

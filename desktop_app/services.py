@@ -92,6 +92,11 @@ class Devices(Protocol):
         """The description of the system default microphone, when it is known."""
         ...
 
+    def rescan(self) -> None:
+        """Ask the system for its devices again, so one plugged in since start is listed
+        (Refresh; only while no device of this object is open)."""
+        ...
+
     def webcams(self) -> list[str]: ...
 
     def monitor_microphone(
@@ -221,6 +226,8 @@ class LiveConfig:
     call_audio: CallAudio = field(default_factory=CallAudio)
     compute: Compute = field(default_factory=Compute)
     """This computer, or a render server (then no model is needed here)."""
+    audio_file: Path | None = None
+    """The recording played in real time as the voice when `source` is "file"."""
 
 
 SourceState = Literal["starting", "running", "retrying", "stopped"]
@@ -236,7 +243,9 @@ class SourceHealth:
     retries: int = 0  # attempts to reopen it so far
 
     def describe(self) -> str:
-        name = "microphone" if self.kind == "microphone" else "webcam"
+        name = {"microphone": "microphone", "webcam": "webcam", "file": "audio file"}[self.kind]
+        if self.kind == "file" and self.state == "stopped" and not self.detail:
+            return "The audio file played to its end. Stop and Go Live to play it again."
         if self.state == "retrying":
             why = f" ({self.detail})" if self.detail else ""
             tries = f", attempt {self.retries}" if self.retries else ""

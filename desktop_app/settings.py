@@ -29,7 +29,8 @@ logger = logging.getLogger(__name__)
 FILENAME = "settings.json"
 VERSION = 1
 
-SourceKind = Literal["microphone", "webcam"]
+SourceKind = Literal["microphone", "webcam", "file"]
+SOURCE_KINDS: tuple[str, ...] = ("microphone", "webcam", "file")
 ComputeMode = Literal["local", "remote"]
 BackgroundMode = Literal["none", "colour", "blur"]
 
@@ -100,6 +101,10 @@ class CallAudio:
     gate_dbfs: float = -45.0  # quieter reaches the model as silence, -80..-10
     push_to_talk: bool = False
     ptt_key: str = "F8"  # a QKeySequence in portable text
+    mute_key: str = "F9"  # toggles Mute; "" for none
+    global_keys: bool = False
+    """The two keys work while another app (the call) has the focus: a system-wide keyboard
+    listener (pynput), off unless asked for, and not available everywhere (Wayland)."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +122,7 @@ class Settings:
     source: SourceKind = "microphone"
     microphone: str | None = None  # device name: indices change between runs
     webcam: str | None = None
+    audio_file: str | None = None  # the recording played as the source when source is "file"
     avatar_id: str | None = None
     pose: Pose = field(default_factory=Pose)
     quality: Quality = field(default_factory=Quality)
@@ -161,7 +167,7 @@ def _check(name: str, value: Any) -> None:
     elif name == "url" and value and not value.startswith(("ws://", "wss://")):
         raise ValidationError(f"{name} must start with ws:// or wss://", subject=name)
     elif name in ("source", "background"):
-        choices = ("microphone", "webcam") if name == "source" else ("none", "colour", "blur")
+        choices = SOURCE_KINDS if name == "source" else ("none", "colour", "blur")
         if value not in choices:
             raise ValidationError(f"{name} must be one of {', '.join(choices)}", subject=name)
     elif name == "background_colour":

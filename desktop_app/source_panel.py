@@ -1,4 +1,5 @@
-"""What drives the face (GUI thread): a microphone with a level meter, or a webcam.
+"""What drives the face (GUI thread): a microphone with a level meter, a webcam, or an audio
+file played in real time as the voice (to check lip sync without talking).
 
 Microphones are listed by their system descriptions and remembered by a stable id (never an
 index). "Test" opens the microphone (or webcam) without going live and reads "Stop" while it
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from pathlib import Path
 from typing import TypeVar
 
 from PySide6.QtCore import QObject, Qt, Signal
@@ -18,6 +20,7 @@ from PySide6.QtGui import QImage, QPixmap
 from PySide6.QtWidgets import (
     QButtonGroup,
     QComboBox,
+    QFileDialog,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -27,6 +30,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from desktop_app.elided_combo import ElidedComboBox, ElidedLabel
 from desktop_app.images import rgb_to_qimage
 from desktop_app.level_meter import LevelMeter
 from desktop_app.services import AudioLevel, Closable, DeviceChoice, Devices
@@ -48,8 +52,19 @@ class _DeviceSignals(QObject):
     failed = Signal(str)
 
 
+AUDIO_FILTER = (
+    "Audio and video files (*.wav *.mp3 *.m4a *.aac *.flac *.ogg *.opus *.mp4 *.mkv *.webm "
+    "*.mov);;All files (*)"
+)
+NO_FILE = "No file chosen"
+
+
 class SourcePanel(QWidget):
-    source_changed = Signal(str, object)  # kind, device id (None: system default)
+    source_changed = Signal(str, object)
+    """kind "microphone" or "webcam", device id (None: system default)."""
+    file_source_chosen = Signal(object)
+    """The audio file became the source, or another file was chosen (a Path). Kept apart
+    from `source_changed`, whose receivers know only microphones and webcams."""
 
     def __init__(
         self,
@@ -58,10 +73,12 @@ class SourcePanel(QWidget):
         kind: SourceKind,
         microphone: str | None,
         webcam: str | None,
+        audio_file: str | None = None,
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
         self.devices = devices
+        self._audio_file = Path(audio_file) if audio_file else None
         self._signals = _DeviceSignals(self)
         self._probe: Closable | None = None
         self._live = False
@@ -74,17 +91,28 @@ class SourcePanel(QWidget):
         self.cam_radio = QRadioButton("&Webcam", self)
         self.cam_radio.setAccessibleName("Use the webcam")
         self.cam_radio.setToolTip("Your face's movements drive the avatar")
+        self.file_radio = QRadioButton("Audio file", self)
+        self.file_radio.setAccessibleName("Use an audio file")
+        self.file_radio.setToolTip(
+            "A recording plays as your voice, in real time: check the lip sync without talking"
+        )
         group = QButtonGroup(self)
         group.addButton(self.mic_radio)
         group.addButton(self.cam_radio)
+        group.addButton(self.file_radio)
+        self.file_name = ElidedLabel(self)
+        self.file_name.setAccessibleName("Audio file")
+        self.choose_file = QPushButton("Choose…", self)
+        self.choose_file.setAccessibleName("Choose the audio file")
+        self.choose_file.setToolTip("Pick a recording (WAV, MP3, M4A, FLAC, OGG or a video)")
 
-        self.mic_combo = QComboBox(self)
+        self.mic_combo = ElidedComboBox(self)
         self.mic_combo.setAccessibleName("Microphone")
         self.mic_combo.setMinimumContentsLength(14)
         self.mic_combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.cam_combo = QComboBox(self)
+        self.cam_combo = ElidedComboBox(self)
         self.cam_combo.setAccessibleName("Webcam")
         self.cam_combo.setMinimumContentsLength(14)
         self.cam_combo.setSizeAdjustPolicy(
@@ -120,6 +148,12 @@ class SourcePanel(QWidget):
         form.addRow(mic_label, self.mic_combo)
         form.addRow("Level", self.level)
         form.addRow(cam_label, self.cam_combo)
+        file_row = QHBoxLayout()
+        file_row.addWidget(self.file_name, 1)
+        file_row.addWidget(self.choose_file)
+        file_label = QLabel("File", self)
+        file_label.setBuddy(self.choose_file)
+        form.addRow(file_label, file_row)
         buttons = QHBoxLayout()
         buttons.addWidget(self.test_button)
         buttons.addWidget(self.refresh_button)
@@ -128,19 +162,25 @@ class SourcePanel(QWidget):
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.mic_radio)
         layout.addWidget(self.cam_radio)
+        layout.addWidget(self.file_radio)
         layout.addLayout(form)
         layout.addLayout(buttons)
         layout.addWidget(self.cam_preview, 0, Qt.AlignmentFlag.AlignHCenter)
         layout.addWidget(self.status)
         layout.addStretch(1)
 
-        (self.cam_radio if kind == "webcam" else self.mic_radio).setChecked(True)
+        radio = {"webcam": self.cam_radio, "file": self.file_radio}.get(kind, self.mic_radio)
+        radio.setChecked(True)
+        self._show_file()
         self.refresh()
         self._sync()
         self.mic_radio.toggled.connect(self._kind_changed)
+        self.cam_radio.toggled.connect(self._kind_changed)
+        self.file_radio.toggled.connect(self._kind_changed)
+        self.choose_file.clicked.connect(self._pick_file)
         self.mic_combo.currentIndexChanged.connect(self._device_changed)
         self.cam_combo.currentIndexChanged.connect(self._device_changed)
-        self.refresh_button.clicked.connect(self.refresh)
+        self.refresh_button.clicked.connect(self.rescan)
         self.test_button.toggled.connect(self._test_toggled)
         self._signals.level.connect(lambda rms, peak: self.show_level(AudioLevel(rms, peak)))
         self._signals.frame.connect(self._show_frame)
@@ -151,8 +191,10 @@ class SourcePanel(QWidget):
         return [
             self.mic_radio,
             self.cam_radio,
+            self.file_radio,
             self.mic_combo,
             self.cam_combo,
+            self.choose_file,
             self.test_button,
             self.refresh_button,
         ]
@@ -161,7 +203,34 @@ class SourcePanel(QWidget):
 
     @property
     def kind(self) -> SourceKind:
+        if self.file_radio.isChecked():
+            return "file"
         return "webcam" if self.cam_radio.isChecked() else "microphone"
+
+    @property
+    def audio_file(self) -> Path | None:
+        """The recording to play as the voice (whatever the chosen kind)."""
+        return self._audio_file
+
+    def set_audio_file(self, path: Path) -> None:
+        """Use `path` as the audio file source (what the Choose… dialog does)."""
+        self._audio_file = path
+        self._show_file()
+        if not self.file_radio.isChecked():
+            self.file_radio.setChecked(True)  # _kind_changed reports it
+        else:
+            self.file_source_chosen.emit(path)
+
+    def _pick_file(self) -> None:
+        start = str(self._audio_file.parent) if self._audio_file else ""
+        chosen, _ = QFileDialog.getOpenFileName(self, "Audio file to play", start, AUDIO_FILTER)
+        if chosen:
+            self.set_audio_file(Path(chosen))
+
+    def _show_file(self) -> None:
+        path = self._audio_file
+        self.file_name.setText(path.name if path else NO_FILE)
+        self.file_name.setToolTip(str(path) if path else "")
 
     @property
     def microphone(self) -> str | None:
@@ -172,6 +241,16 @@ class SourcePanel(QWidget):
     def webcam(self) -> str | None:
         data = self.cam_combo.currentData()
         return None if data is None else str(data)
+
+    def rescan(self) -> None:
+        """Refresh: ask the system for its devices again (one plugged in since start appears),
+        then re-read the lists. The test stops first: its stream would hold the old list."""
+        self.stop_test()
+        try:
+            self.devices.rescan()
+        except Exception as exc:  # the lists below still say what is known
+            logger.warning("cannot rescan devices: %s", exc)
+        self.refresh()
 
     def refresh(self) -> None:
         """Re-read the device lists, keeping the chosen devices when they are still there."""
@@ -252,15 +331,22 @@ class SourcePanel(QWidget):
 
     def _sync(self) -> None:
         mic = self.kind == "microphone"
-        for widget in (self.mic_radio, self.cam_radio, self.refresh_button):
+        cam = self.kind == "webcam"
+        for widget in (self.mic_radio, self.cam_radio, self.file_radio, self.refresh_button):
             widget.setEnabled(not self._live)
         self.mic_combo.setEnabled(mic and not self._live)
-        self.cam_combo.setEnabled(not mic and not self._live)
+        self.cam_combo.setEnabled(cam and not self._live)
+        self.choose_file.setEnabled(self.kind == "file" and not self._live)
+        self.file_name.setEnabled(self.kind == "file")
         self.level.setEnabled(mic)
-        self.cam_preview.setVisible(not mic)
-        self.test_button.setEnabled(not self._live and (mic or self.cam_combo.count() > 0))
+        self.cam_preview.setVisible(cam)
+        self.test_button.setEnabled(
+            not self._live and (mic or (cam and self.cam_combo.count() > 0))
+        )
 
-    def _kind_changed(self) -> None:
+    def _kind_changed(self, checked: bool) -> None:
+        if not checked:
+            return  # the radio that was switched off; the one switched on reports
         self.stop_test()
         self._sync()
         self._emit()
@@ -274,6 +360,12 @@ class SourcePanel(QWidget):
         self._emit()
 
     def _emit(self) -> None:
+        if self.kind == "file":
+            if self._audio_file is None:
+                self._pick_file()  # choosing the kind without a file asks for one
+            if self._audio_file is not None:
+                self.file_source_chosen.emit(self._audio_file)
+            return
         device = self.microphone if self.kind == "microphone" else self.webcam
         self.source_changed.emit(self.kind, device)
 

@@ -1,7 +1,8 @@
 """Virtual-camera help (GUI thread): shown when no virtual-camera backend is available.
 
 It explains, for the system the app runs on, what to install, quotes the reason the backend
-gave, and offers "Check again". Preview, recording and snapshots keep working meanwhile.
+gave, and offers "Check again"; on Linux a button copies the `modprobe` line to the
+clipboard. Preview, recording and snapshots keep working meanwhile.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtGui import QResizeEvent
+from PySide6.QtGui import QGuiApplication, QResizeEvent
 from PySide6.QtWidgets import (
     QFrame,
     QHBoxLayout,
@@ -20,17 +21,20 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+MODPROBE = (
+    'sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="imtalker-cam" exclusive_caps=1'
+)
 LINUX = """
 <p><b>Linux</b> needs the <code>v4l2loopback</code> kernel module, loaded with
 <code>exclusive_caps=1</code> so that browsers and video-call apps list the camera:</p>
 <pre>sudo apt install v4l2loopback-dkms
-sudo modprobe v4l2loopback devices=1 video_nr=10 card_label="imtalker-cam" exclusive_caps=1</pre>
+{modprobe}</pre>
 <p>To load it at every start, put <code>v4l2loopback</code> in
 <code>/etc/modules-load.d/v4l2loopback.conf</code> and the options line
 <code>options v4l2loopback devices=1 video_nr=10 card_label="imtalker-cam" exclusive_caps=1</code>
 in <code>/etc/modprobe.d/v4l2loopback.conf</code>. Your user must be able to write
 <code>/dev/video10</code> (usually the <code>video</code> group).</p>
-"""
+""".replace("{modprobe}", MODPROBE.replace('"', "&quot;"))
 
 WINDOWS = """
 <p><b>Windows</b>: install <a href="https://obsproject.com">OBS Studio</a> (version 26 or
@@ -69,8 +73,9 @@ class VirtualCameraHelp(QFrame):
 
     recheck_requested = Signal()
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(self, parent: QWidget | None = None, *, platform: str = sys.platform) -> None:
         super().__init__(parent)
+        self._linux = platform.startswith("linux")
         self.setObjectName("Banner")
         self.setAccessibleName("Virtual camera help")
         self.headline = QLabel(self)
@@ -87,9 +92,14 @@ class VirtualCameraHelp(QFrame):
         self.details = QTextBrowser(self)
         self.details.setOpenExternalLinks(True)
         self.details.setAccessibleName("Virtual camera installation steps")
-        self.details.setHtml(instructions())
+        self.details.setHtml(instructions(platform))
         self.details.setMinimumHeight(220)
         self.details.hide()
+        self.copy_command = QPushButton("Copy the modprobe command", self)
+        self.copy_command.setAccessibleName("Copy the modprobe command to the clipboard")
+        self.copy_command.setToolTip(MODPROBE)
+        self.copy_command.hide()
+        self._platform = platform
 
         row = QHBoxLayout()
         row.addWidget(self.headline, 1)
@@ -100,7 +110,9 @@ class VirtualCameraHelp(QFrame):
         layout.setContentsMargins(12, 8, 12, 8)
         layout.addLayout(row)
         layout.addWidget(self.details)
+        layout.addWidget(self.copy_command, 0, Qt.AlignmentFlag.AlignLeft)
 
+        self.copy_command.clicked.connect(self.copy_modprobe)
         self.toggle.toggled.connect(self._show_details)
         self.recheck.clicked.connect(self.recheck_requested.emit)
         self.hide_button.clicked.connect(self.hide)
@@ -114,7 +126,7 @@ class VirtualCameraHelp(QFrame):
             if reason
             else ""
         )
-        self.details.setHtml(why + instructions())
+        self.details.setHtml(why + instructions(self._platform))
 
     def _fit_headline(self) -> None:
         # A narrow window gets the short line rather than one word per row.
@@ -125,8 +137,15 @@ class VirtualCameraHelp(QFrame):
         super().resizeEvent(event)
         self._fit_headline()
 
+    def copy_modprobe(self) -> str:
+        """Put the `modprobe` line on the clipboard, to paste in a terminal."""
+        QGuiApplication.clipboard().setText(MODPROBE)
+        self.copy_command.setText("Copied: paste it in a terminal")
+        return MODPROBE
+
     def _show_details(self, shown: bool) -> None:
         self.details.setVisible(shown)
+        self.copy_command.setVisible(shown and self._linux)
         self.toggle.setText("Hide steps" if shown else "How to fix")
 
 

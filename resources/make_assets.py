@@ -38,6 +38,7 @@ HERE = Path(__file__).resolve().parent
 ICON = HERE / "icon.png"
 CHECK = HERE / "check.png"
 CHEVRON = HERE / "chevron.png"
+CHEVRON_UP = HERE / "chevron_up.png"
 SAMPLE = HERE / "sample_avatar.png"
 SAMPLE_META = HERE / "sample_avatar.json"
 SAMPLE_SIDE = 512
@@ -300,8 +301,8 @@ def draw_check(side: int = 32) -> QImage:
     return image
 
 
-def draw_chevron(side: int = 32) -> QImage:
-    """The down arrow of drop-down lists."""
+def draw_chevron(side: int = 32, *, up: bool = False) -> QImage:
+    """The down arrow of drop-down lists and spin boxes (`up`: the spin boxes' up arrow)."""
     image = QImage(side, side, QImage.Format.Format_ARGB32)
     image.fill(Qt.GlobalColor.transparent)
     p = QPainter(image)
@@ -311,9 +312,14 @@ def draw_chevron(side: int = 32) -> QImage:
     pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
     p.setPen(pen)
     arrow = QPainterPath()
-    arrow.moveTo(9, 12)
-    arrow.lineTo(16, 20)
-    arrow.lineTo(23, 12)
+    if up:
+        arrow.moveTo(9, 20)
+        arrow.lineTo(16, 12)
+        arrow.lineTo(23, 20)
+    else:
+        arrow.moveTo(9, 12)
+        arrow.lineTo(16, 20)
+        arrow.lineTo(23, 12)
     p.drawPath(arrow)
     p.end()
     return image
@@ -346,6 +352,7 @@ def main() -> int:
     draw_icon().save(str(ICON))
     draw_check().save(str(CHECK))
     draw_chevron().save(str(CHEVRON))
+    draw_chevron(up=True).save(str(CHEVRON_UP))
     logger.info("wrote the icon, theme images and the sample avatar (crop %s)", crop)
     del app
     return 0

@@ -51,8 +51,14 @@ class MicrophoneMonitor:
     thread 30 times a second until closed."""
 
     def __init__(
-        self, sd: SoundDeviceLike, device: int | str | None, on_level: Callable[[AudioLevel], None]
+        self,
+        sd: SoundDeviceLike,
+        device: int | str | None,
+        on_level: Callable[[AudioLevel], None],
+        *,
+        on_close: Callable[[MicrophoneMonitor], None] | None = None,
     ):
+        self._on_close = on_close
         self._meter = LevelMeter()
         self._capture = AudioCapture(
             sd=MeteredSoundDevice(sd, self._meter), config=CaptureConfig(device=device)
@@ -73,6 +79,8 @@ class MicrophoneMonitor:
         self._stop.set()
         self._thread.join(2.0)
         self._capture.stop()
+        if self._on_close is not None:
+            self._on_close(self)
 
 
 def linux_webcams(root: Path = Path("/sys/class/video4linux")) -> list[str]:
@@ -151,6 +159,7 @@ class RuntimeDevices:
         self._platform = platform
         self._listed: list[Microphone] = []
         self._default: str | None = None
+        self._open: set[MicrophoneMonitor] = set()
 
     @property
     def sd(self) -> SoundDeviceLike:
@@ -188,6 +197,27 @@ class RuntimeDevices:
 
     def microphones(self) -> list[DeviceChoice]:
         return [DeviceChoice(id=m.id, label=m.label) for m in self._scan()]
+
+    def rescan(self) -> None:
+        """PortAudio lists devices once, when it starts: restart it so a microphone plugged
+        in since then is listed. Skipped while a level monitor has a stream open (restarting
+        the library would pull it away); the live engine's streams are closed whenever the
+        window offers Refresh. sounddevice has no public call for this; its private pair is
+        used when present."""
+        if self._open:
+            logger.info("not restarting the audio system: a microphone test is running")
+            return
+        sd: Any = self.sd
+        terminate = getattr(sd, "_terminate", None)
+        initialize = getattr(sd, "_initialize", None)
+        if terminate is None or initialize is None:
+            return
+        try:
+            terminate()
+            initialize()
+        except Exception as exc:  # the lists still work from what PortAudio knew
+            logger.warning("could not restart the audio system: %s", exc)
+        self._listed = []
 
     def default_microphone(self) -> str | None:
         if not self._listed:
@@ -248,7 +278,11 @@ class RuntimeDevices:
     def monitor_microphone(
         self, device: str | None, on_level: Callable[[AudioLevel], None]
     ) -> MicrophoneMonitor:
-        return MicrophoneMonitor(self.sd, self.resolve_microphone(device), on_level)
+        monitor = MicrophoneMonitor(
+            self.sd, self.resolve_microphone(device), on_level, on_close=self._open.discard
+        )
+        self._open.add(monitor)
+        return monitor
 
     def preview_webcam(self, device: str, on_frame: Callable[[RGB], None]) -> WebcamPreview:
         return WebcamPreview(self.cv2, webcam_index(device), on_frame)

@@ -16,6 +16,9 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
+
 from desktop_app.images import RGB
 from desktop_app.runtime_services.devices import (
     RuntimeDevices,
@@ -33,6 +36,7 @@ from desktop_app.services import (
     Models,
     SourceHealth,
     SourceState,
+    SourceUnavailable,
     UserError,
     VirtualCameraInfo,
     VirtualMicInfo,
@@ -55,6 +59,7 @@ from runtime.engine.live.types import (
     EngineEvent,
     EngineListener,
     EventKind,
+    FileInput,
     Gaze,
     HeadPose,
     HopRecord,
@@ -64,6 +69,7 @@ from runtime.engine.live.types import (
     WebcamInput,
 )
 from runtime.media.audio_capture import CaptureStatus
+from runtime.media.audio_file import load_audio
 from runtime.media.audio_gate import GateConfig
 from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicStatus
@@ -409,7 +415,15 @@ class RuntimeEngine:
         assert self._model_set is not None
         return self._model_set
 
-    def _source(self, config: LiveConfig, meter: LevelMeter | None) -> Source:
+    def _source(
+        self,
+        config: LiveConfig,
+        meter: LevelMeter | None,
+        recording: npt.NDArray[np.float32] | None = None,
+    ) -> Source:
+        if recording is not None:
+            name = config.audio_file.name if config.audio_file else "audio file"
+            return FileInput(audio=recording, name=name)
         if config.source == "webcam":
             index = webcam_index(config.webcam)
             return WebcamInput(cv2=self.devices.cv2, config=WebcamConfig(index=index))
@@ -430,12 +444,33 @@ class RuntimeEngine:
             recording_tap=True,
         )
 
+    @staticmethod
+    def _load_file(path: Path | None) -> npt.NDArray[np.float32]:
+        """The recording as the engine takes it; SourceUnavailable says why it cannot be."""
+        if path is None:
+            raise SourceUnavailable(
+                "Choose an audio file to play as the voice (Source › Audio file).", kind="file"
+            )
+        try:
+            return load_audio(path)
+        except Exception as exc:  # unreadable, not audio, silent: all said to the user alike
+            raise SourceUnavailable(
+                f"The audio file “{path.name}” cannot be played: {exc}", kind="file"
+            ) from None
+
     def check_source(self, config: LiveConfig) -> None:
+        if config.source == "file":
+            self._load_file(config.audio_file)
+            return
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)
 
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> AppLiveSession:
-        self.check_source(config)  # refuse before anything starts
+        recording = None  # refused before anything starts, like a source that cannot open
+        if config.source == "file":
+            recording = self._load_file(config.audio_file)
+        else:
+            self.check_source(config)
         compute: LocalCompute | RemoteCompute
         remote = _remote_config(config)
         if remote is None:
@@ -461,7 +496,7 @@ class RuntimeEngine:
         try:
             started = start_session(
                 SessionConfig(
-                    source=self._source(config, meter),
+                    source=self._source(config, meter, recording),
                     compute=compute,
                     avatar=config.avatar,
                     avatar_name=config.avatar_id,

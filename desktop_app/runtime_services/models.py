@@ -193,20 +193,33 @@ class RuntimeModels:
         from desktop_app.runtime_services.expectation import result_expectation
         from desktop_app.runtime_services.live import controls_for
         from runtime.core import paths
-        from runtime.engine.bench import run_bench, write_result
+        from runtime.engine.bench import BenchSettings, run_bench, write_result
         from runtime.model.execution.sessions import SessionOptions, open_model_set
 
         state = self.model_state()
         if not state.ready or state.graphs_dir is None:
             raise UserError("the model is not converted yet")
 
+        settings = BenchSettings()
+        # The bench's stages: the avatar encoding, the renderer's memory, the renderer at each
+        # batch up to the hop, the audio encoder and the sampler.
+        total = 4 + settings.hop
+        done = [0]
+
         def stage(name: str) -> None:
             if cancel.is_set():
                 raise Cancelled("cancelled")
-            progress(Progress("measure", f"Timing the {name}", None))
+            progress(Progress("measure", f"Timing the {name}", min(done[0] / total, 0.99)))
+            done[0] += 1
 
         models = open_model_set(state.graphs_dir, options=SessionOptions())
-        result = run_bench(models, progress=stage, graphs=state.graphs_dir, clock=self.bench_clock)
+        result = run_bench(
+            models,
+            settings=settings,
+            progress=stage,
+            graphs=state.graphs_dir,
+            clock=self.bench_clock,
+        )
         write_result(result, paths.cache_dir())
         return Timing(
             verdict=result.verdict[:1].upper() + result.verdict[1:],

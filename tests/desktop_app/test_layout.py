@@ -160,3 +160,21 @@ def test_window_fits_a_1366x768_laptop_and_its_size_comes_back(
     second = make_window()
     assert second.size() == restored_size(second, saved.window_geometry)
     assert second.height() == 640  # a saved small window stays small
+
+
+def test_the_settings_use_the_width_of_a_large_window(
+    qtbot: QtBot, themed: None, make_window: WindowFactory
+) -> None:
+    window = make_window()
+    settings = window.tabs.parentWidget()
+    window.resize(1240, 760)
+    qtbot.waitUntil(lambda: window.width() == 1240, timeout=2_000)
+    qtbot.wait(20)
+    default = settings.width()
+    window.resize(1920, 1080)
+    qtbot.waitUntil(lambda: window.width() == 1920, timeout=2_000)
+    qtbot.waitUntil(lambda: settings.width() >= default + 120, timeout=2_000)
+    # The Hop choice reads whole at that width.
+    window.tabs.setCurrentIndex(1)
+    qtbot.wait(50)
+    assert window.controls.hop.shown_text() == window.controls.hop.currentText()

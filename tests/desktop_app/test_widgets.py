@@ -91,14 +91,19 @@ def test_preview_overlay_text_and_cpu_warning(qtbot: QtBot) -> None:
     assert preview.overlay_text() == ""
     preview.show_frame(rgb_to_qimage(np.zeros((512, 512, 3), np.uint8)))
     preview.set_stats(PreviewStats(fps=25.0, latency_ms=180.4, provider="CUDA", realtime=True))
-    assert preview.overlay_text() == "25.0 fps  ·  180 ms  ·  CUDA"
+    assert preview.overlay_text() == "25.0 fps  ·  delay 180 ms  ·  CUDA"
     preview.set_stats(PreviewStats(fps=3.2, latency_ms=None, provider="CPU", realtime=False))
     assert preview.overlay_text() == "3.2 fps  ·  CPU - not real time"
     # Both rates side by side: the output holds 25 fps, one picture in three is new.
     preview.set_stats(
         PreviewStats(fps=25.0, latency_ms=900, provider="CPU", realtime=False, unique_fps=8.3)
     )
-    assert preview.overlay_text() == "25.0 fps  ·  8.3 new/s  ·  900 ms  ·  CPU - not real time"
+    assert (
+        preview.overlay_text() == "25.0 fps  ·  8.3 new/s  ·  delay 900 ms  ·  CPU - not real time"
+    )
+    # A delay of seconds is labelled and said in seconds, not "5019 ms" alone.
+    preview.set_stats(PreviewStats(fps=25.0, latency_ms=5019, provider="CPU", realtime=True))
+    assert preview.overlay_text() == "25.0 fps  ·  delay 5.0 s  ·  CPU"
     preview.grab()  # paints without error, overlay on
     preview.set_overlay_visible(False)
     preview.grab()

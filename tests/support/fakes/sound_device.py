@@ -5,7 +5,9 @@ recording keeps playing in wall-clock time whatever the streams do, so sample i 
 at `t0 + i / rate` (t0 = when the first stream started); `deliveries` logs when each block was
 actually handed over. `unplug()` stops the callbacks without any error (what a yanked USB
 microphone looks like) and makes new streams fail; `replug()` undoes it; `remove_device()`
-makes the machine have no input device at all.
+makes the machine have no input device at all. `plug_in_later(name)` connects a second
+microphone that, as with PortAudio, is listed only once the library is restarted
+(`_terminate()` then `_initialize()`).
 """
 
 from __future__ import annotations
@@ -128,6 +130,12 @@ class FakeSoundDevice:
         self._lock = threading.Lock()
         self.terminated = 0
         self.initialized = 0
+        self._connected_later: list[str] = []  # plugged in since PortAudio started
+        self._listed_later: list[str] = []  # of those, what PortAudio's list holds
+
+    def plug_in_later(self, name: str) -> None:
+        """A microphone connected after start: not listed until PortAudio restarts."""
+        self._connected_later.append(name)
 
     # controls
     def unplug(self) -> None:
@@ -174,6 +182,7 @@ class FakeSoundDevice:
 
     def _initialize(self) -> None:
         self.initialized += 1
+        self._listed_later = list(self._connected_later)
 
     # the sounddevice API
     def query_devices(self, device: Any = None, kind: str | None = None) -> Any:
@@ -184,7 +193,10 @@ class FakeSoundDevice:
             "default_samplerate": float(self.default_rate),
             "max_input_channels": 1,
         }
-        return info if kind is not None or device is not None else [info]
+        if kind is not None or device is not None:
+            return info
+        later = [dict(info, name=name) for name in self._listed_later]
+        return [info, *later]
 
     def check_input_settings(
         self,

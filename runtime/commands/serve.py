@@ -160,7 +160,7 @@ def run(args: argparse.Namespace) -> int:
         capacity=capacity,
         gpus_per_replica=gpus,
         max_replicas=args.max_replicas,
-        options=session_options(args),
+        options=session_options(args, graphs.resolve()),
     )
     if args.address:
         ray.init(address=args.address, log_to_driver=False)

@@ -32,7 +32,6 @@ import onnxruntime as ort
 
 from runtime.model.compile.graph_version import graphs_version
 from runtime.model.contract import (
-    PRECISIONS,
     RENDERER,
     GraphSpec,
     TensorSpec,
@@ -67,6 +66,12 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+ONNXRUNTIME = "onnxruntime"
+OPENVINO = "openvino"
+BACKENDS = (ONNXRUNTIME, OPENVINO)
+SESSION_PRECISIONS = ("fp32", "fp16", "bf16")
+OPENVINO_DEVICES = ("auto", "CPU", "GPU", "NPU")
 
 Array = npt.NDArray[np.float32]
 
@@ -116,7 +121,13 @@ class SessionOptions:
     tensorrt_fp16: let TensorRT build fp16 engines.
     precision: "fp32", or "fp16" for the exporter's mixed-precision variants of
         `contract.FP16_GRAPHS` (same inputs and outputs; off by default until measured on a
-        GPU: on the CPU provider fp16 is slower).
+        GPU: on the CPU provider fp16 is slower), or "bf16" (OpenVINO only: its CPU plugin runs
+        the fp32 graph in bf16 where the CPU has AVX-512 BF16 or AMX, fp32 elsewhere).
+    backend: "onnxruntime" or "openvino" (`runtime.model.execution.openvino_sessions`);
+        "auto" is resolved before sessions are built (`runtime.model.execution.backends`).
+    openvino_device: "auto" (a GPU when OpenVINO lists one, else the CPU), "CPU", "GPU" or
+        "NPU"; a device that fails to compile a graph falls back to the CPU with a notice.
+    openvino_cache_dir: where OpenVINO keeps compiled graphs (its CACHE_DIR), or None.
     enable_cuda_graph: capture the fixed-shape calls of `CUDA_GRAPH_GRAPHS` as CUDA graphs on
         the CUDA provider (run through `runtime.model.execution.device_graphs`, which falls back
         to plain runs when capture fails).
@@ -134,6 +145,9 @@ class SessionOptions:
     tensorrt_fp16: bool = False
     enable_cuda_graph: bool = False
     precision: str = "fp32"
+    backend: str = "onnxruntime"
+    openvino_device: str = "auto"
+    openvino_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in _OPTIMIZATION:
@@ -143,8 +157,24 @@ class SessionOptions:
             )
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ValueError("thread counts must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in SESSION_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {SESSION_PRECISIONS}, got {self.precision!r}"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.precision == "bf16" and self.backend != OPENVINO:
+            raise ValueError("bf16 needs the OpenVINO backend (--backend openvino)")
+        if self.openvino_device not in OPENVINO_DEVICES:
+            raise ValueError(
+                f"openvino_device must be one of {OPENVINO_DEVICES}, got {self.openvino_device!r}"
+            )
+
+    @property
+    def graph_precision(self) -> str:
+        """Which exported file to read (`contract.PRECISIONS`): bf16 is a runtime choice made
+        on the fp32 graph."""
+        return "fp16" if self.precision == "fp16" else "fp32"
 
 
 def usable_cores() -> int:
@@ -283,6 +313,8 @@ class GraphSession:
     `requested`: what was asked for after probing; `unusable`: GPU providers that were wanted
     but do not initialise here (with the reason).
     """
+
+    backend = ONNXRUNTIME
 
     def __init__(self, spec: GraphSpec, path: Path, *, options: SessionOptions) -> None:
         self.spec = spec
@@ -431,6 +463,15 @@ class ModelSet:
         return self._main.providers
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether the renderer runs on an accelerator (any backend's GPU or NPU)."""
+        return self._main.on_gpu
+
+    @property
+    def backend(self) -> str:
+        return self._main.backend
+
+    @property
     def _main(self) -> GraphSession:
         main = self.sessions.get(RENDERER.name)
         return main if main is not None else next(iter(self.sessions.values()))
@@ -447,11 +488,20 @@ def open_model_set(
     names: Sequence[str] | None = None,
 ) -> ModelSet:
     """Sessions for the graphs in `graph_dir` (all, or `names`), each checked against the
-    contract of the model version the graphs say they are (`graphs_version`)."""
+    contract of the model version the graphs say they are (`graphs_version`), on
+    `options.backend` (ONNX Runtime's `GraphSession` or OpenVINO's `OpenVinoSession`)."""
     version = graphs_version(graph_dir)
     wanted = [g for g in graphs(version) if names is None or g.name in names]
+    session_type: type[GraphSession] = GraphSession
+    if options.backend == OPENVINO:
+        # Imported here: openvino is optional where it has no wheels.
+        from runtime.model.execution.openvino_sessions import OpenVinoSession
+
+        session_type = OpenVinoSession
     sessions = {
-        g.name: GraphSession(g, graph_dir / g.filename_for(options.precision), options=options)
+        g.name: session_type(
+            g, graph_dir / g.filename_for(options.graph_precision), options=options
+        )
         for g in wanted
     }
     models = ModelSet(sessions=sessions, version=version)

@@ -275,3 +275,14 @@ def test_trials_on_stub_graphs_and_the_choice_kept_for_auto(
     assert options.backend == "onnxruntime"
     options = device_args.session_options(parser.parse_args([]), None)  # nothing measured
     assert options.backend == "onnxruntime"
+
+
+def test_doctor_lists_openvino_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    from runtime.commands.doctor_report import format_openvino, probe_openvino
+
+    install(monkeypatch, FakeCore(devices=("CPU", "GPU.0", "NPU")))
+    report = probe_openvino()
+    assert [d["device"] for d in report["devices"]] == ["CPU", "GPU.0", "NPU"]
+    assert "FP16" in report["devices"][1]["capabilities"]
+    text = "\n".join(format_openvino(report))
+    assert "GPU.0" in text and "NPU" in text and "--openvino-device" in text

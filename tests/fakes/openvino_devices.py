@@ -40,7 +40,9 @@ class FakeCore:
         if name == "OPTIMIZATION_CAPABILITIES" and family in self._capabilities:
             return list(self._capabilities[family])
         if family != "CPU":
-            return ["FP32", "FP16"] if name == "OPTIMIZATION_CAPABILITIES" else ""
+            if name == "OPTIMIZATION_CAPABILITIES":
+                return ["FP32", "FP16"]
+            return f"fake {family}" if name == "FULL_DEVICE_NAME" else ""
         return self._real.get_property("CPU", name)
 
     def compile_model(self, model: ov.Model, device: str, config: dict[str, Any]) -> Any:

@@ -52,6 +52,7 @@ __all__ = [
     "available_devices",
     "bf16_supported",
     "core",
+    "device_report",
     "pick_device",
 ]
 
@@ -82,6 +83,20 @@ def core() -> ov.Core:
 def available_devices() -> tuple[str, ...]:
     """OpenVINO's devices here (``CPU``, ``GPU.0``, ``NPU``...); what `doctor` lists."""
     return tuple(core().available_devices)
+
+
+def device_report() -> list[dict[str, Any]]:
+    """Each OpenVINO device with its full name and optimisation capabilities (`doctor`)."""
+    out: list[dict[str, Any]] = []
+    for device in available_devices():
+        try:
+            name = str(core().get_property(device, "FULL_DEVICE_NAME"))
+        except RuntimeError as exc:
+            name = f"? ({exc})"
+        out.append(
+            {"device": device, "name": name, "capabilities": list(device_capabilities(device))}
+        )
+    return out
 
 
 def device_capabilities(device: str) -> tuple[str, ...]:

@@ -120,12 +120,15 @@ def test_bf16_where_the_cpu_has_it_else_fp32_with_a_notice(
     stubs: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     bf16 = SessionOptions(backend="openvino", precision="bf16", openvino_device="CPU")
+    feeds = {**avatar(0.2), "motion": np.zeros((1, 32), np.float32)}
     core = install(monkeypatch, FakeCore(capabilities={"CPU": ("FP32", "BF16", "INT8")}))
     session = OpenVinoSession(C.RENDERER, stubs / C.RENDERER.filename, options=bf16)
+    session.run(feeds)
     assert session.precision == "bf16" and not session.notices
     assert core.compiled[-1][1]["INFERENCE_PRECISION_HINT"] == "bf16"
     core = install(monkeypatch, FakeCore(capabilities={"CPU": ("FP32", "INT8")}))
     session = OpenVinoSession(C.RENDERER, stubs / C.RENDERER.filename, options=bf16)
+    session.run(feeds)
     assert session.precision == "f32"
     assert core.compiled[-1][1]["INFERENCE_PRECISION_HINT"] == "f32"
     assert "no native bf16" in session.summary()
@@ -142,11 +145,11 @@ def test_auto_device_takes_the_gpu_when_listed(
     core = install(monkeypatch, FakeCore(devices=("CPU", "GPU.0", "NPU")))
     options = SessionOptions(backend="openvino")
     session = OpenVinoSession(C.RENDERER, stubs / C.RENDERER.filename, options=options)
+    frames = session.run({**avatar(0.3), "motion": np.zeros((2, 32), np.float32)})["frames"]
+    assert frames.shape == (2, 3, 512, 512)
     assert [d for d, _ in core.compiled] == ["GPU"]
     assert session.providers == ("OpenVINO/GPU",) and session.on_gpu and not session.notices
     assert "INFERENCE_NUM_THREADS" not in core.compiled[0][1]  # CPU threads are a CPU setting
-    frames = session.run({**avatar(0.3), "motion": np.zeros((2, 32), np.float32)})["frames"]
-    assert frames.shape == (2, 3, 512, 512)
 
 
 def test_a_gpu_that_cannot_compile_falls_back_to_the_cpu_with_a_notice(
@@ -155,7 +158,11 @@ def test_a_gpu_that_cannot_compile_falls_back_to_the_cpu_with_a_notice(
     core = install(monkeypatch, FakeCore(devices=("CPU", "GPU.0"), broken=("GPU",)))
     session = OpenVinoSession(C.RENDERER, stubs / C.RENDERER.filename, options=SessionOptions(
         backend="openvino", openvino_device="GPU"))  # fmt: skip
-    assert [d for d, _ in core.compiled] == ["GPU", "CPU"]
+    assert session.providers == ("OpenVINO/GPU",)  # compiled at the first run's shapes
+    feeds = {**avatar(0.3), "motion": np.zeros((1, 32), np.float32)}
+    assert session.run(feeds)["frames"].shape == (1, 3, 512, 512)
+    session.run({**feeds, "motion": np.zeros((2, 32), np.float32)})
+    assert [d for d, _ in core.compiled] == ["GPU", "CPU", "CPU"]  # the GPU is not retried
     assert session.providers == ("OpenVINO/CPU",) and not session.on_gpu
     assert "GPU could not compile" in session.summary() and "clCreateContext" in session.summary()
 
@@ -286,3 +293,18 @@ def test_doctor_lists_openvino_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert "FP16" in report["devices"][1]["capabilities"]
     text = "\n".join(format_openvino(report))
     assert "GPU.0" in text and "NPU" in text and "--openvino-device" in text
+
+
+def test_each_shape_is_compiled_once_and_static(
+    stubs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    core = install(monkeypatch, FakeCore())
+    session = OpenVinoSession(C.RENDERER, stubs / C.RENDERER.filename, options=OV)
+    device = DeviceRenderer(session)
+    device.use(avatar(0.3))
+    for batch in (1, 1, 2, 1, 2):
+        assert device.render(np.zeros((batch, 32), np.float32)).shape[0] == batch
+    assert len(core.compiled) == 2  # batch 1 and batch 2, each once
+    compiled = session.compiled_for({**{t.name: t.shape for t in C.AVATAR_TENSORS},
+                                     "motion": (2, 32)})  # fmt: skip
+    assert all(p.get_partial_shape().is_static for p in compiled.inputs)

@@ -246,7 +246,7 @@ class DeviceGraph:
         key = tuple(shapes[n] for n in names)
         slot = self._slots.get(key)
         if slot is None:
-            if len(self._slots) >= MAX_SLOTS:
+            if len(self._slots) >= min(MAX_SLOTS, self.session.max_shapes):
                 self._slots.pop(next(iter(self._slots)))
             slot = _new_slot(self.session, shapes, self._static, self._next_graph_id)
             self._next_graph_id += 1

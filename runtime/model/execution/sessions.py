@@ -315,6 +315,8 @@ class GraphSession:
     """
 
     backend = ONNXRUNTIME
+    max_shapes = 8
+    """Input-shape signatures a `DeviceGraph` keeps bound for this session."""
 
     def __init__(self, spec: GraphSpec, path: Path, *, options: SessionOptions) -> None:
         self.spec = spec

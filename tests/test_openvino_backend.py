@@ -14,6 +14,7 @@ import onnxruntime as ort
 import pytest
 
 from runtime.commands import device_args
+from runtime.commands.bench import format_result
 from runtime.engine.backend_trials import RendererTrial, SamplerTrial, choose, run_trials
 from runtime.engine.bench import BenchResult, BenchSettings, chosen_backend, write_result
 from runtime.model import contract as C
@@ -266,6 +267,8 @@ def test_trials_on_stub_graphs_and_the_choice_kept_for_auto(
     assert data["chosen_backend"] == ov_cpu.label and "openvino/CPU/fp32" in data["derived"][
         "verdict"]  # fmt: skip
     assert BenchResult.from_json(data) == result
+    text = format_result(result)
+    assert "auto's choice: openvino/CPU/fp32" in text and "within tolerance" in text
 
     write_result(result, tmp_path)
     assert chosen_backend(tmp_path, stubs) == ov_cpu

@@ -6,7 +6,9 @@ resolution of ``--backend auto`` and the backend trials `bench` lists."""
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import onnx
@@ -311,3 +313,79 @@ def test_each_shape_is_compiled_once_and_static(
     compiled = session.compiled_for({**{t.name: t.shape for t in C.AVATAR_TENSORS},
                                      "motion": (2, 32)})  # fmt: skip
     assert all(p.get_partial_shape().is_static for p in compiled.inputs)
+
+
+# -- ONNX Runtime's CoreML and DirectML (no such device here: configuration and fallback) ------
+
+
+def test_coreml_and_directml_provider_options() -> None:
+    from runtime.model.execution import sessions
+
+    coreml = sessions._provider_options(
+        "CoreMLExecutionProvider", SessionOptions(coreml_cache_dir=Path("/c/coreml")), "renderer"
+    )
+    assert coreml == {
+        "ModelFormat": "MLProgram",
+        "MLComputeUnits": "ALL",
+        "ModelCacheDirectory": "/c/coreml",
+    }
+    dml = sessions._provider_options("DmlExecutionProvider", SessionOptions(device_id=1), "")
+    assert dml == {"device_id": "1"}
+
+
+@pytest.mark.parametrize(
+    ("provider", "name"),
+    [("CoreMLExecutionProvider", "CoreML"), ("DmlExecutionProvider", "DirectML")],
+)
+def test_a_native_gpu_provider_that_cannot_build_falls_back_with_a_notice(
+    provider: str, name: str
+) -> None:
+    from runtime.model.execution import sessions
+
+    asked: list[list[str]] = []
+
+    def create(names: Sequence[str]) -> ort.InferenceSession:
+        asked.append(list(names))
+        if provider in names:
+            raise RuntimeError("unsupported partition")
+        return cast(ort.InferenceSession, "session")
+
+    session, used, notice = sessions.open_with_fallback(create, [provider, "CPUExecutionProvider"])
+    assert session == "session" and used == ["CPUExecutionProvider"]
+    assert asked == [[provider, "CPUExecutionProvider"], ["CPUExecutionProvider"]]
+    assert (
+        notice
+        == f"{name} could not build this graph (RuntimeError: unsupported partition); using CPU"
+    )
+
+
+def test_coreml_and_directml_are_bench_candidates_and_auto_opens_them(
+    tmp_path: Path, stubs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from runtime.engine.backend_trials import BackendTrials, options_for
+
+    labels = [c.label for c in candidates(openvino=False, ort_usable=("CoreMLExecutionProvider",))]
+    assert labels == ["onnxruntime/CPU/fp32", "onnxruntime/CoreML/fp32"]
+    coreml = BackendChoice.from_label("onnxruntime/CoreML/fp32")
+    assert options_for(SessionOptions(), coreml).providers == (
+        "CoreMLExecutionProvider",
+        "CPUExecutionProvider",
+    )
+    assert options_for(SessionOptions(), REFERENCE).providers == ("CPUExecutionProvider",)
+    # A bench that measured CoreML fastest within tolerance: auto asks for it.
+    result = BenchResult(
+        provider="CoreML", on_gpu=True, precision="fp32", settings=BenchSettings(),
+        avatar_encoding_ms=1.0, renderer_ms_per_frame={b: 1.0 for b in range(1, 6)},
+        audio_encoder_ms_per_hop=1.0, sampler_ms_per_hop=1.0, renderer_working_mb_per_frame=None,
+        peak_rss_mb=None, graphs=str(stubs), backend=coreml.label,
+        trials=BackendTrials(renderer=(), sampler=(), chosen=coreml.label),
+    )  # fmt: skip
+    write_result(result, tmp_path)
+    monkeypatch.setenv("IMTALKER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(device_args, "cuda_usable", lambda: False)
+    parser = argparse.ArgumentParser()
+    device_args.add_device_arguments(parser)
+    options = device_args.session_options(parser.parse_args([]), stubs)
+    assert options.backend == "onnxruntime"
+    assert options.providers == ("CoreMLExecutionProvider", "CPUExecutionProvider")
+    assert options.coreml_cache_dir == tmp_path / "coreml"

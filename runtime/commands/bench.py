@@ -95,12 +95,20 @@ def trial_choices(args: argparse.Namespace, chosen: BackendChoice) -> list[Backe
         return []
     if args.backend != "auto" or args.precision != "fp32":
         return [] if chosen == REFERENCE else [chosen]
+    from runtime.model.execution.providers import COREML, DIRECTML, usable_providers
+
+    ort_usable = usable_providers((DIRECTML, COREML))
     if not openvino_installed():
-        return [REFERENCE]
+        return list(candidates(openvino=False, ort_usable=ort_usable))
     from runtime.model.execution.openvino_sessions import available_devices, bf16_supported
 
     return list(
-        candidates(openvino=True, openvino_devices=available_devices(), bf16=bf16_supported())
+        candidates(
+            openvino=True,
+            openvino_devices=available_devices(),
+            bf16=bf16_supported(),
+            ort_usable=ort_usable,
+        )
     )
 
 

@@ -11,7 +11,13 @@ import argparse
 import logging
 from pathlib import Path
 
-from runtime.model.execution.backends import BACKEND_CHOICES, BackendChoice, resolve
+from runtime.model.execution.backends import (
+    BACKEND_CHOICES,
+    ORT_DEVICES,
+    BackendChoice,
+    ort_providers,
+    resolve,
+)
 from runtime.model.execution.sessions import (
     OPENVINO,
     OPENVINO_DEVICES,
@@ -112,6 +118,8 @@ def session_options(args: argparse.Namespace, graphs: Path | None = None) -> Ses
         use_tensorrt=tensorrt,
         tensorrt_fp16=tensorrt and choice.precision == "fp16",
         tensorrt_cache_dir=paths.cache_dir() / "tensorrt" if tensorrt else None,
+        providers=ort_providers(choice) if choice.device in ORT_DEVICES else None,
+        coreml_cache_dir=paths.cache_dir() / "coreml",
         backend=choice.backend,
         openvino_device=choice.device
         if openvino and device == "auto" and choice.device in OPENVINO_DEVICES

@@ -35,6 +35,7 @@ from runtime.model.execution.backends import (
     TOLERANCE,
     BackendChoice,
     Tolerance,
+    ort_providers,
 )
 from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
 from runtime.model.execution.sessions import OPENVINO, SessionOptions, open_model_set
@@ -93,7 +94,7 @@ def options_for(base: SessionOptions, choice: BackendChoice) -> SessionOptions:
         backend=choice.backend,
         precision=choice.precision,
         openvino_device=choice.device if choice.backend == OPENVINO else "auto",
-        providers=("CPUExecutionProvider",) if choice == REFERENCE else base.providers,
+        providers=ort_providers(choice) if choice.backend != OPENVINO else base.providers,
     )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
+from runtime.model.execution.providers import COREML, CPU, DIRECTML
 from runtime.model.execution.sessions import ONNXRUNTIME, OPENVINO
 
 __all__ = [
@@ -49,6 +50,18 @@ class BackendChoice:
         return cls(backend=backend, device=device, precision=precision)
 
 
+ORT_DEVICES = {"CoreML": COREML, "DirectML": DIRECTML}
+"""ONNX Runtime devices other than CPU/CUDA, by the provider that runs them."""
+
+
+def ort_providers(choice: BackendChoice) -> tuple[str, ...] | None:
+    """The ONNX Runtime providers to ask for to run `choice` (None: the default preference)."""
+    if choice.backend != ONNXRUNTIME or choice.device == "CUDA":
+        return None
+    provider = ORT_DEVICES.get(choice.device)
+    return (CPU,) if provider is None else (provider, CPU)
+
+
 REFERENCE = BackendChoice(backend=ONNXRUNTIME, device="CPU", precision="fp32")
 """What every other candidate is compared with (and the choice before any measurement)."""
 
@@ -79,11 +92,20 @@ def openvino_installed() -> bool:
 
 
 def candidates(
-    *, openvino: bool, openvino_devices: tuple[str, ...] = (), bf16: bool = False
+    *,
+    openvino: bool,
+    openvino_devices: tuple[str, ...] = (),
+    bf16: bool = False,
+    ort_usable: tuple[str, ...] = (),
 ) -> tuple[BackendChoice, ...]:
-    """What `bench` tries on a machine without usable CUDA, `REFERENCE` first: OpenVINO on the
-    CPU in fp32 and, where the CPU runs it natively, bf16; on an OpenVINO GPU fp32 and fp16."""
+    """What `bench` tries on a machine without usable CUDA, `REFERENCE` first: ONNX Runtime's
+    CoreML or DirectML where usable (`ort_usable`: the providers that passed their probe);
+    OpenVINO on the CPU in fp32 and, where the CPU runs it natively, bf16; on an OpenVINO GPU
+    fp32 and fp16."""
     out = [REFERENCE]
+    for device, provider in ORT_DEVICES.items():
+        if provider in ort_usable:
+            out.append(BackendChoice(backend=ONNXRUNTIME, device=device, precision="fp32"))
     if not openvino:
         return tuple(out)
     out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="fp32"))

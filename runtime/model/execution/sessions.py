@@ -38,8 +38,10 @@ from runtime.model.contract import (
     graphs,
 )
 from runtime.model.execution.providers import (
+    COREML,
     CPU,
     CUDA,
+    DIRECTML,
     SHORT_NAMES,
     TENSORRT,
     ProviderProbe,
@@ -76,7 +78,14 @@ OPENVINO_DEVICES = ("auto", "CPU", "GPU", "NPU")
 Array = npt.NDArray[np.float32]
 
 PREFERENCE = (CUDA, CPU)
-GPU_PROVIDERS = (TENSORRT, CUDA)
+"""Best first, by default; a provider not compiled into this onnxruntime build is skipped.
+CoreML (macOS builds) and DirectML (onnxruntime-directml) are asked for explicitly
+(`providers`): `bench` tries them and ``--backend auto`` takes one only when it measured faster
+within tolerance (`runtime.model.execution.backends`)."""
+GPU_PROVIDERS = (TENSORRT, CUDA, DIRECTML, COREML)
+RETRIED_WITHOUT = (TENSORRT, COREML, DIRECTML)
+"""Providers that may fail on one graph while the next provider runs it (an engine build, an
+unsupported partition): the session is created again without them, with a notice."""
 GPU_INTRA_OP_THREADS = 2
 
 LARGE_ACTIVATION_GRAPHS = frozenset({RENDERER.name})
@@ -119,6 +128,7 @@ class SessionOptions:
     tensorrt_cache_dir: where TensorRT keeps built engines (building one takes minutes);
         `runtime.core.paths` gives the app's (`tensorrt/` in the cache dir).
     tensorrt_fp16: let TensorRT build fp16 engines.
+    coreml_cache_dir: where CoreML keeps compiled ML Programs (its ModelCacheDirectory).
     precision: "fp32", or "fp16" for the exporter's mixed-precision variants of
         `contract.FP16_GRAPHS` (same inputs and outputs; off by default until measured on a
         GPU: on the CPU provider fp16 is slower), or "bf16" (OpenVINO only: its CPU plugin runs
@@ -143,6 +153,7 @@ class SessionOptions:
     memory_pattern: bool | None = None
     tensorrt_cache_dir: Path | None = None
     tensorrt_fp16: bool = False
+    coreml_cache_dir: Path | None = None
     enable_cuda_graph: bool = False
     precision: str = "fp32"
     backend: str = "onnxruntime"
@@ -239,23 +250,33 @@ def _provider_options(name: str, options: SessionOptions, graph: str = "") -> di
             trt["trt_engine_cache_enable"] = "True"
             trt["trt_engine_cache_path"] = str(options.tensorrt_cache_dir)
         return trt
+    if name == COREML:
+        # ML Program (the format with fp32 compute and the newer ops), every compute unit.
+        coreml = {"ModelFormat": "MLProgram", "MLComputeUnits": "ALL"}
+        if options.coreml_cache_dir is not None:
+            coreml["ModelCacheDirectory"] = str(options.coreml_cache_dir)
+        return coreml
+    if name == DIRECTML:
+        return {"device_id": str(options.device_id)}
     return {}
 
 
 def open_with_fallback(
     create: Callable[[Sequence[str]], ort.InferenceSession], requested: Sequence[str]
 ) -> tuple[ort.InferenceSession, list[str], str | None]:
-    """Create a session on `requested`; when TensorRT is first and the session cannot be
-    built with it (engine build failure, unsupported graph), create it again without TensorRT.
-    Returns (session, providers requested in the end, the notice to show or None)."""
+    """Create a session on `requested`; when TensorRT, CoreML or DirectML is first and the
+    session cannot be built with it (engine build failure, unsupported graph), create it
+    again without it. Returns (session, providers requested in the end, the notice to show or
+    None)."""
     try:
         return create(requested), list(requested), None
     except Exception as exc:
-        if not requested or requested[0] != TENSORRT:
+        if not requested or requested[0] not in RETRIED_WITHOUT:
             raise
-        rest = [n for n in requested if n != TENSORRT]
+        first = requested[0]
+        rest = [n for n in requested if n != first]
         notice = (
-            f"TensorRT could not build this graph ({type(exc).__name__}: {exc}); "
+            f"{SHORT_NAMES[first]} could not build this graph ({type(exc).__name__}: {exc}); "
             f"using {SHORT_NAMES.get(rest[0], rest[0])}"
         )
         return create(rest), rest, notice
@@ -335,7 +356,7 @@ class GraphSession:
             spec.name not in LARGE_ACTIVATION_GRAPHS
             if options.memory_pattern is None
             else options.memory_pattern
-        )
+        ) and DIRECTML not in self.requested  # DirectML does not support memory patterns
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.intra_op_threads

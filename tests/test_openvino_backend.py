@@ -389,3 +389,20 @@ def test_coreml_and_directml_are_bench_candidates_and_auto_opens_them(
     assert options.backend == "onnxruntime"
     assert options.providers == ("CoreMLExecutionProvider", "CPUExecutionProvider")
     assert options.coreml_cache_dir == tmp_path / "coreml"
+
+
+def test_a_bench_seeds_live_only_on_the_backend_it_measured(stubs: Path, tmp_path: Path) -> None:
+    from runtime.engine.bench import expected_hop
+
+    models = open_model_set(stubs, options=ORT_CPU, names=["renderer"])
+    for label, seeded in (("openvino/CPU/fp32", False), ("onnxruntime/CPU/fp32", True)):
+        result = BenchResult(
+            provider="CPU", on_gpu=False, precision="fp32", settings=BenchSettings(),
+            avatar_encoding_ms=1.0, renderer_ms_per_frame={b: 1.0 for b in range(1, 6)},
+            audio_encoder_ms_per_hop=1.0, sampler_ms_per_hop=1.0,
+            renderer_working_mb_per_frame=None, peak_rss_mb=None, graphs=str(stubs),
+            backend=label,
+        )  # fmt: skip
+        write_result(result, tmp_path)
+        hop = expected_hop(tmp_path, stubs, models, precision="fp32")
+        assert (hop is not None) is seeded, label

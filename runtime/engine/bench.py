@@ -258,13 +258,16 @@ def expected_hop(
     cache_dir: Path, graphs: Path, models: ModelSet, *, precision: str
 ) -> HopCompute | None:
     """A hop's compute as the last `imtalker-cam bench` measured it on these graphs, at this
-    precision, on the same kind of device (`EngineConfig.expected_hop`); None if it did not."""
+    precision, on the same kind of device and backend (`EngineConfig.expected_hop`); None if
+    it did not."""
     try:
         result = result_for(cache_dir, graphs, precision=precision)
     except (OSError, ValueError):
         return None
     if result is None or result.on_gpu != models.on_gpu:
         return None
+    if result.backend and result.backend.split("/")[0] != models.backend:
+        return None  # measured on the other backend: its figures do not hold here
     logger.info("from the last bench of these graphs: %s", result.verdict)
     return result.hop_costs()
 

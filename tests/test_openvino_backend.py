@@ -406,3 +406,12 @@ def test_a_bench_seeds_live_only_on_the_backend_it_measured(stubs: Path, tmp_pat
         write_result(result, tmp_path)
         hop = expected_hop(tmp_path, stubs, models, precision="fp32")
         assert (hop is not None) is seeded, label
+
+
+def test_audio_of_any_length_compiles_once(stubs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    core = install(monkeypatch, FakeCore())
+    session = OpenVinoSession(C.AUDIO_ENCODER, stubs / C.AUDIO_ENCODER.filename, options=OV)
+    for frames in (3, 7, 3, 12):
+        out = session.run({"audio": np.zeros((1, frames * 640), np.float32)})["features"]
+        assert out.shape[:2] == (1, frames)
+    assert len(core.compiled) == 1

@@ -12,11 +12,12 @@ same graphs and the same contract check. What differs:
 - Devices: "auto" takes a GPU when OpenVINO lists one (Intel iGPU/Arc), else the CPU; the NPU
   only when asked for. A device that cannot compile a graph falls back to the CPU with a notice
   (`GraphSession.notices`), as a failed TensorRT build falls back to CUDA.
-- Fixed shapes per call site: the graph is compiled per input-shape signature on first use
-  (the renderer at the hop's batch, the velocity per step: static shapes let the CPU plugin
-  plan memory, 2.4x less for the renderer), the last `MAX_COMPILED` kept; each signature of a
-  `DeviceGraph` gets its own infer request with preallocated host inputs and outputs
-  (`OpenVinoSlot`, used by `runtime.model.execution.device_graphs`). A device that cannot
+- Fixed shapes per call site: the renderer and the velocity graph are compiled per input-shape
+  signature on first use (the renderer at the hop's batch, the velocity per step: static
+  shapes let the CPU plugin plan memory, 2.4x less for the renderer), the last `MAX_COMPILED`
+  kept; the other graphs (audio of any length) compile once with their dynamic axes. Each
+  signature of a `DeviceGraph` gets its own infer request with preallocated host inputs and
+  outputs (`OpenVinoSlot`, used by `runtime.model.execution.device_graphs`). A device that cannot
   compile falls back at that first compile.
 - Cancellation: runs are started asynchronously and waited for in short slices, so
   `run_options.terminate = True` from another thread cancels a run in flight, as with ONNX
@@ -42,6 +43,7 @@ import openvino as ov
 
 from runtime.model.contract import GraphSpec
 from runtime.model.execution.sessions import (
+    CUDA_GRAPH_GRAPHS,
     OPENVINO,
     ContractError,
     GraphSession,
@@ -210,19 +212,27 @@ class OpenVinoSession(GraphSession):
         self.providers = (f"OpenVINO/{device}",)
 
     def signature(self, shapes: Mapping[str, tuple[int, ...]]) -> Signature:
+        """The compiled model's key: the input shapes of the fixed-shape graphs (renderer,
+        velocity); () for the others (audio of any length: one compile with dynamic axes)."""
+        if self.spec.name not in CUDA_GRAPH_GRAPHS:
+            return ()
         return tuple(tuple(shapes[name]) for name in self.spec.input_names)
 
     def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]) -> ov.CompiledModel:
-        """The graph compiled for these input shapes (static: measured 0.54 GB working memory
-        for the renderer at batch 1 against 1.29 GB compiled with dynamic axes), compiled on
-        first use; the `MAX_COMPILED` most recent are kept."""
+        """The graph compiled for these input shapes, on first use; the `MAX_COMPILED` most
+        recent are kept. The renderer and the velocity (called with a few fixed shapes) are
+        compiled with those shapes static: the renderer at batch 1 measured 0.54 GB working
+        memory that way against 1.29 GB with dynamic axes. The other graphs compile once."""
+        static = self.spec.name in CUDA_GRAPH_GRAPHS
         key = self.signature(shapes)
         compiled = self._compiled.get(key)
         if compiled is not None:
             self._compiled.move_to_end(key)
             return compiled
         model = core().read_model(str(self.path))
-        model.reshape({name: ov.PartialShape(list(shapes[name])) for name in self.spec.input_names})
+        if static:
+            shaped = {name: ov.PartialShape(list(shapes[name])) for name in self.spec.input_names}
+            model.reshape(shaped)
         try:
             compiled = self._compile(model, self.device_name, self.precision)
         except RuntimeError as exc:

@@ -131,7 +131,9 @@ class Candidate:
     """One backend's sessions for one version, bound as the live engine binds them."""
 
     def __init__(self, graphs: Path, options: SessionOptions, version: str) -> None:
-        self.models = open_model_set(graphs, options=options)
+        # Not the motion encoder (unused here): three candidates' graphs are open at once.
+        used = ["avatar_encoder", "renderer", "velocity", "audio_encoder", "conditioner"]
+        self.models = open_model_set(graphs, options=options, names=used)
         golden_dir = golden_version_dir(GOLDEN, VERSIONS[version])
         self.golden_r = dict(np.load(golden_dir / "renderer_golden.npz"))
         self.golden_g = dict(np.load(golden_dir / "generator_golden.npz"))

@@ -49,8 +49,8 @@ def add_device_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParse
         choices=SESSION_PRECISIONS,
         default="fp32",
         help="fp16: the mixed-precision renderer and velocity graphs (for GPUs; on a CPU "
-        "they are slower); bf16: OpenVINO on CPUs with AVX-512 BF16 or AMX, about 1.8x the "
-        "renderer's speed but outside the fp32 tolerance (PSNR about 38 dB: see README)",
+        "they are slower); bf16: OpenVINO on CPUs with AVX-512 BF16 or AMX, about 2x the "
+        "renderer's speed but outside the fp32 tolerance (PSNR 37-45 dB: see README)",
     )
     group.add_argument(
         "--cuda-graph",

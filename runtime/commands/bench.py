@@ -11,7 +11,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from runtime.commands.device_args import add_device_arguments, session_options
+from runtime.commands.device_args import add_device_arguments, backend_choice, session_options
+from runtime.engine.bench import BenchSettings
+from runtime.model.execution.backends import BackendChoice
 
 logger = logging.getLogger(__name__)
 
@@ -61,42 +63,109 @@ def format_result(result: Any) -> str:
         )
     if result.peak_rss_mb is not None:
         lines.append(f"  peak resident memory       {result.peak_rss_mb:9.0f} MB")
+    if result.trials is not None:
+        lines.append(
+            "  backends tried (renderer per frame; sampler per hop; vs ONNX Runtime fp32):"
+        )
+        for r, s in zip(result.trials.renderer, result.trials.sampler, strict=True):
+            name = f"{r.backend}/{r.device}/{r.precision}"
+            if r.error:
+                lines.append(f"    {name:<28} failed: {r.error}")
+                continue
+            psnr = "exact" if r.psnr_db is None else f"PSNR {r.psnr_db:.1f} dB"
+            ok = "within tolerance" if r.within_tolerance and s.within_tolerance else "OUTSIDE"
+            lines.append(
+                f"    {name:<28} {r.ms_per_frame:8.1f} ms {s.ms_per_hop:8.1f} ms  "
+                f"frames mean {r.mean_abs_diff:.1e} p99 {r.p99_abs_diff:.1e} {psnr}, "
+                f"motion {s.rel_diff:.1e}: {ok}"
+            )
+        lines.append(f"  auto's choice: {result.trials.chosen}")
     lines += [f"  note: {n}" for n in result.notices]
     lines.append(result.verdict.capitalize())
     return "\n".join(lines)
 
 
+def trial_choices(args: argparse.Namespace, chosen: BackendChoice) -> list[BackendChoice]:
+    """What bench tries before timing the stages: with ``--backend auto`` on a machine
+    without usable CUDA every candidate here; with an explicit backend that one (against the
+    fp32 reference); none on CUDA."""
+    from runtime.model.execution.backends import REFERENCE, candidates, openvino_installed
+
+    if chosen.device == "CUDA":
+        return []
+    if args.backend != "auto" or args.precision != "fp32":
+        return [] if chosen == REFERENCE else [chosen]
+    from runtime.model.execution.providers import COREML, DIRECTML, usable_providers
+
+    ort_usable = usable_providers((DIRECTML, COREML))
+    if not openvino_installed():
+        return list(candidates(openvino=False, ort_usable=ort_usable))
+    from runtime.model.execution.openvino_sessions import available_devices, bf16_supported
+
+    return list(
+        candidates(
+            openvino=True,
+            openvino_devices=available_devices(),
+            bf16=bf16_supported(),
+            ort_usable=ort_usable,
+        )
+    )
+
+
 def run(args: argparse.Namespace) -> int:
     from runtime.core import paths
-    from runtime.engine.bench import BenchSettings, run_bench, write_result
+    from runtime.engine.backend_trials import options_for, run_trials
+    from runtime.engine.bench import avatar_tensors, run_bench, write_result
     from runtime.model.compile.weights import resolve_graphs
+    from runtime.model.execution.backends import REFERENCE
     from runtime.model.execution.sessions import open_model_set
 
     try:
         settings = BenchSettings(
             hop=args.hop, lookahead=args.lookahead, nfe=args.nfe, repeats=args.repeats
         )
+        graphs = Path(args.graphs if args.graphs is not None else resolve_graphs(args.weights))
+        # Not `measured`: bench is what measures, so auto starts from the reference here.
+        choice = backend_choice(args)
         options = session_options(args)
     except ValueError as exc:
         logger.error("bench: %s", exc)
         return 2
-    try:
-        graphs = args.graphs if args.graphs is not None else resolve_graphs(args.weights)
-        models = open_model_set(Path(graphs), options=options)
-    except Exception as exc:  # no model yet, a damaged graph: one clear line
-        logger.error("bench: cannot open the model: %s", exc)
+    except Exception as exc:  # no model yet: one clear line
+        logger.error("bench: cannot find the model: %s", exc)
         return 1
 
     def progress(stage: str) -> None:
         if not args.json:
             sys.stderr.write(f"timing {stage}...\n")
 
+    trials = None
+    choices = trial_choices(args, choice)
+    try:
+        if choices:
+            reference = open_model_set(graphs, options=options_for(options, REFERENCE),
+                                       names=["avatar_encoder"])  # fmt: skip
+            trials = run_trials(
+                graphs, choices, base=options, avatar=avatar_tensors(reference),
+                hop=settings.hop, nfe=settings.nfe, cfg_scale=settings.cfg_scale,
+                repeats=settings.repeats, progress=progress,
+            )  # fmt: skip
+            if args.backend == "auto":
+                choice = BackendChoice.from_label(trials.chosen)
+                options = options_for(options, choice)
+        models = open_model_set(graphs, options=options)
+    except Exception as exc:  # a damaged graph: one clear line
+        logger.error("bench: cannot open the model: %s", exc)
+        return 1
+
     result = run_bench(
         models,
         settings=settings,
         precision=options.precision,
         progress=progress,
-        graphs=Path(graphs),
+        graphs=graphs,
+        backend=choice.label,
+        trials=trials,
     )
     if not args.no_save:
         saved = write_result(result, paths.cache_dir())

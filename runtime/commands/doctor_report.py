@@ -35,6 +35,7 @@ PACKAGES = (
     "numpy",
     "onnxruntime",
     "onnxruntime-gpu",
+    "openvino",
     "onnx",
     "torch",
     "PySide6-Essentials",
@@ -61,6 +62,9 @@ class Report:
     audio_error: str | None
     virtual_camera: dict[str, Any]
     models: dict[str, Any] = field(default_factory=dict)
+    openvino: dict[str, Any] = field(default_factory=dict)
+    """OpenVINO's devices (CPU, Intel GPU, NPU) with their capabilities (BF16, FP16, INT8), or
+    why there are none (`probe_openvino`)."""
     cuda: dict[str, Any] = field(default_factory=dict)
     """Driver version, the CUDA major this build needs, CUDA/cuDNN libraries loaded and where
     from (`runtime.model.execution.cuda_env.CudaEnvironment.to_json`)."""
@@ -110,6 +114,18 @@ def probe_gpu() -> dict[str, Any]:
     devices = [line.strip() for line in out.splitlines() if line.strip()]
     info.update(present=bool(devices), devices=devices, detail="ok" if devices else "no GPU")
     return info
+
+
+def probe_openvino() -> dict[str, Any]:
+    """OpenVINO's devices, or the error importing it (it has no wheels on some platforms)."""
+    try:
+        from runtime.model.execution.openvino_sessions import device_report
+    except ImportError as exc:
+        return {"installed": False, "devices": [], "detail": f"not importable: {exc}"}
+    try:
+        return {"installed": True, "devices": device_report(), "detail": "ok"}
+    except Exception as exc:  # a broken plugin: report its words
+        return {"installed": True, "devices": [], "detail": f"{type(exc).__name__}: {exc}"}
 
 
 def probe_audio(
@@ -226,6 +242,7 @@ def collect() -> Report:
         audio_error=audio_error,
         virtual_camera=probe_virtual_camera(),
         models=probe_models(),
+        openvino=probe_openvino(),
         cuda=cuda,
     )
 
@@ -255,6 +272,16 @@ def format_cuda(cuda: dict[str, Any]) -> list[str]:
     return lines
 
 
+def format_openvino(openvino: dict[str, Any]) -> list[str]:
+    if not openvino.get("devices"):
+        return ["", f"OpenVINO: no devices ({openvino.get('detail', 'not checked')})"]
+    lines = ["", "OpenVINO devices (--backend openvino --openvino-device ...):"]
+    for d in openvino["devices"]:
+        caps = ", ".join(d["capabilities"]) or "-"
+        lines.append(f"  {d['device']:<8} {d['name']}  ({caps})")
+    return lines
+
+
 def format_report(report: Report) -> str:
     lines = [f"Python {report.python} on {report.platform}", "", "Packages:"]
     for name, version in report.packages.items():
@@ -277,6 +304,7 @@ def format_report(report: Report) -> str:
     if not gpu["present"]:
         lines.append(f"  {gpu['detail']}")
     lines += format_cuda(report.cuda)
+    lines += format_openvino(report.openvino)
     lines += ["", "Audio inputs:"]
     lines += [f"  {d}" for d in report.audio_inputs] or [f"  none ({report.audio_error})"]
     vcam = report.virtual_camera

@@ -275,7 +275,7 @@ def run(args: argparse.Namespace, *, clock: Clock = time.perf_counter) -> int:
         else:
             graphs = _graphs(args)
             compute = LocalCompute(
-                graphs=graphs, options=session_options(args), bench_dir=paths.cache_dir()
+                graphs=graphs, options=session_options(args, graphs), bench_dir=paths.cache_dir()
             )
             image = prepared.image_at(graphs_version(graphs).source_size)
         config = SessionConfig(

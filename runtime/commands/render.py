@@ -226,7 +226,7 @@ def run(args: argparse.Namespace) -> int:
             reader = VideoReader(args.driving, max_seconds=args.max_length)
             sound = _driving_sound(args)
         graphs = args.graphs or resolve_graphs(args.weights, progress=_conversion_progress)
-        models = open_model_set(graphs, options=session_options(args))
+        models = open_model_set(graphs, options=session_options(args, graphs))
         logger.info("running on %s", ", ".join(models.providers))
         check_render_memory(args.batch, list(models.providers))
         logger.info("model: IMTalker %s", models.version.name)

@@ -167,8 +167,8 @@ def run(args: argparse.Namespace) -> int:
         gpus = args.gpus_per_replica
         gpus = (1.0 if cuda_usable() else 0.0) if gpus is None else GPUS.check(gpus)
         token, generated = server_token(args.token, paths.config_dir())
-        options = session_options(args)
         graphs = _graphs(args)
+        options = session_options(args, graphs.resolve())  # auto: the last bench of these
         check_graphs(graphs, precision=options.precision)
     except (
         v.ValidationError,

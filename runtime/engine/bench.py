@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from runtime.engine.backend_trials import BackendTrials, RendererTrial, SamplerTrial
 from runtime.engine.features import encoder_from_session, window_features
 from runtime.engine.live.avatar import image_to_source
 from runtime.engine.live.hop_choice import HopCompute
@@ -46,6 +47,7 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.model import contract
+from runtime.model.execution.backends import BackendChoice
 from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
 from runtime.model.execution.sessions import ModelSet
 
@@ -95,6 +97,10 @@ class BenchResult:
     graphs: str = ""
     """The compiled graphs measured (their folder), so that a live session on the same graphs
     can start from these figures (`result_for`); empty in results from before it was kept."""
+    backend: str = ""
+    """The backend/device/precision label the stages were measured on (`BackendChoice.label`)."""
+    trials: BackendTrials | None = None
+    """Every backend/precision tried against ONNX Runtime fp32, and the one auto keeps."""
 
     @property
     def render_batch(self) -> int:
@@ -130,6 +136,10 @@ class BenchResult:
     def verdict(self) -> str:
         s = self.settings
         head = f"real time at hop {s.hop} with lookahead {s.lookahead}"
+        if self.backend:
+            head += f" on {self.backend}"
+            if self.trials is not None and self.trials.chosen == self.backend:
+                head += " (auto's choice)"
         if self.real_time:
             return f"{head}: yes, headroom {100.0 * (1.0 - self.real_time_factor):.0f}%"
         return (
@@ -141,6 +151,11 @@ class BenchResult:
         data = asdict(self)
         data["format"] = FORMAT
         data["renderer_ms_per_frame"] = {str(k): v for k, v in self.renderer_ms_per_frame.items()}
+        trials = data.pop("trials")
+        if trials is not None:
+            data["renderer_backends"] = trials["renderer"]
+            data["sampler_backends"] = trials["sampler"]
+            data["chosen_backend"] = trials["chosen"]
         data["derived"] = {
             "render_batch": self.render_batch,
             "hop_compute_ms": self.hop_compute_ms,
@@ -173,6 +188,8 @@ class BenchResult:
             created=str(data.get("created", "")),
             notices=tuple(data.get("notices", ())),
             graphs=str(data.get("graphs", "")),
+            backend=str(data.get("backend", "")),
+            trials=_trials(data),
         )
 
     def hop_costs(self) -> HopCompute:
@@ -190,6 +207,30 @@ class BenchResult:
 
 def _opt_float(value: Any) -> float | None:
     return None if value is None else float(value)
+
+
+def _trials(data: dict[str, Any]) -> BackendTrials | None:
+    if "chosen_backend" not in data:
+        return None
+    return BackendTrials(
+        renderer=tuple(RendererTrial(**t) for t in data.get("renderer_backends", ())),
+        sampler=tuple(SamplerTrial(**t) for t in data.get("sampler_backends", ())),
+        chosen=str(data["chosen_backend"]),
+    )
+
+
+def chosen_backend(cache_dir: Path, graphs: Path) -> BackendChoice | None:
+    """What the last bench of `graphs` chose for ``--backend auto``, or None when it did not
+    try the backends on these graphs (or its result cannot be read)."""
+    try:
+        result = read_result(cache_dir)
+        if result is None or result.trials is None or not result.graphs:
+            return None
+        if Path(result.graphs).resolve() != graphs.resolve():
+            return None
+        return BackendChoice.from_label(result.trials.chosen)
+    except (OSError, ValueError):
+        return None
 
 
 def write_result(result: BenchResult, cache_dir: Path) -> Path:
@@ -217,14 +258,16 @@ def expected_hop(
     cache_dir: Path, graphs: Path, models: ModelSet, *, precision: str
 ) -> HopCompute | None:
     """A hop's compute as the last `imtalker-cam bench` measured it on these graphs, at this
-    precision, on the same kind of device (`EngineConfig.expected_hop`); None if it did not."""
+    precision, on the same kind of device and backend (`EngineConfig.expected_hop`); None if
+    it did not."""
     try:
         result = result_for(cache_dir, graphs, precision=precision)
     except (OSError, ValueError):
         return None
-    gpu = models.providers[0] != "CPUExecutionProvider"
-    if result is None or result.on_gpu != gpu:
+    if result is None or result.on_gpu != models.on_gpu:
         return None
+    if result.backend and result.backend.split("/")[0] != models.backend:
+        return None  # measured on the other backend: its figures do not hold here
     logger.info("from the last bench of these graphs: %s", result.verdict)
     return result.hop_costs()
 
@@ -294,6 +337,14 @@ def _median_ms(fn: Callable[[], object], repeats: int, clock: Clock) -> float:
     return 1000.0 * statistics.median(times)
 
 
+def avatar_tensors(models: ModelSet) -> dict[str, Array]:
+    """The renderer's avatar tensors for the bench's synthetic source image."""
+    encoder = models[contract.AVATAR_ENCODER.name]
+    size = int(encoder.spec.input("source").shape[2])
+    encoded = encoder.run({"source": image_to_source(_source_image(size), size)})
+    return {t.name: encoded[t.name] for t in contract.AVATAR_TENSORS}
+
+
 def _source_image(size: int) -> npt.NDArray[np.uint8]:
     # A smooth synthetic face-sized gradient: timings do not depend on the picture.
     ramp = np.linspace(40, 215, size, dtype=np.float32)
@@ -309,9 +360,12 @@ def run_bench(
     clock: Clock = time.perf_counter,
     progress: Callable[[str], None] | None = None,
     graphs: Path | None = None,
+    backend: str = "",
+    trials: BackendTrials | None = None,
 ) -> BenchResult:
     """Measure every stage once (see the module docstring); `graphs`: the folder they were
-    opened from, kept with the result."""
+    opened from, `backend` the label they ran as and `trials` the backends tried before
+    (`runtime.engine.backend_trials`), kept with the result."""
     s = settings or BenchSettings()
     say = progress or (lambda _text: None)
     rng = np.random.default_rng(0)
@@ -380,7 +434,7 @@ def run_bench(
     ) + tuple(renderer.notices)
     return BenchResult(
         provider=models.summary(),
-        on_gpu=models.providers[0] != "CPUExecutionProvider",
+        on_gpu=models.on_gpu,
         precision=precision,
         settings=s,
         avatar_encoding_ms=avatar_ms,
@@ -393,4 +447,6 @@ def run_bench(
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         notices=notices,
         graphs="" if graphs is None else str(graphs.resolve()),
+        backend=backend,
+        trials=trials,
     )

@@ -113,7 +113,7 @@ class RenderReplica:
     def __init__(self, graphs: str, token: str, capacity: int, options: SessionOptions) -> None:
         logging.basicConfig(level=logging.INFO)
         models = open_model_set(Path(graphs), options=options)
-        on_gpu = models.providers[0] != "CPUExecutionProvider"
+        on_gpu = models.on_gpu
         self._ctx = ServerContext(
             models=models, token=token, admission=Admission(capacity=capacity), on_gpu=on_gpu
         )

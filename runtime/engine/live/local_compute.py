@@ -24,8 +24,8 @@ from runtime.model.execution.sessions import ModelSet
 
 def on_gpu(models: ModelSet) -> bool:
     try:
-        return models.providers[0] != "CPUExecutionProvider"
-    except (AttributeError, IndexError):  # sessions without provider information
+        return bool(models.on_gpu)
+    except (AttributeError, IndexError, StopIteration):  # sessions without provider information
         return False
 
 

@@ -15,6 +15,10 @@ Runs on the caller's thread; one run at a time per object (the app's inference t
   needs, so each slot gets its own `gpu_graph_id`. When capture fails (an operator that cannot
   be captured, a CPU fallback node) the graph is reopened without it and a notice says so.
 
+OpenVINO sessions (`runtime.model.execution.openvino_sessions`) take the same path with host
+buffers instead of OrtValues: per shape signature an `OpenVinoSlot` (an infer request whose
+inputs and outputs share memory with preallocated arrays) and the avatar in `HostBuffer`s.
+
 Pinned host memory is not used: ONNX Runtime's Python API cannot allocate it ("cuda_pinned"
 is not a device type there), so device-to-host copies go to pageable memory.
 """
@@ -24,15 +28,19 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import numpy.typing as npt
 import onnxruntime as ort
 
 from runtime.model.contract import AVATAR_TENSORS, MOTION_DIM, RENDERER
-from runtime.model.execution.sessions import GraphSession
+from runtime.model.execution.sessions import OPENVINO, GraphSession
 
-__all__ = ["DeviceGraph", "DeviceRenderer"]
+if TYPE_CHECKING:
+    from runtime.model.execution.openvino_sessions import OpenVinoSlot
+
+__all__ = ["DeviceGraph", "DeviceRenderer", "HostBuffer"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +49,64 @@ Reopen = Callable[[GraphSession], GraphSession]
 
 MAX_SLOTS = 8
 """Shape signatures kept per graph (e.g. renderer batches 1..hop); the oldest is dropped."""
+
+
+class Buffer(Protocol):
+    """A fixed input buffer: an OrtValue, or a `HostBuffer` for OpenVINO."""
+
+    def update_inplace(self, np_arr: npt.NDArray[np.generic], /) -> None: ...
+
+    def numpy(self) -> npt.NDArray[np.generic]: ...
+
+
+class HostBuffer:
+    """A host array updated in place (OpenVINO shares its memory: no copy per run)."""
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        self.array: Array = np.empty(shape, np.float32)
+
+    def update_inplace(self, np_arr: npt.NDArray[np.generic], /) -> None:
+        np.copyto(self.array, np_arr, casting="same_kind")
+
+    def numpy(self) -> npt.NDArray[np.generic]:
+        return self.array
+
+
+class Slot(Protocol):
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[np.generic]], run_options: ort.RunOptions | None
+    ) -> dict[str, Array]: ...
+
+    def rebind(self, name: str, value: Buffer) -> None: ...
+
+
+def _new_slot(
+    session: GraphSession,
+    shapes: Mapping[str, tuple[int, ...]],
+    static: Mapping[str, Buffer],
+    graph_id: int,
+) -> Slot:
+    if session.backend != OPENVINO:
+        return _Slot(session, shapes, static, graph_id)
+    from runtime.model.execution.openvino_sessions import OpenVinoSession, OpenVinoSlot
+
+    if not isinstance(session, OpenVinoSession):
+        raise TypeError(f"{session.spec.name}: an OpenVINO graph that is no OpenVinoSession")
+    arrays = {name: value.numpy() for name, value in static.items()}
+    return _OpenVinoSlot(OpenVinoSlot(session, shapes, arrays, output_shapes(session, shapes)))
+
+
+class _OpenVinoSlot:
+    def __init__(self, slot: OpenVinoSlot) -> None:
+        self._slot = slot
+
+    def run(
+        self, inputs: Mapping[str, npt.NDArray[np.generic]], run_options: ort.RunOptions | None
+    ) -> dict[str, Array]:
+        return self._slot.run(inputs, run_options)
+
+    def rebind(self, name: str, value: Buffer) -> None:
+        self._slot.rebind(name, value.numpy())
 
 
 def _reopen_without_cuda_graph(session: GraphSession) -> GraphSession:
@@ -78,7 +144,7 @@ class _Slot:
         self,
         session: GraphSession,
         shapes: Mapping[str, tuple[int, ...]],
-        static: Mapping[str, ort.OrtValue],
+        static: Mapping[str, Buffer],
         graph_id: int,
     ) -> None:
         device, device_id = session.device
@@ -92,7 +158,7 @@ class _Slot:
             self.binding.bind_ortvalue_input(name, value)
             self.inputs[name] = value
         for name, value in static.items():
-            self.binding.bind_ortvalue_input(name, value)
+            self.rebind(name, value)
         self.run_options: ort.RunOptions | None = None
         if session.cuda_graph:
             self.run_options = ort.RunOptions()
@@ -111,6 +177,11 @@ class _Slot:
                 )
             self.binding.bind_ortvalue_output(name, value)
             self._outputs[name] = value
+
+    def rebind(self, name: str, value: Buffer) -> None:
+        if not isinstance(value, ort.OrtValue):
+            raise TypeError(f"{name}: ONNX Runtime binds OrtValues")
+        self.binding.bind_ortvalue_input(name, value)
 
     def run(
         self, inputs: Mapping[str, npt.NDArray[np.generic]], run_options: ort.RunOptions | None
@@ -144,14 +215,14 @@ class DeviceGraph:
         self,
         session: GraphSession,
         *,
-        static: Mapping[str, ort.OrtValue] | None = None,
+        static: Mapping[str, Buffer] | None = None,
         reopen: Reopen = _reopen_without_cuda_graph,
     ) -> None:
         self.session = session
         self.notices: list[str] = []
-        self._static: dict[str, ort.OrtValue] = dict(static or {})
+        self._static: dict[str, Buffer] = dict(static or {})
         self._reopen = reopen
-        self._slots: dict[tuple[tuple[int, ...], ...], _Slot] = {}
+        self._slots: dict[tuple[tuple[int, ...], ...], Slot] = {}
         self._next_graph_id = 0
 
     @property
@@ -161,12 +232,12 @@ class DeviceGraph:
     def _dynamic_names(self) -> list[str]:
         return [n for n in self.session.spec.input_names if n not in self._static]
 
-    def rebind_static(self, name: str, value: ort.OrtValue) -> None:
+    def rebind_static(self, name: str, value: Buffer) -> None:
         self._static[name] = value
         for slot in self._slots.values():
-            slot.binding.bind_ortvalue_input(name, value)
+            slot.rebind(name, value)
 
-    def _slot(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> _Slot:
+    def _slot(self, inputs: Mapping[str, npt.NDArray[np.generic]]) -> Slot:
         names = self._dynamic_names()
         missing = [n for n in names if n not in inputs]
         if missing:
@@ -175,9 +246,9 @@ class DeviceGraph:
         key = tuple(shapes[n] for n in names)
         slot = self._slots.get(key)
         if slot is None:
-            if len(self._slots) >= MAX_SLOTS:
+            if len(self._slots) >= min(MAX_SLOTS, self.session.max_shapes):
                 self._slots.pop(next(iter(self._slots)))
-            slot = _Slot(self.session, shapes, self._static, self._next_graph_id)
+            slot = _new_slot(self.session, shapes, self._static, self._next_graph_id)
             self._next_graph_id += 1
             self._slots[key] = slot
         return slot
@@ -220,8 +291,10 @@ class DeviceRenderer:
         if session.spec.name != RENDERER.name:
             raise ValueError(f"DeviceRenderer needs the renderer graph, got {session.spec.name!r}")
         device, device_id = session.device
-        self._avatar_values = {
-            spec.name: ort.OrtValue.ortvalue_from_shape_and_type(
+        self._avatar_values: dict[str, Buffer] = {
+            spec.name: HostBuffer(tuple(int(d) for d in spec.shape))
+            if session.backend == OPENVINO
+            else ort.OrtValue.ortvalue_from_shape_and_type(
                 list(spec.shape), np.float32, device, device_id
             )
             for spec in AVATAR_TENSORS

@@ -33,8 +33,18 @@ logger = logging.getLogger(__name__)
 CPU = "CPUExecutionProvider"
 CUDA = "CUDAExecutionProvider"
 TENSORRT = "TensorrtExecutionProvider"
+COREML = "CoreMLExecutionProvider"
+"""Apple's CoreML (onnxruntime's macOS builds): the GPU and Neural Engine of Apple Silicon."""
+DIRECTML = "DmlExecutionProvider"
+"""DirectML (the onnxruntime-directml build on Windows): any DirectX 12 GPU (AMD, Intel)."""
 
-SHORT_NAMES = {CPU: "CPU", CUDA: "CUDA", TENSORRT: "TensorRT"}
+SHORT_NAMES = {
+    CPU: "CPU",
+    CUDA: "CUDA",
+    TENSORRT: "TensorRT",
+    COREML: "CoreML",
+    DIRECTML: "DirectML",
+}
 
 
 @dataclass(frozen=True)

@@ -32,15 +32,16 @@ import onnxruntime as ort
 
 from runtime.model.compile.graph_version import graphs_version
 from runtime.model.contract import (
-    PRECISIONS,
     RENDERER,
     GraphSpec,
     TensorSpec,
     graphs,
 )
 from runtime.model.execution.providers import (
+    COREML,
     CPU,
     CUDA,
+    DIRECTML,
     SHORT_NAMES,
     TENSORRT,
     ProviderProbe,
@@ -68,10 +69,23 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+ONNXRUNTIME = "onnxruntime"
+OPENVINO = "openvino"
+BACKENDS = (ONNXRUNTIME, OPENVINO)
+SESSION_PRECISIONS = ("fp32", "fp16", "bf16")
+OPENVINO_DEVICES = ("auto", "CPU", "GPU", "NPU")
+
 Array = npt.NDArray[np.float32]
 
 PREFERENCE = (CUDA, CPU)
-GPU_PROVIDERS = (TENSORRT, CUDA)
+"""Best first, by default; a provider not compiled into this onnxruntime build is skipped.
+CoreML (macOS builds) and DirectML (onnxruntime-directml) are asked for explicitly
+(`providers`): `bench` tries them and ``--backend auto`` takes one only when it measured faster
+within tolerance (`runtime.model.execution.backends`)."""
+GPU_PROVIDERS = (TENSORRT, CUDA, DIRECTML, COREML)
+RETRIED_WITHOUT = (TENSORRT, COREML, DIRECTML)
+"""Providers that may fail on one graph while the next provider runs it (an engine build, an
+unsupported partition): the session is created again without them, with a notice."""
 GPU_INTRA_OP_THREADS = 2
 
 LARGE_ACTIVATION_GRAPHS = frozenset({RENDERER.name})
@@ -114,9 +128,16 @@ class SessionOptions:
     tensorrt_cache_dir: where TensorRT keeps built engines (building one takes minutes);
         `runtime.core.paths` gives the app's (`tensorrt/` in the cache dir).
     tensorrt_fp16: let TensorRT build fp16 engines.
+    coreml_cache_dir: where CoreML keeps compiled ML Programs (its ModelCacheDirectory).
     precision: "fp32", or "fp16" for the exporter's mixed-precision variants of
         `contract.FP16_GRAPHS` (same inputs and outputs; off by default until measured on a
-        GPU: on the CPU provider fp16 is slower).
+        GPU: on the CPU provider fp16 is slower), or "bf16" (OpenVINO only: its CPU plugin runs
+        the fp32 graph in bf16 where the CPU has AVX-512 BF16 or AMX, fp32 elsewhere).
+    backend: "onnxruntime" or "openvino" (`runtime.model.execution.openvino_sessions`);
+        "auto" is resolved before sessions are built (`runtime.model.execution.backends`).
+    openvino_device: "auto" (a GPU when OpenVINO lists one, else the CPU), "CPU", "GPU" or
+        "NPU"; a device that fails to compile a graph falls back to the CPU with a notice.
+    openvino_cache_dir: where OpenVINO keeps compiled graphs (its CACHE_DIR), or None.
     enable_cuda_graph: capture the fixed-shape calls of `CUDA_GRAPH_GRAPHS` as CUDA graphs on
         the CUDA provider (run through `runtime.model.execution.device_graphs`, which falls back
         to plain runs when capture fails).
@@ -132,8 +153,12 @@ class SessionOptions:
     memory_pattern: bool | None = None
     tensorrt_cache_dir: Path | None = None
     tensorrt_fp16: bool = False
+    coreml_cache_dir: Path | None = None
     enable_cuda_graph: bool = False
     precision: str = "fp32"
+    backend: str = "onnxruntime"
+    openvino_device: str = "auto"
+    openvino_cache_dir: Path | None = None
 
     def __post_init__(self) -> None:
         if self.graph_optimization not in _OPTIMIZATION:
@@ -143,8 +168,24 @@ class SessionOptions:
             )
         if self.intra_op_threads < 0 or self.inter_op_threads < 0:
             raise ValueError("thread counts must be >= 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if self.precision not in SESSION_PRECISIONS:
+            raise ValueError(
+                f"precision must be one of {SESSION_PRECISIONS}, got {self.precision!r}"
+            )
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.precision == "bf16" and self.backend != OPENVINO:
+            raise ValueError("bf16 needs the OpenVINO backend (--backend openvino)")
+        if self.openvino_device not in OPENVINO_DEVICES:
+            raise ValueError(
+                f"openvino_device must be one of {OPENVINO_DEVICES}, got {self.openvino_device!r}"
+            )
+
+    @property
+    def graph_precision(self) -> str:
+        """Which exported file to read (`contract.PRECISIONS`): bf16 is a runtime choice made
+        on the fp32 graph."""
+        return "fp16" if self.precision == "fp16" else "fp32"
 
 
 def usable_cores() -> int:
@@ -209,23 +250,33 @@ def _provider_options(name: str, options: SessionOptions, graph: str = "") -> di
             trt["trt_engine_cache_enable"] = "True"
             trt["trt_engine_cache_path"] = str(options.tensorrt_cache_dir)
         return trt
+    if name == COREML:
+        # ML Program (the format with fp32 compute and the newer ops), every compute unit.
+        coreml = {"ModelFormat": "MLProgram", "MLComputeUnits": "ALL"}
+        if options.coreml_cache_dir is not None:
+            coreml["ModelCacheDirectory"] = str(options.coreml_cache_dir)
+        return coreml
+    if name == DIRECTML:
+        return {"device_id": str(options.device_id)}
     return {}
 
 
 def open_with_fallback(
     create: Callable[[Sequence[str]], ort.InferenceSession], requested: Sequence[str]
 ) -> tuple[ort.InferenceSession, list[str], str | None]:
-    """Create a session on `requested`; when TensorRT is first and the session cannot be
-    built with it (engine build failure, unsupported graph), create it again without TensorRT.
-    Returns (session, providers requested in the end, the notice to show or None)."""
+    """Create a session on `requested`; when TensorRT, CoreML or DirectML is first and the
+    session cannot be built with it (engine build failure, unsupported graph), create it
+    again without it. Returns (session, providers requested in the end, the notice to show or
+    None)."""
     try:
         return create(requested), list(requested), None
     except Exception as exc:
-        if not requested or requested[0] != TENSORRT:
+        if not requested or requested[0] not in RETRIED_WITHOUT:
             raise
-        rest = [n for n in requested if n != TENSORRT]
+        first = requested[0]
+        rest = [n for n in requested if n != first]
         notice = (
-            f"TensorRT could not build this graph ({type(exc).__name__}: {exc}); "
+            f"{SHORT_NAMES[first]} could not build this graph ({type(exc).__name__}: {exc}); "
             f"using {SHORT_NAMES.get(rest[0], rest[0])}"
         )
         return create(rest), rest, notice
@@ -284,6 +335,10 @@ class GraphSession:
     but do not initialise here (with the reason).
     """
 
+    backend = ONNXRUNTIME
+    max_shapes = 8
+    """Input-shape signatures a `DeviceGraph` keeps bound for this session."""
+
     def __init__(self, spec: GraphSpec, path: Path, *, options: SessionOptions) -> None:
         self.spec = spec
         self.path = path
@@ -301,7 +356,7 @@ class GraphSession:
             spec.name not in LARGE_ACTIVATION_GRAPHS
             if options.memory_pattern is None
             else options.memory_pattern
-        )
+        ) and DIRECTML not in self.requested  # DirectML does not support memory patterns
 
         so = ort.SessionOptions()
         so.intra_op_num_threads = self.intra_op_threads
@@ -431,6 +486,15 @@ class ModelSet:
         return self._main.providers
 
     @property
+    def on_gpu(self) -> bool:
+        """Whether the renderer runs on an accelerator (any backend's GPU or NPU)."""
+        return self._main.on_gpu
+
+    @property
+    def backend(self) -> str:
+        return self._main.backend
+
+    @property
     def _main(self) -> GraphSession:
         main = self.sessions.get(RENDERER.name)
         return main if main is not None else next(iter(self.sessions.values()))
@@ -447,11 +511,20 @@ def open_model_set(
     names: Sequence[str] | None = None,
 ) -> ModelSet:
     """Sessions for the graphs in `graph_dir` (all, or `names`), each checked against the
-    contract of the model version the graphs say they are (`graphs_version`)."""
+    contract of the model version the graphs say they are (`graphs_version`), on
+    `options.backend` (ONNX Runtime's `GraphSession` or OpenVINO's `OpenVinoSession`)."""
     version = graphs_version(graph_dir)
     wanted = [g for g in graphs(version) if names is None or g.name in names]
+    session_type: type[GraphSession] = GraphSession
+    if options.backend == OPENVINO:
+        # Imported here: openvino is optional where it has no wheels.
+        from runtime.model.execution.openvino_sessions import OpenVinoSession
+
+        session_type = OpenVinoSession
     sessions = {
-        g.name: GraphSession(g, graph_dir / g.filename_for(options.precision), options=options)
+        g.name: session_type(
+            g, graph_dir / g.filename_for(options.graph_precision), options=options
+        )
         for g in wanted
     }
     models = ModelSet(sessions=sessions, version=version)

@@ -51,6 +51,10 @@ def test_doctor_json_reports_this_machine(tmp_path: Path) -> None:
         # No GPU here: stated, with the reason, never an empty section.
         assert cuda["driver"]["present"] is False and cuda["driver"]["reason"]
         assert cuda["driver"]["driver_version"] is None and cuda["problem"] is None
+    openvino = report["openvino"]
+    if openvino["installed"]:
+        devices = {d["device"]: d for d in openvino["devices"]}
+        assert "FP32" in devices["CPU"]["capabilities"] and devices["CPU"]["name"]
     if not report["audio_inputs"]:
         assert report["audio_error"]
     if not report["virtual_camera"]["available"]:

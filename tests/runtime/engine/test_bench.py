@@ -113,7 +113,14 @@ def test_bench_command_json(
     data = json.loads(capsys.readouterr().out)
     assert data["settings"]["hop"] == 5 and data["settings"]["nfe"] == 3
     assert set(data["renderer_ms_per_frame"]) == {"1", "2", "3", "4", "5"}
-    assert data["derived"]["verdict"].startswith("real time at hop 5 with lookahead 2: ")
+    # Auto on a machine without CUDA: every backend/precision was tried against ORT fp32 and
+    # the stages were timed on the one chosen, which the verdict names.
+    tried = [f"{t['backend']}/{t['device']}/{t['precision']}" for t in data["renderer_backends"]]
+    assert tried[0] == "onnxruntime/CPU/fp32" and data["chosen_backend"] in tried
+    assert len(data["sampler_backends"]) == len(tried)
+    assert data["derived"]["verdict"].startswith(
+        f"real time at hop 5 with lookahead 2 on {data['chosen_backend']} (auto's choice): "
+    )
     assert read_result(tmp_path) is not None  # kept for the engine's Auto mode and the GUI
 
 

@@ -71,6 +71,14 @@ def build_window(backend: Backend) -> MainWindow:
     keep_qt_state_in(paths.config_dir())
     store = SettingsStore(paths.config_dir())
     settings, notice = store.load()
+    recovered = backend.engine.recover_recordings()  # a crashed session's recording, saved
+    if recovered:
+        said = "; ".join(recovered)
+        notice = (
+            f"{notice} {said[:1].upper()}{said[1:]}."
+            if notice
+            else f"{said[:1].upper()}{said[1:]}."
+        )
     gallery = Gallery(avatars_dir())
     add_sample_avatar(gallery, backend.avatars)
     window = MainWindow(

@@ -362,6 +362,11 @@ class LiveEngine(Protocol):
         bridge's worker: opening a webcam takes a moment)."""
         ...
 
+    def recover_recordings(self) -> list[str]:
+        """Save what recordings a crash interrupted left (at start-up); one sentence each,
+        saying where it went."""
+        ...
+
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> LiveSession:
         """Open the model, the source and the sinks and start producing frames (slow).
 

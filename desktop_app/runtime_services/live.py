@@ -78,7 +78,7 @@ from runtime.media.webcam import WebcamConfig
 from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
 from runtime.remote.client import RemoteConfig
 from runtime.remote.link_status import LinkStatus
-from runtime.sinks import SinkUnavailable
+from runtime.sinks import SinkUnavailable, recording_journal
 from runtime.sinks.composed import RecordingFailed
 from runtime.sinks.outputs import OutputsConfig
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
@@ -326,6 +326,10 @@ class RuntimeEngine:
         self._generation = 0  # bumped by reopen_models
         self._set_generation = 0  # the generation the open set was opened in
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
+
+    def recover_recordings(self) -> list[str]:
+        """What a killed session recorded, saved now (the next recording would do it too)."""
+        return [found.describe() for found in recording_journal.recover()]
 
     def expectation(self, quality: Quality) -> str | None:
         """When this model is not real time here, what Go Live will give: as the last session

@@ -41,7 +41,7 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   .venv/bin/python -m pip install -q "torch==2.13.0"
   # The convert extra (torch, onnx: converting the checkpoints once; the tests build graphs
   # with onnx) and the server extra (the tests start `imtalker-cam serve` on loopback).
-  .venv/bin/python -m pip install -q -e ".[dev,server,convert]"
+  .venv/bin/python -m pip install -q -e ".[dev,server,convert,hotkeys]"
   touch "$stamp"
 fi
 

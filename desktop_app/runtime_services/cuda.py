@@ -23,7 +23,7 @@ from packaging.requirements import Requirement
 from packaging.tags import Tag
 
 from desktop_app.services import Cancelled, CudaOffer, Progress, ProgressFn, UserError
-from runtime.model.execution import cuda_fetch, providers
+from runtime.model.execution import cuda_fetch, cuda_user_libs, providers
 from runtime.model.execution.cuda_env import (
     DriverInfo,
     build_cuda_version,
@@ -56,7 +56,7 @@ class CudaSystem:
     opener: cuda_fetch.Fetcher = _open
     tags: tuple[Tag, ...] | None = None  # None: this interpreter's
     environment: Mapping[str, str] | None = None  # None: this interpreter's markers
-    folder: Path | None = None  # None: `cuda_fetch.user_library_dir` for the build
+    folder: Path | None = None  # None: `cuda_user_libs.user_library_dir` for the build
     clock: Callable[[], float] = time.monotonic
 
 
@@ -93,7 +93,7 @@ class RuntimeCuda:
 
     def _folder(self) -> Path | None:
         s = self.system
-        return s.folder if s.folder is not None else cuda_fetch.user_library_dir(s.build_cuda())
+        return s.folder if s.folder is not None else cuda_user_libs.user_library_dir(s.build_cuda())
 
     def offer(self) -> CudaOffer | None:
         s = self.system
@@ -155,7 +155,7 @@ class RuntimeCuda:
             raise UserError(f"The CUDA runtime could not be kept in {where}: {exc}.") from None
         with self._lock:
             self._plan = None
-        loaded, error = cuda_fetch.preload_from(folder, preload=self.system.preload)
+        loaded, error = cuda_user_libs.preload_from(folder, preload=self.system.preload)
         if not loaded:
             raise UserError(
                 f"The CUDA runtime was fetched into {folder} but does not load"

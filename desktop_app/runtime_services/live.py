@@ -75,7 +75,8 @@ from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicStatus
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import ModelSet, SessionOptions
 from runtime.remote.client import RemoteConfig
 from runtime.remote.link_status import LinkStatus
 from runtime.sinks import SinkUnavailable, recording_journal

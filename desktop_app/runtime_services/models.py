@@ -194,7 +194,8 @@ class RuntimeModels:
         from desktop_app.runtime_services.live import controls_for
         from runtime.core import paths
         from runtime.engine.bench import BenchSettings, run_bench, write_result
-        from runtime.model.execution.sessions import SessionOptions, open_model_set
+        from runtime.model.execution.model_set import open_model_set
+        from runtime.model.execution.sessions import SessionOptions
 
         state = self.model_state()
         if not state.ready or state.graphs_dir is None:

@@ -118,7 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from runtime.engine.bench import avatar_tensors, run_bench, write_result
     from runtime.model.compile.weights import resolve_graphs
     from runtime.model.execution.backends import REFERENCE
-    from runtime.model.execution.sessions import open_model_set
+    from runtime.model.execution.model_set import open_model_set
 
     try:
         settings = BenchSettings(

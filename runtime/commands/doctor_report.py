@@ -18,7 +18,8 @@ from typing import Any
 from runtime.media import device_names
 from runtime.model import convert_extra
 from runtime.model.execution.cuda_env import cuda_environment
-from runtime.model.execution.cuda_fetch import cuda_runtime_need, user_library_dir
+from runtime.model.execution.cuda_fetch import cuda_runtime_need
+from runtime.model.execution.cuda_user_libs import user_library_dir
 from runtime.model.execution.providers import (
     CPU,
     TENSORRT,

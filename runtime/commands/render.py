@@ -63,7 +63,7 @@ from runtime.media.video_file import (
 )
 from runtime.model import contract
 from runtime.model.compile.weights import resolve_graphs
-from runtime.model.execution.sessions import open_model_set
+from runtime.model.execution.model_set import open_model_set
 from runtime.model.store.errors import ModelStoreError
 
 logger = logging.getLogger(__name__)

@@ -38,7 +38,8 @@ from runtime.model.execution.backends import (
     ort_providers,
 )
 from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
-from runtime.model.execution.sessions import OPENVINO, SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import OPENVINO, SessionOptions
 
 __all__ = [
     "BackendTrials",

@@ -27,7 +27,8 @@ from fastapi import FastAPI, WebSocket
 from ray import serve
 from starlette.websockets import WebSocketDisconnect
 
-from runtime.model.execution.sessions import SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import SessionOptions
 from runtime.server.connection import Admission, Disconnected, ServerContext, handle
 from runtime.server.limits import ServerLimits
 

@@ -67,8 +67,9 @@ from runtime.model.execution.backends import (  # noqa: E402
     candidates,
 )
 from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer  # noqa: E402
+from runtime.model.execution.model_set import open_model_set  # noqa: E402
 from runtime.model.execution.openvino_sessions import bf16_supported  # noqa: E402
-from runtime.model.execution.sessions import SessionOptions, open_model_set  # noqa: E402
+from runtime.model.execution.sessions import SessionOptions  # noqa: E402
 from runtime.model.versions import VERSIONS  # noqa: E402
 from tests.support.data import GOLDEN  # noqa: E402
 from tests.support.golden import rel_err  # noqa: E402

@@ -50,7 +50,8 @@ from runtime.engine.motion_sampler import (  # noqa: E402
     velocity_from_session,
 )
 from runtime.model.contract import AUDIO_FEATURE_DIM, CLIP_FRAMES, FPS, SAMPLES_PER_FRAME  # noqa: E402
-from runtime.model.execution.sessions import SessionOptions, open_model_set  # noqa: E402
+from runtime.model.execution.model_set import open_model_set  # noqa: E402
+from runtime.model.execution.sessions import SessionOptions  # noqa: E402
 from runtime.sinks.preview import PreviewSink  # noqa: E402
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink  # noqa: E402
 from tests.support.data import FIXTURES  # noqa: E402

@@ -49,7 +49,8 @@ from runtime.media.video_file import VideoReader  # noqa: E402
 from runtime.model.compile import cache as compiled_cache  # noqa: E402
 from runtime.model.compile.weights import WeightsFolder  # noqa: E402
 from runtime.model.execution.device_graphs import DeviceRenderer  # noqa: E402
-from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set  # noqa: E402
+from runtime.model.execution.model_set import open_model_set  # noqa: E402
+from runtime.model.execution.sessions import ModelSet, SessionOptions  # noqa: E402
 from tests.support.data import FIXTURES, GOLDEN  # noqa: E402
 
 DEFAULT_WORK = ROOT / "tests" / "output" / "bench_versions"

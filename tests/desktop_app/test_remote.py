@@ -15,7 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from desktop_app.live_bridge import LiveState
 from desktop_app.settings import Compute, Settings, SettingsStore
-from runtime.model.execution.sessions import open_model_set
+from runtime.model.execution.model_set import open_model_set
 from runtime.model.versions import V2
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import WindowFactory

@@ -13,7 +13,8 @@ import numpy as np
 
 from runtime.engine.live.avatar import LiveAvatar, encode_avatar
 from runtime.engine.live.engine import EngineEvent, EngineListener, HopRecord
-from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import ModelSet, SessionOptions
 from runtime.model.versions import ModelVersion
 from runtime.sinks.frame import LiveFrame
 from runtime.sinks.preview import PreviewSink

@@ -40,7 +40,8 @@ from runtime.engine.live.types import (
     Source,
 )
 from runtime.media.virtual_mic import VirtualMic
-from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import ModelSet, SessionOptions
 from runtime.sinks import Sink
 from runtime.sinks.outputs import Outputs, OutputsConfig
 

@@ -197,7 +197,11 @@ def _preload() -> tuple[bool, str | None]:
     if not nvidia_wheels():
         # A runtime fetched into the user's folder (the bundle, a pipx install); otherwise
         # nothing to prefer: loading from the system path is what ORT does anyway.
-        from runtime.model.execution.cuda_fetch import is_installed, preload_from, user_library_dir
+        from runtime.model.execution.cuda_user_libs import (
+            is_installed,
+            preload_from,
+            user_library_dir,
+        )
 
         folder = user_library_dir(build_cuda_version())
         if folder is not None and is_installed(folder):

@@ -37,8 +37,11 @@ from packaging.tags import Tag, sys_tags
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from runtime.core import paths
 from runtime.model.execution.cuda_env import DriverInfo, driver_problem
+from runtime.model.execution.cuda_user_libs import (
+    MARKER_FILE,
+    is_installed,
+)
 from runtime.model.store.errors import Cancelled, ModelStoreError
 
 logger = logging.getLogger(__name__)
@@ -49,7 +52,6 @@ INDEX_URL = "https://pypi.org/pypi"
 EXTRAS = ("cuda", "cudnn")
 """onnxruntime-gpu's extras that name the CUDA and cuDNN runtime wheels it needs."""
 
-MARKER_FILE = "installed.json"
 _CHUNK = 1 << 20
 
 Fetcher = Callable[[str], Any]
@@ -89,19 +91,6 @@ class FetchProgress:
     wheel: str
     done_bytes: int
     total_bytes: int
-
-
-def user_library_dir(build_cuda: str | None) -> Path | None:
-    """`<data dir>/cuda/cu<major>/lib`, where fetched libraries go; None for a CPU build."""
-    major = (build_cuda or "").split(".", 1)[0]
-    if not major.isdigit():
-        return None
-    return paths.data_dir() / "cuda" / f"cu{major}" / "lib"
-
-
-def is_installed(folder: Path) -> bool:
-    """A finished fetch leaves its marker last; a folder without it is an interrupted one."""
-    return (folder / MARKER_FILE).is_file()
 
 
 def runtime_requirements(dist: str = "onnxruntime-gpu") -> tuple[Requirement, ...]:
@@ -327,26 +316,3 @@ def fetch_runtime(
         shutil.rmtree(work, ignore_errors=True)
     logger.info("CUDA runtime fetched into %s (%d wheels)", folder, len(plan.wheels))
     return folder
-
-
-def preload_from(
-    folder: Path, *, preload: Callable[..., object] | None = None
-) -> tuple[bool, str | None]:
-    """Load the fetched CUDA and cuDNN libraries (ONNX Runtime's `preload_dlls`); (done,
-    error) as `cuda_env.preload_cuda_libraries` reports it."""
-    if not is_installed(folder):
-        return False, None
-    if preload is None:
-        try:
-            import onnxruntime as ort
-        except ImportError:
-            return False, None
-        preload = getattr(ort, "preload_dlls", None)
-        if preload is None:
-            return False, None
-    try:
-        preload(cuda=True, cudnn=True, msvc=True, directory=str(folder))
-    except Exception as exc:  # a finding for doctor and the log, not a crash
-        logger.warning("preloading the fetched CUDA runtime failed: %s", exc)
-        return False, f"{type(exc).__name__}: {exc}"
-    return True, None

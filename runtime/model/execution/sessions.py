@@ -35,7 +35,6 @@ from runtime.model.contract import (
     RENDERER,
     GraphSpec,
     TensorSpec,
-    graphs,
 )
 from runtime.model.execution.providers import (
     COREML,
@@ -60,7 +59,6 @@ __all__ = [
     "ProviderReport",
     "SessionOptions",
     "graphs_version",
-    "open_model_set",
     "provider_report",
     "requested_providers",
     "usable_cores",
@@ -502,37 +500,3 @@ class ModelSet:
     def summary(self) -> str:
         """What the GUI and `doctor` show: ``CPU, 2 threads (CUDA unusable: ...)``."""
         return self._main.summary()
-
-
-def open_model_set(
-    graph_dir: Path,
-    *,
-    options: SessionOptions,
-    names: Sequence[str] | None = None,
-) -> ModelSet:
-    """Sessions for the graphs in `graph_dir` (all, or `names`), each checked against the
-    contract of the model version the graphs say they are (`graphs_version`), on
-    `options.backend` (ONNX Runtime's `GraphSession` or OpenVINO's `OpenVinoSession`)."""
-    version = graphs_version(graph_dir)
-    wanted = [g for g in graphs(version) if names is None or g.name in names]
-    session_type: type[GraphSession] = GraphSession
-    if options.backend == OPENVINO:
-        # Imported here: openvino is optional where it has no wheels.
-        from runtime.model.execution.openvino_sessions import OpenVinoSession
-
-        session_type = OpenVinoSession
-    sessions = {
-        g.name: session_type(
-            g, graph_dir / g.filename_for(options.graph_precision), options=options
-        )
-        for g in wanted
-    }
-    models = ModelSet(sessions=sessions, version=version)
-    logger.info(
-        "%d graphs of IMTalker %s from %s on %s",
-        len(sessions),
-        version.name,
-        graph_dir,
-        models.summary(),
-    )
-    return models

@@ -20,7 +20,8 @@ from runtime.engine.offline import AudioRenderSettings, OfflineRenderer, image_t
 from runtime.media.audio_file import load_audio, normalize_utterance, pad_to_frames
 from runtime.media.face_crop import prepare_avatar
 from runtime.media.video_file import Mp4Writer, VideoReader
-from runtime.model.execution.sessions import SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import SessionOptions
 from tests.support.golden import assert_frames_close, rel_err
 
 pytestmark = pytest.mark.slow

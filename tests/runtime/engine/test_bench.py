@@ -17,7 +17,8 @@ from runtime.engine.bench import (
     run_bench,
     write_result,
 )
-from runtime.model.execution.sessions import SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import SessionOptions
 from tests.support import stub_graphs
 
 

@@ -228,7 +228,8 @@ def test_padding_repeats_the_last_frame() -> None:
 def test_golden_samples_with_recipe_graphs(golden_dir: Path, recipe_graphs: Path) -> None:
     """Full-size recipe-weight graphs (exported by the `recipe_graphs` fixture)."""
     from runtime.engine.features import encoder_from_session, utterance_features
-    from runtime.model.execution.sessions import SessionOptions, open_model_set
+    from runtime.model.execution.model_set import open_model_set
+    from runtime.model.execution.sessions import SessionOptions
 
     models = open_model_set(
         recipe_graphs,

@@ -77,7 +77,7 @@ def test_normalisation_and_padding_match_the_reference_recipe(golden_dir: Path) 
 
 
 def test_window_features_take_the_last_frames(tmp_path: Path) -> None:
-    from runtime.model.execution.sessions import open_model_set
+    from runtime.model.execution.model_set import open_model_set
 
     models = open_model_set(write_stub_graphs(tmp_path), options=CPU, names=("audio_encoder",))
     from runtime.engine.features import encoder_from_session

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from runtime.model.execution.sessions import open_model_set
+from runtime.model.execution.model_set import open_model_set
 from runtime.model.versions import V2
 from runtime.remote import protocol as P
 from runtime.remote.client import (

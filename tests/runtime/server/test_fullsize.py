@@ -14,7 +14,8 @@ import pytest
 
 from runtime.engine.live.avatar import encode_avatar, render, to_uint8
 from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine
-from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import ModelSet, SessionOptions
 from runtime.remote import protocol as P
 from runtime.remote.codec import encode_photo
 from tests.support.golden import assert_frames_close

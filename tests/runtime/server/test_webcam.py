@@ -12,7 +12,7 @@ import pytest
 
 from runtime.engine.live.engine import LiveEngine, WebcamInput
 from runtime.engine.live.remote import RemoteCompute, remote_avatar
-from runtime.model.execution.sessions import open_model_set
+from runtime.model.execution.model_set import open_model_set
 from runtime.model.versions import V2
 from runtime.remote.client import RemoteConfig
 from tests.support import stub_graphs

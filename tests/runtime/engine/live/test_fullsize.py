@@ -11,7 +11,8 @@ import pytest
 
 from runtime.engine.live.avatar import LiveAvatar
 from runtime.engine.live.engine import EngineConfig, FileInput, LiveControls, LiveEngine
-from runtime.model.execution.sessions import ModelSet, SessionOptions, open_model_set
+from runtime.model.execution.model_set import open_model_set
+from runtime.model.execution.sessions import ModelSet, SessionOptions
 from tests.support.live import CPU, Tap, wav_16k
 from tests.support.stub_graphs import write_stub_graphs
 from tests.support.waiting import wait_until

@@ -21,7 +21,7 @@ from runtime.engine.live.session import (
     session_avatar,
     start_session,
 )
-from runtime.model.execution.sessions import open_model_set
+from runtime.model.execution.model_set import open_model_set
 from runtime.sinks.outputs import OutputsConfig
 from runtime.sinks.virtual_camera import VirtualCameraConfig
 from tests.runtime.engine.test_bench import result

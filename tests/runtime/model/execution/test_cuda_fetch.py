@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from packaging.tags import Tag
 
-from runtime.model.execution import cuda_fetch
+from runtime.model.execution import cuda_fetch, cuda_user_libs
 from runtime.model.execution.cuda_env import DriverInfo
 from runtime.model.execution.cuda_fetch import CudaFetchError, FetchProgress, plan_fetch
 from runtime.model.store.errors import Cancelled
@@ -67,19 +67,22 @@ def test_fetch_keeps_the_libraries_reports_progress_and_preloads_them(
         "libcudart.so.13",
         "libcudnn.so.9",
     ]
-    assert cuda_fetch.is_installed(folder)
+    assert cuda_user_libs.is_installed(folder)
     done = [s.done_bytes for s in seen]
     assert done == sorted(done) and done[-1] == p.total_bytes and len(done) > len(p.wheels)
     assert not list(folder.parent.glob(".*incomplete"))
 
     calls: list[dict[str, object]] = []
-    assert cuda_fetch.preload_from(folder, preload=lambda **kw: calls.append(kw)) == (True, None)
+    assert cuda_user_libs.preload_from(folder, preload=lambda **kw: calls.append(kw)) == (
+        True,
+        None,
+    )
     assert calls == [{"cuda": True, "cudnn": True, "msvc": True, "directory": str(folder)}]
 
     def broken(**_kw: object) -> None:
         raise OSError("libcudart.so.13: wrong ELF class")
 
-    ok, error = cuda_fetch.preload_from(folder, preload=broken)
+    ok, error = cuda_user_libs.preload_from(folder, preload=broken)
     assert not ok and error == "OSError: libcudart.so.13: wrong ELF class"
 
 
@@ -127,7 +130,7 @@ def test_the_offer_is_made_only_where_it_helps(tmp_path: Path) -> None:
     assert need(wheels={"nvidia-cuda-runtime": "13.0.96"}) is None
     assert need(load=lambda name: name) is None  # a system CUDA loads
     folder.mkdir()
-    (folder / cuda_fetch.MARKER_FILE).write_text("{}")
+    (folder / cuda_user_libs.MARKER_FILE).write_text("{}")
     assert need() is None  # fetched already
 
 

@@ -27,13 +27,9 @@ from runtime.model.execution.backends import (
     resolve,
 )
 from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
+from runtime.model.execution.model_set import open_model_set
 from runtime.model.execution.openvino_sessions import OpenVinoSession, pick_device
-from runtime.model.execution.sessions import (
-    ContractError,
-    GraphSession,
-    SessionOptions,
-    open_model_set,
-)
+from runtime.model.execution.sessions import ContractError, GraphSession, SessionOptions
 from tests.runtime.model.execution.test_sessions import avatar
 from tests.support import stub_graphs
 from tests.support.fakes.openvino_devices import FakeCore, install

@@ -17,12 +17,12 @@ import pytest
 
 from runtime.model import contract as C
 from runtime.model.execution import providers, sessions
+from runtime.model.execution.model_set import open_model_set
 from runtime.model.execution.providers import ProviderProbe, provider_report, short_reason
 from runtime.model.execution.sessions import (
     ContractError,
     GraphSession,
     SessionOptions,
-    open_model_set,
     requested_providers,
     usable_cores,
     wanted_providers,

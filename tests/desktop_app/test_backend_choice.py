@@ -74,7 +74,8 @@ def test_auto_without_a_timing_run_stays_on_onnx_runtime(qtbot: QtBot, window: M
 
 
 def test_openvino_is_greyed_out_with_the_reason_when_not_installed(
-    monkeypatch: pytest.MonkeyPatch, make_window: WindowFactory  # noqa: F405
+    monkeypatch: pytest.MonkeyPatch,
+    make_window: WindowFactory,  # noqa: F405
 ) -> None:
     from desktop_app.runtime_services import live
 
@@ -95,3 +96,17 @@ def test_an_unknown_saved_backend_loads_as_auto_with_a_notice(tmp_path: Path) ->
     assert settings == Settings(quality=Quality(steps=4))
     assert settings.quality.backend == "auto"
     assert notice is not None and "quality.backend" in notice
+
+
+def test_bf16_is_offered_with_openvino_only(qtbot: QtBot, window: MainWindow) -> None:
+    backend, precision = window.controls.backend, window.controls.precision
+    bf16 = precision.model().item(precision.findData("bf16"))  # type: ignore[attr-defined]
+    assert not bf16.isEnabled() and "OpenVINO" in bf16.toolTip()
+    backend.setCurrentIndex(backend.findData("openvino"))
+    assert bf16.isEnabled()
+    precision.setCurrentIndex(precision.findData("bf16"))
+    assert window.controls.quality.precision == "bf16"
+    backend.setCurrentIndex(backend.findData("auto"))  # bf16 goes with OpenVINO
+    assert not bf16.isEnabled()
+    assert window.controls.quality == Quality(precision="fp32", backend="auto")
+    qtbot.waitUntil(lambda: window.settings.quality.precision == "fp32", timeout=3_000)

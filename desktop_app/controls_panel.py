@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from PySide6.QtCore import Qt, QTimer, Signal
-from PySide6.QtGui import QColor, QResizeEvent
+from PySide6.QtGui import QColor, QResizeEvent, QStandardItemModel
 from PySide6.QtWidgets import (
     QCheckBox,
     QColorDialog,
@@ -29,6 +29,7 @@ from PySide6.QtWidgets import (
 
 from desktop_app.elided_combo import ElidedComboBox
 from desktop_app.settings import (
+    BACKEND_CHOICES,
     CFG_RANGE,
     HOP_CHOICES,
     POSE_LIMITS,
@@ -52,7 +53,21 @@ _POSE_LABELS = {
     "gaze_y": ("Ga&ze up/down", "Where the eyes look, up to down"),
 }
 _CFG_UNITS = 10
-_PRECISION_LABELS = {"fp32": "Full (fp32)", "fp16": "Half (fp16, GPU)"}
+_PRECISION_LABELS = {
+    "fp32": "Full (fp32)",
+    "fp16": "Half (fp16, GPU)",
+    "bf16": "bf16 (OpenVINO, newer Intel CPUs)",
+}
+BF16_NEEDS_OPENVINO = "bf16 runs on OpenVINO only: choose Backend OpenVINO first."
+_BACKEND_LABELS = {
+    "auto": "Auto — fastest measured",
+    "onnxruntime": "ONNX Runtime",
+    "openvino": "OpenVINO (Intel CPUs and GPUs)",
+}
+BACKEND_TIP = (
+    "Which runtime computes the face. Auto: an NVIDIA GPU when there is one, else what the "
+    "set-up's timing run measured fastest. Applies the next time you go live."
+)
 # The CLI's --nfe counts the sampler's time-grid points, one more than its steps: each item
 # says both, so "Steps 9" and "--nfe 10" are seen to be one setting.
 _STEPS_LABELS = {
@@ -249,11 +264,17 @@ class ControlsPanel(QWidget):
         self.precision = QComboBox(quality_box)
         self.precision.setAccessibleName("Precision")
         self.precision.setToolTip(
-            "Half precision (fp16) is for NVIDIA GPUs; on a CPU it is slower. "
-            "Applies the next time you go live."
+            "Half precision (fp16) is for NVIDIA GPUs; on a CPU it is slower. bf16 is for "
+            "OpenVINO on CPUs with AVX-512 BF16 or AMX: about twice as fast, a little less "
+            "exact. Applies the next time you go live."
         )
         for value in PRECISION_CHOICES:
             self.precision.addItem(_PRECISION_LABELS[value], value)
+        self.backend = QComboBox(quality_box)
+        self.backend.setAccessibleName("Backend")
+        self.backend.setToolTip(BACKEND_TIP)
+        for value in BACKEND_CHOICES:
+            self.backend.addItem(_BACKEND_LABELS[value], value)
         quality_form = QFormLayout(quality_box)
         quality_form.setFieldGrowthPolicy(QFormLayout.FieldGrowthPolicy.AllNonFixedFieldsGrow)
         quality_form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)
@@ -263,6 +284,7 @@ class ControlsPanel(QWidget):
             ("", self.fewer_steps),
             ("Hop · delay", self.hop),
             ("Precision", self.precision),
+            ("Backend", self.backend),
         ):
             if not label:
                 quality_form.addRow(widget)
@@ -329,6 +351,7 @@ class ControlsPanel(QWidget):
         self.fewer_steps.toggled.connect(self._quality_edited)
         self.hop.currentIndexChanged.connect(self._quality_edited)
         self.precision.currentIndexChanged.connect(self._quality_edited)
+        self.backend.currentIndexChanged.connect(self._backend_edited)
         self.mirror.toggled.connect(self._output_edited)
         self.resolution.currentIndexChanged.connect(self._output_edited)
         self.background.currentIndexChanged.connect(self._output_edited)
@@ -377,6 +400,8 @@ class ControlsPanel(QWidget):
             self.fewer_steps.setChecked(quality.fewer_steps)
             self.hop.setCurrentIndex(max(0, self.hop.findData(quality.hop)))
             self.precision.setCurrentIndex(max(0, self.precision.findData(quality.precision)))
+            self.backend.setCurrentIndex(max(0, self.backend.findData(quality.backend)))
+            self._offer_bf16()
             self.mirror.setChecked(output.mirror)
             size = f"{output.width}x{output.height}"
             index = self.resolution.findData(size)
@@ -467,6 +492,15 @@ class ControlsPanel(QWidget):
         self._sync_enabled()
         self.pose_changed.emit(self._pose)
 
+    def set_backend_unavailable(self, backend: str, reason: str | None) -> None:
+        """Grey out `backend` in the Backend choice with `reason` as its tooltip (None: it
+        can be chosen). A saved choice stays selected: going live then says what is wrong."""
+        model = self.backend.model()
+        assert isinstance(model, QStandardItemModel)
+        item = model.item(self.backend.findData(backend))
+        item.setEnabled(reason is None)
+        item.setToolTip(reason or "")
+
     def set_model_default_cfg(self, cfg: float) -> None:
         """The installed model's own expressiveness (2.0 for IMTalker v2, 3.0 for v1), shown
         while the user has not chosen one."""
@@ -483,6 +517,25 @@ class ControlsPanel(QWidget):
             self._cfg_chosen = True
         self._quality_edited()
 
+    def _offer_bf16(self) -> None:
+        """bf16 only with the OpenVINO backend (ONNX Runtime has no bf16 graphs)."""
+        model = self.precision.model()
+        assert isinstance(model, QStandardItemModel)
+        item = model.item(self.precision.findData("bf16"))
+        openvino = self.backend.currentData() == "openvino"
+        item.setEnabled(openvino)
+        item.setToolTip("" if openvino else BF16_NEEDS_OPENVINO)
+
+    def _backend_edited(self) -> None:
+        self._offer_bf16()
+        if self.backend.currentData() != "openvino" and self.precision.currentData() == "bf16":
+            self._loading = True  # one quality change, below, for both combos
+            try:
+                self.precision.setCurrentIndex(self.precision.findData("fp32"))
+            finally:
+                self._loading = False
+        self._quality_edited()
+
     def _quality_edited(self) -> None:
         if self._loading:
             return
@@ -493,6 +546,7 @@ class ControlsPanel(QWidget):
             fewer_steps=self.fewer_steps.isChecked(),
             hop=int(self.hop.currentData()),
             precision=str(self.precision.currentData()),
+            backend=str(self.backend.currentData()),
         )
         self.quality_changed.emit(self._quality)
 

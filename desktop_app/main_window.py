@@ -260,6 +260,9 @@ class MainWindow(QMainWindow):
             audio_file=s.audio_file,
         )
         self.controls = ControlsPanel(pose=s.pose, quality=s.quality, output=s.output)
+        self.controls.set_backend_unavailable(
+            "openvino", self.backend.engine.backend_unavailable("openvino")
+        )
         self.call_audio = CallAudioPanel(s.call_audio)
         controls_layout = self.controls.layout()  # under Output: what the call gets
         assert isinstance(controls_layout, QVBoxLayout)

@@ -357,6 +357,11 @@ class LiveEngine(Protocol):
         set-up's timing run; None when it keeps up or nothing is known."""
         ...
 
+    def backend_unavailable(self, backend: str) -> str | None:
+        """Why the compute backend `backend` ("openvino", ...) cannot run here, in plain words
+        for a tooltip; None when it can."""
+        ...
+
     def check_source(self, config: LiveConfig) -> None:
         """Raise SourceUnavailable when the chosen source cannot be opened right now (the
         bridge's worker: opening a webcam takes a moment)."""

@@ -37,7 +37,12 @@ BackgroundMode = Literal["none", "colour", "blur"]
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
 STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
 CFG_RANGE = (validate.CFG.lo, validate.CFG.hi)
-PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16")  # fp16: the mixed-precision graphs (GPUs)
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+"""fp16: the mixed-precision graphs (GPUs); bf16: OpenVINO's, on CPUs with AVX-512 BF16 or AMX
+(the Controls panel offers it with the OpenVINO backend only)."""
+BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "openvino")
+"""The runtime's ``--backend`` choices (widgets do not import the runtime; a test keeps the two
+in step). Auto: CUDA when usable, else what the last timing run measured fastest."""
 HOP_CHOICES: tuple[int, ...] = (0, 1, 2, 5, 10, 25)
 """Frames per engine step (40 ms each); 0 = Auto: the smallest the machine keeps real time."""
 GATE_RANGE = Range(name="gate", lo=-80.0, hi=-10.0, unit="dBFS")
@@ -86,7 +91,8 @@ class Quality:
     """Auto may use fewer steps (down to 4) when the machine falls behind: off by default,
     fewer steps change the motion."""
     hop: int = 0  # frames produced per engine step; 0 = Auto
-    precision: str = "fp32"  # "fp16": mixed-precision renderer/velocity; from the next Go Live
+    precision: str = "fp32"  # "fp16"/"bf16" (PRECISION_CHOICES); from the next Go Live
+    backend: str = "auto"  # "onnxruntime" or "openvino" (BACKEND_CHOICES); from the next Go Live
 
 
 @dataclass(frozen=True)
@@ -162,6 +168,8 @@ def _check(name: str, value: Any) -> None:
         validate.check_choice(value, HOP_CHOICES, label=name)
     elif name == "precision":
         validate.check_choice(value, PRECISION_CHOICES, label=name)
+    elif name == "backend":
+        validate.check_choice(value, BACKEND_CHOICES, label=name)
     elif name == "mode" and value not in ("local", "remote"):
         raise ValidationError(f"{name} must be local or remote", subject=name)
     elif name == "url" and value and not value.startswith(("ws://", "wss://")):

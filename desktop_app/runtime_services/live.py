@@ -44,6 +44,7 @@ from desktop_app.services import (
 from desktop_app.services import LiveSession as AppLiveSession
 from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
 from runtime.core import paths
+from runtime.engine.backend_options import session_options
 from runtime.engine.live.engine import LiveEngine
 from runtime.engine.live.remote import RemoteCompute
 from runtime.engine.live.session import (
@@ -75,8 +76,9 @@ from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicStatus
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
+from runtime.model.execution.backends import openvino_installed
 from runtime.model.execution.model_set import open_model_set
-from runtime.model.execution.sessions import ModelSet, SessionOptions
+from runtime.model.execution.sessions import OPENVINO, ModelSet, SessionOptions
 from runtime.remote.client import RemoteConfig
 from runtime.remote.link_status import LinkStatus
 from runtime.sinks import SinkUnavailable, recording_journal
@@ -323,7 +325,8 @@ class RuntimeEngine:
         self.on_hop = on_hop  # diagnostics and tests: every hop the engine makes
         self._model_set: ModelSet | None = None
         self._model_dir: Path | None = None
-        self._precision = "fp32"
+        self._opened_for: tuple[str, str] = ("auto", "fp32")  # the set's backend and precision
+        self._options = SessionOptions()  # what the open set was opened with
         self._generation = 0  # bumped by reopen_models
         self._set_generation = 0  # the generation the open set was opened in
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
@@ -382,43 +385,53 @@ class RuntimeEngine:
         sink.close()
         return VirtualCameraInfo(True, backend, device, None)
 
-    def _local_compute(self, precision: str) -> LocalCompute:
+    def backend_unavailable(self, backend: str) -> str | None:
+        if backend == OPENVINO and not openvino_installed():
+            return (
+                "OpenVINO is not installed here (pip install openvino; not made for every "
+                "platform)."
+            )
+        return None
+
+    def _local_compute(self, quality: Quality) -> LocalCompute:
         """This computer, with the graphs kept open between sessions."""
-        models = self._open_models(precision)
+        models, options = self._open_models(quality)
         assert self._model_dir is not None
         return LocalCompute(
-            graphs=self._model_dir,
-            options=SessionOptions(precision=precision),
-            models=models,
-            bench_dir=paths.cache_dir(),
+            graphs=self._model_dir, options=options, models=models, bench_dir=paths.cache_dir()
         )
 
-    def _open_models(self, precision: str = "fp32") -> ModelSet:
+    def _open_models(self, quality: Quality) -> tuple[ModelSet, SessionOptions]:
+        """The open model set for the chosen backend and precision (reopened when either
+        changed, or the graphs, or after `reopen_models`) and the options it was opened with."""
         state = self.models.model_state()
         if not state.ready or state.graphs_dir is None:
             raise UserError("the model is not set up yet (Help > Model set-up)")
         generation = self._generation
+        wanted = (quality.backend, quality.precision)
         if (
             self._model_set is None
             or self._model_dir != state.graphs_dir
-            or self._precision != precision
+            or self._opened_for != wanted
             or self._set_generation != generation
         ):
             try:
-                self._model_set = open_model_set(
-                    state.graphs_dir, options=SessionOptions(precision=precision)
+                options = session_options(
+                    backend=quality.backend, precision=quality.precision, graphs=state.graphs_dir
                 )
+                self._model_set = open_model_set(state.graphs_dir, options=options)
             except Exception as exc:
                 logger.exception("cannot load the model from %s", state.graphs_dir)
                 raise ModelLoadFailed(
                     f"The model could not be loaded ({type(exc).__name__}: {exc}). Convert it "
-                    "again in Help › Model set-up."
+                    "again in Help › Model set-up, or choose another Backend in Controls."
                 ) from None
             self._model_dir = state.graphs_dir
-            self._precision = precision
+            self._options = options
+            self._opened_for = wanted
             self._set_generation = generation
         assert self._model_set is not None
-        return self._model_set
+        return self._model_set, self._options
 
     def _source(
         self,
@@ -479,7 +492,7 @@ class RuntimeEngine:
         compute: LocalCompute | RemoteCompute
         remote = _remote_config(config)
         if remote is None:
-            compute = self._local_compute(config.quality.precision)
+            compute = self._local_compute(config.quality)
         else:
             compute = RemoteCompute(config=remote)
         watch = SourceWatch(config.source)

@@ -1,31 +1,23 @@
 """Command-line choices of how the graphs run (backend, precision, CUDA graphs, TensorRT),
 shared by `render`, `live`, `bench` and `serve` (main thread, while parsing and opening).
 
-``--backend auto`` is resolved by `runtime.model.execution.backends.resolve`: CUDA when usable,
-else what the last `imtalker-cam bench` of the same graphs chose within tolerance, else ONNX
-Runtime on the CPU in fp32."""
+``--backend auto`` is resolved by `runtime.engine.backend_options` (which the desktop app uses
+too): CUDA when usable, else what the last `imtalker-cam bench` of the same graphs chose within
+tolerance, else ONNX Runtime on the CPU in fp32."""
 
 from __future__ import annotations
 
 import argparse
-import logging
 from pathlib import Path
 
-from runtime.model.execution.backends import (
-    BACKEND_CHOICES,
-    ORT_DEVICES,
-    BackendChoice,
-    ort_providers,
-    resolve,
-)
+from runtime.engine import backend_options
+from runtime.model.execution.backends import BACKEND_CHOICES, BackendChoice
 from runtime.model.execution.sessions import (
     OPENVINO,
     OPENVINO_DEVICES,
     SESSION_PRECISIONS,
     SessionOptions,
 )
-
-logger = logging.getLogger(__name__)
 
 
 def add_device_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParser) -> None:
@@ -68,61 +60,37 @@ def add_device_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParse
 
 def cuda_usable() -> bool:
     """Whether ONNX Runtime's CUDA provider initialises here (probed once per process)."""
-    from runtime.model.execution.providers import CUDA, usable_providers
-
-    return usable_providers((CUDA,))[0] == CUDA
+    return backend_options.cuda_usable()
 
 
-def measured_choice(graphs: Path | None) -> BackendChoice | None:
-    """What the last `imtalker-cam bench` of `graphs` chose, if it measured these graphs."""
-    if graphs is None:
-        return None
-    from runtime.core import paths
-    from runtime.engine.bench import chosen_backend
-
-    return chosen_backend(paths.cache_dir(), graphs)
+def _cuda(args: argparse.Namespace) -> bool:
+    """CUDA's probe, only where the request needs it (OpenVINO and TensorRT do not)."""
+    if getattr(args, "backend", "auto") == OPENVINO or getattr(args, "tensorrt", False):
+        return False
+    return cuda_usable()
 
 
 def backend_choice(args: argparse.Namespace, graphs: Path | None = None) -> BackendChoice:
     """`--backend`/`--precision` resolved for this machine (and `graphs`, for auto)."""
-    from runtime.model.execution.backends import openvino_installed
-
-    requested = getattr(args, "backend", "auto")
-    precision = getattr(args, "precision", "fp32")
-    use_cuda = bool(getattr(args, "tensorrt", False)) or (requested != OPENVINO and cuda_usable())
-    choice = resolve(
-        requested,
-        precision=precision,
-        cuda_usable=use_cuda,
-        measured=measured_choice(graphs) if requested == "auto" else None,
-        openvino=openvino_installed(),
+    return backend_options.resolve_backend(
+        backend=getattr(args, "backend", "auto"),
+        precision=getattr(args, "precision", "fp32"),
+        graphs=graphs,
+        tensorrt=bool(getattr(args, "tensorrt", False)),
+        cuda=_cuda(args),
     )
-    if requested == "auto":
-        logger.info("backend auto: %s", choice.label)
-    return choice
 
 
 def session_options(args: argparse.Namespace, graphs: Path | None = None) -> SessionOptions:
     """The sessions' options from the command line; `graphs` lets ``--backend auto`` use the
     last bench of those graphs."""
-    from runtime.core import paths
-
-    choice = backend_choice(args, graphs)
-    tensorrt = bool(getattr(args, "tensorrt", False))
-    openvino = choice.backend == OPENVINO
-    device = getattr(args, "openvino_device", "auto")
-    return SessionOptions(
-        intra_op_threads=getattr(args, "threads", 0) or 0,
-        precision=choice.precision,
-        enable_cuda_graph=bool(getattr(args, "cuda_graph", False)),
-        use_tensorrt=tensorrt,
-        tensorrt_fp16=tensorrt and choice.precision == "fp16",
-        tensorrt_cache_dir=paths.cache_dir() / "tensorrt" if tensorrt else None,
-        providers=ort_providers(choice) if choice.device in ORT_DEVICES else None,
-        coreml_cache_dir=paths.cache_dir() / "coreml",
-        backend=choice.backend,
-        openvino_device=choice.device
-        if openvino and device == "auto" and choice.device in OPENVINO_DEVICES
-        else device,
-        openvino_cache_dir=paths.cache_dir() / "openvino" if openvino else None,
+    return backend_options.session_options(
+        backend=getattr(args, "backend", "auto"),
+        precision=getattr(args, "precision", "fp32"),
+        graphs=graphs,
+        threads=getattr(args, "threads", 0) or 0,
+        openvino_device=getattr(args, "openvino_device", "auto"),
+        cuda_graph=bool(getattr(args, "cuda_graph", False)),
+        tensorrt=bool(getattr(args, "tensorrt", False)),
+        cuda=_cuda(args),
     )

@@ -17,6 +17,7 @@ from hypothesis import settings as hyp_settings
 from hypothesis import strategies as st
 
 from desktop_app.settings import (
+    BACKEND_CHOICES,
     HOP_CHOICES,
     STEPS_CHOICES,
     Output,
@@ -119,6 +120,7 @@ def _valid(settings: Settings) -> bool:
         (q.cfg_scale is None or validate.CFG.lo <= q.cfg_scale <= validate.CFG.hi)
         and q.steps in STEPS_CHOICES
         and q.hop in HOP_CHOICES
+        and q.backend in BACKEND_CHOICES
         and validate.FRAME_SIDE.lo <= o.width <= validate.FRAME_SIDE.hi
         and validate.FRAME_SIDE.lo <= o.height <= validate.FRAME_SIDE.hi
     )

@@ -56,7 +56,5 @@ def format_report(doc: dict[str, Any]) -> str:
                 what = "all ops supported"
             else:
                 what = "falls back: " + ", ".join(f"{op} x{n}" for op, n in missing.items())
-            lines.append(
-                f"    {verdict['backend']}: {verdict['partitions']} partition(s); {what}"
-            )
+            lines.append(f"    {verdict['backend']}: {verdict['partitions']} partition(s); {what}")
     return "\n".join(lines)

@@ -18,7 +18,7 @@ FIXTURES = {"v1": "recipe_graphs", "v2": "recipe_graphs_v2"}
 
 # Ops with a reason to be there: positional embeddings (Sin, Cos), shapes built from the
 # dynamic batch (ConstantOfShape, Expand, Range).
-EXPECTED_COREML_FALLBACKS = {"ConstantOfShape", "Cos", "Expand", "IsNaN", "Range", "Sin"}
+EXPECTED_COREML_FALLBACKS = {"ConstantOfShape", "Cos", "Expand", "Range", "Sin"}
 
 
 @pytest.mark.parametrize("version", sorted(VERSIONS))

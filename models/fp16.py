@@ -6,9 +6,10 @@ the nodes on a block list, with casts at the borders; the graph's inputs and out
 
 Kept in fp32, and why (written into the graph's config JSON under "fp16"):
 - the attention chain that feeds the top-k pick (TopK, or ReduceMax + ArgMax for top-1, which
-  are kept in fp32 too; the renderer's 64 px cross-attention logits, softmax, head mean): the guided resampler copies, per coarse cell, the source block with the highest
-  head-averaged probability. Those probabilities are ~1/4096 each; in fp16 (11-bit mantissa)
-  near-ties flip, a different source block is copied and the frame changes by whole blocks.
+  are kept in fp32 too; the renderer's 64 px cross-attention logits, softmax, head mean): the
+  guided resampler copies, per coarse cell, the source block with the highest head-averaged
+  probability. Those probabilities are ~1/4096 each; in fp16 (11-bit mantissa) near-ties
+  flip, a different source block is copied and the frame changes by whole blocks.
   This is the fp16 instability upstream reports for this model.
 - Sin, Cos, Exp: timestep and position embeddings take sin/cos of angles up to hundreds of
   radians, where fp16's spacing (0.25 at 256) makes them meaningless.

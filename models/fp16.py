@@ -5,10 +5,11 @@ the nodes on a block list, with casts at the borders; the graph's inputs and out
 (`keep_io_types`), so the runtime contract holds for both variants.
 
 Kept in fp32, and why (written into the graph's config JSON under "fp16"):
-- the attention chain that feeds TopK (the renderer's 64 px cross-attention logits, softmax,
-  head mean): the guided resampler copies, per coarse cell, the source block with the highest
-  head-averaged probability. Those probabilities are ~1/4096 each; in fp16 (11-bit mantissa)
-  near-ties flip, a different source block is copied and the frame changes by whole blocks.
+- the attention chain that feeds the top-k pick (TopK, or ReduceMax + ArgMax for top-1, which
+  are kept in fp32 too; the renderer's 64 px cross-attention logits, softmax, head mean): the
+  guided resampler copies, per coarse cell, the source block with the highest head-averaged
+  probability. Those probabilities are ~1/4096 each; in fp16 (11-bit mantissa) near-ties
+  flip, a different source block is copied and the frame changes by whole blocks.
   This is the fp16 instability upstream reports for this model.
 - Sin, Cos, Exp: timestep and position embeddings take sin/cos of angles up to hundreds of
   radians, where fp16's spacing (0.25 at 256) makes them meaningless.
@@ -30,17 +31,24 @@ import onnx
 
 FP32_OP_TYPES = ("Sin", "Cos", "Exp")
 _TOWARD_LOGITS = ("ReduceMean", "Softmax", "Reshape", "Transpose", "Slice")
-"""Node types walked back from a TopK to the attention logits (the MatMul that makes them)."""
+"""Node types walked back from a top-k pick to the attention logits (the MatMul that makes them)."""
+_PICKS = ("TopK", "ArgMax", "ReduceMax")
+"""How a top-k pick exports: TopK, or for top-1 ReduceMax (the value) and ArgMax (the index),
+`models.renderer.top_k`. ArgMax and ReduceMax are not on the converter's block list, so the
+pick itself is blocked by name."""
 
 
 def top_k_chains(graph: onnx.GraphProto) -> list[str]:
-    """Names of the nodes that compute each TopK's input, from the attention logits' MatMul
-    through softmax and the head mean (walking back through the ops in `_TOWARD_LOGITS`)."""
+    """Names of the nodes that compute each top-k pick's input, from the attention logits'
+    MatMul through softmax and the head mean (walking back through the ops in
+    `_TOWARD_LOGITS`), and of the ArgMax/ReduceMax picks themselves."""
     producer = {out: node for node in graph.node for out in node.output}
     chosen: list[str] = []
     for node in graph.node:
-        if node.op_type != "TopK":
+        if node.op_type not in _PICKS:
             continue
+        if node.op_type != "TopK":
+            chosen.append(node.name)
         current = producer.get(node.input[0])
         while current is not None and current.name not in chosen:
             chosen.append(current.name)

@@ -94,6 +94,17 @@ class Positions(NamedTuple):
     rope: tuple[torch.Tensor, torch.Tensor] | None
 
 
+def additive_mask(allowed: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """A boolean "may attend" mask as the 0 / -inf bias SDPA adds to the scores. Same result;
+    the reason is the export: for a boolean mask the exporter guards the softmax against rows
+    with nothing allowed (IsNaN + Where after every Softmax), and IsNaN is an op CoreML's ML
+    Program does not run, so each block's attention split the velocity graph. Every row of
+    the alignment mask allows at least its own frame, so the guard never had work to do.
+    (T, T) bool -> (T, T) `dtype`."""
+    zeros = torch.zeros(allowed.shape, dtype=dtype, device=allowed.device)
+    return zeros.masked_fill(~allowed, float("-inf"))
+
+
 class Mlp(nn.Module):
     """Two-layer MLP with tanh-approximated GELU (timm `Mlp` parameter names)."""
 
@@ -127,7 +138,8 @@ class Attention(nn.Module):
         if positions.rope is not None:
             cos, sin = positions.rope  # (T, Dh) each
             q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
-        y = F.scaled_dot_product_attention(q, k, v, attn_mask=positions.allowed)  # (B, H, T, Dh)
+        bias = None if positions.allowed is None else additive_mask(positions.allowed, q.dtype)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=bias)  # (B, H, T, Dh)
         y = y.transpose(1, 2).reshape(b, n, c)  # (B, T, D)
         out: torch.Tensor = self.proj(y)
         return out

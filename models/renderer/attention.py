@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from models.renderer.top_k import top_k_last
+
 QUERY_CHUNK = 512
 """Query rows per attention chunk: 8 heads x 512 x 4096 floats = 64 MB per frame at 64 px."""
 
@@ -80,7 +82,7 @@ class StandardAttention(nn.Module):
         for start, stop in query_chunks(q.shape[2]):
             attn = (q[:, :, start:stop] @ k_t).softmax(dim=-1)  # (B, h, chunk, N)
             outs.append(attn @ v)  # (B, h, chunk, d)
-            top, index = torch.topk(attn.mean(dim=1), k=top_k, dim=-1)  # (B, chunk, k)
+            top, index = top_k_last(attn.mean(dim=1), top_k)  # (B, chunk, k)
             scores.append(top)
             indices.append(index)
         x = torch.cat(outs, dim=2).transpose(1, 2).flatten(2)  # (B, N, C)

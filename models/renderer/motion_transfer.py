@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from models.renderer.attention import StandardAttention
+from models.renderer.top_k import top_k_last
 
 
 def to_tokens(x: torch.Tensor) -> torch.Tensor:  # (B, C, H, W) -> (B, HW, C)
@@ -93,7 +94,7 @@ class GuidedResampler(nn.Module):
     def sample(self, pooled: torch.Tensor, coarse_attn: torch.Tensor) -> torch.Tensor:
         # pooled: (Bs, C, h, w) with Bs = 1 (one avatar, broadcast) or B;
         # coarse_attn: (B, heads, hw, hw) -> (B, C, h*r, w*r)
-        scores, index = torch.topk(coarse_attn.mean(dim=1), k=self.top_k, dim=-1)  # (B, hw, k)
+        scores, index = top_k_last(coarse_attn.mean(dim=1), self.top_k)  # (B, hw, k)
         return self.sample_top_k(pooled, scores, index)
 
     def sample_top_k(

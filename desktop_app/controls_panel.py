@@ -56,17 +56,18 @@ _CFG_UNITS = 10
 _PRECISION_LABELS = {
     "fp32": "Full (fp32)",
     "fp16": "Half (fp16, GPU)",
-    "bf16": "bf16 (OpenVINO, newer Intel CPUs)",
+    "bf16": "bf16 (OpenVINO)",
 }
 BF16_NEEDS_OPENVINO = "bf16 runs on OpenVINO only: choose Backend OpenVINO first."
 _BACKEND_LABELS = {
-    "auto": "Auto — fastest measured",
+    "auto": "Auto",
     "onnxruntime": "ONNX Runtime",
-    "openvino": "OpenVINO (Intel CPUs and GPUs)",
+    "openvino": "OpenVINO",
 }
 BACKEND_TIP = (
     "Which runtime computes the face. Auto: an NVIDIA GPU when there is one, else what the "
-    "set-up's timing run measured fastest. Applies the next time you go live."
+    "set-up's timing run measured fastest. OpenVINO: Intel CPUs and GPUs (bf16 on newer "
+    "Intel and AMD CPUs). Applies the next time you go live."
 )
 # The CLI's --nfe counts the sampler's time-grid points, one more than its steps: each item
 # says both, so "Steps 9" and "--nfe 10" are seen to be one setting.

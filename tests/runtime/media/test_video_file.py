@@ -127,13 +127,18 @@ def test_video_only_and_faststart(tmp_path: Path) -> None:
 
 
 def test_overwrites_existing_file_only_on_success(tmp_path: Path) -> None:
+    """With `overwrite` (the render's --overwrite); without it an existing file is never
+    replaced (tests/runtime/commands/test_output_files.py)."""
     path = tmp_path / "out.mp4"
     path.write_bytes(b"previous render")
-    with pytest.raises(RuntimeError), Mp4Writer(path, width=64, height=48) as writer:
+    with (
+        pytest.raises(RuntimeError),
+        Mp4Writer(path, width=64, height=48, overwrite=True) as writer,
+    ):
         writer.write(_frames(1)[0])
         raise RuntimeError("render failed")
     assert path.read_bytes() == b"previous render"
-    with Mp4Writer(path, width=64, height=48) as writer:
+    with Mp4Writer(path, width=64, height=48, overwrite=True) as writer:
         writer.write(_frames(1)[0])
     assert path.read_bytes()[4:8] == b"ftyp"
 

@@ -9,7 +9,6 @@ dialog when it closes. Closing the dialog mid-download cancels it and waits for 
 from __future__ import annotations
 
 import logging
-import threading
 
 from PySide6.QtCore import Signal
 from PySide6.QtGui import QCloseEvent
@@ -25,7 +24,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.services import Cancelled, CudaOffer, CudaRuntime, Progress
-from desktop_app.tasks import ProgressRelay, TaskRunner
+from desktop_app.tasks import CancellableRunner, ProgressRelay
 from runtime.core.units import human_bytes, human_duration
 
 logger = logging.getLogger(__name__)
@@ -70,9 +69,8 @@ class CudaFetchDialog(QDialog):
         self.setWindowTitle(TITLE)
         self.setAccessibleName(TITLE)
         self.setMinimumWidth(520)
-        self._runner = TaskRunner("cuda-fetch", self)
+        self._tasks = CancellableRunner("cuda-fetch", self)
         self._relay: ProgressRelay[Progress] = ProgressRelay(self)
-        self._cancel = threading.Event()
         self._working = False
         self.done_ok = False
 
@@ -136,14 +134,14 @@ class CudaFetchDialog(QDialog):
         if self._working or self.done_ok:
             return
         self._working = True
-        self._cancel = threading.Event()
+        cancel = self._tasks.begin()
         self.progress.setRange(0, 0)  # busy until the first report
         self.progress.show()
         self.detail.setText("Connecting…")
         self._sync()
         self._fit()
-        cancel, emit = self._cancel, self._relay.put
-        self._runner.submit(
+        emit = self._relay.put
+        self._tasks.submit(
             lambda: self.cuda.fetch(progress=emit, cancel=cancel),
             on_done=self._finished,
             on_error=self._failed,
@@ -159,12 +157,12 @@ class CudaFetchDialog(QDialog):
 
     def cancel(self) -> None:
         if self._working:
-            self._cancel.set()
+            self._tasks.cancel()
             self.detail.setText("Cancelling…")
             self.cancel_button.setEnabled(False)
 
     def _show_progress(self, progress: Progress) -> None:
-        if not self._working or self._cancel.is_set():
+        if not self._working or self._tasks.cancelled:
             return
         if progress.fraction is None:
             self.progress.setRange(0, 0)
@@ -201,12 +199,10 @@ class CudaFetchDialog(QDialog):
     # ---- closing
 
     def done(self, result: int) -> None:
-        self._cancel.set()
-        self._runner.shutdown(timeout=30)
+        self._tasks.close()
         super().done(result)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # A dialog closed without done() still ends its worker.
-        self._cancel.set()
-        self._runner.shutdown(timeout=30)
+        self._tasks.close()
         super().closeEvent(event)

@@ -43,7 +43,7 @@ from PySide6.QtWidgets import (
 )
 
 from desktop_app.services import Cancelled, Models, ModelState, Offline, Progress
-from desktop_app.tasks import ProgressRelay, TaskRunner
+from desktop_app.tasks import CancellableRunner, ProgressRelay
 from runtime.core import paths
 from runtime.core.units import human_bytes, human_duration
 
@@ -186,9 +186,8 @@ class ModelSetupDialog(QDialog):
         self.setWindowTitle("Set up the model")
         self.setAccessibleName("Set up the model")
         self.setMinimumWidth(620)
-        self._runner = TaskRunner("model-setup", self)
+        self._tasks = CancellableRunner("model-setup", self)
         self._relay: ProgressRelay[Progress] = ProgressRelay(self)
-        self._cancel = threading.Event()
         self._working = False
         self._operation = ""
         self._state: ModelState | None = None
@@ -372,7 +371,7 @@ class ModelSetupDialog(QDialog):
 
     def cancel(self) -> None:
         if self._working:
-            self._cancel.set()
+            self._tasks.cancel()
             self.detail.setText("Cancelling…")
             self.cancel_button.setEnabled(False)
 
@@ -391,7 +390,7 @@ class ModelSetupDialog(QDialog):
         if self._working:
             return
         self._working = True
-        self._cancel = threading.Event()
+        cancel = self._tasks.begin()
         self.cancel_button.setEnabled(True)
         self.help.hide()
         self.copy_links_button.hide()
@@ -403,7 +402,7 @@ class ModelSetupDialog(QDialog):
         self.progress.setRange(0, 0)  # busy until the first progress report
         self.progress.setVisible(True)
         self._sync()
-        cancel, emit = self._cancel, self._relay.put
+        emit = self._relay.put
 
         was_ready = self._state is not None and self._state.ready
 
@@ -417,7 +416,7 @@ class ModelSetupDialog(QDialog):
                 return self._measure(emit, cancel)
             return result
 
-        self._runner.submit(job, on_done=self._finished, on_error=self._failed)
+        self._tasks.submit(job, on_done=self._finished, on_error=self._failed)
 
     def _measure(self, emit: Callable[[Progress], None], cancel: threading.Event) -> Measured:
         """Worker thread, once after a conversion: the bench's verdict, or why there is none
@@ -583,12 +582,10 @@ class ModelSetupDialog(QDialog):
     # ---- closing
 
     def done(self, result: int) -> None:
-        self._cancel.set()
-        self._runner.shutdown(timeout=30)
+        self._tasks.close()
         super().done(result)
 
     def closeEvent(self, event: QCloseEvent) -> None:
         # A dialog closed without being shown (or without done()) still ends its worker.
-        self._cancel.set()
-        self._runner.shutdown(timeout=30)
+        self._tasks.close()
         super().closeEvent(event)

@@ -11,6 +11,10 @@ and is still pending when the app exits can crash PySide6 while the interpreter 
 newest report waits in the relay and a bare signal says one is there, so a fast worker never
 floods the event loop.
 
+`CancellableRunner` is a dialog's worker: a `TaskRunner` plus the cancel flag of the task it
+runs, so closing the dialog (through `done()`, `closeEvent()` or both) cancels that task and
+waits for the worker in one call.
+
 `shutdown()` stops accepting work, lets the queue drain and joins the thread, so closing the
 window mid-task ends cleanly; after it no signal is emitted.
 """
@@ -160,3 +164,45 @@ class ProgressRelay(QObject, Generic[P]):
             report, self._latest = self._latest, None
         if report is not None:
             self.progress.emit(report)
+
+
+class CancellableRunner:
+    """A `TaskRunner` whose current task can be cancelled (GUI thread; tasks poll their flag
+    on the worker).
+
+    `begin()` hands out a fresh flag for the next task; `cancel()` sets the current one;
+    `close()` sets it and waits for the worker. `close()` may run more than once: a dialog
+    closes through `done()`, `closeEvent()` or both (QDialog's closeEvent calls reject)."""
+
+    def __init__(self, name: str, parent: QObject, *, close_timeout: float = 30.0) -> None:
+        self.runner = TaskRunner(name, parent)
+        self._close_timeout = close_timeout
+        self._flag = threading.Event()
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the current task was asked to stop."""
+        return self._flag.is_set()
+
+    def begin(self) -> threading.Event:
+        """The cancel flag for the next task (a new one: an old task's cancel stays its own)."""
+        self._flag = threading.Event()
+        return self._flag
+
+    def cancel(self) -> None:
+        self._flag.set()
+
+    def submit(
+        self,
+        fn: Callable[[], T],
+        *,
+        on_done: Callable[[T], None] | None = None,
+        on_error: OnError | None = None,
+    ) -> int:
+        """`TaskRunner.submit`."""
+        return self.runner.submit(fn, on_done=on_done, on_error=on_error)
+
+    def close(self) -> bool:
+        """Cancel the current task and stop the worker; True when it ended in time."""
+        self._flag.set()
+        return self.runner.shutdown(timeout=self._close_timeout)

@@ -187,6 +187,33 @@ def test_progress_with_time_left_then_cancel_leaves_nothing(
     assert dialog.fetch_button.isVisible() and dialog.fetch_button.text() == "&Fetch"
 
 
+def test_closing_mid_download_cancels_it_and_ends_the_worker(
+    qtbot: QtBot, make_window: WindowFactory, published: Index, gpu: FakeGpu, gate: Gate
+) -> None:
+    window = make_window(cuda=system(published, gpu, gate))
+    dialog = offered(qtbot, window)
+    assert dialog is not None
+    dialog.start()
+    qtbot.waitUntil(lambda: "MB/s" in dialog.detail.text(), timeout=10_000)  # held mid-wheel
+    flag = dialog._tasks._flag  # the running download's cancel flag
+
+    def release_once_cancelled() -> None:
+        # close() blocks the GUI thread until the worker ends, so the held network is let go
+        # from here, and only after the close has asked the download to stop.
+        if flag.wait(10):
+            gate.released.set()
+
+    releaser = threading.Thread(target=release_once_cancelled, daemon=True)
+    releaser.start()
+    dialog.close()  # closeEvent, not Cancel
+    releaser.join(10)
+    assert gate.released.is_set()
+    assert not dialog._tasks.runner._thread.is_alive()
+    assert [p for p in cuda_root().rglob("*")] == [cuda_root() / "cu13"]  # nothing kept
+    assert gpu.preloaded == []
+    assert not window.settings.cuda_offer_declined
+
+
 def test_a_damaged_download_is_one_sentence_and_leaves_nothing(
     qtbot: QtBot, make_window: WindowFactory, published: Index, gpu: FakeGpu
 ) -> None:

@@ -216,7 +216,7 @@ def test_closing_mid_conversion_stops_the_worker(qtbot: QtBot, tmp_path: Path) -
     dialog.convert_button.click()
     qtbot.waitUntil(lambda: any(p.phase == "convert" for p in seen), timeout=30_000)
     dialog.reject()  # cancels and joins the worker
-    assert not dialog._runner._thread.is_alive()
+    assert not dialog._tasks.runner._thread.is_alive()
     assert not slow.model_state().ready
 
 

@@ -16,7 +16,7 @@ from desktop_app.controls_panel import ControlsPanel
 from desktop_app.images import qimage_to_rgb, rgb_to_qimage
 from desktop_app.preview import PreviewStats, PreviewWidget
 from desktop_app.settings import Output, Pose, Quality
-from desktop_app.tasks import TaskRunner
+from desktop_app.tasks import CancellableRunner, TaskRunner
 from desktop_app.vcam_help import VirtualCameraHelp, instructions
 from tests.support.gui import unnamed, user_controls
 
@@ -148,6 +148,30 @@ def test_shutdown_waits_for_the_running_task(qtbot: QtBot) -> None:
     runner.submit(slow)
     assert runner.shutdown(timeout=5)
     assert finished.is_set()
+
+
+def test_closing_a_cancellable_runner_cancels_its_task_and_joins(qtbot: QtBot) -> None:
+    parent = QObject()
+    tasks = CancellableRunner("dialog", parent, close_timeout=5)
+    first = tasks.begin()
+    tasks.cancel()
+    assert first.is_set() and tasks.cancelled
+    flag = tasks.begin()  # the next task's flag starts clear; the old one stays set
+    assert not flag.is_set() and not tasks.cancelled and first.is_set()
+    started, outcome = threading.Event(), []
+
+    def work() -> None:
+        started.set()
+        outcome.append(flag.wait(5))  # a task that runs until it is cancelled
+
+    tasks.submit(work)
+    assert started.wait(5)
+    assert tasks.close()  # done() and closeEvent() both call it
+    assert outcome == [True] and tasks.cancelled
+    assert not tasks.runner._thread.is_alive()
+    assert tasks.close()  # a second close is harmless
+    with pytest.raises(RuntimeError):
+        tasks.submit(lambda: None)
 
 
 def test_vcam_help_puts_this_system_first(qtbot: QtBot) -> None:

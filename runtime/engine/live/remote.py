@@ -34,10 +34,10 @@ from runtime.engine.live.types import (
     MicrophoneInput,
     WebcamInput,
 )
-from runtime.engine.live.webcam import open_webcam
+from runtime.engine.live.webcam import NewestGrabs, open_webcam
 from runtime.engine.live.worker import LiveWorker, WorkerContext, WorkerInputs, audio_input
 from runtime.media.audio_capture import AudioCapture, CaptureState
-from runtime.media.webcam import WebcamSource, WebcamState
+from runtime.media.webcam import WebcamSource
 from runtime.model.contract import FPS, MOTION_DIM, SAMPLES_PER_FRAME
 from runtime.remote import protocol as P
 from runtime.remote.client import (
@@ -332,10 +332,8 @@ class RemoteWebcamWorker:
             link.stop()
 
     def _loop(self, link: RemoteLink, webcam: WebcamSource, cropper: Any) -> None:
-        pacer, ctx = self._pacer, self._ctx
-        pacer.set_streaming(True)
-        last = 0
-        origin: float | None = None
+        ctx = self._ctx
+        grabs = NewestGrabs(webcam, self._pacer)
         while not self._stop.is_set():
             if link.state is LinkState.FAILED:
                 raise LinkRefused(link.error)
@@ -343,15 +341,11 @@ class RemoteWebcamWorker:
             if changed:
                 link.set_avatar(encode_photo(avatar.image), avatar.name)
                 ctx.emit(EventKind.AVATAR, f"avatar {avatar.name}")
-            grab = webcam.latest(after=last, timeout=0.1)
-            if grab is None:
-                pacer.set_streaming(webcam.state is WebcamState.RUNNING)
+            taken = grabs.next()
+            if taken is None:
                 continue
-            last = grab.seq
-            if origin is None:
-                origin = grab.capture
+            grab, index = taken
             crop = np.ascontiguousarray(cropper.update(grab.rgb), np.uint8)
-            index = round((grab.capture - origin) * pacer.config.fps)
             link.send_crop(encode_crop(crop), index, grab.capture, self._generation)
 
 

@@ -4,7 +4,8 @@ encoder -> renderer -> the pacer, one picture per camera frame, always the newes
 A picture's index is its place on the output timeline (capture time since the first frame, at
 the output rate), as in the audio-driven mode: the recorder places frames by index, and a
 count of frames read would run slow with a camera faster than the output and fall behind
-whenever the reader misses camera frames (a busy machine).
+whenever the reader misses camera frames (a busy machine). `NewestGrabs` does that placing,
+and keeps the pacer's streaming state, for this worker and the remote one.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ import numpy as np
 from runtime.core.timing import Clock, FrameTiming
 from runtime.engine.live.avatar import image_to_source, render, to_uint8
 from runtime.engine.live.hop import Graph
+from runtime.engine.live.pacer import Pacer
 from runtime.engine.live.types import Emit, EventKind, WebcamInput
 from runtime.engine.live.worker import WorkerContext, WorkerInputs, local_avatar, show_idle
-from runtime.media.webcam import WebcamSource, WebcamState
+from runtime.media.webcam import Grab, WebcamSource, WebcamState
 from runtime.model.contract import MOTION_DIM
 from runtime.sinks.frame import LiveFrame
 
@@ -41,6 +43,33 @@ def open_webcam(
         on_state=lambda s, e: emit(EventKind.WEBCAM, s.value + (f": {e}" if e else "")),
     )
     return cropper, webcam
+
+
+class NewestGrabs:
+    """The camera's newest frames for a live worker (its thread), each with its place on the
+    output timeline: capture time since the first frame taken, at the pacer's rate.
+
+    Made when the loop starts: frames are expected from then on (`pacer.set_streaming`). While
+    none comes, frames are expected only if the camera still runs, so a lost camera's missing
+    frames are not counted late."""
+
+    def __init__(self, webcam: WebcamSource, pacer: Pacer, *, timeout: float = 0.1) -> None:
+        self._webcam, self._pacer, self._timeout = webcam, pacer, timeout
+        self._last = 0  # the sequence number of the last frame taken
+        self._origin: float | None = None  # the first frame's capture time
+        pacer.set_streaming(True)
+
+    def next(self) -> tuple[Grab, int] | None:
+        """A frame newer than the last one taken and its output index; None when none came
+        within the timeout."""
+        grab = self._webcam.latest(after=self._last, timeout=self._timeout)
+        if grab is None:
+            self._pacer.set_streaming(self._webcam.state is WebcamState.RUNNING)
+            return None
+        self._last = grab.seq
+        if self._origin is None:
+            self._origin = grab.capture
+        return grab, round((grab.capture - self._origin) * self._pacer.config.fps)
 
 
 class WebcamWorker:
@@ -71,18 +100,12 @@ class WebcamWorker:
             return
         webcam.start()
         pacer, mon = ctx.pacer, ctx.monitor
-        pacer.set_streaming(True)
-        last = 0
-        origin: float | None = None
-        fps = pacer.config.fps
+        grabs = NewestGrabs(webcam, pacer)
         while not ctx.stop.is_set():
-            grab = webcam.latest(after=last, timeout=0.1)
-            if grab is None:
-                pacer.set_streaming(webcam.state is WebcamState.RUNNING)
+            taken = grabs.next()
+            if taken is None:
                 continue
-            last = grab.seq
-            if origin is None:
-                origin = grab.capture
+            grab, index = taken
             avatar = local_avatar(ctx, self._renderer)
             t0 = ctx.clock()
             crop = cropper.update(grab.rgb)
@@ -94,7 +117,7 @@ class WebcamWorker:
             pacer.submit(
                 [
                     LiveFrame(
-                        index=round((grab.capture - origin) * fps),
+                        index=index,
                         image=frame,
                         timing=FrameTiming(
                             capture=grab.capture, features=t0, motion=t_motion, pixels=t_pix

@@ -15,6 +15,9 @@ import numpy as np
 import pytest
 
 from runtime.engine.live.engine import EngineStats, LiveEngine, WebcamInput
+from runtime.engine.live.latency import LatencyMonitor
+from runtime.engine.live.pacer import Pacer, PacerConfig
+from runtime.engine.live.webcam import NewestGrabs
 from runtime.media.webcam import WebcamConfig, WebcamSource, WebcamState
 from runtime.model.execution.sessions import ModelSet
 from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
@@ -134,6 +137,44 @@ def test_webcam_drives_the_avatar(models: ModelSet, vclock: VirtualClock) -> Non
             seen.add(f.index)
             lat.append(f.timing.latency)
     assert len(lat) >= 55 and max(lat) <= 0.08 + 1e-9, max(lat)  # (4 new per 0.2 s, as below)
+
+
+def test_newest_grabs_place_frames_and_follow_the_camera(vclock: VirtualClock) -> None:
+    """The loop both webcam workers (local and remote) run: only the newest frame, never one
+    twice, placed on the 25 fps timeline from the first frame taken; a lost camera's frames are
+    no longer expected."""
+    cv = FakeCv2(fps=30, clock=vclock)
+    cam = WebcamSource(
+        cv2=cv, config=WebcamConfig(failures_before_lost=3, retry_backoff_s=(5.0,)), clock=vclock
+    )
+    pacer = Pacer(  # not started: the grabs only set its streaming state and read its rate
+        config=PacerConfig(fps=25),
+        publish=lambda frame, repeat: None,
+        monitor=LatencyMonitor(clock=vclock),
+        clock=vclock,
+    )
+    with vclock.adopting():
+        cam.start()
+    grabs = NewestGrabs(cam, pacer)
+    assert pacer._streaming
+    first = grabs.next()
+    assert first is not None and first[1] == 0
+    origin = first[0].capture
+    vclock.sleep(0.5)  # the camera reads about 15 frames meanwhile
+    later = grabs.next()
+    assert later is not None
+    grab, index = later
+    assert grab.seq > first[0].seq + 10  # the newest, not the next one
+    assert index == round((grab.capture - origin) * 25) and index > 10
+    after = grabs.next()  # waits for the camera's next frame rather than repeating this one
+    assert after is not None and after[0].seq == grab.seq + 1
+    assert pacer._streaming
+    cv.plugged = False
+    vclock.sleep(0.5)
+    assert cam.state is WebcamState.LOST
+    assert grabs.next() is None and not pacer._streaming
+    vclock.leave()
+    assert cam.stop()
 
 
 def test_webcam_unplug_and_no_camera(vclock: VirtualClock) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 import numpy.typing as npt
 
 from desktop_app.images import RGB
+from desktop_app.runtime_services.checked_file import CheckedFile
 from desktop_app.runtime_services.devices import (
     RuntimeDevices,
     audio_level,
@@ -330,6 +331,7 @@ class RuntimeEngine:
         self._generation = 0  # bumped by reopen_models
         self._set_generation = 0  # the generation the open set was opened in
         self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
+        self._audio_file = CheckedFile(self._decode_file)  # check's decode -> start's
 
     def recover_recordings(self) -> list[str]:
         """What a killed session recorded, saved now (the next recording would do it too)."""
@@ -463,12 +465,16 @@ class RuntimeEngine:
         )
 
     @staticmethod
-    def _load_file(path: Path | None) -> npt.NDArray[np.float32]:
-        """The recording as the engine takes it; SourceUnavailable says why it cannot be."""
+    def _chosen_file(path: Path | None) -> Path:
         if path is None:
             raise SourceUnavailable(
                 "Choose an audio file to play as the voice (Source › Audio file).", kind="file"
             )
+        return path
+
+    @staticmethod
+    def _decode_file(path: Path) -> npt.NDArray[np.float32]:
+        """The recording as the engine takes it; SourceUnavailable says why it cannot be."""
         try:
             return load_audio(path)
         except Exception as exc:  # unreadable, not audio, silent: all said to the user alike
@@ -478,7 +484,8 @@ class RuntimeEngine:
 
     def check_source(self, config: LiveConfig) -> None:
         if config.source == "file":
-            self._load_file(config.audio_file)
+            # The decoded samples wait for the start that follows (one decode per Go Live).
+            self._audio_file.check(self._chosen_file(config.audio_file))
             return
         device = config.webcam if config.source == "webcam" else config.microphone
         self.devices.check_source(config.source, device)
@@ -486,7 +493,7 @@ class RuntimeEngine:
     def start(self, config: LiveConfig, callbacks: LiveCallbacks) -> AppLiveSession:
         recording = None  # refused before anything starts, like a source that cannot open
         if config.source == "file":
-            recording = self._load_file(config.audio_file)
+            recording = self._audio_file.load(self._chosen_file(config.audio_file))
         else:
             self.check_source(config)
         compute: LocalCompute | RemoteCompute

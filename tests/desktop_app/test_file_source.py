@@ -3,14 +3,18 @@ the settings, and played by the app's live session as the voice (the runtime's F
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 from pytestqt.qtbot import QtBot
 
 from desktop_app.live_bridge import LiveState
+from desktop_app.runtime_services import live as live_services
 from desktop_app.runtime_services import runtime_backend
 from desktop_app.runtime_services.devices import RuntimeDevices
 from desktop_app.services import LiveCallbacks, LiveConfig, SourceUnavailable
@@ -111,6 +115,53 @@ def test_the_live_session_plays_the_file(
 
 def _ignore(_: object) -> None:
     pass
+
+
+def test_a_go_live_decodes_the_file_once_and_a_changed_file_again(
+    tmp_path: Path, fixtures_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Go Live checks the source (the bridge, before the "not real time" question), then
+    starts: the check's decode is what the session plays, unless the file changed between."""
+    for name in ("CONFIG", "DATA", "CACHE"):
+        monkeypatch.setenv(f"IMTALKER_{name}_DIR", str(tmp_path / name.lower()))
+    fakecam.register()
+    graphs = write_stub_graphs(tmp_path / "graphs")
+    sound = FakeSoundDevice(np.zeros(16_000, np.float32), 16_000, loop=True)
+    backend = runtime_backend(graphs_dir=graphs, sound_device=sound, vcam_backend="fake")  # type: ignore[arg-type]
+    engine = backend.engine
+    decoded: list[int] = []  # the length of each decode, in samples
+    real = live_services.load_audio
+
+    def counting(path: Any, **options: Any) -> Any:
+        samples = real(path, **options)
+        decoded.append(len(samples))
+        return samples
+
+    monkeypatch.setattr(live_services, "load_audio", counting)
+    speech = tmp_path / "speech.wav"
+    shutil.copyfile(fixtures_dir / "audio_1.wav", speech)
+    config = _config(np.full((256, 256, 3), 128, np.uint8), speech)
+
+    def go_live(*, checked: bool = True, meanwhile: Any = None) -> None:
+        if checked:
+            engine.check_source(config)
+        if meanwhile is not None:
+            meanwhile()  # while the question is open
+        engine.start(config, LiveCallbacks(_ignore, _ignore)).stop()
+
+    go_live()
+    first = len(real(speech))
+    assert decoded == [first]  # the check's decode went on to the session
+    go_live(meanwhile=lambda: shutil.copyfile(fixtures_dir / "audio_2.wav", speech))
+    second = len(real(speech))
+    assert second != first and decoded == [first, first, second]  # the new file, decoded again
+    stat = speech.stat()
+    touched = (stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000)
+    go_live(meanwhile=lambda: os.utime(speech, ns=touched))  # same size, a newer time
+    assert decoded == [first, first, second, second, second]
+    go_live()
+    go_live(checked=False)  # started without the question: its own decode
+    assert decoded == [first, first, second, second, second, second, second]
 
 
 def test_the_window_goes_live_on_the_chosen_file(

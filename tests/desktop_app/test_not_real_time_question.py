@@ -6,6 +6,8 @@ set-up leaves it."""
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,6 +15,7 @@ from pytestqt.qtbot import QtBot
 
 from desktop_app.live_bridge import LiveState
 from desktop_app.main_window import MainWindow
+from desktop_app.runtime_services import live as live_services
 from tests.support.bench_results import SLOW_INTERVAL_TEXT, write_slow_bench
 from tests.support.fakes.camera import FakeCv2
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
@@ -83,4 +86,33 @@ def test_a_webcam_that_cannot_open_is_said_before_the_question(
     camera.present = True
     window.live.go_live()
     qtbot.waitUntil(lambda: len(questions) == 1, timeout=10_000)
+    qtbot.waitUntil(lambda: window.bridge.state == LiveState.IDLE, timeout=10_000)
+
+
+def test_a_file_source_is_decoded_once_per_go_live_with_the_question(
+    qtbot: QtBot,
+    window: MainWindow,
+    questions: Questions,
+    fixtures_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The check before the question decodes the file; Yes starts on those samples."""
+    decoded: list[Path] = []
+    real = live_services.load_audio
+
+    def counting(path: Any, **options: Any) -> Any:
+        decoded.append(Path(path))
+        return real(path, **options)
+
+    monkeypatch.setattr(live_services, "load_audio", counting)
+    speech = tmp_path / "speech.wav"
+    shutil.copyfile(fixtures_dir / "audio_1.wav", speech)
+    window.source.set_audio_file(speech)
+    write_slow_bench(graphs_of(window))
+    questions.yes = True
+    assert window.live.go_live()
+    qtbot.waitUntil(lambda: window.bridge.state == LiveState.LIVE, timeout=20_000)
+    assert len(questions) == 1 and decoded == [speech]
+    window.live.toggle()
     qtbot.waitUntil(lambda: window.bridge.state == LiveState.IDLE, timeout=10_000)

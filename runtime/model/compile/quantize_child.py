@@ -8,10 +8,11 @@ as is OpenVINO's telemetry package, so nothing is sent anywhere. It also keeps t
 full-size quantization out of the app.
 
 The job (JSON, written by the parent): the renderer's ONNX file, the calibration and validation
-inputs (`.npz`: each distinct array once, and an index of which each sample uses), the settings, the output folder. The child
-writes ``renderer.xml``/``.bin`` (OpenVINO IR, weights in f32 where kept) and ``result.json``:
-the layers NNCF quantized and those kept (or reverted to) f32, and the frames' mean/p99 |d| and
-PSNR against the fp32 graph on the validation inputs. Progress goes to stderr as log lines.
+inputs (`.npz`: each distinct array once, and an index of which each sample uses), the
+settings, the output folder. The child writes ``renderer.xml``/``.bin`` (OpenVINO IR, weights
+in f32 where kept) and ``result.json``: the layers NNCF quantized and those kept (or reverted
+to) f32, and the frames' mean/p99 |d| and PSNR against the fp32 graph on the validation
+inputs. Progress goes to stderr as log lines.
 """
 
 from __future__ import annotations
@@ -63,7 +64,8 @@ def psnr_db(frames: Array, reference: Array) -> float | None:
 
 def quantized_layers(model: Any) -> tuple[list[str], list[str]]:
     """The weighted layers of `model` with a quantized activation input, and those without."""
-    quantized, kept = [], []
+    quantized: list[str] = []
+    kept: list[str] = []
     for op in model.get_ordered_ops():
         if op.get_type_name() not in WEIGHTED_OPS:
             continue

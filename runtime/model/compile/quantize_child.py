@@ -62,16 +62,25 @@ def psnr_db(frames: Array, reference: Array) -> float | None:
     return None if mse == 0.0 else -10.0 * math.log10(mse)
 
 
-def quantized_layers(model: Any) -> tuple[list[str], list[str]]:
-    """The weighted layers of `model` with a quantized activation input, and those without."""
-    quantized: list[str] = []
-    kept: list[str] = []
+def quantized_ops(model: Any) -> list[str]:
+    """Every operation of `model` with a quantized input (what NNCF counts and reverts)."""
+    out = []
     for op in model.get_ordered_ops():
-        if op.get_type_name() not in WEIGHTED_OPS:
-            continue
         sources = [v.get_source_output().get_node().get_type_name() for v in op.inputs()]
-        (quantized if "FakeQuantize" in sources else kept).append(op.get_friendly_name())
-    return quantized, kept
+        if op.get_type_name() != "FakeQuantize" and "FakeQuantize" in sources:
+            out.append(op.get_friendly_name())
+    return out
+
+
+def quantized_layers(model: Any) -> tuple[list[str], list[str]]:
+    """The weighted layers of `model` with a quantized input, and those without (kept f32)."""
+    quantized = set(quantized_ops(model))
+    weighted = [
+        op.get_friendly_name()
+        for op in model.get_ordered_ops()
+        if op.get_type_name() in WEIGHTED_OPS
+    ]
+    return [n for n in weighted if n in quantized], [n for n in weighted if n not in quantized]
 
 
 class Scorer:
@@ -152,9 +161,9 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
             )
             initial_xml = Path(initial_dir) / "intermediate_model.xml"
             if initial_xml.is_file():  # absent when the first quantization was within already
-                before, _ = quantized_layers(core.read_model(str(initial_xml)))
-                after, _ = quantized_layers(quantized)
-                reverted = [name for name in before if name not in set(after)]
+                after = set(quantized_ops(quantized))
+                before = quantized_ops(core.read_model(str(initial_xml)))
+                reverted = [name for name in before if name not in after]
     else:
         quantized = nncf.quantize(model, nncf.Dataset(calibration), **common)
     compiled = core.compile_model(quantized, "CPU", f32)

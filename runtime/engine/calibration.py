@@ -99,8 +99,10 @@ def ensure_int8(
     recipe = recipe or default_recipe()
     try:
         return find_int8(graphs, recipe=recipe, settings=settings)
-    except (Int8Missing, Int8Damaged) as exc:
-        logger.info("%s", exc)
+    except Int8Missing:
+        pass
+    except Int8Damaged as exc:
+        logger.warning("making the int8 renderer again: %s", exc)
     logger.info(
         "making the int8 renderer: NNCF post-training quantization calibrated on %d portraits "
         "and %d speech clips (a few minutes at full size)",

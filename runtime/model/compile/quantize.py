@@ -26,6 +26,7 @@ building replaces it.
 from __future__ import annotations
 
 import collections
+import contextlib
 import datetime as dt
 import hashlib
 import importlib.metadata
@@ -46,6 +47,7 @@ import numpy as np
 import numpy.typing as npt
 
 from runtime.core.files import atomic_write_bytes, fsync_dir
+from runtime.core.leftovers import claim_folder, remove_abandoned_folder
 from runtime.model import contract
 from runtime.model.child_env import child_env
 from runtime.model.compile import cache
@@ -376,6 +378,15 @@ def _place(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def _remove_abandoned(root: Path) -> None:
+    """The temporary folders of quantizations that were killed (their claim is free)."""
+    for path in root.glob(f"{_TMP_PREFIX}*"):
+        if path.is_dir():
+            size = remove_abandoned_folder(path)
+            if size is not None:
+                logger.warning("removed %s left by an interrupted int8 quantization", path)
+
+
 def build_int8(
     graph_dir: Path,
     samples: CalibrationSet,
@@ -395,7 +406,9 @@ def build_int8(
     root = _root(graph_dir)
     final = root / key
     root.mkdir(parents=True, exist_ok=True)
+    _remove_abandoned(root)
     tmp = root / f"{_TMP_PREFIX}{key}-{secrets.token_hex(4)}"
+    claim = claim_folder(tmp)  # held while quantizing: a killed run's folder is free
     tmp.mkdir()
     try:
         _save_samples(tmp / "calibration.npz", samples.calibration)
@@ -425,6 +438,9 @@ def build_int8(
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        claim.release()
+        with contextlib.suppress(OSError):
+            Path(claim.lock_file).unlink()
     logger.info(
         "int8 renderer ready in %s: %d layers int8, %d f32; mean |d| %.1e, p99 %.1e vs fp32",
         final,

@@ -164,12 +164,16 @@ def default_recipe() -> CalibrationRecipe:
 class QuantizeSettings:
     """How NNCF quantizes (see the module docstring). `frames_mean`/`frames_p99`: the
     accuracy control's limits on the validation frames against fp32 (|d|, frames in [0, 1]);
-    `max_reverted`: at most this many layers go back to f32 (each costs a validation pass)."""
+    `max_reverted`: at most this many layers go back to f32 (each costs a validation pass);
+    `ranking_samples`: the validation samples NNCF ranks the layers on (the worst ones): the
+    ranking compiles and runs the model once per quantized layer group, the bulk of the time
+    at full size, so a few."""
 
     frames_mean: float = TOLERANCE.frames_mean
     frames_p99: float = TOLERANCE.frames_p99
     accuracy_control: bool = True
     max_reverted: int = 24
+    ranking_samples: int = 3
     preset: str = "mixed"
     model_type: str | None = "transformer"
 

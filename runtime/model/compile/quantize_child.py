@@ -155,6 +155,7 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
                 drop_type=nncf.DropType.ABSOLUTE,
                 advanced_accuracy_restorer_parameters=nncf.AdvancedAccuracyRestorerParameters(
                     max_num_iterations=settings["max_reverted"],
+                    ranking_subset_size=min(settings["ranking_samples"], len(validation)),
                     intermediate_model_dir=initial_dir,
                 ),
                 **common,

@@ -365,10 +365,13 @@ def _seal(tmp: Path, *, key: str, fields: Mapping[str, Any]) -> dict[str, Any]:
         **result,
         "files": files,
     }
-    for name in os.listdir(tmp):
-        if name not in (*IR_FILES,):
-            path = tmp / name
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
+    for path in tmp.iterdir():  # the job, its inputs and NNCF's leftovers: only the IR stays
+        if path.name in IR_FILES:
+            continue
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     atomic_write_bytes(tmp / RECORD_FILE, json.dumps(record, indent=2).encode() + b"\n")
     return record
 

@@ -40,8 +40,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
   # The CPU build of torch (a bare 'torch' would pull a multi-GB CUDA build).
   .venv/bin/python -m pip install -q "torch==2.13.0"
   # The convert extra (torch, onnx: converting the checkpoints once; the tests build graphs
-  # with onnx) and the server extra (the tests start `imtalker-cam serve` on loopback).
-  .venv/bin/python -m pip install -q -e ".[dev,server,convert,hotkeys]"
+  # with onnx), the server extra (the tests start `imtalker-cam serve` on loopback) and the int8
+  # extra (NNCF: the tests quantize small graphs).
+  .venv/bin/python -m pip install -q -e ".[dev,server,convert,hotkeys,int8]"
   touch "$stamp"
 fi
 

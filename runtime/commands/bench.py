@@ -8,6 +8,7 @@ import argparse
 import json
 import logging
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,7 @@ def trial_choices(args: argparse.Namespace, chosen: BackendChoice) -> list[Backe
     ort_usable = usable_providers((DIRECTML, COREML))
     if not openvino_installed():
         return list(candidates(openvino=False, ort_usable=ort_usable))
+    from runtime.model.compile.quantize import unavailable_reason
     from runtime.model.execution.openvino_sessions import available_devices, bf16_supported
 
     return list(
@@ -107,9 +109,38 @@ def trial_choices(args: argparse.Namespace, chosen: BackendChoice) -> list[Backe
             openvino=True,
             openvino_devices=available_devices(),
             bf16=bf16_supported(),
+            int8=unavailable_reason() is None,
             ort_usable=ort_usable,
         )
     )
+
+
+def int8_absent(choices: list[BackendChoice]) -> str | None:
+    """Why bench tries no int8 where it tries OpenVINO's CPU, in one sentence; else None."""
+    from runtime.model.compile.quantize import unavailable_reason
+
+    tried_cpu = any(c.backend == "openvino" and c.device == "CPU" for c in choices)
+    if not choices or any(c.precision == "int8" for c in choices):
+        return None
+    reason = unavailable_reason()
+    if reason is None or not (tried_cpu or "OpenVINO" in reason):
+        return None
+    return f"int8 not tried: {reason}"
+
+
+def prepare_int8(graphs: Path, choices: list[BackendChoice], *, threads: int) -> None:
+    """Make the int8 renderer when an int8 candidate is tried and it is missing or damaged
+    (minutes at full size, said in the log); a failure is logged and the candidate then fails
+    its trial with the reason."""
+    if not any(c.precision == "int8" for c in choices):
+        return
+    from runtime.engine.calibration import ensure_int8
+    from runtime.model.compile.quantize import Int8Error
+
+    try:
+        ensure_int8(graphs, threads=threads)
+    except Int8Error as exc:
+        logger.warning("bench: %s", exc)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -141,7 +172,9 @@ def run(args: argparse.Namespace) -> int:
 
     trials = None
     choices = trial_choices(args, choice)
+    absent = int8_absent(choices)
     try:
+        prepare_int8(graphs, choices, threads=args.threads)
         if choices:
             reference = open_model_set(graphs, options=options_for(options, REFERENCE),
                                        names=["avatar_encoder"])  # fmt: skip
@@ -167,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
         backend=choice.label,
         trials=trials,
     )
+    if absent is not None:
+        result = replace(result, notices=(*result.notices, absent))
     if not args.no_save:
         saved = write_result(result, paths.cache_dir())
         logger.debug("bench result kept in %s", saved)

@@ -214,3 +214,44 @@ def motion_from_level(level: np.ndarray | float, id_value: float) -> np.ndarray:
     """Invert `frame_level` (column-0 pixel value in [0, 1]) back to the motion channel."""
     y = np.clip(np.asarray(level, np.float64) / (1.0 - RAMP), 1e-6, 1 - 1e-6)
     return np.log(y / (1 - y)) - id_value + OFFSET
+
+
+def conv_renderer(seed: int = 0) -> onnx.ModelProto:
+    """A renderer with the real contract and a few Conv/MatMul layers, enough for NNCF's int8
+    quantization to have something to quantize (the plain stub has none): the motion through
+    two MatMuls to a coarse (B, 3, 8, 8) image, the finest appearance map through two Convs,
+    both upsampled to the frame, summed with the identity's projection, a last Conv, sigmoid."""
+    rng = np.random.default_rng(seed)
+
+    def w(*shape: int, scale: float = 0.3) -> np.ndarray:
+        return (rng.standard_normal(shape) * scale).astype(np.float32)
+
+    b = _Builder(C.RENDERER)
+    hidden = b.op("Relu", b.op("Add", b.op("MatMul", "motion", b.const(w(C.MOTION_DIM, 64))),
+                               b.const(w(64, scale=0.1))))  # fmt: skip
+    coarse = b.op("MatMul", hidden, b.const(w(64, 3 * 8 * 8, scale=0.2)))
+    coarse = b.op("Reshape", coarse, b.const(np.array([-1, 3, 8, 8], np.int64)))
+    ident = b.op("MatMul", "id_latent", b.const(w(C.ID_DIM, 3, scale=0.05)))
+    ident = b.op("Reshape", ident, b.const(np.array([1, 3, 1, 1], np.int64)))
+    finest = C.appearance_name(len(C.APPEARANCE_LEVELS) - 1)
+    channels = C.APPEARANCE_LEVELS[-1][0]
+    feat = b.op("Conv", finest, b.const(w(8, channels, 3, 3, scale=0.1)), pads=[1, 1, 1, 1])
+    feat = b.op("Conv", b.op("Relu", feat), b.const(w(3, 8, 1, 1)))
+    scales = b.const(np.array([1.0, 1.0, C.FRAME_SIZE / 8, C.FRAME_SIZE / 8], np.float32))
+    up = b.op("Resize", coarse, "", scales, mode="linear")
+    detail = b.op("Resize", feat, "", b.const(np.array([1.0, 1.0, 2.0, 2.0], np.float32)),
+                  mode="linear")  # fmt: skip
+    mixed = b.op("Add", b.op("Add", up, detail), ident)
+    mixed = b.op("Conv", mixed, b.const(w(3, 3, 3, 3)), b.const(w(3, scale=0.1)),
+                 pads=[1, 1, 1, 1])  # fmt: skip
+    # Gentle at the end (frames mostly mid-grey), as a real renderer's output is smooth in its
+    # last activations: the int8 error of the layers before stays within the frames' tolerance.
+    b.op("Sigmoid", b.op("Mul", mixed, b.const(np.array(0.05, np.float32))), out="frames")
+    return b.model()
+
+
+def write_conv_renderer(folder: Path, *, seed: int = 0) -> Path:
+    """Replace the stub renderer in `folder` (from `write_stub_graphs`) with `conv_renderer`."""
+    path = folder / C.RENDERER.filename
+    onnx.save(conv_renderer(seed), str(path))
+    return path

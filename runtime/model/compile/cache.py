@@ -183,7 +183,8 @@ _digest_memo: dict[tuple[str, int, int], str] = {}
 _memo_lock = threading.Lock()
 
 
-def _file_digest(path: Path) -> str:
+def file_digest(path: Path) -> str:
+    """SHA-256 of `path`, not re-read while its size and mtime are those this process hashed."""
     st = path.stat()
     key = (str(path), st.st_size, st.st_mtime_ns)
     with _memo_lock:
@@ -218,7 +219,7 @@ def check_entry(path: Path, *, key: str | None = None) -> EntryCheck:
         try:
             if file.stat().st_size != int(meta["size"]):
                 problems.append(f"{name}: size differs from the manifest")
-            elif _file_digest(file) != meta["sha256"]:
+            elif file_digest(file) != meta["sha256"]:
                 problems.append(f"{name}: SHA-256 differs from the manifest")
         except FileNotFoundError:
             problems.append(f"{name}: missing")
@@ -235,7 +236,7 @@ def source_digests(store: ModelStore) -> dict[str, str] | None:
         return None
     for relpath in loader_files.chosen(store.root).values():
         if relpath not in digests:
-            digests[relpath] = _file_digest(loader_files.local_path(store.root, relpath))
+            digests[relpath] = file_digest(loader_files.local_path(store.root, relpath))
     return digests
 
 

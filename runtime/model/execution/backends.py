@@ -96,12 +96,14 @@ def candidates(
     openvino: bool,
     openvino_devices: tuple[str, ...] = (),
     bf16: bool = False,
+    int8: bool = False,
     ort_usable: tuple[str, ...] = (),
 ) -> tuple[BackendChoice, ...]:
     """What `bench` tries on a machine without usable CUDA, `REFERENCE` first: ONNX Runtime's
     CoreML or DirectML where usable (`ort_usable`: the providers that passed their probe);
-    OpenVINO on the CPU in fp32 and, where the CPU runs it natively, bf16; on an OpenVINO GPU
-    fp32 and fp16."""
+    OpenVINO on the CPU in fp32, where the CPU runs it natively bf16, and with `int8` (NNCF is
+    installed: `runtime.model.compile.quantize`) the int8 renderer; on an OpenVINO GPU fp32 and
+    fp16."""
     out = [REFERENCE]
     for device, provider in ORT_DEVICES.items():
         if provider in ort_usable:
@@ -111,6 +113,8 @@ def candidates(
     out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="fp32"))
     if bf16:
         out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="bf16"))
+    if int8:
+        out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="int8"))
     if any(d.split(".")[0] == "GPU" for d in openvino_devices):
         out.append(BackendChoice(backend=OPENVINO, device="GPU", precision="fp32"))
         out.append(BackendChoice(backend=OPENVINO, device="GPU", precision="fp16"))
@@ -128,7 +132,7 @@ def resolve(
     """The backend to open the graphs with.
 
     `requested`: "auto", "onnxruntime" or "openvino"; `precision`: what was asked for (auto
-    keeps an explicit fp16/bf16 and only fills in the backend); `measured`: bench's choice on
+    keeps an explicit fp16/bf16/int8 and only fills in the backend); `measured`: bench's choice on
     these graphs, if any; `openvino`: whether OpenVINO is installed (auto does not pick it
     otherwise; asking for it explicitly is an error at session time).
     """
@@ -141,7 +145,7 @@ def resolve(
         return BackendChoice(backend=OPENVINO, device="auto", precision=precision)
     if cuda_usable:
         return BackendChoice(backend=ONNXRUNTIME, device="CUDA", precision=precision)
-    if precision == "bf16":  # only OpenVINO runs it
+    if precision in ("bf16", "int8"):  # only OpenVINO runs them
         return BackendChoice(backend=OPENVINO, device="auto", precision=precision)
     if measured is not None and precision == "fp32" and (measured.backend != OPENVINO or openvino):
         return measured

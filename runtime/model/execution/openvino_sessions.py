@@ -8,7 +8,13 @@ same graphs and the same contract check. What differs:
 - Precision is a compile-time hint: "bf16" runs the fp32 graph with bf16 inference precision
   where the device has it (`OPTIMIZATION_CAPABILITIES` lists BF16: AVX-512 BF16 or AMX CPUs)
   and f32 elsewhere, with a notice. Measured on the golden inputs, bf16 is outside the fp16
-  tolerance (README, "Backends"), so only an explicit choice selects it.
+  tolerance (README, "Backends"), so only an explicit choice selects it. "int8" runs the
+  renderer's int8 IR (NNCF's post-training quantization, made by `imtalker-cam bench`:
+  `runtime.model.compile.quantize`) instead of its ONNX file, and every graph with f32 inference
+  precision: the layers the quantization kept in f32 are those whose int8 error was largest, so
+  bf16 there would spend the margin they were kept for (there is no int8+bf16). An IR that is
+  missing or does not match its record is refused with what to run; it is never made here
+  (minutes of work that a live start should not hide).
 - Devices: "auto" takes a GPU when OpenVINO lists one (Intel iGPU/Arc), else the CPU; the NPU
   only when asked for. A device that cannot compile a graph falls back to the CPU with a notice
   (`GraphSession.notices`), as a failed TensorRT build falls back to CUDA.
@@ -41,7 +47,8 @@ import numpy.typing as npt
 import onnxruntime as ort
 import openvino as ov
 
-from runtime.model.contract import GraphSpec
+from runtime.model.compile.quantize import find_int8
+from runtime.model.contract import RENDERER, GraphSpec
 from runtime.model.execution.sessions import (
     CUDA_GRAPH_GRAPHS,
     OPENVINO,
@@ -66,7 +73,7 @@ logger = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 
-HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16"}
+HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
 """`SessionOptions.precision` -> OpenVINO's INFERENCE_PRECISION_HINT."""
 CAPABILITY = {"f16": "FP16", "bf16": "BF16"}
 """The OPTIMIZATION_CAPABILITIES entry a reduced hint needs on a device."""
@@ -171,8 +178,8 @@ class OpenVinoSession(GraphSession):
     """One graph compiled by OpenVINO (see the module docstring).
 
     `providers`: ``("OpenVINO/CPU",)`` and the like, the device the graph was compiled for;
-    `precision`: the inference precision in effect ("f32", "bf16"); `notices`: a device or
-    precision asked for and not in use.
+    `precision`: the inference precision in effect ("f32", "bf16"); `quantized`: the graph is
+    the int8 IR; `notices`: a device or precision asked for and not in use.
     """
 
     backend = OPENVINO
@@ -186,6 +193,9 @@ class OpenVinoSession(GraphSession):
         self.unusable = ()
         self.memory_pattern = False
         self.intra_op_threads = options.intra_op_threads or usable_cores()
+        self.quantized = options.precision == "int8" and spec.name == RENDERER.name
+        if self.quantized:
+            self.path = path = find_int8(path.parent)
         problems = contract_problems(spec, core().read_model(str(path)))
         if problems:
             raise ContractError(
@@ -294,7 +304,8 @@ class OpenVinoSession(GraphSession):
         """One line: ``OpenVINO CPU bf16, 2 threads``."""
         threads = self.intra_op_threads
         count = "automatic threads" if threads == 0 else f"{threads} thread" + "s" * (threads > 1)
-        text = f"OpenVINO {self.device_name} {self.precision}, {count}"
+        precision = "int8+f32" if self.quantized else self.precision
+        text = f"OpenVINO {self.device_name} {precision}, {count}"
         return text + (f" ({'; '.join(self.notices)})" if self.notices else "")
 
     def new_request(self, shapes: Mapping[str, tuple[int, ...]]) -> ov.InferRequest:

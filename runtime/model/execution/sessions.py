@@ -70,7 +70,7 @@ logger = logging.getLogger(__name__)
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
 BACKENDS = (ONNXRUNTIME, OPENVINO)
-SESSION_PRECISIONS = ("fp32", "fp16", "bf16")
+SESSION_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 OPENVINO_DEVICES = ("auto", "CPU", "GPU", "NPU")
 
 Array = npt.NDArray[np.float32]
@@ -130,7 +130,9 @@ class SessionOptions:
     precision: "fp32", or "fp16" for the exporter's mixed-precision variants of
         `contract.FP16_GRAPHS` (same inputs and outputs; off by default until measured on a
         GPU: on the CPU provider fp16 is slower), or "bf16" (OpenVINO only: its CPU plugin runs
-        the fp32 graph in bf16 where the CPU has AVX-512 BF16 or AMX, fp32 elsewhere).
+        the fp32 graph in bf16 where the CPU has AVX-512 BF16 or AMX, fp32 elsewhere), or
+        "int8" (OpenVINO only: the renderer quantized by NNCF, `runtime.model.compile.quantize`;
+        the other graphs in fp32).
     backend: "onnxruntime" or "openvino" (`runtime.model.execution.openvino_sessions`);
         "auto" is resolved before sessions are built (`runtime.model.execution.backends`).
     openvino_device: "auto" (a GPU when OpenVINO lists one, else the CPU), "CPU", "GPU" or
@@ -172,8 +174,8 @@ class SessionOptions:
             )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.precision == "bf16" and self.backend != OPENVINO:
-            raise ValueError("bf16 needs the OpenVINO backend (--backend openvino)")
+        if self.precision in ("bf16", "int8") and self.backend != OPENVINO:
+            raise ValueError(f"{self.precision} needs the OpenVINO backend (--backend openvino)")
         if self.openvino_device not in OPENVINO_DEVICES:
             raise ValueError(
                 f"openvino_device must be one of {OPENVINO_DEVICES}, got {self.openvino_device!r}"
@@ -182,7 +184,7 @@ class SessionOptions:
     @property
     def graph_precision(self) -> str:
         """Which exported file to read (`contract.PRECISIONS`): bf16 is a runtime choice made
-        on the fp32 graph."""
+        on the fp32 graph, and int8 is made from it."""
         return "fp16" if self.precision == "fp16" else "fp32"
 
 

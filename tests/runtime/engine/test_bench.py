@@ -3,7 +3,9 @@ through the live engine's device-resident code (timings from a fake clock)."""
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from runtime.engine.bench import (
     run_bench,
     write_result,
 )
+from runtime.model.compile import quantize
 from runtime.model.execution.model_set import open_model_set
 from runtime.model.execution.sessions import SessionOptions
 from tests.support import stub_graphs
@@ -118,6 +121,10 @@ def test_bench_command_json(
     # the stages were timed on the one chosen, which the verdict names.
     tried = [f"{t['backend']}/{t['device']}/{t['precision']}" for t in data["renderer_backends"]]
     assert tried[0] == "onnxruntime/CPU/fp32" and data["chosen_backend"] in tried
+    if quantize.unavailable_reason() is None:
+        # The int8 renderer was made first (it was missing), then measured like the others.
+        int8 = next(t for t in data["renderer_backends"] if t["precision"] == "int8")
+        assert not int8.get("error") and int8["mean_abs_diff"] is not None
     assert len(data["sampler_backends"]) == len(tried)
     assert data["derived"]["verdict"].startswith(
         f"real time at hop 5 with lookahead 2 on {data['chosen_backend']} (auto's choice): "
@@ -129,10 +136,14 @@ def test_bench_command_human_and_bad_model(
     stubs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     monkeypatch.setenv("IMTALKER_CACHE_DIR", str(tmp_path))
+    monkeypatch.setitem(sys.modules, "nncf", None)  # as where the int8 extra is not installed
     args = ["bench", "--graphs", str(stubs), "--repeats", "1", "--nfe", "2", "--no-save"]
     assert cli.main(args) == 0
     out = capsys.readouterr().out
     assert "renderer at batch 5" in out and "Real time at hop 5 with lookahead 2" in out
+    if importlib.util.find_spec("openvino") is not None:
+        assert "note: int8 not tried: int8 needs NNCF" in out and "imtalker-cam[int8]" in out
+        assert "/int8" not in out
     assert not (tmp_path / RESULT_FILE).exists()
     assert cli.main(["bench", "--graphs", str(tmp_path / "nothing")]) == 1
     assert cli.main(["bench", "--graphs", str(stubs), "--hop", "0"]) == 2

@@ -57,8 +57,10 @@ _PRECISION_LABELS = {
     "fp32": "Full (fp32)",
     "fp16": "Half (fp16, GPU)",
     "bf16": "bf16 (OpenVINO)",
+    "bf16-mixed": "bf16 mixed (OpenVINO)",
 }
 BF16_NEEDS_OPENVINO = "bf16 runs on OpenVINO only: choose Backend OpenVINO first."
+_OPENVINO_ONLY = ("bf16", "bf16-mixed")
 _BACKEND_LABELS = {
     "auto": "Auto",
     "onnxruntime": "ONNX Runtime",
@@ -267,7 +269,8 @@ class ControlsPanel(QWidget):
         self.precision.setToolTip(
             "Half precision (fp16) is for NVIDIA GPUs; on a CPU it is slower. bf16 is for "
             "OpenVINO on CPUs with AVX-512 BF16 or AMX: about twice as fast, a little less "
-            "exact. Applies the next time you go live."
+            "exact. bf16 mixed keeps the most sensitive parts in fp32: as exact as fp32 to "
+            "the eye, most of the speed. Applies the next time you go live."
         )
         for value in PRECISION_CHOICES:
             self.precision.addItem(_PRECISION_LABELS[value], value)
@@ -519,17 +522,19 @@ class ControlsPanel(QWidget):
         self._quality_edited()
 
     def _offer_bf16(self) -> None:
-        """bf16 only with the OpenVINO backend (ONNX Runtime has no bf16 graphs)."""
+        """bf16 and bf16-mixed only with the OpenVINO backend (ONNX Runtime has no bf16)."""
         model = self.precision.model()
         assert isinstance(model, QStandardItemModel)
-        item = model.item(self.precision.findData("bf16"))
         openvino = self.backend.currentData() == "openvino"
-        item.setEnabled(openvino)
-        item.setToolTip("" if openvino else BF16_NEEDS_OPENVINO)
+        for precision in _OPENVINO_ONLY:
+            item = model.item(self.precision.findData(precision))
+            item.setEnabled(openvino)
+            item.setToolTip("" if openvino else BF16_NEEDS_OPENVINO)
 
     def _backend_edited(self) -> None:
         self._offer_bf16()
-        if self.backend.currentData() != "openvino" and self.precision.currentData() == "bf16":
+        openvino = self.backend.currentData() == "openvino"
+        if not openvino and self.precision.currentData() in _OPENVINO_ONLY:
             self._loading = True  # one quality change, below, for both combos
             try:
                 self.precision.setCurrentIndex(self.precision.findData("fp32"))

@@ -37,7 +37,7 @@ BackgroundMode = Literal["none", "colour", "blur"]
 RESOLUTIONS: tuple[tuple[int, int], ...] = ((512, 512), (640, 480), (1280, 720), (1920, 1080))
 STEPS_CHOICES: tuple[int, ...] = (1, 2, 4, 9)  # Euler steps; 9 is the reference's (nfe 10)
 CFG_RANGE = (validate.CFG.lo, validate.CFG.hi)
-PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", "bf16")
+PRECISION_CHOICES: tuple[str, ...] = ("fp32", "fp16", "bf16", "bf16-mixed")
 """fp16: the mixed-precision graphs (GPUs); bf16: OpenVINO's, on CPUs with AVX-512 BF16 or AMX
 (the Controls panel offers it with the OpenVINO backend only)."""
 BACKEND_CHOICES: tuple[str, ...] = ("auto", "onnxruntime", "openvino")
@@ -91,7 +91,7 @@ class Quality:
     """Auto may use fewer steps (down to 4) when the machine falls behind: off by default,
     fewer steps change the motion."""
     hop: int = 0  # frames produced per engine step; 0 = Auto
-    precision: str = "fp32"  # "fp16"/"bf16" (PRECISION_CHOICES); from the next Go Live
+    precision: str = "fp32"  # "fp16"/"bf16"/"bf16-mixed" (PRECISION_CHOICES); from the next Go Live
     backend: str = "auto"  # "onnxruntime" or "openvino" (BACKEND_CHOICES); from the next Go Live
 
 

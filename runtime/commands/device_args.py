@@ -42,7 +42,9 @@ def add_device_arguments(group: argparse._ArgumentGroup | argparse.ArgumentParse
         default="fp32",
         help="fp16: the mixed-precision renderer and velocity graphs (for GPUs; on a CPU "
         "they are slower); bf16: OpenVINO on CPUs with AVX-512 BF16 or AMX, about 2x the "
-        "renderer's speed but outside the fp32 tolerance (PSNR 37-45 dB: see README); int8: "
+        "renderer's speed but outside the fp32 tolerance (PSNR 37-45 dB: see README); "
+        "bf16-mixed: OpenVINO's CPU with the renderer in bf16 except the parts measured most "
+        "sensitive (fp32 there), within the fp32 tolerance; int8: "
         "OpenVINO's CPU with the renderer quantized by NNCF (the int8 extra), made once by "
         "`imtalker-cam bench --backend openvino --precision int8`",
     )

@@ -13,7 +13,7 @@ import importlib.util
 from dataclasses import dataclass
 
 from runtime.model.execution.providers import COREML, CPU, DIRECTML
-from runtime.model.execution.sessions import ONNXRUNTIME, OPENVINO
+from runtime.model.execution.sessions import ONNXRUNTIME, OPENVINO, OPENVINO_PRECISIONS
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -113,6 +113,7 @@ def candidates(
     out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="fp32"))
     if bf16:
         out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="bf16"))
+        out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="bf16-mixed"))
     if int8:
         out.append(BackendChoice(backend=OPENVINO, device="CPU", precision="int8"))
     if any(d.split(".")[0] == "GPU" for d in openvino_devices):
@@ -145,7 +146,7 @@ def resolve(
         return BackendChoice(backend=OPENVINO, device="auto", precision=precision)
     if cuda_usable:
         return BackendChoice(backend=ONNXRUNTIME, device="CUDA", precision=precision)
-    if precision in ("bf16", "int8"):  # only OpenVINO runs them
+    if precision in OPENVINO_PRECISIONS:  # only OpenVINO runs them
         return BackendChoice(backend=OPENVINO, device="auto", precision=precision)
     if measured is not None and precision == "fp32" and (measured.backend != OPENVINO or openvino):
         return measured

@@ -40,7 +40,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,8 @@ import openvino as ov
 
 from runtime.model.compile.quantize import find_int8
 from runtime.model.contract import RENDERER, GraphSpec
+from runtime.model.execution.openvino_stages import StagedCompiled, StagedRequest, StagePlan
+from runtime.model.execution.precision_plans import RENDERER_FP32, renderer_stages
 from runtime.model.execution.sessions import (
     CUDA_GRAPH_GRAPHS,
     OPENVINO,
@@ -73,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 Array = npt.NDArray[np.float32]
 
-HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32"}
+HINTS = {"fp32": "f32", "fp16": "f16", "bf16": "bf16", "int8": "f32", "bf16-mixed": "bf16"}
 """`SessionOptions.precision` -> OpenVINO's INFERENCE_PRECISION_HINT."""
 CAPABILITY = {"f16": "FP16", "bf16": "BF16"}
 """The OPTIMIZATION_CAPABILITIES entry a reduced hint needs on a device."""
@@ -83,6 +85,8 @@ MAX_COMPILED = 2
 """Input-shape signatures kept compiled per graph (each holds its own copy of the weights)."""
 
 Signature = tuple[tuple[int, ...], ...]
+Compiled: TypeAlias = ov.CompiledModel | StagedCompiled
+Request: TypeAlias = ov.InferRequest | StagedRequest
 
 _lock = threading.Lock()
 _core: ov.Core | None = None
@@ -204,10 +208,13 @@ class OpenVinoSession(GraphSession):
         self.device_name = pick_device(options.openvino_device, available_devices())
         if options.openvino_device not in ("auto", self.device_name):
             self._notice(f"OpenVINO has no {options.openvino_device} here; using the CPU")
+        # bf16-mixed: the renderer in stages (`openvino_stages`), every other graph in f32 (the
+        # sampler's motion is outside tolerance in bf16).
+        self.mixed = options.precision == "bf16-mixed" and spec.name == RENDERER.name
         self.precision = self._precision(self.device_name)
         self._set_device(self.device_name)
-        self._compiled: OrderedDict[Signature, ov.CompiledModel] = OrderedDict()
-        self._requests: dict[Signature, ov.InferRequest] = {}
+        self._compiled: OrderedDict[Signature, Compiled] = OrderedDict()
+        self._requests: dict[Signature, Request] = {}
         logger.debug(
             "%s: OpenVINO %s, %s, %d threads",
             spec.name,
@@ -228,7 +235,7 @@ class OpenVinoSession(GraphSession):
             return ()
         return tuple(tuple(shapes[name]) for name in self.spec.input_names)
 
-    def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]) -> ov.CompiledModel:
+    def compiled_for(self, shapes: Mapping[str, tuple[int, ...]]) -> Compiled:
         """The graph compiled for these input shapes, on first use; the `MAX_COMPILED` most
         recent are kept. The renderer and the velocity (called with a few fixed shapes) are
         compiled with those shapes static: the renderer at batch 1 measured 0.54 GB working
@@ -268,6 +275,8 @@ class OpenVinoSession(GraphSession):
         self.notices.append(text)
 
     def _precision(self, device: str) -> str:
+        if self.options.precision == "bf16-mixed" and not self.mixed:
+            return "f32"
         hint = HINTS[self.options.precision]
         needed = CAPABILITY.get(hint)
         if needed is None or device != "CPU" or needed in device_capabilities(device):
@@ -275,7 +284,20 @@ class OpenVinoSession(GraphSession):
         self._notice(f"this CPU has no native {self.options.precision}; running fp32")
         return "f32"
 
-    def _compile(self, model: ov.Model, device: str, precision: str) -> ov.CompiledModel:
+    def _compile(self, model: ov.Model, device: str, precision: str) -> Compiled:
+        if self.mixed and device == "CPU" and precision == "bf16":
+            plan = StagePlan(stages=renderer_stages(), fp32=RENDERER_FP32)
+            try:
+                return StagedCompiled(
+                    model, plan, lambda part, hint: self._compile_whole(part, device, hint)
+                )
+            except ValueError as exc:  # a renderer exported without module names
+                self._notice(f"no stages for bf16-mixed in this graph ({exc}); running f32")
+                self.mixed = False
+                self.precision = precision = "f32"  # nothing was cut: the check comes first
+        return self._compile_whole(model, device, precision)
+
+    def _compile_whole(self, model: ov.Model, device: str, precision: str) -> ov.CompiledModel:
         config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
             "INFERENCE_PRECISION_HINT": precision,
@@ -305,10 +327,12 @@ class OpenVinoSession(GraphSession):
         threads = self.intra_op_threads
         count = "automatic threads" if threads == 0 else f"{threads} thread" + "s" * (threads > 1)
         precision = "int8+f32" if self.quantized else self.precision
+        if self.mixed and precision == "bf16":
+            precision = "bf16-mixed (" + ", ".join(sorted(RENDERER_FP32)) + " in f32)"
         text = f"OpenVINO {self.device_name} {precision}, {count}"
         return text + (f" ({'; '.join(self.notices)})" if self.notices else "")
 
-    def new_request(self, shapes: Mapping[str, tuple[int, ...]]) -> ov.InferRequest:
+    def new_request(self, shapes: Mapping[str, tuple[int, ...]]) -> Request:
         """An infer request of its own for these input shapes (`OpenVinoSlot`)."""
         return self.compiled_for(shapes).create_infer_request()
 
@@ -340,7 +364,7 @@ class OpenVinoSession(GraphSession):
         raise TypeError("OpenVINO sessions run through OpenVinoSlot, not ONNX Runtime IOBinding")
 
 
-def infer(request: ov.InferRequest, name: str, run_options: ort.RunOptions | None) -> None:
+def infer(request: Request, name: str, run_options: ort.RunOptions | None) -> None:
     """Run `request`, cancelling it when `run_options.terminate` is set meanwhile."""
     if run_options is not None and run_options.terminate:
         raise RuntimeError(f"{name}: run cancelled")

@@ -70,7 +70,9 @@ logger = logging.getLogger(__name__)
 ONNXRUNTIME = "onnxruntime"
 OPENVINO = "openvino"
 BACKENDS = (ONNXRUNTIME, OPENVINO)
-SESSION_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+SESSION_PRECISIONS = ("fp32", "fp16", "bf16", "bf16-mixed", "int8")
+OPENVINO_PRECISIONS = ("bf16", "bf16-mixed", "int8")
+"""Precisions only OpenVINO runs."""
 OPENVINO_DEVICES = ("auto", "CPU", "GPU", "NPU")
 
 Array = npt.NDArray[np.float32]
@@ -131,6 +133,8 @@ class SessionOptions:
         `contract.FP16_GRAPHS` (same inputs and outputs; off by default until measured on a
         GPU: on the CPU provider fp16 is slower), or "bf16" (OpenVINO only: its CPU plugin runs
         the fp32 graph in bf16 where the CPU has AVX-512 BF16 or AMX, fp32 elsewhere), or
+        "bf16-mixed" (OpenVINO only: the renderer in bf16 except the stages measured most
+        sensitive, `runtime.model.execution.openvino_stages`; the other graphs in fp32), or
         "int8" (OpenVINO only: the renderer quantized by NNCF, `runtime.model.compile.quantize`;
         the other graphs in fp32).
     backend: "onnxruntime" or "openvino" (`runtime.model.execution.openvino_sessions`);
@@ -174,7 +178,7 @@ class SessionOptions:
             )
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
-        if self.precision in ("bf16", "int8") and self.backend != OPENVINO:
+        if self.precision in OPENVINO_PRECISIONS and self.backend != OPENVINO:
             raise ValueError(f"{self.precision} needs the OpenVINO backend (--backend openvino)")
         if self.openvino_device not in OPENVINO_DEVICES:
             raise ValueError(
@@ -184,7 +188,7 @@ class SessionOptions:
     @property
     def graph_precision(self) -> str:
         """Which exported file to read (`contract.PRECISIONS`): bf16 is a runtime choice made
-        on the fp32 graph, and int8 is made from it."""
+        on the fp32 graph (bf16-mixed too), and int8 is made from it."""
         return "fp16" if self.precision == "fp16" else "fp32"
 
 

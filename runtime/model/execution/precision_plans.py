@@ -1,0 +1,37 @@
+"""Which parts of a graph keep fp32 when OpenVINO runs the rest in bf16 (data; no imports, any
+thread). Chosen by measured sensitivity: tests/bench/bench_mixed_precision.py puts one stage at
+a time back to fp32 on the golden inputs of both model versions and records the error of the
+frames against ONNX Runtime fp32 (results in tests/bench/results/mixed_precision.md).
+
+The renderer's stages follow its modules: ``motion`` is everything before the synthesis
+network (motion decoding, the cross-attention to the avatar and its top-1 picks, whose argmax
+flips under bf16 and moves whole patches), then per pyramid level the up-convolution with its
+fusing residual block (``up<i>``) and the self-attention (``at<i>``), then the RGB head.
+"""
+
+from __future__ import annotations
+
+LEVELS = 5
+"""Pyramid levels of the synthesis network (v1 and v2 alike)."""
+
+
+def renderer_stages() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    """(stage, op-name prefixes) in graph order."""
+    stages: list[tuple[str, tuple[str, ...]]] = [("motion", ())]
+    for level in range(LEVELS):
+        stages.append(
+            (
+                f"up{level}",
+                (
+                    f"/frame_decoder/upconv_blocks.{level}/",
+                    f"/frame_decoder/resblocks.{level}/",
+                ),
+            )
+        )
+        stages.append((f"at{level}", (f"/frame_decoder/transformer_blocks.{level}/",)))
+    stages.append(("head", ("/frame_decoder/final_conv",)))
+    return tuple(stages)
+
+
+RENDERER_FP32 = frozenset({"motion", "up2", "up3"})
+"""The renderer's stages that keep fp32 in the "mixed" precision (the rest bf16)."""

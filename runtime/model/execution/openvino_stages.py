@@ -122,7 +122,7 @@ def split_model(model: ov.Model, plan: StagePlan) -> list[ov.Model]:
                 params[there].append(param)
     for parameter in model.get_parameters():
         targets = [t.get_node().get_name() for t in parameter.output(0).get_target_inputs()]
-        readers = {stage_of[name] for name in targets if name in stage_of}
+        readers = {stage_of[name] for name in targets if name in stage_of} or {0}
         for there in sorted(readers):
             if there == min(readers):
                 params[there].insert(0, parameter)

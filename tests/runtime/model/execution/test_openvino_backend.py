@@ -212,7 +212,12 @@ def test_candidates() -> None:
     assert labels == ["onnxruntime/CPU/fp32", "openvino/CPU/fp32"]
     labels = [c.label for c in candidates(openvino=True, openvino_devices=("CPU", "GPU.0"),
                                           bf16=True)]  # fmt: skip
-    assert labels[2:] == ["openvino/CPU/bf16", "openvino/GPU/fp32", "openvino/GPU/fp16"]
+    assert labels[2:] == [
+        "openvino/CPU/bf16",
+        "openvino/CPU/bf16-mixed",
+        "openvino/GPU/fp32",
+        "openvino/GPU/fp16",
+    ]
 
 
 def _trial(label: str, ms: float, ok: bool) -> tuple[RendererTrial, SamplerTrial]:

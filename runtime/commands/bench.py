@@ -164,7 +164,6 @@ def run(args: argparse.Namespace) -> int:
         precision=options.precision,
         progress=progress,
         graphs=graphs,
-        backend=choice.label,
         trials=trials,
     )
     if not args.no_save:

@@ -493,6 +493,11 @@ class ModelSet:
         return self._main.backend
 
     @property
+    def precision(self) -> str:
+        """The precision asked for ("fp32", "fp16", "bf16": `SessionOptions.precision`)."""
+        return self._main.options.precision
+
+    @property
     def _main(self) -> GraphSession:
         main = self.sessions.get(RENDERER.name)
         return main if main is not None else next(iter(self.sessions.values()))

@@ -46,6 +46,7 @@ from desktop_app.services import LiveSession as AppLiveSession
 from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
 from runtime.core import paths
 from runtime.engine.backend_options import session_choice, session_options
+from runtime.engine.bench import result_of
 from runtime.engine.live.engine import LiveEngine
 from runtime.engine.live.remote import RemoteCompute
 from runtime.engine.live.session import (
@@ -77,7 +78,7 @@ from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicStatus
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.model.execution.backends import openvino_installed
+from runtime.model.execution.backends import BackendChoice, openvino_installed
 from runtime.model.execution.model_set import open_model_set
 from runtime.model.execution.sessions import OPENVINO, ModelSet, SessionOptions
 from runtime.remote.client import RemoteConfig
@@ -347,11 +348,12 @@ class RuntimeEngine:
         state = self.models.model_state()
         if not state.ready or state.graphs_dir is None:
             return None
-        choice = session_choice(
-            backend=quality.backend, precision=quality.precision, graphs=state.graphs_dir
-        )
+        graphs = state.graphs_dir
         m = self._measured
-        if m is not None and m[0] == (state.graphs_dir, choice.label):
+        if (m is None or m[0][0] != graphs) and result_of(paths.cache_dir(), graphs) is None:
+            return None  # nothing measured on these graphs: nothing to resolve or probe
+        on = self._next_on(quality, graphs)
+        if m is not None and m[0] == (graphs, on):
             if m[1]:
                 return None
             provider = "this machine"
@@ -359,7 +361,22 @@ class RuntimeEngine:
                 provider = short_provider(self._model_set.providers[0])
             return expectation_text(m[2], provider)
         controls = controls_for(Pose(), quality)
-        return from_bench(paths.cache_dir(), state.graphs_dir, controls, choice=choice)
+        return from_bench(paths.cache_dir(), graphs, controls, choice=BackendChoice.from_label(on))
+
+    def _next_on(self, quality: Quality, graphs: Path) -> str:
+        """What the next local session will run on (`session_choice`'s label): the open set's
+        when Go Live would keep it, else as `quality` resolves now (a provider probe, once)."""
+        keeps = (
+            self._model_set is not None
+            and self._model_dir == graphs
+            and self._opened_for == (quality.backend, quality.precision)
+            and self._set_generation == self._generation
+        )
+        if keeps:
+            return self._opened_on
+        return session_choice(
+            backend=quality.backend, precision=quality.precision, graphs=graphs
+        ).label
 
     def reopen_models(self) -> None:
         """Open the model set afresh at the next Go Live (any thread: the CUDA runtime was

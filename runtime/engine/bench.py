@@ -252,19 +252,26 @@ def write_result(result: BenchResult, cache_dir: Path) -> Path:
     return path
 
 
-def result_for(cache_dir: Path, graphs: Path, *, choice: BackendChoice) -> BenchResult | None:
-    """The kept result if it measured these graphs on `choice` (backend, device and precision:
-    figures from another backend do not hold for this one), else None."""
+def result_of(cache_dir: Path, graphs: Path) -> BenchResult | None:
+    """The kept result if it measured these graphs (on whichever backend), else None."""
     result = read_result(cache_dir)
     if result is None or not result.graphs:
         return None
     try:
-        if result.choice != choice:
-            return None
         same = Path(result.graphs).resolve() == graphs.resolve()
-    except (OSError, ValueError):  # a label that is not backend/device/precision
+    except OSError:
         return None
     return result if same else None
+
+
+def result_for(cache_dir: Path, graphs: Path, *, choice: BackendChoice) -> BenchResult | None:
+    """The kept result if it measured these graphs on `choice` (backend, device and precision:
+    figures from another backend do not hold for this one), else None."""
+    result = result_of(cache_dir, graphs)
+    try:
+        return result if result is not None and result.choice == choice else None
+    except ValueError:  # a label that is not backend/device/precision
+        return None
 
 
 def expected_hop(cache_dir: Path, graphs: Path, models: ModelSet) -> HopCompute | None:

@@ -111,13 +111,18 @@ def fixed_copy(path: Path, shapes: Shapes, *, folder: Path, digest: str | None =
 
     model = onnx.load(str(path))
     sizes: dict[str, int] = {}  # each symbolic axis's size, from the inputs it appears in
+    inputs: dict[str, list[int | str]] = {}
     for value in model.graph.input:
+        if value.name not in shapes:  # an initializer listed as an input (older exporters)
+            inputs[value.name] = _dims(value)
+            continue
+        inputs[value.name] = list(shapes[value.name])
         for dim, size in zip(_dims(value), shapes[value.name], strict=True):
             if isinstance(dim, str):
                 sizes[dim] = size
     outputs = {v.name: [sizes.get(d, d) if isinstance(d, str) else d for d in _dims(v)]
                for v in model.graph.output}  # fmt: skip
-    update_inputs_outputs_dims(model, {n: list(s) for n, s in shapes.items()}, outputs)
+    update_inputs_outputs_dims(model, inputs, outputs)
     for value in model.graph.value_info:  # intermediate shapes the exporter recorded
         for dim in value.type.tensor_type.shape.dim:
             if dim.HasField("dim_param") and dim.dim_param in sizes:

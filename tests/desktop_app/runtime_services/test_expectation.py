@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -101,3 +102,28 @@ def test_the_last_live_session_is_quoted_only_for_its_backend(
     assert engine.expectation(ORT) is None
     engine._remember(None, False, 9.0)  # a render server's session: not this computer
     assert engine.expectation(ORT) is None
+
+
+def test_with_the_model_open_the_next_session_is_the_open_one(
+    engine: RuntimeEngine, stubs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Go Live keeps an open model set whose settings did not change, so what it runs on is
+    known without resolving (and probing providers) on the GUI thread; nothing measured on the
+    graphs asks nothing either."""
+    from desktop_app.runtime_services import live
+
+    resolved: list[str] = []
+    real = live.session_choice
+
+    def counted(**kwargs: Any) -> Any:
+        resolved.append(kwargs["backend"])
+        return real(**kwargs)
+
+    monkeypatch.setattr(live, "session_choice", counted)
+    assert engine.expectation(OPENVINO) is None and resolved == []  # nothing measured
+    engine._open_models(OPENVINO)
+    resolved.clear()
+    write_slow_bench(stubs, backend="openvino/CPU/fp32")
+    assert slow_on(engine.expectation(OPENVINO), "on OpenVINO CPU")
+    assert resolved == []
+    assert engine.expectation(ORT) is None and resolved == ["onnxruntime"]

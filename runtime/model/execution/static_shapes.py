@@ -81,8 +81,12 @@ def wants_static(spec: GraphSpec, requested: Sequence[str]) -> bool:
 
 
 def onnx_available() -> bool:
-    """Whether the onnx package is there to write the copies."""
-    return importlib.util.find_spec("onnx") is not None
+    """Whether the onnx package is there to write the copies (nothing is imported to find out;
+    a broken install counts as absent, as in `runtime.model.convert_extra`)."""
+    try:
+        return importlib.util.find_spec("onnx") is not None
+    except (ImportError, ValueError):
+        return False
 
 
 def content_digest(path: Path) -> str:

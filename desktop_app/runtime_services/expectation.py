@@ -2,10 +2,13 @@
 thread before Go Live, reading one small JSON file; the set-up's worker after its timing run).
 
 Two sources, the newest first: what the last live session on this model measured, and else the
-last timing run of the same compiled graphs at the same precision (the set-up's, after a
-conversion, or `imtalker-cam bench`; `runtime.engine.bench.result_for`). The bench's figures go
-through the engine's own planner (`HopPlanner` seeded as a session seeds it), so the question
-before the first Go Live says what that session will then announce.
+last timing run of the same compiled graphs (the set-up's, after a conversion, or
+`imtalker-cam bench`; `runtime.engine.bench.result_for`). Both count only when they measured
+what the next session will run on: the same backend, device and precision, as the Backend and
+precision settings resolve for it (`runtime.engine.backend_options.session_choice`); figures
+from ONNX Runtime on the CPU say nothing about OpenVINO or bf16. The bench's figures go through
+the engine's own planner (`HopPlanner` seeded as a session seeds it), so the question before the
+first Go Live says what that session will then announce.
 """
 
 from __future__ import annotations
@@ -17,6 +20,8 @@ from runtime.engine.bench import BenchResult, result_for
 from runtime.engine.live.hop_choice import HopPlan, picture_rate
 from runtime.engine.live.plan import HopPlanner
 from runtime.engine.live.types import EngineConfig, EventDetail, EventKind, LiveControls
+from runtime.model.execution.backends import BackendChoice
+from runtime.model.execution.sessions import OPENVINO
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +43,12 @@ def expectation_text(interval_s: float, provider: str) -> str:
 
 
 def measured_on(result: BenchResult) -> str:
-    """The provider a timing run measured, short ("CPU", "CUDA"): its `provider` is the model
-    set's summary line ("CPU, 2 threads (CUDA unusable: ...)")."""
-    if not result.on_gpu:
-        return "CPU"
-    return short_provider(result.provider.split(",")[0].split(" (")[0].strip())
+    """What a timing run measured, short: "CPU", "CUDA", "CoreML" on ONNX Runtime,
+    "OpenVINO CPU" and the like on OpenVINO."""
+    choice = result.choice
+    if choice.backend == OPENVINO:
+        return f"OpenVINO {choice.device}"
+    return choice.device
 
 
 def _quiet(kind: EventKind, message: str, detail: EventDetail = None) -> None:
@@ -72,17 +78,18 @@ def result_expectation(result: BenchResult, controls: LiveControls) -> str | Non
 
 
 def from_bench(
-    cache_dir: Path, graphs: Path, controls: LiveControls, *, precision: str
+    cache_dir: Path, graphs: Path, controls: LiveControls, *, choice: BackendChoice
 ) -> str | None:
-    """The expectation from the last timing run of these graphs at this precision; None when
-    it keeps up, or they were not timed (or the result cannot be read)."""
+    """The expectation from the last timing run of these graphs on `choice` (backend, device
+    and precision); None when it keeps up, or they were not timed on it (or the result cannot
+    be read)."""
     try:
-        result = result_for(cache_dir, graphs, precision=precision)
+        result = result_for(cache_dir, graphs, choice=choice)
     except (OSError, ValueError):
         return None
     if result is None:
         return None
     expected = result_expectation(result, controls)
     if expected is not None:
-        logger.info("not real time by the last timing run of %s", graphs)
+        logger.info("not real time by the last timing run of %s on %s", graphs, choice.label)
     return expected

@@ -14,6 +14,7 @@ import logging
 import math
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -45,7 +46,8 @@ from desktop_app.services import (
 from desktop_app.services import LiveSession as AppLiveSession
 from desktop_app.settings import CallAudio, Output, Pose, Quality, SourceKind
 from runtime.core import paths
-from runtime.engine.backend_options import session_options
+from runtime.engine.backend_options import session_choice, session_options
+from runtime.engine.bench import result_of
 from runtime.engine.live.engine import LiveEngine
 from runtime.engine.live.remote import RemoteCompute
 from runtime.engine.live.session import (
@@ -77,7 +79,7 @@ from runtime.media.level_meter import LevelMeter, MeteredSoundDevice
 from runtime.media.virtual_mic import VirtualMic, VirtualMicConfig, VirtualMicStatus
 from runtime.media.virtual_mic_device import default_device
 from runtime.media.webcam import WebcamConfig
-from runtime.model.execution.backends import openvino_installed
+from runtime.model.execution.backends import BackendChoice, openvino_installed
 from runtime.model.execution.model_set import open_model_set
 from runtime.model.execution.sessions import OPENVINO, ModelSet, SessionOptions
 from runtime.remote.client import RemoteConfig
@@ -89,6 +91,9 @@ from runtime.sinks.virtual_camera import VirtualCameraConfig, VirtualCameraSink
 
 logger = logging.getLogger(__name__)
 
+
+MeasuredOn = tuple[Path, str]
+"""The graphs a live session ran and the backend label they ran on (`session_choice`)."""
 
 GAZE_RANGE = 0.7
 """The model's gaze condition spans about -0.7..0.7; the sliders' -1..1 map onto it."""
@@ -330,7 +335,8 @@ class RuntimeEngine:
         self._options = SessionOptions()  # what the open set was opened with
         self._generation = 0  # bumped by reopen_models
         self._set_generation = 0  # the generation the open set was opened in
-        self._measured: tuple[Path | None, bool, float] | None = None  # model, real time?, s
+        self._opened_on = ""  # the open set's backend/device/precision, as settings resolve it
+        self._measured: tuple[MeasuredOn, bool, float] | None = None  # on, real time?, interval
         self._audio_file = CheckedFile(self._decode_file)  # check's decode -> start's
 
     def recover_recordings(self) -> list[str]:
@@ -339,22 +345,40 @@ class RuntimeEngine:
 
     def expectation(self, quality: Quality) -> str | None:
         """When this model is not real time here, what Go Live will give: as the last session
-        on it measured, or else as the last timing run of its graphs did (the set-up's)."""
+        on it measured, or else as the last timing run of its graphs did (the set-up's); each
+        only when it ran on what `quality`'s Backend and precision resolve to now."""
+        state = self.models.model_state()
+        if not state.ready or state.graphs_dir is None:
+            return None
+        graphs = state.graphs_dir
         m = self._measured
-        if m is not None and m[0] == self._model_dir:
+        if (m is None or m[0][0] != graphs) and result_of(paths.cache_dir(), graphs) is None:
+            return None  # nothing measured on these graphs: nothing to resolve or probe
+        on = self._next_on(quality, graphs)
+        if m is not None and m[0] == (graphs, on):
             if m[1]:
                 return None
             provider = "this machine"
             if self._model_set is not None:
                 provider = short_provider(self._model_set.providers[0])
             return expectation_text(m[2], provider)
-        state = self.models.model_state()
-        if not state.ready or state.graphs_dir is None:
-            return None
         controls = controls_for(Pose(), quality)
-        return from_bench(
-            paths.cache_dir(), state.graphs_dir, controls, precision=quality.precision
+        return from_bench(paths.cache_dir(), graphs, controls, choice=BackendChoice.from_label(on))
+
+    def _next_on(self, quality: Quality, graphs: Path) -> str:
+        """What the next local session will run on (`session_choice`'s label): the open set's
+        when Go Live would keep it, else as `quality` resolves now (a provider probe, once)."""
+        keeps = (
+            self._model_set is not None
+            and self._model_dir == graphs
+            and self._opened_for == (quality.backend, quality.precision)
+            and self._set_generation == self._generation
         )
+        if keeps:
+            return self._opened_on
+        return session_choice(
+            backend=quality.backend, precision=quality.precision, graphs=graphs
+        ).label
 
     def reopen_models(self) -> None:
         """Open the model set afresh at the next Go Live (any thread: the CUDA runtime was
@@ -362,8 +386,11 @@ class RuntimeEngine:
         counts as old."""
         self._generation += 1
 
-    def _remember(self, realtime: bool, interval: float) -> None:
-        self._measured = (self._model_dir, realtime, interval)
+    def _remember(self, on: MeasuredOn | None, realtime: bool, interval: float) -> None:
+        """A session's measurement, kept for the model and backend it ran on (`on`; None: a
+        render server's, which says nothing about this computer)."""
+        if on is not None:
+            self._measured = (on, realtime, interval)
 
     def _virtual_mic(self, call: CallAudio) -> VirtualMic:
         sd = self.devices.sd
@@ -421,6 +448,9 @@ class RuntimeEngine:
                 options = session_options(
                     backend=quality.backend, precision=quality.precision, graphs=state.graphs_dir
                 )
+                opened_on = session_choice(
+                    backend=quality.backend, precision=quality.precision, graphs=state.graphs_dir
+                ).label
                 self._model_set = open_model_set(state.graphs_dir, options=options)
             except Exception as exc:
                 logger.exception("cannot load the model from %s", state.graphs_dir)
@@ -430,6 +460,7 @@ class RuntimeEngine:
                 ) from None
             self._model_dir = state.graphs_dir
             self._options = options
+            self._opened_on = opened_on
             self._opened_for = wanted
             self._set_generation = generation
         assert self._model_set is not None
@@ -498,8 +529,10 @@ class RuntimeEngine:
             self.check_source(config)
         compute: LocalCompute | RemoteCompute
         remote = _remote_config(config)
+        measured_on: MeasuredOn | None = None
         if remote is None:
             compute = self._local_compute(config.quality)
+            measured_on = (compute.graphs, self._opened_on)
         else:
             compute = RemoteCompute(config=remote)
         watch = SourceWatch(config.source)
@@ -545,7 +578,7 @@ class RuntimeEngine:
             watch=watch,
             meter=meter,
             call_audio=call,
-            on_measured=self._remember,
+            on_measured=partial(self._remember, measured_on),
         )
 
 

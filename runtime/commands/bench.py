@@ -197,7 +197,6 @@ def run(args: argparse.Namespace) -> int:
         precision=options.precision,
         progress=progress,
         graphs=graphs,
-        backend=choice.label,
         trials=trials,
     )
     if absent is not None:

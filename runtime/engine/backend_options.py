@@ -18,7 +18,13 @@ from runtime.model.execution.backends import (
 )
 from runtime.model.execution.sessions import OPENVINO, OPENVINO_DEVICES, SessionOptions
 
-__all__ = ["cuda_usable", "measured_choice", "resolve_backend", "session_options"]
+__all__ = [
+    "cuda_usable",
+    "measured_choice",
+    "resolve_backend",
+    "session_choice",
+    "session_options",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,29 @@ def resolve_backend(
     if backend == "auto":
         logger.info("backend auto: %s", choice.label)
     return choice
+
+
+def session_choice(
+    *,
+    backend: str,
+    precision: str,
+    graphs: Path | None,
+    openvino_device: str = "auto",
+    cuda: bool | None = None,
+) -> BackendChoice:
+    """What a session opened with these settings (`session_options`) will run on, with the
+    OpenVINO device picked as `OpenVinoSession` picks it: the key a measurement is quoted by
+    (a timing run's `BenchResult.choice`, the app's last live session)."""
+    choice = resolve_backend(backend=backend, precision=precision, graphs=graphs, cuda=cuda)
+    if choice.backend != OPENVINO or not openvino_installed():
+        return choice
+    from runtime.model.execution.openvino_sessions import available_devices, pick_device
+
+    # As `session_options` passes it on: the choice's device unless one was named.
+    keep = openvino_device == "auto" and choice.device in OPENVINO_DEVICES
+    wanted = choice.device if keep else openvino_device
+    device = pick_device(wanted, available_devices())
+    return BackendChoice(backend=OPENVINO, device=device, precision=choice.precision)
 
 
 def session_options(

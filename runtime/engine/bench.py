@@ -47,9 +47,9 @@ from runtime.engine.motion_sampler import (
     velocity_from_session,
 )
 from runtime.model import contract
-from runtime.model.execution.backends import BackendChoice
+from runtime.model.execution.backends import BackendChoice, running_choice
 from runtime.model.execution.device_graphs import DeviceGraph, DeviceRenderer
-from runtime.model.execution.sessions import ModelSet
+from runtime.model.execution.sessions import ONNXRUNTIME, ModelSet
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +98,19 @@ class BenchResult:
     """The compiled graphs measured (their folder), so that a live session on the same graphs
     can start from these figures (`result_for`); empty in results from before it was kept."""
     backend: str = ""
-    """The backend/device/precision label the stages were measured on (`BackendChoice.label`)."""
+    """The backend/device/precision the stages were measured on (`BackendChoice.label`, what
+    the models ran on: `running_choice`); empty in results from before it was kept."""
     trials: BackendTrials | None = None
     """Every backend/precision tried against ONNX Runtime fp32, and the one auto keeps."""
+
+    @property
+    def choice(self) -> BackendChoice:
+        """What was measured: `backend`, or for a result from before it was kept ONNX Runtime
+        (the only backend then) on CUDA or the CPU at `precision`."""
+        if self.backend:
+            return BackendChoice.from_label(self.backend)
+        device = "CUDA" if self.on_gpu else "CPU"
+        return BackendChoice(backend=ONNXRUNTIME, device=device, precision=self.precision)
 
     @property
     def render_batch(self) -> int:
@@ -242,10 +252,10 @@ def write_result(result: BenchResult, cache_dir: Path) -> Path:
     return path
 
 
-def result_for(cache_dir: Path, graphs: Path, *, precision: str) -> BenchResult | None:
-    """The kept result if it measured these graphs at this precision, else None."""
+def result_of(cache_dir: Path, graphs: Path) -> BenchResult | None:
+    """The kept result if it measured these graphs (on whichever backend), else None."""
     result = read_result(cache_dir)
-    if result is None or result.precision != precision or not result.graphs:
+    if result is None or not result.graphs:
         return None
     try:
         same = Path(result.graphs).resolve() == graphs.resolve()
@@ -254,20 +264,26 @@ def result_for(cache_dir: Path, graphs: Path, *, precision: str) -> BenchResult 
     return result if same else None
 
 
-def expected_hop(
-    cache_dir: Path, graphs: Path, models: ModelSet, *, precision: str
-) -> HopCompute | None:
-    """A hop's compute as the last `imtalker-cam bench` measured it on these graphs, at this
-    precision, on the same kind of device and backend (`EngineConfig.expected_hop`); None if
-    it did not."""
+def result_for(cache_dir: Path, graphs: Path, *, choice: BackendChoice) -> BenchResult | None:
+    """The kept result if it measured these graphs on `choice` (backend, device and precision:
+    figures from another backend do not hold for this one), else None."""
+    result = result_of(cache_dir, graphs)
     try:
-        result = result_for(cache_dir, graphs, precision=precision)
+        return result if result is not None and result.choice == choice else None
+    except ValueError:  # a label that is not backend/device/precision
+        return None
+
+
+def expected_hop(cache_dir: Path, graphs: Path, models: ModelSet) -> HopCompute | None:
+    """A hop's compute as the last `imtalker-cam bench` measured it on these graphs on what
+    `models` run on (`running_choice`: backend, device, precision), for
+    `EngineConfig.expected_hop`; None if it did not."""
+    try:
+        result = result_for(cache_dir, graphs, choice=running_choice(models))
     except (OSError, ValueError):
         return None
-    if result is None or result.on_gpu != models.on_gpu:
+    if result is None:
         return None
-    if result.backend and result.backend.split("/")[0] != models.backend:
-        return None  # measured on the other backend: its figures do not hold here
     logger.info("from the last bench of these graphs: %s", result.verdict)
     return result.hop_costs()
 
@@ -360,12 +376,12 @@ def run_bench(
     clock: Clock = time.perf_counter,
     progress: Callable[[str], None] | None = None,
     graphs: Path | None = None,
-    backend: str = "",
     trials: BackendTrials | None = None,
 ) -> BenchResult:
     """Measure every stage once (see the module docstring); `graphs`: the folder they were
-    opened from, `backend` the label they ran as and `trials` the backends tried before
-    (`runtime.engine.backend_trials`), kept with the result."""
+    opened from and `trials` the backends tried before (`runtime.engine.backend_trials`), kept
+    with the result, as is what the models ran on (`running_choice`: the key the live engine
+    and the app quote the figures by)."""
     s = settings or BenchSettings()
     say = progress or (lambda _text: None)
     rng = np.random.default_rng(0)
@@ -447,6 +463,6 @@ def run_bench(
         created=time.strftime("%Y-%m-%dT%H:%M:%S"),
         notices=notices,
         graphs="" if graphs is None else str(graphs.resolve()),
-        backend=backend,
+        backend=running_choice(models).label,
         trials=trials,
     )

@@ -388,11 +388,16 @@ def test_go_live_on_a_machine_measured_not_real_time_says_so_first(
 
     from desktop_app.runtime_services.live import RuntimeEngine
     from desktop_app.settings import Quality
+    from runtime.engine.backend_options import session_choice
 
     engine = window.backend.engine
     assert isinstance(engine, RuntimeEngine)
     assert engine.expectation(Quality()) is None  # nothing measured yet: no question
-    engine._remember(False, 3.1)  # what a session's stats report on such a machine
+    graphs = window.backend.models.model_state().graphs_dir
+    assert graphs is not None
+    # What a session's stats report on such a machine, on the backend Auto resolves to here.
+    on = session_choice(backend="auto", precision="fp32", graphs=graphs).label
+    engine._remember((graphs, on), False, 3.1)
     asked: list[str] = []
 
     def question(parent: object, title: str, text: str, *args: object) -> object:

@@ -125,12 +125,14 @@ def test_download_then_convert_with_progress(qtbot: QtBot, output_dir: Path) -> 
     # shown and kept in the cache folder for the live engine.
     assert next(p.label for p in seen if p.phase == "measure") == "Timing the avatar encoding"
     assert dialog.verdict is not None
-    assert dialog.verdict.startswith("Real time at hop 5 with lookahead 2: ")
+    # What it ran on is said and kept: the app quotes it only for that backend.
+    assert dialog.verdict.startswith("Real time at hop 5 with lookahead 2 on onnxruntime/")
     assert dialog.detail.text() == dialog.verdict
     from runtime.core import paths
     from runtime.engine.bench import read_result
 
-    assert read_result(paths.cache_dir()) is not None
+    kept = read_result(paths.cache_dir())
+    assert kept is not None and kept.choice.backend == "onnxruntime"
 
 
 def test_cancel_keeps_what_was_downloaded(qtbot: QtBot) -> None:

@@ -13,9 +13,10 @@ SLOW_INTERVAL_TEXT = "about 1 new picture every 3 s"
 (0.4 s audio + 1.8 s sampler at the default 9 steps + 0.8 s one frame)."""
 
 
-def write_slow_bench(graphs: Path) -> BenchResult:
-    """A CPU far from real time (about 75x slower), measured on `graphs`, kept in the cache
-    dir (`IMTALKER_CACHE_DIR`) as the set-up's timing run keeps it."""
+def write_slow_bench(graphs: Path, *, backend: str = "") -> BenchResult:
+    """A CPU far from real time (about 75x slower), measured on `graphs` (on `backend`, a
+    `BackendChoice` label; "": a result from before the label was kept, ONNX Runtime), kept in
+    the cache dir (`IMTALKER_CACHE_DIR`) as the set-up's timing run keeps it."""
     result = BenchResult(
         provider="CPU, 2 threads",  # the model set's summary line, as the bench keeps it
         on_gpu=False,
@@ -28,6 +29,7 @@ def write_slow_bench(graphs: Path) -> BenchResult:
         renderer_working_mb_per_frame=None,
         peak_rss_mb=None,
         graphs=str(graphs),
+        backend=backend,
     )
     write_result(result, paths.cache_dir())
     return result

@@ -197,9 +197,7 @@ def start_session(
                 models = open_model_set(compute.graphs, options=compute.options)
             logger.info("running on %s", ", ".join(models.providers))
             if compute.bench_dir is not None and engine_config.expected_hop is None:
-                seed = expected_hop(
-                    compute.bench_dir, compute.graphs, models, precision=compute.options.precision
-                )
+                seed = expected_hop(compute.bench_dir, compute.graphs, models)
                 engine_config = dataclasses.replace(engine_config, expected_hop=seed)
             say("encoding the avatar")
             avatar = session_avatar(models, config.avatar, config.avatar_name)

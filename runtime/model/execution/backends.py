@@ -12,8 +12,13 @@ from __future__ import annotations
 import importlib.util
 from dataclasses import dataclass
 
-from runtime.model.execution.providers import COREML, CPU, DIRECTML
-from runtime.model.execution.sessions import ONNXRUNTIME, OPENVINO, OPENVINO_PRECISIONS
+from runtime.model.execution.providers import COREML, CPU, CUDA, DIRECTML, TENSORRT
+from runtime.model.execution.sessions import (
+    ONNXRUNTIME,
+    OPENVINO,
+    OPENVINO_PRECISIONS,
+    ModelSet,
+)
 
 __all__ = [
     "BACKEND_CHOICES",
@@ -24,6 +29,7 @@ __all__ = [
     "candidates",
     "openvino_installed",
     "resolve",
+    "running_choice",
 ]
 
 AUTO = "auto"
@@ -60,6 +66,21 @@ def ort_providers(choice: BackendChoice) -> tuple[str, ...] | None:
         return None
     provider = ORT_DEVICES.get(choice.device)
     return (CPU,) if provider is None else (provider, CPU)
+
+
+ORT_DEVICE_OF = {CPU: "CPU", CUDA: "CUDA", TENSORRT: "CUDA", COREML: "CoreML", DIRECTML: "DirectML"}
+"""The `BackendChoice.device` an ONNX Runtime provider runs (TensorRT is a way to run CUDA)."""
+
+
+def running_choice(models: ModelSet) -> BackendChoice:
+    """What `models` actually run on (the renderer's provider or OpenVINO device, after any
+    fallback), as `imtalker-cam bench` records it and the app keys its measurements by."""
+    provider = models.providers[0]
+    if models.backend == OPENVINO:
+        device = provider.split("/", 1)[-1]  # "OpenVINO/GPU" -> "GPU"
+    else:
+        device = ORT_DEVICE_OF.get(provider, provider)
+    return BackendChoice(backend=models.backend, device=device, precision=models.precision)
 
 
 REFERENCE = BackendChoice(backend=ONNXRUNTIME, device="CPU", precision="fp32")

@@ -150,7 +150,7 @@ class _Slot:
         device, device_id = session.device
         spec = session.spec
         self._session = session
-        self.binding = session.io_binding()
+        self.binding = session.io_binding(shapes)
         self.inputs: dict[str, ort.OrtValue] = {}
         for name, shape in shapes.items():
             dtype = np.dtype(spec.input(name).dtype)

@@ -1,6 +1,7 @@
 """Opening a compiled model's graphs on the chosen backend (caller's thread: the CLI's main
 thread, the app's session worker): ONNX Runtime's `GraphSession` or OpenVINO's
-`OpenVinoSession`, both checked against the contract."""
+`OpenVinoSession`, both checked against the contract; on CoreML the fixed-shape graphs are
+`StaticShapeSession`s, opened per input shape."""
 
 from __future__ import annotations
 
@@ -10,7 +11,14 @@ from pathlib import Path
 
 from runtime.model.compile.graph_version import graphs_version
 from runtime.model.contract import graphs
-from runtime.model.execution.sessions import OPENVINO, GraphSession, ModelSet, SessionOptions
+from runtime.model.execution.sessions import (
+    OPENVINO,
+    GraphSession,
+    ModelSet,
+    SessionOptions,
+    requested_providers,
+)
+from runtime.model.execution.static_shapes import StaticShapeSession, wants_static
 
 logger = logging.getLogger(__name__)
 
@@ -32,8 +40,9 @@ def open_model_set(
         from runtime.model.execution.openvino_sessions import OpenVinoSession
 
         session_type = OpenVinoSession
+    requested = requested_providers(options) if options.backend != OPENVINO else []
     sessions = {
-        g.name: session_type(
+        g.name: (StaticShapeSession if wants_static(g, requested) else session_type)(
             g, graph_dir / g.filename_for(options.graph_precision), options=options
         )
         for g in wanted

@@ -360,7 +360,7 @@ class OpenVinoSession(GraphSession):
         infer(request, self.spec.name, run_options)
         return {name: request.get_tensor(name).data.copy() for name in self.spec.output_names}
 
-    def io_binding(self) -> ort.IOBinding:
+    def io_binding(self, shapes: Mapping[str, tuple[int, ...]] | None = None) -> ort.IOBinding:
         raise TypeError("OpenVINO sessions run through OpenVinoSlot, not ONNX Runtime IOBinding")
 
 

@@ -375,16 +375,8 @@ class GraphSession:
         self.notices: list[str] = []
         """User-facing lines about something asked for that is not in use (a TensorRT build
         that failed); the GUI and `--stats` show them."""
-        self._session = self._create(path, so)
-        self.providers: tuple[str, ...] = tuple(self._session.get_providers())
-        if self.providers[0] != self.requested[0]:
-            # The probe passed but this graph still fell back (e.g. out of GPU memory).
-            logger.warning(
-                "%s: asked for %s but ONNX Runtime is using %s",
-                spec.name,
-                self.requested[0],
-                ", ".join(self.providers),
-            )
+        self.providers: tuple[str, ...] = tuple(self.requested)
+        self._open(path, so)
         logger.debug(
             "%s: %s, %d intra-op threads%s",
             spec.name,
@@ -392,10 +384,28 @@ class GraphSession:
             self.intra_op_threads,
             "" if spinning else " (no spinning)",
         )
-        problems = contract_problems(spec, self._session)
+
+    def _open(self, path: Path, so: ort.SessionOptions) -> None:
+        """Open the graph (`runtime.model.execution.static_shapes` opens per input shape)."""
+        self._session = self._create(path, so)
+        self._opened(self._session)
+        problems = contract_problems(self.spec, self._session)
         if problems:
             raise ContractError(
-                f"graph {spec.name!r} at {path} does not match the contract: " + "; ".join(problems)
+                f"graph {self.spec.name!r} at {path} does not match the contract: "
+                + "; ".join(problems)
+            )
+
+    def _opened(self, session: ort.InferenceSession) -> None:
+        """Read back what `session` runs on."""
+        self.providers = tuple(session.get_providers())
+        if self.providers[0] != self.requested[0]:
+            # The probe passed but this graph still fell back (e.g. out of GPU memory).
+            logger.warning(
+                "%s: asked for %s but ONNX Runtime is using %s",
+                self.spec.name,
+                self.requested[0],
+                ", ".join(self.providers),
             )
 
     def _create(self, path: Path, so: ort.SessionOptions) -> ort.InferenceSession:
@@ -429,8 +439,9 @@ class GraphSession:
 
     @property
     def device(self) -> tuple[str, int]:
-        """Where OrtValues for this session's inputs should live: ("cuda", id) or ("cpu", 0)."""
-        return ("cuda", self.options.device_id) if self.on_gpu else ("cpu", 0)
+        """Where OrtValues for this session's inputs should live: ("cuda", id) on CUDA or
+        TensorRT, else ("cpu", 0) (CoreML and DirectML take host memory and copy it in)."""
+        return ("cuda", self.options.device_id) if self.provider in (CUDA, TENSORRT) else ("cpu", 0)
 
     def summary(self) -> str:
         """One line: ``CPU, 2 threads (CUDA unusable: libcublasLt.so.13 missing)``."""
@@ -456,10 +467,17 @@ class GraphSession:
             name: np.ascontiguousarray(inputs[name], dtype=self.spec.input(name).dtype)
             for name in self.spec.input_names
         }
-        outs = self._session.run(list(self.spec.output_names), feeds, run_options)
+        session = self._session_for({name: tuple(a.shape) for name, a in feeds.items()})
+        outs = session.run(list(self.spec.output_names), feeds, run_options)
         return {name: np.asarray(o) for name, o in zip(self.spec.output_names, outs, strict=True)}
 
-    def io_binding(self) -> ort.IOBinding:
+    def _session_for(self, shapes: Mapping[str, tuple[int, ...]]) -> ort.InferenceSession:
+        """The session that runs inputs of these shapes (one for all, here)."""
+        return self._session
+
+    def io_binding(self, shapes: Mapping[str, tuple[int, ...]] | None = None) -> ort.IOBinding:
+        """A binding for runs with inputs of `shapes` (the inputs bound per run; needed where
+        each shape has its own session)."""
         return self._session.io_binding()
 
     def run_with_binding(
@@ -497,6 +515,11 @@ class ModelSet:
     @property
     def backend(self) -> str:
         return self._main.backend
+
+    @property
+    def precision(self) -> str:
+        """The precision asked for ("fp32", "fp16", "bf16": `SessionOptions.precision`)."""
+        return self._main.options.precision
 
     @property
     def _main(self) -> GraphSession:

@@ -104,6 +104,7 @@ def test_run_bench_on_stub_graphs_with_a_fake_clock(stubs: Path) -> None:
     assert r.renderer_ms_per_frame[2] == pytest.approx(5.0)
     assert r.sampler_ms_per_hop == pytest.approx(10.0)
     assert r.provider.startswith("CPU") and not r.on_gpu
+    assert r.backend == "onnxruntime/CPU/fp32"  # what the models ran on: the key it is quoted by
     if Path("/proc/self/clear_refs").exists():
         assert r.renderer_working_mb_per_frame is not None and r.peak_rss_mb is not None
 

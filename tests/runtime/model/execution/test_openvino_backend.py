@@ -396,7 +396,13 @@ def test_a_bench_seeds_live_only_on_the_backend_it_measured(stubs: Path, tmp_pat
     from runtime.engine.bench import expected_hop
 
     models = open_model_set(stubs, options=ORT_CPU, names=["renderer"])
-    for label, seeded in (("openvino/CPU/fp32", False), ("onnxruntime/CPU/fp32", True)):
+    for label, seeded in (
+        ("openvino/CPU/fp32", False),
+        ("onnxruntime/CUDA/fp32", False),
+        ("onnxruntime/CPU/fp16", False),
+        ("onnxruntime/CPU/fp32", True),
+        ("", True),  # a result from before the label was kept: ONNX Runtime on the CPU
+    ):
         result = BenchResult(
             provider="CPU", on_gpu=False, precision="fp32", settings=BenchSettings(),
             avatar_encoding_ms=1.0, renderer_ms_per_frame={b: 1.0 for b in range(1, 6)},
@@ -405,7 +411,7 @@ def test_a_bench_seeds_live_only_on_the_backend_it_measured(stubs: Path, tmp_pat
             backend=label,
         )  # fmt: skip
         write_result(result, tmp_path)
-        hop = expected_hop(tmp_path, stubs, models, precision="fp32")
+        hop = expected_hop(tmp_path, stubs, models)
         assert (hop is not None) is seeded, label
 
 

@@ -19,7 +19,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -110,7 +112,29 @@ def measure(version: str, graphs: Path) -> list[dict[str, Any]]:
     chosen = run(RENDERER_FP32)
     chosen["plan"] = True
     rows.append(chosen)
+    rows.append({"version": version, "stage_ms": stage_times(compiled)})
     return rows
+
+
+def stage_times(compiled: dict[tuple[str, str], ov.CompiledModel]) -> dict[str, dict[str, float]]:
+    """Per stage, the median of 5 runs in f32 and in bf16 (alternating, same inputs)."""
+    out: dict[str, dict[str, float]] = {}
+    requests = {key: c.create_infer_request() for key, c in compiled.items()}
+    rng = np.random.default_rng(0)
+    for request in requests.values():
+        for port in request.get_compiled_model().inputs:
+            shape = list(port.get_shape())
+            request.set_tensor(port, ov.Tensor(rng.standard_normal(shape).astype(np.float32)))
+        request.infer()  # first run: the plugin's lazy set-up
+    times: dict[tuple[str, str], list[float]] = {key: [] for key in requests}
+    for _ in range(5):
+        for key, request in requests.items():
+            started = time.perf_counter()
+            request.infer()
+            times[key].append((time.perf_counter() - started) * 1000)
+    for (name, hint), values in times.items():
+        out.setdefault(name.rsplit(".", 1)[-1], {})[hint] = statistics.median(values)
+    return out
 
 
 def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
@@ -120,13 +144,16 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['cpu']}, OpenVINO {meta['openvino']}; golden source and motion latents of each "
         "version; frames against ONNX Runtime fp32. Stages: `motion` = everything before the "
         "synthesis network (motion decoding, cross-attention, top-1 picks); `up<i>` = the "
-        "up-convolution and fusing block of pyramid level i (8x8 ... 256x256 coarse to fine "
-        "is up0 ... up4); `at<i>` = its self-attention; `head` = the RGB head.",
+        "up-convolution and fusing block of pyramid level i (up0 ... up4 make the 16x16, "
+        "32x32, 64x64, 128x128 and 256x256 maps); `at<i>` = its self-attention; `head` = the "
+        "RGB head.",
         "",
         "| version | fp32 stages (rest bf16) | frames mean / p99 | PSNR dB | within |",
         "|---|---|---|---:|---|",
     ]
     for r in rows:
+        if "stage_ms" in r:
+            continue
         kept = ", ".join(r["fp32"]) or "none (all bf16)"
         if r.get("plan"):
             kept = f"**{kept} (the plan)**"
@@ -134,6 +161,26 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
             f"| {r['version']} | {kept} | {r['mean_abs_diff']:.2e} / {r['p99_abs_diff']:.2e} | "
             f"{r['psnr_db']:.1f} | {'yes' if r['within_tolerance'] else 'no'} |"
         )
+    for r in rows:
+        if "stage_ms" not in r:
+            continue
+        lines += [
+            "",
+            f"Cost per stage, {r['version']} (ms per frame at batch 1, median of 5, f32 and bf16 "
+            "alternating in the same run; what keeping a stage in fp32 costs is the difference):",
+            "",
+            "| stage | f32 ms | bf16 ms | saved by bf16 |",
+            "|---|---:|---:|---:|",
+        ]
+        total = {"f32": 0.0, "bf16": 0.0}
+        for stage, ms in r["stage_ms"].items():
+            if "f32" in ms and "bf16" in ms:
+                total["f32"] += ms["f32"]
+                total["bf16"] += ms["bf16"]
+                lines.append(f"| {stage} | {ms['f32']:.0f} | {ms['bf16']:.0f} | "
+                             f"{ms['f32'] - ms['bf16']:.0f} |")  # fmt: skip
+        lines.append(f"| all | {total['f32']:.0f} | {total['bf16']:.0f} | "
+                     f"{total['f32'] - total['bf16']:.0f} |")  # fmt: skip
     lines += [
         "",
         "Errors do not add up stage by stage: bf16 rounding in one stage moves the inputs of the "

@@ -42,7 +42,7 @@ from runtime.engine.backend_trials import psnr_db  # noqa: E402
 from runtime.model import contract  # noqa: E402
 from runtime.model.execution.backends import TOLERANCE  # noqa: E402
 from runtime.model.execution.openvino_stages import StagedCompiled, StagePlan  # noqa: E402
-from runtime.model.execution.precision_plans import RENDERER_FP32, renderer_stages  # noqa: E402
+from runtime.model.execution.precision_plans import renderer_fp32, renderer_stages  # noqa: E402
 from tests.support.data import GOLDEN  # noqa: E402
 
 DEFAULT_WORK = ROOT / "tests" / "output" / "bench_versions"
@@ -109,7 +109,7 @@ def measure(version: str, graphs: Path) -> list[dict[str, Any]]:
     for name, _ in stages[1:]:
         rows.append(run(frozenset({first, name})))
         print(f"{version}: {first}+{name}: {rows[-1]['mean_abs_diff']:.2e}", flush=True)
-    chosen = run(RENDERER_FP32)
+    chosen = run(renderer_fp32(version))
     chosen["plan"] = True
     rows.append(chosen)
     rows.append({"version": version, "stage_ms": stage_times(compiled)})

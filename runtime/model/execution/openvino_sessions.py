@@ -47,10 +47,11 @@ import numpy.typing as npt
 import onnxruntime as ort
 import openvino as ov
 
+from runtime.model.compile.graph_version import GraphVersionError, graphs_version
 from runtime.model.compile.quantize import find_int8
 from runtime.model.contract import RENDERER, GraphSpec
 from runtime.model.execution.openvino_stages import StagedCompiled, StagedRequest, StagePlan
-from runtime.model.execution.precision_plans import RENDERER_FP32, renderer_stages
+from runtime.model.execution.precision_plans import renderer_fp32, renderer_stages
 from runtime.model.execution.sessions import (
     CUDA_GRAPH_GRAPHS,
     OPENVINO,
@@ -286,7 +287,7 @@ class OpenVinoSession(GraphSession):
 
     def _compile(self, model: ov.Model, device: str, precision: str) -> Compiled:
         if self.mixed and device == "CPU" and precision == "bf16":
-            plan = StagePlan(stages=renderer_stages(), fp32=RENDERER_FP32)
+            plan = StagePlan(stages=renderer_stages(), fp32=self._fp32_stages())
             try:
                 return StagedCompiled(
                     model, plan, lambda part, hint: self._compile_whole(part, device, hint)
@@ -296,6 +297,14 @@ class OpenVinoSession(GraphSession):
                 self.mixed = False
                 self.precision = precision = "f32"  # nothing was cut: the check comes first
         return self._compile_whole(model, device, precision)
+
+    def _fp32_stages(self) -> frozenset[str]:
+        """The renderer stages bf16-mixed keeps in fp32 for this graph's model version."""
+        try:
+            version: str | None = graphs_version(self.path.parent).name
+        except (GraphVersionError, OSError, ValueError):
+            version = None
+        return renderer_fp32(version)
 
     def _compile_whole(self, model: ov.Model, device: str, precision: str) -> ov.CompiledModel:
         config: dict[str, Any] = {
@@ -328,7 +337,7 @@ class OpenVinoSession(GraphSession):
         count = "automatic threads" if threads == 0 else f"{threads} thread" + "s" * (threads > 1)
         precision = "int8+f32" if self.quantized else self.precision
         if self.mixed and precision == "bf16":
-            precision = "bf16-mixed (" + ", ".join(sorted(RENDERER_FP32)) + " in f32)"
+            precision = "bf16-mixed (" + ", ".join(sorted(self._fp32_stages())) + " in f32)"
         text = f"OpenVINO {self.device_name} {precision}, {count}"
         return text + (f" ({'; '.join(self.notices)})" if self.notices else "")
 

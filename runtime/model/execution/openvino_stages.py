@@ -248,7 +248,3 @@ class StagedRequest:
         while not self.wait_for(1000):
             pass
         return {name: self.get_tensor(name).data.copy() for name in self._outputs}
-
-    @property
-    def output_names(self) -> tuple[str, ...]:
-        return tuple(self._outputs)

@@ -22,7 +22,7 @@ from runtime.model.execution.openvino_stages import (
     assign_stages,
     split_model,
 )
-from runtime.model.execution.precision_plans import RENDERER_FP32, renderer_stages
+from runtime.model.execution.precision_plans import CAUTIOUS, renderer_fp32, renderer_stages
 from runtime.model.execution.sessions import SessionOptions
 from tests.runtime.model.execution.test_sessions import avatar
 from tests.support import stub_graphs
@@ -147,9 +147,18 @@ def test_the_renderer_session_runs_bf16_mixed_in_stages(
     got = session.run(feeds)["frames"]
     hints = [config["INFERENCE_PRECISION_HINT"] for _, config in core.compiled]
     stages = [name for name, _ in renderer_stages()]
-    assert hints == ["f32" if s in RENDERER_FP32 else "bf16" for s in stages]
+    # No config beside the graph: a v1 export (before versions), v1's plan.
+    assert hints == ["f32" if s in renderer_fp32("v1") else "bf16" for s in stages]
     assert "bf16-mixed" in session.summary()
     np.testing.assert_allclose(got, expected, atol=2e-2)
+
+
+def test_each_version_has_a_plan_and_an_unknown_one_gets_every_stage_either_keeps() -> None:
+    stages = {name for name, _ in renderer_stages()}
+    for version in ("v1", "v2"):
+        assert "motion" in renderer_fp32(version) <= stages  # the top-1 picks stay exact
+        assert renderer_fp32(version) <= CAUTIOUS
+    assert renderer_fp32(None) == renderer_fp32("v3") == CAUTIOUS
 
 
 def test_bf16_mixed_without_stages_or_bf16_runs_fp32_and_says_so(

@@ -169,7 +169,7 @@ def run(args: argparse.Namespace) -> int:
         token, generated = server_token(args.token, paths.config_dir())
         graphs = _graphs(args)
         options = session_options(args, graphs.resolve())  # auto: the last bench of these
-        check_graphs(graphs, precision=options.precision)
+        check_graphs(graphs, precision=options.graph_precision)
     except (
         v.ValidationError,
         TokenError,

@@ -32,9 +32,11 @@ def no_ray(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("IMTALKER_CACHE_DIR", str(tmp_path / "cache"))
 
 
-def _serve(graphs: Path, port: int, caplog: pytest.LogCaptureFixture) -> tuple[int, str]:
+def _serve(
+    graphs: Path, port: int, caplog: pytest.LogCaptureFixture, *extra: str
+) -> tuple[int, str]:
     argv = ["serve", "--graphs", str(graphs), "--token", TOKEN, "--port", str(port)]
-    argv += ["--capacity", "1", "--gpus-per-replica", "0"]
+    argv += ["--capacity", "1", "--gpus-per-replica", "0", *extra]
     with caplog.at_level(logging.INFO):
         code = cli.main(argv)
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
@@ -60,6 +62,18 @@ def test_a_folder_without_graphs_is_named_before_ray_starts(
     code, error = _serve(empty, free_port(), caplog)
     assert code == 1 and error.startswith(f"the graphs folder {empty} lacks ")
     assert "renderer" in error
+
+
+@pytest.mark.usefixtures("no_ray")
+@pytest.mark.parametrize("precision", ["bf16", "bf16-mixed", "int8"])
+def test_openvino_precisions_pass_the_graphs_check(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, precision: str
+) -> None:
+    # They run on the fp32 files: the check asked for a "bf16" file and refused the folder.
+    graphs = write_stub_graphs(tmp_path / "stubs", version=V2)
+    extra = ("--backend", "openvino", "--precision", precision)
+    code, error = _serve(graphs, free_port(), caplog, *extra)
+    assert code == 1 and "needs the 'server' extra" in error, error
 
 
 @pytest.mark.usefixtures("no_ray")

@@ -9,6 +9,7 @@ next hop uses the new pose -> switch avatar live with a number key -> Stop -> cl
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -29,6 +30,9 @@ from tests.support.fakes import virtual_camera as fakecam
 from tests.support.gui import restored_size, unnamed
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import ENGINE_THREADS, Hops, WindowFactory, activate
+
+HANG_MS = 300_000
+"""A bound on waits that only a hang reaches (a loaded machine takes long, never this long)."""
 
 
 def _pixel(window: MainWindow) -> np.ndarray:
@@ -136,22 +140,37 @@ def test_closing_while_live_stops_the_engine(qtbot: QtBot, window: MainWindow, h
 
 
 def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path) -> None:
+    """Judged on counts and on the recorder's own end, never on real time: the waits only fail
+    on a hang. It fails if no snapshot is saved, if Record does not start a recording (no
+    status, no recorder), if the file is not written or not playable, or if it lacks audio,
+    frames or the output's size."""
     window.prefs.update(window.settings.__class__(recordings_dir=str(app_dirs / "rec")))
     window.live.go_live()
-    qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=20_000)
+    qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=HANG_MS)
     shot = window.recording.snapshot()
     assert shot is not None and shot.exists()
     window.record_button.click()
-    qtbot.waitUntil(lambda: window.bridge.recording is not None, timeout=5_000)
-    qtbot.waitUntil(lambda: "Recording 0:0" in window.statusBar().currentMessage(), timeout=5_000)
+    qtbot.waitUntil(lambda: window.bridge.recording is not None, timeout=HANG_MS)
+    # The elapsed time counts up from 0:00; a loaded machine may show the first status late.
+    recording = re.compile(r"Recording \d+:\d\d to .*\.mp4$")
+    qtbot.waitUntil(
+        lambda: recording.search(window.statusBar().currentMessage()) is not None,
+        timeout=HANG_MS,
+    )
     # Record 1.5 s of publications (38 at 25 fps; the preview shows each at most once),
     # however long a loaded machine takes to show them.
     shown = window.preview.frames_shown
-    qtbot.waitUntil(lambda: window.preview.frames_shown >= shown + 38, timeout=30_000)
-    with qtbot.waitSignal(window.bridge.recording_changed, timeout=15_000) as stopped:
+    qtbot.waitUntil(lambda: window.preview.frames_shown >= shown + 38, timeout=HANG_MS)
+    with qtbot.waitSignal(window.bridge.recording_changed, timeout=HANG_MS) as stopped:
         window.record_button.click()
-    recording, path = stopped.args
-    assert not recording and path.endswith(".mp4")
+    recording_now, path = stopped.args
+    assert not recording_now and path.endswith(".mp4")
+    # Stopping gives the writer RECORDING_CLOSE_S to finish; a loaded machine can take longer,
+    # and the writer then goes on by itself. Its thread ends once the file is in place (or it
+    # failed: then there is no file at `path` and the checks below fail).
+    qtbot.waitUntil(
+        lambda: not any(t.name == "recorder" for t in threading.enumerate()), timeout=HANG_MS
+    )
     import av
 
     with av.open(path) as container:

@@ -140,7 +140,9 @@ def test_closing_while_live_stops_the_engine(qtbot: QtBot, window: MainWindow, h
     assert notice is None and saved.window_geometry
 
 
-def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path) -> None:
+def test_recording_and_snapshot(
+    qtbot: QtBot, window: MainWindow, hops: Hops, app_dirs: Path
+) -> None:
     """Judged on counts and on the recorder's own end, never on real time: the waits only fail
     on a hang. It fails if no snapshot is saved, if Record does not start a recording (no
     status, no recorder), if the file is not written or not playable, or if it lacks audio,
@@ -163,11 +165,19 @@ def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path
         lambda: recording.search(window.statusBar().currentMessage()) is not None,
         timeout=HANG_MS,
     )
-    # Record 20 new frames at least, however long a loaded machine takes to show them: the
-    # preview shows each publication at most once (and may still show one from before the
-    # recording began), and the file places frames by index, so it holds 20 frames or more.
+    # Record until the engine has made 20 frames of audio captured after the recording began
+    # (that audio went to the recorder, and the file's video lasts as long as its audio: 20
+    # frames or more) and the preview has shown a new frame since (one at most may be from
+    # before): counts, however long a loaded machine takes, and no longer than they need (a
+    # loaded machine encodes every 40 ms of the recording after the stop).
+    began = time.perf_counter()  # the status is shown once the recorder has opened
     shown = window.preview.frames_shown
-    qtbot.waitUntil(lambda: window.preview.frames_shown >= shown + 22, timeout=HANG_MS)
+
+    def recorded_enough() -> bool:
+        after = sum(int(np.count_nonzero(h.capture > began)) for h in hops.since(began))
+        return after >= 20 and window.preview.frames_shown >= shown + 2
+
+    qtbot.waitUntil(recorded_enough, timeout=HANG_MS)
     with qtbot.waitSignal(window.bridge.recording_changed, timeout=HANG_MS) as stopped:
         window.record_button.click()
     recording_now, path = stopped.args

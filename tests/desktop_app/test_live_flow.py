@@ -9,6 +9,7 @@ next hop uses the new pose -> switch avatar live with a number key -> Stop -> cl
 from __future__ import annotations
 
 import math
+import re
 import sys
 import threading
 import time
@@ -25,10 +26,14 @@ from desktop_app.crop_dialog import CropDialog
 from desktop_app.images import qimage_to_rgb
 from desktop_app.live_bridge import LiveState
 from desktop_app.main_window import MainWindow
+from desktop_app.settings import Output
 from tests.support.fakes import virtual_camera as fakecam
 from tests.support.gui import restored_size, unnamed
 from tests.support.gui_window import *  # noqa: F403 (the window fixtures)
 from tests.support.gui_window import ENGINE_THREADS, Hops, WindowFactory, activate
+
+HANG_MS = 300_000
+"""A bound on waits that only a hang reaches (a loaded machine takes long, never this long)."""
 
 
 def _pixel(window: MainWindow) -> np.ndarray:
@@ -135,23 +140,54 @@ def test_closing_while_live_stops_the_engine(qtbot: QtBot, window: MainWindow, h
     assert notice is None and saved.window_geometry
 
 
-def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path) -> None:
-    window.prefs.update(window.settings.__class__(recordings_dir=str(app_dirs / "rec")))
+def test_recording_and_snapshot(
+    qtbot: QtBot, window: MainWindow, hops: Hops, app_dirs: Path
+) -> None:
+    """Judged on counts and on the recorder's own end, never on real time: the waits only fail
+    on a hang. It fails if no snapshot is saved, if Record does not start a recording (no
+    status, no recorder), if the file is not written or not playable, or if it lacks audio,
+    frames or the output's size."""
+    # The file holds every 40 ms the recording was on, each frame encoded: a small picture
+    # without a backdrop keeps what a loaded machine has left to encode at the stop small.
+    output = Output(width=640, height=480, background="none")
+    window.prefs.update(
+        window.settings.__class__(recordings_dir=str(app_dirs / "rec"), output=output)
+    )
     window.live.go_live()
-    qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=20_000)
+    qtbot.waitUntil(lambda: window.preview.frames_shown >= 5, timeout=HANG_MS)
     shot = window.recording.snapshot()
     assert shot is not None and shot.exists()
     window.record_button.click()
-    qtbot.waitUntil(lambda: window.bridge.recording is not None, timeout=5_000)
-    qtbot.waitUntil(lambda: "Recording 0:0" in window.statusBar().currentMessage(), timeout=5_000)
-    # Record 1.5 s of publications (38 at 25 fps; the preview shows each at most once),
-    # however long a loaded machine takes to show them.
+    qtbot.waitUntil(lambda: window.bridge.recording is not None, timeout=HANG_MS)
+    # The elapsed time counts up from 0:00; a loaded machine may show the first status late.
+    recording = re.compile(r"Recording \d+:\d\d to .*\.mp4$")
+    qtbot.waitUntil(
+        lambda: recording.search(window.statusBar().currentMessage()) is not None,
+        timeout=HANG_MS,
+    )
+    # Record until the engine has made 20 frames of audio captured after the recording began
+    # (that audio went to the recorder, and the file's video lasts as long as its audio: 20
+    # frames or more) and the preview has shown a new frame since (one at most may be from
+    # before): counts, however long a loaded machine takes, and no longer than they need (a
+    # loaded machine encodes every 40 ms of the recording after the stop).
+    began = time.perf_counter()  # the status is shown once the recorder has opened
     shown = window.preview.frames_shown
-    qtbot.waitUntil(lambda: window.preview.frames_shown >= shown + 38, timeout=30_000)
-    with qtbot.waitSignal(window.bridge.recording_changed, timeout=15_000) as stopped:
+
+    def recorded_enough() -> bool:
+        after = sum(int(np.count_nonzero(h.capture > began)) for h in hops.since(began))
+        return after >= 20 and window.preview.frames_shown >= shown + 2
+
+    qtbot.waitUntil(recorded_enough, timeout=HANG_MS)
+    with qtbot.waitSignal(window.bridge.recording_changed, timeout=HANG_MS) as stopped:
         window.record_button.click()
-    recording, path = stopped.args
-    assert not recording and path.endswith(".mp4")
+    recording_now, path = stopped.args
+    assert not recording_now and path.endswith(".mp4")
+    # Stopping gives the writer RECORDING_CLOSE_S to finish; a loaded machine can take longer,
+    # and the writer then goes on by itself. Its thread ends once the file is in place (or it
+    # failed: then there is no file at `path` and the checks below fail).
+    qtbot.waitUntil(
+        lambda: not any(t.name == "recorder" for t in threading.enumerate()), timeout=HANG_MS
+    )
     import av
 
     with av.open(path) as container:
@@ -160,8 +196,8 @@ def test_recording_and_snapshot(qtbot: QtBot, window: MainWindow, app_dirs: Path
         size = (container.streams.video[0].width, container.streams.video[0].height)
     assert kinds == {"video", "audio"}
     assert frames >= 20
-    out = window.settings.output
-    assert size == (out.width, out.height)  # what the virtual camera sends, not the face
+    assert window.settings.output == output
+    assert size == (640, 480)  # what the virtual camera sends, not the face
 
 
 def test_every_control_of_the_main_window_has_an_accessible_name(window: MainWindow) -> None:

@@ -29,19 +29,31 @@ def short_wav(src: Path, dst: Path, seconds: float) -> Path:
     return dst
 
 
+HANG_S = 500.0
+"""Real-time bound on a `live` run: only a hang takes this long (a loaded machine stretches the
+session's real time; what the tests check does not depend on it)."""
+
+
 def live(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "runtime.commands.cli", "live", *args],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=HANG_S,
         env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[3])},
     )
 
 
 def test_audio_file_with_stats_and_recording(tmp_path: Path, fixtures_dir: Path) -> None:
+    """The command end to end in its own process, judged on what does not depend on how fast
+    the machine is: it fails if no frames come out, if the stats lack their fields, or if the
+    recording is not at 30 fps, lacks the file's speech, or has its video and audio of
+    different lengths (frames are placed by index, so that holds however late they were).
+    The 30 fps rate itself is checked on the virtual clock (test_pacer.py's thirty-fps test;
+    the stats' line a second in test_defaults_are_auto_and_live_without_repeats_or_drops)."""
+    seconds = 2.0
     graphs = write_stub_graphs(tmp_path / "graphs")
-    audio = short_wav(fixtures_dir / "audio_1.wav", tmp_path / "a.wav", 2.5)
+    audio = short_wav(fixtures_dir / "audio_1.wav", tmp_path / "a.wav", seconds)
     out = tmp_path / "rec.mp4"
     done = live(
         "--avatar",
@@ -59,11 +71,12 @@ def test_audio_file_with_stats_and_recording(tmp_path: Path, fixtures_dir: Path)
     assert done.returncode == 0, done.stderr
     lines = [json.loads(x) for x in done.stdout.splitlines()]
     lines = [x for x in lines if x["phase"] != "loading"]
-    assert len(lines) >= 2
+    assert lines  # a line a second while live: at least one for a 2 s file
     last = lines[-1]
     assert last["state"] == "running"
-    assert 28 < last["latency"]["output_fps"] < 32
-    assert last["latency"]["latency_p50_ms"] > 0
+    lat = last["latency"]
+    assert lat["frames_published"] > 0 and lat["frames_unique"] > 0 and lat["output_fps"] > 0
+    assert lat["latency_p50_ms"] > 0
     assert last["audio"]["native_rate"] == 16000
     vcam = next(s for s in last["sinks"] if s["name"] == "virtual camera")
     assert not vcam["open"] and "backend" in vcam["unavailable"]  # pyvirtualcam's own reason
@@ -72,7 +85,13 @@ def test_audio_file_with_stats_and_recording(tmp_path: Path, fixtures_dir: Path)
         assert c.streams.video[0].base_rate == 30  # (frames the pacer dropped leave gaps)
         assert c.streams.audio and c.streams.audio[0].rate == 16000
         frames = sum(1 for _ in c.decode(video=0))
-    assert 2.4 * 30 <= frames <= 4.5 * 30
+        c.seek(0)
+        audio_s = sum(f.samples for f in c.decode(audio=0)) / 16000
+    # The whole file's speech is in it (the recording starts with the first audio; after the
+    # file, silence until the session stopped), and the video lasts as long as the audio.
+    assert audio_s >= seconds - 1 / 30, audio_s
+    assert abs(frames / 30 - audio_s) < 2 / 30, (frames, audio_s)
+    assert f"recorded {out}: {frames} frames" in done.stderr  # all the recorder wrote
 
 
 def test_human_stats_line_and_duration(tmp_path: Path, fixtures_dir: Path) -> None:

@@ -88,6 +88,44 @@ def test_bursty_hops_leave_evenly_spaced_in_order() -> None:
     assert max(lat) - min(lat) < 1.5 / fps  # steady, not ratcheting
 
 
+def test_thirty_fps_output_holds_its_rate_with_ticks_aligned() -> None:
+    """`live --fps 30` as the engine runs it for audio (`align_ticks`, motion retimed to 30 fps
+    arriving a hop at a time): the output rate is 30 in the stats. On the virtual clock, so a
+    loaded machine gives the same answer; it fails if the pacer bursts, leaves gaps, or moves
+    its ticks by more than the alignment allows."""
+    fps, hop = 30.0, 6  # 200 ms of media a hop
+    clock = virtual()
+    mon = LatencyMonitor(clock=clock)
+    rec = Recorder(clock)
+    pacer = Pacer(
+        config=PacerConfig(fps=fps, align_ticks=True), publish=rec, monitor=mon, clock=clock
+    )
+    pacer.set_idle(IMG)
+    pacer.start()
+    t0 = clock() + 0.013
+    pacer.set_streaming(True)
+    try:
+        for h in range(12):
+            clock.sleep_until(t0 + (h + 1) * hop / fps + 0.06)
+            pacer.submit(frames_for(h * hop, hop, fps, t0, clock()))
+            if h == 5:
+                mid = mon.snapshot()
+        clock.sleep(0.5)
+        stats = mon.snapshot()
+    finally:
+        assert pacer.stop()
+    for at in (mid, stats):  # what `--stats` shows, midway and at the end
+        assert 28 < at.output_fps < 32, at.output_fps
+    # One frame per tick: the ticks moved at most half a period each time they moved.
+    times = [t for t, _, _ in rec.frames]
+    ticks = (times[-1] - times[0]) * fps
+    assert abs(len(times) - 1 - ticks) <= 0.5 * mon.counter("tick_moves") + 1e-6
+    gaps = np.diff(times)
+    assert gaps.min() >= 0.5 / fps - 1e-9 and gaps.max() <= 1.5 / fps + 1e-9
+    shown = [f.index for _, f, rep in rec.frames if not rep and f.index >= 0]
+    assert shown[-30:] == list(range(shown[-1] - 29, shown[-1] + 1))  # each once, in order
+
+
 def test_late_frames_repeat_and_are_counted() -> None:
     fps = 50.0
     clock = virtual()

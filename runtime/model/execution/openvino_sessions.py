@@ -212,6 +212,7 @@ class OpenVinoSession(GraphSession):
         # bf16-mixed: the renderer in stages (`openvino_stages`), every other graph in f32 (the
         # sampler's motion is outside tolerance in bf16).
         self.mixed = options.precision == "bf16-mixed" and spec.name == RENDERER.name
+        self._fp32_stages = self._mixed_fp32_stages() if self.mixed else frozenset[str]()
         self.precision = self._precision(self.device_name)
         self._set_device(self.device_name)
         self._compiled: OrderedDict[Signature, Compiled] = OrderedDict()
@@ -287,7 +288,7 @@ class OpenVinoSession(GraphSession):
 
     def _compile(self, model: ov.Model, device: str, precision: str) -> Compiled:
         if self.mixed and device == "CPU" and precision == "bf16":
-            plan = StagePlan(stages=renderer_stages(), fp32=self._fp32_stages())
+            plan = StagePlan(stages=renderer_stages(), fp32=self._fp32_stages)
             try:
                 return StagedCompiled(
                     model, plan, lambda part, hint: self._compile_whole(part, device, hint)
@@ -298,8 +299,9 @@ class OpenVinoSession(GraphSession):
                 self.precision = precision = "f32"  # nothing was cut: the check comes first
         return self._compile_whole(model, device, precision)
 
-    def _fp32_stages(self) -> frozenset[str]:
-        """The renderer stages bf16-mixed keeps in fp32 for this graph's model version."""
+    def _mixed_fp32_stages(self) -> frozenset[str]:
+        """The renderer stages bf16-mixed keeps in fp32 for this graph's model version (read
+        once, from the config files beside the graph)."""
         try:
             version: str | None = graphs_version(self.path.parent).name
         except (GraphVersionError, OSError, ValueError):
@@ -337,7 +339,7 @@ class OpenVinoSession(GraphSession):
         count = "automatic threads" if threads == 0 else f"{threads} thread" + "s" * (threads > 1)
         precision = "int8+f32" if self.quantized else self.precision
         if self.mixed and precision == "bf16":
-            precision = "bf16-mixed (" + ", ".join(sorted(self._fp32_stages())) + " in f32)"
+            precision = "bf16-mixed (" + ", ".join(sorted(self._fp32_stages)) + " in f32)"
         text = f"OpenVINO {self.device_name} {precision}, {count}"
         return text + (f" ({'; '.join(self.notices)})" if self.notices else "")
 

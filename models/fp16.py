@@ -6,7 +6,8 @@ the nodes on a block list, with casts at the borders; the graph's inputs and out
 
 Kept in fp32, and why (written into the graph's config JSON under "fp16"):
 - the attention chain that feeds the top-k pick (TopK, or ReduceMax + ArgMax for top-1, which
-  are kept in fp32 too; the renderer's 64 px cross-attention logits, softmax, head mean): the
+  are kept in fp32 too; the renderer's 64 px cross-attention logits, softmax, head mean, and
+  the block selection of the two-step top-1): the
   guided resampler copies, per coarse cell, the source block with the highest head-averaged
   probability. Those probabilities are ~1/4096 each; in fp16 (11-bit mantissa) near-ties
   flip, a different source block is copied and the frame changes by whole blocks.
@@ -30,8 +31,13 @@ from typing import Any
 import onnx
 
 FP32_OP_TYPES = ("Sin", "Cos", "Exp")
-_TOWARD_LOGITS = ("ReduceMean", "Softmax", "Reshape", "Transpose", "Slice")
-"""Node types walked back from a top-k pick to the attention logits (the MatMul that makes them)."""
+_TOWARD_LOGITS = (
+    "ReduceMean", "ReduceMax", "Softmax", "Reshape", "Transpose", "Slice", "Squeeze",
+    "Unsqueeze", "Cast", "MatMul",
+)  # fmt: skip
+"""Node types walked back from a top-k pick to the attention logits: the head mean and softmax,
+the layout ops between them, and for long rows the two-step top-1 of `models.renderer.top_k`
+(block maxima, then the winning block picked by a one-hot MatMul)."""
 _PICKS = ("TopK", "ArgMax", "ReduceMax")
 """How a top-k pick exports: TopK, or for top-1 ReduceMax (the value) and ArgMax (the index),
 `models.renderer.top_k`. ArgMax and ReduceMax are not on the converter's block list, so the
@@ -39,24 +45,32 @@ pick itself is blocked by name."""
 
 
 def top_k_chains(graph: onnx.GraphProto) -> list[str]:
-    """Names of the nodes that compute each top-k pick's input, from the attention logits'
-    MatMul through softmax and the head mean (walking back through the ops in
-    `_TOWARD_LOGITS`), and of the ArgMax/ReduceMax picks themselves."""
+    """Names of the nodes that compute each top-k pick's inputs, walking back through every
+    input of the ops in `_TOWARD_LOGITS` down to the softmax and the MatMul whose logits it
+    normalises (the walk stops there), and of the ArgMax/ReduceMax picks themselves. A
+    MatMul reached other than through a softmax is the two-step top-1's block selection:
+    fp16 rounding of the probabilities it copies would flip near-ties inside a block."""
     producer = {out: node for node in graph.node for out in node.output}
     chosen: list[str] = []
     for node in graph.node:
         if node.op_type not in _PICKS:
             continue
-        if node.op_type != "TopK":
+        if node.op_type != "TopK" and node.name not in chosen:
             chosen.append(node.name)
-        current = producer.get(node.input[0])
-        while current is not None and current.name not in chosen:
+        pending = [producer.get(name) for name in node.input]
+        while pending:
+            current = pending.pop()
+            if current is None or current.name in chosen:
+                continue
+            if current.op_type not in _TOWARD_LOGITS and current.op_type not in _PICKS:
+                continue
             chosen.append(current.name)
-            if current.op_type in ("MatMul", "FusedMatMul"):
-                break
-            if current.op_type not in _TOWARD_LOGITS:
-                break
-            current = producer.get(current.input[0])
+            if current.op_type == "Softmax":
+                logits = producer.get(current.input[0])
+                if logits is not None and logits.name not in chosen:
+                    chosen.append(logits.name)
+                continue
+            pending.extend(producer.get(name) for name in current.input)
     return chosen
 
 
@@ -85,6 +99,50 @@ def _retype_casts(graph: onnx.GraphProto) -> list[str]:
     return fixed
 
 
+def _skip_round_trips(graph: onnx.GraphProto) -> int:
+    """Let fp32 nodes read each other's outputs directly. The converter wraps every blocked node
+    in its own casts, so between two of them a value goes fp32 -> fp16 -> fp32 and is rounded
+    to fp16 anyway (the head mean before its ArgMax, say). Each Cast back to fp32 of a Cast to
+    fp16 of an fp32 tensor is bypassed; casts left with no reader are dropped. Returns how many
+    were bypassed."""
+    f32, f16 = onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16
+    declared = {
+        v.name: v.type.tensor_type.elem_type
+        for v in (*graph.input, *graph.value_info, *graph.output)
+    }
+    declared.update({t.name: t.data_type for t in graph.initializer})
+    producer = {out: node for node in graph.node for out in node.output}
+    outputs = {o.name for o in graph.output}
+
+    def cast_to(node: onnx.NodeProto | None) -> int | None:
+        if node is None or node.op_type != "Cast":
+            return None
+        return next((int(a.i) for a in node.attribute if a.name == "to"), None)
+
+    renamed: dict[str, str] = {}
+    for node in graph.node:
+        down = producer.get(node.input[0]) if cast_to(node) == f32 else None
+        if (
+            cast_to(down) == f16
+            and down is not None
+            and declared.get(down.input[0]) == f32
+            and node.output[0] not in outputs
+        ):
+            renamed[node.output[0]] = down.input[0]
+    for node in graph.node:
+        for i, name in enumerate(node.input):
+            if name in renamed:
+                node.input[i] = renamed[name]
+    read = {name for node in graph.node for name in node.input} | outputs
+    dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
+    while dead:
+        for node in dead:
+            graph.node.remove(node)
+        read = {name for node in graph.node for name in node.input} | outputs
+        dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
+    return len(renamed)
+
+
 def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
     """The mixed-precision model and what stayed fp32 (for the graph's config JSON)."""
     from onnxconverter_common import float16
@@ -99,6 +157,7 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
             model, keep_io_types=True, op_block_list=op_types, node_block_list=chain
         )
     casts = _retype_casts(converted.graph)
+    bypassed = _skip_round_trips(converted.graph)
     present = {n.op_type for n in model.graph.node}
     info = {
         "precision": "fp16",
@@ -110,6 +169,7 @@ def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:
             "Sin/Cos/Exp": "embedding angles beyond fp16's resolution",
         },
         "casts_kept_fp32": casts,
+        "fp16_round_trips_bypassed": bypassed,
         "fp16_not_blocked": "demodulation Pow/ReduceSum/Sqrt: blocking them breaks Conv typing",
     }
     return converted, info

@@ -19,7 +19,7 @@ from runtime.model.versions import V1, ModelVersion
 OPSET = 17
 """The ONNX opset every graph is exported with."""
 
-EXPORTER_VERSION = 4
+EXPORTER_VERSION = 5
 """Bump when a graph's contract or export recipe changes; part of the compiled-cache key."""
 
 PRECISIONS = ("fp32", "fp16")

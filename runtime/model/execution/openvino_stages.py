@@ -177,9 +177,14 @@ class StagedCompiled:
         model: ov.Model,
         plan: StagePlan,
         compile_stage: Callable[[ov.Model, str], ov.CompiledModel],
+        *,
+        merge: bool = True,
     ) -> None:
+        """`merge`: compile each run of neighbouring stages of one precision as one model
+        (`StagePlan.merged`); False keeps every stage apart (the sensitivity bench times them
+        one by one)."""
         started = time.perf_counter()
-        self.plan = plan = plan.merged()
+        self.plan = plan = plan.merged() if merge else plan
         self.stages = [
             compile_stage(part, plan.precision(name))
             for part, (name, _) in zip(split_model(model, plan), plan.stages, strict=True)

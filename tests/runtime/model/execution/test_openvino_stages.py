@@ -168,6 +168,19 @@ def test_neighbouring_stages_of_one_precision_are_compiled_together() -> None:
     fine = assign_stages(model, StagePlan(stages=PLAN.stages, fp32=frozenset({"first"})))
     coarse = assign_stages(model, StagePlan(stages=PLAN.stages, fp32=frozenset({"first"})).merged())
     assert {k: min(v, 1) for k, v in fine.items()} == coarse
+    # Compiled: one model per run, or per stage when asked (the sensitivity bench times them).
+    core = ov.Core()
+    one_run = StagePlan(stages=PLAN.stages, fp32=frozenset({"first"}))
+
+    def compile_stage(part: ov.Model, hint: str) -> ov.CompiledModel:
+        return core.compile_model(part, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
+    assert len(StagedCompiled(small_model(), one_run, compile_stage).stages) == 2
+    apart = StagedCompiled(small_model(), one_run, compile_stage, merge=False)
+    assert len(apart.stages) == 3
+    got = apart.create_infer_request().infer(_feeds())["out"]
+    whole = StagedCompiled(small_model(), one_run, compile_stage).create_infer_request()
+    np.testing.assert_allclose(got, whole.infer(_feeds())["out"], rtol=1e-6, atol=1e-6)
 
 
 def test_each_version_has_a_plan_and_an_unknown_one_gets_every_stage_either_keeps() -> None:

@@ -133,14 +133,13 @@ def _skip_round_trips(graph: onnx.GraphProto) -> int:
         for i, name in enumerate(node.input):
             if name in renamed:
                 node.input[i] = renamed[name]
-    read = {name for node in graph.node for name in node.input} | outputs
-    dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
-    while dead:
-        for node in dead:
-            graph.node.remove(node)
+    while True:  # a dropped cast may leave the cast before it unread
         read = {name for node in graph.node for name in node.input} | outputs
         dead = [n for n in graph.node if n.op_type == "Cast" and not set(n.output) & read]
-    return len(renamed)
+        if not dead:
+            return len(renamed)
+        for node in dead:
+            graph.node.remove(node)
 
 
 def to_fp16(model: onnx.ModelProto) -> tuple[onnx.ModelProto, dict[str, Any]]:

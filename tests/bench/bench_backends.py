@@ -111,14 +111,15 @@ def compile_renderer(candidate: Candidate) -> None:
 
 
 def resident_mb() -> float | None:
+    """Resident memory (Linux), after handing freed heap back to the system."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
     return _status("VmRSS:")
 
 
 def working_mb(render: Callable[[], object]) -> float | None:
     """Peak resident memory's rise over one call (Linux)."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    before = _status("VmRSS:")
+    before = resident_mb()
     try:
         Path("/proc/self/clear_refs").write_text("5")
     except OSError:
@@ -213,8 +214,6 @@ def bench_version(
         # One candidate at a time: what opening it, compiling the renderer and one render left
         # resident (the whole footprint), and the peak rise over that render after the compile
         # (the working memory of a frame, what ONNX Runtime's arena grows by at its first run).
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").malloc_trim(0)
         before = resident_mb()
         cand = cands[choice.label] = Candidate(graphs, options_for(base, choice), version)
         compile_renderer(cand)

@@ -41,18 +41,6 @@ VARIANTS = {"convolutions": ["MatMul", "Softmax"], "convolutions + MatMuls": []}
 """Variant -> op types NNCF also leaves in f32 (beside the motion stage)."""
 
 
-def _median_ms(fns: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    for fn in fns.values():
-        fn()
-    times: dict[str, list[float]] = {k: [] for k in fns}
-    for r in range(repeats):
-        for name in list(fns) if r % 2 == 0 else list(fns)[::-1]:
-            t0 = time.perf_counter()
-            fns[name]()
-            times[name].append(1000 * (time.perf_counter() - t0))
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--version", default="v2", choices=sorted(VERSIONS))
@@ -66,7 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     import openvino as ov
 
     from models.recipe import golden_version_dir
-    from tests.bench.bench_backends import DEFAULT_WORK, prepare
+    from tests.bench.bench_backends import DEFAULT_WORK, interleaved, prepare
 
     os.environ.setdefault("IMTALKER_CACHE_DIR", str(DEFAULT_WORK / "cache"))
     graphs = args.graphs or prepare(DEFAULT_WORK, args.version)
@@ -131,7 +119,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             }
         )
         runs[f"int8 ({variant})"] = lambda r=request: r.infer(feeds(latents[0]))
-    ms = _median_ms(runs, args.repeats)
+    ms = {k: 1000 * statistics.median(v) for k, v in interleaved(runs, args.repeats).items()}
     base = ms["onnxruntime fp32"]
     for row in rows:
         row["ms_per_frame"] = ms[f"int8 ({row['variant']})"]

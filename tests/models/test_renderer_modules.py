@@ -276,3 +276,55 @@ def test_export_keeps_dynamic_batch(tmp_path: Path) -> None:
         ab = torch.randn(b, 3, 16, 16).softmax(dim=-1)
         (out,) = session.run(None, {"pooled": pooled.numpy(), "attn": ab.numpy()})  # type: ignore[attr-defined]
         np.testing.assert_allclose(out, sample(pooled, ab).numpy(), rtol=1e-5, atol=1e-6)
+
+
+class _TopKAttention(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attention = StandardAttention(16, 2)
+
+    def forward(
+        self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a = self.attention
+        return a.attend_top_k(query, a.project_key(key), a.project_value(value), 1)
+
+
+def test_exported_chunks_finish_one_before_the_next(tmp_path: Path) -> None:
+    # A runtime that orders nodes by data alone (OpenVINO) must be unable to start a chunk's
+    # logits before the previous chunk's `attn @ v` and head-mean pick have read its map: that
+    # is what frees each 64 px map before the next is made.
+    onnx = pytest.importorskip("onnx")
+    torch.manual_seed(0)
+    module = _TopKAttention().eval()
+    tokens = 2 * QUERY_CHUNK
+    args = (torch.randn(1, tokens, 16), torch.randn(1, tokens, 16), torch.randn(1, tokens, 16))
+    session = _export_and_run(module, args, ["q", "k", "v"], {}, tmp_path / "a.onnx")
+    graph = onnx.load(str(tmp_path / "a.onnx")).graph
+    producer = {out: node for node in graph.node for out in node.output}
+
+    def ancestors(node: object) -> set[str]:
+        seen: set[str] = set()
+        pending = [producer.get(name) for name in node.input]  # type: ignore[attr-defined]
+        while pending:
+            current = pending.pop()
+            if current is None or current.name in seen:
+                continue
+            seen.add(current.name)
+            pending.extend(producer.get(name) for name in current.input)
+        return seen
+
+    softmaxes = [n for n in graph.node if n.op_type == "Softmax"]
+    assert len(softmaxes) == 2
+    first_map = softmaxes[0].output[0]
+    readers = {n.name for n in graph.node if first_map in n.input}
+    assert len(readers) == 2  # attn @ v and the head mean
+    before_second = ancestors(softmaxes[1])
+    assert readers <= before_second
+    assert any(n.op_type == "ArgMax" and n.name in before_second for n in graph.node)
+    # And the chained graph still computes what the module does.
+    got = session.run(None, {"q": args[0].numpy(), "k": args[1].numpy(), "v": args[2].numpy()})  # type: ignore[attr-defined]
+    with torch.no_grad():
+        want = module(*args)
+    np.testing.assert_allclose(got[0], want[0].numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(got[2], want[2].numpy())
